@@ -1,0 +1,92 @@
+"""Load a `Codec` from any supported source.
+
+Sources: a hub id or local path of (1) this project's converted codec directory, (2) a transformers
+`EncodecModel` (e.g. facebook/encodec_32khz), (3) a transformers MusicGen checkpoint (its
+`audio_encoder`), (4) an audiocraft `compression_state_dict.bin`, full package or the pointer form
+`{'pretrained': 'facebook/encodec_32khz'}`. Stereo (interleaved codebooks) is read from the MusicGen
+config when there is one, and can be forced with `stereo=`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from musicgen_jax.codec.model import Codec
+from musicgen_jax.config import CodecConfig
+from musicgen_jax.convert import encodec as enc
+from musicgen_jax.convert import native
+from musicgen_jax.convert.torch_io import (CheckpointError, read_hf_weights, read_json, read_torch_pickle, resolve,
+                                           tensors_to_numpy)
+
+NATIVE_FORMAT = "musicgen_jax.codec"
+COMPRESSION_FILE = "compression_state_dict.bin"
+_SMALL_FILES = ["config.json", COMPRESSION_FILE, f"codec/{native.CONFIG_FILE}", f"codec/{native.PARAMS_FILE}",
+                native.PARAMS_FILE]
+_WEIGHT_PATTERNS = (["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"],
+                    ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"])
+
+
+def save_codec(codec: Codec, directory: str | os.PathLike) -> Path:
+    """Write `codec` in this project's format (`config.json` + `params.safetensors`)."""
+    meta = {"format": NATIVE_FORMAT, "version": 1, "stereo": codec.stereo, "config": codec.config.to_dict()}
+    return native.save_tree(directory, jax.device_get(codec.params), meta)
+
+
+def load_codec(source: str | os.PathLike, stereo: bool | None = None) -> Codec:
+    """A `Codec` from a hub id or a local path (see the module docstring)."""
+    path = resolve(source, _SMALL_FILES)
+    if path.is_file():
+        if path.suffix == ".safetensors":
+            path = path.parent
+        else:
+            return _from_audiocraft_package(path, stereo)
+    for directory in (path / "codec", path):
+        if native.is_native(directory, NATIVE_FORMAT):
+            params, meta = native.load_tree(directory)
+            config = CodecConfig.from_dict(meta["config"])
+            params = enc.check_params(params, config, str(directory))
+            return Codec(config, params, meta["stereo"] if stereo is None else stereo)
+    hf_config = read_json(path / "config.json") if (path / "config.json").exists() else None
+    if stereo is None and hf_config is not None and hf_config.get("model_type", "").startswith("musicgen"):
+        stereo = hf_config.get("decoder", {}).get("audio_channels", 1) == 2
+    if (path / COMPRESSION_FILE).exists():
+        return _from_audiocraft_package(path / COMPRESSION_FILE, stereo)
+    if hf_config is None:
+        raise CheckpointError(f"{source}: no config.json, {COMPRESSION_FILE} or converted codec found in {path}")
+    return _from_hf(source, path, hf_config, bool(stereo))
+
+
+def _from_hf(source, path: Path, hf_config: dict, stereo: bool) -> Codec:
+    model_type = hf_config.get("model_type")
+    if model_type == "encodec":
+        codec_config, prefix = hf_config, ""
+    elif model_type in ("musicgen", "musicgen_melody"):
+        codec_config, prefix = hf_config.get("audio_encoder") or {}, "audio_encoder."
+    else:
+        raise CheckpointError(f"{source}: config.json has model_type {model_type!r}, expected encodec or musicgen")
+    config = enc.config_from_hf(codec_config)
+    if not Path(source).expanduser().exists():  # a hub id: fetch the weights now that the format is known
+        for patterns in _WEIGHT_PATTERNS:
+            path = resolve(source, patterns)
+            if any((path / p).exists() for p in (patterns[0], patterns[1])):
+                break
+    state = enc.strip_prefix(read_hf_weights(path), prefix)
+    return Codec(config, enc.params_from_hf_state_dict(state, config, str(source)), stereo)
+
+
+def _from_audiocraft_package(file: Path, stereo: bool | None) -> Codec:
+    pkg = read_torch_pickle(file)
+    if not isinstance(pkg, dict):
+        raise CheckpointError(f"{file}: not an audiocraft package (a dict), got {type(pkg).__name__}")
+    if "pretrained" in pkg:
+        return load_codec(pkg["pretrained"], stereo)
+    if "best_state" not in pkg or "xp.cfg" not in pkg:
+        raise CheckpointError(f"{file}: an audiocraft package needs 'best_state' and 'xp.cfg' (or 'pretrained'), "
+                              f"found keys {sorted(pkg)}")
+    config = enc.config_from_audiocraft(enc.parse_audiocraft_cfg(pkg["xp.cfg"]))
+    state = {enc.audiocraft_to_hf_key(k): v for k, v in tensors_to_numpy(pkg["best_state"]).items()}
+    return Codec(config, enc.params_from_hf_state_dict(state, config, str(file)), bool(stereo))

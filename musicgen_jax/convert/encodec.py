@@ -1,0 +1,257 @@
+"""EnCodec weights from transformers (HF) and audiocraft checkpoints into `Codec` parameters.
+
+The key map is generated from the codec's own layer layout (`seanet.encoder_layers` /
+`decoder_layers`): each HF key names one parameter of ours and how its tensor is laid out, so
+import checks every key and shape, and export can walk the same table backwards.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+
+import jax
+import numpy as np
+import yaml
+from flax.traverse_util import flatten_dict, unflatten_dict
+
+from musicgen_jax.codec.model import EncodecModel
+from musicgen_jax.codec.seanet import decoder_layers, encoder_layers
+from musicgen_jax.config import CodecConfig
+from musicgen_jax.convert.torch_io import CheckpointError
+
+# Quantizer state that only training (EMA k-means) uses; present in every checkpoint, unused at inference.
+TRAINING_BUFFERS = ("inited", "cluster_size", "embed_avg")
+
+
+@dataclasses.dataclass(frozen=True)
+class Target:
+    """Where a checkpoint tensor goes: our parameter path and the tensor's layout.
+
+    layout: "conv" (torch [out, in, k]), "convtr" (torch [in, out, k]), "linear" (torch [out, in]),
+    "bias" (copied), "sum" (added into the parameter), "stack" (row `index` of the parameter).
+    """
+
+    path: tuple[str, ...]
+    layout: str
+    index: int = 0
+
+
+def config_from_hf(cfg: dict) -> CodecConfig:
+    """CodecConfig from a transformers `EncodecConfig` dict (`config.json`)."""
+    if cfg.get("model_type", "encodec") != "encodec":
+        raise CheckpointError(f"expected an EnCodec config, got model_type {cfg.get('model_type')!r}")
+    unsupported = {"norm_type": (cfg.get("norm_type", "weight_norm"), "weight_norm"),
+                   "normalize": (bool(cfg.get("normalize", False)), False),
+                   "chunk_length_s": (cfg.get("chunk_length_s"), None)}
+    bad = {k: v for k, (v, ok) in unsupported.items() if v != ok}
+    if bad:
+        raise CheckpointError(f"unsupported EnCodec settings {bad}: only the MusicGen-style codec "
+                              "(weight norm, no input renormalization, no chunking) is implemented")
+    hidden = cfg.get("hidden_size", 128)
+    if cfg.get("codebook_dim") not in (None, hidden):
+        raise CheckpointError(f"codebook_dim {cfg['codebook_dim']} != hidden_size {hidden} (projections unsupported)")
+    ratios = tuple(cfg.get("upsampling_ratios", (8, 5, 4, 2)))
+    sample_rate = cfg.get("sampling_rate", 24000)
+    codebook_size = cfg.get("codebook_size", 1024)
+    frame_rate = math.ceil(sample_rate / math.prod(ratios))
+    bandwidths = cfg.get("target_bandwidths") or [1.5]
+    num_codebooks = int(1000 * bandwidths[-1] // (frame_rate * math.ceil(math.log2(codebook_size))))
+    return CodecConfig(
+        sample_rate=sample_rate, channels=cfg.get("audio_channels", 1), dimension=hidden,
+        n_filters=cfg.get("num_filters", 32), ratios=ratios, n_residual_layers=cfg.get("num_residual_layers", 1),
+        kernel_size=cfg.get("kernel_size", 7), last_kernel_size=cfg.get("last_kernel_size", 7),
+        residual_kernel_size=cfg.get("residual_kernel_size", 3), dilation_base=cfg.get("dilation_growth_rate", 2),
+        compress=cfg.get("compress", 2), lstm_layers=cfg.get("num_lstm_layers", 2),
+        pad_mode=cfg.get("pad_mode", "reflect"), causal=cfg.get("use_causal_conv", True),
+        true_skip=not cfg.get("use_conv_shortcut", True), trim_right_ratio=cfg.get("trim_right_ratio", 1.0),
+        num_codebooks=num_codebooks, codebook_size=codebook_size)
+
+
+def _resolve_interpolations(node, root):
+    """Resolve OmegaConf `${a.b}` references in a YAML tree (audiocraft stores its config unresolved)."""
+    if isinstance(node, dict):
+        return {k: _resolve_interpolations(v, root) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_resolve_interpolations(v, root) for v in node]
+    if isinstance(node, str) and (m := re.fullmatch(r"\$\{([\w.]+)\}", node)):
+        value = root
+        for part in m.group(1).split("."):
+            if not isinstance(value, dict) or part not in value:
+                raise CheckpointError(f"audiocraft config: unresolvable reference {node}")
+            value = value[part]
+        return _resolve_interpolations(value, root)
+    return node
+
+
+def parse_audiocraft_cfg(xp_cfg: str) -> dict:
+    """The `xp.cfg` YAML string of an audiocraft package as a plain dict, references resolved."""
+    try:
+        cfg = yaml.safe_load(xp_cfg)
+    except yaml.YAMLError as e:
+        raise CheckpointError(f"audiocraft package: corrupt xp.cfg YAML: {e}") from e
+    if not isinstance(cfg, dict):
+        raise CheckpointError("audiocraft package: xp.cfg is not a YAML mapping")
+    return _resolve_interpolations(cfg, cfg)
+
+
+def config_from_audiocraft(cfg: dict) -> CodecConfig:
+    """CodecConfig from a resolved audiocraft compression-model config (`seanet`, `rvq`, `encodec`)."""
+    try:
+        if cfg.get("compression_model", "encodec") != "encodec" or cfg["encodec"]["quantizer"] != "rvq":
+            raise CheckpointError("audiocraft package: only EnCodec with an RVQ quantizer is supported")
+        seanet = dict(cfg["seanet"])
+        seanet.update(seanet.pop("encoder", None) or {})
+        decoder_only = seanet.pop("decoder", None) or {}
+        if cfg["encodec"].get("renormalize") or seanet.get("norm") not in ("weight_norm", "none"):
+            raise CheckpointError(f"audiocraft package: unsupported renormalize/norm "
+                                  f"({cfg['encodec'].get('renormalize')}, {seanet.get('norm')})")
+        if decoder_only.get("final_activation") or seanet.get("disable_norm_outer_blocks", 0):
+            raise CheckpointError("audiocraft package: final activations / un-normalized outer blocks unsupported")
+        if seanet.get("activation", "ELU") != "ELU" or (seanet.get("activation_params") or {}).get("alpha", 1.0) != 1.0:
+            raise CheckpointError(f"audiocraft package: only ELU(alpha=1) is supported, got {seanet.get('activation')}")
+        return CodecConfig(
+            sample_rate=cfg["sample_rate"], channels=cfg["channels"], dimension=seanet["dimension"],
+            n_filters=seanet["n_filters"], ratios=tuple(seanet["ratios"]),
+            n_residual_layers=seanet["n_residual_layers"], kernel_size=seanet["kernel_size"],
+            last_kernel_size=seanet["last_kernel_size"], residual_kernel_size=seanet["residual_kernel_size"],
+            dilation_base=seanet["dilation_base"], compress=seanet["compress"], lstm_layers=seanet["lstm"],
+            pad_mode=seanet["pad_mode"], causal=seanet["causal"], true_skip=seanet["true_skip"],
+            trim_right_ratio=decoder_only.get("trim_right_ratio", 1.0),
+            num_codebooks=cfg["rvq"]["n_q"], codebook_size=cfg["rvq"]["bins"])
+    except KeyError as e:
+        raise CheckpointError(f"audiocraft package: xp.cfg lacks the setting {e}") from e
+
+
+def audiocraft_to_hf_key(key: str) -> str:
+    """`encoder.model.3.conv.conv.weight_g` -> `encoder.layers.3.conv.weight_g` (SPEC 1.8)."""
+    for old, new in ((".model.", ".layers."), (".conv.conv.", ".conv."), (".convtr.convtr.", ".conv."),
+                     ("quantizer.vq.layers.", "quantizer.layers."), ("._codebook.", ".codebook.")):
+        key = key.replace(old, new)
+    return key
+
+
+def fold_weight_norm(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Replace weight-norm pairs (`weight_g`/`weight_v` or `parametrizations.weight.original0/1`)
+    by `weight = v * g / ||v||`, the norm over all dims but 0, in float32."""
+    out, pairs = {}, {}
+    for key, value in state.items():
+        m = re.fullmatch(r"(.*)\.(?:weight_(g|v)|parametrizations\.weight\.original([01]))", key)
+        if m:
+            part = m.group(2) or "gv"[int(m.group(3))]
+            pairs.setdefault(m.group(1), {})[part] = (key, value)
+        else:
+            out[key] = value
+    for base, parts in pairs.items():
+        if set(parts) != {"g", "v"}:
+            (key, value), = parts.values()
+            out[key] = value  # an unpaired half: reported as unexpected, its partner as missing
+            continue
+        g, v = parts["g"][1].astype(np.float32), parts["v"][1].astype(np.float32)
+        norm = np.sqrt(np.sum(v * v, axis=tuple(range(1, v.ndim)), keepdims=True))
+        out[f"{base}.weight"] = v * (g / norm)
+    return out
+
+
+def hf_key_map(config: CodecConfig) -> dict[str, Target]:
+    """Every HF EncodecModel key that the codec needs, mapped to its parameter."""
+    keys = {}
+    for part, layers in (("encoder", encoder_layers(config)), ("decoder", decoder_layers(config))):
+        for i, (kind, kwargs) in enumerate(layers):
+            hf, ours = f"{part}.layers.{i}", (part, f"layers_{i}")
+            convs = {"conv": [("conv", (), "conv")], "convtr": [("conv", (), "convtr")],
+                     "res": [(f"block.{j}.conv", (f"block_{j}",), "conv") for j in (1, 3)]
+                     + ([] if config.true_skip else [("shortcut.conv", ("shortcut",), "conv")])}.get(kind, [])
+            for name, sub, layout in convs:
+                keys[f"{hf}.{name}.weight"] = Target(ours + sub + ("kernel",), layout)
+                keys[f"{hf}.{name}.bias"] = Target(ours + sub + ("bias",), "bias")
+            if kind == "lstm":
+                for n in range(kwargs["num_layers"]):
+                    layer = ours + (f"layer_{n}",)
+                    keys[f"{hf}.lstm.weight_ih_l{n}"] = Target(layer + ("kernel_ih",), "linear")
+                    keys[f"{hf}.lstm.weight_hh_l{n}"] = Target(layer + ("kernel_hh",), "linear")
+                    keys[f"{hf}.lstm.bias_ih_l{n}"] = Target(layer + ("bias",), "sum")
+                    keys[f"{hf}.lstm.bias_hh_l{n}"] = Target(layer + ("bias",), "sum")
+    for q in range(config.num_codebooks):
+        keys[f"quantizer.layers.{q}.codebook.embed"] = Target(("quantizer", "codebooks"), "stack", q)
+    return keys
+
+
+def _torch_shape(target: Target, shape: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape the checkpoint tensor must have for our parameter of `shape`."""
+    if target.layout == "conv":
+        return shape[2], shape[1], shape[0]
+    if target.layout == "convtr":
+        return shape[1], shape[2], shape[0]
+    if target.layout == "linear":
+        return shape[1], shape[0]
+    if target.layout == "stack":
+        return shape[1:]
+    return shape
+
+
+def _from_torch(target: Target, value: np.ndarray) -> np.ndarray:
+    return {"conv": lambda v: v.transpose(2, 1, 0), "convtr": lambda v: v.transpose(2, 0, 1),
+            "linear": lambda v: v.T}.get(target.layout, lambda v: v)(value)
+
+
+def params_from_hf_state_dict(state: dict[str, np.ndarray], config: CodecConfig, source: str = "checkpoint"):
+    """Codec parameters from HF-named EnCodec tensors; raises CheckpointError listing every missing
+    key, unexpected key and wrong shape."""
+    state = fold_weight_norm(state)
+    key_map = hf_key_map(config)
+    flat_shapes = expected_shapes(config)
+    buffers = {f"quantizer.layers.{q}.codebook.{b}" for q in range(config.num_codebooks) for b in TRAINING_BUFFERS}
+    missing = sorted(set(key_map) - set(state))
+    unexpected = sorted(set(state) - set(key_map) - buffers)
+    wrong = [f"{key}: {tuple(state[key].shape)} (expected {_torch_shape(t, flat_shapes[t.path])})"
+             for key, t in key_map.items()
+             if key in state and tuple(state[key].shape) != _torch_shape(t, flat_shapes[t.path])]
+    _raise_mismatch(source, config, missing, unexpected, wrong)
+    flat = {path: np.zeros(shape, np.float32) for path, shape in flat_shapes.items()}
+    for key, target in key_map.items():
+        value = _from_torch(target, state[key].astype(np.float32))
+        if target.layout == "stack":
+            flat[target.path][target.index] = value
+        elif target.layout == "sum":
+            flat[target.path] += value
+        else:
+            flat[target.path] = value
+    return {"params": unflatten_dict(flat)}
+
+
+def expected_shapes(config: CodecConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Shape of every codec parameter, keyed by its path below "params"."""
+    shapes = jax.eval_shape(lambda: EncodecModel(config).init(
+        jax.random.key(0), np.zeros((1, config.channels, config.hop_length), np.float32)))
+    return {path: leaf.shape for path, leaf in flatten_dict(shapes["params"]).items()}
+
+
+def check_params(params, config: CodecConfig, source: str):
+    """`params` as float32 numpy if its tree and shapes are the codec's, else a CheckpointError naming
+    the missing, unexpected and wrongly shaped parameters."""
+    flat = flatten_dict(params.get("params", {}) if isinstance(params, dict) else {})
+    expected = expected_shapes(config)
+    missing = sorted("/".join(p) for p in set(expected) - set(flat))
+    unexpected = sorted("/".join(p) for p in set(flat) - set(expected))
+    wrong = [f"{'/'.join(p)}: {tuple(np.shape(v))} (expected {expected[p]})"
+             for p, v in flat.items() if p in expected and tuple(np.shape(v)) != expected[p]]
+    _raise_mismatch(source, config, missing, unexpected, wrong)
+    return {"params": unflatten_dict({p: np.asarray(v, np.float32) for p, v in flat.items()})}
+
+
+def _raise_mismatch(source: str, config: CodecConfig, missing, unexpected, wrong):
+    if not (missing or unexpected or wrong):
+        return
+    lines = [f"{source} does not match the EnCodec config ({config.num_codebooks} codebooks, "
+             f"{config.n_filters} filters, ratios {list(config.ratios)}):"]
+    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
+        if items:
+            lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:12]) + (" ..." if len(items) > 12 else ""))
+    raise CheckpointError("\n".join(lines))
+
+
+def strip_prefix(state: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
+    """The tensors under `prefix` (e.g. `audio_encoder.` in a MusicGen checkpoint), prefix removed."""
+    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}

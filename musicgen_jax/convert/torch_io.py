@@ -1,0 +1,108 @@
+"""Reading PyTorch-side checkpoints: hub resolution, safetensors (single or sharded), torch pickles.
+
+The only module of the package that touches PyTorch formats. torch itself is imported lazily,
+only for `.bin` pickles (install the `torch` extra for those).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be found, read, or does not match the model it is loaded into."""
+
+
+def resolve(source: str | os.PathLike, allow_patterns: list[str]) -> Path:
+    """A local file or directory as is; otherwise a hub repo id, downloaded (or read from the cache)
+    with `huggingface_hub.snapshot_download`, restricted to `allow_patterns`. Returns the local path."""
+    path = Path(source).expanduser()
+    if path.exists():
+        return path
+    source = str(source)
+    if source.startswith((".", "/", "~")) or source.count("/") > 1:
+        raise CheckpointError(f"checkpoint path {source} does not exist")
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HFValidationError
+
+    try:
+        return Path(snapshot_download(source, allow_patterns=allow_patterns))
+    except HFValidationError as e:
+        raise CheckpointError(f"{source!r} is neither an existing path nor a valid hub repo id: {e}") from e
+    except Exception as e:  # network, missing repo, offline mode without a cached copy
+        raise CheckpointError(f"cannot fetch {source!r} from the Hugging Face hub: {type(e).__name__}: {e}") from e
+
+
+def _to_numpy(value) -> np.ndarray:
+    """A torch tensor or array-like as float32 (floating) or its own integer/bool dtype."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu()
+        value = (value.float() if value.is_floating_point() else value).numpy()
+    array = np.asarray(value)
+    return array.astype(np.float32) if np.issubdtype(array.dtype, np.floating) else array
+
+
+def read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    """All tensors of one `.safetensors` file, floating ones as float32 (bf16 included)."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="flax") as f:
+            return {key: _to_numpy(f.get_tensor(key)) for key in f.keys()}
+    except Exception as e:
+        raise CheckpointError(f"cannot read safetensors file {path}: {type(e).__name__}: {e}") from e
+
+
+def read_torch_pickle(path: Path) -> Any:
+    """`torch.load` of a checkpoint pickle (tensors, dicts, strings only: `weights_only=True`)."""
+    try:
+        import torch
+    except ImportError as e:
+        raise CheckpointError(f"reading {path} needs PyTorch: pip install 'musicgen-jax[torch]'") from e
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise CheckpointError(f"cannot read PyTorch checkpoint {path}: {type(e).__name__}: {e}") from e
+
+
+def tensors_to_numpy(state_dict: dict) -> dict[str, np.ndarray]:
+    return {key: _to_numpy(value) for key, value in state_dict.items()}
+
+
+def read_hf_weights(directory: Path) -> dict[str, np.ndarray]:
+    """The weights of a transformers `save_pretrained` directory: `model.safetensors`, sharded
+    `model.safetensors.index.json`, `pytorch_model.bin` or its sharded index, in that order."""
+    for index_name, single_name, reader in (
+        ("model.safetensors.index.json", "model.safetensors", read_safetensors),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin", lambda p: tensors_to_numpy(read_torch_pickle(p))),
+    ):
+        if (directory / single_name).exists():
+            return reader(directory / single_name)
+        if (directory / index_name).exists():
+            try:
+                shards = sorted(set(json.loads((directory / index_name).read_text())["weight_map"].values()))
+            except (ValueError, KeyError) as e:
+                raise CheckpointError(f"corrupt shard index {directory / index_name}: {e}") from e
+            missing = [s for s in shards if not (directory / s).exists()]
+            if missing:
+                raise CheckpointError(f"{directory / index_name} lists shards that are missing: {missing}")
+            weights = {}
+            for shard in shards:
+                weights.update(reader(directory / shard))
+            return weights
+    raise CheckpointError(f"no weights in {directory}: expected model.safetensors, pytorch_model.bin "
+                          "or a sharded index of either")
+
+
+def read_json(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError as e:
+        raise CheckpointError(f"missing {path.name} in {path.parent}") from e
+    except ValueError as e:
+        raise CheckpointError(f"corrupt JSON in {path}: {e}") from e
