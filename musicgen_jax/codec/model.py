@@ -45,6 +45,12 @@ class EncodecModel(nn.Module):
         return jnp.swapaxes(self.decoder(self.quantizer.decode(codes)), 1, 2)
 
 
+@functools.partial(jax.jit, static_argnums=0)
+def init_params(config: CodecConfig, key: jax.Array) -> Params:
+    """Randomly initialized codec parameters (for training from scratch, tests and benchmarks)."""
+    return EncodecModel(config).init(key, jnp.zeros((1, config.channels, config.hop_length), jnp.float32))
+
+
 def interleave_stereo(codes: jax.Array) -> jax.Array:
     """`[B, 2, K, T] (channel-major) -> [B, 2K, T]` in the order [L0, R0, L1, R1, ...]."""
     b, c, k, t = codes.shape

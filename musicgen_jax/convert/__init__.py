@@ -1,0 +1,1 @@
+"""Conversion from PyTorch checkpoints (transformers, audiocraft) and this project's own format."""
