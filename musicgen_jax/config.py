@@ -13,8 +13,22 @@ import math
 PAD_MODES = ("constant", "reflect", "replicate")
 
 
+class _DictIO:
+    """JSON-friendly dict round trip for the frozen config dataclasses; unknown fields are errors."""
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, d: dict):
+        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}")
+        return cls(**d)
+
+
 @dataclasses.dataclass(frozen=True)
-class CodecConfig:
+class CodecConfig(_DictIO):
     """EnCodec (SEANet encoder/decoder + residual vector quantizer) hyper-parameters.
 
     Names follow audiocraft's SEANet arguments. `ratios` are in decoder order (the encoder
@@ -67,17 +81,48 @@ class CodecConfig:
         """Frames produced by encoding `num_samples` samples: ceil(samples / hop)."""
         return math.ceil(num_samples / self.hop_length)
 
-    def to_dict(self) -> dict:
-        return {**dataclasses.asdict(self), "ratios": list(self.ratios)}
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "CodecConfig":
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - names)
-        if unknown:
-            raise ValueError(f"unknown CodecConfig fields {unknown}")
-        return cls(**d)
 
 
 # The released facebook/encodec_32khz architecture (SPEC 1.1). pad_mode as in its HF hub config.
 ENCODEC_32KHZ = CodecConfig()
+
+
+FEED_FORWARD_PROJS = ("relu", "gated-gelu")
+
+
+@dataclasses.dataclass(frozen=True)
+class T5Config(_DictIO):
+    """T5 encoder hyper-parameters (names as in transformers' T5Config).
+
+    `feed_forward_proj`: "relu" (t5-base: ReLU MLP) or "gated-gelu" (t5-v1_1 / flan-t5: tanh-GELU
+    gate times a linear branch).
+    """
+
+    vocab_size: int = 32128
+    d_model: int = 768
+    d_kv: int = 64
+    d_ff: int = 3072
+    num_layers: int = 12
+    num_heads: int = 12
+    relative_attention_num_buckets: int = 32
+    relative_attention_max_distance: int = 128
+    layer_norm_epsilon: float = 1e-6
+    feed_forward_proj: str = "relu"
+
+    def __post_init__(self):
+        if self.feed_forward_proj not in FEED_FORWARD_PROJS:
+            raise ValueError(f"T5Config.feed_forward_proj must be one of {FEED_FORWARD_PROJS}, "
+                             f"got {self.feed_forward_proj!r}")
+        bad = [f.name for f in dataclasses.fields(self)
+               if f.name not in ("feed_forward_proj", "layer_norm_epsilon") and int(getattr(self, f.name)) <= 0]
+        if bad:
+            raise ValueError(f"T5Config has non-positive values: {bad}")
+
+    @property
+    def gated(self) -> bool:
+        return self.feed_forward_proj == "gated-gelu"
+
+
+
+# t5-base, the text encoder of every released MusicGen model (SPEC 4.1).
+T5_BASE = T5Config()

@@ -13,22 +13,19 @@ import os
 from pathlib import Path
 
 import jax
-import numpy as np
 
 from musicgen_jax.codec.model import Codec
 from musicgen_jax.config import CodecConfig
 from musicgen_jax.convert import encodec as enc
 from musicgen_jax.convert import native
-from musicgen_jax.convert.torch_io import (CheckpointError, read_hf_weights, read_json, read_torch_pickle, resolve,
+from musicgen_jax.convert.keymap import strip_prefix
+from musicgen_jax.convert.torch_io import (CheckpointError, fetch_hf_weights, read_json, read_torch_pickle, resolve,
                                            tensors_to_numpy)
 
 NATIVE_FORMAT = "musicgen_jax.codec"
 COMPRESSION_FILE = "compression_state_dict.bin"
 _SMALL_FILES = ["config.json", COMPRESSION_FILE, f"codec/{native.CONFIG_FILE}", f"codec/{native.PARAMS_FILE}",
                 native.PARAMS_FILE]
-_WEIGHT_PATTERNS = (["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"],
-                    ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"])
-
 
 def save_codec(codec: Codec, directory: str | os.PathLike) -> Path:
     """Write `codec` in this project's format (`config.json` + `params.safetensors`)."""
@@ -69,12 +66,7 @@ def _from_hf(source, path: Path, hf_config: dict, stereo: bool) -> Codec:
     else:
         raise CheckpointError(f"{source}: config.json has model_type {model_type!r}, expected encodec or musicgen")
     config = enc.config_from_hf(codec_config)
-    if not Path(source).expanduser().exists():  # a hub id: fetch the weights now that the format is known
-        for patterns in _WEIGHT_PATTERNS:
-            path = resolve(source, patterns)
-            if any((path / p).exists() for p in (patterns[0], patterns[1])):
-                break
-    state = enc.strip_prefix(read_hf_weights(path), prefix)
+    state = strip_prefix(fetch_hf_weights(source, path), prefix)
     return Codec(config, enc.params_from_hf_state_dict(state, config, str(source)), stereo)
 
 

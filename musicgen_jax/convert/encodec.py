@@ -7,35 +7,21 @@ import checks every key and shape, and export can walk the same table backwards.
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
 
 import jax
 import numpy as np
 import yaml
-from flax.traverse_util import flatten_dict, unflatten_dict
 
 from musicgen_jax.codec.model import EncodecModel
 from musicgen_jax.codec.seanet import decoder_layers, encoder_layers
 from musicgen_jax.config import CodecConfig
+from musicgen_jax.convert.keymap import Target, assemble, check_tree, param_shapes
 from musicgen_jax.convert.torch_io import CheckpointError
 
 # Quantizer state that only training (EMA k-means) uses; present in every checkpoint, unused at inference.
 TRAINING_BUFFERS = ("inited", "cluster_size", "embed_avg")
-
-
-@dataclasses.dataclass(frozen=True)
-class Target:
-    """Where a checkpoint tensor goes: our parameter path and the tensor's layout.
-
-    layout: "conv" (torch [out, in, k]), "convtr" (torch [in, out, k]), "linear" (torch [out, in]),
-    "bias" (copied), "sum" (added into the parameter), "stack" (row `index` of the parameter).
-    """
-
-    path: tuple[str, ...]
-    layout: str
-    index: int = 0
 
 
 def config_from_hf(cfg: dict) -> CodecConfig:
@@ -165,7 +151,7 @@ def hf_key_map(config: CodecConfig) -> dict[str, Target]:
                      + ([] if config.true_skip else [("shortcut.conv", ("shortcut",), "conv")])}.get(kind, [])
             for name, sub, layout in convs:
                 keys[f"{hf}.{name}.weight"] = Target(ours + sub + ("kernel",), layout)
-                keys[f"{hf}.{name}.bias"] = Target(ours + sub + ("bias",), "bias")
+                keys[f"{hf}.{name}.bias"] = Target(ours + sub + ("bias",))
             if kind == "lstm":
                 for n in range(kwargs["num_layers"]):
                     layer = ours + (f"layer_{n}",)
@@ -178,80 +164,25 @@ def hf_key_map(config: CodecConfig) -> dict[str, Target]:
     return keys
 
 
-def _torch_shape(target: Target, shape: tuple[int, ...]) -> tuple[int, ...]:
-    """The shape the checkpoint tensor must have for our parameter of `shape`."""
-    if target.layout == "conv":
-        return shape[2], shape[1], shape[0]
-    if target.layout == "convtr":
-        return shape[1], shape[2], shape[0]
-    if target.layout == "linear":
-        return shape[1], shape[0]
-    if target.layout == "stack":
-        return shape[1:]
-    return shape
+def expected_shapes(config: CodecConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+    """Shape of every codec parameter, keyed by its path below "params"."""
+    return param_shapes(lambda: EncodecModel(config).init(
+        jax.random.key(0), np.zeros((1, config.channels, config.hop_length), np.float32)))
 
 
-def _from_torch(target: Target, value: np.ndarray) -> np.ndarray:
-    return {"conv": lambda v: v.transpose(2, 1, 0), "convtr": lambda v: v.transpose(2, 0, 1),
-            "linear": lambda v: v.T}.get(target.layout, lambda v: v)(value)
+def describe(config: CodecConfig, source: str) -> str:
+    return (f"{source} (EnCodec, {config.num_codebooks} codebooks, {config.n_filters} filters, "
+            f"ratios {list(config.ratios)})")
 
 
 def params_from_hf_state_dict(state: dict[str, np.ndarray], config: CodecConfig, source: str = "checkpoint"):
-    """Codec parameters from HF-named EnCodec tensors; raises CheckpointError listing every missing
-    key, unexpected key and wrong shape."""
-    state = fold_weight_norm(state)
-    key_map = hf_key_map(config)
-    flat_shapes = expected_shapes(config)
-    buffers = {f"quantizer.layers.{q}.codebook.{b}" for q in range(config.num_codebooks) for b in TRAINING_BUFFERS}
-    missing = sorted(set(key_map) - set(state))
-    unexpected = sorted(set(state) - set(key_map) - buffers)
-    wrong = [f"{key}: {tuple(state[key].shape)} (expected {_torch_shape(t, flat_shapes[t.path])})"
-             for key, t in key_map.items()
-             if key in state and tuple(state[key].shape) != _torch_shape(t, flat_shapes[t.path])]
-    _raise_mismatch(source, config, missing, unexpected, wrong)
-    flat = {path: np.zeros(shape, np.float32) for path, shape in flat_shapes.items()}
-    for key, target in key_map.items():
-        value = _from_torch(target, state[key].astype(np.float32))
-        if target.layout == "stack":
-            flat[target.path][target.index] = value
-        elif target.layout == "sum":
-            flat[target.path] += value
-        else:
-            flat[target.path] = value
-    return {"params": unflatten_dict(flat)}
-
-
-def expected_shapes(config: CodecConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    """Shape of every codec parameter, keyed by its path below "params"."""
-    shapes = jax.eval_shape(lambda: EncodecModel(config).init(
-        jax.random.key(0), np.zeros((1, config.channels, config.hop_length), np.float32)))
-    return {path: leaf.shape for path, leaf in flatten_dict(shapes["params"]).items()}
+    """Codec parameters from HF-named EnCodec tensors (weight norm folded here); raises CheckpointError
+    listing every missing key, unexpected key and wrong shape."""
+    unused = [f"quantizer.layers.{q}.codebook.{b}" for q in range(config.num_codebooks) for b in TRAINING_BUFFERS]
+    return assemble(fold_weight_norm(state), hf_key_map(config), expected_shapes(config),
+                    describe(config, source), unused)
 
 
 def check_params(params, config: CodecConfig, source: str):
-    """`params` as float32 numpy if its tree and shapes are the codec's, else a CheckpointError naming
-    the missing, unexpected and wrongly shaped parameters."""
-    flat = flatten_dict(params.get("params", {}) if isinstance(params, dict) else {})
-    expected = expected_shapes(config)
-    missing = sorted("/".join(p) for p in set(expected) - set(flat))
-    unexpected = sorted("/".join(p) for p in set(flat) - set(expected))
-    wrong = [f"{'/'.join(p)}: {tuple(np.shape(v))} (expected {expected[p]})"
-             for p, v in flat.items() if p in expected and tuple(np.shape(v)) != expected[p]]
-    _raise_mismatch(source, config, missing, unexpected, wrong)
-    return {"params": unflatten_dict({p: np.asarray(v, np.float32) for p, v in flat.items()})}
-
-
-def _raise_mismatch(source: str, config: CodecConfig, missing, unexpected, wrong):
-    if not (missing or unexpected or wrong):
-        return
-    lines = [f"{source} does not match the EnCodec config ({config.num_codebooks} codebooks, "
-             f"{config.n_filters} filters, ratios {list(config.ratios)}):"]
-    for title, items in (("missing keys", missing), ("unexpected keys", unexpected), ("wrong shapes", wrong)):
-        if items:
-            lines.append(f"  {title} ({len(items)}): " + ", ".join(items[:12]) + (" ..." if len(items) > 12 else ""))
-    raise CheckpointError("\n".join(lines))
-
-
-def strip_prefix(state: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
-    """The tensors under `prefix` (e.g. `audio_encoder.` in a MusicGen checkpoint), prefix removed."""
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    """Converted codec parameters checked against the config (see `keymap.check_tree`)."""
+    return check_tree(params, expected_shapes(config), describe(config, source))

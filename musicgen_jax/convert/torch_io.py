@@ -99,6 +99,21 @@ def read_hf_weights(directory: Path) -> dict[str, np.ndarray]:
                           "or a sharded index of either")
 
 
+_WEIGHT_PATTERNS = (["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"],
+                    ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"])
+
+
+def fetch_hf_weights(source: str | os.PathLike, path: Path) -> dict[str, np.ndarray]:
+    """The weights of the transformers checkpoint `source`, resolved to `path`. A hub id is resolved
+    with small files first; its weights are downloaded only here, safetensors preferred."""
+    if not Path(source).expanduser().exists():
+        for patterns in _WEIGHT_PATTERNS:
+            path = resolve(source, patterns)
+            if any((path / p).exists() for p in patterns[:2]):
+                break
+    return read_hf_weights(path)
+
+
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
