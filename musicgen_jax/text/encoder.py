@@ -1,0 +1,63 @@
+"""`T5TextEncoder`: tokenizer + T5 encoder parameters + a compiled forward, the text conditioner's core."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import os
+from typing import Any, Sequence
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from musicgen_jax.config import T5Config
+from musicgen_jax.convert.t5 import load_t5
+from musicgen_jax.text.t5 import T5Encoder
+from musicgen_jax.text.tokenizer import T5Tokenizer
+
+
+def length_bucket(n: int, minimum: int = 16) -> int:
+    """The padded length compiled for prompts of `n` tokens: the next power of two, at least `minimum`."""
+    return max(minimum, 1 << (n - 1).bit_length())
+
+
+@functools.partial(jax.jit, static_argnums=0)
+def encode_ids(config: T5Config, params: Any, ids: jax.Array, mask: jax.Array) -> jax.Array:
+    """`ids [B, N], mask [B, N] -> hidden [B, N, d_model]`, compiled once per (config, B, N)."""
+    return T5Encoder(config).apply(params, ids, mask)
+
+
+@dataclasses.dataclass(frozen=True)
+class T5TextEncoder:
+    """Frozen T5 encoder of text prompts.
+
+    `encoder(["prompt", ...]) -> (hidden [B, N, d_model] float32, mask [B, N] int32)`, N the longest
+    prompt in tokens. Prompts are padded to a length bucket (`length_bucket`) before the compiled
+    forward, so new prompt lengths rarely recompile; unmasked positions do not depend on the padding.
+    Rows with an all-zero mask (empty prompts) carry no information: their hidden states depend on
+    the bucket, and the conditioner zeroes them, as audiocraft does.
+    """
+
+    config: T5Config
+    params: Any
+    tokenizer: T5Tokenizer
+
+    @classmethod
+    def from_pretrained(cls, source: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> "T5TextEncoder":
+        """From a hub id or local directory of a transformers T5 (t5-base, google-t5/t5-base, ...) or
+        MusicGen checkpoint; the tokenizer from `tokenizer` or else from the same place."""
+        config, params = load_t5(source)
+        return cls(config, jax.device_put(params), T5Tokenizer.from_pretrained(tokenizer or source))
+
+    def __call__(self, texts: Sequence[str | None]) -> tuple[jax.Array, jax.Array]:
+        ids, mask = self.tokenizer(texts)
+        if ids.max() >= self.config.vocab_size:
+            raise ValueError(f"token id {ids.max()} is outside the T5 vocabulary ({self.config.vocab_size}): "
+                             "the tokenizer does not belong to these weights")
+        n = ids.shape[1]
+        padded = length_bucket(n)
+        pad = ((0, 0), (0, padded - n))
+        hidden = encode_ids(self.config, self.params, np.pad(ids, pad, constant_values=self.tokenizer.pad_id),
+                            np.pad(mask, pad))
+        return hidden[:, :n], jnp.asarray(mask)
