@@ -126,3 +126,48 @@ class T5Config(_DictIO):
 
 # t5-base, the text encoder of every released MusicGen model (SPEC 4.1).
 T5_BASE = T5Config()
+
+
+@dataclasses.dataclass(frozen=True)
+class LMConfig(_DictIO):
+    """MusicGen transformer LM hyper-parameters (SPEC 2.1).
+
+    `card` is the codebook size; id `card` is the special token (before the first frame of each
+    codebook and after its last one in the delay pattern). `delays` has one entry per codebook
+    (stereo: [0, 0, 1, 1, 2, 2, 3, 3]). `text_dim` is the width of the text encoder states that the
+    LM projects to `dim` for cross-attention.
+    """
+
+    dim: int = 1024
+    num_heads: int = 16
+    num_layers: int = 24
+    ffn_dim: int = 4096
+    card: int = 2048
+    delays: tuple[int, ...] = (0, 1, 2, 3)
+    text_dim: int = 768
+    norm_eps: float = 1e-5
+    max_period: float = 10000.0
+
+    def __post_init__(self):
+        object.__setattr__(self, "delays", tuple(int(d) for d in self.delays))
+        if self.dim % self.num_heads or self.dim % 2:
+            raise ValueError(f"LMConfig.dim {self.dim} must be even and divisible by num_heads {self.num_heads}")
+        bad = [n for n in ("dim", "num_heads", "num_layers", "ffn_dim", "card", "text_dim") if getattr(self, n) <= 0]
+        if bad or not self.delays or min(self.delays) < 0:
+            raise ValueError(f"LMConfig has invalid values: {bad or ['delays']} in {self}")
+
+    @property
+    def num_codebooks(self) -> int:
+        return len(self.delays)
+
+    @property
+    def special_token(self) -> int:
+        return self.card
+
+    @property
+    def head_dim(self) -> int:
+        return self.dim // self.num_heads
+
+
+# musicgen-small's LM (SPEC 2.1); medium / large differ only in dim, heads, layers and ffn_dim.
+MUSICGEN_SMALL_LM = LMConfig()

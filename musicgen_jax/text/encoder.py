@@ -12,7 +12,6 @@ import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.config import T5Config
-from musicgen_jax.convert.t5 import load_t5
 from musicgen_jax.text.t5 import T5Encoder
 from musicgen_jax.text.tokenizer import T5Tokenizer
 
@@ -47,6 +46,8 @@ class T5TextEncoder:
     def from_pretrained(cls, source: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> "T5TextEncoder":
         """From a hub id or local directory of a transformers T5 (t5-base, google-t5/t5-base, ...) or
         MusicGen checkpoint; the tokenizer from `tokenizer` or else from the same place."""
+        from musicgen_jax.convert.t5 import load_t5  # here: convert.t5 itself imports this package's t5 module
+
         config, params = load_t5(source)
         return cls(config, jax.device_put(params), T5Tokenizer.from_pretrained(tokenizer or source))
 

@@ -1,0 +1,73 @@
+"""MusicGen LM weights from a transformers MusicGen checkpoint (SPEC 6.3) into `LMModel` parameters."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+
+from musicgen_jax.config import LMConfig
+from musicgen_jax.convert.keymap import Target, assemble, param_shapes
+from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.lm.model import LMModel
+
+_DECODER = "decoder.model.decoder"
+
+
+def lm_config_from_hf(cfg: dict) -> LMConfig:
+    """LMConfig from a transformers `MusicgenConfig` dict (text-to-music models)."""
+    if cfg.get("model_type") != "musicgen":
+        raise CheckpointError(f"expected a MusicGen (text-to-music) config, got model_type {cfg.get('model_type')!r}")
+    dec = cfg.get("decoder") or {}
+    if dec.get("activation_function", "gelu") != "gelu" or dec.get("scale_embedding", False):
+        raise CheckpointError(f"unsupported MusicGen decoder settings: activation "
+                              f"{dec.get('activation_function')!r}, scale_embedding {dec.get('scale_embedding')}")
+    if dec.get("cross_attention_hidden_size") not in (None, dec.get("hidden_size", 1024)):
+        raise CheckpointError("cross_attention_hidden_size other than the decoder width is not supported")
+    num_codebooks, channels = dec.get("num_codebooks", 4), dec.get("audio_channels", 1)
+    if channels not in (1, 2) or num_codebooks % channels:
+        raise CheckpointError(f"unsupported codebooks / channels: {num_codebooks} / {channels}")
+    text = cfg.get("text_encoder") or {}
+    return LMConfig(dim=dec.get("hidden_size", 1024), num_heads=dec.get("num_attention_heads", 16),
+                    num_layers=dec.get("num_hidden_layers", 24), ffn_dim=dec.get("ffn_dim", 4096),
+                    card=dec.get("vocab_size", 2048), delays=tuple(k // channels for k in range(num_codebooks)),
+                    text_dim=text.get("d_model", 768))
+
+
+def hf_key_map(config: LMConfig) -> dict[str, Target]:
+    """Every transformers MusicGen LM key (decoder and `enc_to_dec_proj`), mapped to its parameter."""
+    keys = {"enc_to_dec_proj.weight": Target(("text_projection", "kernel"), "linear"),
+            "enc_to_dec_proj.bias": Target(("text_projection", "bias")),
+            f"{_DECODER}.layer_norm.weight": Target(("out_norm", "scale")),
+            f"{_DECODER}.layer_norm.bias": Target(("out_norm", "bias"))}
+    for k in range(config.num_codebooks):
+        keys[f"{_DECODER}.embed_tokens.{k}.weight"] = Target((f"embeddings_{k}", "embedding"))
+        keys[f"decoder.lm_heads.{k}.weight"] = Target((f"heads_{k}", "kernel"), "linear")
+    for i in range(config.num_layers):
+        hf, ours = f"{_DECODER}.layers.{i}", (f"layers_{i}",)
+        for attn_hf, attn in (("self_attn", "self_attn"), ("encoder_attn", "cross_attn")):
+            for proj, name in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"), ("out_proj", "out")):
+                keys[f"{hf}.{attn_hf}.{proj}.weight"] = Target(ours + (attn, name, "kernel"), "linear")
+        for norm_hf, norm in (("self_attn_layer_norm", "norm_self"), ("encoder_attn_layer_norm", "norm_cross"),
+                              ("final_layer_norm", "norm_ffn")):
+            keys[f"{hf}.{norm_hf}.weight"] = Target(ours + (norm, "scale"))
+            keys[f"{hf}.{norm_hf}.bias"] = Target(ours + (norm, "bias"))
+        keys[f"{hf}.fc1.weight"] = Target(ours + ("fc1", "kernel"), "linear")
+        keys[f"{hf}.fc2.weight"] = Target(ours + ("fc2", "kernel"), "linear")
+    return keys
+
+
+def expected_shapes(config: LMConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
+    seq = np.zeros((1, config.num_codebooks, 1), np.int32)
+    text, mask = np.zeros((1, 1, config.text_dim), np.float32), np.ones((1, 1), np.int32)
+    return param_shapes(lambda: LMModel(config).init(jax.random.key(0), seq, text, mask))
+
+
+def lm_params_from_hf_state_dict(state: dict[str, np.ndarray], config: LMConfig, source: str = "checkpoint") -> dict:
+    """LM parameters from a transformers MusicGen state dict. The text encoder (`text_encoder.*`) and
+    codec (`audio_encoder.*`) are loaded by their own converters; the sinusoidal table
+    (`embed_positions.weights`) is recomputed, never read."""
+    state = {k: v for k, v in state.items() if not k.startswith(("text_encoder.", "audio_encoder."))}
+    unused = [f"{_DECODER}.embed_positions.weights"]
+    what = (f"{source} (MusicGen LM, {config.num_layers} layers, dim {config.dim}, "
+            f"{config.num_codebooks} codebooks)")
+    return assemble(state, hf_key_map(config), expected_shapes(config), what, unused)

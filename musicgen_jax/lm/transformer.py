@@ -1,0 +1,87 @@
+"""Pre-norm transformer decoder layers of the MusicGen LM (SPEC 2.3, 2.4), with a preallocated KV cache.
+
+Attention biases are additive (0 or `finfo.min`), as transformers does: `self_bias [1, 1, T, L]`
+(causal over absolute positions), `cross_bias [B, 1, 1, N]` (padded text positions masked).
+"""
+
+from __future__ import annotations
+
+import math
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from musicgen_jax.config import LMConfig
+
+NEG_INF = float(np.finfo(np.float32).min)
+_init = nn.initializers.normal(0.02)
+
+
+def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float) -> jax.Array:
+    """`positions [T] -> [T, dim]` float32: `cat(cos(p * f), sin(p * f))`, f = max_period ** (-i / (dim/2 - 1))."""
+    half = dim // 2
+    freqs = np.exp(np.arange(half, dtype=np.float32) * np.float32(-math.log(max_period) / (half - 1)))
+    phase = positions.astype(jnp.float32)[:, None] * freqs[None, :]
+    return jnp.concatenate([jnp.cos(phase), jnp.sin(phase)], axis=-1)
+
+
+def layer_norm(config: LMConfig, name: str | None = None) -> nn.LayerNorm:
+    return nn.LayerNorm(epsilon=config.norm_eps, use_fast_variance=False, name=name)
+
+
+class Attention(nn.Module):
+    """Multi-head attention, no biases, scores scaled by head_dim ** -0.5."""
+
+    config: LMConfig
+
+    def setup(self):
+        dense = lambda: nn.Dense(self.config.dim, use_bias=False, kernel_init=_init)  # noqa: E731
+        self.q, self.k, self.v, self.out = dense(), dense(), dense(), dense()
+
+    def _heads(self, x: jax.Array) -> jax.Array:
+        return x.reshape(x.shape[:-1] + (self.config.num_heads, self.config.head_dim))
+
+    def project_kv(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """`x [B, L, D] -> (k, v) [B, L, H, Dh]`."""
+        return self._heads(self.k(x)), self._heads(self.v(x))
+
+    def __call__(self, x: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
+        """`x [B, T, D]` attends to `k, v [B, L, H, Dh]` -> `[B, T, D]`."""
+        q = self._heads(self.q(x)) * self.config.head_dim**-0.5
+        scores = jnp.einsum("bthd,blhd->bhtl", q, k) + bias
+        out = jnp.einsum("bhtl,blhd->bthd", jax.nn.softmax(scores, axis=-1), v)
+        return self.out(out.reshape(x.shape[:-1] + (self.config.dim,)))
+
+
+class DecoderLayer(nn.Module):
+    """x + SA(LN(x)); x + CA(LN(x), text); x + W2(gelu(W1(LN(x))))."""
+
+    config: LMConfig
+
+    def setup(self):
+        c = self.config
+        self.self_attn, self.cross_attn = Attention(c), Attention(c)
+        self.norm_self, self.norm_cross, self.norm_ffn = layer_norm(c), layer_norm(c), layer_norm(c)
+        self.fc1 = nn.Dense(c.ffn_dim, use_bias=False, kernel_init=_init)
+        self.fc2 = nn.Dense(c.dim, use_bias=False, kernel_init=_init)
+
+    def cross_kv(self, cross: jax.Array) -> tuple[jax.Array, jax.Array]:
+        """Keys and values of the (projected) text states, computed once per generation."""
+        return self.cross_attn.project_kv(cross)
+
+    def __call__(self, x, self_bias, cross_kv, cross_bias, start, cache=None):
+        """`x [B, T, D]` at positions start..start+T-1. `cache`: {"k", "v": [B, L, H, Dh]} or None
+        (then keys are this call's own). Returns (x, updated cache or None)."""
+        h = self.norm_self(x)
+        k, v = self.self_attn.project_kv(h)
+        if cache is not None:
+            k = lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, start, 0, 0))
+            v = lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, start, 0, 0))
+            cache = {"k": k, "v": v}
+        x = x + self.self_attn(h, k, v, self_bias)
+        x = x + self.cross_attn(self.norm_cross(x), *cross_kv, cross_bias)
+        x = x + self.fc2(jax.nn.gelu(self.fc1(self.norm_ffn(x)), approximate=False))
+        return x, cache

@@ -1,0 +1,40 @@
+"""A tiny random transformers `MusicgenForConditionalGeneration`, saved with `save_pretrained`."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration
+from transformers import T5Config as HFT5Config
+
+from tests.codec.conftest import tiny_hf_config
+
+TEXT_VOCAB = 64
+
+
+def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1) -> MusicgenForConditionalGeneration:
+    """Random init (normal 0.02), then the text path scaled up so that the prompt changes the logits."""
+    torch.manual_seed(seed)
+    text = HFT5Config(vocab_size=TEXT_VOCAB, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, dropout_rate=0.0)
+    decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
+                                    ffn_dim=256, num_codebooks=4 * audio_channels, audio_channels=audio_channels,
+                                    dropout=0.0)
+    config = MusicgenConfig(text_encoder=text, audio_encoder=tiny_hf_config(), decoder=decoder)
+    model = MusicgenForConditionalGeneration(config).eval()
+    with torch.no_grad():
+        model.enc_to_dec_proj.weight.mul_(40.0)
+        for layer in model.decoder.model.decoder.layers:
+            layer.encoder_attn.v_proj.weight.mul_(10.0)
+            layer.encoder_attn.q_proj.weight.mul_(10.0)
+        for p in model.decoder.parameters():
+            p.mul_(3.0)
+    return model
+
+
+@pytest.fixture(scope="session")
+def hf_musicgen(tmp_path_factory):
+    """(model, directory)."""
+    model = tiny_hf_musicgen()
+    directory = tmp_path_factory.mktemp("musicgen")
+    model.save_pretrained(directory)
+    return model, directory
