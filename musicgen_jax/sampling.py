@@ -1,0 +1,94 @@
+"""The compiled decode loop (SPEC 5.1, 5.2): classifier-free guidance, temperature, top-k / top-p, greedy.
+
+One `lax.fori_loop` over the delay-pattern steps with a preallocated KV cache: no Python per token.
+Compiled once per (LM config, sampling settings, batch size, number of frames).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+from musicgen_jax.config import LMConfig
+from musicgen_jax.lm import pattern
+from musicgen_jax.lm.model import LMModel, init_cache
+
+
+@dataclasses.dataclass(frozen=True)
+class SamplingParams:
+    """audiocraft's defaults. `top_p > 0` overrides `top_k`; `use_sampling=False` is greedy (argmax);
+    `cfg_coef == 1` turns classifier-free guidance off (no unconditional rows)."""
+
+    use_sampling: bool = True
+    top_k: int = 250
+    top_p: float = 0.0
+    temperature: float = 1.0
+    cfg_coef: float = 3.0
+
+    def __post_init__(self):
+        if self.top_k < 0 or not 0.0 <= self.top_p <= 1.0 or self.temperature <= 0:
+            raise ValueError(f"invalid sampling settings: top_k {self.top_k} (>= 0), top_p {self.top_p} (in [0, 1]), "
+                             f"temperature {self.temperature} (> 0)")
+
+
+def sample_next(key: jax.Array, logits: jax.Array, sampling: SamplingParams) -> jax.Array:
+    """`logits [..., card] -> tokens [...]` int32."""
+    if not sampling.use_sampling:
+        return jnp.argmax(logits, axis=-1).astype(jnp.int32)
+    logits = logits / sampling.temperature
+    if sampling.top_p > 0:
+        order = jnp.argsort(-logits, axis=-1)
+        sorted_logits = jnp.take_along_axis(logits, order, axis=-1)
+        probs = jax.nn.softmax(sorted_logits, axis=-1)
+        drop = jnp.cumsum(probs, axis=-1) - probs > sampling.top_p  # keep the smallest set reaching top_p
+        choice = jax.random.categorical(key, jnp.where(drop, -jnp.inf, sorted_logits), axis=-1)
+        return jnp.take_along_axis(order, choice[..., None], axis=-1)[..., 0].astype(jnp.int32)
+    if sampling.top_k > 0:
+        kth = lax.top_k(logits, sampling.top_k)[0][..., -1:]
+        logits = jnp.where(logits >= kth, logits, -jnp.inf)
+    return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "frames", "sampling"))
+def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, key: jax.Array,
+                    frames: int, sampling: SamplingParams) -> jax.Array:
+    """Codes `[B, K, frames]` int32 for text states `text [B, N, text_dim]` (mask `[B, N]`).
+
+    With guidance the batch runs doubled, conditional rows first, the null condition (zero text,
+    zero mask) second, and `uncond + (cond - uncond) * cfg_coef` is sampled from.
+    """
+    model = LMModel(config)
+    batch, k = text.shape[0], config.num_codebooks
+    guided = sampling.cfg_coef != 1.0
+    if guided:
+        text = jnp.concatenate([text, jnp.zeros_like(text)])
+        text_mask = jnp.concatenate([text_mask, jnp.zeros_like(text_mask)])
+    cross_kv, cross_bias = model.apply(params, text, text_mask, method=LMModel.condition)
+    steps = pattern.num_steps(frames, config.delays)
+    valid = jnp.asarray(pattern.valid_mask(steps, frames, config.delays))
+    sequence = jnp.full((batch, k, steps), config.special_token, jnp.int32)
+    cache = init_cache(config, text.shape[0], steps)
+
+    def step(s, carry):
+        sequence, cache, key = carry
+        column = lax.dynamic_slice_in_dim(sequence, s, 1, axis=2)
+        if guided:
+            column = jnp.concatenate([column, column])
+        logits, cache = model.apply(params, column, cross_kv, cross_bias, s, cache, method=LMModel.decode)
+        logits = logits[:, :, 0]
+        if guided:
+            cond, uncond = logits[:batch], logits[batch:]
+            logits = uncond + (cond - uncond) * sampling.cfg_coef
+        key, sub = jax.random.split(key)
+        tokens = sample_next(sub, logits, sampling)
+        tokens = jnp.where(lax.dynamic_slice_in_dim(valid, s + 1, 1, axis=1)[:, 0], tokens, config.special_token)
+        sequence = lax.dynamic_update_slice_in_dim(sequence, tokens[:, :, None], s + 1, axis=2)
+        return sequence, cache, key
+
+    sequence, _, _ = lax.fori_loop(0, steps - 1, step, (sequence, cache, key))
+    return pattern.revert(sequence, config.delays)

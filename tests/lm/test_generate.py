@@ -1,0 +1,68 @@
+"""Greedy generation against transformers' `MusicgenForConditionalGeneration.generate`
+(`do_sample=True, top_k=1, guidance_scale=3`): identical tokens."""
+
+from __future__ import annotations
+
+import jax
+import numpy as np
+import pytest
+import torch
+
+from musicgen_jax.convert.t5 import load_t5
+from musicgen_jax.lm import pattern
+from musicgen_jax.sampling import SamplingParams, generate_tokens, sample_next
+from musicgen_jax.text.encoder import encode_ids
+from tests.lm.test_parity import load
+
+FRAMES = 50
+
+
+def hf_generate_codes(model, ids, mask, frames):
+    """The codes transformers generates, captured where it hands them to the codec."""
+    captured = {}
+    decode = model.audio_encoder.decode
+
+    def capture(codes, *args, **kwargs):
+        captured["codes"] = codes[0].numpy()
+        return decode(codes, *args, **kwargs)
+
+    model.audio_encoder.decode = capture
+    try:
+        torch.manual_seed(0)
+        with torch.no_grad():
+            model.generate(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long(),
+                           do_sample=True, top_k=1, guidance_scale=3.0,
+                           max_length=pattern.num_steps(frames, (0, 1, 2, 3)))
+    finally:
+        model.audio_encoder.decode = decode
+    return captured["codes"]
+
+
+@pytest.mark.parametrize("prompt", [[5, 17, 33, 2, 1], [40, 41, 1]])
+def test_greedy_tokens_equal_transformers(hf_musicgen, prompt):
+    model, directory = hf_musicgen
+    ids = np.array([prompt], np.int32)
+    mask = np.ones_like(ids)
+    expected = hf_generate_codes(model, ids, mask, FRAMES)
+    t5_config, t5_params = load_t5(directory)
+    config, params = load(directory)
+    text = encode_ids(t5_config, t5_params, ids, mask)
+    codes = np.asarray(generate_tokens(config, params, text, mask, jax.random.key(0), FRAMES,
+                                       SamplingParams(top_k=1, cfg_coef=3.0)))
+    assert codes.shape == expected.shape == (1, 4, FRAMES)
+    assert len(np.unique(expected)) > 20  # not a degenerate constant sequence
+    np.testing.assert_array_equal(codes, expected)
+
+
+def test_sampling_filters():
+    logits = jax.numpy.log(jax.numpy.array([[0.5, 0.3, 0.15, 0.05]]))
+    keys = jax.random.split(jax.random.key(0), 2000)
+    draw = lambda s: np.asarray(jax.vmap(lambda k: sample_next(k, logits, s))(keys))[:, 0]  # noqa: E731
+    assert set(draw(SamplingParams(top_k=2))) == {0, 1}
+    assert set(draw(SamplingParams(top_k=0, top_p=0.7))) == {0, 1}  # 0.5 < 0.7 <= 0.8
+    assert set(draw(SamplingParams(top_k=0, top_p=0.85))) == {0, 1, 2}
+    freq = np.bincount(draw(SamplingParams(top_k=0)), minlength=4) / 2000
+    assert np.abs(freq - [0.5, 0.3, 0.15, 0.05]).max() < 0.04
+    assert (draw(SamplingParams(use_sampling=False)) == 0).all()
+    with pytest.raises(ValueError, match="invalid sampling settings"):
+        SamplingParams(temperature=0.0)
