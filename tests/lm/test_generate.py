@@ -66,3 +66,24 @@ def test_sampling_filters():
     assert (draw(SamplingParams(use_sampling=False)) == 0).all()
     with pytest.raises(ValueError, match="invalid sampling settings"):
         SamplingParams(temperature=0.0)
+
+
+def test_batch_invariance_and_seed_determinism(hf_musicgen):
+    """A prompt's tokens do not depend on the other prompts in its batch; a key fixes the samples."""
+    _, directory = hf_musicgen
+    t5_config, t5_params = load_t5(directory)
+    config, params = load(directory)
+    ids = np.array([[5, 17, 33, 2, 1], [40, 41, 1, 0, 0]], np.int32)
+    mask = (np.arange(5) < np.array([[5], [3]])).astype(np.int32)
+    text = encode_ids(t5_config, t5_params, ids, mask)
+    sampling = SamplingParams(top_k=50, cfg_coef=3.0)
+    together = np.asarray(generate_tokens(config, params, text, mask, jax.random.key(1), 20, sampling))
+    alone = np.asarray(generate_tokens(config, params, text[1:, :3], mask[1:, :3], jax.random.key(1), 20,
+                                       SamplingParams(top_k=1)))
+    greedy_together = np.asarray(generate_tokens(config, params, text, mask, jax.random.key(1), 20,
+                                                 SamplingParams(top_k=1)))
+    np.testing.assert_array_equal(alone[0], greedy_together[1])
+    again = np.asarray(generate_tokens(config, params, text, mask, jax.random.key(1), 20, sampling))
+    other = np.asarray(generate_tokens(config, params, text, mask, jax.random.key(2), 20, sampling))
+    np.testing.assert_array_equal(together, again)
+    assert (together != other).mean() > 0.5
