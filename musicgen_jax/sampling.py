@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
@@ -17,6 +17,8 @@ from jax import lax
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm import pattern
 from musicgen_jax.lm.model import LMModel, init_cache
+
+PROGRESS_EVERY = 10
 
 
 @dataclasses.dataclass(frozen=True)
@@ -54,13 +56,29 @@ def sample_next(key: jax.Array, logits: jax.Array, sampling: SamplingParams) -> 
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "frames", "sampling"))
-def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, key: jax.Array,
-                    frames: int, sampling: SamplingParams) -> jax.Array:
-    """Codes `[B, K, frames]` int32 for text states `text [B, N, text_dim]` (mask `[B, N]`).
+def split_rows(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Split each row's key `[B]` -> (next keys `[B]`, keys to use now `[B]`)."""
+    both = jax.vmap(jax.random.split)(keys)
+    return both[:, 0], both[:, 1]
 
-    With guidance the batch runs doubled, conditional rows first, the null condition (zero text,
-    zero mask) second, and `uncond + (cond - uncond) * cfg_coef` is sampled from.
+
+def row_keys(seeds) -> jax.Array:
+    """One PRNG key per row from integer seeds `[B]`, so a row's samples do not depend on its batch."""
+    return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
+
+
+@functools.partial(jax.jit, static_argnames=("config", "frames", "sampling", "progress"))
+def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
+                    frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
+                    progress: Callable[[int, int], None] | None = None) -> jax.Array:
+    """Codes `[B, K, frames]` int32 for text states `text [B, N, text_dim]` (mask `[B, N]`), sampled
+    with one PRNG key per row (`keys [B]`, see `row_keys`).
+
+    `prompt [B, K, P]` (P <= frames): codes kept as the first P frames (continuation); the positions
+    they fill are run through the model in one prefill call, the rest step by step. With guidance the
+    batch runs doubled, conditional rows first, the null condition (zero text, zero mask) second, and
+    `uncond + (cond - uncond) * cfg_coef` is sampled from. `progress(step, steps)` is called from
+    inside the compiled loop every `PROGRESS_EVERY` steps (a host callback).
     """
     model = LMModel(config)
     batch, k = text.shape[0], config.num_codebooks
@@ -68,27 +86,42 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
     if guided:
         text = jnp.concatenate([text, jnp.zeros_like(text)])
         text_mask = jnp.concatenate([text_mask, jnp.zeros_like(text_mask)])
+    double = (lambda x: jnp.concatenate([x, x])) if guided else (lambda x: x)  # noqa: E731
     cross_kv, cross_bias = model.apply(params, text, text_mask, method=LMModel.condition)
     steps = pattern.num_steps(frames, config.delays)
     valid = jnp.asarray(pattern.valid_mask(steps, frames, config.delays))
+    prompt_frames = 0 if prompt is None else prompt.shape[-1]
+    if prompt_frames > frames:
+        raise ValueError(f"the prompt ({prompt_frames} frames) is longer than the generation ({frames} frames)")
+    # Positions holding prompt frames are forced to them; the others are sampled.
+    forced = jnp.asarray(pattern.valid_mask(steps, prompt_frames, config.delays))
     sequence = jnp.full((batch, k, steps), config.special_token, jnp.int32)
+    if prompt_frames:
+        padded = jnp.pad(prompt.astype(jnp.int32), ((0, 0), (0, 0), (0, frames - prompt_frames)))
+        sequence = jnp.where(forced[None], pattern.build(padded, config.delays, config.special_token), sequence)
     cache = init_cache(config, text.shape[0], steps)
+    if prompt_frames:  # prefill: positions 0..P-1 only predict positions that the prompt fixes
+        _, cache = model.apply(params, double(sequence[:, :, :prompt_frames]), cross_kv, cross_bias, 0, cache,
+                               method=LMModel.decode)
 
     def step(s, carry):
-        sequence, cache, key = carry
-        column = lax.dynamic_slice_in_dim(sequence, s, 1, axis=2)
-        if guided:
-            column = jnp.concatenate([column, column])
+        sequence, cache, keys = carry
+        column = double(lax.dynamic_slice_in_dim(sequence, s, 1, axis=2))
         logits, cache = model.apply(params, column, cross_kv, cross_bias, s, cache, method=LMModel.decode)
         logits = logits[:, :, 0]
         if guided:
             cond, uncond = logits[:batch], logits[batch:]
             logits = uncond + (cond - uncond) * sampling.cfg_coef
-        key, sub = jax.random.split(key)
-        tokens = sample_next(sub, logits, sampling)
+        keys, subs = split_rows(keys)
+        tokens = jax.vmap(lambda key, row: sample_next(key, row, sampling))(subs, logits)
         tokens = jnp.where(lax.dynamic_slice_in_dim(valid, s + 1, 1, axis=1)[:, 0], tokens, config.special_token)
+        current = lax.dynamic_slice_in_dim(sequence, s + 1, 1, axis=2)[:, :, 0]
+        tokens = jnp.where(lax.dynamic_slice_in_dim(forced, s + 1, 1, axis=1)[:, 0], current, tokens)
         sequence = lax.dynamic_update_slice_in_dim(sequence, tokens[:, :, None], s + 1, axis=2)
-        return sequence, cache, key
+        if progress is not None:
+            lax.cond((s + 1) % PROGRESS_EVERY == 0, lambda: jax.debug.callback(progress, s + 1, steps - 1),
+                     lambda: None)
+        return sequence, cache, keys
 
-    sequence, _, _ = lax.fori_loop(0, steps - 1, step, (sequence, cache, key))
+    sequence, _, _ = lax.fori_loop(prompt_frames, steps - 1, step, (sequence, cache, keys))
     return pattern.revert(sequence, config.delays)

@@ -4,8 +4,48 @@ XLA:CPU takes about 2 s to compile each partitionable threefry RNG call (jax 0.1
 this project's 2-core machines), which made random initialization of a tiny codec take 20 s; the
 classic threefry compiles in 0.1 s. Tests draw random values only where no value is asserted, so
 they use the classic one.
+
+Shared fixtures: a T5-style sentencepiece model trained here on a few lines (`spiece_dir`) and
+transformers' tokenizer built from it (`hf_tokenizer`, the reference for token ids).
 """
 
+import io
+
 import jax
+import pytest
+from transformers import T5Tokenizer as HFT5Tokenizer
 
 jax.config.update("jax_threefry_partitionable", False)
+
+
+LINES = [
+    "A calm piano melody with soft strings in the background.",
+    "Energetic rock song with electric guitars and drums!",
+    "lofi hip hop beat, 90 bpm, chill, relaxing",
+    "Orchestral film score: epic, dramatic; brass & timpani.",
+    "Jazz trio — upright bass, brushed drums, and piano (live recording).",
+    "80s synthwave with arpeggiated synths at 120 BPM",
+    "Ambient drone, evolving pads, field recordings of rain",
+    "Reggaeton con bajo fuerte y voces en español",
+    "Techno 4/4 kick, hi-hats, acid 303 bassline",
+]
+
+
+@pytest.fixture(scope="session")
+def spiece_dir(tmp_path_factory):
+    """A directory with a T5-style sentencepiece model (pad 0, eos 1, unk 2, no bos; nmt_nfkc)."""
+    import sentencepiece
+
+    directory = tmp_path_factory.mktemp("spiece")
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(LINES * 20), model_writer=model, vocab_size=110, model_type="unigram",
+        hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, normalization_rule_name="nmt_nfkc",
+        character_coverage=1.0, minloglevel=2)
+    (directory / "spiece.model").write_bytes(model.getvalue())
+    return directory
+
+
+@pytest.fixture(scope="session")
+def hf_tokenizer(spiece_dir):
+    return HFT5Tokenizer.from_pretrained(spiece_dir)

@@ -13,9 +13,7 @@ SRC is a hub id (facebook/encodec_32khz, facebook/musicgen-small, ...), a PyTorc
 from __future__ import annotations
 
 import argparse
-import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -23,21 +21,9 @@ import numpy as np
 from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, write_audio
 from musicgen_jax.convert.codec_loader import load_codec, save_codec
 from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.fileio import save_npy
 
 DEFAULT_CODEC = "facebook/encodec_32khz"
-
-
-def save_npy(path: Path, array: np.ndarray) -> None:
-    """np.save through a temporary file in the same directory, renamed into place."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.save(f, array)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
 
 
 def encode(args) -> str:

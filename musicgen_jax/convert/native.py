@@ -6,11 +6,13 @@ converted. Directories are written under a temporary name and renamed into place
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
@@ -22,16 +24,15 @@ PARAMS_FILE = "params.safetensors"
 CONFIG_FILE = "config.json"
 
 
-def save_tree(directory: str | os.PathLike, params, meta: dict) -> Path:
-    """Write `params` and `meta` (JSON-serializable, must carry a "format" key) to `directory`,
-    replacing it atomically if it exists."""
+@contextlib.contextmanager
+def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary directory beside `directory`; on success it replaces `directory` (an existing
+    one is moved aside first and removed after), on failure it is removed. No partial output remains."""
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        flat = {"/".join(k): np.ascontiguousarray(np.asarray(v)) for k, v in flatten_dict(params).items()}
-        save_file(flat, str(tmp / PARAMS_FILE))
-        (tmp / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        yield tmp
         if directory.exists():
             old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
             directory.rename(old)
@@ -42,7 +43,20 @@ def save_tree(directory: str | os.PathLike, params, meta: dict) -> Path:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    return directory
+
+
+def write_tree(directory: Path, params, meta: dict) -> None:
+    """Write `params` and `meta` (JSON-serializable, with a "format" key) into the existing `directory`."""
+    flat = {"/".join(k): np.ascontiguousarray(np.asarray(v)) for k, v in flatten_dict(params).items()}
+    save_file(flat, str(directory / PARAMS_FILE))
+    (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+
+
+def save_tree(directory: str | os.PathLike, params, meta: dict) -> Path:
+    """`write_tree` into `directory`, replacing it atomically if it exists."""
+    with atomic_directory(directory) as tmp:
+        write_tree(tmp, params, meta)
+    return Path(directory)
 
 
 def is_native(directory: Path, fmt: str) -> bool:

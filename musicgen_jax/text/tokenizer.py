@@ -7,8 +7,10 @@ prompt, and an empty (or None) prompt gets an all-zero mask row, as audiocraft d
 
 from __future__ import annotations
 
+import json
 import os
 import re
+from pathlib import Path
 from typing import Callable, Sequence
 
 import numpy as np
@@ -22,10 +24,16 @@ _FILES = ["spiece.model", "tokenizer.json", "tokenizer_config.json", "special_to
 class T5Tokenizer:
     """`tokenizer(texts) -> (ids [B, N] int32, mask [B, N] int32)`; `tokenizer.encode(text)` -> ids."""
 
-    def __init__(self, encode: Callable[[str], list[int]], pad_id: int, eos_id: int):
+    def __init__(self, encode: Callable[[str], list[int]], pad_id: int, eos_id: int, files: dict[str, bytes]):
         self._encode = encode
         self.pad_id = pad_id
         self.eos_id = eos_id
+        self.files = files  # name -> content of the files `from_pretrained` rebuilds this tokenizer from
+
+    def save(self, directory: str | os.PathLike) -> None:
+        """Write the tokenizer's files into `directory` (which `from_pretrained` then reads)."""
+        for name, content in self.files.items():
+            (Path(directory) / name).write_bytes(content)
 
     @classmethod
     def from_spiece(cls, path: str | os.PathLike, extra_ids: int = 100) -> "T5Tokenizer":
@@ -48,7 +56,9 @@ class T5Tokenizer:
                 ids += [specials[segment]] if i % 2 else sp.encode(segment)
             return ids + [specials[EOS]]
 
-        return cls(encode, pad_id=specials[PAD], eos_id=specials[EOS])
+        files = {"spiece.model": Path(path).read_bytes(),
+                 "tokenizer_config.json": json.dumps({"extra_ids": extra_ids}).encode()}
+        return cls(encode, pad_id=specials[PAD], eos_id=specials[EOS], files=files)
 
     @classmethod
     def from_tokenizer_json(cls, path: str | os.PathLike) -> "T5Tokenizer":
@@ -65,7 +75,8 @@ class T5Tokenizer:
         tok.post_processor = processors.TemplateProcessing(single=["$A", EOS], special_tokens=[(EOS, eos_id)])
         tok.no_padding()
         tok.no_truncation()
-        return cls(lambda text: tok.encode(text).ids, pad_id=pad_id, eos_id=eos_id)
+        return cls(lambda text: tok.encode(text).ids, pad_id=pad_id, eos_id=eos_id,
+                   files={"tokenizer.json": Path(path).read_bytes()})
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike) -> "T5Tokenizer":

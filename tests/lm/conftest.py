@@ -9,7 +9,7 @@ from transformers import T5Config as HFT5Config
 
 from tests.codec.conftest import tiny_hf_config
 
-TEXT_VOCAB = 64
+TEXT_VOCAB = 210  # the len() of the shared test tokenizer: 110 sentencepiece pieces + 100 extra ids
 
 
 def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1) -> MusicgenForConditionalGeneration:
@@ -32,9 +32,11 @@ def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1) -> MusicgenForCondi
 
 
 @pytest.fixture(scope="session")
-def hf_musicgen(tmp_path_factory):
-    """(model, directory)."""
+def hf_musicgen(tmp_path_factory, spiece_dir, hf_tokenizer):
+    """(model, directory): weights, config and the tokenizer's spiece.model, as on the hub."""
+    assert len(hf_tokenizer) == TEXT_VOCAB
     model = tiny_hf_musicgen()
     directory = tmp_path_factory.mktemp("musicgen")
     model.save_pretrained(directory)
+    (directory / "spiece.model").write_bytes((spiece_dir / "spiece.model").read_bytes())
     return model, directory

@@ -1,0 +1,190 @@
+"""`MusicGen`: the user-facing text-to-music API, following audiocraft's (SPEC 5.3).
+
+    model = MusicGen.get_pretrained("facebook/musicgen-small")
+    model.set_generation_params(duration=8)
+    wav = model.generate(["lofi hip hop with a jazzy piano"], seed=0)   # [B, C, T] float32 numpy
+
+Seeds are explicit: the same seed gives the same audio. PyTorch checkpoints are converted once and
+cached under `$MUSICGEN_JAX_CACHE` (default `~/.cache/musicgen_jax`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from pathlib import Path
+from typing import Sequence
+
+import jax
+import numpy as np
+from tqdm.auto import tqdm
+
+from musicgen_jax.audio import convert_channels, resample
+from musicgen_jax.convert import pretrained
+from musicgen_jax.sampling import PROGRESS_EVERY, SamplingParams, generate_tokens, row_keys, split_rows
+
+DEFAULT_MODEL = "facebook/musicgen-small"
+MAX_DURATION = 30.0  # seconds the released models were trained on; longer generations are windowed
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("MUSICGEN_JAX_CACHE", Path.home() / ".cache" / "musicgen_jax"))
+
+
+def _cache_entry(name: str, fmt: str) -> Path:
+    path = Path(name).expanduser()
+    if path.exists():
+        resolved = str(path.resolve())
+        key = f"local-{path.resolve().name}-{hashlib.sha1(resolved.encode()).hexdigest()[:10]}"
+    else:
+        key = re.sub(r"[^A-Za-z0-9_.-]+", "--", name)
+    return cache_dir() / f"{key}-{fmt}"
+
+
+class MusicGen:
+    """A converted MusicGen model with its generation settings."""
+
+    def __init__(self, name: str, components: pretrained.Components, max_duration: float = MAX_DURATION):
+        self.name = name
+        self.codec = components.codec
+        self.text_encoder = components.text_encoder
+        self.lm_config = components.lm_config
+        self.lm_params = jax.device_put(components.lm_params)
+        self.max_duration = max_duration
+        self.sampling = SamplingParams()
+        self.duration = 15.0  # audiocraft's default after get_pretrained
+        self.extend_stride = 18.0
+        self._bar: tqdm | None = None
+        if self.lm_config.num_codebooks != self.codec.num_codebooks:
+            raise ValueError(f"{name}: the LM models {self.lm_config.num_codebooks} codebooks, "
+                             f"the codec produces {self.codec.num_codebooks}")
+
+    @staticmethod
+    def get_pretrained(name: str = DEFAULT_MODEL, fmt: str = "auto") -> "MusicGen":
+        """From a converted directory, or a PyTorch checkpoint (hub id or local directory; `fmt` auto, hf
+        or audiocraft), which is converted on first use and cached."""
+        path = Path(name).expanduser()
+        if path.is_dir() and pretrained.is_converted(path):
+            return MusicGen(name, pretrained.load(path))
+        entry = _cache_entry(name, fmt)
+        if not pretrained.is_converted(entry):
+            pretrained.save(pretrained.convert(name, fmt), entry)
+        return MusicGen(name, pretrained.load(entry))
+
+    @property
+    def sample_rate(self) -> int:
+        return self.codec.sample_rate
+
+    @property
+    def frame_rate(self) -> int:
+        return self.codec.frame_rate
+
+    @property
+    def audio_channels(self) -> int:
+        return self.codec.channels
+
+    def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
+                              temperature: float = 1.0, duration: float = 30.0, cfg_coef: float = 3.0,
+                              extend_stride: float = 18.0) -> None:
+        """audiocraft's generation settings (its defaults). `duration` beyond `max_duration` (30 s) is
+        generated in windows that advance by `extend_stride` seconds."""
+        if not duration > 0:
+            raise ValueError(f"duration must be positive, got {duration}")
+        if not 0 < extend_stride < self.max_duration:
+            raise ValueError(f"extend_stride must be in (0, {self.max_duration}), got {extend_stride}")
+        self.sampling = SamplingParams(use_sampling, top_k, top_p, temperature, cfg_coef)
+        self.duration = float(duration)
+        self.extend_stride = float(extend_stride)
+
+    def generate(self, descriptions: Sequence[str | None], progress: bool = False, return_tokens: bool = False,
+                 seed: int | Sequence[int] = 0):
+        """Audio `[B, C, T]` for text prompts (None or "" = unconditional), and the codes if asked."""
+        tokens = self.generate_tokens(descriptions, progress=progress, seed=seed)
+        return self._result(tokens, return_tokens)
+
+    def generate_unconditional(self, num_samples: int, progress: bool = False, return_tokens: bool = False,
+                               seed: int | Sequence[int] = 0):
+        if num_samples < 1:
+            raise ValueError(f"num_samples must be at least 1, got {num_samples}")
+        return self.generate([None] * num_samples, progress, return_tokens, seed)
+
+    def generate_continuation(self, prompt, prompt_sample_rate: int, descriptions: Sequence[str | None] | None = None,
+                              progress: bool = False, return_tokens: bool = False, seed: int | Sequence[int] = 0):
+        """Continue audio `prompt [B, C, T]` (or `[C, T]`); the output starts with the prompt's own codes."""
+        prompt = np.asarray(prompt, np.float32)
+        if prompt.ndim == 2:
+            prompt = prompt[None]
+        if prompt.ndim != 3:
+            raise ValueError(f"prompt must be [B, C, T] or [C, T], got shape {prompt.shape}")
+        prompt = np.stack([convert_channels(resample(p, prompt_sample_rate, self.sample_rate), self.audio_channels)
+                           for p in prompt])
+        descriptions = [None] * len(prompt) if descriptions is None else descriptions
+        if len(descriptions) != len(prompt):
+            raise ValueError(f"{len(descriptions)} descriptions for {len(prompt)} prompts")
+        prompt_tokens = np.asarray(self.codec.encode(prompt))
+        tokens = self.generate_tokens(descriptions, prompt_tokens, progress=progress, seed=seed)
+        return self._result(tokens, return_tokens)
+
+    def generate_audio(self, tokens) -> np.ndarray:
+        return np.asarray(self.codec.decode(tokens))
+
+    def _result(self, tokens, return_tokens: bool):
+        audio = self.generate_audio(tokens)
+        return (audio, np.asarray(tokens)) if return_tokens else audio
+
+    def generate_tokens(self, descriptions: Sequence[str | None], prompt_tokens=None, progress: bool = False,
+                        seed: int | Sequence[int] = 0) -> np.ndarray:
+        """Codes `[B, K, duration * frame_rate]` (windowed past `max_duration`, as audiocraft).
+
+        Row r is sampled with seed `seed + r`, or `seed[r]` when one seed per row is given: a prompt's
+        result depends on its seed, never on the other prompts of its batch."""
+        if isinstance(descriptions, str) or not len(descriptions):
+            raise ValueError(f"expected a non-empty list of descriptions, got {descriptions!r}")
+        text, mask = self.text_encoder(descriptions)
+        total = int(self.duration * self.frame_rate)
+        window = int(min(self.duration, self.max_duration) * self.frame_rate)
+        if prompt_tokens is not None and prompt_tokens.shape[-1] > window:
+            raise ValueError(f"the prompt ({prompt_tokens.shape[-1]} frames) is longer than the audio to generate "
+                             f"({window} frames)")
+        seeds = np.asarray(seed if np.ndim(seed) else seed + np.arange(len(descriptions)))
+        if seeds.shape != (len(descriptions),):
+            raise ValueError(f"{len(seeds)} seeds for {len(descriptions)} descriptions")
+        key = row_keys(seeds)
+        if progress:
+            self._bar = tqdm(total=total, unit="frame", desc="generating")
+        try:
+            if self.duration <= self.max_duration:
+                return np.asarray(self._window(text, mask, key, total, prompt_tokens, progress))
+            return self._extended(text, mask, key, total, prompt_tokens, progress)
+        finally:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+
+    def _extended(self, text, mask, key, total, prompt_tokens, progress) -> np.ndarray:
+        """audiocraft's windowed extension: windows of at most max_duration, each prompted with the
+        previous window's tail, advancing by `extend_stride`."""
+        stride = int(self.frame_rate * self.extend_stride)
+        pieces = [] if prompt_tokens is None else [np.asarray(prompt_tokens)]
+        prompt_len = 0 if prompt_tokens is None else prompt_tokens.shape[-1]
+        offset = 0
+        while offset + prompt_len < total:
+            chunk = min(self.duration - offset / self.frame_rate, self.max_duration)
+            key, sub = split_rows(key)
+            tokens = np.asarray(self._window(text, mask, sub, int(chunk * self.frame_rate), prompt_tokens, progress))
+            pieces.append(tokens if prompt_tokens is None else tokens[:, :, prompt_tokens.shape[-1]:])
+            prompt_tokens = tokens[:, :, stride:]
+            prompt_len = prompt_tokens.shape[-1]
+            offset += stride
+        return np.concatenate(pieces, axis=-1)
+
+    def _window(self, text, mask, key, frames, prompt_tokens, progress):
+        return generate_tokens(self.lm_config, self.lm_params, text, mask, key, frames, self.sampling,
+                               None if prompt_tokens is None else jax.numpy.asarray(prompt_tokens),
+                               self._progress if progress else None)
+
+    def _progress(self, step, steps) -> None:
+        """Host callback from inside the compiled loop (see `sampling.generate_tokens`)."""
+        if self._bar is not None:  # windows restart their steps: count callbacks, capped at the total
+            self._bar.update(min(PROGRESS_EVERY, self._bar.total - self._bar.n))
