@@ -1,0 +1,108 @@
+"""End to end: `sample.py`, `convert_torch_weights.py` and the `MusicGen` API on a tiny transformers
+MusicGen checkpoint (tests/lm/conftest.py), against transformers' `generate` for greedy tokens."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile
+
+import convert_torch_weights
+import sample
+from musicgen_jax.musicgen import MusicGen
+from tests.lm.test_generate import hf_generate_codes
+
+
+@pytest.fixture(autouse=True)
+def model_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("MUSICGEN_JAX_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+@pytest.mark.parametrize("prompt", ["calm piano melody", "Energetic rock song with electric guitars and drums!"])
+def test_greedy_codes_equal_transformers_through_sample_py(hf_musicgen, hf_tokenizer, prompt, tmp_path):
+    model, directory = hf_musicgen
+    codes_file, out = tmp_path / "codes.npy", tmp_path / "song.wav"
+    assert sample.main(["--model", str(directory), "--prompt", prompt, "--duration", "1", "--top-k", "1",
+                        "--cfg-coef", "3", "--save-codes", str(codes_file), "--out", str(out)]) == 0
+    codes = np.load(codes_file)
+    batch = hf_tokenizer([prompt])
+    expected = hf_generate_codes(model, np.array(batch["input_ids"]), np.array(batch["attention_mask"]), 50)
+    assert codes.shape == expected.shape == (1, 4, 50)
+    np.testing.assert_array_equal(codes, expected)
+    wav, sr = soundfile.read(out)
+    assert sr == 32000 and wav.shape == (50 * 640,)
+
+
+def test_converted_directory_and_batching(hf_musicgen, tmp_path, model_cache):
+    _, directory = hf_musicgen
+    converted = tmp_path / "converted"
+    assert convert_torch_weights.main([str(directory), str(converted)]) == 0
+    assert {p.name for p in converted.iterdir()} == {"musicgen_jax.json", "codec", "text", "lm"}
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("calm piano\n\nlofi hip hop beat\nepic brass\n")
+    args = ["--model", str(converted), "--prompts-file", str(prompts), "--duration", "0.4", "--top-k", "20"]
+    assert sample.main(args + ["--out", str(tmp_path / "a"), "--save-codes", str(tmp_path / "a.npy"),
+                               "--format", "flac", "--strategy", "none"]) == 0
+    assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
+        "000_calm_piano.flac", "001_lofi_hip_hop_beat.flac", "002_epic_brass.flac"]
+    assert sample.main(args + ["--out", str(tmp_path / "b"), "--save-codes", str(tmp_path / "b.npy"),
+                               "--batch-size", "2"]) == 0
+    # prompt i uses seed + i whatever the batching: sampled codes are identical
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+    assert not model_cache.exists()  # a converted directory is used in place
+
+
+def test_api_continuation_extension_and_cache(hf_musicgen, model_cache):
+    _, directory = hf_musicgen
+    model = MusicGen.get_pretrained(str(directory))
+    assert len(list(model_cache.iterdir())) == 1  # converted once, then cached
+    MusicGen.get_pretrained(str(directory))
+    assert len(list(model_cache.iterdir())) == 1
+    model.set_generation_params(top_k=1, duration=0.6)
+    audio, tokens = model.generate(["calm piano"], return_tokens=True)
+    assert tokens.shape == (1, 4, 30) and audio.shape == (1, 1, 30 * 640)
+    prompt = audio[0, :, : 10 * 640]
+    cont_audio, cont = model.generate_continuation(prompt, 32000, ["calm piano"], return_tokens=True)
+    prompt_codes = np.asarray(model.codec.encode(prompt[None]))
+    assert cont.shape == (1, 4, 30)
+    np.testing.assert_array_equal(cont[:, :, :10], prompt_codes)  # the prompt's codes are kept
+    # windowed extension past max_duration: 0.4 s windows advancing by 0.2 s up to 1 s
+    model.max_duration = 0.4
+    model.set_generation_params(top_k=1, duration=1.0, extend_stride=0.2)
+    long = model.generate_tokens(["calm piano"])
+    assert long.shape == (1, 4, 50)
+    model.max_duration = 30.0
+    model.set_generation_params(top_k=1, duration=0.4)
+    np.testing.assert_array_equal(long[:, :, :20], model.generate_tokens(["calm piano"]))  # first window
+    unconditional = model.generate_unconditional(2)
+    assert unconditional.shape == (2, 1, 20 * 640)
+
+
+def test_bad_inputs(hf_musicgen, tmp_path, capsys):
+    _, directory = hf_musicgen
+    assert sample.main(["--model", str(directory), "--prompt", "x", "--duration", "-1"]) == 2
+    assert "--duration must be positive" in capsys.readouterr().err
+    assert sample.main(["--model", str(directory)]) == 2
+    assert "no prompts" in capsys.readouterr().err
+    codec_only = tmp_path / "encodec"
+    from tests.codec.conftest import tiny_hf_model
+
+    tiny_hf_model().save_pretrained(codec_only)
+    assert sample.main(["--model", str(codec_only), "--prompt", "x"]) == 2
+    err = capsys.readouterr().err
+    assert "state_dict.bin and compression_state_dict.bin" in err and "point --model at local files" in err
+    model = MusicGen.get_pretrained(str(directory))
+    with pytest.raises(ValueError, match="non-empty list of descriptions"):
+        model.generate([])
+    with pytest.raises(ValueError, match="duration must be positive"):
+        model.set_generation_params(duration=0)
+
+
+def test_help():
+    for script in ("sample.py", "convert_torch_weights.py"):
+        result = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
+        assert result.returncode == 0 and "usage" in result.stdout
