@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import jax.numpy as jnp
@@ -67,6 +67,65 @@ def row_keys(seeds) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
 
 
+def _start(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array, frames: int,
+           sampling: SamplingParams, prompt: jax.Array | None) -> dict:
+    """The decode state before the first sampled step: cross-attention keys/values of the (doubled,
+    with guidance) text, the token sequence with the prompt's positions filled in, and the KV cache
+    after a one-call prefill of those positions."""
+    model = LMModel(config)
+    if sampling.cfg_coef != 1.0:
+        text = jnp.concatenate([text, jnp.zeros_like(text)])
+        text_mask = jnp.concatenate([text_mask, jnp.zeros_like(text_mask)])
+    cross_kv, cross_bias = model.apply(params, text, text_mask, method=LMModel.condition)
+    steps = pattern.num_steps(frames, config.delays)
+    prompt_frames = _prompt_frames(prompt, frames)
+    sequence = jnp.full((keys.shape[0], config.num_codebooks, steps), config.special_token, jnp.int32)
+    cache = init_cache(config, text.shape[0], steps)
+    if prompt_frames:
+        padded = jnp.pad(prompt.astype(jnp.int32), ((0, 0), (0, 0), (0, frames - prompt_frames)))
+        forced = pattern.valid_mask(steps, prompt_frames, config.delays)
+        sequence = jnp.where(forced[None], pattern.build(padded, config.delays, config.special_token), sequence)
+        _, cache = model.apply(params, _double(sequence[:, :, :prompt_frames], sampling), cross_kv, cross_bias, 0,
+                               cache, method=LMModel.decode)
+    return {"sequence": sequence, "cache": cache, "keys": keys, "cross_kv": cross_kv, "cross_bias": cross_bias}
+
+
+def _prompt_frames(prompt: jax.Array | None, frames: int) -> int:
+    prompt_frames = 0 if prompt is None else prompt.shape[-1]
+    if prompt_frames > frames:
+        raise ValueError(f"the prompt ({prompt_frames} frames) is longer than the generation ({frames} frames)")
+    return prompt_frames
+
+
+def _double(x: jax.Array, sampling: SamplingParams) -> jax.Array:
+    """Rows repeated for the unconditional half of the batch when guidance is on."""
+    return jnp.concatenate([x, x]) if sampling.cfg_coef != 1.0 else x
+
+
+def _step(config: LMConfig, params: Any, sampling: SamplingParams, frames: int, prompt_frames: int, state: dict,
+          s: jax.Array) -> dict:
+    """Run position `s` through the LM and write position `s + 1`: sampled where a frame of the
+    generation sits, the prompt's token where it fixes one, the special token elsewhere."""
+    sequence, batch = state["sequence"], state["sequence"].shape[0]
+    steps = sequence.shape[-1]
+    column = _double(lax.dynamic_slice_in_dim(sequence, s, 1, axis=2), sampling)
+    logits, cache = LMModel(config).apply(params, column, state["cross_kv"], state["cross_bias"], s, state["cache"],
+                                          method=LMModel.decode)
+    logits = logits[:, :, 0]
+    if sampling.cfg_coef != 1.0:
+        cond, uncond = logits[:batch], logits[batch:]
+        logits = uncond + (cond - uncond) * sampling.cfg_coef
+    keys, subs = split_rows(state["keys"])
+    tokens = jax.vmap(lambda key, row: sample_next(key, row, sampling))(subs, logits)
+    valid = jnp.asarray(pattern.valid_mask(steps, frames, config.delays))
+    forced = jnp.asarray(pattern.valid_mask(steps, prompt_frames, config.delays))
+    tokens = jnp.where(lax.dynamic_slice_in_dim(valid, s + 1, 1, axis=1)[:, 0], tokens, config.special_token)
+    current = lax.dynamic_slice_in_dim(sequence, s + 1, 1, axis=2)[:, :, 0]
+    tokens = jnp.where(lax.dynamic_slice_in_dim(forced, s + 1, 1, axis=1)[:, 0], current, tokens)
+    sequence = lax.dynamic_update_slice_in_dim(sequence, tokens[:, :, None], s + 1, axis=2)
+    return {**state, "sequence": sequence, "cache": cache, "keys": keys}
+
+
 @functools.partial(jax.jit, static_argnames=("config", "frames", "sampling", "progress"))
 def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
                     frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
@@ -78,50 +137,38 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
     they fill are run through the model in one prefill call, the rest step by step. With guidance the
     batch runs doubled, conditional rows first, the null condition (zero text, zero mask) second, and
     `uncond + (cond - uncond) * cfg_coef` is sampled from. `progress(step, steps)` is called from
-    inside the compiled loop every `PROGRESS_EVERY` steps (a host callback).
+    inside the compiled loop every `PROGRESS_EVERY` steps (a host callback; pass the same callable
+    across calls, it is part of the compilation key).
     """
-    model = LMModel(config)
-    batch, k = text.shape[0], config.num_codebooks
-    guided = sampling.cfg_coef != 1.0
-    if guided:
-        text = jnp.concatenate([text, jnp.zeros_like(text)])
-        text_mask = jnp.concatenate([text_mask, jnp.zeros_like(text_mask)])
-    double = (lambda x: jnp.concatenate([x, x])) if guided else (lambda x: x)  # noqa: E731
-    cross_kv, cross_bias = model.apply(params, text, text_mask, method=LMModel.condition)
+    prompt_frames = _prompt_frames(prompt, frames)
     steps = pattern.num_steps(frames, config.delays)
-    valid = jnp.asarray(pattern.valid_mask(steps, frames, config.delays))
-    prompt_frames = 0 if prompt is None else prompt.shape[-1]
-    if prompt_frames > frames:
-        raise ValueError(f"the prompt ({prompt_frames} frames) is longer than the generation ({frames} frames)")
-    # Positions holding prompt frames are forced to them; the others are sampled.
-    forced = jnp.asarray(pattern.valid_mask(steps, prompt_frames, config.delays))
-    sequence = jnp.full((batch, k, steps), config.special_token, jnp.int32)
-    if prompt_frames:
-        padded = jnp.pad(prompt.astype(jnp.int32), ((0, 0), (0, 0), (0, frames - prompt_frames)))
-        sequence = jnp.where(forced[None], pattern.build(padded, config.delays, config.special_token), sequence)
-    cache = init_cache(config, text.shape[0], steps)
-    if prompt_frames:  # prefill: positions 0..P-1 only predict positions that the prompt fixes
-        _, cache = model.apply(params, double(sequence[:, :, :prompt_frames]), cross_kv, cross_bias, 0, cache,
-                               method=LMModel.decode)
 
-    def step(s, carry):
-        sequence, cache, keys = carry
-        column = double(lax.dynamic_slice_in_dim(sequence, s, 1, axis=2))
-        logits, cache = model.apply(params, column, cross_kv, cross_bias, s, cache, method=LMModel.decode)
-        logits = logits[:, :, 0]
-        if guided:
-            cond, uncond = logits[:batch], logits[batch:]
-            logits = uncond + (cond - uncond) * sampling.cfg_coef
-        keys, subs = split_rows(keys)
-        tokens = jax.vmap(lambda key, row: sample_next(key, row, sampling))(subs, logits)
-        tokens = jnp.where(lax.dynamic_slice_in_dim(valid, s + 1, 1, axis=1)[:, 0], tokens, config.special_token)
-        current = lax.dynamic_slice_in_dim(sequence, s + 1, 1, axis=2)[:, :, 0]
-        tokens = jnp.where(lax.dynamic_slice_in_dim(forced, s + 1, 1, axis=1)[:, 0], current, tokens)
-        sequence = lax.dynamic_update_slice_in_dim(sequence, tokens[:, :, None], s + 1, axis=2)
+    def body(s, state):
+        state = _step(config, params, sampling, frames, prompt_frames, state, s)
         if progress is not None:
             lax.cond((s + 1) % PROGRESS_EVERY == 0, lambda: jax.debug.callback(progress, s + 1, steps - 1),
                      lambda: None)
-        return sequence, cache, keys
+        return state
 
-    sequence, _, _ = lax.fori_loop(prompt_frames, steps - 1, step, (sequence, cache, keys))
-    return pattern.revert(sequence, config.delays)
+    state = _start(config, params, text, text_mask, keys, frames, sampling, prompt)
+    state = lax.fori_loop(prompt_frames, steps - 1, body, state)
+    return pattern.revert(state["sequence"], config.delays)
+
+
+_start_jit = jax.jit(_start, static_argnames=("config", "frames", "sampling"))
+_step_jit = jax.jit(_step, static_argnames=("config", "sampling", "frames", "prompt_frames"), donate_argnames="state")
+
+
+def stream_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
+                  frames: int, sampling: SamplingParams, prompt: jax.Array | None = None) -> Iterator[jax.Array]:
+    """The same tokens as `generate_tokens`, yielded as each frame completes: `[B, K, 1]` per new frame
+    (after the prompt's), from a Python loop over the compiled step (the state buffers are donated)."""
+    prompt_frames = _prompt_frames(prompt, frames)
+    delay = max(config.delays)
+    state = _start_jit(config, params, text, text_mask, keys, frames, sampling, prompt)
+    for s in range(prompt_frames, pattern.num_steps(frames, config.delays) - 1):
+        state = _step_jit(config, params, sampling, frames, prompt_frames, state, jnp.int32(s))
+        frame = s - delay  # position s + 1 completes frame s - max_delay (its last codebook)
+        if frame >= prompt_frames:
+            window = lax.dynamic_slice_in_dim(state["sequence"], frame, delay + 2, axis=2)  # one frame's pattern
+            yield pattern.revert(window, config.delays)

@@ -10,7 +10,7 @@ import torch
 
 from musicgen_jax.convert.t5 import load_t5
 from musicgen_jax.lm import pattern
-from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, sample_next
+from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, sample_next, stream_tokens
 from musicgen_jax.text.encoder import encode_ids
 from tests.lm.test_parity import load
 
@@ -84,3 +84,26 @@ def test_batch_invariance_and_seed_determinism(hf_musicgen):
     other = np.asarray(generate_tokens(config, params, text, mask, row_keys([3, 4]), 20, sampling))
     np.testing.assert_array_equal(together, again)
     assert (together != other).mean() > 0.5
+
+
+def test_streaming_and_continuation_equal_generation(hf_musicgen):
+    _, directory = hf_musicgen
+    t5_config, t5_params = load_t5(directory)
+    config, params = load(directory)
+    ids = np.array([[5, 17, 33, 2, 1]], np.int32)
+    mask = np.ones_like(ids)
+    text = encode_ids(t5_config, t5_params, ids, mask)
+    sampling = SamplingParams(top_k=40)
+    full = np.asarray(generate_tokens(config, params, text, mask, row_keys([7]), 24, sampling))
+    streamed = list(stream_tokens(config, params, text, mask, row_keys([7]), 24, sampling))
+    assert len(streamed) == 24 and streamed[0].shape == (1, 4, 1)
+    np.testing.assert_array_equal(np.concatenate(streamed, axis=-1), full)
+    prompt = full[:, :, :9]
+    greedy = SamplingParams(top_k=1)
+    continued = np.asarray(generate_tokens(config, params, text, mask, row_keys([7]), 24, greedy, prompt))
+    np.testing.assert_array_equal(continued[:, :, :9], prompt)
+    tail = list(stream_tokens(config, params, text, mask, row_keys([7]), 24, greedy, prompt))
+    assert len(tail) == 15
+    np.testing.assert_array_equal(np.concatenate(tail, axis=-1), continued[:, :, 9:])
+    with pytest.raises(ValueError, match="longer than the generation"):
+        generate_tokens(config, params, text, mask, row_keys([7]), 8, greedy, prompt)
