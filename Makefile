@@ -2,11 +2,12 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
+MODEL ?= facebook/musicgen-small
 CODEC ?= facebook/encodec_32khz
 OUT ?= out/demo
 PYTEST_ARGS ?= -n 2
 
-.PHONY: demo test test-fast bench clean
+.PHONY: demo demo-codec test test-fast bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -18,10 +19,15 @@ $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
-# The main job. Until sampling lands it is the codec round trip of a generated clip; without network
-# access to the hub it says so and uses random weights.
+# The main job: text-to-music with MODEL (converted on first use, cached under ~/.cache/musicgen_jax).
 demo: $(VENV)/.installed
-	$(PY) -m musicgen_jax.codec roundtrip --codec $(CODEC) --fallback-random $(OUT)
+	$(PY) sample.py --model $(MODEL) --duration 8 --out $(OUT) \
+		--prompt "lofi hip hop beat with a mellow jazzy piano, 90 bpm" \
+		--prompt "epic orchestral film score with brass and timpani"
+
+# The codec alone: round trip of a generated clip; without the hub it says so and uses random weights.
+demo-codec: $(VENV)/.installed
+	$(PY) -m musicgen_jax.codec roundtrip --codec $(CODEC) --fallback-random $(OUT)/codec
 
 test: $(VENV)/.installed-test
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -31,6 +37,8 @@ test-fast: $(VENV)/.installed-test
 
 bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks.codec --write
+	$(PY) -m benchmarks.text --write
+	$(PY) -m benchmarks.sampling --write
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -33,8 +33,7 @@ from musicgen_jax.text.tokenizer import T5Tokenizer
 MODEL_FILE = "musicgen_jax.json"
 MODEL_FORMAT = "musicgen_jax.musicgen"
 FORMATS = ("auto", "hf", "audiocraft")
-_SMALL_FILES = ["config.json", "compression_state_dict.bin", MODEL_FILE, "spiece.model", "tokenizer.json",
-                "tokenizer_config.json"]
+_SMALL_FILES = ["config.json", MODEL_FILE, "spiece.model", "tokenizer.json", "tokenizer_config.json"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -91,12 +90,12 @@ def _convert_hf(source, path: Path) -> Components:
 def _convert_audiocraft(source, path: Path) -> Components:
     from musicgen_jax.convert.audiocraft import load_audiocraft_lm
 
-    lm_file = path / "state_dict.bin"
-    if not lm_file.exists():
-        lm_file = resolve(source, ["state_dict.bin"]) / "state_dict.bin"
-    if not lm_file.exists() or not (path / "compression_state_dict.bin").exists():
+    files = ["state_dict.bin", "compression_state_dict.bin"]
+    if not all((path / f).exists() for f in files):
+        path = resolve(source, files)  # a hub id: download the audiocraft files only now
+    if not all((path / f).exists() for f in files):
         raise CheckpointError(f"{source}: the audiocraft format needs state_dict.bin and compression_state_dict.bin")
-    lm_config, lm_params, t5_name, stereo = load_audiocraft_lm(lm_file)
+    lm_config, lm_params, t5_name, stereo = load_audiocraft_lm(path / "state_dict.bin")
     codec = load_codec(path / "compression_state_dict.bin", stereo=stereo)
     return Components(codec, T5TextEncoder.from_pretrained(t5_name), lm_config, lm_params, str(source))
 
