@@ -19,6 +19,7 @@ from musicgen_jax.lm import pattern
 from musicgen_jax.lm.model import LMModel, init_cache
 
 PROGRESS_EVERY = 10
+FRAME_BUCKET = 250  # 5 s at 50 Hz: generation lengths share a compilation within each bucket
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,22 +68,22 @@ def row_keys(seeds) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
 
 
-def _start(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array, frames: int,
+def _start(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array, bucket: int,
            sampling: SamplingParams, prompt: jax.Array | None) -> dict:
     """The decode state before the first sampled step: cross-attention keys/values of the (doubled,
-    with guidance) text, the token sequence with the prompt's positions filled in, and the KV cache
-    after a one-call prefill of those positions."""
+    with guidance) text, the token sequence (`bucket` frames long) with the prompt's positions filled
+    in, and the KV cache after a one-call prefill of those positions."""
     model = LMModel(config)
     if sampling.cfg_coef != 1.0:
         text = jnp.concatenate([text, jnp.zeros_like(text)])
         text_mask = jnp.concatenate([text_mask, jnp.zeros_like(text_mask)])
     cross_kv, cross_bias = model.apply(params, text, text_mask, method=LMModel.condition)
-    steps = pattern.num_steps(frames, config.delays)
-    prompt_frames = _prompt_frames(prompt, frames)
+    steps = pattern.num_steps(bucket, config.delays)
+    prompt_frames = _prompt_frames(prompt, bucket)
     sequence = jnp.full((keys.shape[0], config.num_codebooks, steps), config.special_token, jnp.int32)
     cache = init_cache(config, text.shape[0], steps)
     if prompt_frames:
-        padded = jnp.pad(prompt.astype(jnp.int32), ((0, 0), (0, 0), (0, frames - prompt_frames)))
+        padded = jnp.pad(prompt.astype(jnp.int32), ((0, 0), (0, 0), (0, bucket - prompt_frames)))
         forced = pattern.valid_mask(steps, prompt_frames, config.delays)
         sequence = jnp.where(forced[None], pattern.build(padded, config.delays, config.special_token), sequence)
         _, cache = model.apply(params, _double(sequence[:, :, :prompt_frames], sampling), cross_kv, cross_bias, 0,
@@ -102,8 +103,8 @@ def _double(x: jax.Array, sampling: SamplingParams) -> jax.Array:
     return jnp.concatenate([x, x]) if sampling.cfg_coef != 1.0 else x
 
 
-def _step(config: LMConfig, params: Any, sampling: SamplingParams, frames: int, prompt_frames: int, state: dict,
-          s: jax.Array) -> dict:
+def _step(config: LMConfig, params: Any, sampling: SamplingParams, frames: jax.Array, prompt_frames: int,
+          state: dict, s: jax.Array) -> dict:
     """Run position `s` through the LM and write position `s + 1`: sampled where a frame of the
     generation sits, the prompt's token where it fixes one, the special token elsewhere."""
     sequence, batch = state["sequence"], state["sequence"].shape[0]
@@ -117,7 +118,8 @@ def _step(config: LMConfig, params: Any, sampling: SamplingParams, frames: int, 
         logits = uncond + (cond - uncond) * sampling.cfg_coef
     keys, subs = split_rows(state["keys"])
     tokens = jax.vmap(lambda key, row: sample_next(key, row, sampling))(subs, logits)
-    valid = jnp.asarray(pattern.valid_mask(steps, frames, config.delays))
+    index = pattern.frame_index(steps, config.delays)
+    valid = (index >= 0) & (index < frames)  # frames may be traced: the buffer is a length bucket
     forced = jnp.asarray(pattern.valid_mask(steps, prompt_frames, config.delays))
     tokens = jnp.where(lax.dynamic_slice_in_dim(valid, s + 1, 1, axis=1)[:, 0], tokens, config.special_token)
     current = lax.dynamic_slice_in_dim(sequence, s + 1, 1, axis=2)[:, :, 0]
@@ -126,7 +128,11 @@ def _step(config: LMConfig, params: Any, sampling: SamplingParams, frames: int, 
     return {**state, "sequence": sequence, "cache": cache, "keys": keys}
 
 
-@functools.partial(jax.jit, static_argnames=("config", "frames", "sampling", "progress"))
+def frame_bucket(frames: int) -> int:
+    """The buffer length compiled for `frames` frames: the next multiple of FRAME_BUCKET."""
+    return -(-frames // FRAME_BUCKET) * FRAME_BUCKET
+
+
 def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
                     frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
                     progress: Callable[[int, int], None] | None = None) -> jax.Array:
@@ -139,9 +145,20 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
     `uncond + (cond - uncond) * cfg_coef` is sampled from. `progress(step, steps)` is called from
     inside the compiled loop every `PROGRESS_EVERY` steps (a host callback; pass the same callable
     across calls, it is part of the compilation key).
+
+    Compiled once per (config, sampling, batch, prompt length, length bucket): the token buffer and
+    KV cache are `frame_bucket(frames)` long and the loop stops after `frames`.
     """
-    prompt_frames = _prompt_frames(prompt, frames)
-    steps = pattern.num_steps(frames, config.delays)
+    _prompt_frames(prompt, frames)
+    codes = _generate(config, params, text, text_mask, keys, jnp.int32(frames), frame_bucket(frames), sampling,
+                      prompt, progress)
+    return codes[:, :, :frames]
+
+
+@functools.partial(jax.jit, static_argnames=("config", "bucket", "sampling", "progress"))
+def _generate(config, params, text, text_mask, keys, frames, bucket, sampling, prompt, progress):
+    prompt_frames = _prompt_frames(prompt, bucket)
+    steps = frames + max(config.delays) + 1
 
     def body(s, state):
         state = _step(config, params, sampling, frames, prompt_frames, state, s)
@@ -150,13 +167,13 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
                      lambda: None)
         return state
 
-    state = _start(config, params, text, text_mask, keys, frames, sampling, prompt)
+    state = _start(config, params, text, text_mask, keys, bucket, sampling, prompt)
     state = lax.fori_loop(prompt_frames, steps - 1, body, state)
     return pattern.revert(state["sequence"], config.delays)
 
 
-_start_jit = jax.jit(_start, static_argnames=("config", "frames", "sampling"))
-_step_jit = jax.jit(_step, static_argnames=("config", "sampling", "frames", "prompt_frames"), donate_argnames="state")
+_start_jit = jax.jit(_start, static_argnames=("config", "bucket", "sampling"))
+_step_jit = jax.jit(_step, static_argnames=("config", "sampling", "prompt_frames"), donate_argnames="state")
 
 
 def stream_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
@@ -165,9 +182,9 @@ def stream_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax
     (after the prompt's), from a Python loop over the compiled step (the state buffers are donated)."""
     prompt_frames = _prompt_frames(prompt, frames)
     delay = max(config.delays)
-    state = _start_jit(config, params, text, text_mask, keys, frames, sampling, prompt)
+    state = _start_jit(config, params, text, text_mask, keys, frame_bucket(frames), sampling, prompt)
     for s in range(prompt_frames, pattern.num_steps(frames, config.delays) - 1):
-        state = _step_jit(config, params, sampling, frames, prompt_frames, state, jnp.int32(s))
+        state = _step_jit(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(s))
         frame = s - delay  # position s + 1 completes frame s - max_delay (its last codebook)
         if frame >= prompt_frames:
             window = lax.dynamic_slice_in_dim(state["sequence"], frame, delay + 2, axis=2)  # one frame's pattern

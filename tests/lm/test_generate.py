@@ -107,3 +107,20 @@ def test_streaming_and_continuation_equal_generation(hf_musicgen):
     np.testing.assert_array_equal(np.concatenate(tail, axis=-1), continued[:, :, 9:])
     with pytest.raises(ValueError, match="longer than the generation"):
         generate_tokens(config, params, text, mask, row_keys([7]), 8, greedy, prompt)
+
+
+def test_lengths_in_one_bucket_share_a_compilation(hf_musicgen):
+    from musicgen_jax.sampling import _generate, frame_bucket
+
+    _, directory = hf_musicgen
+    config, params = load(directory)
+    text, mask = np.zeros((1, 3, 32), np.float32), np.zeros((1, 3), np.int32)
+    greedy = SamplingParams(top_k=1, cfg_coef=1.0)
+    long = np.asarray(generate_tokens(config, params, text, mask, row_keys([0]), 30, greedy))
+    compiled = _generate._cache_size()
+    short = np.asarray(generate_tokens(config, params, text, mask, row_keys([0]), 12, greedy))
+    assert _generate._cache_size() == compiled and frame_bucket(12) == frame_bucket(30) == 250
+    assert short.shape == (1, 4, 12)
+    # greedy and causal: the first frames agree, except the last max_delay frames of the short run,
+    # whose later codebooks were cut off by the end of its pattern
+    np.testing.assert_array_equal(short[:, 0], long[:, 0, :12])
