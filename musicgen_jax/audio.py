@@ -128,7 +128,8 @@ def read_audio(path, sample_rate: int | None = None, channels: int | None = None
     """Read wav/flac/mp3/ogg as float32 [C, T] in [-1, 1]; resample to `sample_rate` (if given)
     and convert to `channels` (if given). Returns (wav, sr).
 
-    Decoded with soundfile, falling back to `librosa.load` for formats it cannot read. Integer PCM is scaled to [-1, 1); floating point files are returned as stored.
+    Decoded with soundfile, falling back to `librosa.load` for formats it cannot read. Integer PCM is
+    scaled to [-1, 1); floating point files are returned as stored.
     Raises `AudioError` for missing or undecodable files and for non-finite samples.
     """
     path = pathlib.Path(path)

@@ -19,8 +19,8 @@ from musicgen_jax.config import CodecConfig
 from musicgen_jax.convert import encodec as enc
 from musicgen_jax.convert import native
 from musicgen_jax.convert.keymap import strip_prefix
-from musicgen_jax.convert.torch_io import (CheckpointError, fetch_hf_weights, read_json, read_torch_pickle, resolve,
-                                           tensors_to_numpy)
+from musicgen_jax.convert.torch_io import (CheckpointError, fetch_hf_weights, hf_component, read_json,
+                                           read_torch_pickle, resolve, tensors_to_numpy)
 
 NATIVE_FORMAT = "musicgen_jax.codec"
 COMPRESSION_FILE = "compression_state_dict.bin"
@@ -58,13 +58,7 @@ def load_codec(source: str | os.PathLike, stereo: bool | None = None) -> Codec:
 
 
 def _from_hf(source, path: Path, hf_config: dict, stereo: bool) -> Codec:
-    model_type = hf_config.get("model_type")
-    if model_type == "encodec":
-        codec_config, prefix = hf_config, ""
-    elif model_type in ("musicgen", "musicgen_melody"):
-        codec_config, prefix = hf_config.get("audio_encoder") or {}, "audio_encoder."
-    else:
-        raise CheckpointError(f"{source}: config.json has model_type {model_type!r}, expected encodec or musicgen")
+    codec_config, prefix = hf_component(hf_config, "encodec", "audio_encoder", source)
     config = enc.config_from_hf(codec_config)
     state = strip_prefix(fetch_hf_weights(source, path), prefix)
     return Codec(config, enc.params_from_hf_state_dict(state, config, str(source)), stereo)

@@ -10,7 +10,7 @@ import numpy as np
 
 from musicgen_jax.config import T5Config
 from musicgen_jax.convert.keymap import Target, assemble, param_shapes, strip_prefix
-from musicgen_jax.convert.torch_io import CheckpointError, fetch_hf_weights, read_json, resolve
+from musicgen_jax.convert.torch_io import CheckpointError, fetch_hf_weights, hf_component, read_json, resolve
 from musicgen_jax.text.t5 import T5Encoder
 
 _SMALL_FILES = ["config.json"]
@@ -79,13 +79,7 @@ def load_t5(source: str | os.PathLike) -> tuple[T5Config, dict]:
     if path.is_file():
         path = path.parent
     hf_config = read_json(path / "config.json")
-    model_type = hf_config.get("model_type")
-    if model_type == "t5":
-        t5_config, prefix = hf_config, ""
-    elif model_type in ("musicgen", "musicgen_melody"):
-        t5_config, prefix = hf_config.get("text_encoder") or {}, "text_encoder."
-    else:
-        raise CheckpointError(f"{source}: config.json has model_type {model_type!r}, expected t5 or musicgen")
+    t5_config, prefix = hf_component(hf_config, "t5", "text_encoder", source)
     config = config_from_hf(t5_config)
     state = strip_prefix(fetch_hf_weights(source, path), prefix)
     return config, params_from_hf_state_dict(state, config, str(source))

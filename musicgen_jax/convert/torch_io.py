@@ -114,6 +114,18 @@ def fetch_hf_weights(source: str | os.PathLike, path: Path) -> dict[str, np.ndar
     return read_hf_weights(path)
 
 
+def hf_component(hf_config: dict, model_type: str, musicgen_key: str, source) -> tuple[dict, str]:
+    """(config, weight-key prefix) of one component in a transformers checkpoint: the config itself
+    for a standalone `model_type` checkpoint, its `musicgen_key` part (weights under `musicgen_key.`)
+    in a MusicGen checkpoint."""
+    found = hf_config.get("model_type")
+    if found == model_type:
+        return hf_config, ""
+    if found in ("musicgen", "musicgen_melody"):
+        return hf_config.get(musicgen_key) or {}, f"{musicgen_key}."
+    raise CheckpointError(f"{source}: config.json has model_type {found!r}, expected {model_type} or musicgen")
+
+
 def read_json(path: Path) -> dict:
     try:
         return json.loads(path.read_text())
