@@ -173,7 +173,8 @@ def run(runs: int, batch: int) -> dict:
         def fn():
             with torch.inference_mode():
                 batch_pt = tokenizer(prompts, padding=True, return_tensors="pt")
-                return model(input_ids=batch_pt["input_ids"], attention_mask=batch_pt["attention_mask"]).last_hidden_state
+                out = model(input_ids=batch_pt["input_ids"], attention_mask=batch_pt["attention_mask"])
+                return out.last_hidden_state
         return fn
 
     def torch_model(model):
