@@ -44,6 +44,9 @@ class T5TextEncoder:
     params: Any
     tokenizer: T5Tokenizer
 
+    def __post_init__(self):
+        object.__setattr__(self, "params", jax.device_put(self.params))  # once, not at every call
+
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> "T5TextEncoder":
         """From a hub id or local directory of a transformers T5 (t5-base, google-t5/t5-base, ...) or
@@ -51,7 +54,7 @@ class T5TextEncoder:
         from musicgen_jax.convert.t5 import load_t5  # here: convert.t5 itself imports this package's t5 module
 
         config, params = load_t5(source)
-        return cls(config, jax.device_put(params), T5Tokenizer.from_pretrained(tokenizer or source))
+        return cls(config, params, T5Tokenizer.from_pretrained(tokenizer or source))
 
     def __call__(self, texts: Sequence[str | None]) -> tuple[jax.Array, jax.Array]:
         ids, mask = self.tokenizer(texts)
