@@ -18,7 +18,6 @@ Both decoders decode the same codes (the PyTorch ones). The table gives medians 
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 
@@ -30,14 +29,15 @@ from transformers import EncodecConfig, EncodecModel
 
 from benchmarks.common import (
     RESULTS,
+    command_line,
     cpu_counters,
     load_average,
     machine_lines,
     median_min,
     other_load,
     time_pair,
+    publish,
     usable_cores,
-    write_section,
 )
 from musicgen_jax.convert.codec_loader import load_codec
 
@@ -173,12 +173,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.seconds <= 0 or args.runs < 1 or args.batch < 1:
         parser.error("--seconds must be > 0, --runs and --batch >= 1")
     res = run(args.seconds, args.runs, args.batch)
-    command = " ".join([".venv/bin/python -m benchmarks.codec", *(sys.argv[1:] if argv is None else argv)])
-    section = report(res, command)
-    print("\n" + section)
-    if args.write:
-        write_section(section)
-        print(f"wrote {RESULTS}")
+    publish(report(res, command_line("benchmarks.codec", argv)), args.write)
 
 
 if __name__ == "__main__":

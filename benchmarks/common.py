@@ -185,3 +185,18 @@ def write_section(section: str, path: Path = RESULTS) -> None:
     except BaseException:
         os.unlink(tmp)
         raise
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The command that reproduces this run, as written into RESULTS.md."""
+    import sys
+
+    return " ".join([f".venv/bin/python -m {module}", *(sys.argv[1:] if argv is None else argv)])
+
+
+def publish(section: str, write: bool) -> None:
+    """Print a report section and, with `write`, put it into RESULTS.md."""
+    print("\n" + section)
+    if write:
+        write_section(section)
+        print(f"wrote {RESULTS}")

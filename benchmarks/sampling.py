@@ -39,7 +39,6 @@ import argparse
 import io
 import resource
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -59,15 +58,17 @@ from transformers import T5Config as HFT5Config
 from transformers import T5Tokenizer as HFT5Tokenizer
 
 import musicgen_jax.sampling
-from benchmarks.codec import cpu_counters, other_load
 from benchmarks.codec import hf_config as codec_hf_config
 from benchmarks.common import (
     RESULTS,
+    command_line,
+    cpu_counters,
     load_average,
     machine_lines,
     median_min,
+    other_load,
+    publish,
     usable_cores,
-    write_section,
 )
 from benchmarks.text import PROMPTS, training_text
 from musicgen_jax.convert.pretrained import convert
@@ -487,12 +488,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.runs < 1 or args.seconds <= 0 or batch8 <= 0 or (short is not None and not 0 < short < min(args.seconds, batch8)):
         parser.error("--runs must be >= 1, --seconds and --batch8-seconds > 0, 0 < --short-seconds < both")
     res = run(args.seconds, args.runs, args.skip_batch8, batch8, short)
-    command = " ".join([".venv/bin/python -m benchmarks.sampling", *(sys.argv[1:] if argv is None else argv)])
-    section = report(res, command)
-    print("\n" + section)
-    if args.write:
-        write_section(section)
-        print(f"wrote {RESULTS}")
+    publish(report(res, command_line("benchmarks.sampling", argv)), args.write)
 
 
 if __name__ == "__main__":

@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import io
 import random
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -41,14 +40,15 @@ from transformers import T5Tokenizer as HFT5Tokenizer
 
 from benchmarks.common import (
     RESULTS,
+    command_line,
     cpu_counters,
     load_average,
     machine_lines,
     median_min,
     other_load,
     time_interleaved,
+    publish,
     usable_cores,
-    write_section,
 )
 from musicgen_jax.text import T5TextEncoder
 from musicgen_jax.text.encoder import encode_ids, length_bucket
@@ -280,12 +280,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.runs < 1 or args.batch < 1:
         parser.error("--runs and --batch must be >= 1")
     res = run(args.runs, args.batch)
-    command = " ".join([".venv/bin/python -m benchmarks.text", *(sys.argv[1:] if argv is None else argv)])
-    section = report(res, command)
-    print("\n" + section)
-    if args.write:
-        write_section(section)
-        print(f"wrote {RESULTS}")
+    publish(report(res, command_line("benchmarks.text", argv)), args.write)
 
 
 if __name__ == "__main__":
