@@ -46,7 +46,7 @@ class LMModel(nn.Module):
         x = sum(embed(sequence[:, k]) for k, embed in enumerate(self.embeddings))
         positions = start + jnp.arange(t)
         x = x + sinusoidal_embedding(positions, self.config.dim, self.config.max_period)[None]
-        keys = positions if cache is None else jnp.arange(cache[0]["k"].shape[1])
+        keys = positions if cache is None else jnp.arange(cache[0]["k"].shape[2])
         self_bias = jnp.where(keys[None, :] <= positions[:, None], 0.0, NEG_INF)[None, None]
         new_cache = []
         for i, layer in enumerate(self.layers):
@@ -63,6 +63,6 @@ class LMModel(nn.Module):
 
 
 def init_cache(config: LMConfig, batch: int, length: int, dtype=jnp.float32) -> list[dict]:
-    """Zeroed self-attention KV cache for `length` positions: per layer {"k", "v": [B, L, H, Dh]}."""
-    shape = (batch, length, config.num_heads, config.head_dim)
+    """Zeroed self-attention KV cache for `length` positions: per layer {"k", "v": [B, H, L, Dh]}."""
+    shape = (batch, config.num_heads, length, config.head_dim)
     return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(config.num_layers)]

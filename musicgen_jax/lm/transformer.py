@@ -42,17 +42,19 @@ class Attention(nn.Module):
         self.q, self.k, self.v, self.out = dense(), dense(), dense(), dense()
 
     def _heads(self, x: jax.Array) -> jax.Array:
-        return x.reshape(x.shape[:-1] + (self.config.num_heads, self.config.head_dim))
+        """`[B, T, D] -> [B, H, T, Dh]`."""
+        b, t, _ = x.shape
+        return x.reshape(b, t, self.config.num_heads, self.config.head_dim).transpose(0, 2, 1, 3)
 
     def project_kv(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """`x [B, L, D] -> (k, v) [B, L, H, Dh]`."""
+        """`x [B, L, D] -> (k, v) [B, H, L, Dh]`."""
         return self._heads(self.k(x)), self._heads(self.v(x))
 
     def __call__(self, x: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
-        """`x [B, T, D]` attends to `k, v [B, L, H, Dh]` -> `[B, T, D]`."""
+        """`x [B, T, D]` attends to `k, v [B, H, L, Dh]` -> `[B, T, D]`."""
         q = self._heads(self.q(x)) * self.config.head_dim**-0.5
-        scores = jnp.einsum("bthd,blhd->bhtl", q, k) + bias
-        out = jnp.einsum("bhtl,blhd->bthd", jax.nn.softmax(scores, axis=-1), v)
+        scores = jnp.einsum("bhtd,bhld->bhtl", q, k) + bias
+        out = jnp.einsum("bhtl,bhld->bthd", jax.nn.softmax(scores, axis=-1), v)
         return self.out(out.reshape(x.shape[:-1] + (self.config.dim,)))
 
 
@@ -73,13 +75,13 @@ class DecoderLayer(nn.Module):
         return self.cross_attn.project_kv(cross)
 
     def __call__(self, x, self_bias, cross_kv, cross_bias, start, cache=None):
-        """`x [B, T, D]` at positions start..start+T-1. `cache`: {"k", "v": [B, L, H, Dh]} or None
+        """`x [B, T, D]` at positions start..start+T-1. `cache`: {"k", "v": [B, H, L, Dh]} or None
         (then keys are this call's own). Returns (x, updated cache or None)."""
         h = self.norm_self(x)
         k, v = self.self_attn.project_kv(h)
         if cache is not None:
-            k = lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, start, 0, 0))
-            v = lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, start, 0, 0))
+            k = lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, 0, start, 0))
+            v = lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, start, 0))
             cache = {"k": k, "v": v}
         x = x + self.self_attn(h, k, v, self_bias)
         x = x + self.cross_attn(self.norm_cross(x), *cross_kv, cross_bias)
