@@ -5,7 +5,8 @@
     wav = model.generate(["lofi hip hop with a jazzy piano"], seed=0)   # [B, C, T] float32 numpy
 
 Seeds are explicit: the same seed gives the same audio. PyTorch checkpoints are converted once and
-cached under `$MUSICGEN_JAX_CACHE` (default `~/.cache/musicgen_jax`).
+cached under `$MUSICGEN_JAX_CACHE` (default `~/.cache/musicgen_jax`). On several devices, pass a mesh
+(`musicgen_jax.sharding.make_mesh`): the LM's parameters and activations are split over it.
 """
 
 from __future__ import annotations
@@ -18,11 +19,14 @@ from typing import Sequence
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from musicgen_jax.audio import convert_channels, resample
 from musicgen_jax.convert import pretrained
+from musicgen_jax.lm.model import param_specs
 from musicgen_jax.sampling import PROGRESS_EVERY, SamplingParams, generate_tokens, row_keys, split_rows
+from musicgen_jax.sharding import shard
 
 DEFAULT_MODEL = "facebook/musicgen-small"
 MAX_DURATION = 30.0  # seconds the released models were trained on; longer generations are windowed
@@ -45,12 +49,17 @@ def _cache_entry(name: str, fmt: str) -> Path:
 class MusicGen:
     """A converted MusicGen model with its generation settings."""
 
-    def __init__(self, name: str, components: pretrained.Components, max_duration: float = MAX_DURATION):
+    def __init__(self, name: str, components: pretrained.Components, max_duration: float = MAX_DURATION,
+                 mesh: Mesh | None = None):
         self.name = name
         self.codec = components.codec
         self.text_encoder = components.text_encoder
         self.lm_config = components.lm_config
-        self.lm_params = jax.device_put(components.lm_params)
+        self.mesh = mesh
+        if mesh is None:
+            self.lm_params = jax.device_put(components.lm_params)
+        else:
+            self.lm_params = shard(components.lm_params, param_specs(self.lm_config), mesh)
         self.max_duration = max_duration
         self.sampling = SamplingParams()
         self.duration = 15.0  # audiocraft's default after get_pretrained
@@ -61,16 +70,16 @@ class MusicGen:
                              f"the codec produces {self.codec.num_codebooks}")
 
     @staticmethod
-    def get_pretrained(name: str = DEFAULT_MODEL, fmt: str = "auto") -> "MusicGen":
+    def get_pretrained(name: str = DEFAULT_MODEL, fmt: str = "auto", mesh: Mesh | None = None) -> "MusicGen":
         """From a converted directory, or a PyTorch checkpoint (hub id or local directory; `fmt` auto, hf
-        or audiocraft), which is converted on first use and cached."""
+        or audiocraft), which is converted on first use and cached. `mesh`: split the LM over these devices."""
         path = Path(name).expanduser()
         if path.is_dir() and pretrained.is_converted(path):
-            return MusicGen(name, pretrained.load(path))
+            return MusicGen(name, pretrained.load(path), mesh=mesh)
         entry = _cache_entry(name, fmt)
         if not pretrained.is_converted(entry):
             pretrained.save(pretrained.convert(name, fmt), entry)
-        return MusicGen(name, pretrained.load(entry))
+        return MusicGen(name, pretrained.load(entry), mesh=mesh)
 
     @property
     def sample_rate(self) -> int:
@@ -182,7 +191,7 @@ class MusicGen:
     def _window(self, text, mask, key, frames, prompt_tokens, progress):
         return generate_tokens(self.lm_config, self.lm_params, text, mask, key, frames, self.sampling,
                                None if prompt_tokens is None else jax.numpy.asarray(prompt_tokens),
-                               self._progress if progress else None)
+                               self._progress if progress else None, mesh=self.mesh)
 
     def _progress(self, step, steps) -> None:
         """Host callback from inside the compiled loop (see `sampling.generate_tokens`)."""

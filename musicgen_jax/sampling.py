@@ -10,6 +10,8 @@ import dataclasses
 import functools
 from typing import Any, Callable, Iterator
 
+from jax.sharding import Mesh
+
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -17,6 +19,7 @@ from jax import lax
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm import pattern
 from musicgen_jax.lm.model import LMModel, init_cache
+from musicgen_jax.sharding import activation_sharding
 
 PROGRESS_EVERY = 10
 FRAME_BUCKET = 250  # 5 s at 50 Hz: generation lengths share a compilation within each bucket
@@ -135,7 +138,7 @@ def frame_bucket(frames: int) -> int:
 
 def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
                     frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
-                    progress: Callable[[int, int], None] | None = None) -> jax.Array:
+                    progress: Callable[[int, int], None] | None = None, mesh: Mesh | None = None) -> jax.Array:
     """Codes `[B, K, frames]` int32 for text states `text [B, N, text_dim]` (mask `[B, N]`), sampled
     with one PRNG key per row (`keys [B]`, see `row_keys`).
 
@@ -148,15 +151,23 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
 
     Compiled once per (config, sampling, batch, prompt length, length bucket): the token buffer and
     KV cache are `frame_bucket(frames)` long and the loop stops after `frames`.
+
+    `mesh`: the device mesh `params` are split over (`musicgen_jax.sharding.shard`); the activations
+    and the cache are then split by the logical axis rules. None: one device.
     """
     _prompt_frames(prompt, frames)
     codes = _generate(config, params, text, text_mask, keys, jnp.int32(frames), frame_bucket(frames), sampling,
-                      prompt, progress)
+                      prompt, progress, mesh=mesh)
     return codes[:, :, :frames]
 
 
-@functools.partial(jax.jit, static_argnames=("config", "bucket", "sampling", "progress"))
-def _generate(config, params, text, text_mask, keys, frames, bucket, sampling, prompt, progress):
+@functools.partial(jax.jit, static_argnames=("config", "bucket", "sampling", "progress", "mesh"))
+def _generate(config, params, text, text_mask, keys, frames, bucket, sampling, prompt, progress, mesh):
+    with activation_sharding(mesh):
+        return _generate_tokens(config, params, text, text_mask, keys, frames, bucket, sampling, prompt, progress)
+
+
+def _generate_tokens(config, params, text, text_mask, keys, frames, bucket, sampling, prompt, progress):
     prompt_frames = _prompt_frames(prompt, bucket)
     steps = frames + max(config.delays) + 1
 
@@ -172,19 +183,28 @@ def _generate(config, params, text, text_mask, keys, frames, bucket, sampling, p
     return pattern.revert(state["sequence"], config.delays)
 
 
-_start_jit = jax.jit(_start, static_argnames=("config", "bucket", "sampling"))
-_step_jit = jax.jit(_step, static_argnames=("config", "sampling", "prompt_frames"), donate_argnames="state")
+@functools.partial(jax.jit, static_argnames=("config", "bucket", "sampling", "mesh"))
+def _start_jit(config, params, text, text_mask, keys, bucket, sampling, prompt, mesh):
+    with activation_sharding(mesh):
+        return _start(config, params, text, text_mask, keys, bucket, sampling, prompt)
+
+
+@functools.partial(jax.jit, static_argnames=("config", "sampling", "prompt_frames", "mesh"), donate_argnames="state")
+def _step_jit(config, params, sampling, frames, prompt_frames, state, s, mesh):
+    with activation_sharding(mesh):
+        return _step(config, params, sampling, frames, prompt_frames, state, s)
 
 
 def stream_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
-                  frames: int, sampling: SamplingParams, prompt: jax.Array | None = None) -> Iterator[jax.Array]:
+                  frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
+                  mesh: Mesh | None = None) -> Iterator[jax.Array]:
     """The same tokens as `generate_tokens`, yielded as each frame completes: `[B, K, 1]` per new frame
     (after the prompt's), from a Python loop over the compiled step (the state buffers are donated)."""
     prompt_frames = _prompt_frames(prompt, frames)
     delay = max(config.delays)
-    state = _start_jit(config, params, text, text_mask, keys, frame_bucket(frames), sampling, prompt)
+    state = _start_jit(config, params, text, text_mask, keys, frame_bucket(frames), sampling, prompt, mesh=mesh)
     for s in range(prompt_frames, pattern.num_steps(frames, config.delays) - 1):
-        state = _step_jit(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(s))
+        state = _step_jit(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(s), mesh=mesh)
         frame = s - delay  # position s + 1 completes frame s - max_delay (its last codebook)
         if frame >= prompt_frames:
             window = lax.dynamic_slice_in_dim(state["sequence"], frame, delay + 2, axis=2)  # one frame's pattern

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Callable, Iterable
 
+import flax.linen as nn
 import jax
 import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
@@ -40,8 +41,9 @@ _FROM_TORCH = {"conv": lambda v: v.transpose(2, 1, 0), "convtr": lambda v: v.tra
 
 
 def param_shapes(init: Callable[[], dict]) -> dict[Path, tuple[int, ...]]:
-    """Shape of every parameter that `init()` (a flax `Module.init` call) creates, by path below "params"."""
-    return {path: leaf.shape for path, leaf in flatten_dict(jax.eval_shape(init)["params"]).items()}
+    """Shape of every parameter that `init()` (a flax `Module.init` call) creates, by path below "params"
+    (logical-axis metadata boxes removed)."""
+    return {path: leaf.shape for path, leaf in flatten_dict(nn.unbox(jax.eval_shape(init))["params"]).items()}
 
 
 def _mismatch(what: str, missing: list, unexpected: list, wrong: list) -> None:

@@ -2,31 +2,56 @@
 cross-attention to the projected text states, final norm, one head per codebook.
 
 Parameters: embeddings_{k}/embedding [card + 1, D]; text_projection/{kernel [text_dim, D], bias};
-layers_{i}/...; out_norm/{scale, bias}; heads_{k}/kernel [D, card].
+layers_{i}/...; out_norm/{scale, bias}; heads_{k}/kernel [D, card]. With `scan_layers=True` the
+layers are one `lax.scan` over stacked parameters `layers/... [num_layers, ...]` (less to compile;
+`stack_layers` / `unstack_layers` convert): converted checkpoints are stored unstacked.
+
+Per-layer state follows the same layout: the cross-attention keys/values and the KV cache are lists
+over layers, or (scanned) single trees stacked on a leading layer axis.
 """
 
 from __future__ import annotations
+
+import re
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from musicgen_jax.config import LMConfig
-from musicgen_jax.lm.transformer import NEG_INF, DecoderLayer, layer_norm, sinusoidal_embedding
+from musicgen_jax.lm.transformer import (
+    HEADS_AXES,
+    NEG_INF,
+    TOKENS_AXES,
+    DecoderLayer,
+    dense,
+    initializer,
+    layer_norm,
+    sinusoidal_embedding,
+)
 
-_init = nn.initializers.normal(0.02)
+_LAYER = re.compile(r"layers_(\d+)$")
+_SCAN = dict(variable_axes={"params": 0}, split_rngs={"params": True}, metadata_params={nn.PARTITION_NAME: "layers"})
 
 
 class LMModel(nn.Module):
     config: LMConfig
+    scan_layers: bool = False
 
     def setup(self):
         c = self.config
-        self.embeddings = [nn.Embed(c.card + 1, c.dim, embedding_init=_init) for _ in range(c.num_codebooks)]
-        self.text_projection = nn.Dense(c.dim, kernel_init=_init)
-        self.layers = [DecoderLayer(c) for _ in range(c.num_layers)]
+        self.embeddings = [nn.Embed(c.card + 1, c.dim, embedding_init=initializer(None, "embed"))  # card + 1: odd
+                           for _ in range(c.num_codebooks)]
+        self.text_projection = dense(c.dim, ("text_embed", "embed"), use_bias=True)
+        if self.scan_layers:
+            self.layers = DecoderLayer(c)
+        else:
+            self.layers = [DecoderLayer(c) for _ in range(c.num_layers)]
         self.out_norm = layer_norm(c)
-        self.heads = [nn.Dense(c.card, use_bias=False, kernel_init=_init) for _ in range(c.num_codebooks)]
+        self.heads = [dense(c.card, ("embed", "vocab")) for _ in range(c.num_codebooks)]
+
+    def _scan(self, body, carry, *xs, in_axes):
+        return nn.scan(body, in_axes=in_axes, length=self.config.num_layers, **_SCAN)(self.layers, carry, *xs)
 
     def condition(self, text: jax.Array, text_mask: jax.Array):
         """`text [B, N, text_dim], text_mask [B, N]` -> per-layer cross-attention (k, v) and `cross_bias [B, 1, 1, N]`.
@@ -36,25 +61,37 @@ class LMModel(nn.Module):
         mask = text_mask.astype(jnp.float32)
         cross = self.text_projection(text) * mask[..., None]
         bias = ((1.0 - mask) * NEG_INF)[:, None, None, :]
+        if self.scan_layers:
+            _, kv = self._scan(lambda layer, c, _: (c, layer.cross_kv(c)), cross, None, in_axes=(0,))
+            return kv, bias
         return [layer.cross_kv(cross) for layer in self.layers], bias
 
     def decode(self, sequence: jax.Array, cross_kv, cross_bias: jax.Array, start=0, cache=None):
         """`sequence [B, K, T]` (delay-pattern tokens, values in [0, card]) at positions start..start+T-1
         -> (logits [B, K, T, card] float32, updated cache). Without a cache, attention is causal within
         the call; with one (`init_cache`), over every cached position up to the query's."""
-        b, _, t = sequence.shape
+        t = sequence.shape[-1]
         x = sum(embed(sequence[:, k]) for k, embed in enumerate(self.embeddings))
         positions = start + jnp.arange(t)
         x = x + sinusoidal_embedding(positions, self.config.dim, self.config.max_period)[None]
-        keys = positions if cache is None else jnp.arange(cache[0]["k"].shape[2])
+        x = nn.with_logical_constraint(x, TOKENS_AXES)
+        keys = positions if cache is None else jnp.arange(jax.tree.leaves(cache)[0].shape[-2])
         self_bias = jnp.where(keys[None, :] <= positions[:, None], 0.0, NEG_INF)[None, None]
-        new_cache = []
-        for i, layer in enumerate(self.layers):
-            x, layer_cache = layer(x, self_bias, cross_kv[i], cross_bias, start, None if cache is None else cache[i])
-            new_cache.append(layer_cache)
+        if self.scan_layers:
+            def body(layer, x, kv, layer_cache):
+                return layer(x, self_bias, kv, cross_bias, start, layer_cache)
+
+            x, cache = self._scan(body, x, cross_kv, cache, in_axes=(0, 0))
+        else:
+            layer_caches = [None] * len(self.layers) if cache is None else cache
+            new_cache = []
+            for layer, kv, layer_cache in zip(self.layers, cross_kv, layer_caches, strict=True):
+                x, layer_cache = layer(x, self_bias, kv, cross_bias, start, layer_cache)
+                new_cache.append(layer_cache)
+            cache = None if cache is None else new_cache
         x = self.out_norm(x)
         logits = jnp.stack([head(x) for head in self.heads], axis=1)
-        return logits, (None if cache is None else new_cache)
+        return nn.with_logical_constraint(logits, ("batch", None, "length", "vocab")), cache
 
     def __call__(self, sequence: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
         """Teacher-forced logits `[B, K, S, card]` of a whole delay-pattern sequence `[B, K, S]`."""
@@ -62,7 +99,47 @@ class LMModel(nn.Module):
         return self.decode(sequence, cross_kv, cross_bias)[0]
 
 
-def init_cache(config: LMConfig, batch: int, length: int, dtype=jnp.float32) -> list[dict]:
-    """Zeroed self-attention KV cache for `length` positions: per layer {"k", "v": [B, H, L, Dh]}."""
+def init_cache(config: LMConfig, batch: int, length: int, dtype=jnp.float32, scan_layers: bool = False):
+    """Zeroed self-attention KV cache for `length` positions: per layer {"k", "v": [B, H, L, Dh]}, or
+    (scanned) one {"k", "v": [layers, B, H, L, Dh]}."""
     shape = (batch, config.num_heads, length, config.head_dim)
-    return [{"k": jnp.zeros(shape, dtype), "v": jnp.zeros(shape, dtype)} for _ in range(config.num_layers)]
+    if scan_layers:
+        shape, axes = (config.num_layers, *shape), ("layers", *HEADS_AXES)
+    else:
+        axes = HEADS_AXES
+
+    def zeros():
+        return nn.with_logical_constraint(jnp.zeros(shape, dtype), axes)
+
+    if scan_layers:
+        return {"k": zeros(), "v": zeros()}
+    return [{"k": zeros(), "v": zeros()} for _ in range(config.num_layers)]
+
+
+def param_specs(config: LMConfig, scan_layers: bool = False):
+    """The logical `PartitionSpec` of every parameter (for `musicgen_jax.sharding.shard`)."""
+    seq = jnp.zeros((1, config.num_codebooks, 1), jnp.int32)
+    text, mask = jnp.zeros((1, 1, config.text_dim)), jnp.ones((1, 1), jnp.int32)
+    boxed = jax.eval_shape(LMModel(config, scan_layers).init, jax.random.key(0), seq, text, mask)
+    return nn.get_partition_spec(boxed)
+
+
+def stack_layers(params):
+    """Unrolled parameters (`layers_{i}/...`) -> the scanned layout (`layers/... [num_layers, ...]`)."""
+    inner = dict(params["params"])
+    names = sorted((k for k in inner if _LAYER.match(k)), key=lambda k: int(_LAYER.match(k).group(1)))
+    if [int(_LAYER.match(k).group(1)) for k in names] != list(range(len(names))) or not names:
+        raise ValueError(f"expected layers_0..layers_N-1, found {names}")
+    layers = [inner.pop(k) for k in names]
+    inner["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
+    return {**params, "params": inner}
+
+
+def unstack_layers(params):
+    """The scanned layout -> unrolled parameters (inverse of `stack_layers`)."""
+    inner = dict(params["params"])
+    stacked = inner.pop("layers")
+    count = jax.tree.leaves(stacked)[0].shape[0]
+    for i in range(count):
+        inner[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
+    return {**params, "params": inner}

@@ -2,6 +2,7 @@
 
 Attention biases are additive (0 or `finfo.min`), as transformers does: `self_bias [1, 1, T, L]`
 (causal over absolute positions), `cross_bias [B, 1, 1, N]` (padded text positions masked).
+Parameters and activations carry logical axis names (`musicgen_jax.sharding`).
 """
 
 from __future__ import annotations
@@ -17,7 +18,22 @@ from jax import lax
 from musicgen_jax.config import LMConfig
 
 NEG_INF = float(np.finfo(np.float32).min)
-_init = nn.initializers.normal(0.02)
+HEADS_AXES = ("batch", "heads", "length", "kv")  # [B, H, T, Dh] activations and the KV cache
+TOKENS_AXES = ("batch", "length", "embed")  # [B, T, D]
+
+
+_NORMAL = nn.initializers.normal(0.02)
+
+
+def initializer(*axes: str | None, init=_NORMAL):
+    """`init` with the logical axis names of the parameter it creates."""
+    return nn.with_logical_partitioning(init, axes)
+
+
+def dense(features: int, axes: tuple[str, str], use_bias: bool = False, name: str | None = None) -> nn.Dense:
+    """A linear layer whose kernel `[in, out]` is named `axes` (its bias by `axes[1]`)."""
+    return nn.Dense(features, use_bias=use_bias, kernel_init=initializer(*axes),
+                    bias_init=initializer(axes[1], init=nn.initializers.zeros), name=name)
 
 
 def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float) -> jax.Array:
@@ -29,7 +45,9 @@ def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float) -> j
 
 
 def layer_norm(config: LMConfig, name: str | None = None) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=config.norm_eps, use_fast_variance=False, name=name)
+    return nn.LayerNorm(epsilon=config.norm_eps, use_fast_variance=False, name=name,
+                        scale_init=initializer("embed", init=nn.initializers.ones),
+                        bias_init=initializer("embed", init=nn.initializers.zeros))
 
 
 class Attention(nn.Module):
@@ -38,13 +56,15 @@ class Attention(nn.Module):
     config: LMConfig
 
     def setup(self):
-        dense = lambda: nn.Dense(self.config.dim, use_bias=False, kernel_init=_init)  # noqa: E731
-        self.q, self.k, self.v, self.out = dense(), dense(), dense(), dense()
+        d = self.config.dim
+        self.q, self.k, self.v = (dense(d, ("embed", "heads")) for _ in range(3))
+        self.out = dense(d, ("heads", "embed"))
 
     def _heads(self, x: jax.Array) -> jax.Array:
         """`[B, T, D] -> [B, H, T, Dh]`."""
         b, t, _ = x.shape
-        return x.reshape(b, t, self.config.num_heads, self.config.head_dim).transpose(0, 2, 1, 3)
+        x = x.reshape(b, t, self.config.num_heads, self.config.head_dim).transpose(0, 2, 1, 3)
+        return nn.with_logical_constraint(x, HEADS_AXES)
 
     def project_kv(self, x: jax.Array) -> tuple[jax.Array, jax.Array]:
         """`x [B, L, D] -> (k, v) [B, H, L, Dh]`."""
@@ -67,11 +87,11 @@ class DecoderLayer(nn.Module):
         c = self.config
         self.self_attn, self.cross_attn = Attention(c), Attention(c)
         self.norm_self, self.norm_cross, self.norm_ffn = layer_norm(c), layer_norm(c), layer_norm(c)
-        self.fc1 = nn.Dense(c.ffn_dim, use_bias=False, kernel_init=_init)
-        self.fc2 = nn.Dense(c.dim, use_bias=False, kernel_init=_init)
+        self.fc1 = dense(c.ffn_dim, ("embed", "mlp"))
+        self.fc2 = dense(c.dim, ("mlp", "embed"))
 
     def cross_kv(self, cross: jax.Array) -> tuple[jax.Array, jax.Array]:
-        """Keys and values of the (projected) text states, computed once per generation."""
+        """Keys and values `[B, H, N, Dh]` of the (projected) text states `[B, N, D]`, computed once per generation."""
         return self.cross_attn.project_kv(cross)
 
     def __call__(self, x, self_bias, cross_kv, cross_bias, start, cache=None):
@@ -85,5 +105,6 @@ class DecoderLayer(nn.Module):
             cache = {"k": k, "v": v}
         x = x + self.self_attn(h, k, v, self_bias)
         x = x + self.cross_attn(self.norm_cross(x), *cross_kv, cross_bias)
-        x = x + self.fc2(jax.nn.gelu(self.fc1(self.norm_ffn(x)), approximate=False))
-        return x, cache
+        hidden = nn.with_logical_constraint(self.fc1(self.norm_ffn(x)), ("batch", "length", "mlp"))
+        x = x + self.fc2(jax.nn.gelu(hidden, approximate=False))
+        return nn.with_logical_constraint(x, TOKENS_AXES), cache

@@ -1,20 +1,23 @@
 """Teacher-forced LM logits against transformers' `MusicgenForConditionalGeneration` (float32).
 
-Tolerance: max abs difference / max abs logit < 1e-4.
+Tolerance: max abs difference / max abs logit < 1e-4. Both layer layouts: unrolled `layers_{i}` and
+one scan over stacked layers (`scan_layers=True`, parameters through `stack_layers`).
 """
 
 from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
+import pytest
 import torch
 
 from musicgen_jax.convert.musicgen import lm_config_from_hf, lm_params_from_hf_state_dict
 from musicgen_jax.convert.t5 import load_t5
 from musicgen_jax.convert.torch_io import read_hf_weights
 from musicgen_jax.lm import pattern
-from musicgen_jax.lm.model import LMModel, init_cache
+from musicgen_jax.lm.model import LMModel, init_cache, stack_layers, unstack_layers
 from musicgen_jax.text.encoder import encode_ids
 from tests.lm.conftest import TEXT_VOCAB
 
@@ -37,28 +40,29 @@ def hf_logits(model, ids, mask, sequence):
     return out.logits.reshape(b, k, s, -1).numpy()
 
 
-def load(directory):
+def load(directory, scan: bool = False):
     config = lm_config_from_hf(json.loads((directory / "config.json").read_text()))
     params = lm_params_from_hf_state_dict(read_hf_weights(directory), config, str(directory))
-    return config, params
+    return config, stack_layers(params) if scan else params
 
 
-def jax_logits(directory, ids, mask, sequence):
+def jax_logits(directory, ids, mask, sequence, scan: bool = False):
     t5_config, t5_params = load_t5(directory)
     text = encode_ids(t5_config, t5_params, ids, mask)
-    config, params = load(directory)
-    return np.asarray(LMModel(config).apply(params, sequence, text, mask))
+    config, params = load(directory, scan)
+    return np.asarray(LMModel(config, scan).apply(params, sequence, text, mask))
 
 
 def rel_max(a, b):
     return float(np.abs(a - b).max() / np.abs(b).max())
 
 
-def test_teacher_forced_logits_match_transformers(hf_musicgen):
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
+def test_teacher_forced_logits_match_transformers(hf_musicgen, scan):
     model, directory = hf_musicgen
     ids, mask, sequence = inputs()
     expected = hf_logits(model, ids, mask, sequence)
-    logits = jax_logits(directory, ids, mask, sequence)
+    logits = jax_logits(directory, ids, mask, sequence, scan)
     assert logits.shape == expected.shape == (2, 4, 16, 2048)
     assert rel_max(logits, expected) < 1e-4
 
@@ -74,16 +78,17 @@ def test_text_changes_the_logits(hf_musicgen):
     np.testing.assert_array_equal(a[1], b[1])  # row 1 unchanged: no dependence on the rest of the batch
 
 
-def test_kv_cache_decoding_equals_teacher_forcing(hf_musicgen):
+@pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
+def test_kv_cache_decoding_equals_teacher_forcing(hf_musicgen, scan):
     _, directory = hf_musicgen
     ids, mask, sequence = inputs(1)
     t5_config, t5_params = load_t5(directory)
     text = encode_ids(t5_config, t5_params, ids, mask)
-    config, params = load(directory)
-    model = LMModel(config)
+    config, params = load(directory, scan)
+    model = LMModel(config, scan)
     full = np.asarray(model.apply(params, sequence, text, mask))
     cross_kv, cross_bias = model.apply(params, text, mask, method=LMModel.condition)
-    cache = init_cache(config, 2, 32)
+    cache = init_cache(config, 2, 32, scan_layers=scan)
     prefill, cache = model.apply(params, sequence[:, :, :5], cross_kv, cross_bias, 0, cache, method=LMModel.decode)
     steps = [prefill]
     for t in range(5, sequence.shape[-1]):
@@ -91,3 +96,16 @@ def test_kv_cache_decoding_equals_teacher_forcing(hf_musicgen):
                                   method=LMModel.decode)
         steps.append(step)
     assert rel_max(np.concatenate(steps, axis=2), full) < 1e-5
+
+
+def test_stack_layers_round_trip(hf_musicgen):
+    config, params = load(hf_musicgen[1])
+    stacked = stack_layers(params)
+    assert "layers_0" not in stacked["params"]
+    assert stacked["params"]["layers"]["fc1"]["kernel"].shape == (config.num_layers, config.dim, config.ffn_dim)
+    back = unstack_layers(stacked)
+    assert jax.tree.structure(back) == jax.tree.structure(params)
+    jax.tree.map(np.testing.assert_array_equal, back, params)
+    broken = {"params": {k: v for k, v in params["params"].items() if k != "layers_0"}}
+    with pytest.raises(ValueError, match="expected layers_0..layers_N-1"):
+        stack_layers(broken)

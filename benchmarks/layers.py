@@ -1,0 +1,138 @@
+"""Benchmark the two layer layouts of the LM: 24 unrolled layers against one `lax.scan` over stacked layers
+(`LMModel(config, scan_layers=...)`), musicgen-small architecture, random weights, float32. JAX only:
+this picks the layout each job uses, it is not a comparison with PyTorch.
+
+Measured for each layout:
+- decode step: one KV-cache decode call (`LMModel.decode`, one delay-pattern position) at batch 2 (one
+  prompt with classifier-free guidance) against a 504-position cache (10 s of audio), the call the
+  sampling loop makes per step; compile time (`jit(...).lower(...).compile()`) and the median of the
+  timed calls (cache donated, as in the loop).
+- training step: loss and gradients of teacher-forced cross-entropy over a [2, 4, 64] token sequence
+  with 16 text positions (compile time is the point: it grows with the number of unrolled layers;
+  the run time is given for completeness).
+
+    .venv/bin/python -m benchmarks.layers --write     # writes the layers section of benchmarks/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+
+from benchmarks.common import command_line, cpu_model, load_average, median_min, publish, usable_cores, utc_date
+from musicgen_jax.config import MUSICGEN_SMALL_LM
+from musicgen_jax.lm.model import LMModel, init_cache, stack_layers
+
+SECTION_TITLE = "## LM layer layout: unrolled vs scanned (musicgen-small architecture)"
+CACHE, TRAIN_STEPS, TEXT = 504, 64, 16
+
+
+def _compile(fn, *args, **jit_kwargs):
+    start = time.perf_counter()
+    compiled = jax.jit(fn, **jit_kwargs).lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def _timed(call, runs: int) -> list[float]:
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        jax.block_until_ready(call())
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def measure(params, scan: bool, runs: int) -> dict:
+    config = MUSICGEN_SMALL_LM
+    model = LMModel(config, scan)
+    text = jax.random.normal(jax.random.key(1), (2, TEXT, config.text_dim))
+    mask = jnp.ones((2, TEXT), jnp.int32)
+    cross_kv, bias = jax.jit(lambda p: model.apply(p, text, mask, method=LMModel.condition))(params)
+    column = jnp.zeros((2, config.num_codebooks, 1), jnp.int32)
+
+    def step(p, cache, s):
+        return model.apply(p, column, cross_kv, bias, s, cache, method=LMModel.decode)
+
+    cache = init_cache(config, 2, CACHE, scan_layers=scan)
+    decode, decode_compile = _compile(step, params, cache, jnp.int32(0), donate_argnums=1)
+    state = {"cache": cache, "s": 0}
+
+    def decode_call():
+        logits, state["cache"] = decode(params, state["cache"], jnp.int32(state["s"]))
+        state["s"] += 1
+        return logits
+
+    jax.block_until_ready(decode_call())
+    decode_times = _timed(decode_call, runs * 4)
+
+    tokens = jax.random.randint(jax.random.key(2), (2, config.num_codebooks, TRAIN_STEPS), 0, config.card)
+
+    def loss(p):
+        logits = model.apply(p, tokens, text, mask)
+        return optax.softmax_cross_entropy_with_integer_labels(logits[..., :-1, :], tokens[..., 1:]).mean()
+
+    train, train_compile = _compile(jax.value_and_grad(loss), params)
+    jax.block_until_ready(train(params))
+    train_times = _timed(lambda: train(params), runs)
+    return {"decode": (decode_compile, decode_times), "train": (train_compile, train_times)}
+
+
+def report(results: dict, argv, load: tuple[str, str], runs: int) -> str:
+    config = MUSICGEN_SMALL_LM
+    lines = [
+        SECTION_TITLE, "",
+        f"Command: `{command_line('benchmarks.layers', argv)}`", "",
+        f"- Date: {utc_date()}",
+        f"- Machine: {cpu_model()}, {usable_cores()} cores, {platform.platform()}",
+        f"- Versions: jax {jax.__version__} ({jax.devices()[0].platform}), flax {flax.__version__}, "
+        f"Python {platform.python_version()}",
+        f"- Machine load: 1-minute load average {load[0]} before, {load[1]} after the run",
+        f"- Model: `LMModel` with the musicgen-small LM config ({config.num_layers} layers, width {config.dim}, "
+        f"ffn {config.ffn_dim}), random weights, float32; the same weights in both layouts (`stack_layers`)",
+        f"- Decode step: batch 2, one position, KV cache of {CACHE} positions, median (min) of {runs * 4} calls",
+        f"- Training step: `value_and_grad` of cross-entropy over [2, {config.num_codebooks}, {TRAIN_STEPS}] "
+        f"tokens, {TEXT} text positions, median (min) of {runs} calls",
+        "",
+        "| layout | decode compile s | decode step ms | training compile s | training step s |",
+        "|---|---|---|---|---|",
+    ]
+    for name, r in results.items():
+        dc, dt = r["decode"]
+        tc, tt = r["train"]
+        d_med, d_min = median_min(dt)
+        t_med, t_min = median_min(tt)
+        lines.append(f"| {name} | {dc:.1f} | {1000 * d_med:.1f} (min {1000 * d_min:.1f}) | {tc:.1f} | "
+                     f"{t_med:.2f} (min {t_min:.2f}) |")
+    unrolled, scanned = results["unrolled"], results["scanned"]
+    step_ratio = median_min(scanned["decode"][1])[0] / median_min(unrolled["decode"][1])[0]
+    compile_ratio = unrolled["train"][0] / scanned["train"][0]
+    lines += ["", f"Scanned decode step / unrolled: {step_ratio:.2f}; unrolled training compile / scanned: "
+              f"{compile_ratio:.2f}. Used: unrolled layers in the sampling loop (`musicgen_jax.sampling`), the "
+              "scanned layout (`scan_layers=True`) where compile time dominates (training)."]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=5, help="timed training calls per layout (decode: 4x)")
+    parser.add_argument("--write", action="store_true", help="write the section into benchmarks/RESULTS.md")
+    args = parser.parse_args(argv)
+    load_before = load_average()
+    config = MUSICGEN_SMALL_LM
+    seq = jnp.zeros((1, config.num_codebooks, 1), jnp.int32)
+    text, mask = jnp.zeros((1, 1, config.text_dim)), jnp.ones((1, 1), jnp.int32)
+    params = nn.unbox(jax.jit(LMModel(config).init)(jax.random.key(0), seq, text, mask))
+    results = {"unrolled": measure(params, False, args.runs)}
+    results["scanned"] = measure(jax.jit(stack_layers)(params), True, args.runs)
+    publish(report(results, argv, (load_before, load_average()), args.runs), args.write)
+
+
+if __name__ == "__main__":
+    main()
