@@ -39,6 +39,7 @@ bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks.codec --write
 	$(PY) -m benchmarks.text --write
 	$(PY) -m benchmarks.sampling --write
+	$(PY) -m benchmarks.layers --write
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -1,9 +1,11 @@
 """The LM split over a device mesh by the logical axis rules (`musicgen_jax.sharding`) computes what it
-computes on one device. The multi-device half runs `sharded_run.py` in a fresh process with 8 host
-devices (`--xla_force_host_platform_device_count=8`), as XLA fixes the device count at start-up."""
+computes on one device. The multi-device tests run in fresh processes, as XLA fixes the device count at
+start-up: `sharded_run.py` with 8 host devices (`--xla_force_host_platform_device_count=8`), and
+`multihost_run.py` as two processes of 4 devices joined by `jax.distributed.initialize`."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +64,30 @@ def test_make_mesh_checks_sizes():
         make_mesh(data=-1, fsdp=-1)
     with pytest.raises(ValueError, match="do not divide"):
         make_mesh(data=-1, tensor=2, devices=devices[:1])
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_processes_share_one_mesh():
+    """Two local processes x 4 host devices, `jax.distributed.initialize`: parameters placed by `shard`
+    (each process its own pieces), logits and greedy tokens equal one device's."""
+    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "PYTHONPATH": str(REPO)}
+    script, port = str(Path(__file__).with_name("multihost_run.py")), str(_free_port())
+    procs = [subprocess.Popen([sys.executable, script, str(i), port], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    try:
+        outs = [p.communicate(timeout=600) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    result = json.loads(outs[0][0].strip().splitlines()[-1])
+    assert (result["processes"], result["devices"], result["local"]) == (2, 8, 4)
+    assert result["fc1_local_shards"] == 4
+    assert result["logits_diff"] <= 1e-5 * result["logits_scale"]
+    assert result["tokens_shape"] == [2, 4, 16] and result["tokens_equal"]
