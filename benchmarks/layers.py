@@ -1,6 +1,7 @@
-"""Benchmark the two layer layouts of the LM: 24 unrolled layers against one `lax.scan` over stacked layers
-(`LMModel(config, scan_layers=...)`), musicgen-small architecture, random weights, float32. JAX only:
-this picks the layout each job uses, it is not a comparison with PyTorch.
+"""Benchmark the layouts of the LM: 24 unrolled layers against one `lax.scan` over stacked layers
+(`LMModel(config, scan_layers=...)`), and linear kernels stored [out, in] (`lm.transformer.Linear`)
+against [in, out]; musicgen-small architecture, random weights, float32. JAX only: this picks the
+layouts the package uses, it is not a comparison with PyTorch.
 
 Measured for each layout:
 - decode step: one KV-cache decode call (`LMModel.decode`, one delay-pattern position) at batch 2 (one
@@ -10,6 +11,9 @@ Measured for each layout:
 - training step: loss and gradients of teacher-forced cross-entropy over a [2, 4, 64] token sequence
   with 16 text positions (compile time is the point: it grows with the number of unrolled layers;
   the run time is given for completeness).
+- kernel layout: the weight-streaming rate (GB/s of kernel bytes) of 24 feed-forward blocks
+  (width 1024 -> 4096 -> 1024) applied to 2 and 16 rows (batch 1 and 8 with guidance), kernels
+  contracted as [in, out] (`x @ W`) and as [out, in] (`x @ W.T`, the stored layout).
 
     .venv/bin/python -m benchmarks.layers --write     # writes the layers section of benchmarks/RESULTS.md
 """
@@ -84,7 +88,34 @@ def measure(params, scan: bool, runs: int) -> dict:
     return {"decode": (decode_compile, decode_times), "train": (train_compile, train_times)}
 
 
-def report(results: dict, argv, load: tuple[str, str], runs: int) -> str:
+def kernel_layouts(runs: int) -> dict:
+    """{(rows, layout): [seconds per call]} for 24 feed-forward blocks of the small LM's size."""
+    config = MUSICGEN_SMALL_LM
+    keys = jax.random.split(jax.random.key(3), 2 * config.num_layers)
+    up = [jax.random.normal(k, (config.ffn_dim, config.dim)) * 0.02 for k in keys[::2]]  # [out, in]
+    down = [jax.random.normal(k, (config.dim, config.ffn_dim)) * 0.02 for k in keys[1::2]]
+
+    def blocks(x, up, down, stored_out_in: bool):
+        for a, b in zip(up, down, strict=True):
+            if stored_out_in:
+                x = x + jnp.einsum("bf,df->bd", jax.nn.gelu(jnp.einsum("bd,fd->bf", x, a)), b)
+            else:
+                x = x + jax.nn.gelu(x @ a) @ b
+        return x
+
+    as_in_out = ([a.T.copy() for a in up], [b.T.copy() for b in down])
+    out = {}
+    for rows in (2, 16):
+        x = jnp.ones((rows, config.dim))
+        for layout, (u, d) in (("[in, out]", as_in_out), ("[out, in]", (up, down))):
+            fn = jax.jit(blocks, static_argnums=3)
+            jax.block_until_ready(fn(x, u, d, layout == "[out, in]"))
+            out[(rows, layout)] = _timed(lambda fn=fn, x=x, u=u, d=d, layout=layout: fn(x, u, d, layout == "[out, in]"),
+                                         runs * 2)
+    return out
+
+
+def report(results: dict, kernels: dict, argv, load: tuple[str, str], runs: int) -> str:
     config = MUSICGEN_SMALL_LM
     lines = [
         SECTION_TITLE, "",
@@ -116,6 +147,13 @@ def report(results: dict, argv, load: tuple[str, str], runs: int) -> str:
     lines += ["", f"Scanned decode step / unrolled: {step_ratio:.2f}; unrolled training compile / scanned: "
               f"{compile_ratio:.2f}. Used: unrolled layers in the sampling loop (`musicgen_jax.sampling`), the "
               "scanned layout (`scan_layers=True`) where compile time dominates (training)."]
+    config = MUSICGEN_SMALL_LM
+    gigabytes = 2 * config.num_layers * config.dim * config.ffn_dim * 4 / 1e9
+    lines += ["", f"Kernel layout ({gigabytes:.2f} GB of feed-forward kernels per call, median of {runs * 2} calls):",
+              "", "| rows | [in, out] GB/s | [out, in] GB/s | [out, in] speed-up |", "|---|---|---|---|"]
+    for rows in (2, 16):
+        a, b = (median_min(kernels[(rows, layout)])[0] for layout in ("[in, out]", "[out, in]"))
+        lines.append(f"| {rows} | {gigabytes / a:.1f} | {gigabytes / b:.1f} | {a / b:.2f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -131,7 +169,8 @@ def main(argv=None):
     params = nn.unbox(jax.jit(LMModel(config).init)(jax.random.key(0), seq, text, mask))
     results = {"unrolled": measure(params, False, args.runs)}
     results["scanned"] = measure(jax.jit(stack_layers)(params), True, args.runs)
-    publish(report(results, argv, (load_before, load_average()), args.runs), args.write)
+    kernels = kernel_layouts(args.runs)
+    publish(report(results, kernels, argv, (load_before, load_average()), args.runs), args.write)
 
 
 if __name__ == "__main__":

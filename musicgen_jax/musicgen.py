@@ -77,7 +77,7 @@ class MusicGen:
         if path.is_dir() and pretrained.is_converted(path):
             return MusicGen(name, pretrained.load(path), mesh=mesh)
         entry = _cache_entry(name, fmt)
-        if not pretrained.is_converted(entry):
+        if not pretrained.is_current(entry):
             pretrained.save(pretrained.convert(name, fmt), entry)
         return MusicGen(name, pretrained.load(entry), mesh=mesh)
 

@@ -34,25 +34,26 @@ def lm_config_from_hf(cfg: dict) -> LMConfig:
 
 
 def hf_key_map(config: LMConfig) -> dict[str, Target]:
-    """Every transformers MusicGen LM key (decoder and `enc_to_dec_proj`), mapped to its parameter."""
-    keys = {"enc_to_dec_proj.weight": Target(("text_projection", "kernel"), "linear"),
+    """Every transformers MusicGen LM key (decoder and `enc_to_dec_proj`), mapped to its parameter
+    (linear weights as they are: `LMModel` keeps PyTorch's [out, in] layout)."""
+    keys = {"enc_to_dec_proj.weight": Target(("text_projection", "kernel")),
             "enc_to_dec_proj.bias": Target(("text_projection", "bias")),
             f"{_DECODER}.layer_norm.weight": Target(("out_norm", "scale")),
             f"{_DECODER}.layer_norm.bias": Target(("out_norm", "bias"))}
     for k in range(config.num_codebooks):
         keys[f"{_DECODER}.embed_tokens.{k}.weight"] = Target((f"embeddings_{k}", "embedding"))
-        keys[f"decoder.lm_heads.{k}.weight"] = Target((f"heads_{k}", "kernel"), "linear")
+        keys[f"decoder.lm_heads.{k}.weight"] = Target((f"heads_{k}", "kernel"))
     for i in range(config.num_layers):
         hf, ours = f"{_DECODER}.layers.{i}", (f"layers_{i}",)
         for attn_hf, attn in (("self_attn", "self_attn"), ("encoder_attn", "cross_attn")):
             for proj, name in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"), ("out_proj", "out")):
-                keys[f"{hf}.{attn_hf}.{proj}.weight"] = Target(ours + (attn, name, "kernel"), "linear")
+                keys[f"{hf}.{attn_hf}.{proj}.weight"] = Target(ours + (attn, name, "kernel"))
         for norm_hf, norm in (("self_attn_layer_norm", "norm_self"), ("encoder_attn_layer_norm", "norm_cross"),
                               ("final_layer_norm", "norm_ffn")):
             keys[f"{hf}.{norm_hf}.weight"] = Target(ours + (norm, "scale"))
             keys[f"{hf}.{norm_hf}.bias"] = Target(ours + (norm, "bias"))
-        keys[f"{hf}.fc1.weight"] = Target(ours + ("fc1", "kernel"), "linear")
-        keys[f"{hf}.fc2.weight"] = Target(ours + ("fc2", "kernel"), "linear")
+        keys[f"{hf}.fc1.weight"] = Target(ours + ("fc1", "kernel"))
+        keys[f"{hf}.fc2.weight"] = Target(ours + ("fc2", "kernel"))
     return keys
 
 

@@ -6,6 +6,10 @@ Converted layout (loads without torch):
   codec/              config.json + params.safetensors          (EnCodec)
   text/               config.json + params.safetensors + tokenizer files (T5 encoder)
   lm/                 config.json + params.safetensors          (LM, incl. the text projection)
+
+Versions: 1 stored the LM's linear kernels [in, out]; 2 (current) stores them [out, in]. Directories
+of another version are refused by `load` (square kernels would otherwise load silently transposed);
+`MusicGen.get_pretrained` converts its cache entries again.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from musicgen_jax.text.tokenizer import T5Tokenizer
 
 MODEL_FILE = "musicgen_jax.json"
 MODEL_FORMAT = "musicgen_jax.musicgen"
+MODEL_VERSION = 2
 FORMATS = ("auto", "hf", "audiocraft")
 _SMALL_FILES = ["config.json", MODEL_FILE, "spiece.model", "tokenizer.json", "tokenizer_config.json"]
 
@@ -48,7 +53,16 @@ class Components:
 
 
 def is_converted(path: Path) -> bool:
+    """A directory written by `save` (of any version)."""
     return (path / MODEL_FILE).is_file()
+
+
+def is_current(path: Path) -> bool:
+    """A directory written by `save` of this version."""
+    try:
+        return is_converted(path) and read_json(path / MODEL_FILE).get("version") == MODEL_VERSION
+    except CheckpointError:
+        return False
 
 
 def convert(source: str | os.PathLike, fmt: str = "auto") -> Components:
@@ -110,10 +124,11 @@ def save(components: Components, directory: str | os.PathLike) -> Path:
                           {"format": "musicgen_jax.t5", "version": 1, "config": text.config.to_dict()})
         text.tokenizer.save(tmp / "text")
         (tmp / "lm").mkdir()
-        native.write_tree(tmp / "lm", jax.device_get(components.lm_params),
-                          {"format": "musicgen_jax.lm", "version": 1, "config": components.lm_config.to_dict()})
-        (tmp / MODEL_FILE).write_text(json.dumps({"format": MODEL_FORMAT, "version": 1, "source": components.source,
-                                                  "stereo": components.codec.stereo}, indent=2) + "\n")
+        native.write_tree(tmp / "lm", jax.device_get(components.lm_params), {
+            "format": "musicgen_jax.lm", "version": MODEL_VERSION, "config": components.lm_config.to_dict()})
+        meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "source": components.source,
+                "stereo": components.codec.stereo}
+        (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return Path(directory)
 
 
@@ -123,6 +138,10 @@ def load(directory: str | os.PathLike) -> Components:
     meta = read_json(directory / MODEL_FILE)
     if meta.get("format") != MODEL_FORMAT:
         raise CheckpointError(f"{directory / MODEL_FILE}: not a converted MusicGen (format {meta.get('format')!r})")
+    if meta.get("version") != MODEL_VERSION:
+        raise CheckpointError(f"{directory}: converted by another musicgen_jax version (format version "
+                              f"{meta.get('version')!r}, this one reads {MODEL_VERSION}); convert it again: "
+                              f"python convert_torch_weights.py SOURCE {directory}")
     codec = load_codec(directory / "codec")
     t5_params, t5_meta = native.load_tree(directory / "text")
     t5_config = T5Config.from_dict(t5_meta["config"])

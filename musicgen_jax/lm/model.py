@@ -1,8 +1,9 @@
 """The MusicGen LM (SPEC 2.2): summed codebook embeddings, sinusoidal positions, decoder layers with
 cross-attention to the projected text states, final norm, one head per codebook.
 
-Parameters: embeddings_{k}/embedding [card + 1, D]; text_projection/{kernel [text_dim, D], bias};
-layers_{i}/...; out_norm/{scale, bias}; heads_{k}/kernel [D, card]. With `scan_layers=True` the
+Parameters: embeddings_{k}/embedding [card + 1, D]; text_projection/{kernel [D, text_dim], bias};
+layers_{i}/...; out_norm/{scale, bias}; heads_{k}/kernel [card, D]. Linear kernels are [out, in]
+(`transformer.Linear`). With `scan_layers=True` the
 layers are one `lax.scan` over stacked parameters `layers/... [num_layers, ...]` (less to compile;
 `stack_layers` / `unstack_layers` convert): converted checkpoints are stored unstacked.
 
@@ -24,7 +25,7 @@ from musicgen_jax.lm.transformer import (
     NEG_INF,
     TOKENS_AXES,
     DecoderLayer,
-    dense,
+    Linear,
     initializer,
     layer_norm,
     sinusoidal_embedding,
@@ -42,13 +43,13 @@ class LMModel(nn.Module):
         c = self.config
         self.embeddings = [nn.Embed(c.card + 1, c.dim, embedding_init=initializer(None, "embed"))  # card + 1: odd
                            for _ in range(c.num_codebooks)]
-        self.text_projection = dense(c.dim, ("text_embed", "embed"), use_bias=True)
+        self.text_projection = Linear(c.dim, ("embed", "text_embed"), use_bias=True)
         if self.scan_layers:
             self.layers = DecoderLayer(c)
         else:
             self.layers = [DecoderLayer(c) for _ in range(c.num_layers)]
         self.out_norm = layer_norm(c)
-        self.heads = [dense(c.card, ("embed", "vocab")) for _ in range(c.num_codebooks)]
+        self.heads = [Linear(c.card, ("vocab", "embed")) for _ in range(c.num_codebooks)]
 
     def _scan(self, body, carry, *xs, in_axes):
         return nn.scan(body, in_axes=in_axes, length=self.config.num_layers, **_SCAN)(self.layers, carry, *xs)

@@ -30,10 +30,22 @@ def initializer(*axes: str | None, init=_NORMAL):
     return nn.with_logical_partitioning(init, axes)
 
 
-def dense(features: int, axes: tuple[str, str], use_bias: bool = False, name: str | None = None) -> nn.Dense:
-    """A linear layer whose kernel `[in, out]` is named `axes` (its bias by `axes[1]`)."""
-    return nn.Dense(features, use_bias=use_bias, kernel_init=initializer(*axes),
-                    bias_init=initializer(axes[1], init=nn.initializers.zeros), name=name)
+class Linear(nn.Module):
+    """`x [..., in] -> x W^T (+ b) [..., features]` with `kernel` W stored `[features, in]`, PyTorch's
+    layout: XLA:CPU streams [out, in] rows faster in the small-batch products of decoding (measured
+    1.13x at 2 rows, 1.7x at 16 rows against `[in, out]`). `axes` names (out, in) logically."""
+
+    features: int
+    axes: tuple[str, str]
+    use_bias: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        kernel = self.param("kernel", initializer(*self.axes), (self.features, x.shape[-1]))
+        y = lax.dot_general(x, kernel.astype(x.dtype), (((x.ndim - 1,), (1,)), ((), ())))
+        if self.use_bias:
+            y = y + self.param("bias", initializer(self.axes[0], init=nn.initializers.zeros), (self.features,))
+        return y
 
 
 def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float) -> jax.Array:
@@ -57,8 +69,8 @@ class Attention(nn.Module):
 
     def setup(self):
         d = self.config.dim
-        self.q, self.k, self.v = (dense(d, ("embed", "heads")) for _ in range(3))
-        self.out = dense(d, ("heads", "embed"))
+        self.q, self.k, self.v = (Linear(d, ("heads", "embed")) for _ in range(3))
+        self.out = Linear(d, ("embed", "heads"))
 
     def _heads(self, x: jax.Array) -> jax.Array:
         """`[B, T, D] -> [B, H, T, Dh]`."""
@@ -87,8 +99,8 @@ class DecoderLayer(nn.Module):
         c = self.config
         self.self_attn, self.cross_attn = Attention(c), Attention(c)
         self.norm_self, self.norm_cross, self.norm_ffn = layer_norm(c), layer_norm(c), layer_norm(c)
-        self.fc1 = dense(c.ffn_dim, ("embed", "mlp"))
-        self.fc2 = dense(c.dim, ("mlp", "embed"))
+        self.fc1 = Linear(c.ffn_dim, ("mlp", "embed"))
+        self.fc2 = Linear(c.dim, ("embed", "mlp"))
 
     def cross_kv(self, cross: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Keys and values `[B, H, N, Dh]` of the (projected) text states `[B, N, D]`, computed once per generation."""

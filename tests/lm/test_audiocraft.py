@@ -325,29 +325,30 @@ def test_stereo(tmp_path):
 
 
 def assert_placed(state: dict, params: dict, num_codebooks: int, layers: int):
-    """Every audiocraft tensor at its parameter (an independent table of SPEC 2.7 -> our layout), and
-    every parameter filled: catches swapped norms / projections that equal-valued weights would hide."""
+    """Every audiocraft tensor at its parameter (an independent table of SPEC 2.7 -> our layout; linear
+    kernels keep PyTorch's [out, in]), and every parameter filled: catches swapped norms / projections
+    that equal-valued weights would hide."""
     flat = flatten_dict(params["params"])
     expected = {("out_norm", "scale"): state["out_norm.weight"], ("out_norm", "bias"): state["out_norm.bias"],
                 ("text_projection", "kernel"):
-                    state["condition_provider.conditioners.description.output_proj.weight"].T,
+                    state["condition_provider.conditioners.description.output_proj.weight"],
                 ("text_projection", "bias"): state["condition_provider.conditioners.description.output_proj.bias"]}
     for k in range(num_codebooks):
         expected[(f"embeddings_{k}", "embedding")] = state[f"emb.{k}.weight"]
-        expected[(f"heads_{k}", "kernel")] = state[f"linears.{k}.weight"].T
+        expected[(f"heads_{k}", "kernel")] = state[f"linears.{k}.weight"]
     for i in range(layers):
         ac, ours = f"transformer.layers.{i}", f"layers_{i}"
         for ac_attn, attn in (("self_attn", "self_attn"), ("cross_attention", "cross_attn")):
             fused = state[f"{ac}.{ac_attn}.in_proj_weight"]
             d = fused.shape[1]
             for j, name in enumerate("qkv"):
-                expected[(ours, attn, name, "kernel")] = fused[j * d:(j + 1) * d].T
-            expected[(ours, attn, "out", "kernel")] = state[f"{ac}.{ac_attn}.out_proj.weight"].T
+                expected[(ours, attn, name, "kernel")] = fused[j * d:(j + 1) * d]
+            expected[(ours, attn, "out", "kernel")] = state[f"{ac}.{ac_attn}.out_proj.weight"]
         for ac_norm, norm in (("norm1", "norm_self"), ("norm_cross", "norm_cross"), ("norm2", "norm_ffn")):
             expected[(ours, norm, "scale")] = state[f"{ac}.{ac_norm}.weight"]
             expected[(ours, norm, "bias")] = state[f"{ac}.{ac_norm}.bias"]
-        expected[(ours, "fc1", "kernel")] = state[f"{ac}.linear1.weight"].T
-        expected[(ours, "fc2", "kernel")] = state[f"{ac}.linear2.weight"].T
+        expected[(ours, "fc1", "kernel")] = state[f"{ac}.linear1.weight"]
+        expected[(ours, "fc2", "kernel")] = state[f"{ac}.linear2.weight"]
     assert flat.keys() == expected.keys()
     for path, value in expected.items():
         np.testing.assert_array_equal(flat[path], value.numpy(), err_msg="/".join(path))

@@ -102,7 +102,7 @@ def test_stack_layers_round_trip(hf_musicgen):
     config, params = load(hf_musicgen[1])
     stacked = stack_layers(params)
     assert "layers_0" not in stacked["params"]
-    assert stacked["params"]["layers"]["fc1"]["kernel"].shape == (config.num_layers, config.dim, config.ffn_dim)
+    assert stacked["params"]["layers"]["fc1"]["kernel"].shape == (config.num_layers, config.ffn_dim, config.dim)
     back = unstack_layers(stacked)
     assert jax.tree.structure(back) == jax.tree.structure(params)
     jax.tree.map(np.testing.assert_array_equal, back, params)

@@ -17,6 +17,7 @@ from safetensors.torch import save_file
 import convert_torch_weights
 import sample
 from musicgen_jax.convert import audiocraft, pretrained
+from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.musicgen import MusicGen
 from tests.codec.conftest import tiny_hf_model
 from tests.codec.test_checkpoints import AUDIOCRAFT_CFG
@@ -64,6 +65,27 @@ def test_converted_directory_and_batching(hf_musicgen, tmp_path, model_cache):
     # prompt i uses seed + i whatever the batching: sampled codes are identical
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
     assert not model_cache.exists()  # a converted directory is used in place
+
+
+def _set_version(directory, version: int) -> None:
+    meta_file = directory / pretrained.MODEL_FILE
+    meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "version": version}))
+
+
+def test_converted_directory_of_another_version(hf_musicgen, tmp_path, model_cache):
+    """Version 1 stored LM kernels [in, out]: refused by name, never loaded transposed; a stale cache
+    entry is converted again."""
+    _, directory = hf_musicgen
+    converted = tmp_path / "converted"
+    pretrained.save(pretrained.convert(directory), converted)
+    _set_version(converted, 1)
+    with pytest.raises(CheckpointError, match="format version 1, this one reads 2"):
+        pretrained.load(converted)
+    MusicGen.get_pretrained(str(directory))
+    (entry,) = model_cache.iterdir()
+    _set_version(entry, 1)
+    MusicGen.get_pretrained(str(directory))
+    assert json.loads((entry / pretrained.MODEL_FILE).read_text())["version"] == pretrained.MODEL_VERSION == 2
 
 
 def test_api_continuation_extension_and_cache(hf_musicgen, model_cache):

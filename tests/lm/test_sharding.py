@@ -29,9 +29,9 @@ def sharded():
 
 def test_parameters_are_split_by_the_rules(sharded):
     assert sharded["devices"] == 8 and sharded["mesh"] == {"data": 2, "fsdp": 2, "tensor": 2}
-    assert sharded["fc1_spec"] == ["fsdp", "tensor"]
-    assert sharded["fc1_shard_shape"] == [32, 64]  # [dim 64, ffn 128] split 2 x 2
-    assert sharded["stacked_fc1_spec"] == ["None", "fsdp", "tensor"]  # scanned layout: layer axis whole
+    assert sharded["fc1_spec"] == ["tensor", "fsdp"]  # kernel [out = mlp, in = embed]
+    assert sharded["fc1_shard_shape"] == [64, 32]  # [ffn 128, dim 64] split 2 x 2
+    assert sharded["stacked_fc1_spec"] == ["None", "tensor", "fsdp"]  # scanned layout: layer axis whole
     assert sharded["collectives"] > 0  # the compiled forward really runs split across devices
 
 
@@ -52,7 +52,7 @@ def test_sharded_generation_gives_the_same_tokens(sharded, mode):
 
 def test_indivisible_parameter_is_named(sharded):
     message = sharded["indivisible_error"]
-    assert "layers_0']['fc1']['kernel']" in message and "(64, 129)" in message and "tensor" in message
+    assert "layers_0']['fc1']['kernel']" in message and "(129, 64)" in message and "tensor" in message
 
 
 def test_make_mesh_checks_sizes():
