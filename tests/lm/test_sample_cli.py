@@ -19,6 +19,7 @@ import sample
 from musicgen_jax.convert import audiocraft, pretrained
 from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.musicgen import MusicGen
+from musicgen_jax.sharding import make_mesh
 from tests.codec.conftest import tiny_hf_model
 from tests.codec.test_checkpoints import AUDIOCRAFT_CFG
 from tests.codec.test_checkpoints import audiocraft_state as codec_state
@@ -112,6 +113,18 @@ def test_api_continuation_extension_and_cache(hf_musicgen, model_cache):
     np.testing.assert_array_equal(long[:, :, :20], model.generate_tokens(["calm piano"]))  # first window
     unconditional = model.generate_unconditional(2)
     assert unconditional.shape == (2, 1, 20 * 640)
+
+
+def test_mesh_argument(hf_musicgen):
+    """`get_pretrained(mesh=...)` places the LM by the logical rules and gives the same tokens (a
+    one-device mesh here; 8 devices and two processes: tests/lm/test_sharding.py)."""
+    _, directory = hf_musicgen
+    plain, meshed = MusicGen.get_pretrained(str(directory)), MusicGen.get_pretrained(str(directory), mesh=make_mesh())
+    assert meshed.lm_params["params"]["layers_0"]["fc1"]["kernel"].sharding.mesh.axis_names == ("data", "fsdp", "tensor")
+    for model in (plain, meshed):
+        model.set_generation_params(top_k=5, duration=0.4)
+    np.testing.assert_array_equal(plain.generate_tokens(["calm piano", "rock"], seed=3),
+                                  meshed.generate_tokens(["calm piano", "rock"], seed=3))
 
 
 def test_bad_inputs(hf_musicgen, tmp_path, capsys):
