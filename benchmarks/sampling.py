@@ -442,8 +442,8 @@ def report(res: dict, command: str) -> str:
              "sentencepiece model trained at start-up, loaded into JAX with `musicgen_jax.convert.pretrained.convert` "
              f"(build, save and load: {res['load_seconds']:.0f} s). The JAX decode loop (`generate_tokens`: one "
              "`lax.fori_loop` over the pattern steps, KV cache preallocated to the length bucket) runs the 24 layers "
-             "unrolled (faster per step than the scanned layout: see the layers section) in float32, linear kernels [out, in], KV cache "
-             "[B, H, L, Dh]; transformers in float32, "
+             "unrolled (faster per step than the scanned layout: see the layers section) in float32, linear "
+             "kernels [out, in], KV cache [B, H, L, Dh]; transformers in float32, "
              f"`DynamicCache`. musicgen_jax: {res['package']}.")
     sampling = (f"- Sampling: top-k {TOP_K}, temperature 1, classifier-free guidance {CFG:g} (transformers "
                 f"`generate(do_sample=True, top_k={TOP_K}, guidance_scale={CFG:g}, max_length=frames + 4)`; JAX "
