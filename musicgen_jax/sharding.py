@@ -57,12 +57,12 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
 
 @contextlib.contextmanager
 def activation_sharding(mesh: Mesh | None, rules=LOGICAL_RULES) -> Iterator[None]:
-    """Context for tracing a model: its `with_logical_constraint`s bind to `mesh` by `rules`. With no
-    mesh, the constraints stay no-ops (single device)."""
+    """Context for tracing a model (entered inside the jitted function): its `with_logical_constraint`s
+    bind to `mesh`'s axes by `rules`. With no mesh, the constraints stay no-ops (single device)."""
     if mesh is None:
         yield
         return
-    with mesh, nn.logical_axis_rules(rules):
+    with jax.sharding.use_abstract_mesh(mesh.abstract_mesh), nn.logical_axis_rules(rules):
         yield
 
 

@@ -22,8 +22,11 @@ def logits(params, scan, mesh, sequence, text, mask):
         with activation_sharding(mesh):
             return LMModel(CONFIG, scan).apply(p, s, t, m)
 
-    compiled = jax.jit(forward).lower(params, sequence, text, mask).compile()
-    return np.asarray(compiled(params, sequence, text, mask)), compiled.as_text()
+    lowered = jax.jit(forward).lower(params, sequence, text, mask)
+    compiled = lowered.compile()
+    stablehlo = lowered.as_text()
+    constraints = stablehlo.count("sharding_constraint") + stablehlo.count("@Sharding")  # Shardy or GSPMD
+    return np.asarray(compiled(params, sequence, text, mask)), compiled.as_text(), constraints
 
 
 def main():
@@ -35,10 +38,10 @@ def main():
     params = jax.tree.map(lambda x: x * 4.0, nn.unbox(init))  # larger weights: the text moves the logits
     sharded = shard(params, param_specs(CONFIG), mesh)
     fc1 = sharded["params"]["layers_1"]["fc1"]["kernel"]
-    reference, _ = logits(params, False, None, sequence, text, mask)
-    got, hlo = logits(sharded, False, mesh, sequence, text, mask)
+    reference, _, unconstrained = logits(params, False, None, sequence, text, mask)
+    got, hlo, constraints = logits(sharded, False, mesh, sequence, text, mask)
     stacked = shard(stack_layers(params), param_specs(CONFIG, scan_layers=True), mesh)
-    scanned, _ = logits(stacked, True, mesh, sequence, text, mask)
+    scanned, _, _ = logits(stacked, True, mesh, sequence, text, mask)
 
     odd = LMConfig(dim=64, num_heads=4, num_layers=1, ffn_dim=129, card=32, text_dim=24)
     try:
@@ -58,6 +61,7 @@ def main():
         "fc1_spec": [str(a) for a in fc1.sharding.spec],
         "fc1_shard_shape": list(fc1.addressable_shards[0].data.shape),
         "stacked_fc1_spec": [str(a) for a in stacked["params"]["layers"]["fc1"]["kernel"].sharding.spec],
+        "constraints": [unconstrained, constraints],
         "collectives": sum(hlo.count(op) for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all")),
         "logits_scale": float(np.abs(reference).max()),
         "sharded_diff": float(np.abs(got - reference).max()),

@@ -33,6 +33,8 @@ def test_parameters_are_split_by_the_rules(sharded):
     assert sharded["fc1_shard_shape"] == [64, 32]  # [ffn 128, dim 64] split 2 x 2
     assert sharded["stacked_fc1_spec"] == ["None", "tensor", "fsdp"]  # scanned layout: layer axis whole
     assert sharded["collectives"] > 0  # the compiled forward really runs split across devices
+    unconstrained, constraints = sharded["constraints"]
+    assert unconstrained == 0 and constraints >= 2 * 3  # per layer at least: tokens, heads, mlp
 
 
 def test_sharded_logits_equal_one_device(sharded):
