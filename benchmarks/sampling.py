@@ -17,9 +17,9 @@ Measured per batch size (1 prompt, then 8 different prompts):
   generation lengths removes the fixed costs (text encoding, set-up, cross-attention keys of the
   text); for transformers t is the `generate` time minus its codec decode (timed by wrapping
   `audio_encoder.decode`), for JAX the `generate_tokens` time. The short length is by default the
-  smallest one in the long length's JAX compilation bucket (`musicgen_jax.sampling.frame_bucket`), so
-  both lengths share one compilation and one preallocated KV cache; a JAX decode step reads only the
-  cache's filled prefix, so, as for transformers, the marginal rate includes the growing cache reads.
+  smallest one in the long length's JAX compilation bucket (`musicgen_jax.sampling.frame_bucket`):
+  JAX's KV cache, which every step attends over, is as long as the bucket, so its per-step cost
+  depends on the bucket, and two lengths in one bucket share it (and one compilation).
 - time to first audio (warm): tokenize + text encoder + generation + codec decode of the long length.
 - JAX compile time: `lower(...).compile()` of the decode loop (`musicgen_jax.sampling._generate`) for the
   batch and length bucket, timed on its own before the first call.
@@ -272,8 +272,8 @@ def jax_bucket(frames: int):
 
 def default_short(frames: int) -> int:
     """The short length of the two-length measurement: the smallest length in the long one's JAX
-    compilation bucket (both then share one compilation and one preallocated KV cache), at least
-    frames // 5; frames // 5 where that length is above 60% of
+    compilation bucket (both then share one compilation and one KV-cache length, so JAX's per-step
+    cost is the same in both), at least frames // 5; frames // 5 where that length is above 60% of
     `frames` (too close to it for a stable difference)."""
     first = next(n for n in range(1, frames + 1) if jax_bucket(n) == jax_bucket(frames))
     short = max(first, frames // 5)
@@ -415,8 +415,8 @@ def report(res: dict, command: str) -> str:
             f"{r['others']} of the machine's CPU time during the timed calls (from /proc/stat)")
     b1 = res["batches"][1]["summary"]
     frames1 = res["batches"][1]["frames"]
-    cache_positions = pattern.num_steps(frames1, config.delays)
-    cache = kv_cache_bytes(config, 2, cache_positions // 2)
+    cache_positions = pattern.num_steps(jax_bucket(frames1), config.delays)
+    cache = kv_cache_bytes(config, 2, cache_positions)
     bound_cache = bw["jax"] * 1e9 / (res["weight_bytes"] + cache)
     bound_lines = [
         (f"- Memory read bandwidth: {bw['jax']:.2f} GB/s (jitted `jnp.sum` over 1 GiB of float32, median of "
@@ -432,8 +432,8 @@ def report(res: dict, command: str) -> str:
          f"(2 rows with CFG, weights read once per step for both): {b1['jax']['marginal']:.2f} steps/s = "
          f"**{100 * b1['jax']['marginal'] / bound:.0f}% of the bound**; transformers "
          f"{100 * b1['torch']['marginal'] / bound:.0f}%."),
-        (f"- Adding the KV cache's filled prefix, read once per step (on average half of the {cache_positions} "
-         f"positions x 2 rows x {config.num_layers} layers x k, v: {cache / 1e9:.3f} GB): bound "
+        (f"- Adding the KV cache, read once per step as the JAX loop attends over all of it (preallocated, "
+         f"{cache_positions} positions x 2 rows x {config.num_layers} layers x k, v: {cache / 1e9:.3f} GB): bound "
          f"{bound_cache:.2f} steps/s, JAX at {100 * b1['jax']['marginal'] / bound_cache:.0f}% of it."),
     ]
     model = ("- Model: transformers `MusicgenForConditionalGeneration`, musicgen-small architecture (decoder 24 "
@@ -441,8 +441,7 @@ def report(res: dict, command: str) -> str:
              "real size), `torch.manual_seed(0)` init, `save_pretrained` into a temporary directory with a "
              "sentencepiece model trained at start-up, loaded into JAX with `musicgen_jax.convert.pretrained.convert` "
              f"(build, save and load: {res['load_seconds']:.0f} s). The JAX decode loop (`generate_tokens`: one "
-             "`lax.fori_loop` over the pattern steps, KV cache preallocated to the length bucket, each step reading "
-             "its filled prefix in blocks of 64 positions) runs the 24 layers "
+             "`lax.fori_loop` over the pattern steps, KV cache preallocated to the length bucket) runs the 24 layers "
              "unrolled (faster per step than the scanned layout: see the layers section) in float32, linear "
              "kernels [out, in], KV cache [B, H, L, Dh]; transformers in float32, "
              f"`DynamicCache`. musicgen_jax: {res['package']}.")
@@ -455,8 +454,8 @@ def report(res: dict, command: str) -> str:
               "(t_long - t_short), with t the generation time alone (JAX: `generate_tokens`; transformers: "
               "`generate` minus its codec decode, timed by wrapping `audio_encoder.decode`), which removes fixed "
               "costs; in brackets the plain average (frames + 3) / t_long. The short length is the smallest in the "
-              "long one's JAX compilation bucket (`frame_bucket`), so both JAX lengths run the same compiled loop. "
-              "Time to first audio (warm): tokenize + text encoder + generation + "
+              "long one's JAX compilation bucket (`frame_bucket`), so both JAX lengths run the same compiled loop "
+              "with the same KV-cache length. Time to first audio (warm): tokenize + text encoder + generation + "
               "codec decode. Compile: `lower(...).compile()` of the decode loop, timed on its own before the first call.")
     memory = (f"- Memory: peak RSS per call = the process's VmHWM, reset before each call (/proc/self/clear_refs), so "
               f"it includes both frameworks' resident weights (about 2.2 GB each) plus that call's working set; "
