@@ -21,7 +21,6 @@ import jax.numpy as jnp
 
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm.transformer import (
-    CACHE_BLOCK,
     HEADS_AXES,
     NEG_INF,
     TOKENS_AXES,
@@ -102,10 +101,8 @@ class LMModel(nn.Module):
 
 
 def init_cache(config: LMConfig, batch: int, length: int, dtype=jnp.float32, scan_layers: bool = False):
-    """Zeroed self-attention KV cache for at least `length` positions (L: `length` rounded up to a
-    multiple of `CACHE_BLOCK`): per layer {"k", "v": [B, H, L, Dh]}, or (scanned) one {"k", "v":
-    [layers, B, H, L, Dh]}."""
-    length = -(-length // CACHE_BLOCK) * CACHE_BLOCK
+    """Zeroed self-attention KV cache for `length` positions: per layer {"k", "v": [B, H, L, Dh]}, or
+    (scanned) one {"k", "v": [layers, B, H, L, Dh]}."""
     shape = (batch, config.num_heads, length, config.head_dim)
     if scan_layers:
         shape, axes = (config.num_layers, *shape), ("layers", *HEADS_AXES)

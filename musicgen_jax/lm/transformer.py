@@ -18,7 +18,6 @@ from jax import lax
 from musicgen_jax.config import LMConfig
 
 NEG_INF = float(np.finfo(np.float32).min)
-CACHE_BLOCK = 64  # KV-cache positions per block of the decode-step attention; cache lengths are multiples
 HEADS_AXES = ("batch", "heads", "length", "kv")  # [B, H, T, Dh] activations and the KV cache
 TOKENS_AXES = ("batch", "length", "embed")  # [B, T, D]
 
@@ -83,40 +82,12 @@ class Attention(nn.Module):
         """`x [B, L, D] -> (k, v) [B, H, L, Dh]`."""
         return self._heads(self.k(x)), self._heads(self.v(x))
 
-    def __call__(self, x: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array | None = None,
-                 length: jax.Array | None = None) -> jax.Array:
-        """`x [B, T, D]` attends to `k, v [B, H, L, Dh]` -> `[B, T, D]`: masked by the additive `bias`
-        (broadcast to [B, H, T, L]), or, given `length`, to the first `length` positions only (`prefix_attention`)."""
+    def __call__(self, x: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
+        """`x [B, T, D]` attends to `k, v [B, H, L, Dh]` -> `[B, T, D]`."""
         q = self._heads(self.q(x)) * self.config.head_dim**-0.5
-        if length is None:
-            scores = jnp.einsum("bhtd,bhld->bhtl", q, k) + bias
-            out = jnp.einsum("bhtl,bhld->bhtd", jax.nn.softmax(scores, axis=-1), v)
-        else:
-            out = prefix_attention(q, k, v, length)
-        return self.out(out.transpose(0, 2, 1, 3).reshape(x.shape[:-1] + (self.config.dim,)))
-
-
-def prefix_attention(q: jax.Array, k: jax.Array, v: jax.Array, length: jax.Array) -> jax.Array:
-    """Softmax attention of `q [B, H, T, Dh]` (scaled) over the first `length` (>= 1, may be traced)
-    positions of `k, v [B, H, L, Dh]`, L a multiple of `CACHE_BLOCK` -> `[B, H, T, Dh]`.
-
-    Reads only the blocks that hold those positions (a loop with a running max and sum, the online
-    softmax): a decode step's cost follows the generated length, not the preallocated cache's."""
-    def block(i, carry):
-        top, total, acc = carry
-        keys = lax.dynamic_slice_in_dim(k, i * CACHE_BLOCK, CACHE_BLOCK, axis=2)
-        values = lax.dynamic_slice_in_dim(v, i * CACHE_BLOCK, CACHE_BLOCK, axis=2)
-        scores = jnp.einsum("bhtd,bhld->bhtl", q, keys)
-        scores = jnp.where(i * CACHE_BLOCK + jnp.arange(CACHE_BLOCK) < length, scores, -jnp.inf)
-        new_top = jnp.maximum(top, scores.max(axis=-1, keepdims=True))
-        weights, rescale = jnp.exp(scores - new_top), jnp.exp(top - new_top)
-        acc = acc * rescale + jnp.einsum("bhtl,bhld->bhtd", weights, values)
-        return new_top, total * rescale + weights.sum(axis=-1, keepdims=True), acc
-
-    start = (jnp.full(q.shape[:-1] + (1,), -jnp.inf, q.dtype), jnp.zeros(q.shape[:-1] + (1,), q.dtype),
-             jnp.zeros_like(q))
-    _, total, acc = lax.fori_loop(0, (length + CACHE_BLOCK - 1) // CACHE_BLOCK, block, start)
-    return acc / total
+        scores = jnp.einsum("bhtd,bhld->bhtl", q, k) + bias
+        out = jnp.einsum("bhtl,bhld->bthd", jax.nn.softmax(scores, axis=-1), v)
+        return self.out(out.reshape(x.shape[:-1] + (self.config.dim,)))
 
 
 class DecoderLayer(nn.Module):
@@ -137,18 +108,14 @@ class DecoderLayer(nn.Module):
 
     def __call__(self, x, self_bias, cross_kv, cross_bias, start, cache=None):
         """`x [B, T, D]` at positions start..start+T-1. `cache`: {"k", "v": [B, H, L, Dh]} or None
-        (then keys are this call's own). Returns (x, updated cache or None). A one-position call with a
-        cache (a decode step) reads only the cache's filled prefix; otherwise `self_bias` masks."""
+        (then keys are this call's own). Returns (x, updated cache or None)."""
         h = self.norm_self(x)
         k, v = self.self_attn.project_kv(h)
         if cache is not None:
             k = lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, 0, start, 0))
             v = lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, start, 0))
             cache = {"k": k, "v": v}
-        if cache is not None and x.shape[1] == 1:
-            x = x + self.self_attn(h, k, v, length=start + 1)
-        else:
-            x = x + self.self_attn(h, k, v, self_bias)
+        x = x + self.self_attn(h, k, v, self_bias)
         x = x + self.cross_attn(self.norm_cross(x), *cross_kv, cross_bias)
         hidden = nn.with_logical_constraint(self.fc1(self.norm_ffn(x)), ("batch", "length", "mlp"))
         x = x + self.fc2(jax.nn.gelu(hidden, approximate=False))
