@@ -125,25 +125,29 @@ def utc_date() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: UP017 (3.10)
 
 
-def machine_lines(threads: int, load: tuple[str, str], extra_versions: str = "") -> list[str]:
+def machine_lines(threads: int | None, load: tuple[str, str], extra_versions: str = "") -> list[str]:
     """The "- Date", "- Machine", "- Versions" and "- Machine load" lines of a report section.
 
-    `threads` is the PyTorch thread count, `load` the 1-minute load average before and after the run
-    (`load_average()`), `extra_versions` more ", name version" text appended to the versions line.
+    `threads` is the PyTorch thread count (None: a JAX-only benchmark, torch and transformers not
+    listed), `load` the 1-minute load average before and after the run (`load_average()`),
+    `extra_versions` more ", name version" text appended to the versions line.
     """
     import jax
-    import torch
-    import transformers
 
-    versions = (f"jax {jax.__version__} ({jax.devices()[0].platform}), torch {torch.__version__} ({threads} "
-                f"threads, `torch.inference_mode()`), transformers {transformers.__version__}{extra_versions}, "
-                f"Python {platform.python_version()}")
-    load_text = (f"1-minute load average {load[0]} before, {load[1]} after the run (this benchmark adds about "
-                 f"{threads}); other processes on the cores distort the timings, PyTorch's OpenMP threads most")
+    versions = f"jax {jax.__version__} ({jax.devices()[0].platform})"
+    load_text = f"1-minute load average {load[0]} before, {load[1]} after the run"
+    if threads is not None:
+        import torch
+        import transformers
+
+        versions += (f", torch {torch.__version__} ({threads} threads, `torch.inference_mode()`), transformers "
+                     f"{transformers.__version__}")
+        load_text += (f" (this benchmark adds about {threads}); other processes on the cores distort the timings, "
+                      "PyTorch's OpenMP threads most")
     return [
         f"- Date: {utc_date()}",
         f"- Machine: {cpu_model()}, {usable_cores()} cores ({os.cpu_count()} logical CPUs), {platform.platform()}",
-        f"- Versions: {versions}",
+        f"- Versions: {versions}{extra_versions}, Python {platform.python_version()}",
         f"- Machine load: {load_text}",
     ]
 

@@ -21,7 +21,6 @@ Measured for each layout:
 from __future__ import annotations
 
 import argparse
-import platform
 import time
 
 import flax
@@ -30,9 +29,9 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from benchmarks.common import command_line, cpu_model, load_average, median_min, publish, usable_cores, utc_date
+from benchmarks.common import command_line, load_average, machine_lines, median_min, publish, time_interleaved
 from musicgen_jax.config import MUSICGEN_SMALL_LM
-from musicgen_jax.lm.model import LMModel, init_cache, stack_layers
+from musicgen_jax.lm.model import LMModel, init_cache, init_params, stack_layers
 
 SECTION_TITLE = "## LM layer layout: unrolled vs scanned (musicgen-small architecture)"
 CACHE, TRAIN_STEPS, TEXT = 504, 64, 16
@@ -45,12 +44,8 @@ def _compile(fn, *args, **jit_kwargs):
 
 
 def _timed(call, runs: int) -> list[float]:
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        jax.block_until_ready(call())
-        times.append(time.perf_counter() - start)
-    return times
+    """Seconds of `runs` calls of `call` after one untimed call (`common.time_interleaved`)."""
+    return time_interleaved({"call": lambda: jax.block_until_ready(call())}, runs)["call"][1]
 
 
 def measure(params, scan: bool, runs: int) -> dict:
@@ -73,7 +68,6 @@ def measure(params, scan: bool, runs: int) -> dict:
         state["s"] += 1
         return logits
 
-    jax.block_until_ready(decode_call())
     decode_times = _timed(decode_call, runs * 4)
 
     tokens = jax.random.randint(jax.random.key(2), (2, config.num_codebooks, TRAIN_STEPS), 0, config.card)
@@ -83,7 +77,6 @@ def measure(params, scan: bool, runs: int) -> dict:
         return optax.softmax_cross_entropy_with_integer_labels(logits[..., :-1, :], tokens[..., 1:]).mean()
 
     train, train_compile = _compile(jax.value_and_grad(loss), params)
-    jax.block_until_ready(train(params))
     train_times = _timed(lambda: train(params), runs)
     return {"decode": (decode_compile, decode_times), "train": (train_compile, train_times)}
 
@@ -109,7 +102,6 @@ def kernel_layouts(runs: int) -> dict:
         x = jnp.ones((rows, config.dim))
         for layout, (u, d) in (("[in, out]", as_in_out), ("[out, in]", (up, down))):
             fn = jax.jit(blocks, static_argnums=3)
-            jax.block_until_ready(fn(x, u, d, layout == "[out, in]"))
             out[(rows, layout)] = _timed(lambda fn=fn, x=x, u=u, d=d, layout=layout: fn(x, u, d, layout == "[out, in]"),
                                          runs * 2)
     return out
@@ -120,11 +112,7 @@ def report(results: dict, kernels: dict, argv, load: tuple[str, str], runs: int)
     lines = [
         SECTION_TITLE, "",
         f"Command: `{command_line('benchmarks.layers', argv)}`", "",
-        f"- Date: {utc_date()}",
-        f"- Machine: {cpu_model()}, {usable_cores()} cores, {platform.platform()}",
-        f"- Versions: jax {jax.__version__} ({jax.devices()[0].platform}), flax {flax.__version__}, "
-        f"Python {platform.python_version()}",
-        f"- Machine load: 1-minute load average {load[0]} before, {load[1]} after the run",
+        *machine_lines(None, load, f", flax {flax.__version__}"),
         f"- Model: `LMModel` with the musicgen-small LM config ({config.num_layers} layers, width {config.dim}, "
         f"ffn {config.ffn_dim}), random weights, float32; the same weights in both layouts (`stack_layers`)",
         f"- Decode step: batch 2, one position, KV cache of {CACHE} positions, median (min) of {runs * 4} calls",
@@ -147,7 +135,6 @@ def report(results: dict, kernels: dict, argv, load: tuple[str, str], runs: int)
     lines += ["", f"Scanned decode step / unrolled: {step_ratio:.2f}; unrolled training compile / scanned: "
               f"{compile_ratio:.2f}. Used: unrolled layers in the sampling loop (`musicgen_jax.sampling`), the "
               "scanned layout (`scan_layers=True`) where compile time dominates (training)."]
-    config = MUSICGEN_SMALL_LM
     gigabytes = 2 * config.num_layers * config.dim * config.ffn_dim * 4 / 1e9
     lines += ["", f"Kernel layout ({gigabytes:.2f} GB of feed-forward kernels per call, median of {runs * 2} calls):",
               "", "| rows | [in, out] GB/s | [out, in] GB/s | [out, in] speed-up |", "|---|---|---|---|"]
@@ -163,10 +150,7 @@ def main(argv=None):
     parser.add_argument("--write", action="store_true", help="write the section into benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     load_before = load_average()
-    config = MUSICGEN_SMALL_LM
-    seq = jnp.zeros((1, config.num_codebooks, 1), jnp.int32)
-    text, mask = jnp.zeros((1, 1, config.text_dim)), jnp.ones((1, 1), jnp.int32)
-    params = nn.unbox(jax.jit(LMModel(config).init)(jax.random.key(0), seq, text, mask))
+    params = nn.unbox(jax.jit(init_params, static_argnums=0)(MUSICGEN_SMALL_LM, jax.random.key(0)))
     results = {"unrolled": measure(params, False, args.runs)}
     results["scanned"] = measure(jax.jit(stack_layers)(params), True, args.runs)
     kernels = kernel_layouts(args.runs)

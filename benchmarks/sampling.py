@@ -37,7 +37,6 @@ short warm-up generation. The timed calls alternate JAX and PyTorch, `--runs` ro
 from __future__ import annotations
 
 import argparse
-import io
 import resource
 import subprocess
 import tempfile
@@ -55,7 +54,6 @@ from transformers import (
     MusicgenDecoderConfig,
     MusicgenForConditionalGeneration,
 )
-from transformers import T5Config as HFT5Config
 from transformers import T5Tokenizer as HFT5Tokenizer
 
 import musicgen_jax.sampling
@@ -71,10 +69,11 @@ from benchmarks.common import (
     publish,
     usable_cores,
 )
-from benchmarks.text import PROMPTS, training_text
+from benchmarks.text import PROMPTS, write_spiece
+from benchmarks.text import hf_config as text_hf_config
 from musicgen_jax.convert.pretrained import convert
 from musicgen_jax.lm import pattern
-from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys
+from musicgen_jax.sampling import SamplingParams, frame_bucket, generate_tokens, row_keys
 
 SECTION_TITLE = "## Sampling (musicgen-small architecture, random weights)"
 TOP_K, CFG = 250, 3.0
@@ -86,22 +85,15 @@ TARGET, AIM = 1.5, 2.0  # documented targets for the JAX / transformers steady s
 
 def hf_config() -> MusicgenConfig:
     """musicgen-small's architecture: t5-base-size text encoder, EnCodec 32 kHz, 24-layer decoder."""
-    text = HFT5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
-                      feed_forward_proj="relu")
     decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=1024, num_attention_heads=16, num_hidden_layers=24,
                                     ffn_dim=4096, num_codebooks=4)
-    return MusicgenConfig(text_encoder=text, audio_encoder=codec_hf_config(), decoder=decoder)
+    return MusicgenConfig(text_encoder=text_hf_config(), audio_encoder=codec_hf_config(), decoder=decoder)
 
 
 def write_checkpoint(directory: Path, seed: int = 0) -> MusicgenForConditionalGeneration:
-    """Save a random-init transformers MusicGen (seed `seed`) and a T5-style sentencepiece model
-    (`spiece.model`, trained on `benchmarks.text.training_text()`) into `directory`; returns the model."""
-    spm = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(training_text()), model_writer=spm, vocab_size=2000, model_type="unigram",
-        hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, normalization_rule_name="nmt_nfkc",
-        character_coverage=1.0, minloglevel=2)
-    (directory / "spiece.model").write_bytes(spm.getvalue())
+    """Save a random-init transformers MusicGen (seed `seed`) and the text benchmark's sentencepiece
+    model (`benchmarks.text.write_spiece`) into `directory`; returns the model."""
+    write_spiece(directory)
     torch.manual_seed(seed)
     model = MusicgenForConditionalGeneration(hf_config()).eval()
     model.save_pretrained(directory)
@@ -259,15 +251,8 @@ class JaxGenerator:
         start = time.perf_counter()
         musicgen_jax.sampling._generate.lower(
             self.c.lm_config, self.params, text, mask, row_keys(np.arange(len(prompts))), jnp.int32(frames),
-            jax_bucket(frames), SAMPLING, None, None, mesh=None).compile()
+            frame_bucket(frames), SAMPLING, None, None, mesh=None).compile()
         return time.perf_counter() - start
-
-
-def jax_bucket(frames: int):
-    """The JAX compilation a generation length falls in: `musicgen_jax.sampling.frame_bucket(frames)`
-    where the package pads lengths to buckets, else the length itself."""
-    bucket = getattr(musicgen_jax.sampling, "frame_bucket", None)
-    return bucket(frames) if bucket is not None else frames
 
 
 def default_short(frames: int) -> int:
@@ -275,7 +260,7 @@ def default_short(frames: int) -> int:
     compilation bucket (both then share one compilation and one KV-cache length, so JAX's per-step
     cost is the same in both), at least frames // 5; frames // 5 where that length is above 60% of
     `frames` (too close to it for a stable difference)."""
-    first = next(n for n in range(1, frames + 1) if jax_bucket(n) == jax_bucket(frames))
+    first = next(n for n in range(1, frames + 1) if frame_bucket(n) == frame_bucket(frames))
     short = max(first, frames // 5)
     return short if short <= 0.6 * frames else max(frames // 5, 1)
 
@@ -290,7 +275,7 @@ def run_batch(jax_gen: JaxGenerator, torch_gen: TorchGenerator, prompts: list[st
     res: dict = {"batch": b, "frames": frames, "short": short, "torch_warmup": warm[0],
                  "first": {}, "jax": {frames: [], short: []}, "torch": {frames: [], short: []},
                  "peak": {"jax": 0.0, "torch": warm[1]}, "rss_before": rss_gib()}
-    for n in (frames, short) if jax_bucket(short) != jax_bucket(frames) else (frames,):
+    for n in (frames, short) if frame_bucket(short) != frame_bucket(frames) else (frames,):
         print(f"batch {b}: JAX compile, then first call, {n} frames ...", flush=True)
         compile_seconds = jax_gen.compile_seconds(prompts, n)
         seconds, peak, out = timed(lambda n=n: jax_gen(prompts, n))
@@ -415,7 +400,7 @@ def report(res: dict, command: str) -> str:
             f"{r['others']} of the machine's CPU time during the timed calls (from /proc/stat)")
     b1 = res["batches"][1]["summary"]
     frames1 = res["batches"][1]["frames"]
-    cache_positions = pattern.num_steps(jax_bucket(frames1), config.delays)
+    cache_positions = pattern.num_steps(frame_bucket(frames1), config.delays)
     cache = kv_cache_bytes(config, 2, cache_positions)
     bound_cache = bw["jax"] * 1e9 / (res["weight_bytes"] + cache)
     bound_lines = [

@@ -123,19 +123,25 @@ def training_text(shuffled_lines: int = 3000, seed: int = 0) -> list[str]:
     return TRAINING_LINES + [" ".join(rng.choices(words, k=12)) for _ in range(shuffled_lines)]
 
 
-def write_checkpoint(directory: Path, seed: int = 0) -> int:
-    """Save a random-init transformers `T5EncoderModel` (seed `seed`) and a sentencepiece unigram
-    model (`spiece.model`, T5's special ids: pad 0, eos 1, unk 2, no bos) trained on `training_text()`
-    into `directory`; returns the number of sentencepiece pieces."""
+def write_spiece(directory: Path) -> int:
+    """Train a sentencepiece unigram model (T5's special ids: pad 0, eos 1, unk 2, no bos) on
+    `training_text()` and save it as `directory/spiece.model`; returns its number of pieces."""
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
         sentence_iterator=iter(training_text()), model_writer=model, vocab_size=2000, model_type="unigram",
         hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, normalization_rule_name="nmt_nfkc",
         character_coverage=1.0, minloglevel=2)
     (directory / "spiece.model").write_bytes(model.getvalue())
+    return sentencepiece.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
+
+
+def write_checkpoint(directory: Path, seed: int = 0) -> int:
+    """Save a random-init transformers `T5EncoderModel` (seed `seed`) and `write_spiece`'s tokenizer
+    into `directory`; returns the number of sentencepiece pieces."""
+    pieces = write_spiece(directory)
     torch.manual_seed(seed)
     T5EncoderModel(hf_config()).eval().save_pretrained(directory)
-    return sentencepiece.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
+    return pieces
 
 
 def run(runs: int, batch: int) -> dict:

@@ -7,14 +7,13 @@ Compiled once per (LM config, sampling settings, batch size, number of frames).
 from __future__ import annotations
 
 import dataclasses
-import functools
+import inspect
 from typing import Any, Callable, Iterator
-
-from jax.sharding import Mesh
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+from jax.sharding import Mesh
 
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm import pattern
@@ -161,13 +160,7 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
     return codes[:, :, :frames]
 
 
-@functools.partial(jax.jit, static_argnames=("config", "bucket", "sampling", "progress", "mesh"))
-def _generate(config, params, text, text_mask, keys, frames, bucket, sampling, prompt, progress, mesh):
-    with activation_sharding(mesh):
-        return _generate_tokens(config, params, text, text_mask, keys, frames, bucket, sampling, prompt, progress)
-
-
-def _generate_tokens(config, params, text, text_mask, keys, frames, bucket, sampling, prompt, progress):
+def _generate_loop(config, params, text, text_mask, keys, frames, bucket, sampling, prompt, progress):
     prompt_frames = _prompt_frames(prompt, bucket)
     steps = frames + max(config.delays) + 1
 
@@ -183,16 +176,23 @@ def _generate_tokens(config, params, text, text_mask, keys, frames, bucket, samp
     return pattern.revert(state["sequence"], config.delays)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "bucket", "sampling", "mesh"))
-def _start_jit(config, params, text, text_mask, keys, bucket, sampling, prompt, mesh):
-    with activation_sharding(mesh):
-        return _start(config, params, text, text_mask, keys, bucket, sampling, prompt)
+def _jit_on_mesh(fn: Callable, static_argnames: tuple[str, ...], **jit_kwargs) -> Callable:
+    """`jax.jit(fn)` with one more static keyword argument, `mesh`: `fn` is traced with its model's
+    logical constraints bound to that mesh (`activation_sharding`), so the mesh is part of the key."""
+    def traced(*args, mesh: Mesh | None = None, **kwargs):
+        with activation_sharding(mesh):
+            return fn(*args, **kwargs)
+
+    signature = inspect.signature(fn)  # jit maps the static names through it
+    traced.__signature__ = signature.replace(parameters=[
+        *signature.parameters.values(), inspect.Parameter("mesh", inspect.Parameter.KEYWORD_ONLY, default=None)])
+    traced.__name__ = fn.__name__
+    return jax.jit(traced, static_argnames=(*static_argnames, "mesh"), **jit_kwargs)
 
 
-@functools.partial(jax.jit, static_argnames=("config", "sampling", "prompt_frames", "mesh"), donate_argnames="state")
-def _step_jit(config, params, sampling, frames, prompt_frames, state, s, mesh):
-    with activation_sharding(mesh):
-        return _step(config, params, sampling, frames, prompt_frames, state, s)
+_generate = _jit_on_mesh(_generate_loop, ("config", "bucket", "sampling", "progress"))
+_start_jit = _jit_on_mesh(_start, ("config", "bucket", "sampling"))
+_step_jit = _jit_on_mesh(_step, ("config", "sampling", "prompt_frames"), donate_argnames="state")
 
 
 def stream_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,

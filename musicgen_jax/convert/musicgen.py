@@ -8,7 +8,7 @@ import numpy as np
 from musicgen_jax.config import LMConfig
 from musicgen_jax.convert.keymap import Target, assemble, param_shapes
 from musicgen_jax.convert.torch_io import CheckpointError
-from musicgen_jax.lm.model import LMModel
+from musicgen_jax.lm.model import init_params
 
 _DECODER = "decoder.model.decoder"
 
@@ -58,9 +58,7 @@ def hf_key_map(config: LMConfig) -> dict[str, Target]:
 
 
 def expected_shapes(config: LMConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
-    seq = np.zeros((1, config.num_codebooks, 1), np.int32)
-    text, mask = np.zeros((1, 1, config.text_dim), np.float32), np.ones((1, 1), np.int32)
-    return param_shapes(lambda: LMModel(config).init(jax.random.key(0), seq, text, mask))
+    return param_shapes(lambda: init_params(config, jax.random.key(0)))
 
 
 def lm_params_from_hf_state_dict(state: dict[str, np.ndarray], config: LMConfig, source: str = "checkpoint") -> dict:

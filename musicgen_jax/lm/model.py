@@ -3,9 +3,9 @@ cross-attention to the projected text states, final norm, one head per codebook.
 
 Parameters: embeddings_{k}/embedding [card + 1, D]; text_projection/{kernel [D, text_dim], bias};
 layers_{i}/...; out_norm/{scale, bias}; heads_{k}/kernel [card, D]. Linear kernels are [out, in]
-(`transformer.Linear`). With `scan_layers=True` the
-layers are one `lax.scan` over stacked parameters `layers/... [num_layers, ...]` (less to compile;
-`stack_layers` / `unstack_layers` convert): converted checkpoints are stored unstacked.
+(`transformer.Linear`). With `scan_layers=True` the layers are one `lax.scan` over stacked parameters
+`layers/... [num_layers, ...]` (less to compile; `stack_layers` / `unstack_layers` convert):
+converted checkpoints are stored unstacked.
 
 Per-layer state follows the same layout: the cross-attention keys/values and the KV cache are lists
 over layers, or (scanned) single trees stacked on a leading layer axis.
@@ -104,34 +104,34 @@ def init_cache(config: LMConfig, batch: int, length: int, dtype=jnp.float32, sca
     """Zeroed self-attention KV cache for `length` positions: per layer {"k", "v": [B, H, L, Dh]}, or
     (scanned) one {"k", "v": [layers, B, H, L, Dh]}."""
     shape = (batch, config.num_heads, length, config.head_dim)
-    if scan_layers:
-        shape, axes = (config.num_layers, *shape), ("layers", *HEADS_AXES)
-    else:
-        axes = HEADS_AXES
 
-    def zeros():
-        return nn.with_logical_constraint(jnp.zeros(shape, dtype), axes)
+    def layer(*lead: int) -> dict:
+        axes = ("layers",) * len(lead) + HEADS_AXES
+        return {n: nn.with_logical_constraint(jnp.zeros((*lead, *shape), dtype), axes) for n in ("k", "v")}
 
-    if scan_layers:
-        return {"k": zeros(), "v": zeros()}
-    return [{"k": zeros(), "v": zeros()} for _ in range(config.num_layers)]
+    return layer(config.num_layers) if scan_layers else [layer() for _ in range(config.num_layers)]
+
+
+def init_params(config: LMConfig, key: jax.Array, scan_layers: bool = False):
+    """Random parameters `{"params": ...}`, each boxed with its logical axis names (`nn.unbox` strips
+    them; `jax.eval_shape(init_params, ...)` gives shapes and specs without computing)."""
+    seq = jnp.zeros((1, config.num_codebooks, 1), jnp.int32)
+    text, mask = jnp.zeros((1, 1, config.text_dim)), jnp.ones((1, 1), jnp.int32)
+    return LMModel(config, scan_layers).init(key, seq, text, mask)
 
 
 def param_specs(config: LMConfig, scan_layers: bool = False):
     """The logical `PartitionSpec` of every parameter (for `musicgen_jax.sharding.shard`)."""
-    seq = jnp.zeros((1, config.num_codebooks, 1), jnp.int32)
-    text, mask = jnp.zeros((1, 1, config.text_dim)), jnp.ones((1, 1), jnp.int32)
-    boxed = jax.eval_shape(LMModel(config, scan_layers).init, jax.random.key(0), seq, text, mask)
-    return nn.get_partition_spec(boxed)
+    return nn.get_partition_spec(jax.eval_shape(lambda: init_params(config, jax.random.key(0), scan_layers)))
 
 
 def stack_layers(params):
     """Unrolled parameters (`layers_{i}/...`) -> the scanned layout (`layers/... [num_layers, ...]`)."""
     inner = dict(params["params"])
-    names = sorted((k for k in inner if _LAYER.match(k)), key=lambda k: int(_LAYER.match(k).group(1)))
-    if [int(_LAYER.match(k).group(1)) for k in names] != list(range(len(names))) or not names:
-        raise ValueError(f"expected layers_0..layers_N-1, found {names}")
-    layers = [inner.pop(k) for k in names]
+    index = {int(m.group(1)): k for k in inner if (m := _LAYER.match(k))}
+    if not index or sorted(index) != list(range(len(index))):
+        raise ValueError(f"expected layers_0..layers_N-1, found {[index[i] for i in sorted(index)]}")
+    layers = [inner.pop(index[i]) for i in range(len(index))]
     inner["layers"] = jax.tree.map(lambda *xs: jnp.stack(xs), *layers)
     return {**params, "params": inner}
 
