@@ -54,9 +54,31 @@ def sample_next(key: jax.Array, logits: jax.Array, sampling: SamplingParams) -> 
         choice = jax.random.categorical(key, jnp.where(drop, -jnp.inf, sorted_logits), axis=-1)
         return jnp.take_along_axis(order, choice[..., None], axis=-1)[..., 0].astype(jnp.int32)
     if sampling.top_k > 0:
-        kth = lax.top_k(logits, sampling.top_k)[0][..., -1:]
-        logits = jnp.where(logits >= kth, logits, -jnp.inf)
+        logits = jnp.where(top_k_mask(logits, sampling.top_k), logits, -jnp.inf)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
+
+
+def top_k_mask(x: jax.Array, k: int) -> jax.Array:
+    """`x [..., n]` float32 -> bool `[..., n]`: x >= its k-th largest value along the last axis (ties
+    kept, as `x >= lax.top_k(x, k)[0][..., -1:]`; all True when k >= n).
+
+    The k-th largest is found by bisection over the order-preserving uint32 image of float32 (32
+    counting passes), not by `lax.top_k`'s sort: 1 ms instead of 9 ms for the [8, 4, 2048], k=250
+    logits of a batch-8 step on XLA:CPU."""
+    x = x.astype(jnp.float32)
+    bits = lax.bitcast_convert_type(jnp.where(x == 0, 0.0, x), jnp.uint32)  # -0.0 -> +0.0
+    key = jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(1 << 31))  # monotone in x
+    at_least_k = lambda t: jnp.sum(key >= t[..., None], axis=-1) >= k  # noqa: E731
+
+    def halve(_, bounds):  # invariant: at_least_k(lo); the answer is in [lo, hi]
+        lo, hi = bounds
+        mid = lo + ((hi - lo) >> 1) + ((hi - lo) & 1)
+        ok = at_least_k(mid)
+        return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid - 1)
+
+    lo = jnp.zeros(x.shape[:-1], jnp.uint32)
+    lo, _ = lax.fori_loop(0, 32, halve, (lo, jnp.full_like(lo, jnp.iinfo(jnp.uint32).max)))
+    return key >= lo[..., None]
 
 
 def split_rows(keys: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm.transformer import (
+    CACHE_BLOCK,
     HEADS_AXES,
     NEG_INF,
     TOKENS_AXES,
@@ -76,7 +77,7 @@ class LMModel(nn.Module):
         positions = start + jnp.arange(t)
         x = x + sinusoidal_embedding(positions, self.config.dim, self.config.max_period)[None]
         x = nn.with_logical_constraint(x, TOKENS_AXES)
-        keys = positions if cache is None else jnp.arange(jax.tree.leaves(cache)[0].shape[-2])
+        keys = positions if cache is None else jnp.arange(cache_length(cache, self.scan_layers))
         self_bias = jnp.where(keys[None, :] <= positions[:, None], 0.0, NEG_INF)[None, None]
         if self.scan_layers:
             def body(layer, x, kv, layer_cache):
@@ -100,16 +101,25 @@ class LMModel(nn.Module):
         return self.decode(sequence, cross_kv, cross_bias)[0]
 
 
-def init_cache(config: LMConfig, batch: int, length: int, dtype=jnp.float32, scan_layers: bool = False):
-    """Zeroed self-attention KV cache for `length` positions: per layer {"k", "v": [B, H, L, Dh]}, or
-    (scanned) one {"k", "v": [layers, B, H, L, Dh]}."""
-    shape = (batch, config.num_heads, length, config.head_dim)
+def init_cache(config: LMConfig, batch: int, length: int, dtype=jnp.float32, scan_layers: bool = False,
+               block: int = CACHE_BLOCK):
+    """Zeroed self-attention KV cache for `length` positions in blocks of `block` (the last one
+    shorter): per layer {"k", "v": [[B, H, n_i, Dh], ...]}, or (scanned) one such tree with a leading
+    layer axis on every block."""
+    sizes = [block] * (length // block) + ([length % block] if length % block else [])
+    lead = (config.num_layers,) if scan_layers else ()
+    axes = ("layers",) * len(lead) + HEADS_AXES
 
-    def layer(*lead: int) -> dict:
-        axes = ("layers",) * len(lead) + HEADS_AXES
-        return {n: nn.with_logical_constraint(jnp.zeros((*lead, *shape), dtype), axes) for n in ("k", "v")}
+    def layer() -> dict:
+        return {name: [nn.with_logical_constraint(jnp.zeros((*lead, batch, config.num_heads, n, config.head_dim), dtype),
+                                                  axes) for n in sizes] for name in ("k", "v")}
 
-    return layer(config.num_layers) if scan_layers else [layer() for _ in range(config.num_layers)]
+    return layer() if scan_layers else [layer() for _ in range(config.num_layers)]
+
+
+def cache_length(cache, scan_layers: bool = False) -> int:
+    """The number of positions an `init_cache` cache holds."""
+    return sum(block.shape[-2] for block in (cache if scan_layers else cache[0])["k"])
 
 
 def init_params(config: LMConfig, key: jax.Array, scan_layers: bool = False):

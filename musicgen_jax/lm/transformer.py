@@ -3,6 +3,10 @@
 Attention biases are additive (0 or `finfo.min`), as transformers does: `self_bias [1, 1, T, L]`
 (causal over absolute positions), `cross_bias [B, 1, 1, N]` (padded text positions masked).
 Parameters and activations carry logical axis names (`musicgen_jax.sharding`).
+
+The KV cache of a layer is {"k", "v": lists of blocks [B, H, n_i, Dh]} over consecutive positions
+(`CACHE_BLOCK` each, the last one shorter): a decode step reads only the blocks that hold a position
+up to its own (`attend`), so early steps of a long generation do not stream the whole cache.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from jax import lax
 from musicgen_jax.config import LMConfig
 
 NEG_INF = float(np.finfo(np.float32).min)
+CACHE_BLOCK = 64  # positions per KV-cache block: at 16 rows a 254-position step reads 30% less cache on average
 HEADS_AXES = ("batch", "heads", "length", "kv")  # [B, H, T, Dh] activations and the KV cache
 TOKENS_AXES = ("batch", "length", "embed")  # [B, T, D]
 
@@ -82,12 +87,50 @@ class Attention(nn.Module):
         """`x [B, L, D] -> (k, v) [B, H, L, Dh]`."""
         return self._heads(self.k(x)), self._heads(self.v(x))
 
-    def __call__(self, x: jax.Array, k: jax.Array, v: jax.Array, bias: jax.Array) -> jax.Array:
-        """`x [B, T, D]` attends to `k, v [B, H, L, Dh]` -> `[B, T, D]`."""
+    def __call__(self, x: jax.Array, k: list[jax.Array], v: list[jax.Array], bias: jax.Array, last=None) -> jax.Array:
+        """`x [B, T, D]` attends to keys / values in blocks `[B, H, n_i, Dh]` (see `attend`) -> `[B, T, D]`."""
         q = self._heads(self.q(x)) * self.config.head_dim**-0.5
-        scores = jnp.einsum("bhtd,bhld->bhtl", q, k) + bias
-        out = jnp.einsum("bhtl,bhld->bthd", jax.nn.softmax(scores, axis=-1), v)
+        out = attend(q, k, v, bias, last).transpose(0, 2, 1, 3)
         return self.out(out.reshape(x.shape[:-1] + (self.config.dim,)))
+
+
+def _block_starts(blocks: list[jax.Array]) -> np.ndarray:
+    return np.cumsum([0] + [b.shape[-2] for b in blocks])[:-1]
+
+
+def attend(q: jax.Array, k: list[jax.Array], v: list[jax.Array], bias: jax.Array, last=None) -> jax.Array:
+    """`q [B, H, T, Dh]` over keys and values given as consecutive blocks `[B, H, n_i, Dh]` of one
+    length L = sum n_i, with the additive `bias [.., T, L]` -> `[B, H, T, Dh]`.
+
+    `last`: the last query position (an int, or traced inside the decode loop), or None. Blocks that
+    start after it are skipped (statically, or by `lax.cond`): the causal bias masks all their scores,
+    so the result is softmax attention over the whole length, without reading those blocks."""
+    def reached(start, fn, shape):
+        if last is None or start == 0:
+            return fn()
+        if isinstance(last, (int, np.integer)):
+            return fn() if start <= last else jnp.zeros(shape, q.dtype)
+        return lax.cond(start <= last, fn, lambda: jnp.zeros(shape, q.dtype))
+
+    starts = _block_starts(k)
+    scores = [reached(s, lambda kb=kb: jnp.einsum("bhtd,bhld->bhtl", q, kb), q.shape[:-1] + kb.shape[-2:-1])
+              for s, kb in zip(starts, k, strict=True)]
+    probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1) + bias, axis=-1)
+    return sum(reached(s, lambda s=s, vb=vb: jnp.einsum("bhtl,bhld->bhtd", probs[..., s:s + vb.shape[-2]], vb), q.shape)
+               for s, vb in zip(starts, v, strict=True))
+
+
+def write_cache(blocks: list[jax.Array], new: jax.Array, start) -> list[jax.Array]:
+    """Cache blocks `[B, H, n_i, Dh]` with `new [B, H, T, Dh]` written at positions start..start+T-1
+    (`start` may be traced): a scatter per block, positions outside it dropped; in place when the
+    cache is a donated loop carry."""
+    positions = start + jnp.arange(new.shape[-2])
+    out = []
+    for s, block in zip(_block_starts(blocks), blocks, strict=True):
+        n = block.shape[-2]
+        index = jnp.where((positions >= s) & (positions < s + n), positions - s, n)  # n: out of range
+        out.append(block.at[:, :, index].set(new.astype(block.dtype), mode="drop"))
+    return out
 
 
 class DecoderLayer(nn.Module):
@@ -107,16 +150,17 @@ class DecoderLayer(nn.Module):
         return self.cross_attn.project_kv(cross)
 
     def __call__(self, x, self_bias, cross_kv, cross_bias, start, cache=None):
-        """`x [B, T, D]` at positions start..start+T-1. `cache`: {"k", "v": [B, H, L, Dh]} or None
-        (then keys are this call's own). Returns (x, updated cache or None)."""
+        """`x [B, T, D]` at positions start..start+T-1. `cache`: {"k", "v": blocks [B, H, n_i, Dh]} or
+        None (then keys are this call's own). Returns (x, updated cache or None)."""
         h = self.norm_self(x)
         k, v = self.self_attn.project_kv(h)
-        if cache is not None:
-            k = lax.dynamic_update_slice(cache["k"], k.astype(cache["k"].dtype), (0, 0, start, 0))
-            v = lax.dynamic_update_slice(cache["v"], v.astype(cache["v"].dtype), (0, 0, start, 0))
-            cache = {"k": k, "v": v}
-        x = x + self.self_attn(h, k, v, self_bias)
-        x = x + self.cross_attn(self.norm_cross(x), *cross_kv, cross_bias)
+        if cache is None:
+            x = x + self.self_attn(h, [k], [v], self_bias)
+        else:
+            cache = {"k": write_cache(cache["k"], k, start), "v": write_cache(cache["v"], v, start)}
+            x = x + self.self_attn(h, cache["k"], cache["v"], self_bias, last=start + x.shape[1] - 1)
+        cross_k, cross_v = cross_kv
+        x = x + self.cross_attn(self.norm_cross(x), [cross_k], [cross_v], cross_bias)
         hidden = nn.with_logical_constraint(self.fc1(self.norm_ffn(x)), ("batch", "length", "mlp"))
         x = x + self.fc2(jax.nn.gelu(hidden, approximate=False))
         return nn.with_logical_constraint(x, TOKENS_AXES), cache

@@ -10,7 +10,7 @@ import torch
 
 from musicgen_jax.convert.t5 import load_t5
 from musicgen_jax.lm import pattern
-from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, sample_next, stream_tokens
+from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, sample_next, stream_tokens, top_k_mask
 from musicgen_jax.text.encoder import encode_ids
 from tests.lm.test_parity import load
 
@@ -67,6 +67,21 @@ def test_sampling_filters():
     with pytest.raises(ValueError, match="invalid sampling settings"):
         SamplingParams(temperature=0.0)
 
+
+
+@pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
+def test_top_k_mask_equals_lax_top_k(scale):
+    """The bisection threshold keeps exactly `x >= lax.top_k(x, k)[0][..., -1]`: ties (rounded values),
+    signed zeros, -inf and the most negative float included; every k from 1 to n; compiled, as in the loop."""
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=(4, 37)) * scale).astype(np.float32)
+    x[1] = np.round(x[1] / scale)  # ties
+    x[2, :4] = [-0.0, 0.0, -np.inf, np.finfo(np.float32).min]
+    mask = jax.jit(top_k_mask, static_argnums=1)
+    for k in range(1, 38):
+        expected = x >= np.asarray(jax.lax.top_k(x, k)[0])[..., -1:]
+        np.testing.assert_array_equal(np.asarray(mask(x, k)), expected, err_msg=f"k={k}")
+    assert np.asarray(mask(x, 50)).all()  # k > n keeps everything
 
 def test_batch_invariance_and_seed_determinism(hf_musicgen):
     """A prompt's tokens do not depend on the other prompts in its batch; a key fixes the samples."""
