@@ -101,7 +101,7 @@ def run(args) -> str:
         else:
             audio, tokens = model.generate_continuation(np.repeat(prompt_audio[None], len(batch), 0), model.sample_rate,
                                                         batch, progress=True, return_tokens=True, seed=seeds)
-        for path, wav in zip(paths[first:first + len(batch)], audio):
+        for path, wav in zip(paths[first:first + len(batch)], audio, strict=True):
             write_audio(path, wav, model.sample_rate, strategy=args.strategy)
         codes.append(tokens)
     elapsed = time.time() - start

@@ -17,11 +17,11 @@ Measured per batch size (1 prompt, then 8 different prompts):
   generation lengths removes the fixed costs (text encoding, set-up, cross-attention keys of the
   text); for transformers t is the `generate` time minus its codec decode (timed by wrapping
   `audio_encoder.decode`), for JAX the `generate_tokens` time. The short length is by default the
-  smallest one in the long length's JAX compilation bucket (`musicgen_jax.sampling.frame_bucket`):
-  JAX's KV cache, which every step attends over, is as long as the bucket, so its per-step cost
-  depends on the bucket, and two lengths in one bucket share it (and one compilation).
+  smallest one in the long length's JAX compilation bucket (`musicgen_jax.sampling.frame_bucket`),
+  at least a fifth of the long one: two lengths in one bucket share one compilation and one KV-cache
+  layout (blocks of `CACHE_BLOCK` positions; a step reads the blocks up to its position).
 - time to first audio (warm): tokenize + text encoder + generation + codec decode of the long length.
-- JAX compile time: `lower(...).compile()` of the decode loop (`musicgen_jax.sampling._generate`) for the
+- JAX compile time: `lower_generate(...).compile()` of the decode loop (`musicgen_jax.sampling`) for the
   batch and length bucket, timed on its own before the first call.
 - peak memory: the process's resident-set high-water mark (`VmHWM`, reset before every timed call by
   writing 5 to /proc/self/clear_refs), i.e. both models resident plus that call's working memory.
@@ -56,7 +56,6 @@ from transformers import (
 )
 from transformers import T5Tokenizer as HFT5Tokenizer
 
-import musicgen_jax.sampling
 from benchmarks.codec import hf_config as codec_hf_config
 from benchmarks.common import (
     RESULTS,
@@ -73,7 +72,8 @@ from benchmarks.text import PROMPTS, write_spiece
 from benchmarks.text import hf_config as text_hf_config
 from musicgen_jax.convert.pretrained import convert
 from musicgen_jax.lm import pattern
-from musicgen_jax.sampling import SamplingParams, frame_bucket, generate_tokens, row_keys
+from musicgen_jax.lm.transformer import CACHE_BLOCK
+from musicgen_jax.sampling import SamplingParams, frame_bucket, generate_tokens, lower_generate, row_keys
 
 SECTION_TITLE = "## Sampling (musicgen-small architecture, random weights)"
 TOP_K, CFG = 250, 3.0
@@ -163,9 +163,11 @@ def lm_weight_bytes(params, config) -> tuple[int, int, int]:
     return 4 * count, count, norms
 
 
-def kv_cache_bytes(config, rows: int, positions: int) -> int:
-    """Bytes of the self-attention KV cache (float32) for `rows` rows and `positions` positions."""
-    return 4 * 2 * config.num_layers * rows * positions * config.dim
+def kv_cache_read_bytes(config, rows: int, positions: int, steps: range) -> float:
+    """Bytes of the self-attention KV cache (float32, `positions` long, `rows` rows) a decode step reads
+    on average over `steps` (the positions it runs): the blocks up to its own position."""
+    read = [min(-(-(s + 1) // CACHE_BLOCK) * CACHE_BLOCK, positions) for s in steps]
+    return 4 * 2 * config.num_layers * rows * config.dim * sum(read) / len(read)
 
 
 def memory_bandwidth(runs: int = 7) -> dict:
@@ -249,9 +251,8 @@ class JaxGenerator:
         """Trace, lower and compile the decode loop `generate_tokens` runs for this batch and length."""
         text, mask = self.c.text_encoder(prompts)
         start = time.perf_counter()
-        musicgen_jax.sampling._generate.lower(
-            self.c.lm_config, self.params, text, mask, row_keys(np.arange(len(prompts))), jnp.int32(frames),
-            frame_bucket(frames), SAMPLING, None, None, mesh=None).compile()
+        lower_generate(self.c.lm_config, self.params, text, mask, row_keys(np.arange(len(prompts))), frames,
+                       SAMPLING).compile()
         return time.perf_counter() - start
 
 
@@ -366,9 +367,9 @@ def run(seconds: float, runs: int, skip_batch8: bool, batch8_seconds: float, sho
         batches[b]["summary"] = summarize(batches[b])
         batches[b]["seconds"] = secs
         batches[b]["tokens"] = int(np.asarray(components.text_encoder.tokenizer(prompts)[1]).sum(1).max())
-    return {"runs": runs, "threads": threads, "package": package_state(), "load": (load_before, load_average()), "load_seconds": load_seconds,
-            "config": config, "frame_rate": frame_rate, "weight_bytes": weight_bytes, "weight_count": weight_count,
-            "norm_count": norm_count, "bandwidth": bandwidth, "batches": batches,
+    return {"runs": runs, "threads": threads, "package": package_state(), "load": (load_before, load_average()),
+            "load_seconds": load_seconds, "config": config, "frame_rate": frame_rate, "weight_bytes": weight_bytes,
+            "weight_count": weight_count, "norm_count": norm_count, "bandwidth": bandwidth, "batches": batches,
             "memory_stats": jax.devices()[0].memory_stats(), "max_rss": peak_rss_gib(),
             "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
 
@@ -386,22 +387,23 @@ def report(res: dict, command: str) -> str:
             compile_cell += " (both lengths)"
         rows.append(
             f"| {b} ({2 * b} rows with CFG), {r['seconds']:g} s = {r['frames']} frames | {jx['marginal']:.2f} "
-            f"({jx['average']:.2f}) | {pt['marginal']:.2f} ({pt['average']:.2f}) | **{jx['marginal'] / pt['marginal']:.2f}** "
-            f"({jx['average'] / pt['average']:.2f}) | {compile_cell} | {jx['ttfa']:.1f} | {pt['ttfa']:.1f} "
-            f"| {r['peak']['jax']:.2f} | {r['peak']['torch']:.2f} |")
+            f"({jx['average']:.2f}) | {pt['marginal']:.2f} ({pt['average']:.2f}) | "
+            f"**{jx['marginal'] / pt['marginal']:.2f}** ({jx['average'] / pt['average']:.2f}) | {compile_cell} "
+            f"| {jx['ttfa']:.1f} | {pt['ttfa']:.1f} | {r['peak']['jax']:.2f} | {r['peak']['torch']:.2f} |")
         notes.append(
             f"- Batch {b}: {r['frames']} and {r['short']} frames ({r['frames'] + 3} and {r['short'] + 3} steps); "
-            f"prompts up to {r['tokens']} tokens; time to first audio = text {r['jax'][r['frames']][0]['text']:.2f} s + "
+            f"prompts up to {r['tokens']} tokens; time to first audio = text "
+            f"{r['jax'][r['frames']][0]['text']:.2f} s + "
             f"generation {jx['generate']:.1f} s + codec decode {jx['decode']:.2f} s (JAX), generation with text "
             f"encoding {pt['generate']:.1f} s + codec decode {pt['decode']:.2f} s (transformers); JAX cold (first "
             f"call, compiling the generation) {s['first_ttfa']:.1f} s; transformers warm-up ({WARMUP_FRAMES} frames) "
             f"{r['torch_warmup']:.1f} s; resident before the timed calls {r['rss_before']:.2f} GiB; first-stage codes: "
             f"{r['distinct_codes'][0]} distinct (JAX), {r['distinct_codes'][1]} (transformers); other processes used "
             f"{r['others']} of the machine's CPU time during the timed calls (from /proc/stat)")
-    b1 = res["batches"][1]["summary"]
-    frames1 = res["batches"][1]["frames"]
-    cache_positions = pattern.num_steps(frame_bucket(frames1), config.delays)
-    cache = kv_cache_bytes(config, 2, cache_positions)
+    batch1 = res["batches"][1]
+    b1 = batch1["summary"]
+    cache_positions = pattern.num_steps(frame_bucket(batch1["frames"]), config.delays)
+    cache = kv_cache_read_bytes(config, 2, cache_positions, range(batch1["short"] + 3, batch1["frames"] + 3))
     bound_cache = bw["jax"] * 1e9 / (res["weight_bytes"] + cache)
     bound_lines = [
         (f"- Memory read bandwidth: {bw['jax']:.2f} GB/s (jitted `jnp.sum` over 1 GiB of float32, median of "
@@ -413,12 +415,13 @@ def report(res: dict, command: str) -> str:
          f"({config.num_codebooks * config.dim * config.card:,}). Not counted: the token embeddings (4 rows "
          f"gathered per step), the text projection (once per generation), the LayerNorms ({res['norm_count']:,} "
          "parameters, negligible), the KV cache."),
-        (f"- Bound: {bw['jax']:.2f} GB/s / {res['weight_bytes'] / 1e9:.3f} GB = **{bound:.2f} steps/s**. JAX at batch 1 "
-         f"(2 rows with CFG, weights read once per step for both): {b1['jax']['marginal']:.2f} steps/s = "
+        (f"- Bound: {bw['jax']:.2f} GB/s / {res['weight_bytes'] / 1e9:.3f} GB = **{bound:.2f} steps/s**. JAX at "
+         f"batch 1 (2 rows with CFG, weights read once per step for both): {b1['jax']['marginal']:.2f} steps/s = "
          f"**{100 * b1['jax']['marginal'] / bound:.0f}% of the bound**; transformers "
          f"{100 * b1['torch']['marginal'] / bound:.0f}%."),
-        (f"- Adding the KV cache, read once per step as the JAX loop attends over all of it (preallocated, "
-         f"{cache_positions} positions x 2 rows x {config.num_layers} layers x k, v: {cache / 1e9:.3f} GB): bound "
+        (f"- Adding the KV cache (preallocated, {cache_positions} positions x 2 rows x {config.num_layers} layers "
+         f"x k, v, in blocks of {CACHE_BLOCK} positions; a step reads the blocks up to its position: "
+         f"{cache / 1e9:.3f} GB per step on average over the steps of the steady rate): bound "
          f"{bound_cache:.2f} steps/s, JAX at {100 * b1['jax']['marginal'] / bound_cache:.0f}% of it."),
     ]
     model = ("- Model: transformers `MusicgenForConditionalGeneration`, musicgen-small architecture (decoder 24 "
@@ -428,20 +431,23 @@ def report(res: dict, command: str) -> str:
              f"(build, save and load: {res['load_seconds']:.0f} s). The JAX decode loop (`generate_tokens`: one "
              "`lax.fori_loop` over the pattern steps, KV cache preallocated to the length bucket) runs the 24 layers "
              "unrolled (faster per step than the scanned layout: see the layers section) in float32, linear "
-             "kernels [out, in], KV cache [B, H, L, Dh]; transformers in float32, "
+             f"kernels [out, in], KV cache in blocks [B, H, {CACHE_BLOCK}, Dh] of which a step reads those up to "
+             "its position, top-k by a bisection threshold; transformers in float32, "
              f"`DynamicCache`. musicgen_jax: {res['package']}.")
     sampling = (f"- Sampling: top-k {TOP_K}, temperature 1, classifier-free guidance {CFG:g} (transformers "
                 f"`generate(do_sample=True, top_k={TOP_K}, guidance_scale={CFG:g}, max_length=frames + 4)`; JAX "
-                f"`SamplingParams(top_k={TOP_K}, cfg_coef={CFG:g})`); batch 8 uses 8 different prompts, passed at once.")
+                f"`SamplingParams(top_k={TOP_K}, cfg_coef={CFG:g})`); batch 8 uses 8 different prompts, passed at "
+                "once.")
     timing = (f"- Timing: median over {res['runs']} run(s) per length, JAX and transformers alternating, after the "
               "first calls (JAX: compile+run per compilation; transformers: a short warm-up). A step is one LM "
               "forward over one pattern position (frames + 3 per generation). Steady rate = (long - short frames) / "
               "(t_long - t_short), with t the generation time alone (JAX: `generate_tokens`; transformers: "
               "`generate` minus its codec decode, timed by wrapping `audio_encoder.decode`), which removes fixed "
               "costs; in brackets the plain average (frames + 3) / t_long. The short length is the smallest in the "
-              "long one's JAX compilation bucket (`frame_bucket`), so both JAX lengths run the same compiled loop "
-              "with the same KV-cache length. Time to first audio (warm): tokenize + text encoder + generation + "
-              "codec decode. Compile: `lower(...).compile()` of the decode loop, timed on its own before the first call.")
+              "long one's JAX compilation bucket (`frame_bucket`), at least a fifth of it, so both JAX lengths run "
+              "the same compiled loop with the same KV cache. Time to first audio (warm): tokenize + text encoder + "
+              "generation + codec decode. Compile: `lower_generate(...).compile()` of the decode loop, timed on its "
+              "own before the first call.")
     memory = (f"- Memory: peak RSS per call = the process's VmHWM, reset before each call (/proc/self/clear_refs), so "
               f"it includes both frameworks' resident weights (about 2.2 GB each) plus that call's working set; "
               f"JAX's column includes its compiling first calls. Process max RSS over the whole run "
@@ -481,7 +487,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     batch8 = args.seconds if args.batch8_seconds is None else args.batch8_seconds
     short = args.short_seconds
-    if args.runs < 1 or args.seconds <= 0 or batch8 <= 0 or (short is not None and not 0 < short < min(args.seconds, batch8)):
+    if args.runs < 1 or args.seconds <= 0 or batch8 <= 0 or (
+            short is not None and not 0 < short < min(args.seconds, batch8)):
         parser.error("--runs must be >= 1, --seconds and --batch8-seconds > 0, 0 < --short-seconds < both")
     res = run(args.seconds, args.runs, args.skip_batch8, batch8, short)
     publish(report(res, command_line("benchmarks.sampling", argv)), args.write)

@@ -182,6 +182,17 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
     return codes[:, :, :frames]
 
 
+def lower_generate(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
+                   frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
+                   mesh: Mesh | None = None) -> jax.stages.Lowered:
+    """The decode loop `generate_tokens` runs for these arguments (without progress callback), traced and
+    lowered: `.compile()` it to time or inspect the compilation (`.as_text()`, `.cost_analysis()`).
+    Arguments may be `jax.ShapeDtypeStruct`s."""
+    _prompt_frames(prompt, frames)
+    return _generate.lower(config, params, text, text_mask, keys, jnp.int32(frames), frame_bucket(frames), sampling,
+                           prompt, None, mesh=mesh)
+
+
 def _generate_loop(config, params, text, text_mask, keys, frames, bucket, sampling, prompt, progress):
     prompt_frames = _prompt_frames(prompt, bucket)
     steps = frames + max(config.delays) + 1

@@ -48,7 +48,7 @@ def decode(args) -> str:
         paths = [args.output.with_name(f"{args.output.stem}_{i}{args.output.suffix}") for i in range(wav.shape[0])]
     else:
         paths = [args.output]
-    for path, item in zip(paths, wav):
+    for path, item in zip(paths, wav, strict=True):
         write_audio(path, item, codec.sample_rate, strategy=args.strategy)
     return f"{args.input}: codes {list(codes.shape)} -> {wav.shape[-1] / codec.sample_rate:.2f} s in " + \
         ", ".join(map(str, paths))

@@ -110,9 +110,11 @@ def init_cache(config: LMConfig, batch: int, length: int, dtype=jnp.float32, sca
     lead = (config.num_layers,) if scan_layers else ()
     axes = ("layers",) * len(lead) + HEADS_AXES
 
+    def block(n: int) -> jax.Array:
+        return nn.with_logical_constraint(jnp.zeros((*lead, batch, config.num_heads, n, config.head_dim), dtype), axes)
+
     def layer() -> dict:
-        return {name: [nn.with_logical_constraint(jnp.zeros((*lead, batch, config.num_heads, n, config.head_dim), dtype),
-                                                  axes) for n in sizes] for name in ("k", "v")}
+        return {name: [block(n) for n in sizes] for name in ("k", "v")}
 
     return layer() if scan_layers else [layer() for _ in range(config.num_layers)]
 

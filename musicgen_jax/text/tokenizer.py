@@ -109,7 +109,7 @@ class T5Tokenizer:
             raise ValueError(f"padding length {n} is shorter than the longest prompt ({longest} tokens)")
         ids = np.full((len(texts), n), self.pad_id, np.int32)
         mask = np.zeros((len(texts), n), np.int32)
-        for row, (text, tokens) in enumerate(zip(texts, encoded)):
+        for row, (text, tokens) in enumerate(zip(texts, encoded, strict=True)):
             ids[row, : len(tokens)] = tokens
             mask[row, : len(tokens)] = 1 if text else 0
         return ids, mask

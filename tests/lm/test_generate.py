@@ -125,7 +125,7 @@ def test_streaming_and_continuation_equal_generation(hf_musicgen):
 
 
 def test_lengths_in_one_bucket_share_a_compilation(hf_musicgen):
-    from musicgen_jax.sampling import _generate, frame_bucket
+    from musicgen_jax.sampling import _generate, frame_bucket, lower_generate
 
     _, directory = hf_musicgen
     config, params = load(directory)
@@ -135,6 +135,9 @@ def test_lengths_in_one_bucket_share_a_compilation(hf_musicgen):
     compiled = _generate._cache_size()
     short = np.asarray(generate_tokens(config, params, text, mask, row_keys([0]), 12, greedy))
     assert _generate._cache_size() == compiled and frame_bucket(12) == frame_bucket(30) == 250
+    lowered = {n: lower_generate(config, params, jax.ShapeDtypeStruct(text.shape, text.dtype), mask, row_keys([0]), n,
+                                 greedy).as_text() for n in (12, 30, 260)}
+    assert lowered[12] == lowered[30] != lowered[260]  # one program per length bucket
     assert short.shape == (1, 4, 12)
     # greedy and causal: the first frames agree, except the last max_delay frames of the short run,
     # whose later codebooks were cut off by the end of its pattern

@@ -120,7 +120,8 @@ def test_mesh_argument(hf_musicgen):
     one-device mesh here; 8 devices and two processes: tests/lm/test_sharding.py)."""
     _, directory = hf_musicgen
     plain, meshed = MusicGen.get_pretrained(str(directory)), MusicGen.get_pretrained(str(directory), mesh=make_mesh())
-    assert meshed.lm_params["params"]["layers_0"]["fc1"]["kernel"].sharding.mesh.axis_names == ("data", "fsdp", "tensor")
+    kernel = meshed.lm_params["params"]["layers_0"]["fc1"]["kernel"]
+    assert kernel.sharding.mesh.axis_names == ("data", "fsdp", "tensor")
     for model in (plain, meshed):
         model.set_generation_params(top_k=5, duration=0.4)
     np.testing.assert_array_equal(plain.generate_tokens(["calm piano", "rock"], seed=3),
