@@ -19,7 +19,7 @@ Measured per batch size (1 prompt, then 8 different prompts):
   `audio_encoder.decode`), for JAX the `generate_tokens` time. The short length is by default the
   smallest one in the long length's JAX compilation bucket (`musicgen_jax.sampling.frame_bucket`),
   at least a fifth of the long one: two lengths in one bucket share one compilation and one KV-cache
-  layout (blocks of `CACHE_BLOCK` positions; a step reads the blocks up to its position).
+  layout (`musicgen_jax.lm.model.cache_blocks`; a step reads the blocks up to its position).
 - time to first audio (warm): tokenize + text encoder + generation + codec decode of the long length.
 - JAX compile time: `lower_generate(...).compile()` of the decode loop (`musicgen_jax.sampling`) for the
   batch and length bucket, timed on its own before the first call.
@@ -72,7 +72,7 @@ from benchmarks.text import PROMPTS, write_spiece
 from benchmarks.text import hf_config as text_hf_config
 from musicgen_jax.convert.pretrained import convert
 from musicgen_jax.lm import pattern
-from musicgen_jax.lm.transformer import CACHE_BLOCK
+from musicgen_jax.lm.model import cache_blocks
 from musicgen_jax.sampling import SamplingParams, frame_bucket, generate_tokens, lower_generate, row_keys
 
 SECTION_TITLE = "## Sampling (musicgen-small architecture, random weights)"
@@ -166,7 +166,8 @@ def lm_weight_bytes(params, config) -> tuple[int, int, int]:
 def kv_cache_read_bytes(config, rows: int, positions: int, steps: range) -> float:
     """Bytes of the self-attention KV cache (float32, `positions` long, `rows` rows) a decode step reads
     on average over `steps` (the positions it runs): the blocks up to its own position."""
-    read = [min(-(-(s + 1) // CACHE_BLOCK) * CACHE_BLOCK, positions) for s in steps]
+    ends = np.cumsum(cache_blocks(positions))
+    read = [ends[np.searchsorted(ends, s, side="right")] for s in steps]
     return 4 * 2 * config.num_layers * rows * config.dim * sum(read) / len(read)
 
 
@@ -420,7 +421,8 @@ def report(res: dict, command: str) -> str:
          f"**{100 * b1['jax']['marginal'] / bound:.0f}% of the bound**; transformers "
          f"{100 * b1['torch']['marginal'] / bound:.0f}%."),
         (f"- Adding the KV cache (preallocated, {cache_positions} positions x 2 rows x {config.num_layers} layers "
-         f"x k, v, in blocks of {CACHE_BLOCK} positions; a step reads the blocks up to its position: "
+         f"x k, v, in blocks of {cache_blocks(cache_positions)} positions; a step reads the blocks up to its "
+         "position: "
          f"{cache / 1e9:.3f} GB per step on average over the steps of the steady rate): bound "
          f"{bound_cache:.2f} steps/s, JAX at {100 * b1['jax']['marginal'] / bound_cache:.0f}% of it."),
     ]
@@ -431,8 +433,8 @@ def report(res: dict, command: str) -> str:
              f"(build, save and load: {res['load_seconds']:.0f} s). The JAX decode loop (`generate_tokens`: one "
              "`lax.fori_loop` over the pattern steps, KV cache preallocated to the length bucket) runs the 24 layers "
              "unrolled (faster per step than the scanned layout: see the layers section) in float32, linear "
-             f"kernels [out, in], KV cache in blocks [B, H, {CACHE_BLOCK}, Dh] of which a step reads those up to "
-             "its position, top-k by a bisection threshold; transformers in float32, "
+             "kernels [out, in], KV cache in blocks [B, H, n, Dh] (`cache_blocks`) of which a step reads those "
+             "up to its position, top-k by a bisection threshold; transformers in float32, "
              f"`DynamicCache`. musicgen_jax: {res['package']}.")
     sampling = (f"- Sampling: top-k {TOP_K}, temperature 1, classifier-free guidance {CFG:g} (transformers "
                 f"`generate(do_sample=True, top_k={TOP_K}, guidance_scale={CFG:g}, max_length=frames + 4)`; JAX "

@@ -101,12 +101,22 @@ class LMModel(nn.Module):
         return self.decode(sequence, cross_kv, cross_bias)[0]
 
 
+def cache_blocks(length: int, block: int = CACHE_BLOCK) -> list[int]:
+    """Block lengths of a `length`-position KV cache: `block`, then each block as long as all before it
+    (64, 64, 128, 256, ...; the last one cut to fit). A step reads at most about twice the positions it
+    attends to, with a number of blocks (each a `lax.cond` per layer, compiled) logarithmic in `length`."""
+    sizes: list[int] = []
+    while sum(sizes) < length:
+        sizes.append(min(max(block, sum(sizes)), length - sum(sizes)))
+    return sizes
+
+
 def init_cache(config: LMConfig, batch: int, length: int, dtype=jnp.float32, scan_layers: bool = False,
                block: int = CACHE_BLOCK):
-    """Zeroed self-attention KV cache for `length` positions in blocks of `block` (the last one
-    shorter): per layer {"k", "v": [[B, H, n_i, Dh], ...]}, or (scanned) one such tree with a leading
-    layer axis on every block."""
-    sizes = [block] * (length // block) + ([length % block] if length % block else [])
+    """Zeroed self-attention KV cache for `length` positions in blocks (`cache_blocks(length, block)`):
+    per layer {"k", "v": [[B, H, n_i, Dh], ...]}, or (scanned) one such tree with a leading layer axis
+    on every block."""
+    sizes = cache_blocks(length, block)
     lead = (config.num_layers,) if scan_layers else ()
     axes = ("layers",) * len(lead) + HEADS_AXES
 
