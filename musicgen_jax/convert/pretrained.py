@@ -7,9 +7,9 @@ Converted layout (loads without torch):
   text/               config.json + params.safetensors + tokenizer files (T5 encoder)
   lm/                 config.json + params.safetensors          (LM, incl. the text projection)
 
-Versions: 1 stored the LM's linear kernels [in, out]; 2 (current) stores them [out, in]. Directories
-of another version are refused by `load` (square kernels would otherwise load silently transposed);
-`MusicGen.get_pretrained` converts its cache entries again.
+Versions (the one in musicgen_jax.json covers every part): 1 stored the LM's linear kernels [in, out];
+2 (current) stores them [out, in]. Directories of another version are refused by `load` (square kernels
+would otherwise load silently transposed); `MusicGen.get_pretrained` converts its cache entries again.
 """
 
 from __future__ import annotations
@@ -121,11 +121,11 @@ def save(components: Components, directory: str | os.PathLike) -> Path:
         text = components.text_encoder
         (tmp / "text").mkdir()
         native.write_tree(tmp / "text", jax.device_get(text.params),
-                          {"format": "musicgen_jax.t5", "version": 1, "config": text.config.to_dict()})
+                          {"format": "musicgen_jax.t5", "config": text.config.to_dict()})
         text.tokenizer.save(tmp / "text")
         (tmp / "lm").mkdir()
         native.write_tree(tmp / "lm", jax.device_get(components.lm_params), {
-            "format": "musicgen_jax.lm", "version": MODEL_VERSION, "config": components.lm_config.to_dict()})
+            "format": "musicgen_jax.lm", "config": components.lm_config.to_dict()})
         meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "source": components.source,
                 "stereo": components.codec.stereo}
         (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n")

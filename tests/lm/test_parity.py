@@ -18,7 +18,7 @@ from musicgen_jax.convert.musicgen import lm_config_from_hf, lm_params_from_hf_s
 from musicgen_jax.convert.t5 import load_t5
 from musicgen_jax.convert.torch_io import read_hf_weights
 from musicgen_jax.lm import pattern
-from musicgen_jax.lm.model import LMModel, cache_length, init_cache, stack_layers, unstack_layers
+from musicgen_jax.lm.model import LMModel, cache_blocks, cache_length, init_cache, stack_layers, unstack_layers
 from musicgen_jax.lm.transformer import CACHE_BLOCK
 from musicgen_jax.text.encoder import encode_ids
 from tests.lm.conftest import TEXT_VOCAB
@@ -84,7 +84,7 @@ def test_text_changes_the_logits(hf_musicgen):
 @pytest.mark.parametrize("block", [CACHE_BLOCK, 4])
 def test_kv_cache_decoding_equals_teacher_forcing(hf_musicgen, scan, block):
     """Prefill of 5 positions (static start), then one compiled step per position (traced start): with
-    4-position blocks the prefill spans two blocks, steps skip the blocks after theirs, the last is short."""
+    a first block of 4 (blocks 4, 4, 8, 14) the prefill spans two blocks and steps skip the blocks after theirs."""
     _, directory = hf_musicgen
     ids, mask, sequence = inputs(1)
     t5_config, t5_params = load_t5(directory)
@@ -95,6 +95,7 @@ def test_kv_cache_decoding_equals_teacher_forcing(hf_musicgen, scan, block):
     cross_kv, cross_bias = model.apply(params, text, mask, method=LMModel.condition)
     cache = init_cache(config, 2, 30, scan_layers=scan, block=block)
     assert cache_length(cache, scan) == 30
+    assert cache_blocks(30, block) == ([30] if block == CACHE_BLOCK else [4, 4, 8, 14])
     prefill, cache = model.apply(params, sequence[:, :, :5], cross_kv, cross_bias, 0, cache, method=LMModel.decode)
     decode = jax.jit(lambda column, t, cache: model.apply(params, column, cross_kv, cross_bias, t, cache,
                                                           method=LMModel.decode))
