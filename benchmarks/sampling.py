@@ -19,7 +19,7 @@ Measured per batch size (1 prompt, then 8 different prompts):
   `audio_encoder.decode`), for JAX the `generate_tokens` time. The short length is by default the
   smallest one in the long length's JAX compilation bucket (`musicgen_jax.sampling.frame_bucket`),
   at least a fifth of the long one: two lengths in one bucket share one compilation and one KV-cache
-  layout (`musicgen_jax.lm.model.cache_blocks`; a step reads the blocks up to its position).
+  layout (`musicgen_jax.lm.transformer.cache_blocks`; a step reads the blocks up to its position).
 - time to first audio (warm): tokenize + text encoder + generation + codec decode of the long length.
 - JAX compile time: `lower_generate(...).compile()` of the decode loop (`musicgen_jax.sampling`) for the
   batch and length bucket, timed on its own before the first call.
@@ -72,7 +72,7 @@ from benchmarks.text import PROMPTS, write_spiece
 from benchmarks.text import hf_config as text_hf_config
 from musicgen_jax.convert.pretrained import convert
 from musicgen_jax.lm import pattern
-from musicgen_jax.lm.model import cache_blocks
+from musicgen_jax.lm.transformer import cache_blocks
 from musicgen_jax.sampling import SamplingParams, frame_bucket, generate_tokens, lower_generate, row_keys
 
 SECTION_TITLE = "## Sampling (musicgen-small architecture, random weights)"
@@ -259,8 +259,8 @@ class JaxGenerator:
 
 def default_short(frames: int) -> int:
     """The short length of the two-length measurement: the smallest length in the long one's JAX
-    compilation bucket (both then share one compilation and one KV-cache length, so JAX's per-step
-    cost is the same in both), at least frames // 5; frames // 5 where that length is above 60% of
+    compilation bucket (both then share one compilation and one KV-cache layout, so a step at a given
+    position costs the same in both), at least frames // 5; frames // 5 where that length is above 60% of
     `frames` (too close to it for a stable difference)."""
     first = next(n for n in range(1, frames + 1) if frame_bucket(n) == frame_bucket(frames))
     short = max(first, frames // 5)
@@ -422,8 +422,7 @@ def report(res: dict, command: str) -> str:
          f"{100 * b1['torch']['marginal'] / bound:.0f}%."),
         (f"- Adding the KV cache (preallocated, {cache_positions} positions x 2 rows x {config.num_layers} layers "
          f"x k, v, in blocks of {cache_blocks(cache_positions)} positions; a step reads the blocks up to its "
-         "position: "
-         f"{cache / 1e9:.3f} GB per step on average over the steps of the steady rate): bound "
+         f"position: {cache / 1e9:.3f} GB per step on average over the steps of the steady rate): bound "
          f"{bound_cache:.2f} steps/s, JAX at {100 * b1['jax']['marginal'] / bound_cache:.0f}% of it."),
     ]
     model = ("- Model: transformers `MusicgenForConditionalGeneration`, musicgen-small architecture (decoder 24 "

@@ -68,12 +68,11 @@ def top_k_mask(x: jax.Array, k: int) -> jax.Array:
     x = x.astype(jnp.float32)
     bits = lax.bitcast_convert_type(jnp.where(x == 0, 0.0, x), jnp.uint32)  # -0.0 -> +0.0
     key = jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(1 << 31))  # monotone in x
-    at_least_k = lambda t: jnp.sum(key >= t[..., None], axis=-1) >= k  # noqa: E731
 
-    def halve(_, bounds):  # invariant: at_least_k(lo); the answer is in [lo, hi]
+    def halve(_, bounds):  # invariant: at least k keys >= lo; the answer is in [lo, hi]
         lo, hi = bounds
         mid = lo + ((hi - lo) >> 1) + ((hi - lo) & 1)
-        ok = at_least_k(mid)
+        ok = jnp.sum(key >= mid[..., None], axis=-1) >= k
         return jnp.where(ok, mid, lo), jnp.where(ok, hi, mid - 1)
 
     lo = jnp.zeros(x.shape[:-1], jnp.uint32)
@@ -176,10 +175,15 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
     `mesh`: the device mesh `params` are split over (`musicgen_jax.sharding.shard`); the activations
     and the cache are then split by the logical axis rules. None: one device.
     """
-    _prompt_frames(prompt, frames)
-    codes = _generate(config, params, text, text_mask, keys, jnp.int32(frames), frame_bucket(frames), sampling,
-                      prompt, progress, mesh=mesh)
+    codes = _generate(*_loop_args(config, params, text, text_mask, keys, frames, sampling, prompt), progress,
+                      mesh=mesh)
     return codes[:, :, :frames]
+
+
+def _loop_args(config, params, text, text_mask, keys, frames: int, sampling, prompt) -> tuple:
+    """`_generate`'s arguments before `progress`: the length traced, its bucket static."""
+    _prompt_frames(prompt, frames)
+    return config, params, text, text_mask, keys, jnp.int32(frames), frame_bucket(frames), sampling, prompt
 
 
 def lower_generate(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
@@ -188,9 +192,8 @@ def lower_generate(config: LMConfig, params: Any, text: jax.Array, text_mask: ja
     """The decode loop `generate_tokens` runs for these arguments (without progress callback), traced and
     lowered: `.compile()` it to time or inspect the compilation (`.as_text()`, `.cost_analysis()`).
     Arguments may be `jax.ShapeDtypeStruct`s."""
-    _prompt_frames(prompt, frames)
-    return _generate.lower(config, params, text, text_mask, keys, jnp.int32(frames), frame_bucket(frames), sampling,
-                           prompt, None, mesh=mesh)
+    return _generate.lower(*_loop_args(config, params, text, text_mask, keys, frames, sampling, prompt), None,
+                           mesh=mesh)
 
 
 def _generate_loop(config, params, text, text_mask, keys, frames, bucket, sampling, prompt, progress):

@@ -26,6 +26,7 @@ from musicgen_jax.lm.transformer import (
     NEG_INF,
     TOKENS_AXES,
     DecoderLayer,
+    cache_blocks,
     Linear,
     initializer,
     layer_norm,
@@ -99,16 +100,6 @@ class LMModel(nn.Module):
         """Teacher-forced logits `[B, K, S, card]` of a whole delay-pattern sequence `[B, K, S]`."""
         cross_kv, cross_bias = self.condition(text, text_mask)
         return self.decode(sequence, cross_kv, cross_bias)[0]
-
-
-def cache_blocks(length: int, block: int = CACHE_BLOCK) -> list[int]:
-    """Block lengths of a `length`-position KV cache: `block`, then each block as long as all before it
-    (64, 64, 128, 256, ...; the last one cut to fit). A step reads at most about twice the positions it
-    attends to, with a number of blocks (each a `lax.cond` per layer, compiled) logarithmic in `length`."""
-    sizes: list[int] = []
-    while sum(sizes) < length:
-        sizes.append(min(max(block, sum(sizes)), length - sum(sizes)))
-    return sizes
 
 
 def init_cache(config: LMConfig, batch: int, length: int, dtype=jnp.float32, scan_layers: bool = False,

@@ -5,7 +5,7 @@ Attention biases are additive (0 or `finfo.min`), as transformers does: `self_bi
 Parameters and activations carry logical axis names (`musicgen_jax.sharding`).
 
 The KV cache of a layer is {"k", "v": lists of blocks [B, H, n_i, Dh]} over consecutive positions
-(`model.cache_blocks`: `CACHE_BLOCK`, then doubling): a decode step reads only the blocks that hold a
+(`cache_blocks`: `CACHE_BLOCK`, then doubling): a decode step reads only the blocks that hold a
 position up to its own (`attend`), so early steps of a long generation do not stream the whole cache.
 """
 
@@ -22,7 +22,7 @@ from jax import lax
 from musicgen_jax.config import LMConfig
 
 NEG_INF = float(np.finfo(np.float32).min)
-CACHE_BLOCK = 64  # positions in the KV cache's first block (`model.cache_blocks`)
+CACHE_BLOCK = 64  # positions in the KV cache's first block (`cache_blocks`)
 HEADS_AXES = ("batch", "heads", "length", "kv")  # [B, H, T, Dh] activations and the KV cache
 TOKENS_AXES = ("batch", "length", "embed")  # [B, T, D]
 
@@ -92,6 +92,17 @@ class Attention(nn.Module):
         q = self._heads(self.q(x)) * self.config.head_dim**-0.5
         out = attend(q, k, v, bias, last).transpose(0, 2, 1, 3)
         return self.out(out.reshape(x.shape[:-1] + (self.config.dim,)))
+
+
+def cache_blocks(length: int, block: int = CACHE_BLOCK) -> list[int]:
+    """Block lengths of a `length`-position KV cache: `block`, then each block as long as all before it
+    (64, 64, 128, 256, ...; the last one cut to fit). A step reads at most about twice the positions it
+    attends to, with a number of blocks (each a `lax.cond` per layer, compiled) logarithmic in `length`."""
+    sizes, total = [], 0
+    while total < length:
+        sizes.append(min(max(block, total), length - total))
+        total += sizes[-1]
+    return sizes
 
 
 def _block_starts(blocks: list[jax.Array]) -> np.ndarray:

@@ -68,7 +68,6 @@ def test_sampling_filters():
         SamplingParams(temperature=0.0)
 
 
-
 @pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
 def test_top_k_mask_equals_lax_top_k(scale):
     """The bisection threshold keeps exactly `x >= lax.top_k(x, k)[0][..., -1]`: ties (rounded values),
@@ -82,6 +81,7 @@ def test_top_k_mask_equals_lax_top_k(scale):
         expected = x >= np.asarray(jax.lax.top_k(x, k)[0])[..., -1:]
         np.testing.assert_array_equal(np.asarray(mask(x, k)), expected, err_msg=f"k={k}")
     assert np.asarray(mask(x, 50)).all()  # k > n keeps everything
+
 
 def test_batch_invariance_and_seed_determinism(hf_musicgen):
     """A prompt's tokens do not depend on the other prompts in its batch; a key fixes the samples."""
