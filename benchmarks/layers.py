@@ -1,6 +1,6 @@
 """Benchmark the layouts of the LM: 24 unrolled layers against one `lax.scan` over stacked layers
-(`LMModel(config, scan_layers=...)`), and linear kernels stored [out, in] (`lm.transformer.Linear`)
-against [in, out]; musicgen-small architecture, random weights, float32. JAX only: this picks the
+(`LMModel(config, scan_layers=...)`), and three forms of the linear products (`lm.transformer.Linear`'s
+and two others); musicgen-small architecture, random weights, float32. JAX only: this picks the
 layouts the package uses, it is not a comparison with PyTorch.
 
 Measured for each layout:
@@ -11,9 +11,12 @@ Measured for each layout:
 - training step: loss and gradients of teacher-forced cross-entropy over a [2, 4, 64] token sequence
   with 16 text positions (compile time is the point: it grows with the number of unrolled layers;
   the run time is given for completeness).
-- kernel layout: the weight-streaming rate (GB/s of kernel bytes) of 24 feed-forward blocks
-  (width 1024 -> 4096 -> 1024) applied to 2 and 16 rows (batch 1 and 8 with guidance), kernels
-  contracted as [in, out] (`x @ W`) and as [out, in] (`x @ W.T`, the stored layout).
+- linear products: the weight-streaming rate (GB/s of kernel bytes) of 24 feed-forward blocks
+  (width 1024 -> 4096 -> 1024) applied to [rows, 1, 1024] activations, as the decode step's [B, T, D],
+  for 2, 16 and 128 rows (batch 1 and 8 with guidance, a short training batch), with kernels stored
+  [in, out] and multiplied as `x W`, or stored [out, in] (PyTorch's layout, the one converted
+  checkpoints keep) and multiplied as `x W^T` or as `(W x^T)^T` (`lm.transformer.Linear`: the kernel
+  as the left operand).
 
     .venv/bin/python -m benchmarks.layers --write     # writes the layers section of benchmarks/RESULTS.md
 """
@@ -32,6 +35,7 @@ import optax
 from benchmarks.common import command_line, load_average, machine_lines, median_min, publish, time_interleaved
 from musicgen_jax.config import MUSICGEN_SMALL_LM
 from musicgen_jax.lm.model import LMModel, init_cache, init_params, stack_layers
+from musicgen_jax.lm.transformer import Linear
 
 SECTION_TITLE = "## LM layer layout: unrolled vs scanned (musicgen-small architecture)"
 CACHE, TRAIN_STEPS, TEXT = 504, 64, 16
@@ -81,33 +85,37 @@ def measure(params, scan: bool, runs: int) -> dict:
     return {"decode": (decode_compile, decode_times), "train": (train_compile, train_times)}
 
 
-def kernel_layouts(runs: int) -> dict:
-    """{(rows, layout): [seconds per call]} for 24 feed-forward blocks of the small LM's size."""
+PRODUCT_ROWS = (2, 16, 128)
+PRODUCTS = {  # name -> (kernel [out, in] -> stored kernel, product of x [rows, in] and the stored kernel)
+    "x W, W [in, out]": (lambda w: w.T.copy(), lambda x, w: x @ w),
+    "x W^T, W [out, in]": (lambda w: w, lambda x, w: jnp.einsum("...i,oi->...o", x, w)),
+    "(W x^T)^T, W [out, in] (used)": (lambda w: w, lambda x, w: Linear(w.shape[0], (None, None)).apply(
+        {"params": {"kernel": w}}, x)),
+}
+
+
+def linear_products(runs: int) -> dict:
+    """{(rows, product name): [seconds per call]} for 24 feed-forward blocks of the small LM's size on
+    `[rows, 1, D]` activations (with `[rows, D]` XLA rewrites `(W x^T)^T` into `x W^T`)."""
     config = MUSICGEN_SMALL_LM
     keys = jax.random.split(jax.random.key(3), 2 * config.num_layers)
     up = [jax.random.normal(k, (config.ffn_dim, config.dim)) * 0.02 for k in keys[::2]]  # [out, in]
     down = [jax.random.normal(k, (config.dim, config.ffn_dim)) * 0.02 for k in keys[1::2]]
-
-    def blocks(x, up, down, stored_out_in: bool):
-        for a, b in zip(up, down, strict=True):
-            if stored_out_in:
-                x = x + jnp.einsum("bf,df->bd", jax.nn.gelu(jnp.einsum("bd,fd->bf", x, a)), b)
-            else:
-                x = x + jax.nn.gelu(x @ a) @ b
-        return x
-
-    as_in_out = ([a.T.copy() for a in up], [b.T.copy() for b in down])
     out = {}
-    for rows in (2, 16):
-        x = jnp.ones((rows, config.dim))
-        for layout, (u, d) in (("[in, out]", as_in_out), ("[out, in]", (up, down))):
-            fn = jax.jit(blocks, static_argnums=3)
-            out[(rows, layout)] = _timed(lambda fn=fn, x=x, u=u, d=d, layout=layout: fn(x, u, d, layout == "[out, in]"),
-                                         runs * 2)
+    for name, (store, product) in PRODUCTS.items():
+        def blocks(x, up, down, product=product):
+            for a, b in zip(up, down, strict=True):
+                x = x + product(jax.nn.gelu(product(x, a)), b)
+            return x
+
+        fn, u, d = jax.jit(blocks), [store(a) for a in up], [store(b) for b in down]
+        for rows in PRODUCT_ROWS:
+            x = jnp.ones((rows, 1, config.dim))
+            out[(rows, name)] = _timed(lambda fn=fn, x=x, u=u, d=d: fn(x, u, d), runs * 2)
     return out
 
 
-def report(results: dict, kernels: dict, argv, load: tuple[str, str], runs: int) -> str:
+def report(results: dict, products: dict, argv, load: tuple[str, str], runs: int) -> str:
     config = MUSICGEN_SMALL_LM
     lines = [
         SECTION_TITLE, "",
@@ -136,11 +144,12 @@ def report(results: dict, kernels: dict, argv, load: tuple[str, str], runs: int)
               f"{compile_ratio:.2f}. Used: unrolled layers in the sampling loop (`musicgen_jax.sampling`), the "
               "scanned layout (`scan_layers=True`) where compile time dominates (training)."]
     gigabytes = 2 * config.num_layers * config.dim * config.ffn_dim * 4 / 1e9
-    lines += ["", f"Kernel layout ({gigabytes:.2f} GB of feed-forward kernels per call, median of {runs * 2} calls):",
-              "", "| rows | [in, out] GB/s | [out, in] GB/s | [out, in] speed-up |", "|---|---|---|---|"]
-    for rows in (2, 16):
-        a, b = (median_min(kernels[(rows, layout)])[0] for layout in ("[in, out]", "[out, in]"))
-        lines.append(f"| {rows} | {gigabytes / a:.1f} | {gigabytes / b:.1f} | {a / b:.2f} |")
+    lines += ["", f"Linear products ({gigabytes:.2f} GB of feed-forward kernels per call), GB/s of kernel bytes, "
+              f"median of {runs * 2} calls:", "", "| rows | " + " | ".join(PRODUCTS) + " |",
+              "|---|" + "---|" * len(PRODUCTS)]
+    for rows in PRODUCT_ROWS:
+        rates = (gigabytes / median_min(products[(rows, name)])[0] for name in PRODUCTS)
+        lines.append(f"| {rows} | " + " | ".join(f"{r:.1f}" for r in rates) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -153,8 +162,8 @@ def main(argv=None):
     params = nn.unbox(jax.jit(init_params, static_argnums=0)(MUSICGEN_SMALL_LM, jax.random.key(0)))
     results = {"unrolled": measure(params, False, args.runs)}
     results["scanned"] = measure(jax.jit(stack_layers)(params), True, args.runs)
-    kernels = kernel_layouts(args.runs)
-    publish(report(results, kernels, argv, (load_before, load_average()), args.runs), args.write)
+    products = linear_products(args.runs)
+    publish(report(results, products, argv, (load_before, load_average()), args.runs), args.write)
 
 
 if __name__ == "__main__":

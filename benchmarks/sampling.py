@@ -432,8 +432,8 @@ def report(res: dict, command: str) -> str:
              f"(build, save and load: {res['load_seconds']:.0f} s). The JAX decode loop (`generate_tokens`: one "
              "`lax.fori_loop` over the pattern steps, KV cache preallocated to the length bucket) runs the 24 layers "
              "unrolled (faster per step than the scanned layout: see the layers section) in float32, linear "
-             "kernels [out, in], KV cache in blocks [B, H, n, Dh] (`cache_blocks`) of which a step reads those "
-             "up to its position, top-k by a bisection threshold; transformers in float32, "
+             "kernels [out, in] multiplied as (W x^T)^T, KV cache in blocks [B, H, n, Dh] (`cache_blocks`) of "
+             "which a step reads those up to its position, top-k by a bisection threshold; transformers in float32, "
              f"`DynamicCache`. musicgen_jax: {res['package']}.")
     sampling = (f"- Sampling: top-k {TOP_K}, temperature 1, classifier-free guidance {CFG:g} (transformers "
                 f"`generate(do_sample=True, top_k={TOP_K}, guidance_scale={CFG:g}, max_length=frames + 4)`; JAX "
