@@ -21,7 +21,7 @@ import numpy as np
 from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, write_audio
 from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.fileio import save_npy
-from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen
+from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, enable_compilation_cache
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +44,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=NORMALIZE_STRATEGIES, default="loudness",
                    help="normalization (default loudness; none writes the decoder output as 32-bit float WAV)")
     p.add_argument("--save-codes", type=Path, help="also save the generated codes [B, K, T] (int16) to this .npy")
+    p.add_argument("--compilation-cache", type=Path,
+                   help="keep compiled programs here for later runs (default $MUSICGEN_JAX_CACHE/xla, or "
+                        "JAX_COMPILATION_CACHE_DIR when set)")
+    p.add_argument("--no-compilation-cache", action="store_true", help="compile from scratch, keep nothing")
     return p
 
 
@@ -85,6 +89,7 @@ def run(args) -> str:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     prompts = read_prompts(args)
     paths = output_paths(args, prompts)
+    compiled = None if args.no_compilation_cache else enable_compilation_cache(args.compilation_cache)
     model = load_model(args.model)
     model.set_generation_params(use_sampling=True, top_k=args.top_k, top_p=args.top_p,
                                 temperature=args.temperature, duration=args.duration, cfg_coef=args.cfg_coef)
@@ -112,6 +117,8 @@ def run(args) -> str:
     if args.save_codes is not None:
         lines.append(f"codes {list(np.concatenate(codes).shape)} in {args.save_codes}")
     lines.append(f"{seconds:.1f} s of audio in {elapsed:.1f} s: real-time factor {elapsed / seconds:.2f}")
+    if compiled is not None:
+        lines.append(f"compiled programs cached in {compiled}")
     return "\n".join(lines)
 
 

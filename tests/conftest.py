@@ -3,7 +3,8 @@
 XLA:CPU takes about 2 s to compile each partitionable threefry RNG call (jax 0.10.2, measured on
 this project's 2-core machines), which made random initialization of a tiny codec take 20 s; the
 classic threefry compiles in 0.1 s. Tests draw random values only where no value is asserted, so
-they use the classic one.
+they use the classic one. JAX's persistent compilation cache is off: `sample.main`, run in-process,
+would otherwise point it at one test's temporary directory for the rest of the session.
 
 Shared fixtures: a T5-style sentencepiece model trained here on a few lines (`spiece_dir`) and
 transformers' tokenizer built from it (`hf_tokenizer`, the reference for token ids).
@@ -16,6 +17,7 @@ import pytest
 from transformers import T5Tokenizer as HFT5Tokenizer
 
 jax.config.update("jax_threefry_partitionable", False)
+jax.config.update("jax_enable_compilation_cache", False)  # sample.main in-process must not cache into tmp dirs
 
 
 LINES = [

@@ -4,6 +4,7 @@ MusicGen checkpoint (tests/lm/conftest.py), against transformers' `generate` for
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 
@@ -144,6 +145,29 @@ def test_bad_inputs(hf_musicgen, tmp_path, capsys):
         model.generate([])
     with pytest.raises(ValueError, match="duration must be positive"):
         model.set_generation_params(duration=0)
+
+
+def test_compilation_cache_serves_a_second_run(hf_musicgen, tmp_path, model_cache):
+    """sample.py keeps its compiled programs on disk: a second process with the same settings adds no
+    entry to the cache directory (every program loaded, none compiled) and samples the same codes."""
+    _, directory = hf_musicgen
+    xla = tmp_path / "xla"
+    env = {**os.environ, "MUSICGEN_JAX_CACHE": str(model_cache), "HF_HUB_OFFLINE": "1",
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # the tiny model compiles under the default 1 s
+
+    def run(name: str) -> set:
+        result = subprocess.run([sys.executable, sample.__file__, "--model", str(directory), "--prompt", "calm piano",
+                                 "--duration", "0.4", "--top-k", "20", "--compilation-cache", str(xla),
+                                 "--out", str(tmp_path / f"{name}.wav"), "--save-codes", str(tmp_path / f"{name}.npy")],
+                                env=env, capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        assert f"compiled programs cached in {xla}" in result.stdout
+        return {p.name for p in xla.iterdir()}
+
+    first = run("a")
+    assert len(first) >= 3  # at least the text encoder, the decode loop and the codec decoder
+    assert run("b") == first
+    np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 
 
 def test_help():
