@@ -45,8 +45,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="normalization (default loudness; none writes the decoder output as 32-bit float WAV)")
     p.add_argument("--save-codes", type=Path, help="also save the generated codes [B, K, T] (int16) to this .npy")
     p.add_argument("--compilation-cache", type=Path,
-                   help="keep compiled programs here for later runs (default $MUSICGEN_JAX_CACHE/xla, or "
-                        "JAX_COMPILATION_CACHE_DIR when set)")
+                   help="keep compiled programs here for later runs (default JAX_COMPILATION_CACHE_DIR when "
+                        "set, else $MUSICGEN_JAX_CACHE/xla)")
     p.add_argument("--no-compilation-cache", action="store_true", help="compile from scratch, keep nothing")
     return p
 

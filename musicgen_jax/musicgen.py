@@ -39,13 +39,13 @@ def cache_dir() -> Path:
 def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
     """Keep compiled programs on disk (JAX's persistent compilation cache), so that a later process
     loads the decode loop instead of compiling it again (8-10 s for musicgen-small on a 2-core CPU).
-    `path`: default `$MUSICGEN_JAX_CACHE/xla`. A directory already chosen through JAX
-    (`JAX_COMPILATION_CACHE_DIR`, `jax.config`) is kept. Process-wide and effective before the first
+    `path`: this directory; None: the one already chosen through JAX (`JAX_COMPILATION_CACHE_DIR`,
+    `jax.config`), else `$MUSICGEN_JAX_CACHE/xla`. Process-wide, and effective only before the first
     compilation. Returns the directory in use, or None when JAX's cache is switched off
     (`jax_enable_compilation_cache`). The cache is trusted code: keep it private to its user."""
     if not jax.config.jax_enable_compilation_cache:
         return None
-    if not jax.config.jax_compilation_cache_dir:
+    if path is not None or not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", str(Path(path or cache_dir() / "xla").expanduser()))
     return Path(jax.config.jax_compilation_cache_dir)
 

@@ -37,9 +37,9 @@ def initializer(*axes: str | None, init=_NORMAL):
 
 class Linear(nn.Module):
     """`x [..., in] -> x W^T (+ b) [..., features]` with `kernel` W stored `[features, in]` (PyTorch's
-    layout), computed as `(W x^T)^T`: with the kernel as the left operand XLA:CPU streams it 1.5x (2
+    layout), computed as `(W x^T)^T`: with the kernel as the left operand XLA:CPU streams it 1.6x (2
     rows) to 1.8x (16 rows) faster in the small-batch products of decoding than as `x W^T`, and at
-    the same speed from 128 rows (benchmarks/layers.py). This holds for `x [B, T, in]`, the model's
+    about the same speed from 128 rows (benchmarks/layers.py). This holds for `x [B, T, in]`, the model's
     activations; for a 2-D `x` XLA folds the transpose back into `x W^T`. `axes` names (out, in) logically."""
 
     features: int
