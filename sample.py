@@ -89,7 +89,7 @@ def run(args) -> str:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     prompts = read_prompts(args)
     paths = output_paths(args, prompts)
-    compiled = None if args.no_compilation_cache else enable_compilation_cache(args.compilation_cache)
+    xla_cache = None if args.no_compilation_cache else enable_compilation_cache(args.compilation_cache)
     model = load_model(args.model)
     model.set_generation_params(use_sampling=True, top_k=args.top_k, top_p=args.top_p,
                                 temperature=args.temperature, duration=args.duration, cfg_coef=args.cfg_coef)
@@ -117,8 +117,8 @@ def run(args) -> str:
     if args.save_codes is not None:
         lines.append(f"codes {list(np.concatenate(codes).shape)} in {args.save_codes}")
     lines.append(f"{seconds:.1f} s of audio in {elapsed:.1f} s: real-time factor {elapsed / seconds:.2f}")
-    if compiled is not None:
-        lines.append(f"compiled programs cached in {compiled}")
+    if xla_cache is not None:
+        lines.append(f"compiled programs cached in {xla_cache}")
     return "\n".join(lines)
 
 

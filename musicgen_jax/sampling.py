@@ -63,7 +63,7 @@ def top_k_mask(x: jax.Array, k: int) -> jax.Array:
     kept, as `x >= lax.top_k(x, k)[0][..., -1:]`; all True when k >= n).
 
     The k-th largest is found by bisection over the order-preserving uint32 image of float32 (32
-    counting passes), not by `lax.top_k`'s sort: 1 ms instead of 9 ms for the [8, 4, 2048], k=250
+    counting passes), not by `lax.top_k`'s sort: 0.6 ms instead of 9.4 ms for the [8, 4, 2048], k=250
     logits of a batch-8 step on XLA:CPU."""
     x = x.astype(jnp.float32)
     bits = lax.bitcast_convert_type(jnp.where(x == 0, 0.0, x), jnp.uint32)  # -0.0 -> +0.0
