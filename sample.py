@@ -21,7 +21,7 @@ import numpy as np
 from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, write_audio
 from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.fileio import save_npy
-from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, enable_compilation_cache
+from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, disable_compilation_cache, enable_compilation_cache
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compilation-cache", type=Path,
                    help="keep compiled programs here for later runs (default JAX_COMPILATION_CACHE_DIR when "
                         "set, else $MUSICGEN_JAX_CACHE/xla)")
-    p.add_argument("--no-compilation-cache", action="store_true", help="compile from scratch, keep nothing")
+    p.add_argument("--no-compilation-cache", action="store_true", help="compile from scratch and keep nothing, even where JAX_COMPILATION_CACHE_DIR is set")
     return p
 
 
@@ -59,9 +59,12 @@ def read_prompts(args) -> list[str]:
     prompts = list(args.prompt)
     if args.prompts_file is not None:
         try:
-            prompts += [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
-        except OSError as e:
+            lines = [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
+        except (OSError, UnicodeDecodeError) as e:
             raise ValueError(f"cannot read --prompts-file {args.prompts_file}: {e}") from e
+        if not lines:
+            raise ValueError(f"--prompts-file {args.prompts_file} is empty (no non-blank line)")
+        prompts += lines
     if not prompts:
         raise ValueError("no prompts: give --prompt TEXT (repeatable) or --prompts-file FILE")
     return prompts
@@ -89,7 +92,9 @@ def run(args) -> str:
         raise ValueError(f"--batch-size must be at least 1, got {args.batch_size}")
     prompts = read_prompts(args)
     paths = output_paths(args, prompts)
-    xla_cache = None if args.no_compilation_cache else enable_compilation_cache(args.compilation_cache)
+    if args.no_compilation_cache:
+        disable_compilation_cache()
+    xla_cache = enable_compilation_cache(args.compilation_cache)  # None when disabled
     model = load_model(args.model)
     model.set_generation_params(use_sampling=True, top_k=args.top_k, top_p=args.top_p,
                                 temperature=args.temperature, duration=args.duration, cfg_coef=args.cfg_coef)

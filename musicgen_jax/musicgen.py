@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from musicgen_jax.audio import convert_channels, resample
 from musicgen_jax.convert import pretrained
 from musicgen_jax.lm.model import param_specs
-from musicgen_jax.sampling import PROGRESS_EVERY, SamplingParams, generate_tokens, row_keys, split_rows
+from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, split_rows
 from musicgen_jax.sharding import shard
 
 DEFAULT_MODEL = "facebook/musicgen-small"
@@ -48,6 +48,12 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
     if path is not None or not jax.config.jax_compilation_cache_dir:
         jax.config.update("jax_compilation_cache_dir", str(Path(path or cache_dir() / "xla").expanduser()))
     return Path(jax.config.jax_compilation_cache_dir)
+
+
+def disable_compilation_cache() -> None:
+    """Compile every program in this process and keep none on disk, even where a cache directory is
+    set through JAX (`JAX_COMPILATION_CACHE_DIR`). Process-wide."""
+    jax.config.update("jax_enable_compilation_cache", False)
 
 
 def _cache_entry(name: str, fmt: str) -> Path:
@@ -207,7 +213,7 @@ class MusicGen:
                                None if prompt_tokens is None else jax.numpy.asarray(prompt_tokens),
                                self._progress if progress else None, mesh=self.mesh)
 
-    def _progress(self, step, steps) -> None:
-        """Host callback from inside the compiled loop (see `sampling.generate_tokens`)."""
-        if self._bar is not None:  # windows restart their steps: count callbacks, capped at the total
-            self._bar.update(min(PROGRESS_EVERY, self._bar.total - self._bar.n))
+    def _progress(self, steps: int) -> None:
+        """Called by `sampling.generate_tokens` after each run of decode steps."""
+        if self._bar is not None:  # a window's steps exceed its new frames by the delays: capped at the total
+            self._bar.update(min(steps, self._bar.total - self._bar.n))

@@ -1,7 +1,8 @@
 """The compiled decode loop (SPEC 5.1, 5.2): classifier-free guidance, temperature, top-k / top-p, greedy.
 
-One `lax.fori_loop` over the delay-pattern steps with a preallocated KV cache: no Python per token.
-Compiled once per (LM config, sampling settings, batch size, number of frames).
+A prefill, then one `lax.fori_loop` over the delay-pattern steps with a preallocated KV cache: no
+Python per token. Compiled once per (LM config, sampling settings, batch size, prompt length, length
+bucket), with no host callbacks, so that JAX's persistent compilation cache can keep the programs.
 """
 
 from __future__ import annotations
@@ -158,58 +159,56 @@ def frame_bucket(frames: int) -> int:
 
 def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
                     frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
-                    progress: Callable[[int, int], None] | None = None, mesh: Mesh | None = None) -> jax.Array:
+                    progress: Callable[[int], None] | None = None, mesh: Mesh | None = None) -> jax.Array:
     """Codes `[B, K, frames]` int32 for text states `text [B, N, text_dim]` (mask `[B, N]`), sampled
     with one PRNG key per row (`keys [B]`, see `row_keys`).
 
     `prompt [B, K, P]` (P <= frames): codes kept as the first P frames (continuation); the positions
     they fill are run through the model in one prefill call, the rest step by step. With guidance the
     batch runs doubled, conditional rows first, the null condition (zero text, zero mask) second, and
-    `uncond + (cond - uncond) * cfg_coef` is sampled from. `progress(step, steps)` is called from
-    inside the compiled loop every `PROGRESS_EVERY` steps (a host callback; pass the same callable
-    across calls, it is part of the compilation key).
+    `uncond + (cond - uncond) * cfg_coef` is sampled from.
 
-    Compiled once per (config, sampling, batch, prompt length, length bucket): the token buffer and
-    KV cache are `frame_bucket(frames)` long and the loop stops after `frames`.
+    Two compiled programs, each once per (config, sampling, batch, prompt length, length bucket): the
+    prefill (`_start`) and the decode loop (`_run_steps`, a `lax.fori_loop` over a traced range of
+    steps on donated state). The token buffer and KV cache are `frame_bucket(frames)` long and the
+    loop stops after `frames`. Without `progress` the loop runs in one call; with it, in calls of
+    `PROGRESS_EVERY` steps, each waited for and then reported as `progress(steps_done_in_that_call)`
+    from Python: no host callback inside the program, so JAX's persistent compilation cache keeps it.
 
     `mesh`: the device mesh `params` are split over (`musicgen_jax.sharding.shard`); the activations
     and the cache are then split by the logical axis rules. None: one device.
     """
-    codes = _generate(*_loop_args(config, params, text, text_mask, keys, frames, sampling, prompt), progress,
-                      mesh=mesh)
-    return codes[:, :, :frames]
-
-
-def _loop_args(config, params, text, text_mask, keys, frames: int, sampling, prompt) -> tuple:
-    """`_generate`'s arguments before `progress`: the length traced, its bucket static."""
-    _prompt_frames(prompt, frames)
-    return config, params, text, text_mask, keys, jnp.int32(frames), frame_bucket(frames), sampling, prompt
+    prompt_frames = _prompt_frames(prompt, frames)
+    state = _start_jit(config, params, text, text_mask, keys, frame_bucket(frames), sampling, prompt, mesh=mesh)
+    last = pattern.num_steps(frames, config.delays) - 1
+    chunk = PROGRESS_EVERY if progress is not None else last
+    for first in range(prompt_frames, last, chunk):
+        stop = min(first + chunk, last)
+        state = _run_steps_jit(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(first),
+                               jnp.int32(stop), mesh=mesh)
+        if progress is not None:
+            jax.block_until_ready(state["keys"])
+            progress(stop - first)
+    return _revert(state["sequence"], config.delays)[:, :, :frames]
 
 
 def lower_generate(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
                    frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
                    mesh: Mesh | None = None) -> jax.stages.Lowered:
-    """The decode loop `generate_tokens` runs for these arguments (without progress callback), traced and
-    lowered: `.compile()` it to time or inspect the compilation (`.as_text()`, `.cost_analysis()`).
-    Arguments may be `jax.ShapeDtypeStruct`s."""
-    return _generate.lower(*_loop_args(config, params, text, text_mask, keys, frames, sampling, prompt), None,
-                           mesh=mesh)
+    """The decode loop `generate_tokens` runs for these arguments (`_run_steps`), traced and lowered:
+    `.compile()` it to time or inspect the compilation (`.as_text()`, `.cost_analysis()`). Arguments
+    may be `jax.ShapeDtypeStruct`s."""
+    prompt_frames = _prompt_frames(prompt, frames)
+    state = _start_jit.eval_shape(config, params, text, text_mask, keys, frame_bucket(frames), sampling, prompt,
+                                  mesh=mesh)
+    return _run_steps_jit.lower(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(0),
+                                jnp.int32(0), mesh=mesh)
 
 
-def _generate_loop(config, params, text, text_mask, keys, frames, bucket, sampling, prompt, progress):
-    prompt_frames = _prompt_frames(prompt, bucket)
-    steps = frames + max(config.delays) + 1
-
-    def body(s, state):
-        state = _step(config, params, sampling, frames, prompt_frames, state, s)
-        if progress is not None:
-            lax.cond((s + 1) % PROGRESS_EVERY == 0, lambda: jax.debug.callback(progress, s + 1, steps - 1),
-                     lambda: None)
-        return state
-
-    state = _start(config, params, text, text_mask, keys, bucket, sampling, prompt)
-    state = lax.fori_loop(prompt_frames, steps - 1, body, state)
-    return pattern.revert(state["sequence"], config.delays)
+def _run_steps(config, params, sampling, frames, prompt_frames, state, first, stop):
+    """Steps `first..stop-1` of the decode loop (`first`, `stop` traced: one program for every range)."""
+    return lax.fori_loop(first, stop, lambda s, st: _step(config, params, sampling, frames, prompt_frames, st, s),
+                         state)
 
 
 def _jit_on_mesh(fn: Callable, static_argnames: tuple[str, ...], **jit_kwargs) -> Callable:
@@ -226,21 +225,22 @@ def _jit_on_mesh(fn: Callable, static_argnames: tuple[str, ...], **jit_kwargs) -
     return jax.jit(traced, static_argnames=(*static_argnames, "mesh"), **jit_kwargs)
 
 
-_generate = _jit_on_mesh(_generate_loop, ("config", "bucket", "sampling", "progress"))
 _start_jit = _jit_on_mesh(_start, ("config", "bucket", "sampling"))
-_step_jit = _jit_on_mesh(_step, ("config", "sampling", "prompt_frames"), donate_argnames="state")
+_run_steps_jit = _jit_on_mesh(_run_steps, ("config", "sampling", "prompt_frames"), donate_argnames="state")
+_revert = jax.jit(pattern.revert, static_argnames="delays")
 
 
 def stream_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
                   frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
                   mesh: Mesh | None = None) -> Iterator[jax.Array]:
     """The same tokens as `generate_tokens`, yielded as each frame completes: `[B, K, 1]` per new frame
-    (after the prompt's), from a Python loop over the compiled step (the state buffers are donated)."""
+    (after the prompt's), from a Python loop over the same compiled decode loop, one step a call."""
     prompt_frames = _prompt_frames(prompt, frames)
     delay = max(config.delays)
     state = _start_jit(config, params, text, text_mask, keys, frame_bucket(frames), sampling, prompt, mesh=mesh)
     for s in range(prompt_frames, pattern.num_steps(frames, config.delays) - 1):
-        state = _step_jit(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(s), mesh=mesh)
+        state = _run_steps_jit(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(s),
+                               jnp.int32(s + 1), mesh=mesh)
         frame = s - delay  # position s + 1 completes frame s - max_delay (its last codebook)
         if frame >= prompt_frames:
             window = lax.dynamic_slice_in_dim(state["sequence"], frame, delay + 2, axis=2)  # one frame's pattern

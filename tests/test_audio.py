@@ -189,19 +189,91 @@ def test_convert_channels_rules():
 # ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("sr", [32000, 44100])
-def test_loudness_matches_pyloudnorm(sr):
-    signals = {
-        "stereo_music": _stereo_music(sr, seconds=3.0, seed=5),
-        "mono_noise": _noise((1, 3 * sr), 0.1, seed=6),
-        # bursts exercise both gates: quiet parts fall below the relative gate
-        "bursty": _noise((1, 3 * sr), 0.3, seed=7) * np.where((np.arange(3 * sr) / sr) % 1.0 < 0.3, 1.0, 0.01),
+def _fade_out(sr, seconds, hold, db_per_s):
+    """[T] gain: 1 for `hold` seconds, then falling by `db_per_s` dB per second."""
+    t = np.arange(int(round(seconds * sr))) / sr
+    return (10 ** (-db_per_s * np.maximum(t - hold, 0.0) / 20)).astype(np.float32)
+
+
+def _loudness_parity_signals(sr):
+    """Name -> [C, 6 s] signal. 6 s is a whole number of 100 ms hops: see test_loudness_drops_incomplete_blocks."""
+    n = 6 * sr
+    quiet_fade = _stereo_music(sr, seconds=6.0, seed=9) * 5e-3 * _fade_out(sr, 6.0, 1.0, 12.0)
+    low_frequency = np.stack([_sine(20, sr, 6, 0.3) + _sine(45, sr, 6, 0.2),
+                              _sine(30, sr, 6, 0.3) + _sine(55, sr, 6, 0.2, phase=1.0)])
+    return {
+        "stereo_music": _stereo_music(sr, seconds=6.0, seed=5),
+        "mono_noise": _noise((1, n), 0.1, seed=6),
+        # 20-55 Hz sines: most of the energy sits on the slope of the 38 Hz high-pass
+        "low_frequency": low_frequency + _noise((2, n), 0.01, seed=7),
+        # block levels spread over -11..-59 LUFS: the relative gate (at -24 LUFS) cuts the tail
+        "relative_gate": _stereo_music(sr, seconds=6.0, seed=8) * _fade_out(sr, 6.0, 1.0, 10.0),
+        # a fade from -57 LUFS, then 2 s of near-silence at -94 LUFS: the absolute gate cuts both at -70 LUFS
+        "absolute_gate": np.where(np.arange(n) < 4 * sr, quiet_fade, _noise((2, n), 1e-5, seed=10)),
     }
+
+
+def _gated_loudness(block_lufs, absolute_gate=-70.0, relative_gate=-10.0):
+    """BS.1770-4 gating of pyloudnorm's block loudnesses, with movable gates."""
+    power = 10 ** ((block_lufs + 0.691) / 10)
+    kept = block_lufs > absolute_gate
+    kept &= block_lufs > -0.691 + 10 * np.log10(power[kept].mean()) + relative_gate
+    return -0.691 + 10 * np.log10(power[kept].mean())
+
+
+@pytest.mark.parametrize("sr", [32000, 44100, 48000])
+def test_loudness_matches_pyloudnorm(sr):
+    """Within 1e-3 LU of pyloudnorm.Meter(sr).integrated_loudness, with its default BS.1770-4 K-weighting
+    (filter_class "K-weighting": +4 dB shelf at 1500 Hz, Q 1/sqrt(2); high-pass at 38 Hz, Q 0.5).
+
+    The signals reach both gates and the high-pass (test_loudness_parity_signals_reach_the_gates_and_the_high_pass).
+    """
     meter = pyloudnorm.Meter(sr)
-    for name, wav in signals.items():
-        ours = loudness(wav, sr)
-        ref = meter.integrated_loudness(wav.T.astype(np.float64))
-        assert abs(ours - ref) < 0.1, (name, ours, ref)
+    errors = {name: loudness(wav, sr) - meter.integrated_loudness(wav.T.astype(np.float64))
+              for name, wav in _loudness_parity_signals(sr).items()}
+    assert max(map(abs, errors.values())) < 1e-3, errors
+
+
+def _pyloudnorm_loudness_and_blocks(meter, wav):
+    loud = meter.integrated_loudness(wav.T.astype(np.float64))
+    return loud, np.array(meter.blockwise_loudness)
+
+
+@pytest.mark.parametrize("sr", [32000, 48000])
+def test_loudness_parity_signals_reach_the_gates_and_the_high_pass(sr):
+    """Measured with pyloudnorm, each change moves the loudness by > 0.5 LU (relative gate at -8 LU: > 0.1 LU).
+
+    absolute_gate: no absolute gate, or one at -60 LUFS; relative_gate: no relative gate, or one at -8 LU;
+    low_frequency: a 60 Hz high-pass instead of the 38 Hz one.
+    """
+    signals = _loudness_parity_signals(sr)
+    meter = pyloudnorm.Meter(sr)
+
+    loud, blocks = _pyloudnorm_loudness_and_blocks(meter, signals["absolute_gate"])
+    assert abs(_gated_loudness(blocks) - loud) < 1e-9
+    assert loud - _gated_loudness(blocks, absolute_gate=-np.inf) > 0.5
+    assert _gated_loudness(blocks, absolute_gate=-60.0) - loud > 0.5
+
+    loud, blocks = _pyloudnorm_loudness_and_blocks(meter, signals["relative_gate"])
+    assert abs(_gated_loudness(blocks) - loud) < 1e-9
+    assert loud - _gated_loudness(blocks, relative_gate=-np.inf) > 0.5
+    assert _gated_loudness(blocks, relative_gate=-8.0) - loud > 0.1
+
+    high_pass_60 = pyloudnorm.Meter(sr, filter_class="custom")
+    high_pass_60._filters = {"high_shelf": pyloudnorm.IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, sr, "high_shelf"),
+                             "high_pass": pyloudnorm.IIRfilter(0.0, 0.5, 60.0, sr, "high_pass")}
+    wav = signals["low_frequency"].T.astype(np.float64)
+    assert meter.integrated_loudness(wav) - high_pass_60.integrated_loudness(wav) > 0.5
+
+
+def test_loudness_drops_incomplete_blocks():
+    """BS.1770-4 measures whole 400 ms blocks only: 60 ms past the last one are not measured.
+
+    pyloudnorm 0.2.0 rounds the block count and measures a zero-padded block there instead, here 0.016 LU lower.
+    """
+    sr = 32000
+    wav = _stereo_music(sr, seconds=3.06, seed=11)
+    assert loudness(wav, sr) == loudness(wav[:, : 3 * sr], sr)
 
 
 def test_loudness_of_silence_is_minus_inf():

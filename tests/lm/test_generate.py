@@ -125,16 +125,16 @@ def test_streaming_and_continuation_equal_generation(hf_musicgen):
 
 
 def test_lengths_in_one_bucket_share_a_compilation(hf_musicgen):
-    from musicgen_jax.sampling import _generate, frame_bucket, lower_generate
+    from musicgen_jax.sampling import _run_steps_jit, _start_jit, frame_bucket, lower_generate
 
     _, directory = hf_musicgen
     config, params = load(directory)
     text, mask = np.zeros((1, 3, 32), np.float32), np.zeros((1, 3), np.int32)
     greedy = SamplingParams(top_k=1, cfg_coef=1.0)
     long = np.asarray(generate_tokens(config, params, text, mask, row_keys([0]), 30, greedy))
-    compiled = _generate._cache_size()
+    compiled = _run_steps_jit._cache_size(), _start_jit._cache_size()
     short = np.asarray(generate_tokens(config, params, text, mask, row_keys([0]), 12, greedy))
-    assert _generate._cache_size() == compiled and frame_bucket(12) == frame_bucket(30) == 250
+    assert (_run_steps_jit._cache_size(), _start_jit._cache_size()) == compiled and frame_bucket(12) == frame_bucket(30) == 250
     lowered = {n: lower_generate(config, params, jax.ShapeDtypeStruct(text.shape, text.dtype), mask, row_keys([0]), n,
                                  greedy).as_text() for n in (12, 30, 260)}
     assert lowered[12] == lowered[30] != lowered[260]  # one program per length bucket

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 import soundfile
@@ -19,7 +20,7 @@ import convert_torch_weights
 import sample
 from musicgen_jax.convert import audiocraft, pretrained
 from musicgen_jax.convert.torch_io import CheckpointError
-from musicgen_jax.musicgen import MusicGen
+from musicgen_jax.musicgen import MusicGen, disable_compilation_cache, enable_compilation_cache
 from musicgen_jax.sharding import make_mesh
 from tests.codec.conftest import tiny_hf_model
 from tests.codec.test_checkpoints import AUDIOCRAFT_CFG
@@ -33,6 +34,13 @@ from tests.lm.test_generate import hf_generate_codes
 def model_cache(tmp_path, monkeypatch):
     monkeypatch.setenv("MUSICGEN_JAX_CACHE", str(tmp_path / "cache"))
     return tmp_path / "cache"
+
+
+@pytest.fixture(scope="module")
+def converted(hf_musicgen, tmp_path_factory):
+    """The tiny checkpoint as a converted directory (no conversion inside the timed subprocesses)."""
+    directory = tmp_path_factory.mktemp("converted")
+    return pretrained.save(pretrained.convert(hf_musicgen[1]), directory / "tiny")
 
 
 @pytest.mark.parametrize("prompt", ["calm piano melody", "Energetic rock song with electric guitars and drums!"])
@@ -147,27 +155,69 @@ def test_bad_inputs(hf_musicgen, tmp_path, capsys):
         model.set_generation_params(duration=0)
 
 
-def test_compilation_cache_serves_a_second_run(hf_musicgen, tmp_path, model_cache):
-    """sample.py keeps its compiled programs on disk: a second process with the same settings adds no
-    entry to the cache directory (every program loaded, none compiled) and samples the same codes."""
-    _, directory = hf_musicgen
-    xla = tmp_path / "xla"
-    env = {**os.environ, "MUSICGEN_JAX_CACHE": str(model_cache), "HF_HUB_OFFLINE": "1",
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0"}  # the tiny model compiles under the default 1 s
+def _sample_process(directory, tmp_path, name: str, *flags: str, **env: str) -> subprocess.CompletedProcess:
+    """sample.py in a fresh process (the persistent cache is process-wide state), logging JAX's persistent
+    cache hits and misses; every program is eligible for the cache (the tiny model compiles under 1 s)."""
+    env = {**os.environ, "JAX_EXPLAIN_CACHE_MISSES": "1", "JAX_LOG_COMPILES": "1",
+           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **env}
+    result = subprocess.run([sys.executable, sample.__file__, "--model", str(directory), "--prompt", "calm piano",
+                             "--duration", "0.4", "--top-k", "20", "--out", str(tmp_path / f"{name}.wav"),
+                             "--save-codes", str(tmp_path / f"{name}.npy"), *flags], env=env, capture_output=True,
+                            text=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
 
-    def run(name: str) -> set:
-        result = subprocess.run([sys.executable, sample.__file__, "--model", str(directory), "--prompt", "calm piano",
-                                 "--duration", "0.4", "--top-k", "20", "--compilation-cache", str(xla),
-                                 "--out", str(tmp_path / f"{name}.wav"), "--save-codes", str(tmp_path / f"{name}.npy")],
-                                env=env, capture_output=True, text=True)
-        assert result.returncode == 0, result.stderr
-        assert f"compiled programs cached in {xla}" in result.stdout
-        return {p.name for p in xla.iterdir()}
 
-    first = run("a")
-    assert len(first) >= 3  # at least the text encoder, the decode loop and the codec decoder
-    assert run("b") == first
+DECODE_LOOP = "jit__run_steps"  # the module name JAX logs for `sampling._run_steps`
+
+
+def test_compilation_cache_serves_the_decode_loop(converted, tmp_path):
+    """A second sample.py process (progress bar on, as always in sample.py) loads every program from the
+    persistent cache, the decode loop included: JAX logs a hit for it and no persistent-cache miss at all.
+    The directory named by --compilation-cache wins over JAX_COMPILATION_CACHE_DIR."""
+    xla, ignored = tmp_path / "xla", tmp_path / "jax_env_dir"
+    first = _sample_process(converted, tmp_path, "a", "--compilation-cache", str(xla),
+                            JAX_COMPILATION_CACHE_DIR=str(ignored))
+    assert f"compiled programs cached in {xla}" in first.stdout
+    assert f"PERSISTENT COMPILATION CACHE MISS for '{DECODE_LOOP}'" in first.stderr
+    assert "Not writing persistent cache entry" not in first.stderr  # e.g. "because it uses host callbacks"
+    assert not ignored.exists()
+    second = _sample_process(converted, tmp_path, "b", "--compilation-cache", str(xla))
+    assert f"Persistent compilation cache hit for '{DECODE_LOOP}'" in second.stderr
+    assert "PERSISTENT COMPILATION CACHE MISS" not in second.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
+
+
+def test_no_compilation_cache_keeps_nothing(converted, tmp_path, model_cache):
+    """--no-compilation-cache compiles from scratch and writes no cache entry, even where
+    JAX_COMPILATION_CACHE_DIR names a directory."""
+    env_dir = tmp_path / "jax_env_dir"
+    result = _sample_process(converted, tmp_path, "a", "--no-compilation-cache", JAX_COMPILATION_CACHE_DIR=str(env_dir))
+    assert "cached in" not in result.stdout and "Persistent compilation cache hit" not in result.stderr
+    assert not env_dir.exists() and not (model_cache / "xla").exists()
+
+
+@pytest.fixture
+def jax_cache_config():
+    """JAX's cache settings restored after the test (enable_compilation_cache changes them process-wide)."""
+    saved = jax.config.jax_enable_compilation_cache, jax.config.jax_compilation_cache_dir
+    jax.config.update("jax_enable_compilation_cache", True)
+    yield
+    jax.config.update("jax_enable_compilation_cache", saved[0])
+    jax.config.update("jax_compilation_cache_dir", saved[1])
+
+
+def test_compilation_cache_directory_precedence(jax_cache_config, tmp_path, model_cache):
+    """As the README states: an explicit directory, else the one set through JAX, else
+    $MUSICGEN_JAX_CACHE/xla; None once disabled."""
+    jax.config.update("jax_compilation_cache_dir", None)
+    assert enable_compilation_cache() == model_cache / "xla"
+    jax.config.update("jax_compilation_cache_dir", str(tmp_path / "set_through_jax"))
+    assert enable_compilation_cache() == tmp_path / "set_through_jax"
+    assert enable_compilation_cache(tmp_path / "explicit") == tmp_path / "explicit"
+    assert jax.config.jax_compilation_cache_dir == str(tmp_path / "explicit")
+    disable_compilation_cache()
+    assert enable_compilation_cache(tmp_path / "explicit") is None
 
 
 def test_help():
