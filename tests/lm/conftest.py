@@ -8,12 +8,15 @@ from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenForCondi
 from transformers import T5Config as HFT5Config
 
 from tests.codec.conftest import tiny_hf_config
+from tests.torch_init import constant_parameters, randomize_constants
 
 TEXT_VOCAB = 210  # the len() of the shared test tokenizer: 110 sentencepiece pieces + 100 extra ids
 
 
 def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1) -> MusicgenForConditionalGeneration:
-    """Random init (normal 0.02), then the text path scaled up so that the prompt changes the logits."""
+    """Random init (normal 0.02), every constant-initialized parameter of the text encoder, the text
+    projection and the decoder redrawn (`randomize_constants`: norm scales, norm biases, the projection's
+    bias), then the text path scaled up so that the prompt changes the logits."""
     torch.manual_seed(seed)
     text = HFT5Config(vocab_size=TEXT_VOCAB, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, dropout_rate=0.0)
     decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
@@ -21,13 +24,16 @@ def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1) -> MusicgenForCondi
                                     dropout=0.0)
     config = MusicgenConfig(text_encoder=text, audio_encoder=tiny_hf_config(), decoder=decoder)
     model = MusicgenForConditionalGeneration(config).eval()
+    for i, part in enumerate((model.text_encoder, model.enc_to_dec_proj, model.decoder)):
+        randomize_constants(part, seed + i, bias_std=0.5)
     with torch.no_grad():
         model.enc_to_dec_proj.weight.mul_(40.0)
         for layer in model.decoder.model.decoder.layers:
             layer.encoder_attn.v_proj.weight.mul_(10.0)
             layer.encoder_attn.q_proj.weight.mul_(10.0)
-        for p in model.decoder.parameters():
-            p.mul_(3.0)
+        for name, p in model.decoder.named_parameters():
+            if "layer_norm" not in name:
+                p.mul_(3.0)
     return model
 
 
@@ -36,6 +42,7 @@ def hf_musicgen(tmp_path_factory, spiece_dir, hf_tokenizer):
     """(model, directory): weights, config and the tokenizer's spiece.model, as on the hub."""
     assert len(hf_tokenizer) == TEXT_VOCAB
     model = tiny_hf_musicgen()
+    assert constant_parameters(model.text_encoder) == constant_parameters(model.decoder) == []
     directory = tmp_path_factory.mktemp("musicgen")
     model.save_pretrained(directory)
     (directory / "spiece.model").write_bytes((spiece_dir / "spiece.model").read_bytes())

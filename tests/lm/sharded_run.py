@@ -1,26 +1,27 @@
-"""Run by `tests/lm/test_sharding.py` in a fresh process with 8 host devices: the tiny LM on a
-(data 2, fsdp 2, tensor 2) mesh against the same computation on one device. Prints one JSON line."""
+"""Run by `tests/lm/test_sharding.py` in a fresh process with 8 host devices: the tiny LM (`mesh_inputs`)
+on a (data 2, fsdp 2, tensor 2) mesh against the same computation on one device. Usage: sharded_run.py
+CHECKPOINT_DIR; prints one JSON line."""
 
 import json
+import sys
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm.model import LMModel, param_specs, stack_layers
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys
 from musicgen_jax.sharding import activation_sharding, make_mesh, shard
+from tests.lm import mesh_inputs
 
 jax.config.update("jax_threefry_partitionable", False)
-CONFIG = LMConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, card=32, text_dim=24)
 
 
-def logits(params, scan, mesh, sequence, text, mask):
+def logits(config, params, scan, mesh, sequence, text, mask):
     def forward(p, s, t, m):
         with activation_sharding(mesh):
-            return LMModel(CONFIG, scan).apply(p, s, t, m)
+            return LMModel(config, scan).apply(p, s, t, m)
 
     lowered = jax.jit(forward).lower(params, sequence, text, mask)
     compiled = lowered.compile()
@@ -29,21 +30,17 @@ def logits(params, scan, mesh, sequence, text, mask):
     return np.asarray(compiled(params, sequence, text, mask)), compiled.as_text(), constraints
 
 
-def main():
+def main(directory: str):
     mesh = make_mesh(data=2, fsdp=2, tensor=2)
-    sequence = jax.random.randint(jax.random.key(1), (4, CONFIG.num_codebooks, 12), 0, CONFIG.card + 1)
-    text = jax.random.normal(jax.random.key(2), (4, 6, CONFIG.text_dim))
-    mask = jnp.array([[1] * 6, [1] * 3 + [0] * 3, [1] * 6, [1] + [0] * 5], jnp.int32)
-    init = LMModel(CONFIG).init(jax.random.key(0), sequence, text, mask)
-    params = jax.tree.map(lambda x: x * 4.0, nn.unbox(init))  # larger weights: the text moves the logits
-    sharded = shard(params, param_specs(CONFIG), mesh)
+    config, params, text, mask, sequence = mesh_inputs.load(directory)
+    sharded = shard(params, param_specs(config), mesh)
     fc1 = sharded["params"]["layers_1"]["fc1"]["kernel"]
-    reference, _, unconstrained = logits(params, False, None, sequence, text, mask)
-    got, hlo, constraints = logits(sharded, False, mesh, sequence, text, mask)
-    stacked = shard(stack_layers(params), param_specs(CONFIG, scan_layers=True), mesh)
-    scanned, _, _ = logits(stacked, True, mesh, sequence, text, mask)
+    reference, _, unconstrained = logits(config, params, False, None, sequence, text, mask)
+    got, hlo, constraints = logits(config, sharded, False, mesh, sequence, text, mask)
+    stacked = shard(stack_layers(params), param_specs(config, scan_layers=True), mesh)
+    scanned, _, _ = logits(config, stacked, True, mesh, sequence, text, mask)
 
-    odd = LMConfig(dim=64, num_heads=4, num_layers=1, ffn_dim=129, card=32, text_dim=24)
+    odd = LMConfig(dim=64, num_heads=4, num_layers=1, ffn_dim=129, card=config.card, text_dim=config.text_dim)
     try:
         shard(nn.unbox(LMModel(odd).init(jax.random.key(0), sequence, text, mask)), param_specs(odd), mesh)
         indivisible = ""
@@ -52,8 +49,8 @@ def main():
     keys = row_keys([3, 4])
     tokens = {}
     for name, sampling in (("greedy", SamplingParams(use_sampling=False)), ("top_k", SamplingParams(top_k=8))):
-        single = generate_tokens(CONFIG, params, text[:2], mask[:2], keys, 20, sampling)
-        split = generate_tokens(CONFIG, sharded, text[:2], mask[:2], keys, 20, sampling, mesh=mesh)
+        single = generate_tokens(config, params, text[:2], mask[:2], keys, 20, sampling)
+        split = generate_tokens(config, sharded, text[:2], mask[:2], keys, 20, sampling, mesh=mesh)
         tokens[name] = [np.asarray(single).tolist(), np.asarray(split).tolist()]
     print(json.dumps({
         "devices": len(jax.devices()),
@@ -67,10 +64,11 @@ def main():
         "sharded_diff": float(np.abs(got - reference).max()),
         "scanned_diff": float(np.abs(scanned - reference).max()),
         "text_effect": float(np.abs(reference[0] - reference[1]).max()),
+        "greedy_text_effect": mesh_inputs.differing(tokens["greedy"][0]),
         "tokens": tokens,
         "indivisible_error": indivisible,
     }))
 
 
 if __name__ == "__main__":
-    main()
+    main(sys.argv[1])
