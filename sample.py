@@ -47,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--compilation-cache", type=Path,
                    help="keep compiled programs here for later runs (default JAX_COMPILATION_CACHE_DIR when "
                         "set, else $MUSICGEN_JAX_CACHE/xla)")
-    p.add_argument("--no-compilation-cache", action="store_true", help="compile from scratch and keep nothing, even where JAX_COMPILATION_CACHE_DIR is set")
+    p.add_argument("--no-compilation-cache", action="store_true",
+                   help="compile from scratch and keep nothing, even where JAX_COMPILATION_CACHE_DIR is set")
     return p
 
 

@@ -149,6 +149,8 @@ class MusicGen:
         prompt = np.stack([convert_channels(resample(p, prompt_sample_rate, self.sample_rate), self.audio_channels)
                            for p in prompt])
         descriptions = [None] * len(prompt) if descriptions is None else descriptions
+        if isinstance(descriptions, str):
+            raise ValueError(f"expected a list of descriptions, got {descriptions!r}")
         if len(descriptions) != len(prompt):
             raise ValueError(f"{len(descriptions)} descriptions for {len(prompt)} prompts")
         prompt_tokens = np.asarray(self.codec.encode(prompt))

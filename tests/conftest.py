@@ -6,12 +6,16 @@ classic threefry compiles in 0.1 s. Tests draw random values only where no value
 they use the classic one. JAX's persistent compilation cache is off: `sample.main`, run in-process,
 would otherwise point it at one test's temporary directory for the rest of the session.
 
+Tests never reach the network: an autouse fixture puts huggingface_hub (and transformers, which asks
+it) in offline mode, in this process and, through the environment, in the subprocesses tests start.
+
 Shared fixtures: a T5-style sentencepiece model trained here on a few lines (`spiece_dir`) and
 transformers' tokenizer built from it (`hf_tokenizer`, the reference for token ids).
 """
 
 import io
 
+import huggingface_hub.constants as hub_constants
 import jax
 import pytest
 from transformers import T5Tokenizer as HFT5Tokenizer
@@ -31,6 +35,15 @@ LINES = [
     "Reggaeton con bajo fuerte y voces en español",
     "Techno 4/4 kick, hi-hats, acid 303 bassline",
 ]
+
+
+@pytest.fixture(autouse=True)
+def offline_hub(monkeypatch):
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE for subprocesses, and huggingface_hub's constant, read at
+    import, for this process: a hub download fails at once unless the file is in the cache."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
+    monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
 
 
 @pytest.fixture(scope="session")

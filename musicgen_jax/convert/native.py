@@ -27,22 +27,30 @@ CONFIG_FILE = "config.json"
 @contextlib.contextmanager
 def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `directory`; on success it replaces `directory` (an existing
-    one is moved aside first and removed after), on failure it is removed. No partial output remains."""
+    one is moved aside first and removed after), on failure it is removed and an existing `directory`
+    is left as it was. No partial output remains. A failed write (OSError) raises CheckpointError."""
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        yield tmp
-        if directory.exists():
-            old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
-            directory.rename(old)
-            tmp.rename(directory)
-            shutil.rmtree(old)
-        else:
-            tmp.rename(directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+        try:
+            yield tmp
+            if directory.exists():
+                old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
+                directory.rename(old)
+                try:
+                    tmp.rename(directory)
+                except OSError:
+                    old.rename(directory)
+                    raise
+                shutil.rmtree(old)
+            else:
+                tmp.rename(directory)
+        finally:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+    except OSError as e:
+        raise CheckpointError(f"cannot write {directory}: {e.strerror or e}") from e
 
 
 def write_tree(directory: Path, params, meta: dict) -> None:

@@ -7,6 +7,7 @@ import torch
 from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration
 from transformers import T5Config as HFT5Config
 
+from musicgen_jax.convert import pretrained
 from tests.codec.conftest import tiny_hf_config
 from tests.torch_init import constant_parameters, randomize_constants
 
@@ -47,3 +48,9 @@ def hf_musicgen(tmp_path_factory, spiece_dir, hf_tokenizer):
     model.save_pretrained(directory)
     (directory / "spiece.model").write_bytes((spiece_dir / "spiece.model").read_bytes())
     return model, directory
+
+
+@pytest.fixture(scope="session")
+def converted(hf_musicgen, tmp_path_factory):
+    """`hf_musicgen` as a converted directory: loaded in place, no conversion or model cache on use."""
+    return pretrained.save(pretrained.convert(hf_musicgen[1]), tmp_path_factory.mktemp("converted") / "tiny")

@@ -36,13 +36,6 @@ def model_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-@pytest.fixture(scope="module")
-def converted(hf_musicgen, tmp_path_factory):
-    """The tiny checkpoint as a converted directory (no conversion inside the timed subprocesses)."""
-    directory = tmp_path_factory.mktemp("converted")
-    return pretrained.save(pretrained.convert(hf_musicgen[1]), directory / "tiny")
-
-
 @pytest.mark.parametrize("prompt", ["calm piano melody", "Energetic rock song with electric guitars and drums!"])
 def test_greedy_codes_equal_transformers_through_sample_py(hf_musicgen, hf_tokenizer, prompt, tmp_path):
     model, directory = hf_musicgen
