@@ -38,16 +38,26 @@ def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1) -> MusicgenForCondi
     return model
 
 
-@pytest.fixture(scope="session")
-def hf_musicgen(tmp_path_factory, spiece_dir, hf_tokenizer):
-    """(model, directory): weights, config and the tokenizer's spiece.model, as on the hub."""
-    assert len(hf_tokenizer) == TEXT_VOCAB
-    model = tiny_hf_musicgen()
-    assert constant_parameters(model.text_encoder) == constant_parameters(model.decoder) == []
-    directory = tmp_path_factory.mktemp("musicgen")
+def save_hub_layout(model, directory, spiece_dir):
+    """Weights and config (`save_pretrained`) and the tokenizer's spiece.model, as on the hub."""
     model.save_pretrained(directory)
     (directory / "spiece.model").write_bytes((spiece_dir / "spiece.model").read_bytes())
     return model, directory
+
+
+@pytest.fixture(scope="session")
+def hf_musicgen(tmp_path_factory, spiece_dir, hf_tokenizer):
+    """(model, directory) of the tiny mono MusicGen."""
+    assert len(hf_tokenizer) == TEXT_VOCAB
+    model = tiny_hf_musicgen()
+    assert constant_parameters(model.text_encoder) == constant_parameters(model.decoder) == []
+    return save_hub_layout(model, tmp_path_factory.mktemp("musicgen"), spiece_dir)
+
+
+@pytest.fixture(scope="session")
+def hf_musicgen_stereo(tmp_path_factory, spiece_dir):
+    """(model, directory) of a tiny stereo MusicGen: 8 codebooks [L0, R0, L1, R1, ...], delays 0, 0, 1, 1, ..."""
+    return save_hub_layout(tiny_hf_musicgen(seed=1, audio_channels=2), tmp_path_factory.mktemp("stereo"), spiece_dir)
 
 
 @pytest.fixture(scope="session")

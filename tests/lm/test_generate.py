@@ -17,25 +17,34 @@ from tests.lm.test_parity import load
 FRAMES = 50
 
 
-def hf_generate_codes(model, ids, mask, frames):
-    """The codes transformers generates, captured where it hands them to the codec."""
-    captured = {}
+def hf_generate_codes(model, ids, mask, frames, audio=None):
+    """The codes `[B, K, frames]` transformers generates greedily (`top_k=1`, guidance 3), captured where it
+    hands them to the codec: once (mono), or once per channel (stereo: interleaved back to [L0, R0, L1, ...]).
+    `audio [B, C, T]`: the audio prompt (`input_values`), whose codes start the output."""
+    captured = []
     decode = model.audio_encoder.decode
 
     def capture(codes, *args, **kwargs):
-        captured["codes"] = codes[0].numpy()
+        captured.append(codes[0].numpy())
         return decode(codes, *args, **kwargs)
 
     model.audio_encoder.decode = capture
+    prompt = {} if audio is None else {"input_values": torch.from_numpy(np.asarray(audio, np.float32))}
+    length = frames + model.decoder.num_codebooks // model.config.decoder.audio_channels  # SPEC 6.6: T + delays + 1
     try:
         torch.manual_seed(0)
         with torch.no_grad():
             model.generate(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long(),
                            do_sample=True, top_k=1, guidance_scale=3.0,
-                           max_length=pattern.num_steps(frames, (0, 1, 2, 3)))
+                           max_length=length, **prompt)
     finally:
         model.audio_encoder.decode = decode
-    return captured["codes"]
+    if len(captured) == 1:
+        return captured[0]
+    left, right = captured
+    codes = np.empty((left.shape[0], 2 * left.shape[1], left.shape[2]), left.dtype)
+    codes[:, 0::2], codes[:, 1::2] = left, right
+    return codes
 
 
 @pytest.mark.parametrize("prompt", [[5, 17, 33, 2, 1], [40, 41, 1]])

@@ -36,19 +36,27 @@ def model_cache(tmp_path, monkeypatch):
     return tmp_path / "cache"
 
 
-@pytest.mark.parametrize("prompt", ["calm piano melody", "Energetic rock song with electric guitars and drums!"])
-def test_greedy_codes_equal_transformers_through_sample_py(hf_musicgen, hf_tokenizer, prompt, tmp_path):
-    model, directory = hf_musicgen
-    codes_file, out = tmp_path / "codes.npy", tmp_path / "song.wav"
-    assert sample.main(["--model", str(directory), "--prompt", prompt, "--duration", "1", "--top-k", "1",
-                        "--cfg-coef", "3", "--save-codes", str(codes_file), "--out", str(out)]) == 0
+PROMPTS = ["calm piano melody", "Energetic rock song with electric guitars and drums!"]  # 4 and 12 tokens
+
+
+@pytest.mark.parametrize("channels", [1, 2], ids=["mono", "stereo"])
+def test_greedy_codes_equal_transformers_through_sample_py(request, hf_tokenizer, channels, tmp_path):
+    """Two prompts of different lengths in one padded batch, 75 frames (past the first 64-position KV-cache
+    block), each equal to transformers' greedy `generate` for that prompt alone; stereo writes 2 channels."""
+    model, directory = request.getfixturevalue("hf_musicgen" if channels == 1 else "hf_musicgen_stereo")
+    codes_file, out = tmp_path / "codes.npy", tmp_path / "songs"
+    assert sample.main(["--model", str(directory), "--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--duration", "1.5",
+                        "--top-k", "1", "--cfg-coef", "3", "--save-codes", str(codes_file), "--out", str(out)]) == 0
     codes = np.load(codes_file)
-    batch = hf_tokenizer([prompt])
-    expected = hf_generate_codes(model, np.array(batch["input_ids"]), np.array(batch["attention_mask"]), 50)
-    assert codes.shape == expected.shape == (1, 4, 50)
-    np.testing.assert_array_equal(codes, expected)
-    wav, sr = soundfile.read(out)
-    assert sr == 32000 and wav.shape == (50 * 640,)
+    assert codes.shape == (2, 4 * channels, 75)
+    for row, prompt in enumerate(PROMPTS):
+        batch = hf_tokenizer([prompt])
+        expected = hf_generate_codes(model, np.array(batch["input_ids"]), np.array(batch["attention_mask"]), 75)
+        assert len(np.unique(expected)) > 30  # not a degenerate sequence
+        np.testing.assert_array_equal(codes[row], expected[0], err_msg=prompt)
+    assert (codes[0] != codes[1]).mean() > 0.5  # the text decides the tokens
+    wav, sr = soundfile.read(sorted(out.iterdir())[0], always_2d=True)
+    assert sr == 32000 and wav.shape == (75 * 640, channels)
 
 
 def test_converted_directory_and_batching(hf_musicgen, tmp_path, model_cache):
@@ -91,7 +99,7 @@ def test_converted_directory_of_another_version(hf_musicgen, tmp_path, model_cac
     assert json.loads((entry / pretrained.MODEL_FILE).read_text())["version"] == pretrained.MODEL_VERSION == 2
 
 
-def test_api_continuation_extension_and_cache(hf_musicgen, model_cache):
+def test_api_converts_once_and_generates(hf_musicgen, model_cache):
     _, directory = hf_musicgen
     model = MusicGen.get_pretrained(str(directory))
     assert len(list(model_cache.iterdir())) == 1  # converted once, then cached
@@ -100,21 +108,47 @@ def test_api_continuation_extension_and_cache(hf_musicgen, model_cache):
     model.set_generation_params(top_k=1, duration=0.6)
     audio, tokens = model.generate(["calm piano"], return_tokens=True)
     assert tokens.shape == (1, 4, 30) and audio.shape == (1, 1, 30 * 640)
-    prompt = audio[0, :, : 10 * 640]
-    cont_audio, cont = model.generate_continuation(prompt, 32000, ["calm piano"], return_tokens=True)
-    prompt_codes = np.asarray(model.codec.encode(prompt[None]))
-    assert cont.shape == (1, 4, 30)
-    np.testing.assert_array_equal(cont[:, :, :10], prompt_codes)  # the prompt's codes are kept
-    # windowed extension past max_duration: 0.4 s windows advancing by 0.2 s up to 1 s
-    model.max_duration = 0.4
-    model.set_generation_params(top_k=1, duration=1.0, extend_stride=0.2)
-    long = model.generate_tokens(["calm piano"])
-    assert long.shape == (1, 4, 50)
-    model.max_duration = 30.0
-    model.set_generation_params(top_k=1, duration=0.4)
-    np.testing.assert_array_equal(long[:, :, :20], model.generate_tokens(["calm piano"]))  # first window
     unconditional = model.generate_unconditional(2)
-    assert unconditional.shape == (2, 1, 20 * 640)
+    assert unconditional.shape == (2, 1, 30 * 640)
+
+
+def test_greedy_continuation_equals_transformers(hf_musicgen, converted, hf_tokenizer):
+    """`generate_continuation` of two 0.4 s audio prompts (20 frames, prefilled in one call) with two texts of
+    different lengths in one batch, to 75 frames: each row equal to transformers' greedy `generate` with that
+    audio prompt (`input_values`) and text alone; the output starts with the prompt's own codes."""
+    reference, _ = hf_musicgen
+    model = MusicGen.get_pretrained(str(converted))
+    model.set_generation_params(top_k=1, duration=1.5)
+    audio = np.random.default_rng(0).normal(0.0, 0.1, (2, 1, 20 * 640)).astype(np.float32)
+    _, codes = model.generate_continuation(audio, 32000, PROMPTS, return_tokens=True)
+    assert codes.shape == (2, 4, 75)
+    np.testing.assert_array_equal(codes[:, :, :20], np.asarray(model.codec.encode(audio)))
+    for row, prompt in enumerate(PROMPTS):
+        batch = hf_tokenizer([prompt])
+        expected = hf_generate_codes(reference, np.array(batch["input_ids"]), np.array(batch["attention_mask"]), 75,
+                                     audio[row:row + 1])
+        np.testing.assert_array_equal(codes[row], expected[0], err_msg=prompt)
+
+
+def test_windowed_extension_prompts_each_window_with_the_previous_tail(converted):
+    """Past max_duration, audiocraft's windows (SPEC 5.3): here 25-frame windows advancing by 15 frames over 65
+    (no length divides another). The first window is a plain generation; each later window, starting at
+    15, 30, 45, holds a greedy continuation of the previous window's last 10 frames, the last one cut to
+    what remains."""
+    model = MusicGen.get_pretrained(str(converted))
+    model.max_duration = 0.5
+    model.set_generation_params(top_k=1, duration=1.3, extend_stride=0.3)
+    long = model.generate_tokens(["calm piano"])
+    assert long.shape == (1, 4, 65)
+    model.max_duration = 30.0
+    window, stride, total = 25, 15, 65
+    model.set_generation_params(top_k=1, duration=window / 50)
+    np.testing.assert_array_equal(long[:, :, :window], model.generate_tokens(["calm piano"]))
+    for start in range(stride, total - (window - stride), stride):
+        end = min(start + window, total)
+        model.set_generation_params(top_k=1, duration=(end - start) / 50)
+        expected = model.generate_tokens(["calm piano"], long[:, :, start:start + window - stride])
+        np.testing.assert_array_equal(long[:, :, start:end], expected, err_msg=f"window at frame {start}")
 
 
 def test_mesh_argument(hf_musicgen):

@@ -1,0 +1,207 @@
+"""`sampling.sample_next` against the exact distributions of audiocraft's sampling rules (SPEC 5.2),
+written here in numpy (float64): sample frequencies over many draws from fixed logits are within a
+stated total-variation bound of them, for plain sampling, temperature, top-k (ties kept) and top-p
+(overriding top-k, on the tempered distribution), per row and codebook; greedy is the argmax. Each
+case's exact distribution is also shown to be far (10 bounds) from what a plausible bug samples.
+
+And `sample.py`: its sampling flags (`--temperature`, `--top-p`, `--seed`, `--cfg-coef`) and its
+`--continuation` reach the generation: its saved codes equal the `MusicGen` API's with the same
+settings and differ from the API's with any one of them back at its default.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import sample
+from musicgen_jax.audio import read_audio, write_audio
+from musicgen_jax.musicgen import MusicGen
+from musicgen_jax.sampling import SamplingParams, sample_next
+
+DRAWS = 100_000
+FAILURE = 1e-6  # probability, for a random seed, that an exact sampler's frequencies exceed the bound
+
+PLAIN = np.array([2.0, 1.0, 0.4, 0.0, -0.6, -1.5])
+TOP_K = np.array([1.0, 0.5, 0.0, -0.3, -0.6, -1.0])  # at T=1, 24% of the mass lies outside the top 3
+TIE = np.array([1.5, 0.5, 0.5, 0.5, 0.5, -1.0])  # the 3rd largest is tied with the 4th and 5th: top-3 keeps 5
+# top_p 0.6 keeps 3 at T=1 (cumsum - p: 0, .26, .45 | .61), 4 at T=2 (0, .20, .36, .50 | .64): never the top 2
+TOP_P = np.array([1.0, 0.7, 0.5, 0.4, 0.2, 0.0])
+
+
+def tv_bound(n: int, draws: int = DRAWS) -> float:
+    """Total variation between `draws` exact samples' frequencies over `n` categories and their
+    distribution p exceeds this with probability below FAILURE: by Cauchy-Schwarz
+    E[TV] = 1/2 sum E|f_i - p_i| <= 1/2 sqrt(n sum p_i (1 - p_i) / draws) <= 1/2 sqrt((n - 1) / draws), and one
+    draw moves TV by at most 1/draws, so (McDiarmid) P(TV > E[TV] + t) <= exp(-2 t^2 draws)."""
+    return 0.5 * math.sqrt((n - 1) / draws) + math.sqrt(math.log(1 / FAILURE) / (2 * draws))
+
+
+def reference(logits, temperature: float, top_k: int = 0, top_p: float = 0.0) -> np.ndarray:
+    """SPEC 5.2 along the last axis: probs = softmax(logits / temperature); top_p > 0: keep the sorted
+    entries with cumsum - p <= top_p; else top_k > 0: keep probs >= the k-th largest (ties kept); renormalize."""
+    z = np.asarray(logits, np.float64) / temperature
+    probs = np.exp(z - z.max(-1, keepdims=True))
+    probs /= probs.sum(-1, keepdims=True)
+    if top_p > 0:
+        order = np.argsort(-probs, axis=-1, kind="stable")
+        ranked = np.take_along_axis(probs, order, -1)
+        keep = np.zeros(probs.shape, bool)
+        np.put_along_axis(keep, order, np.cumsum(ranked, -1) - ranked <= top_p, -1)
+    elif top_k > 0:
+        keep = probs >= np.sort(probs, -1)[..., -top_k, None]
+    else:
+        keep = np.ones(probs.shape, bool)
+    kept = np.where(keep, probs, 0.0)
+    return kept / kept.sum(-1, keepdims=True)
+
+
+def frequencies(logits: np.ndarray, sampling: SamplingParams, seed: int, draws: int = DRAWS) -> np.ndarray:
+    """Frequencies `[..., n]` of `draws` calls of `sample_next` on `logits [..., n]`, each with its own key."""
+    draw = jax.jit(jax.vmap(lambda key: sample_next(key, jnp.asarray(logits, jnp.float32), sampling)))
+    tokens = np.asarray(draw(jax.random.split(jax.random.key(seed), draws))).reshape(draws, -1)
+    counts = np.stack([np.bincount(column, minlength=logits.shape[-1]) for column in tokens.T])
+    return counts.reshape(logits.shape) / draws
+
+
+def tv(p: np.ndarray, q: np.ndarray) -> np.ndarray:
+    return 0.5 * np.abs(p - q).sum(-1)
+
+
+def renormalized(probs: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    kept = np.where(keep, probs, 0.0)
+    return kept / kept.sum()
+
+
+# (logits, sampling, the distribution a bug would sample from instead)
+CASES = {
+    "plain T=0.5": (PLAIN, SamplingParams(top_k=0, temperature=0.5), reference(PLAIN, 2.0)),  # logits * T
+    "plain T=1": (PLAIN, SamplingParams(top_k=0), reference(PLAIN, 1.0, top_k=1)),  # top_k=0 read as top-1
+    "plain T=2": (PLAIN, SamplingParams(top_k=0, temperature=2.0), reference(PLAIN, 0.5)),  # logits * T
+    "top-3 T=1": (TOP_K, SamplingParams(top_k=3), reference(TOP_K, 1.0)),  # not truncated
+    "top-3 T=2": (TOP_K, SamplingParams(top_k=3, temperature=2.0), reference(TOP_K, 0.5, top_k=3)),  # logits * T
+    # strict top-3 (no ties): the top entry and two of the four tied
+    "top-3 tie T=1": (TIE, SamplingParams(top_k=3), np.pad(reference(TIE[:3], 1.0), (0, 3))),
+    "top-3 tie T=2": (TIE, SamplingParams(top_k=3, temperature=2.0), np.pad(reference(TIE[:3], 2.0), (0, 3))),
+    # top-k first, or top-p one entry short: both the top 2
+    "top-p T=1": (TOP_P, SamplingParams(top_k=2, top_p=0.6), reference(TOP_P, 1.0, top_k=2)),
+    "top-p T=2, not top-2": (TOP_P, SamplingParams(top_k=2, top_p=0.6, temperature=2.0),
+                             reference(TOP_P, 2.0, top_k=2)),
+    "top-p T=2, one short": (TOP_P, SamplingParams(top_k=2, top_p=0.6, temperature=2.0),
+                             reference(TOP_P, 2.0, top_k=3)),
+    "top-p T=2, logits * T": (TOP_P, SamplingParams(top_k=2, top_p=0.6, temperature=2.0),
+                              reference(TOP_P, 0.5, top_p=0.6)),
+    # the kept set chosen on the untempered distribution (T=1's three), then sampled tempered
+    "top-p T=2, untempered set": (TOP_P, SamplingParams(top_k=2, top_p=0.6, temperature=2.0),
+                                  renormalized(reference(TOP_P, 2.0), reference(TOP_P, 1.0, top_p=0.6) > 0)),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_frequencies_match_the_exact_distribution(name):
+    """Within `tv_bound(6)` = 0.0118 (100000 draws) of the exact distribution, which is more than 10
+    bounds from the bug's; every kept entry is drawn and no dropped one ever is."""
+    logits, sampling, wrong = CASES[name]
+    exact = reference(logits, sampling.temperature, sampling.top_k, sampling.top_p)
+    bound = tv_bound(logits.size)
+    assert tv(exact, wrong) > 10 * bound
+    freq = frequencies(logits, sampling, seed=list(CASES).index(name))
+    np.testing.assert_array_equal(freq > 0, exact > 0)
+    assert tv(freq, exact) < bound
+
+
+def test_kept_sets():
+    """The cases' premises: top-3 of TIE keeps 5; top-p keeps 3 of TOP_P at T=1 and 4 at T=2, never
+    top-2's two; the tempered nucleus is not the untempered one."""
+    assert np.count_nonzero(reference(TIE, 1.0, top_k=3)) == 5
+    assert np.count_nonzero(reference(TOP_P, 1.0, top_p=0.6)) == 3
+    assert np.count_nonzero(reference(TOP_P, 2.0, top_p=0.6)) == 4
+
+
+BATCH_LOGITS = np.random.default_rng(0).normal(0.0, 1.5, (3, 4, 6))  # rows and codebooks, each its own
+
+
+@pytest.mark.parametrize("sampling", [SamplingParams(top_k=3, temperature=2.0),
+                                      SamplingParams(top_k=2, top_p=0.6, temperature=0.7)], ids=["top-k", "top-p"])
+def test_batched_rows_sampled_independently(sampling):
+    """Logits `[3, 4, 6]`: each (row, codebook) within `tv_bound(6, 20000)` = 0.0265 of its own exact
+    distribution (12 rows: a random seed fails with probability < 1.2e-5), and the rows' distributions are
+    pairwise more than 4 bounds apart, so a row sampled with another's distribution fails."""
+    exact = reference(BATCH_LOGITS, sampling.temperature, sampling.top_k, sampling.top_p).reshape(12, 6)
+    bound = tv_bound(6, 20_000)
+    apart = tv(exact[:, None], exact[None])
+    assert np.all(apart[~np.eye(12, dtype=bool)] > 4 * bound)
+    freq = frequencies(BATCH_LOGITS, sampling, seed=7, draws=20_000).reshape(12, 6)
+    np.testing.assert_array_equal(freq > 0, exact > 0)
+    assert np.all(tv(freq, exact) < bound)
+
+
+def test_greedy_is_the_argmax():
+    """use_sampling=False: the argmax of every row and codebook, whatever the key, temperature, top-k, top-p."""
+    sampling = SamplingParams(use_sampling=False, top_k=3, top_p=0.6, temperature=0.5)
+    draw = jax.jit(jax.vmap(lambda key: sample_next(key, jnp.asarray(BATCH_LOGITS, jnp.float32), sampling)))
+    tokens = np.asarray(draw(jax.random.split(jax.random.key(0), 16)))
+    np.testing.assert_array_equal(tokens, np.broadcast_to(BATCH_LOGITS.argmax(-1), (16, 3, 4)))
+
+
+PROMPT = "calm piano"
+# sample.py's flags, each away from its default (--top-k is overridden by --top-p, so it cannot matter)
+SETTINGS = {"temperature": 0.7, "top_k": 5, "top_p": 0.8, "cfg_coef": 2.0}
+SEED, DURATION = 11, 0.6
+DEFAULTS = {"temperature": 1.0, "top_p": 0.0, "cfg_coef": 3.0}
+
+
+@pytest.fixture(scope="module")
+def model(converted):
+    model = MusicGen.get_pretrained(str(converted))
+    model.set_generation_params(duration=DURATION, **SETTINGS)
+    return model
+
+
+@pytest.fixture(scope="module")
+def cli_run(converted, tmp_path_factory):
+    """(codes saved by one sample.py run with every flag set, the continuation clip [1, 6400]): 0.2 s of
+    noise written as 32-bit float WAV, so that it reads back exactly."""
+    directory = tmp_path_factory.mktemp("cli")
+    clip = (0.3 * np.random.default_rng(1).standard_normal((1, 6400))).astype(np.float32)
+    write_audio(directory / "clip.wav", clip, 32000, strategy="none")
+    flags = [f"--{name.replace('_', '-')}={value}" for name, value in SETTINGS.items()]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MUSICGEN_JAX_CACHE", str(directory / "cache"))
+        assert sample.main(["--model", str(converted), "--prompt", PROMPT, *flags, f"--seed={SEED}",
+                            f"--duration={DURATION}", "--continuation", str(directory / "clip.wav"),
+                            "--save-codes", str(directory / "codes.npy"), "--out", str(directory / "out.wav")]) == 0
+    assert not (directory / "cache").exists()
+    audio, _ = read_audio(directory / "clip.wav", 32000, 1)
+    np.testing.assert_array_equal(audio, clip)
+    return np.load(directory / "codes.npy"), audio
+
+
+def test_sample_py_codes_equal_the_api(cli_run, model):
+    """sample.py's codes equal `generate_continuation` with the same settings, seed and clip; they start
+    with the clip's own 10 frames."""
+    codes, audio = cli_run
+    _, expected = model.generate_continuation(audio, 32000, [PROMPT], return_tokens=True, seed=[SEED])
+    assert codes.shape == expected.shape == (1, 4, 30)
+    np.testing.assert_array_equal(codes, expected)
+    np.testing.assert_array_equal(codes[:, :, :10], np.asarray(model.codec.encode(audio[None])))
+
+
+@pytest.mark.parametrize("default", [*DEFAULTS, "seed", "continuation"])
+def test_each_flag_changes_the_codes(cli_run, model, default):
+    """The API with one setting back at sample.py's default (seed 0, no --continuation) gives other
+    codes: a flag sample.py dropped would fail the comparison above."""
+    codes, audio = cli_run
+    other = MusicGen.get_pretrained(model.name)
+    other.set_generation_params(duration=DURATION, **{**SETTINGS, **{k: v for k, v in DEFAULTS.items() if k == default}})
+    seed = [0 if default == "seed" else SEED]
+    if default == "continuation":
+        _, changed = other.generate([PROMPT], return_tokens=True, seed=seed)
+    else:
+        _, changed = other.generate_continuation(audio, 32000, [PROMPT], return_tokens=True, seed=seed)
+    assert changed.shape == codes.shape
+    assert not np.array_equal(changed, codes)
