@@ -9,8 +9,7 @@ import pytest
 import torch
 
 from musicgen_jax.convert.t5 import load_t5
-from musicgen_jax.lm import pattern
-from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, sample_next, stream_tokens, top_k_mask
+from musicgen_jax.sampling import PROGRESS_EVERY, SamplingParams, generate_tokens, row_keys, stream_tokens, top_k_mask
 from musicgen_jax.text.encoder import encode_ids
 from tests.lm.test_parity import load
 
@@ -63,20 +62,6 @@ def test_greedy_tokens_equal_transformers(hf_musicgen, prompt):
     np.testing.assert_array_equal(codes, expected)
 
 
-def test_sampling_filters():
-    logits = jax.numpy.log(jax.numpy.array([[0.5, 0.3, 0.15, 0.05]]))
-    keys = jax.random.split(jax.random.key(0), 2000)
-    draw = lambda s: np.asarray(jax.vmap(lambda k: sample_next(k, logits, s))(keys))[:, 0]  # noqa: E731
-    assert set(draw(SamplingParams(top_k=2))) == {0, 1}
-    assert set(draw(SamplingParams(top_k=0, top_p=0.7))) == {0, 1}  # 0.5 < 0.7 <= 0.8
-    assert set(draw(SamplingParams(top_k=0, top_p=0.85))) == {0, 1, 2}
-    freq = np.bincount(draw(SamplingParams(top_k=0)), minlength=4) / 2000
-    assert np.abs(freq - [0.5, 0.3, 0.15, 0.05]).max() < 0.04
-    assert (draw(SamplingParams(use_sampling=False)) == 0).all()
-    with pytest.raises(ValueError, match="invalid sampling settings"):
-        SamplingParams(temperature=0.0)
-
-
 @pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
 def test_top_k_mask_equals_lax_top_k(scale):
     """The bisection threshold keeps exactly `x >= lax.top_k(x, k)[0][..., -1]`: ties (rounded values),
@@ -110,7 +95,9 @@ def test_batch_invariance_and_seed_determinism(hf_musicgen):
     assert (together != other).mean() > 0.5
 
 
-def test_streaming_and_continuation_equal_generation(hf_musicgen):
+def test_streaming_progress_and_continuation_equal_generation(hf_musicgen):
+    """The same tokens from one call of the decode loop, from calls of PROGRESS_EVERY steps with progress
+    reported after each (27 steps: 10, 10, 7), from one step a call (streaming), with and without a prompt."""
     _, directory = hf_musicgen
     t5_config, t5_params = load_t5(directory)
     config, params = load(directory)
@@ -119,6 +106,11 @@ def test_streaming_and_continuation_equal_generation(hf_musicgen):
     text = encode_ids(t5_config, t5_params, ids, mask)
     sampling = SamplingParams(top_k=40)
     full = np.asarray(generate_tokens(config, params, text, mask, row_keys([7]), 24, sampling))
+    reported = []
+    chunked = np.asarray(generate_tokens(config, params, text, mask, row_keys([7]), 24, sampling,
+                                         progress=reported.append))
+    assert reported == [PROGRESS_EVERY, PROGRESS_EVERY, 7]  # steps 0..26 produce positions 1..27 of 24 + 4
+    np.testing.assert_array_equal(chunked, full)
     streamed = list(stream_tokens(config, params, text, mask, row_keys([7]), 24, sampling))
     assert len(streamed) == 24 and streamed[0].shape == (1, 4, 1)
     np.testing.assert_array_equal(np.concatenate(streamed, axis=-1), full)
@@ -143,7 +135,8 @@ def test_lengths_in_one_bucket_share_a_compilation(hf_musicgen):
     long = np.asarray(generate_tokens(config, params, text, mask, row_keys([0]), 30, greedy))
     compiled = _run_steps_jit._cache_size(), _start_jit._cache_size()
     short = np.asarray(generate_tokens(config, params, text, mask, row_keys([0]), 12, greedy))
-    assert (_run_steps_jit._cache_size(), _start_jit._cache_size()) == compiled and frame_bucket(12) == frame_bucket(30) == 250
+    assert (_run_steps_jit._cache_size(), _start_jit._cache_size()) == compiled
+    assert frame_bucket(12) == frame_bucket(30) == 250
     lowered = {n: lower_generate(config, params, jax.ShapeDtypeStruct(text.shape, text.dtype), mask, row_keys([0]), n,
                                  greedy).as_text() for n in (12, 30, 260)}
     assert lowered[12] == lowered[30] != lowered[260]  # one program per length bucket

@@ -82,8 +82,8 @@ def test_two_processes_share_one_mesh(hf_musicgen):
     parity tests, under which the two prompts' greedy tokens differ."""
     env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "PYTHONPATH": str(REPO)}
     script, port = str(Path(__file__).with_name("multihost_run.py")), str(_free_port())
-    procs = [subprocess.Popen([sys.executable, script, str(i), port, str(hf_musicgen[1])], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                              stderr=subprocess.PIPE, text=True) for i in range(2)]
+    procs = [subprocess.Popen([sys.executable, script, str(i), port, str(hf_musicgen[1])], env=env, cwd=REPO,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
     try:
         outs = [p.communicate(timeout=600) for p in procs]
     finally:
