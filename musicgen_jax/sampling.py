@@ -1,8 +1,9 @@
 """The compiled decode loop (SPEC 5.1, 5.2): classifier-free guidance, temperature, top-k / top-p, greedy.
 
 A prefill, then one `lax.fori_loop` over the delay-pattern steps with a preallocated KV cache: no
-Python per token. Compiled once per (LM config, sampling settings, batch size, prompt length, length
-bucket), with no host callbacks, so that JAX's persistent compilation cache can keep the programs.
+Python per token. Compiled once per (LM config, sampling settings, batch size, prompt length, and length
+buckets of the audio and of the text), with no host callbacks, so that JAX's persistent compilation
+cache can keep the programs.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from musicgen_jax.config import LMConfig
 from musicgen_jax.lm import pattern
 from musicgen_jax.lm.model import LMModel, init_cache
 from musicgen_jax.sharding import activation_sharding
+from musicgen_jax.text.encoder import length_bucket
 
 PROGRESS_EVERY = 10
 FRAME_BUCKET = 250  # 5 s at 50 Hz: generation lengths share a compilation within each bucket
@@ -168,8 +170,8 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
     batch runs doubled, conditional rows first, the null condition (zero text, zero mask) second, and
     `uncond + (cond - uncond) * cfg_coef` is sampled from.
 
-    Two compiled programs, each once per (config, sampling, batch, prompt length, length bucket): the
-    prefill (`_start`) and the decode loop (`_run_steps`, a `lax.fori_loop` over a traced range of
+    Two compiled programs, each once per (config, sampling, batch, prompt length, length bucket, text
+    length bucket: `padded_text`): the prefill (`_start`) and the decode loop (`_run_steps`, a `lax.fori_loop` over a traced range of
     steps on donated state). The token buffer and KV cache are `frame_bucket(frames)` long and the
     loop stops after `frames`. Without `progress` the loop runs in one call; with it, in calls of
     `PROGRESS_EVERY` steps, each waited for and then reported as `progress(steps_done_in_that_call)`
@@ -179,7 +181,8 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
     and the cache are then split by the logical axis rules. None: one device.
     """
     prompt_frames = _prompt_frames(prompt, frames)
-    state = _start_jit(config, params, text, text_mask, keys, frame_bucket(frames), sampling, prompt, mesh=mesh)
+    state = _start_jit(config, params, *padded_text(text, text_mask), keys, frame_bucket(frames), sampling, prompt,
+                       mesh=mesh)
     last = pattern.num_steps(frames, config.delays) - 1
     chunk = PROGRESS_EVERY if progress is not None else last
     for first in range(prompt_frames, last, chunk):
@@ -199,10 +202,18 @@ def lower_generate(config: LMConfig, params: Any, text: jax.Array, text_mask: ja
     `.compile()` it to time or inspect the compilation (`.as_text()`, `.cost_analysis()`). Arguments
     may be `jax.ShapeDtypeStruct`s."""
     prompt_frames = _prompt_frames(prompt, frames)
-    state = _start_jit.eval_shape(config, params, text, text_mask, keys, frame_bucket(frames), sampling, prompt,
-                                  mesh=mesh)
+    state = _start_jit.eval_shape(config, params, *jax.eval_shape(padded_text, text, text_mask), keys,
+                                  frame_bucket(frames), sampling, prompt, mesh=mesh)
     return _run_steps_jit.lower(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(0),
                                 jnp.int32(0), mesh=mesh)
+
+
+def padded_text(text: jax.Array, text_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`text [B, N, D]`, `text_mask [B, N]` zero-padded to N' = `length_bucket(N)` positions. Cross-attention
+    masks them (their probabilities are exactly 0), so the tokens are the same and every prompt length
+    in a bucket shares the compiled programs (the cross-attention keys are part of the loop's state)."""
+    pad = length_bucket(text.shape[1]) - text.shape[1]
+    return jnp.pad(text, ((0, 0), (0, pad), (0, 0))), jnp.pad(text_mask, ((0, 0), (0, pad)))
 
 
 def _run_steps(config, params, sampling, frames, prompt_frames, state, first, stop):
@@ -237,7 +248,8 @@ def stream_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax
     (after the prompt's), from a Python loop over the same compiled decode loop, one step a call."""
     prompt_frames = _prompt_frames(prompt, frames)
     delay = max(config.delays)
-    state = _start_jit(config, params, text, text_mask, keys, frame_bucket(frames), sampling, prompt, mesh=mesh)
+    state = _start_jit(config, params, *padded_text(text, text_mask), keys, frame_bucket(frames), sampling, prompt,
+                       mesh=mesh)
     for s in range(prompt_frames, pattern.num_steps(frames, config.delays) - 1):
         state = _run_steps_jit(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(s),
                                jnp.int32(s + 1), mesh=mesh)

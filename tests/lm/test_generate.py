@@ -126,6 +126,7 @@ def test_streaming_progress_and_continuation_equal_generation(hf_musicgen):
 
 
 def test_lengths_in_one_bucket_share_a_compilation(hf_musicgen):
+    """Frame counts in one 250-frame bucket and text lengths in one 8-token bucket: no new compilation."""
     from musicgen_jax.sampling import _run_steps_jit, _start_jit, frame_bucket, lower_generate
 
     _, directory = hf_musicgen
@@ -135,6 +136,8 @@ def test_lengths_in_one_bucket_share_a_compilation(hf_musicgen):
     long = np.asarray(generate_tokens(config, params, text, mask, row_keys([0]), 30, greedy))
     compiled = _run_steps_jit._cache_size(), _start_jit._cache_size()
     short = np.asarray(generate_tokens(config, params, text, mask, row_keys([0]), 12, greedy))
+    longer_text = np.zeros((1, 7, 32), np.float32), np.zeros((1, 7), np.int32)  # 3 and 7 tokens: bucket 8
+    generate_tokens(config, params, *longer_text, row_keys([0]), 12, greedy)
     assert (_run_steps_jit._cache_size(), _start_jit._cache_size()) == compiled
     assert frame_bucket(12) == frame_bucket(30) == 250
     lowered = {n: lower_generate(config, params, jax.ShapeDtypeStruct(text.shape, text.dtype), mask, row_keys([0]), n,
