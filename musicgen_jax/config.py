@@ -171,3 +171,22 @@ class LMConfig(_DictIO):
 
 # musicgen-small's LM (SPEC 2.1); medium / large differ only in dim, heads, layers and ffn_dim.
 MUSICGEN_SMALL_LM = LMConfig()
+
+
+@dataclasses.dataclass(frozen=True)
+class ChromaConfig(_DictIO):
+    """The melody conditioner's chroma features (SPEC 4.2, 6.8): a power spectrogram (Hann window of
+    `n_fft`, hop `hop_length`, centred with reflect padding, normalized by the window's energy),
+    `bins` chroma bins from librosa's filter bank (tuning 0), inf-normalized and one-hot at the argmax.
+    Frame rate sample_rate / hop_length (7.8125 Hz at 32 kHz)."""
+
+    sample_rate: int = 32000
+    n_fft: int = 16384
+    hop_length: int = 4096
+    bins: int = 12
+    norm_eps: float = 1e-6
+
+    def __post_init__(self):
+        bad = [n for n in ("sample_rate", "n_fft", "hop_length", "bins") if getattr(self, n) <= 0]
+        if bad:
+            raise ValueError(f"ChromaConfig has invalid values: {bad} in {self}")
