@@ -57,11 +57,11 @@ def measure(params, scan: bool, runs: int) -> dict:
     model = LMModel(config, scan)
     text = jax.random.normal(jax.random.key(1), (2, TEXT, config.text_dim))
     mask = jnp.ones((2, TEXT), jnp.int32)
-    cross_kv, bias = jax.jit(lambda p: model.apply(p, text, mask, method=LMModel.condition))(params)
+    context = jax.jit(lambda p: model.apply(p, text, mask, method=LMModel.condition))(params)
     column = jnp.zeros((2, config.num_codebooks, 1), jnp.int32)
 
     def step(p, cache, s):
-        return model.apply(p, column, cross_kv, bias, s, cache, method=LMModel.decode)
+        return model.apply(p, column, context, s, cache, method=LMModel.decode)
 
     cache = init_cache(config, 2, CACHE, scan_layers=scan)
     decode, decode_compile = _compile(step, params, cache, jnp.int32(0), donate_argnums=1)

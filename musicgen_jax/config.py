@@ -135,7 +135,11 @@ class LMConfig(_DictIO):
     `card` is the codebook size; id `card` is the special token (before the first frame of each
     codebook and after its last one in the delay pattern). `delays` has one entry per codebook
     (stereo: [0, 0, 1, 1, 2, 2, 3, 3]). `text_dim` is the width of the text encoder states that the
-    LM projects to `dim` for cross-attention.
+    LM projects to `dim`.
+
+    `chroma_bins` 0: a text-to-music model, the projected text reaches the layers by cross-attention.
+    `chroma_bins` > 0: a melody model (SPEC 4.2, 4.4), without cross-attention: `chroma_frames` frames
+    of projected one-hot chroma, then the projected text, are prepended to the audio tokens.
     """
 
     dim: int = 1024
@@ -147,9 +151,14 @@ class LMConfig(_DictIO):
     text_dim: int = 768
     norm_eps: float = 1e-5
     max_period: float = 10000.0
+    chroma_bins: int = 0
+    chroma_frames: int = 235
 
     def __post_init__(self):
         object.__setattr__(self, "delays", tuple(int(d) for d in self.delays))
+        if self.chroma_bins < 0 or self.chroma_frames <= 0:
+            raise ValueError(f"LMConfig has invalid chroma_bins {self.chroma_bins} / chroma_frames "
+                             f"{self.chroma_frames}")
         if self.dim % self.num_heads or self.dim % 2:
             raise ValueError(f"LMConfig.dim {self.dim} must be even and divisible by num_heads {self.num_heads}")
         bad = [n for n in ("dim", "num_heads", "num_layers", "ffn_dim", "card", "text_dim") if getattr(self, n) <= 0]
@@ -163,6 +172,10 @@ class LMConfig(_DictIO):
     @property
     def special_token(self) -> int:
         return self.card
+
+    @property
+    def melody(self) -> bool:
+        return self.chroma_bins > 0
 
     @property
     def head_dim(self) -> int:

@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm import pattern
-from musicgen_jax.lm.model import LMModel, init_cache
+from musicgen_jax.lm.model import LMModel, init_cache, null_chroma
 from musicgen_jax.sharding import activation_sharding
 from musicgen_jax.text.encoder import length_bucket
 
@@ -94,27 +94,34 @@ def row_keys(seeds) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
 
 
-def _start(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array, bucket: int,
-           sampling: SamplingParams, prompt: jax.Array | None) -> dict:
-    """The decode state before the first sampled step: cross-attention keys/values of the (doubled,
-    with guidance) text, the token sequence (`bucket` frames long) with the prompt's positions filled
-    in, and the KV cache after a one-call prefill of those positions."""
+def _start(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, text_length: jax.Array,
+           chroma: jax.Array | None, keys: jax.Array, bucket: int, sampling: SamplingParams,
+           prompt: jax.Array | None) -> dict:
+    """The decode state before the first sampled step: the conditioning context of the (doubled, with
+    guidance) text and chroma, the token sequence (`bucket` frames long) with the prompt's positions
+    filled in, and the KV cache after a one-call prefill of those positions (melody models: of the
+    prefix and those positions)."""
     model = LMModel(config)
+    if config.melody and chroma is None:
+        chroma = null_chroma(config, text.shape[0])
     if sampling.cfg_coef != 1.0:
         text = jnp.concatenate([text, jnp.zeros_like(text)])
         text_mask = jnp.concatenate([text_mask, jnp.zeros_like(text_mask)])
-    cross_kv, cross_bias = model.apply(params, text, text_mask, method=LMModel.condition)
+        chroma = None if chroma is None else jnp.concatenate([chroma, null_chroma(config, chroma.shape[0])])
+    context = model.apply(params, text, text_mask, chroma, text_length, method=LMModel.condition)
     steps = pattern.num_steps(bucket, config.delays)
     prompt_frames = _prompt_frames(prompt, bucket)
     sequence = jnp.full((keys.shape[0], config.num_codebooks, steps), config.special_token, jnp.int32)
-    cache = init_cache(config, text.shape[0], steps)
+    prefix = context["prefix"].shape[1] if config.melody else 0
+    cache = init_cache(config, text.shape[0], prefix + steps)
     if prompt_frames:
         padded = jnp.pad(prompt.astype(jnp.int32), ((0, 0), (0, 0), (0, bucket - prompt_frames)))
         forced = pattern.valid_mask(steps, prompt_frames, config.delays)
         sequence = jnp.where(forced[None], pattern.build(padded, config.delays, config.special_token), sequence)
-        _, cache = model.apply(params, _double(sequence[:, :, :prompt_frames], sampling), cross_kv, cross_bias, 0,
-                               cache, method=LMModel.decode)
-    return {"sequence": sequence, "cache": cache, "keys": keys, "cross_kv": cross_kv, "cross_bias": cross_bias}
+    if prompt_frames or config.melody:
+        _, cache = model.apply(params, _double(sequence[:, :, :prompt_frames], sampling), context, 0, cache,
+                               config.melody, method=LMModel.decode)
+    return {"sequence": sequence, "cache": cache, "keys": keys, "context": context}
 
 
 def _prompt_frames(prompt: jax.Array | None, frames: int) -> int:
@@ -136,8 +143,7 @@ def _step(config: LMConfig, params: Any, sampling: SamplingParams, frames: jax.A
     sequence, batch = state["sequence"], state["sequence"].shape[0]
     steps = sequence.shape[-1]
     column = _double(lax.dynamic_slice_in_dim(sequence, s, 1, axis=2), sampling)
-    logits, cache = LMModel(config).apply(params, column, state["cross_kv"], state["cross_bias"], s, state["cache"],
-                                          method=LMModel.decode)
+    logits, cache = LMModel(config).apply(params, column, state["context"], s, state["cache"], method=LMModel.decode)
     logits = logits[:, :, 0]
     if sampling.cfg_coef != 1.0:
         cond, uncond = logits[:batch], logits[batch:]
@@ -161,19 +167,21 @@ def frame_bucket(frames: int) -> int:
 
 def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
                     frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
-                    progress: Callable[[int], None] | None = None, mesh: Mesh | None = None) -> jax.Array:
+                    progress: Callable[[int], None] | None = None, mesh: Mesh | None = None,
+                    chroma: jax.Array | None = None) -> jax.Array:
     """Codes `[B, K, frames]` int32 for text states `text [B, N, text_dim]` (mask `[B, N]`), sampled
-    with one PRNG key per row (`keys [B]`, see `row_keys`).
+    with one PRNG key per row (`keys [B]`, see `row_keys`). Melody models: `chroma [B, chroma_frames,
+    chroma_bins]` one-hot (`chroma.match_frames`), or None for text alone (the null chroma).
 
     `prompt [B, K, P]` (P <= frames): codes kept as the first P frames (continuation); the positions
     they fill are run through the model in one prefill call, the rest step by step. With guidance the
-    batch runs doubled, conditional rows first, the null condition (zero text, zero mask) second, and
-    `uncond + (cond - uncond) * cfg_coef` is sampled from.
+    batch runs doubled, conditional rows first, the null condition (zero text, zero mask; melody: the
+    null chroma) second, and `uncond + (cond - uncond) * cfg_coef` is sampled from.
 
     Two compiled programs, each once per (config, sampling, batch, prompt length, length bucket, text
-    length bucket: `padded_text`): the prefill (`_start`) and the decode loop (`_run_steps`, a `lax.fori_loop` over a traced range of
-    steps on donated state). The token buffer and KV cache are `frame_bucket(frames)` long and the
-    loop stops after `frames`. Without `progress` the loop runs in one call; with it, in calls of
+    length bucket: `padded_text`): the prefill (`_start`) and the decode loop (`_run_steps`, a
+    `lax.fori_loop` over a traced range of steps on donated state). The token buffer and KV cache are
+    `frame_bucket(frames)` long (melody: after the prefix) and the loop stops after `frames`. Without `progress` the loop runs in one call; with it, in calls of
     `PROGRESS_EVERY` steps, each waited for and then reported as `progress(steps_done_in_that_call)`
     from Python: no host callback inside the program, so JAX's persistent compilation cache keeps it.
 
@@ -181,8 +189,8 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
     and the cache are then split by the logical axis rules. None: one device.
     """
     prompt_frames = _prompt_frames(prompt, frames)
-    state = _start_jit(config, params, *padded_text(text, text_mask), keys, frame_bucket(frames), sampling, prompt,
-                       mesh=mesh)
+    state = _start_jit(config, params, *padded_text(text, text_mask), _checked(config, chroma), keys,
+                       frame_bucket(frames), sampling, prompt, mesh=mesh)
     last = pattern.num_steps(frames, config.delays) - 1
     chunk = PROGRESS_EVERY if progress is not None else last
     for first in range(prompt_frames, last, chunk):
@@ -197,23 +205,33 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
 
 def lower_generate(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
                    frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
-                   mesh: Mesh | None = None) -> jax.stages.Lowered:
+                   mesh: Mesh | None = None, chroma: jax.Array | None = None) -> jax.stages.Lowered:
     """The decode loop `generate_tokens` runs for these arguments (`_run_steps`), traced and lowered:
     `.compile()` it to time or inspect the compilation (`.as_text()`, `.cost_analysis()`). Arguments
     may be `jax.ShapeDtypeStruct`s."""
     prompt_frames = _prompt_frames(prompt, frames)
-    state = _start_jit.eval_shape(config, params, *jax.eval_shape(padded_text, text, text_mask), keys,
-                                  frame_bucket(frames), sampling, prompt, mesh=mesh)
+    state = _start_jit.eval_shape(config, params, *jax.eval_shape(padded_text, text, text_mask),
+                                  _checked(config, chroma), keys, frame_bucket(frames), sampling, prompt, mesh=mesh)
     return _run_steps_jit.lower(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(0),
                                 jnp.int32(0), mesh=mesh)
 
 
-def padded_text(text: jax.Array, text_mask: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """`text [B, N, D]`, `text_mask [B, N]` zero-padded to N' = `length_bucket(N)` positions. Cross-attention
-    masks them (their probabilities are exactly 0), so the tokens are the same and every prompt length
-    in a bucket shares the compiled programs (the cross-attention keys are part of the loop's state)."""
+def padded_text(text: jax.Array, text_mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+    """`text [B, N, D]`, `text_mask [B, N]` zero-padded to N' = `length_bucket(N)` positions, and N (int32
+    []). The padding is masked (cross-attention: probabilities exactly 0; melody prefix: `LMModel.condition`'s
+    gap), so the tokens are the same and every prompt length in a bucket shares the compiled programs
+    (the text's keys are part of the loop's state)."""
     pad = length_bucket(text.shape[1]) - text.shape[1]
-    return jnp.pad(text, ((0, 0), (0, pad), (0, 0))), jnp.pad(text_mask, ((0, 0), (0, pad)))
+    return (jnp.pad(text, ((0, 0), (0, pad), (0, 0))), jnp.pad(text_mask, ((0, 0), (0, pad))),
+            jnp.int32(text.shape[1]))
+
+
+def _checked(config: LMConfig, chroma):
+    if chroma is not None and not config.melody:
+        raise ValueError("this model has no melody conditioning (a text-to-music LM): chroma must be None")
+    if chroma is not None and chroma.shape[1:] != (config.chroma_frames, config.chroma_bins):
+        raise ValueError(f"chroma must be [B, {config.chroma_frames}, {config.chroma_bins}], got {chroma.shape}")
+    return chroma
 
 
 def _run_steps(config, params, sampling, frames, prompt_frames, state, first, stop):
@@ -243,13 +261,13 @@ _revert = jax.jit(pattern.revert, static_argnames="delays")
 
 def stream_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
                   frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
-                  mesh: Mesh | None = None) -> Iterator[jax.Array]:
+                  mesh: Mesh | None = None, chroma: jax.Array | None = None) -> Iterator[jax.Array]:
     """The same tokens as `generate_tokens`, yielded as each frame completes: `[B, K, 1]` per new frame
     (after the prompt's), from a Python loop over the same compiled decode loop, one step a call."""
     prompt_frames = _prompt_frames(prompt, frames)
     delay = max(config.delays)
-    state = _start_jit(config, params, *padded_text(text, text_mask), keys, frame_bucket(frames), sampling, prompt,
-                       mesh=mesh)
+    state = _start_jit(config, params, *padded_text(text, text_mask), _checked(config, chroma), keys,
+                       frame_bucket(frames), sampling, prompt, mesh=mesh)
     for s in range(prompt_frames, pattern.num_steps(frames, config.delays) - 1):
         state = _run_steps_jit(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(s),
                                jnp.int32(s + 1), mesh=mesh)

@@ -33,6 +33,7 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("length", None),
     ("kv", None),
     ("text_embed", None),
+    ("chroma", None),
     ("layers", None),
 )
 

@@ -1,4 +1,5 @@
-"""MusicGen LM weights from a transformers MusicGen checkpoint (SPEC 6.3) into `LMModel` parameters."""
+"""MusicGen LM weights from a transformers MusicGen or MusicGen-Melody checkpoint (SPEC 6.3) into `LMModel`
+parameters."""
 
 from __future__ import annotations
 
@@ -14,9 +15,13 @@ _DECODER = "decoder.model.decoder"
 
 
 def lm_config_from_hf(cfg: dict) -> LMConfig:
-    """LMConfig from a transformers `MusicgenConfig` dict (text-to-music models)."""
-    if cfg.get("model_type") != "musicgen":
-        raise CheckpointError(f"expected a MusicGen (text-to-music) config, got model_type {cfg.get('model_type')!r}")
+    """LMConfig from a transformers `MusicgenConfig` or `MusicgenMelodyConfig` dict."""
+    if cfg.get("model_type") not in ("musicgen", "musicgen_melody"):
+        raise CheckpointError(f"expected a MusicGen or MusicGen-Melody config, got model_type "
+                              f"{cfg.get('model_type')!r}")
+    melody = {}
+    if cfg["model_type"] == "musicgen_melody":
+        melody = {"chroma_bins": cfg.get("num_chroma", 12), "chroma_frames": cfg.get("chroma_length", 235)}
     dec = cfg.get("decoder") or {}
     if dec.get("activation_function", "gelu") != "gelu" or dec.get("scale_embedding", False):
         raise CheckpointError(f"unsupported MusicGen decoder settings: activation "
@@ -30,26 +35,33 @@ def lm_config_from_hf(cfg: dict) -> LMConfig:
     return LMConfig(dim=dec.get("hidden_size", 1024), num_heads=dec.get("num_attention_heads", 16),
                     num_layers=dec.get("num_hidden_layers", 24), ffn_dim=dec.get("ffn_dim", 4096),
                     card=dec.get("vocab_size", 2048), delays=tuple(k // channels for k in range(num_codebooks)),
-                    text_dim=text.get("d_model", 768))
+                    text_dim=text.get("d_model", 768), **melody)
 
 
 def hf_key_map(config: LMConfig) -> dict[str, Target]:
-    """Every transformers MusicGen LM key (decoder and `enc_to_dec_proj`), mapped to its parameter
-    (linear weights as they are: `LMModel` keeps PyTorch's [out, in] layout)."""
+    """Every transformers MusicGen LM key (decoder, `enc_to_dec_proj`, melody: `audio_enc_to_dec_proj`),
+    mapped to its parameter (linear weights as they are: `LMModel` keeps PyTorch's [out, in] layout)."""
     keys = {"enc_to_dec_proj.weight": Target(("text_projection", "kernel")),
             "enc_to_dec_proj.bias": Target(("text_projection", "bias")),
             f"{_DECODER}.layer_norm.weight": Target(("out_norm", "scale")),
             f"{_DECODER}.layer_norm.bias": Target(("out_norm", "bias"))}
+    if config.melody:
+        keys["audio_enc_to_dec_proj.weight"] = Target(("chroma_projection", "kernel"))
+        keys["audio_enc_to_dec_proj.bias"] = Target(("chroma_projection", "bias"))
+    attentions = (("self_attn", "self_attn"),) if config.melody else (("self_attn", "self_attn"),
+                                                                      ("encoder_attn", "cross_attn"))
+    norms = (("self_attn_layer_norm", "norm_self"), ("final_layer_norm", "norm_ffn"))
+    if not config.melody:
+        norms += (("encoder_attn_layer_norm", "norm_cross"),)
     for k in range(config.num_codebooks):
         keys[f"{_DECODER}.embed_tokens.{k}.weight"] = Target((f"embeddings_{k}", "embedding"))
         keys[f"decoder.lm_heads.{k}.weight"] = Target((f"heads_{k}", "kernel"))
     for i in range(config.num_layers):
         hf, ours = f"{_DECODER}.layers.{i}", (f"layers_{i}",)
-        for attn_hf, attn in (("self_attn", "self_attn"), ("encoder_attn", "cross_attn")):
+        for attn_hf, attn in attentions:
             for proj, name in (("q_proj", "q"), ("k_proj", "k"), ("v_proj", "v"), ("out_proj", "out")):
                 keys[f"{hf}.{attn_hf}.{proj}.weight"] = Target(ours + (attn, name, "kernel"))
-        for norm_hf, norm in (("self_attn_layer_norm", "norm_self"), ("encoder_attn_layer_norm", "norm_cross"),
-                              ("final_layer_norm", "norm_ffn")):
+        for norm_hf, norm in norms:
             keys[f"{hf}.{norm_hf}.weight"] = Target(ours + (norm, "scale"))
             keys[f"{hf}.{norm_hf}.bias"] = Target(ours + (norm, "bias"))
         keys[f"{hf}.fc1.weight"] = Target(ours + ("fc1", "kernel"))

@@ -1,11 +1,12 @@
 """The MusicGen LM (SPEC 2.2): summed codebook embeddings, sinusoidal positions, decoder layers with
-cross-attention to the projected text states, final norm, one head per codebook.
+cross-attention to the projected text states (melody models: none, the projected chroma and text are
+prepended to the audio tokens instead, SPEC 4.4), final norm, one head per codebook.
 
 Parameters: embeddings_{k}/embedding [card + 1, D]; text_projection/{kernel [D, text_dim], bias};
-layers_{i}/...; out_norm/{scale, bias}; heads_{k}/kernel [card, D]. Linear kernels are [out, in]
-(`transformer.Linear`). With `scan_layers=True` the layers are one `lax.scan` over stacked parameters
-`layers/... [num_layers, ...]` (less to compile; `stack_layers` / `unstack_layers` convert):
-converted checkpoints are stored unstacked.
+melody: chroma_projection/{kernel [D, chroma_bins], bias}; layers_{i}/...; out_norm/{scale, bias};
+heads_{k}/kernel [card, D]. Linear kernels are [out, in] (`transformer.Linear`). With
+`scan_layers=True` the layers are one `lax.scan` over stacked parameters `layers/... [num_layers, ...]`
+(less to compile; `stack_layers` / `unstack_layers` convert): converted checkpoints are stored unstacked.
 
 Per-layer state follows the same layout: the cross-attention keys/values and the KV cache are lists
 over layers, or (scanned) single trees stacked on a leading layer axis.
@@ -46,6 +47,8 @@ class LMModel(nn.Module):
         self.embeddings = [nn.Embed(c.card + 1, c.dim, embedding_init=initializer(None, "embed"))  # card + 1: odd
                            for _ in range(c.num_codebooks)]
         self.text_projection = Linear(c.dim, ("embed", "text_embed"), use_bias=True)
+        if c.melody:
+            self.chroma_projection = Linear(c.dim, ("embed", "chroma"), use_bias=True)
         if self.scan_layers:
             self.layers = DecoderLayer(c)
         else:
@@ -56,50 +59,82 @@ class LMModel(nn.Module):
     def _scan(self, body, carry, *xs, in_axes):
         return nn.scan(body, in_axes=in_axes, length=self.config.num_layers, **_SCAN)(self.layers, carry, *xs)
 
-    def condition(self, text: jax.Array, text_mask: jax.Array):
-        """`text [B, N, text_dim], text_mask [B, N]` -> per-layer cross-attention (k, v) and `cross_bias [B, 1, 1, N]`.
+    def condition(self, text: jax.Array, text_mask: jax.Array, chroma: jax.Array | None = None,
+                  text_length=None) -> dict:
+        """The conditioning `context` of `decode`, from `text [B, N, text_dim]`, `text_mask [B, N]`.
 
-        Projected states are zeroed where the mask is 0, so an all-zero mask (the null condition of
-        classifier-free guidance) yields a zero cross-attention output."""
+        The projected text is zeroed where the mask is 0 (both references), so an all-zero mask (the null
+        condition of classifier-free guidance) carries no text. Text models: {"cross_kv": per-layer (k, v)
+        [B, H, N, Dh], "cross_bias": [B, 1, 1, N]} (padded text masked in cross-attention, as transformers).
+        Melody models, with `chroma [B, chroma_frames, chroma_bins]` (one-hot, `null_chroma` for none):
+        {"prefix": [B, chroma_frames + N, D], "gap": int32 []}, the projected chroma then the projected
+        text, attended to causally like audio tokens (zeroed text positions are not masked, as in both
+        references). `text_length` (may be traced): only the first `text_length` text positions belong to
+        the batch, the rest is bucket padding, which is moved to the front of the prefix and masked from
+        every query (`gap` slots, not counted in the positions); None: all N."""
         mask = text_mask.astype(jnp.float32)
-        cross = self.text_projection(text) * mask[..., None]
+        projected = self.text_projection(text) * mask[..., None]
+        if self.config.melody:
+            prefix = jnp.concatenate([self.chroma_projection(chroma.astype(jnp.float32)), projected], axis=1)
+            gap = jnp.int32(0) if text_length is None else text.shape[1] - jnp.asarray(text_length, jnp.int32)
+            return {"prefix": nn.with_logical_constraint(jnp.roll(prefix, gap, axis=1), TOKENS_AXES), "gap": gap}
         bias = ((1.0 - mask) * NEG_INF)[:, None, None, :]
         if self.scan_layers:
-            _, kv = self._scan(lambda layer, c, _: (c, layer.cross_kv(c)), cross, None, in_axes=(0,))
-            return kv, bias
-        return [layer.cross_kv(cross) for layer in self.layers], bias
+            _, kv = self._scan(lambda layer, c, _: (c, layer.cross_kv(c)), projected, None, in_axes=(0,))
+        else:
+            kv = [layer.cross_kv(projected) for layer in self.layers]
+        return {"cross_kv": kv, "cross_bias": bias}
 
-    def decode(self, sequence: jax.Array, cross_kv, cross_bias: jax.Array, start=0, cache=None):
-        """`sequence [B, K, T]` (delay-pattern tokens, values in [0, card]) at positions start..start+T-1
-        -> (logits [B, K, T, card] float32, updated cache). Without a cache, attention is causal within
-        the call; with one (`init_cache`), over every cached position up to the query's."""
+    def decode(self, sequence: jax.Array, context: dict, start=0, cache=None, prefix: bool = False):
+        """`sequence [B, K, T]` (delay-pattern tokens, values in [0, card]) at pattern steps start..start+T-1
+        -> (logits [B, K, T, card] float32, updated cache). `context`: from `condition`.
+
+        Melody models keep the prefix in the first P = `context["prefix"].shape[1]` cache slots, step s in
+        slot P + s; `prefix=True` (static, with start 0) runs the prefix in the same call, before the steps.
+        Without a cache, attention is causal within the call; with one (`init_cache` of P + steps slots),
+        over every cached slot up to the query's. Positions count from the first unmasked slot."""
         t = sequence.shape[-1]
         x = sum(embed(sequence[:, k]) for k, embed in enumerate(self.embeddings))
-        positions = start + jnp.arange(t)
-        x = x + sinusoidal_embedding(positions, self.config.dim, self.config.max_period)[None]
+        offset, gap = (context["prefix"].shape[1], context["gap"]) if self.config.melody else (0, 0)
+        first = start if prefix else offset + start  # this call's first cache slot
+        if prefix:
+            x = jnp.concatenate([context["prefix"], x], axis=1)
+        slots = first + jnp.arange(x.shape[1])
+        x = x + sinusoidal_embedding(slots - gap, self.config.dim, self.config.max_period)[None]
         x = nn.with_logical_constraint(x, TOKENS_AXES)
-        keys = positions if cache is None else jnp.arange(cache_length(cache, self.scan_layers))
-        self_bias = jnp.where(keys[None, :] <= positions[:, None], 0.0, NEG_INF)[None, None]
+        keys = slots if cache is None else jnp.arange(cache_length(cache, self.scan_layers))
+        visible = (keys[None, :] <= slots[:, None]) & (keys[None, :] >= gap)
+        self_bias = jnp.where(visible, 0.0, NEG_INF)[None, None]
+        cross_kv, cross_bias = context.get("cross_kv"), context.get("cross_bias")
         if self.scan_layers:
             def body(layer, x, kv, layer_cache):
-                return layer(x, self_bias, kv, cross_bias, start, layer_cache)
+                return layer(x, self_bias, kv, cross_bias, first, layer_cache)
 
             x, cache = self._scan(body, x, cross_kv, cache, in_axes=(0, 0))
         else:
             layer_caches = [None] * len(self.layers) if cache is None else cache
+            layer_kv = [None] * len(self.layers) if cross_kv is None else cross_kv
             new_cache = []
-            for layer, kv, layer_cache in zip(self.layers, cross_kv, layer_caches, strict=True):
-                x, layer_cache = layer(x, self_bias, kv, cross_bias, start, layer_cache)
+            for layer, kv, layer_cache in zip(self.layers, layer_kv, layer_caches, strict=True):
+                x, layer_cache = layer(x, self_bias, kv, cross_bias, first, layer_cache)
                 new_cache.append(layer_cache)
             cache = None if cache is None else new_cache
-        x = self.out_norm(x)
+        x = self.out_norm(x[:, x.shape[1] - t:])
         logits = jnp.stack([head(x) for head in self.heads], axis=1)
         return nn.with_logical_constraint(logits, ("batch", None, "length", "vocab")), cache
 
-    def __call__(self, sequence: jax.Array, text: jax.Array, text_mask: jax.Array) -> jax.Array:
-        """Teacher-forced logits `[B, K, S, card]` of a whole delay-pattern sequence `[B, K, S]`."""
-        cross_kv, cross_bias = self.condition(text, text_mask)
-        return self.decode(sequence, cross_kv, cross_bias)[0]
+    def __call__(self, sequence: jax.Array, text: jax.Array, text_mask: jax.Array,
+                 chroma: jax.Array | None = None) -> jax.Array:
+        """Teacher-forced logits `[B, K, S, card]` of a whole delay-pattern sequence `[B, K, S]`
+        (melody models: `chroma [B, chroma_frames, chroma_bins]`)."""
+        context = self.condition(text, text_mask, chroma)
+        return self.decode(sequence, context, prefix=self.config.melody)[0]
+
+
+def null_chroma(config: LMConfig, batch: int) -> jax.Array:
+    """The chroma of no melody `[batch, chroma_frames, chroma_bins]`: bin 0 in every frame, what both
+    references condition on for silence (SPEC 4.2) and for the null condition of guidance."""
+    return jax.nn.one_hot(jnp.zeros((batch, config.chroma_frames), jnp.int32), config.chroma_bins)
 
 
 def init_cache(config: LMConfig, batch: int, length: int, dtype=jnp.float32, scan_layers: bool = False,
@@ -130,7 +165,8 @@ def init_params(config: LMConfig, key: jax.Array, scan_layers: bool = False):
     them; `jax.eval_shape(init_params, ...)` gives shapes and specs without computing)."""
     seq = jnp.zeros((1, config.num_codebooks, 1), jnp.int32)
     text, mask = jnp.zeros((1, 1, config.text_dim)), jnp.ones((1, 1), jnp.int32)
-    return LMModel(config, scan_layers).init(key, seq, text, mask)
+    chroma = null_chroma(config, 1) if config.melody else None
+    return LMModel(config, scan_layers).init(key, seq, text, mask, chroma)
 
 
 def param_specs(config: LMConfig, scan_layers: bool = False):

@@ -147,14 +147,16 @@ def write_cache(blocks: list[jax.Array], new: jax.Array, start) -> list[jax.Arra
 
 
 class DecoderLayer(nn.Module):
-    """x + SA(LN(x)); x + CA(LN(x), text); x + W2(gelu(W1(LN(x))))."""
+    """x + SA(LN(x)); x + CA(LN(x), text) (not in melody models); x + W2(gelu(W1(LN(x))))."""
 
     config: LMConfig
 
     def setup(self):
         c = self.config
-        self.self_attn, self.cross_attn = Attention(c), Attention(c)
-        self.norm_self, self.norm_cross, self.norm_ffn = layer_norm(c), layer_norm(c), layer_norm(c)
+        self.self_attn = Attention(c)
+        self.norm_self, self.norm_ffn = layer_norm(c), layer_norm(c)
+        if not c.melody:
+            self.cross_attn, self.norm_cross = Attention(c), layer_norm(c)
         self.fc1 = Linear(c.ffn_dim, ("mlp", "embed"))
         self.fc2 = Linear(c.dim, ("embed", "mlp"))
 
@@ -163,8 +165,9 @@ class DecoderLayer(nn.Module):
         return self.cross_attn.project_kv(cross)
 
     def __call__(self, x, self_bias, cross_kv, cross_bias, start, cache=None):
-        """`x [B, T, D]` at positions start..start+T-1. `cache`: {"k", "v": blocks [B, H, n_i, Dh]} or
-        None (then keys are this call's own). Returns (x, updated cache or None)."""
+        """`x [B, T, D]` at cache slots start..start+T-1. `cache`: {"k", "v": blocks [B, H, n_i, Dh]} or
+        None (then keys are this call's own). `cross_kv` None: no cross-attention (melody models).
+        Returns (x, updated cache or None)."""
         h = self.norm_self(x)
         k, v = self.self_attn.project_kv(h)
         if cache is None:
@@ -172,8 +175,9 @@ class DecoderLayer(nn.Module):
         else:
             cache = {"k": write_cache(cache["k"], k, start), "v": write_cache(cache["v"], v, start)}
             x = x + self.self_attn(h, cache["k"], cache["v"], self_bias, last=start + x.shape[1] - 1)
-        cross_k, cross_v = cross_kv
-        x = x + self.cross_attn(self.norm_cross(x), [cross_k], [cross_v], cross_bias)
+        if cross_kv is not None:
+            cross_k, cross_v = cross_kv
+            x = x + self.cross_attn(self.norm_cross(x), [cross_k], [cross_v], cross_bias)
         hidden = nn.with_logical_constraint(self.fc1(self.norm_ffn(x)), ("batch", "length", "mlp"))
         x = x + self.fc2(jax.nn.gelu(hidden, approximate=False))
         return nn.with_logical_constraint(x, TOKENS_AXES), cache

@@ -1,10 +1,12 @@
-"""A tiny random transformers `MusicgenForConditionalGeneration`, saved with `save_pretrained`."""
+"""Tiny random transformers `MusicgenForConditionalGeneration` and `MusicgenMelodyForConditionalGeneration`
+models, saved with `save_pretrained` as on the hub."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-from transformers import MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration
+from transformers import (MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, MusicgenMelodyConfig,
+                          MusicgenMelodyDecoderConfig, MusicgenMelodyForConditionalGeneration)
 from transformers import T5Config as HFT5Config
 
 from musicgen_jax.convert import pretrained
@@ -14,24 +16,38 @@ from tests.torch_init import constant_parameters, randomize_constants
 TEXT_VOCAB = 210  # the len() of the shared test tokenizer: 110 sentencepiece pieces + 100 extra ids
 
 
-def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1) -> MusicgenForConditionalGeneration:
-    """Random init (normal 0.02), every constant-initialized parameter of the text encoder, the text
-    projection and the decoder redrawn (`randomize_constants`: norm scales, norm biases, the projection's
-    bias), then the text path scaled up so that the prompt changes the logits."""
+def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1, melody: bool = False,
+                     chroma_frames: int = 24):
+    """A `MusicgenForConditionalGeneration` (melody: `MusicgenMelodyForConditionalGeneration`, 12 chroma bins,
+    `chroma_frames` chroma frames: the released models have 235, fewer here give the few text positions
+    after them a share of the attention that moves the logits). Random init (normal 0.02), every
+    constant-initialized parameter of the text encoder, the projections and the decoder redrawn
+    (`randomize_constants`: norm scales, norm biases, the projections' biases), then the conditioning
+    paths scaled up so that the prompt (and the melody) change the logits."""
     torch.manual_seed(seed)
     text = HFT5Config(vocab_size=TEXT_VOCAB, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, dropout_rate=0.0)
-    decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=64, num_attention_heads=4, num_hidden_layers=2,
-                                    ffn_dim=256, num_codebooks=4 * audio_channels, audio_channels=audio_channels,
-                                    dropout=0.0)
-    config = MusicgenConfig(text_encoder=text, audio_encoder=tiny_hf_config(), decoder=decoder)
-    model = MusicgenForConditionalGeneration(config).eval()
-    for i, part in enumerate((model.text_encoder, model.enc_to_dec_proj, model.decoder)):
+    sizes = dict(vocab_size=2048, hidden_size=64, num_attention_heads=4, num_hidden_layers=2, ffn_dim=256,
+                 num_codebooks=4 * audio_channels, audio_channels=audio_channels, dropout=0.0)
+    if melody:
+        config = MusicgenMelodyConfig(text_encoder=text, audio_encoder=tiny_hf_config(),
+                                      decoder=MusicgenMelodyDecoderConfig(**sizes), num_chroma=12,
+                                      chroma_length=chroma_frames)
+        model = MusicgenMelodyForConditionalGeneration(config).eval()
+        projections = (model.enc_to_dec_proj, model.audio_enc_to_dec_proj)
+    else:
+        config = MusicgenConfig(text_encoder=text, audio_encoder=tiny_hf_config(),
+                                decoder=MusicgenDecoderConfig(**sizes))
+        model = MusicgenForConditionalGeneration(config).eval()
+        projections = (model.enc_to_dec_proj,)
+    for i, part in enumerate((model.text_encoder, model.decoder, *projections)):
         randomize_constants(part, seed + i, bias_std=0.5)
     with torch.no_grad():
-        model.enc_to_dec_proj.weight.mul_(40.0)
+        for projection in projections:
+            projection.weight.mul_(40.0)
         for layer in model.decoder.model.decoder.layers:
-            layer.encoder_attn.v_proj.weight.mul_(10.0)
-            layer.encoder_attn.q_proj.weight.mul_(10.0)
+            if not melody:
+                layer.encoder_attn.v_proj.weight.mul_(10.0)
+                layer.encoder_attn.q_proj.weight.mul_(10.0)
         for name, p in model.decoder.named_parameters():
             if "layer_norm" not in name:
                 p.mul_(3.0)
@@ -58,6 +74,14 @@ def hf_musicgen(tmp_path_factory, spiece_dir, hf_tokenizer):
 def hf_musicgen_stereo(tmp_path_factory, spiece_dir):
     """(model, directory) of a tiny stereo MusicGen: 8 codebooks [L0, R0, L1, R1, ...], delays 0, 0, 1, 1, ..."""
     return save_hub_layout(tiny_hf_musicgen(seed=1, audio_channels=2), tmp_path_factory.mktemp("stereo"), spiece_dir)
+
+
+@pytest.fixture(scope="session")
+def hf_musicgen_melody(tmp_path_factory, spiece_dir):
+    """(model, directory) of a tiny MusicGen-Melody (mono)."""
+    model = tiny_hf_musicgen(seed=2, melody=True)
+    assert constant_parameters(model.decoder) == constant_parameters(model.audio_enc_to_dec_proj) == []
+    return save_hub_layout(model, tmp_path_factory.mktemp("melody"), spiece_dir)
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,11 @@ from tests.lm.test_parity import load
 FRAMES = 50
 
 
-def hf_generate_codes(model, ids, mask, frames, audio=None):
+def hf_generate_codes(model, ids, mask, frames, **inputs):
     """The codes `[B, K, frames]` transformers generates greedily (`top_k=1`, guidance 3), captured where it
     hands them to the codec: once (mono), or once per channel (stereo: interleaved back to [L0, R0, L1, ...]).
-    `audio [B, C, T]`: the audio prompt (`input_values`), whose codes start the output."""
+    `inputs`: more numpy inputs of `generate`, e.g. `input_values [B, C, T]` (an audio prompt, whose codes
+    start the output) or `input_features [B, F, 12]` (a melody model's chroma)."""
     captured = []
     decode = model.audio_encoder.decode
 
@@ -28,14 +29,14 @@ def hf_generate_codes(model, ids, mask, frames, audio=None):
         return decode(codes, *args, **kwargs)
 
     model.audio_encoder.decode = capture
-    prompt = {} if audio is None else {"input_values": torch.from_numpy(np.asarray(audio, np.float32))}
+    inputs = {name: torch.from_numpy(np.asarray(value, np.float32)) for name, value in inputs.items()}
     length = frames + model.decoder.num_codebooks // model.config.decoder.audio_channels  # SPEC 6.6: T + delays + 1
     try:
         torch.manual_seed(0)
         with torch.no_grad():
             model.generate(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long(),
                            do_sample=True, top_k=1, guidance_scale=3.0,
-                           max_length=length, **prompt)
+                           max_length=length, **inputs)
     finally:
         model.audio_encoder.decode = decode
     if len(captured) == 1:

@@ -92,13 +92,12 @@ def test_kv_cache_decoding_equals_teacher_forcing(hf_musicgen, scan, block):
     config, params = load(directory, scan)
     model = LMModel(config, scan)
     full = np.asarray(model.apply(params, sequence, text, mask))
-    cross_kv, cross_bias = model.apply(params, text, mask, method=LMModel.condition)
+    context = model.apply(params, text, mask, method=LMModel.condition)
     cache = init_cache(config, 2, 30, scan_layers=scan, block=block)
     assert cache_length(cache, scan) == 30
     assert cache_blocks(30, block) == ([30] if block == CACHE_BLOCK else [4, 4, 8, 14])
-    prefill, cache = model.apply(params, sequence[:, :, :5], cross_kv, cross_bias, 0, cache, method=LMModel.decode)
-    decode = jax.jit(lambda column, t, cache: model.apply(params, column, cross_kv, cross_bias, t, cache,
-                                                          method=LMModel.decode))
+    prefill, cache = model.apply(params, sequence[:, :, :5], context, 0, cache, method=LMModel.decode)
+    decode = jax.jit(lambda column, t, cache: model.apply(params, column, context, t, cache, method=LMModel.decode))
     steps = [prefill]
     for t in range(5, sequence.shape[-1]):
         step, cache = decode(sequence[:, :, t:t + 1], jnp.int32(t), cache)

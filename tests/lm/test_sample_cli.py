@@ -126,7 +126,7 @@ def test_greedy_continuation_equals_transformers(hf_musicgen, converted, hf_toke
     for row, prompt in enumerate(PROMPTS):
         batch = hf_tokenizer([prompt])
         expected = hf_generate_codes(reference, np.array(batch["input_ids"]), np.array(batch["attention_mask"]), 75,
-                                     audio[row:row + 1])
+                                     input_values=audio[row:row + 1])
         np.testing.assert_array_equal(codes[row], expected[0], err_msg=prompt)
 
 

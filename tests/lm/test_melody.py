@@ -1,0 +1,138 @@
+"""Melody models (no cross-attention: `[chroma (235), text (N), audio]`, SPEC 4.4) against transformers'
+`MusicgenMelodyForConditionalGeneration` (float32, the tiny fixture of tests/lm/conftest.py).
+
+Tolerances: teacher-forced logits max abs difference / max abs logit < 1e-4; KV-cache decoding against
+teacher forcing 1e-5.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+import torch
+
+from musicgen_jax.convert.t5 import load_t5
+from musicgen_jax.lm.model import LMModel, init_cache, null_chroma
+from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys
+from musicgen_jax.text.encoder import encode_ids
+from tests.lm.test_generate import hf_generate_codes
+from tests.lm.test_parity import inputs, load, rel_max
+
+
+CHROMA_FRAMES = 24  # the fixture's chroma_length (released models: 235)
+
+
+def random_chroma(seed: int, batch: int, frames: int = CHROMA_FRAMES) -> np.ndarray:
+    """One-hot `[batch, frames, 12]` float32: a random bin held for 4 to 12 frames at a time, like a melody."""
+    rng = np.random.default_rng(seed)
+    bins = np.concatenate([np.full((batch, rng.integers(4, 13)), rng.integers(0, 12, (batch, 1)))
+                           for _ in range(frames // 4 + 1)], axis=1)[:, :frames]
+    return np.eye(12, dtype=np.float32)[bins]
+
+
+def hf_melody_logits(model, ids, mask, chroma, sequence):
+    b, k, s = sequence.shape
+    with torch.no_grad():
+        out = model(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long(),
+                    input_features=torch.from_numpy(chroma), decoder_input_ids=torch.from_numpy(
+                        np.array(sequence).reshape(b * k, s)).long())
+    return out.logits.reshape(b, k, -1, out.logits.shape[-1])[:, :, -s:].numpy()
+
+
+def jax_melody_logits(directory, ids, mask, chroma, sequence):
+    t5_config, t5_params = load_t5(directory)
+    config, params = load(directory)
+    text = encode_ids(t5_config, t5_params, ids, mask)
+    return np.asarray(LMModel(config).apply(params, sequence, text, mask, chroma))
+
+
+@pytest.fixture(scope="module")
+def melody_inputs():
+    ids, mask, sequence = inputs()  # two prompts of 7 and 4 tokens, random codes
+    return ids, mask, random_chroma(0, 2), sequence
+
+
+def test_teacher_forced_logits_match_transformers(hf_musicgen_melody, melody_inputs):
+    model, directory = hf_musicgen_melody
+    ids, mask, chroma, sequence = melody_inputs
+    expected = hf_melody_logits(model, ids, mask, chroma, sequence)
+    logits = jax_melody_logits(directory, ids, mask, chroma, sequence)
+    assert logits.shape == expected.shape == (2, 4, 16, 2048)
+    assert rel_max(logits, expected) < 1e-4
+
+
+def test_melody_and_text_change_the_logits(hf_musicgen_melody, melody_inputs):
+    """Guards the parity test: in this tiny model both the chroma and the prompt matter."""
+    _, directory = hf_musicgen_melody
+    ids, mask, chroma, sequence = melody_inputs
+    base = jax_melody_logits(directory, ids, mask, chroma, sequence)
+    other_text = ids.copy()
+    other_text[0, :4] = (other_text[0, :4] + 5) % 200 + 3
+    assert rel_max(jax_melody_logits(directory, other_text, mask, chroma, sequence)[0], base[0]) > 0.01
+    assert rel_max(jax_melody_logits(directory, ids, mask, random_chroma(1, 2), sequence), base) > 0.05
+
+
+@pytest.mark.parametrize("padding", [0, 5])
+def test_kv_cache_decoding_equals_teacher_forcing(hf_musicgen_melody, melody_inputs, padding):
+    """Prefix and 5 steps in one prefill call, then one compiled step per position. With `padding` extra
+    text positions (a length bucket) and `text_length`, the padding is masked and left out of the
+    positions: the same logits as without it."""
+    _, directory = hf_musicgen_melody
+    ids, mask, chroma, sequence = melody_inputs
+    full = jax_melody_logits(directory, ids, mask, chroma, sequence)
+    t5_config, t5_params = load_t5(directory)
+    config, params = load(directory)
+    model = LMModel(config)
+    text = encode_ids(t5_config, t5_params, ids, mask)
+    n = text.shape[1]
+    text = jnp.pad(text, ((0, 0), (0, padding), (0, 0)))
+    context = model.apply(params, text, jnp.pad(mask, ((0, 0), (0, padding))), chroma, jnp.int32(n),
+                          method=LMModel.condition)
+    assert context["prefix"].shape[1] == CHROMA_FRAMES + n + padding
+    cache = init_cache(config, 2, CHROMA_FRAMES + n + padding + sequence.shape[-1], block=8)  # prefill: 5 blocks
+    prefill, cache = model.apply(params, sequence[:, :, :5], context, 0, cache, True, method=LMModel.decode)
+    decode = jax.jit(lambda column, t, cache: model.apply(params, column, context, t, cache, method=LMModel.decode))
+    steps = [prefill]
+    for t in range(5, sequence.shape[-1]):
+        step, cache = decode(sequence[:, :, t:t + 1], jnp.int32(t), cache)
+        steps.append(step)
+    assert rel_max(np.concatenate(steps, axis=2), full) < 1e-5
+
+
+def test_null_chroma_is_bin_zero():
+    from musicgen_jax.config import LMConfig
+
+    chroma = np.asarray(null_chroma(LMConfig(chroma_bins=12), 2))
+    assert chroma.shape == (2, 235, 12)
+    np.testing.assert_array_equal(chroma[..., 0], 1.0)
+    assert chroma.sum() == 2 * 235
+
+
+def generate(directory, ids, mask, chroma, frames=50, seeds=(0, 1)):
+    t5_config, t5_params = load_t5(directory)
+    config, params = load(directory)
+    text = encode_ids(t5_config, t5_params, ids, mask)
+    return np.asarray(generate_tokens(config, params, text, mask, row_keys(list(seeds[:len(ids)])), frames,
+                                      SamplingParams(top_k=1, cfg_coef=3.0),
+                                      chroma=None if chroma is None else jnp.asarray(chroma)))
+
+
+def test_greedy_tokens_equal_transformers(hf_musicgen_melody, melody_inputs):
+    """A batch of two prompts of 7 and 4 tokens (zero-padded, unmasked in the prefix, as both references
+    do) with two melodies, 50 frames (prefix 24 + 7, then 53 steps: past the first 64-slot KV-cache
+    block), equal to transformers' greedy `generate` on the same batch; text alone (the null chroma)
+    too. Guards: another melody, or another prompt, changes the tokens."""
+    model, directory = hf_musicgen_melody
+    ids, mask, chroma, _ = melody_inputs
+    codes = generate(directory, ids, mask, chroma)
+    expected = hf_generate_codes(model, ids, mask, 50, input_features=chroma)
+    assert codes.shape == expected.shape == (2, 4, 50) and len(np.unique(expected)) > 30
+    np.testing.assert_array_equal(codes, expected)
+    text_only = generate(directory, ids[1:, :4], mask[1:, :4], None)
+    np.testing.assert_array_equal(text_only, hf_generate_codes(model, ids[1:, :4], mask[1:, :4], 50))
+    assert (generate(directory, ids, mask, random_chroma(1, 2)) != codes).mean() > 0.3
+    other_text = ids.copy()
+    other_text[:, :3] = (other_text[:, :3] + 5) % 200 + 3
+    assert (generate(directory, other_text, mask, chroma) != codes).mean() > 0.15
