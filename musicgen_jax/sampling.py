@@ -181,9 +181,10 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
     Two compiled programs, each once per (config, sampling, batch, prompt length, length bucket, text
     length bucket: `padded_text`): the prefill (`_start`) and the decode loop (`_run_steps`, a
     `lax.fori_loop` over a traced range of steps on donated state). The token buffer and KV cache are
-    `frame_bucket(frames)` long (melody: after the prefix) and the loop stops after `frames`. Without `progress` the loop runs in one call; with it, in calls of
-    `PROGRESS_EVERY` steps, each waited for and then reported as `progress(steps_done_in_that_call)`
-    from Python: no host callback inside the program, so JAX's persistent compilation cache keeps it.
+    `frame_bucket(frames)` long (melody: after the prefix) and the loop stops after `frames`. Without
+    `progress` the loop runs in one call; with it, in calls of `PROGRESS_EVERY` steps, each waited for
+    and then reported as `progress(steps_done_in_that_call)` from Python: no host callback inside the
+    program, so JAX's persistent compilation cache keeps it.
 
     `mesh`: the device mesh `params` are split over (`musicgen_jax.sharding.shard`); the activations
     and the cache are then split by the logical axis rules. None: one device.
