@@ -17,6 +17,7 @@ from musicgen_jax.convert.t5 import load_t5
 from musicgen_jax.lm.model import LMModel, init_cache, null_chroma
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys
 from musicgen_jax.text.encoder import encode_ids
+from tests.lm.conftest import save_hub_layout, tiny_hf_musicgen
 from tests.lm.test_generate import hf_generate_codes
 from tests.lm.test_parity import inputs, load, rel_max
 
@@ -136,3 +137,14 @@ def test_greedy_tokens_equal_transformers(hf_musicgen_melody, melody_inputs):
     other_text = ids.copy()
     other_text[:, :3] = (other_text[:, :3] + 5) % 200 + 3
     assert (generate(directory, other_text, mask, chroma) != codes).mean() > 0.15
+
+
+def test_stereo_melody_greedy_tokens_equal_transformers(tmp_path, spiece_dir, melody_inputs):
+    """A stereo-melody model (8 codebooks [L0, R0, ...], delays 0, 0, 1, 1, ...; chroma still mono): greedy
+    tokens of a prompt with a melody equal transformers'."""
+    model, directory = save_hub_layout(tiny_hf_musicgen(seed=3, audio_channels=2, melody=True), tmp_path, spiece_dir)
+    ids, mask, chroma, _ = melody_inputs
+    codes = generate(directory, ids[:1], mask[:1], chroma[:1])
+    expected = hf_generate_codes(model, ids[:1], mask[:1], 50, input_features=chroma[:1])
+    assert codes.shape == expected.shape == (1, 8, 50) and len(np.unique(expected)) > 30
+    np.testing.assert_array_equal(codes, expected)
