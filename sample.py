@@ -3,6 +3,7 @@
   python sample.py --prompt "lofi hip hop with a jazzy piano" --duration 8 --out lofi.wav
   python sample.py --prompts-file prompts.txt --out outputs/ --format flac
   python sample.py --model converted/musicgen-small --prompt "epic orchestra" --continuation intro.wav
+  python sample.py --model facebook/musicgen-melody --prompt "80s synth pop" --melody bach.mp3
 
 Prompt i is sampled with seed `--seed + i`, so its audio does not depend on `--batch-size` or on
 the other prompts.
@@ -38,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="prompt i uses seed + i (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
     p.add_argument("--continuation", type=Path, help="audio file to continue (its codes start every output)")
+    p.add_argument("--melody", type=Path, action="append", default=[],
+                   help="audio file whose melody (chroma) the music follows, melody models only (repeatable: one "
+                        "per prompt in order, or one for all)")
     p.add_argument("--out", type=Path, default=Path("out"),
                    help="output file for a single prompt, else a directory of NNN_<slug>.<format> (default out)")
     p.add_argument("--format", choices=("wav", "flac"), default="wav")
@@ -77,6 +81,22 @@ def output_paths(args, prompts: list[str]) -> list[Path]:
     return [args.out / f"{i:03d}_{slug(p)}.{args.format}" for i, p in enumerate(prompts)]
 
 
+def read_melodies(args, model: MusicGen, count: int) -> list[np.ndarray]:
+    """One mono waveform at the model's rate per prompt from --melody (given once, or once per prompt)."""
+    if not args.melody:
+        return []
+    if not model.lm_config.melody:
+        raise ValueError(f"--melody: {args.model} is a text-to-music model, it takes no melody (use a melody model, "
+                         "e.g. facebook/musicgen-melody)")
+    if len(args.melody) not in (1, count):
+        raise ValueError(f"--melody given {len(args.melody)} times for {count} prompts: give it once for all "
+                         "prompts or once per prompt")
+    if args.continuation is not None:
+        raise ValueError("--melody and --continuation cannot be combined")
+    melodies = [read_audio(path, model.sample_rate, 1)[0][0] for path in args.melody]
+    return melodies * count if len(melodies) == 1 else melodies
+
+
 def load_model(name: str) -> MusicGen:
     try:
         return MusicGen.get_pretrained(name)
@@ -102,12 +122,16 @@ def run(args) -> str:
     prompt_audio = None
     if args.continuation is not None:
         prompt_audio, _ = read_audio(args.continuation, model.sample_rate, model.audio_channels)
+    melodies = read_melodies(args, model, len(prompts))
     start = time.time()
     codes = []
     for first in range(0, len(prompts), args.batch_size):
         batch = prompts[first:first + args.batch_size]
         seeds = [args.seed + first + i for i in range(len(batch))]
-        if prompt_audio is None:
+        if melodies:
+            audio, tokens = model.generate_with_chroma(batch, melodies[first:first + len(batch)], model.sample_rate,
+                                                       progress=True, return_tokens=True, seed=seeds)
+        elif prompt_audio is None:
             audio, tokens = model.generate(batch, progress=True, return_tokens=True, seed=seeds)
         else:
             audio, tokens = model.generate_continuation(np.repeat(prompt_audio[None], len(batch), 0), model.sample_rate,

@@ -3,6 +3,8 @@
     model = MusicGen.get_pretrained("facebook/musicgen-small")
     model.set_generation_params(duration=8)
     wav = model.generate(["lofi hip hop with a jazzy piano"], seed=0)   # [B, C, T] float32 numpy
+    melody = MusicGen.get_pretrained("facebook/musicgen-melody")
+    wav = melody.generate_with_chroma(["80s synth pop"], bach_wav, 32000, seed=0)
 
 Seeds are explicit: the same seed gives the same audio. PyTorch checkpoints are converted once and
 cached under `$MUSICGEN_JAX_CACHE` (default `~/.cache/musicgen_jax`). On several devices, pass a mesh
@@ -23,6 +25,8 @@ from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
 from musicgen_jax.audio import convert_channels, resample
+from musicgen_jax.chroma import extract_chroma
+from musicgen_jax.config import ChromaConfig
 from musicgen_jax.convert import pretrained
 from musicgen_jax.lm.model import param_specs
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, split_rows
@@ -157,6 +161,53 @@ class MusicGen:
         tokens = self.generate_tokens(descriptions, prompt_tokens, progress=progress, seed=seed)
         return self._result(tokens, return_tokens)
 
+    def generate_with_chroma(self, descriptions: Sequence[str | None], melody_wavs, melody_sample_rate: int,
+                             progress: bool = False, return_tokens: bool = False, seed: int | Sequence[int] = 0):
+        """Audio `[B, C, T]` for text prompts, each following a melody (melody models, SPEC 4.2).
+
+        `melody_wavs`: `[B, C, T]`, `[C, T]`, or a list of `[C, T]` / `[T]` arrays of any lengths, one per
+        description or one for all, at `melody_sample_rate`: resampled to the codec's rate and downmixed to
+        mono, then reduced to the chroma the LM conditions on (`musicgen_jax.chroma`, without source
+        separation: what transformers computes). Past `max_duration` each window follows the melody from
+        its own start, looping it, as audiocraft does."""
+        melodies = self._melodies(melody_wavs, melody_sample_rate, len(descriptions))
+        tokens = self.generate_tokens(descriptions, progress=progress, seed=seed, melodies=melodies)
+        return self._result(tokens, return_tokens)
+
+    def _melodies(self, melody_wavs, sample_rate: int, count: int) -> list[np.ndarray]:
+        """`count` mono waveforms `[T]` at the codec's rate."""
+        if not self.lm_config.melody:
+            raise ValueError(f"{self.name} is a text-to-music model: it takes no melody (use a melody model, "
+                             "e.g. facebook/musicgen-melody)")
+        wavs = list(melody_wavs) if isinstance(melody_wavs, (list, tuple)) or np.ndim(melody_wavs) == 3 \
+            else [melody_wavs]
+        if len(wavs) not in (1, count):
+            raise ValueError(f"{len(wavs)} melodies for {count} descriptions: give one for all or one each")
+        mono = []
+        for i, wav in enumerate(wavs):
+            wav = np.asarray(wav, np.float32)
+            if wav.ndim not in (1, 2) or wav.shape[-1] == 0:
+                raise ValueError(f"melody {i} must be [C, T] or [T] with T > 0, got shape {wav.shape}")
+            if not np.isfinite(wav).all():
+                raise ValueError(f"melody {i} contains NaN or infinite values")
+            mono.append(convert_channels(resample(np.atleast_2d(wav), sample_rate, self.sample_rate), 1)[0])
+        return mono * count if len(mono) == 1 else mono
+
+    def _chroma(self, melodies: list[np.ndarray] | None, offset: float):
+        """Chroma `[B, chroma_frames, bins]` of the melodies, or None: of each whole melody or (windowed
+        generation) of `max_duration` seconds of it from `offset` seconds on, looped:
+        `wav[(offset * sr + arange(max_duration * sr)) % len(wav)]` (audiocraft). The batch's melodies are
+        zero-padded to the longest first, as both references collate them."""
+        if melodies is None:
+            return None
+        config = ChromaConfig(sample_rate=self.sample_rate, bins=self.lm_config.chroma_bins)
+        if self.duration > self.max_duration:
+            positions = int(offset * self.sample_rate) + np.arange(int(self.max_duration * self.sample_rate))
+            melodies = [wav[positions % len(wav)] for wav in melodies]
+        longest = max(len(wav) for wav in melodies)
+        batch = np.stack([np.pad(wav, (0, longest - len(wav))) for wav in melodies])
+        return jax.numpy.asarray(extract_chroma(batch, config, self.lm_config.chroma_frames))
+
     def generate_audio(self, tokens) -> np.ndarray:
         return np.asarray(self.codec.decode(tokens))
 
@@ -165,11 +216,13 @@ class MusicGen:
         return (audio, np.asarray(tokens)) if return_tokens else audio
 
     def generate_tokens(self, descriptions: Sequence[str | None], prompt_tokens=None, progress: bool = False,
-                        seed: int | Sequence[int] = 0) -> np.ndarray:
-        """Codes `[B, K, duration * frame_rate]` (windowed past `max_duration`, as audiocraft).
+                        seed: int | Sequence[int] = 0, melodies: list[np.ndarray] | None = None) -> np.ndarray:
+        """Codes `[B, K, duration * frame_rate]` (windowed past `max_duration`, as audiocraft). `melodies`:
+        one mono waveform `[T]` at the codec's rate per description (melody models; None: text alone).
 
         Row r is sampled with seed `seed + r`, or `seed[r]` when one seed per row is given: a prompt's
-        result depends on its seed, never on the other prompts of its batch."""
+        result depends on its seed, never on the other prompts of its batch (melody models: as in both
+        references, the zero padding of shorter prompts in the prefix makes it depend on the longest)."""
         if isinstance(descriptions, str) or not len(descriptions):
             raise ValueError(f"expected a non-empty list of descriptions, got {descriptions!r}")
         text, mask = self.text_encoder(descriptions)
@@ -186,14 +239,15 @@ class MusicGen:
             self._bar = tqdm(total=total, unit="frame", desc="generating")
         try:
             if self.duration <= self.max_duration:
-                return np.asarray(self._window(text, mask, key, total, prompt_tokens, progress))
-            return self._extended(text, mask, key, total, prompt_tokens, progress)
+                return np.asarray(self._window(text, mask, key, total, prompt_tokens, progress,
+                                               self._chroma(melodies, 0.0)))
+            return self._extended(text, mask, key, total, prompt_tokens, progress, melodies)
         finally:
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
 
-    def _extended(self, text, mask, key, total, prompt_tokens, progress) -> np.ndarray:
+    def _extended(self, text, mask, key, total, prompt_tokens, progress, melodies) -> np.ndarray:
         """audiocraft's windowed extension: windows of at most max_duration, each prompted with the
         previous window's tail, advancing by `extend_stride`."""
         stride = int(self.frame_rate * self.extend_stride)
@@ -203,17 +257,18 @@ class MusicGen:
         while offset + prompt_len < total:
             chunk = min(self.duration - offset / self.frame_rate, self.max_duration)
             key, sub = split_rows(key)
-            tokens = np.asarray(self._window(text, mask, sub, int(chunk * self.frame_rate), prompt_tokens, progress))
+            tokens = np.asarray(self._window(text, mask, sub, int(chunk * self.frame_rate), prompt_tokens, progress,
+                                             self._chroma(melodies, offset / self.frame_rate)))
             pieces.append(tokens if prompt_tokens is None else tokens[:, :, prompt_tokens.shape[-1]:])
             prompt_tokens = tokens[:, :, stride:]
             prompt_len = prompt_tokens.shape[-1]
             offset += stride
         return np.concatenate(pieces, axis=-1)
 
-    def _window(self, text, mask, key, frames, prompt_tokens, progress):
+    def _window(self, text, mask, key, frames, prompt_tokens, progress, chroma):
         return generate_tokens(self.lm_config, self.lm_params, text, mask, key, frames, self.sampling,
                                None if prompt_tokens is None else jax.numpy.asarray(prompt_tokens),
-                               self._progress if progress else None, mesh=self.mesh)
+                               self._progress if progress else None, mesh=self.mesh, chroma=chroma)
 
     def _progress(self, steps: int) -> None:
         """Called by `sampling.generate_tokens` after each run of decode steps."""

@@ -3,19 +3,21 @@
 An audiocraft LM package is `{'best_state': <LM state dict>, 'xp.cfg': <YAML string>, 'version', 'exported'}`.
 Its keys are renamed to the transformers MusicGen layout (SPEC 6.4), fused attention projections split
 into q/k/v, and the result goes through the transformers key map (`convert.musicgen`), which checks
-every key and shape. Only what this project implements is accepted: text-to-music (mono or stereo)
-models with a T5 `description` conditioner fused by cross-attention and the delay pattern.
+every key and shape. Only what this project implements is accepted: the delay pattern and a T5
+`description` conditioner, fused by cross-attention (text-to-music) or, in melody models, prepended after
+a `self_wav` chroma conditioner (SPEC 4.2, 4.4); mono or stereo.
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 from pathlib import Path
 
 import numpy as np
 
-from musicgen_jax.config import LMConfig
+from musicgen_jax.config import ChromaConfig, LMConfig
 from musicgen_jax.convert.encodec import parse_audiocraft_cfg
 from musicgen_jax.convert.musicgen import lm_params_from_hf_state_dict
 from musicgen_jax.convert.torch_io import CheckpointError, read_torch_pickle, tensors_to_numpy
@@ -27,6 +29,41 @@ T5_DIMS = {"t5-small": 512, "t5-base": 768, "t5-large": 1024, "t5-3b": 1024, "t5
 _DECODER = "decoder.model.decoder"
 _LAYER_NORMS = {"norm1": "self_attn_layer_norm", "norm_cross": "encoder_attn_layer_norm", "norm2": "final_layer_norm"}
 _ATTENTION = {"self_attn": "self_attn", "cross_attention": "encoder_attn"}
+_CHROMA = ChromaConfig()  # the chroma this project computes (SPEC 4.2): 32 kHz, n_fft 2**14, hop n_fft / 4
+# The torchaudio Spectrogram's Hann window buffer of a melody model's chroma extractor: checked, not a parameter.
+_WINDOW = "condition_provider.conditioners.self_wav.chroma.spec.window"
+
+# (audiocraft key, transformers key) templates, read in both directions. Fields: {i} an index, {p} weight or bias,
+# {mha} the `.mha` of audiocraft's non-custom attention (nn.MultiheadAttention), empty on the way back, {qkv} one
+# projection of a fused `in_proj_weight`.
+_FIELDS = {"i": r"\d+", "p": r"weight|bias", "mha": r"(?:\.mha)?", "qkv": r"[qkv]"}
+_AC_LAYER, _HF_LAYER = "transformer.layers.{i}", _DECODER + ".layers.{i}"
+_RULES = [("emb.{i}.weight", _DECODER + ".embed_tokens.{i}.weight"),
+          ("linears.{i}.weight", "decoder.lm_heads.{i}.weight"),
+          ("out_norm.{p}", _DECODER + ".layer_norm.{p}"),
+          ("condition_provider.conditioners.description.output_proj.{p}", "enc_to_dec_proj.{p}"),
+          ("condition_provider.conditioners.self_wav.output_proj.{p}", "audio_enc_to_dec_proj.{p}"),
+          (_AC_LAYER + ".linear1.weight", _HF_LAYER + ".fc1.weight"),
+          (_AC_LAYER + ".linear2.weight", _HF_LAYER + ".fc2.weight")]
+_RULES += [(f"{_AC_LAYER}.{ac}{{mha}}.out_proj.weight", f"{_HF_LAYER}.{hf}.out_proj.weight")
+           for ac, hf in _ATTENTION.items()]
+_RULES += [(f"{_AC_LAYER}.{ac}.{{p}}", f"{_HF_LAYER}.{hf}.{{p}}") for ac, hf in _LAYER_NORMS.items()]
+# Fused q | k | v rows (audiocraft) <-> three projections (transformers).
+_IN_PROJ = [(f"{_AC_LAYER}.{ac}{{mha}}.in_proj_weight", f"{_HF_LAYER}.{hf}.{{qkv}}_proj.weight")
+            for ac, hf in _ATTENTION.items()]
+
+
+@functools.cache
+def _pattern(template: str) -> re.Pattern:
+    parts = re.split(r"\{(\w+)\}", template)
+    return re.compile("".join(re.escape(part) if j % 2 == 0 else f"(?P<{part}>{_FIELDS[part]})"
+                              for j, part in enumerate(parts)))
+
+
+def _match(template: str, key: str) -> dict[str, str] | None:
+    """The fields of `key` if the whole key matches `template` (its literal text exactly), else None."""
+    m = _pattern(template).fullmatch(key)
+    return None if m is None else {"mha": "", **m.groupdict()}
 
 
 def _get(cfg: dict, dotted: str, default=None):
@@ -57,25 +94,60 @@ def _t5_dim(name: str) -> int:
     return dim
 
 
-def _check_conditioning(cfg: dict) -> None:
+def _chroma_settings(cfg: dict) -> dict:
+    """`chroma_bins` / `chroma_frames` of a melody model's `self_wav` chroma_stem conditioner (SPEC 4.2)."""
+    self_wav = _get(cfg, "conditioners.self_wav")
+    if not isinstance(self_wav, dict) or self_wav.get("model") != "chroma_stem":
+        raise CheckpointError("audiocraft LM: only a `chroma_stem` (melody) `self_wav` conditioner is supported, got "
+                              f"{self_wav!r}")
+    stem = self_wav.get("chroma_stem") or {}
+    inert = {"match_len_on_eval", "eval_wavs", "n_eval_wavs", "cache_path"}  # evaluation / training data only
+    supported = {"sample_rate": _CHROMA.sample_rate, "radix2_exp": _CHROMA.n_fft.bit_length() - 1, "argmax": True}
+    unknown = sorted(set(stem) - inert - set(supported) - {"n_chroma"})
+    if unknown:
+        raise CheckpointError(f"audiocraft LM: unsupported conditioners.self_wav.chroma_stem settings {unknown}")
+    missing = sorted({"sample_rate", "n_chroma", "radix2_exp"} - set(stem))
+    if missing:
+        raise CheckpointError(f"audiocraft LM: xp.cfg lacks conditioners.self_wav.chroma_stem settings {missing}")
+    bad = {name: stem.get(name, False) for name, ok in supported.items() if stem.get(name, False) != ok}
+    if type(stem["n_chroma"]) is not int or stem["n_chroma"] <= 0:
+        bad["n_chroma"] = stem["n_chroma"]
+    if bad:
+        raise CheckpointError(f"audiocraft LM: unsupported conditioners.self_wav.chroma_stem settings {bad}; "
+                              f"supported: {supported} and a positive n_chroma")
+    duration = _get(cfg, "dataset.segment_duration")
+    if not isinstance(duration, (int, float)) or duration <= 0:
+        raise CheckpointError("audiocraft LM: a melody model needs dataset.segment_duration (the chroma length), "
+                              f"got {duration!r}")
+    # ChromaStemConditioner._get_chroma_len: the chroma frames of int(sample_rate * duration) zeros, padded to n_fft
+    samples = max(int(_CHROMA.sample_rate * duration), _CHROMA.n_fft)
+    return {"chroma_bins": stem["n_chroma"], "chroma_frames": 1 + samples // _CHROMA.hop_length}
+
+
+def _check_conditioning(cfg: dict) -> dict:
+    """The LMConfig melody settings of the conditioners and fuser (SPEC 4.4); {} for a text-to-music model."""
     conditioners = {k: v for k, v in (_get(cfg, "conditioners") or {}).items() if k != "args"}
     fuser = _get(cfg, "fuser") or {}
-    if "self_wav" in conditioners or fuser.get("prepend"):
-        raise CheckpointError("audiocraft LM: melody models are not supported yet (this checkpoint conditions on "
-                              f"`self_wav` / prepends {fuser.get('prepend')}); only text-to-music models load")
-    others = sorted(set(conditioners) - {"description"})
+    others = sorted(set(conditioners) - {"description", "self_wav"})
     if others:
-        raise CheckpointError(f"audiocraft LM: unsupported conditioners {others}; only `description` (T5) is")
+        raise CheckpointError(f"audiocraft LM: unsupported conditioners {others}; only `description` (T5) and "
+                              "`self_wav` (chroma_stem) are")
     t5 = _get(conditioners, "description.t5") or {}
     if t5.get("finetune") or t5.get("normalize_text"):
         raise CheckpointError("audiocraft LM: fine-tuned T5 / text normalization (finetune, normalize_text) "
                               "are not supported")
-    if list(fuser.get("cross") or []) != ["description"] or fuser.get("sum") or fuser.get("input_interpolate"):
-        raise CheckpointError("audiocraft LM: only `description` fused by cross-attention is supported, got fuser "
-                              f"cross={fuser.get('cross')} sum={fuser.get('sum')} "
+    melody = "self_wav" in conditioners
+    cross, prepend = list(fuser.get("cross") or []), list(fuser.get("prepend") or [])
+    expected = ([], ["self_wav", "description"]) if melody else (["description"], [])
+    if (cross, prepend) != expected or fuser.get("sum") or fuser.get("input_interpolate"):
+        raise CheckpointError("audiocraft LM: only `description` fused by cross-attention (text-to-music) or "
+                              "prepend [self_wav, description] without cross-attention (melody) is supported, got "
+                              f"conditioners {sorted(conditioners)} and fuser cross={fuser.get('cross')} "
+                              f"prepend={fuser.get('prepend')} sum={fuser.get('sum')} "
                               f"input_interpolate={fuser.get('input_interpolate')}")
     if fuser.get("cross_attention_pos_emb"):
         raise CheckpointError("audiocraft LM: fuser.cross_attention_pos_emb is not supported")
+    return _chroma_settings(cfg) if melody else {}
 
 
 def _delays(cfg: dict, n_q: int) -> tuple[int, ...]:
@@ -105,7 +177,7 @@ def lm_config_from_audiocraft(cfg: dict) -> LMConfig:
     lm = _get(cfg, "transformer_lm")
     if not isinstance(lm, dict):
         raise CheckpointError("audiocraft LM: xp.cfg lacks the transformer_lm section")
-    _check_conditioning(cfg)
+    melody = _check_conditioning(cfg)
     unsupported = {  # setting: (value, default in audiocraft's classes, supported value)
         "norm": ("layer_norm", "layer_norm"), "norm_first": (False, True), "activation": ("relu", "gelu"),
         "bias_ff": (True, False), "bias_attn": (True, False), "bias_proj": (True, False),
@@ -126,7 +198,7 @@ def lm_config_from_audiocraft(cfg: dict) -> LMConfig:
         return LMConfig(dim=dim, num_heads=int(lm["num_heads"]), num_layers=int(lm["num_layers"]),
                         ffn_dim=int(lm.get("hidden_scale", 4) * dim), card=int(lm["card"]),
                         delays=_delays(cfg, n_q), text_dim=_t5_dim(t5_name_from_audiocraft(cfg)),
-                        max_period=float(lm.get("max_period", 10000.0)))
+                        max_period=float(lm.get("max_period", 10000.0)), **melody)
     except KeyError as e:
         raise CheckpointError(f"audiocraft LM: xp.cfg lacks the setting transformer_lm.{e.args[0]}") from e
     except CheckpointError:
@@ -137,27 +209,10 @@ def lm_config_from_audiocraft(cfg: dict) -> LMConfig:
 
 def _rename(key: str) -> str | None:
     """The transformers name of one audiocraft LM key (anchored on whole key components), or None."""
-    if m := re.fullmatch(r"emb\.(\d+)\.weight", key):
-        return f"{_DECODER}.embed_tokens.{m[1]}.weight"
-    if m := re.fullmatch(r"linears\.(\d+)\.weight", key):
-        return f"decoder.lm_heads.{m[1]}.weight"
-    if m := re.fullmatch(r"out_norm\.(weight|bias)", key):
-        return f"{_DECODER}.layer_norm.{m[1]}"
-    if m := re.fullmatch(r"condition_provider\.conditioners\.description\.output_proj\.(weight|bias)", key):
-        return f"enc_to_dec_proj.{m[1]}"
-    if not (m := re.fullmatch(r"transformer\.layers\.(\d+)\.(.+)", key)):
-        return None
-    layer, rest = f"{_DECODER}.layers.{m[1]}", m[2]
-    if m := re.fullmatch(r"(self_attn|cross_attention)(?:\.mha)?\.out_proj\.weight", rest):
-        return f"{layer}.{_ATTENTION[m[1]]}.out_proj.weight"
-    if m := re.fullmatch(r"linear([12])\.weight", rest):
-        return f"{layer}.fc{m[1]}.weight"
-    if m := re.fullmatch(r"(norm1|norm2|norm_cross)\.(weight|bias)", rest):
-        return f"{layer}.{_LAYER_NORMS[m[1]]}.{m[2]}"
+    for ac, hf in _RULES:
+        if (fields := _match(ac, key)) is not None:
+            return hf.format(**fields)
     return None
-
-
-_IN_PROJ = re.compile(r"transformer\.layers\.(\d+)\.(self_attn|cross_attention)(?:\.mha)?\.in_proj_weight")
 
 
 def lm_state_to_hf(best_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -174,38 +229,37 @@ def lm_state_to_hf(best_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         out[name], origin[name] = value, source
 
     for key, value in best_state.items():
-        m = _IN_PROJ.fullmatch(key)
-        if m and np.ndim(value) == 2 and np.shape(value)[0] % 3 == 0:
+        fused = next(((hf, fields) for ac, hf in _IN_PROJ if (fields := _match(ac, key)) is not None), None)
+        if fused and np.ndim(value) == 2 and np.shape(value)[0] % 3 == 0:
+            hf, fields = fused
             d = np.shape(value)[0] // 3
-            prefix = f"{_DECODER}.layers.{m[1]}.{_ATTENTION[m[2]]}"
-            for i, proj in enumerate(("q_proj", "k_proj", "v_proj")):
-                put(f"{prefix}.{proj}.weight", value[i * d:(i + 1) * d], key)
+            for j, qkv in enumerate("qkv"):
+                put(hf.format(**fields, qkv=qkv), value[j * d:(j + 1) * d], key)
             continue
         put(_rename(key) or key, value, key)
     return out
 
 
 def _audiocraft_name(hf_key: str) -> str:
-    """For error messages: the audiocraft key a transformers MusicGen key comes from."""
-    if m := re.fullmatch(rf"{re.escape(_DECODER)}\.layers\.(\d+)\.(self_attn|encoder_attn)\.([qkv])_proj\.weight",
-                         hf_key):
-        attn = {v: k for k, v in _ATTENTION.items()}[m[2]]
-        return f"transformer.layers.{m[1]}.{attn}.in_proj_weight[{m[3]} rows]"
-    reverse = [(rf"{re.escape(_DECODER)}\.embed_tokens\.(\d+)\.weight", r"emb.\1.weight"),
-               (r"decoder\.lm_heads\.(\d+)\.weight", r"linears.\1.weight"),
-               (rf"{re.escape(_DECODER)}\.layer_norm\.(weight|bias)", r"out_norm.\1"),
-               (r"enc_to_dec_proj\.(weight|bias)", r"condition_provider.conditioners.description.output_proj.\1"),
-               (rf"{re.escape(_DECODER)}\.layers\.(\d+)\.self_attn\.out_proj\.weight",
-                r"transformer.layers.\1.self_attn.out_proj.weight"),
-               (rf"{re.escape(_DECODER)}\.layers\.(\d+)\.encoder_attn\.out_proj\.weight",
-                r"transformer.layers.\1.cross_attention.out_proj.weight"),
-               (rf"{re.escape(_DECODER)}\.layers\.(\d+)\.fc([12])\.weight", r"transformer.layers.\1.linear\2.weight")]
-    reverse += [(rf"{re.escape(_DECODER)}\.layers\.(\d+)\.{hf}\.(weight|bias)", rf"transformer.layers.\1.{ac}.\2")
-                for ac, hf in _LAYER_NORMS.items()]
-    for pattern, template in reverse:
-        if re.fullmatch(pattern, hf_key):
-            return re.sub(pattern, template, hf_key)
+    """For error messages: the audiocraft key a transformers MusicGen key comes from (the rules read backwards)."""
+    for ac, hf in _IN_PROJ:
+        if (fields := _match(hf, hf_key)) is not None:
+            return f"{ac.format(**fields)}[{fields['qkv']} rows]"
+    for ac, hf in _RULES:
+        if (fields := _match(hf, hf_key)) is not None:
+            return ac.format(**fields)
     return hf_key
+
+
+def _check_window(window: np.ndarray | None) -> None:
+    """The chroma spectrogram's window buffer: torch.hann_window(n_fft) (periodic), what this project uses."""
+    if window is None:
+        raise CheckpointError(f"audiocraft LM: the melody package lacks {_WINDOW} (the chroma spectrogram's window)")
+    n = _CHROMA.n_fft
+    if np.shape(window) != (n,) or not np.allclose(window, 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n),
+                                                    atol=1e-3):
+        raise CheckpointError(f"audiocraft LM: {_WINDOW} (shape {np.shape(window)}) is not the periodic Hann window "
+                              f"of length {n} (n_fft = 2**radix2_exp) that the chroma extractor uses")
 
 
 def _state_dict_path(path: str | os.PathLike) -> Path:
@@ -234,7 +288,10 @@ def load_audiocraft_lm(state_dict_bin_path: str | os.PathLike) -> tuple[LMConfig
                               "export it with audiocraft.utils.export first)")
     cfg = parse_audiocraft_cfg(xp_cfg)
     config = lm_config_from_audiocraft(cfg)
-    state = lm_state_to_hf(tensors_to_numpy(best_state))
+    state = tensors_to_numpy(best_state)
+    if config.melody:
+        _check_window(state.pop(_WINDOW, None))
+    state = lm_state_to_hf(state)
     try:
         params = lm_params_from_hf_state_dict(state, config, f"audiocraft LM {path}")
     except CheckpointError as e:

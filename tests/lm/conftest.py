@@ -88,3 +88,9 @@ def hf_musicgen_melody(tmp_path_factory, spiece_dir):
 def converted(hf_musicgen, tmp_path_factory):
     """`hf_musicgen` as a converted directory: loaded in place, no conversion or model cache on use."""
     return pretrained.save(pretrained.convert(hf_musicgen[1]), tmp_path_factory.mktemp("converted") / "tiny")
+
+
+@pytest.fixture(scope="session")
+def converted_melody(hf_musicgen_melody, tmp_path_factory):
+    """`hf_musicgen_melody` as a converted directory."""
+    return pretrained.save(pretrained.convert(hf_musicgen_melody[1]), tmp_path_factory.mktemp("converted") / "melody")

@@ -1,19 +1,23 @@
 """audiocraft LM packages (`state_dict.bin`, SPEC 2.7 / 8.1) against the transformers twin.
 
-The reference is the tiny transformers MusicGen of tests/lm/conftest.py, written here in audiocraft's
-on-disk layout: fused `in_proj_weight` (q | k | v rows), audiocraft key names, the T5 projection under
-`condition_provider`, and an `xp.cfg` YAML string laid out as audiocraft's merged config (with its
-unresolved `${...}` references).
+The reference is the tiny transformers MusicGen (and MusicGen-Melody) of tests/lm/conftest.py, written here
+in audiocraft's on-disk layout: fused `in_proj_weight` (q | k | v rows), audiocraft key names, the T5 (and
+chroma) projection under `condition_provider`, and an `xp.cfg` YAML string laid out as audiocraft's merged
+config (with its unresolved `${...}` references).
 """
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 import torch
 from flax.traverse_util import flatten_dict
+from safetensors.torch import save_file
 
-from musicgen_jax.convert import audiocraft
+import convert_torch_weights
+from musicgen_jax.convert import audiocraft, pretrained
 from musicgen_jax.convert.audiocraft import (
     lm_config_from_audiocraft,
     lm_state_to_hf,
@@ -22,6 +26,10 @@ from musicgen_jax.convert.audiocraft import (
 )
 from musicgen_jax.convert.encodec import parse_audiocraft_cfg
 from musicgen_jax.convert.torch_io import CheckpointError
+from tests.codec.test_checkpoints import AUDIOCRAFT_CFG
+from tests.codec.test_checkpoints import audiocraft_state as codec_state
+from tests.hub import add_repo, use_offline_cache
+from tests.lm.conftest import tiny_hf_musicgen
 from tests.lm.test_parity import load
 
 TINY_T5 = "t5-tiny-test"  # registered with the tiny model's d_model (32) by the `tiny_t5` fixture
@@ -79,6 +87,7 @@ conditioners:
       match_len_on_eval: false
       eval_wavs: null
       n_eval_wavs: 100
+      cache_path: null
   description:
     model: t5
     t5:
@@ -109,7 +118,7 @@ interleave_stereo_codebooks:
   per_timestep: false
 dataset:
   batch_size: 192
-  segment_duration: 30
+  segment_duration: {segment_duration}
 metrics:
   chroma_cosine:
     use_gt: false
@@ -173,33 +182,49 @@ transformer_lm:
 """
 
 
-def xp_cfg(dim=64, heads=4, layers=2, delays=(0, 1, 2, 3), stereo=False, melody=False, t5=TINY_T5) -> str:
+# 3 s segments: int(3 * 32000) // 4096 + 1 = 24 chroma frames, the tiny MusicGen-Melody's `chroma_length`.
+TINY_SEGMENT = 3
+WINDOW = "condition_provider.conditioners.self_wav.chroma.spec.window"
+
+
+def xp_cfg(dim=64, heads=4, layers=2, delays=(0, 1, 2, 3), stereo=False, melody=False, t5=TINY_T5,
+           segment_duration=30) -> str:
     conditioning = (MELODY_CONDITIONING if melody else TEXT_CONDITIONING).format(t5=t5)
     return XP_CFG.format(dim=dim, heads=heads, layers=layers, n_q=len(delays), delays=list(delays),
-                         stereo=str(stereo).lower(), channels=2 if stereo else 1, conditioning=conditioning)
+                         stereo=str(stereo).lower(), channels=2 if stereo else 1, conditioning=conditioning,
+                         segment_duration=segment_duration)
 
 
 def audiocraft_state(hf_state: dict[str, torch.Tensor], num_layers: int, num_codebooks: int) -> dict:
-    """A transformers MusicGen state dict in audiocraft's `best_state` layout (SPEC 2.7)."""
+    """A transformers MusicGen state dict in audiocraft's `best_state` layout (SPEC 2.7). A MusicGen-Melody
+    one (with `audio_enc_to_dec_proj`) has no cross-attention and gets the chroma projection and the chroma
+    spectrogram's Hann window buffer (n_fft 2**14)."""
     dec, state = "decoder.model.decoder", {}
+    melody = "audio_enc_to_dec_proj.weight" in hf_state
     for k in range(num_codebooks):
         state[f"emb.{k}.weight"] = hf_state[f"{dec}.embed_tokens.{k}.weight"]
         state[f"linears.{k}.weight"] = hf_state[f"decoder.lm_heads.{k}.weight"]
+    attentions = [("self_attn", "self_attn")] + ([] if melody else [("encoder_attn", "cross_attention")])
+    norms = [("self_attn_layer_norm", "norm1"), ("final_layer_norm", "norm2")]
+    norms += [] if melody else [("encoder_attn_layer_norm", "norm_cross")]
     for i in range(num_layers):
         hf, ac = f"{dec}.layers.{i}", f"transformer.layers.{i}"
-        for hf_attn, ac_attn in (("self_attn", "self_attn"), ("encoder_attn", "cross_attention")):
+        for hf_attn, ac_attn in attentions:
             state[f"{ac}.{ac_attn}.in_proj_weight"] = torch.cat(
                 [hf_state[f"{hf}.{hf_attn}.{p}_proj.weight"] for p in "qkv"], dim=0)
             state[f"{ac}.{ac_attn}.out_proj.weight"] = hf_state[f"{hf}.{hf_attn}.out_proj.weight"]
         state[f"{ac}.linear1.weight"] = hf_state[f"{hf}.fc1.weight"]
         state[f"{ac}.linear2.weight"] = hf_state[f"{hf}.fc2.weight"]
-        for hf_norm, ac_norm in (("self_attn_layer_norm", "norm1"), ("encoder_attn_layer_norm", "norm_cross"),
-                                 ("final_layer_norm", "norm2")):
+        for hf_norm, ac_norm in norms:
             for p in ("weight", "bias"):
                 state[f"{ac}.{ac_norm}.{p}"] = hf_state[f"{hf}.{hf_norm}.{p}"]
     for p in ("weight", "bias"):
         state[f"out_norm.{p}"] = hf_state[f"{dec}.layer_norm.{p}"]
         state[f"condition_provider.conditioners.description.output_proj.{p}"] = hf_state[f"enc_to_dec_proj.{p}"]
+        if melody:
+            state[f"condition_provider.conditioners.self_wav.output_proj.{p}"] = hf_state[f"audio_enc_to_dec_proj.{p}"]
+    if melody:
+        state[WINDOW] = torch.hann_window(2 ** 14)
     return {key: value.detach().clone().contiguous() for key, value in state.items()}
 
 
@@ -252,13 +277,15 @@ def test_unrecognized_keys_pass_through_unchanged():
     """Anchored rules: look-alike keys are not renamed (no substring replacement)."""
     keys = ["emb.0.weight.extra", "xemb.0.weight", "transformer.layers.0.linear10.weight", "linears.0.bias",
             "transformer.layers.0.norm3.weight", "my_transformer.layers.0.norm1.weight",
-            "condition_provider.conditioners.self_wav.output_proj.weight",
+            WINDOW, "condition_provider.conditioners.self_wav.output_proj.weight.extra",
             "transformer.layers.0.self_attn.in_proj_weight"]
     state = {k: np.zeros((4, 2), np.float32) for k in keys}  # 4 rows: not a fused q|k|v
     assert lm_state_to_hf(state).keys() == set(keys)
-    renamed = lm_state_to_hf({"emb.12.weight": np.zeros(1), "transformer.layers.7.norm_cross.bias": np.zeros(1)})
+    renamed = lm_state_to_hf({"emb.12.weight": np.zeros(1), "transformer.layers.7.norm_cross.bias": np.zeros(1),
+                              "condition_provider.conditioners.self_wav.output_proj.bias": np.zeros(1)})
     assert renamed.keys() == {"decoder.model.decoder.embed_tokens.12.weight",
-                              "decoder.model.decoder.layers.7.encoder_attn_layer_norm.bias"}
+                              "decoder.model.decoder.layers.7.encoder_attn_layer_norm.bias",
+                              "audio_enc_to_dec_proj.bias"}
 
 
 def test_extra_and_missing_keys_are_named(twin_state, tmp_path, tiny_t5):
@@ -278,15 +305,6 @@ def test_layer_count_mismatch_is_named(twin_state, tmp_path, tiny_t5):
     """A config that does not match the weights (3 layers declared, 2 stored)."""
     with pytest.raises(CheckpointError, match=r"missing keys.*transformer\.layers\.2\.linear1\.weight"):
         load_audiocraft_lm(write_package(tmp_path / "state_dict.bin", twin_state, xp_cfg(layers=3)))
-
-
-def test_melody_is_rejected(twin_state, tmp_path):
-    cfg = parse_audiocraft_cfg(xp_cfg(melody=True, t5="t5-base"))
-    assert cfg["conditioners"]["self_wav"]["chroma_stem"]["sample_rate"] == 32000  # reference resolved
-    with pytest.raises(CheckpointError, match="melody models are not supported yet"):
-        lm_config_from_audiocraft(cfg)
-    with pytest.raises(CheckpointError, match="melody models are not supported yet"):
-        load_audiocraft_lm(write_package(tmp_path / "state_dict.bin", twin_state, xp_cfg(melody=True)))
 
 
 def tiny_random_state(num_codebooks: int, dim: int = 16, layers: int = 1, text_dim: int = 768, seed: int = 0):
@@ -360,8 +378,8 @@ def test_every_tensor_lands_at_its_parameter(tmp_path):
     assert_placed(state, load_audiocraft_lm(path)[1], num_codebooks=4, layers=2)
 
 
-def base_cfg(**changes) -> dict:
-    cfg = parse_audiocraft_cfg(xp_cfg(t5="t5-base"))
+def base_cfg(melody=False, **changes) -> dict:
+    cfg = parse_audiocraft_cfg(xp_cfg(t5="t5-base", melody=melody))
     for dotted, value in changes.items():
         node = cfg
         *parents, last = dotted.split("/")
@@ -412,3 +430,141 @@ def test_missing_package_entries(tmp_path):
         load_audiocraft_lm(tmp_path / "b.bin")
     with pytest.raises(CheckpointError, match="does not exist"):
         load_audiocraft_lm(tmp_path / "missing.bin")
+
+
+@pytest.fixture(scope="module")
+def hf_musicgen_stereo_melody(tmp_path_factory):
+    """(model, directory) of a tiny stereo MusicGen-Melody (8 codebooks, mono chroma), weights and config only."""
+    model, directory = tiny_hf_musicgen(seed=3, audio_channels=2, melody=True), tmp_path_factory.mktemp("st_melody")
+    model.save_pretrained(directory)
+    return model, directory
+
+
+MELODY_TWINS = {"mono": ("hf_musicgen_melody", (0, 1, 2, 3)),
+                "stereo": ("hf_musicgen_stereo_melody", (0, 0, 1, 1, 2, 2, 3, 3))}
+
+
+@pytest.mark.parametrize("channels", MELODY_TWINS)
+def test_melody_twin_converts_to_the_transformers_parameters(request, channels, tmp_path, tiny_t5):
+    """musicgen-melody / stereo-melody: no cross-attention, the chroma projection from `self_wav.output_proj`,
+    chroma_frames from dataset.segment_duration; the spectrogram window is checked, not a parameter."""
+    fixture, delays = MELODY_TWINS[channels]
+    model, directory = request.getfixturevalue(fixture)
+    state = audiocraft_state(model.state_dict(), num_layers=2, num_codebooks=len(delays))
+    assert WINDOW in state and not any("cross_attention" in key or "norm_cross" in key for key in state)
+    cfg = xp_cfg(delays=delays, stereo=channels == "stereo", melody=True, segment_duration=TINY_SEGMENT)
+    config, params, t5_name, stereo = load_audiocraft_lm(write_package(tmp_path / "state_dict.bin", state, cfg))
+    hf_config, hf_params = load(directory)
+    assert model.config.chroma_length == 24 and model.config.num_chroma == 12
+    assert config == hf_config and (config.chroma_bins, config.chroma_frames, config.delays) == (12, 24, delays)
+    assert (t5_name, stereo) == (TINY_T5, channels == "stereo")
+    ours, theirs = flatten_dict(params), flatten_dict(hf_params)
+    assert ours.keys() == theirs.keys() and ("params", "chroma_projection", "kernel") in ours
+    for path in theirs:
+        np.testing.assert_array_equal(ours[path], theirs[path], err_msg="/".join(path))
+
+
+@pytest.mark.parametrize("segment_duration, frames", [(30, 235), (TINY_SEGMENT, 24), (23 * 4096 / 32000, 24),
+                                                      ((23 * 4096 - 1) / 32000, 23), (0.25, 5)])
+def test_chroma_frames_from_the_segment_duration(segment_duration, frames):
+    """audiocraft's chroma_len: 1 + int(32000 * duration) // 4096, the zeros padded to n_fft (16384) first."""
+    config = lm_config_from_audiocraft(base_cfg(melody=True, **{"dataset/segment_duration": segment_duration}))
+    assert (config.chroma_bins, config.chroma_frames, config.melody) == (12, frames, True)
+    assert lm_config_from_audiocraft(base_cfg(**{"dataset/segment_duration": segment_duration})).chroma_bins == 0
+
+
+@pytest.fixture(scope="module")
+def melody_state(hf_musicgen_melody):
+    return audiocraft_state(hf_musicgen_melody[0].state_dict(), num_layers=2, num_codebooks=4)
+
+
+@pytest.mark.parametrize("change, match", [
+    ({"drop": "condition_provider.conditioners.self_wav.output_proj.weight"},
+     r"missing keys \(1\): condition_provider\.conditioners\.self_wav\.output_proj\.weight"),
+    ({"drop": WINDOW}, "melody package lacks condition_provider.conditioners.self_wav.chroma.spec.window"),
+    ({WINDOW: torch.hann_window(2 ** 12)},
+     r"window \(shape \(4096,\)\) is not the periodic Hann window of length 16384"),
+    ({WINDOW: torch.hamming_window(2 ** 14)}, "is not the periodic Hann window"),
+    ({"transformer.layers.1.cross_attention.out_proj.weight": torch.zeros(64, 64)},
+     r"unexpected keys \(1\): transformer\.layers\.1\.cross_attention\.out_proj\.weight"),
+], ids=["no-chroma-projection", "no-window", "short-window", "hamming-window", "cross-attention"])
+def test_melody_key_errors_are_named(melody_state, change, match, tmp_path, tiny_t5):
+    state = {k: v for k, v in melody_state.items() if k != change.get("drop")}
+    state.update({k: v for k, v in change.items() if k != "drop"})
+    with pytest.raises(CheckpointError, match=match):
+        load_audiocraft_lm(write_package(tmp_path / "state_dict.bin", state,
+                                         xp_cfg(melody=True, segment_duration=TINY_SEGMENT)))
+
+
+def test_window_of_a_text_model_is_unexpected(twin_state, tmp_path, tiny_t5):
+    state = {**twin_state, WINDOW: torch.hann_window(2 ** 14)}
+    with pytest.raises(CheckpointError, match=rf"unexpected keys \(1\): {WINDOW}"):
+        load_audiocraft_lm(write_package(tmp_path / "state_dict.bin", state, xp_cfg()))
+
+
+STEM = "conditioners/self_wav/chroma_stem"
+
+
+@pytest.mark.parametrize("setting, value, match", [
+    ("conditioners/self_wav/model", "style", "only a `chroma_stem` \\(melody\\) `self_wav` conditioner"),
+    (f"{STEM}/radix2_exp", 12, "'radix2_exp': 12"),
+    (f"{STEM}/sample_rate", 44100, "'sample_rate': 44100"),
+    (f"{STEM}/argmax", False, "'argmax': False"),
+    (f"{STEM}/n_chroma", 0, "'n_chroma': 0"),
+    (f"{STEM}/winhop", 2048, r"unsupported conditioners\.self_wav\.chroma_stem settings \['winhop'\]"),
+    (STEM, {"sample_rate": 32000, "radix2_exp": 14, "argmax": True}, r"lacks .*chroma_stem settings \['n_chroma'\]"),
+    ("dataset/segment_duration", None, "needs dataset.segment_duration"),
+    ("fuser/prepend", ["description"], r"prepend \[self_wav, description\].*prepend=\['description'\]"),
+    ("fuser/prepend", ["description", "self_wav"], r"prepend=\['description', 'self_wav'\]"),
+    ("fuser/cross", ["description"], r"cross=\['description'\]"),
+    ("fuser/sum", ["self_wav"], r"sum=\['self_wav'\]"),
+    ("conditioners/style", {"model": "style"}, r"unsupported conditioners \['style'\]"),
+])
+def test_unsupported_melody_settings(setting, value, match):
+    with pytest.raises(CheckpointError, match=match):
+        lm_config_from_audiocraft(base_cfg(melody=True, **{setting: value}))
+
+
+def test_text_model_prepending_self_wav_is_rejected():
+    """fuser.prepend [self_wav, description] without a `self_wav` conditioner is neither kind of model."""
+    with pytest.raises(CheckpointError, match=r"got conditioners \['description'\] and fuser cross=\[\] "
+                                              r"prepend=\['self_wav', 'description'\]"):
+        lm_config_from_audiocraft(base_cfg(**{"fuser/cross": [], "fuser/prepend": ["self_wav", "description"]}))
+
+
+def audiocraft_directory(model, hf_directory, root, monkeypatch, cfg: str, num_codebooks: int):
+    """`model` (a transformers twin) as an audiocraft directory (state_dict.bin + compression_state_dict.bin) under
+    `root`, its T5 in an offline hub cache under the name TINY_T5 that `cfg` names."""
+    t5_repo = root / "t5"
+    t5_repo.mkdir()
+    (t5_repo / "config.json").write_text(json.dumps({**model.text_encoder.config.to_dict(), "model_type": "t5"}))
+    save_file({k: v.clone() for k, v in model.text_encoder.state_dict().items()}, str(t5_repo / "model.safetensors"))
+    (t5_repo / "spiece.model").write_bytes((hf_directory / "spiece.model").read_bytes())
+    use_offline_cache(monkeypatch, root / "hub")
+    add_repo(root / "hub", TINY_T5, t5_repo)
+    ac = root / "audiocraft"
+    ac.mkdir()
+    write_package(ac / "state_dict.bin", audiocraft_state(model.state_dict(), 2, num_codebooks), cfg)
+    torch.save({"best_state": codec_state(model.audio_encoder), "xp.cfg": AUDIOCRAFT_CFG.replace(
+        "pad_mode: constant", "pad_mode: reflect"), "version": "1.0", "exported": True},
+        ac / "compression_state_dict.bin")
+    return ac
+
+
+@pytest.mark.parametrize("kind", ["text", "melody"])
+def test_audiocraft_directory_converts_like_its_transformers_twin(request, kind, tmp_path, monkeypatch, tiny_t5):
+    """state_dict.bin + compression_state_dict.bin, T5 resolved on the (offline) hub by its xp.cfg name, through
+    convert_torch_weights.py: the same parameters and configs as the transformers twin's conversion."""
+    model, directory = request.getfixturevalue("hf_musicgen" if kind == "text" else "hf_musicgen_melody")
+    cfg = xp_cfg() if kind == "text" else xp_cfg(melody=True, segment_duration=TINY_SEGMENT)
+    ac = audiocraft_directory(model, directory, tmp_path, monkeypatch, cfg, num_codebooks=4)
+    assert convert_torch_weights.main([str(ac), str(tmp_path / "from_ac"), "--format", "audiocraft"]) == 0
+    from_ac, from_hf = pretrained.load(tmp_path / "from_ac"), pretrained.convert(directory)
+    assert from_ac.lm_config == from_hf.lm_config and from_ac.lm_config.melody == (kind == "melody")
+    assert from_ac.codec.config == from_hf.codec.config and not from_ac.codec.stereo
+    for a, b in ((from_ac.lm_params, from_hf.lm_params), (from_ac.text_encoder.params, from_hf.text_encoder.params),
+                 (from_ac.codec.params, from_hf.codec.params)):
+        fa, fb = flatten_dict(a), flatten_dict(b)
+        assert fa.keys() == fb.keys()
+        for key in fa:
+            np.testing.assert_array_equal(np.asarray(fa[key]), np.asarray(fb[key]), err_msg=str(key))

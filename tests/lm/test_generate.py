@@ -29,7 +29,7 @@ def hf_generate_codes(model, ids, mask, frames, **inputs):
         return decode(codes, *args, **kwargs)
 
     model.audio_encoder.decode = capture
-    inputs = {name: torch.from_numpy(np.asarray(value, np.float32)) for name, value in inputs.items()}
+    inputs = {name: torch.from_numpy(np.array(value, np.float32)) for name, value in inputs.items()}
     length = frames + model.decoder.num_codebooks // model.config.decoder.audio_channels  # SPEC 6.6: T + delays + 1
     try:
         torch.manual_seed(0)

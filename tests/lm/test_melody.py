@@ -13,8 +13,12 @@ import numpy as np
 import pytest
 import torch
 
+import sample
+from musicgen_jax.audio import read_audio, write_audio
+from musicgen_jax.chroma import extract_chroma
 from musicgen_jax.convert.t5 import load_t5
 from musicgen_jax.lm.model import LMModel, init_cache, null_chroma
+from musicgen_jax.musicgen import MusicGen
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys
 from musicgen_jax.text.encoder import encode_ids
 from tests.lm.conftest import save_hub_layout, tiny_hf_musicgen
@@ -148,3 +152,77 @@ def test_stereo_melody_greedy_tokens_equal_transformers(tmp_path, spiece_dir, me
     expected = hf_generate_codes(model, ids[:1], mask[:1], 50, input_features=chroma[:1])
     assert codes.shape == expected.shape == (1, 8, 50) and len(np.unique(expected)) > 30
     np.testing.assert_array_equal(codes, expected)
+
+
+def melody_clip(seconds: float, sample_rate: int, channels: int, notes: tuple[float, ...]) -> np.ndarray:
+    """`[channels, T]` float32: sine notes of equal length in sequence, a melody the chroma follows."""
+    t = np.arange(int(seconds * sample_rate)) / sample_rate
+    pitch = np.asarray(notes)[np.minimum((t / seconds * len(notes)).astype(int), len(notes) - 1)]
+    wave = 0.3 * np.sin(2 * np.pi * np.cumsum(pitch) / sample_rate)
+    return np.repeat(wave[None], channels, axis=0).astype(np.float32)
+
+
+def test_sample_py_melody_equals_transformers(hf_musicgen_melody, hf_tokenizer, tmp_path, monkeypatch):
+    """`sample.py --melody A --melody B --save-codes`, greedy: two prompts, a 1.5 s melody at 32 kHz mono and a
+    2 s one at 44.1 kHz stereo (resampled, downmixed, zero-padded to the longest as both references collate
+    a batch): the same tokens as transformers' `generate` with that chroma as `input_features` (which it
+    tiles to its chroma_length itself)."""
+    model, directory = hf_musicgen_melody
+    monkeypatch.setenv("MUSICGEN_JAX_CACHE", str(tmp_path / "cache"))
+    files = [tmp_path / "a.wav", tmp_path / "b.wav"]
+    write_audio(files[0], melody_clip(1.5, 32000, 1, (262.0, 330.0, 392.0)), 32000, strategy="none")
+    write_audio(files[1], melody_clip(2.0, 44100, 2, (440.0, 494.0, 587.0, 659.0)), 44100, strategy="none")
+    prompts = ["calm piano melody", "Energetic rock song with electric guitars and drums!"]
+    args = ["--model", str(directory), "--prompt", prompts[0], "--prompt", prompts[1], "--duration", "1",
+            "--top-k", "1", "--cfg-coef", "3", "--out", str(tmp_path / "out")]
+    assert sample.main(args + ["--melody", str(files[0]), "--melody", str(files[1]),
+                               "--save-codes", str(tmp_path / "codes.npy")]) == 0
+    codes = np.load(tmp_path / "codes.npy")
+    wavs = [read_audio(f, 32000, 1)[0][0] for f in files]
+    batch = np.stack([np.pad(w, (0, max(map(len, wavs)) - len(w))) for w in wavs])
+    chroma = extract_chroma(batch)
+    assert chroma.shape == (2, 1 + 64000 // 4096, 12) and len(np.unique(chroma.argmax(-1))) >= 4
+    tokens = hf_tokenizer(prompts, padding=True, return_tensors="np")
+    expected = hf_generate_codes(model, tokens["input_ids"], tokens["attention_mask"], 50, input_features=chroma)
+    np.testing.assert_array_equal(codes, expected)
+    assert sample.main(args + ["--save-codes", str(tmp_path / "text.npy")]) == 0
+    assert (np.load(tmp_path / "text.npy") != codes).mean() > 0.3  # the melody decides the tokens
+
+
+def test_silent_or_one_sample_melody_is_the_null_chroma(converted_melody):
+    """A silent melody, or one of a single sample, has the chroma of silence: bin 0, the null chroma that
+    text alone conditions on, so the tokens equal those of text alone."""
+    model = MusicGen.get_pretrained(str(converted_melody))
+    model.set_generation_params(top_k=1, duration=0.4)
+    text_only = model.generate_tokens(["calm piano"])
+    for wav in (np.zeros((1, 32000), np.float32), np.zeros((2, 1), np.float32)):
+        _, tokens = model.generate_with_chroma(["calm piano"], wav, 32000, return_tokens=True)
+        np.testing.assert_array_equal(tokens, text_only)
+
+
+def test_melody_errors(converted_melody, converted, tmp_path, capsys):
+    """One clear error each: a melody for a text-to-music model (API and sample.py), too many melodies,
+    NaN or empty melody audio, an unreadable melody file, --melody with --continuation."""
+    text_model = MusicGen.get_pretrained(str(converted))
+    with pytest.raises(ValueError, match="text-to-music model: it takes no melody"):
+        text_model.generate_with_chroma(["calm piano"], np.zeros((1, 100), np.float32), 32000)
+    model = MusicGen.get_pretrained(str(converted_melody))
+    model.set_generation_params(duration=0.2)
+    with pytest.raises(ValueError, match="3 melodies for 2 descriptions"):
+        model.generate_with_chroma(["a", "b"], [np.zeros(10, np.float32)] * 3, 32000)
+    with pytest.raises(ValueError, match="melody 0 contains NaN"):
+        model.generate_with_chroma(["a"], np.full((1, 100), np.nan, np.float32), 32000)
+    with pytest.raises(ValueError, match=r"melody 1 must be \[C, T\] or \[T\] with T > 0"):
+        model.generate_with_chroma(["a", "b"], [np.zeros(10, np.float32), np.zeros((1, 0), np.float32)], 32000)
+    clip = tmp_path / "m.wav"
+    write_audio(clip, melody_clip(0.5, 32000, 1, (440.0,)), 32000, strategy="none")
+    (tmp_path / "bad.wav").write_bytes(b"not audio at all")
+    cases = [(converted, ["--melody", str(clip)], "is a text-to-music model, it takes no melody"),
+             (converted_melody, ["--melody", str(clip)] * 3, "--melody given 3 times for 2 prompts"),
+             (converted_melody, ["--melody", str(tmp_path / "bad.wav")], "bad.wav"),
+             (converted_melody, ["--melody", str(clip), "--continuation", str(clip)], "cannot be combined")]
+    for directory, flags, message in cases:
+        assert sample.main(["--model", str(directory), "--prompt", "a", "--prompt", "b", "--duration", "0.2",
+                            "--out", str(tmp_path / "out"), *flags]) == 2
+        err = capsys.readouterr().err
+        assert message in err and err.count("error:") == 1, err

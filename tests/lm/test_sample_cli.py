@@ -12,21 +12,14 @@ import jax
 import numpy as np
 import pytest
 import soundfile
-import torch
-from flax.traverse_util import flatten_dict
-from safetensors.torch import save_file
 
 import convert_torch_weights
 import sample
-from musicgen_jax.convert import audiocraft, pretrained
+from musicgen_jax.convert import pretrained
 from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.musicgen import MusicGen, disable_compilation_cache, enable_compilation_cache
 from musicgen_jax.sharding import make_mesh
 from tests.codec.conftest import tiny_hf_model
-from tests.codec.test_checkpoints import AUDIOCRAFT_CFG
-from tests.codec.test_checkpoints import audiocraft_state as codec_state
-from tests.hub import add_repo, use_offline_cache
-from tests.lm.test_audiocraft import TINY_T5, audiocraft_state, write_package, xp_cfg
 from tests.lm.test_generate import hf_generate_codes
 
 
@@ -251,32 +244,3 @@ def test_help():
     for script in ("sample.py", "convert_torch_weights.py"):
         result = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True)
         assert result.returncode == 0 and "usage" in result.stdout
-
-
-def test_audiocraft_directory_converts_like_its_transformers_twin(hf_musicgen, tmp_path, monkeypatch):
-    """state_dict.bin + compression_state_dict.bin, T5 resolved on the (offline) hub by its xp.cfg name."""
-    model, directory = hf_musicgen
-    monkeypatch.setitem(audiocraft.T5_DIMS, TINY_T5, 32)
-    t5_repo = tmp_path / "t5"
-    t5_repo.mkdir()
-    (t5_repo / "config.json").write_text(json.dumps({**model.text_encoder.config.to_dict(), "model_type": "t5"}))
-    save_file({k: v.clone() for k, v in model.text_encoder.state_dict().items()}, str(t5_repo / "model.safetensors"))
-    (t5_repo / "spiece.model").write_bytes((directory / "spiece.model").read_bytes())
-    use_offline_cache(monkeypatch, tmp_path / "hub")
-    add_repo(tmp_path / "hub", TINY_T5, t5_repo)
-
-    ac = tmp_path / "audiocraft"
-    ac.mkdir()
-    write_package(ac / "state_dict.bin", audiocraft_state(model.state_dict(), 2, 4), xp_cfg())
-    torch.save({"best_state": codec_state(model.audio_encoder), "xp.cfg": AUDIOCRAFT_CFG.replace(
-        "pad_mode: constant", "pad_mode: reflect"), "version": "1.0", "exported": True},
-        ac / "compression_state_dict.bin")
-    assert convert_torch_weights.main([str(ac), str(tmp_path / "from_ac"), "--format", "audiocraft"]) == 0
-    from_ac, from_hf = pretrained.load(tmp_path / "from_ac"), pretrained.convert(directory)
-    for a, b in ((from_ac.lm_params, from_hf.lm_params), (from_ac.text_encoder.params, from_hf.text_encoder.params),
-                 (from_ac.codec.params, from_hf.codec.params)):
-        fa, fb = flatten_dict(a), flatten_dict(b)
-        assert fa.keys() == fb.keys()
-        for key in fa:
-            np.testing.assert_array_equal(np.asarray(fa[key]), np.asarray(fb[key]), err_msg=str(key))
-    assert from_ac.lm_config == from_hf.lm_config and from_ac.codec.config == from_hf.codec.config
