@@ -23,6 +23,7 @@ from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, wri
 from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.fileio import save_npy
 from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, disable_compilation_cache, enable_compilation_cache
+from musicgen_jax.stems import MissingExtraError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -42,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--melody", type=Path, action="append", default=[],
                    help="audio file whose melody (chroma) the music follows, melody models only (repeatable: one "
                         "per prompt in order, or one for all)")
+    p.add_argument("--melody-stems", action="store_true",
+                   help="take the melody from the vocals and other stems (Demucs, as audiocraft; needs the "
+                        "melody extra), not from the whole mix (as transformers)")
     p.add_argument("--out", type=Path, default=Path("out"),
                    help="output file for a single prompt, else a directory of NNN_<slug>.<format> (default out)")
     p.add_argument("--format", choices=("wav", "flac"), default="wav")
@@ -82,7 +86,7 @@ def output_paths(args, prompts: list[str]) -> list[Path]:
 
 
 def read_melodies(args, model: MusicGen, count: int) -> list[np.ndarray]:
-    """One mono waveform at the model's rate per prompt from --melody (given once, or once per prompt)."""
+    """Audio `[C, T]` at the model's rate per prompt from --melody (given once, or once per prompt)."""
     if not args.melody:
         return []
     if not model.lm_config.melody:
@@ -93,7 +97,7 @@ def read_melodies(args, model: MusicGen, count: int) -> list[np.ndarray]:
                          "prompts or once per prompt")
     if args.continuation is not None:
         raise ValueError("--melody and --continuation cannot be combined")
-    melodies = [read_audio(path, model.sample_rate, 1)[0][0] for path in args.melody]
+    melodies = [read_audio(path, model.sample_rate)[0] for path in args.melody]
     return melodies * count if len(melodies) == 1 else melodies
 
 
@@ -130,7 +134,8 @@ def run(args) -> str:
         seeds = [args.seed + first + i for i in range(len(batch))]
         if melodies:
             audio, tokens = model.generate_with_chroma(batch, melodies[first:first + len(batch)], model.sample_rate,
-                                                       progress=True, return_tokens=True, seed=seeds)
+                                                       progress=True, return_tokens=True, seed=seeds,
+                                                       stems=args.melody_stems)
         elif prompt_audio is None:
             audio, tokens = model.generate(batch, progress=True, return_tokens=True, seed=seeds)
         else:
@@ -156,7 +161,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         print(run(args))
-    except (CheckpointError, AudioError, ValueError) as e:
+    except (CheckpointError, AudioError, ValueError, MissingExtraError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     return 0

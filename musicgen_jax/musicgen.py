@@ -31,6 +31,7 @@ from musicgen_jax.convert import pretrained
 from musicgen_jax.lm.model import param_specs
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, split_rows
 from musicgen_jax.sharding import shard
+from musicgen_jax.stems import melody_stems
 
 DEFAULT_MODEL = "facebook/musicgen-small"
 MAX_DURATION = 30.0  # seconds the released models were trained on; longer generations are windowed
@@ -162,20 +163,22 @@ class MusicGen:
         return self._result(tokens, return_tokens)
 
     def generate_with_chroma(self, descriptions: Sequence[str | None], melody_wavs, melody_sample_rate: int,
-                             progress: bool = False, return_tokens: bool = False, seed: int | Sequence[int] = 0):
+                             progress: bool = False, return_tokens: bool = False, seed: int | Sequence[int] = 0,
+                             stems: bool = False):
         """Audio `[B, C, T]` for text prompts, each following a melody (melody models, SPEC 4.2).
 
         `melody_wavs`: `[B, C, T]`, `[C, T]`, or a list of `[C, T]` / `[T]` arrays of any lengths, one per
         description or one for all, at `melody_sample_rate`: resampled to the codec's rate and downmixed to
-        mono, then reduced to the chroma the LM conditions on (`musicgen_jax.chroma`, without source
-        separation: what transformers computes). Past `max_duration` each window follows the melody from
-        its own start, looping it, as audiocraft does."""
-        melodies = self._melodies(melody_wavs, melody_sample_rate, len(descriptions))
+        mono, then reduced to the chroma the LM conditions on (`musicgen_jax.chroma`). `stems=False`: of the
+        whole mix, as transformers computes it; True: of its vocals and other stems (Demucs, the `melody`
+        extra: `musicgen_jax.stems`), as audiocraft does. Past `max_duration` each window follows the
+        melody from its own start, looping it, as audiocraft does."""
+        melodies = self._melodies(melody_wavs, melody_sample_rate, len(descriptions), stems)
         tokens = self.generate_tokens(descriptions, progress=progress, seed=seed, melodies=melodies)
         return self._result(tokens, return_tokens)
 
-    def _melodies(self, melody_wavs, sample_rate: int, count: int) -> list[np.ndarray]:
-        """`count` mono waveforms `[T]` at the codec's rate."""
+    def _melodies(self, melody_wavs, sample_rate: int, count: int, stems: bool) -> list[np.ndarray]:
+        """`count` mono waveforms `[T]` at the codec's rate (`stems`: Demucs' vocals + other)."""
         if not self.lm_config.melody:
             raise ValueError(f"{self.name} is a text-to-music model: it takes no melody (use a melody model, "
                              "e.g. facebook/musicgen-melody)")
@@ -190,7 +193,10 @@ class MusicGen:
                 raise ValueError(f"melody {i} must be [C, T] or [T] with T > 0, got shape {wav.shape}")
             if not np.isfinite(wav).all():
                 raise ValueError(f"melody {i} contains NaN or infinite values")
-            mono.append(convert_channels(resample(np.atleast_2d(wav), sample_rate, self.sample_rate), 1)[0])
+            if stems:
+                mono.append(melody_stems(np.atleast_2d(wav), sample_rate, self.sample_rate))
+            else:
+                mono.append(convert_channels(resample(np.atleast_2d(wav), sample_rate, self.sample_rate), 1)[0])
         return mono * count if len(mono) == 1 else mono
 
     def _chroma(self, melodies: list[np.ndarray] | None, offset: float):

@@ -7,6 +7,9 @@ teacher forcing 1e-5.
 
 from __future__ import annotations
 
+import sys
+import types
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -14,7 +17,8 @@ import pytest
 import torch
 
 import sample
-from musicgen_jax.audio import read_audio, write_audio
+from musicgen_jax import stems
+from musicgen_jax.audio import convert_channels, read_audio, resample, write_audio
 from musicgen_jax.chroma import extract_chroma
 from musicgen_jax.convert.t5 import load_t5
 from musicgen_jax.lm.model import LMModel, init_cache, null_chroma
@@ -226,3 +230,66 @@ def test_melody_errors(converted_melody, converted, tmp_path, capsys):
                             "--out", str(tmp_path / "out"), *flags]) == 2
         err = capsys.readouterr().err
         assert message in err and err.count("error:") == 1, err
+
+
+class FakeDemucs:
+    """Stands in for `demucs` (not installable beside torch 2.13 here): the model's stems are the input
+    times 1, 2, 3, 4 for drums, bass, other, vocals, so vocals + other = 7 x the input."""
+
+    samplerate, audio_channels, sources = 44100, 2, ["drums", "bass", "other", "vocals"]
+    calls: list = []
+
+    @classmethod
+    def modules(cls) -> dict:
+        def convert_audio(wav, from_rate, to_rate, channels):
+            cls.calls.append(("convert", tuple(wav.shape), from_rate, to_rate, channels))
+            out = convert_channels(resample(wav[0].numpy(), from_rate, to_rate), channels)
+            return torch.from_numpy(out)[None]
+
+        def apply_model(model, wav, device):
+            cls.calls.append(("apply", tuple(wav.shape), device))
+            return torch.stack([wav * (i + 1) for i in range(4)], dim=1)
+
+        def get_model(name):
+            cls.calls.append(("get_model", name))
+            return types.SimpleNamespace(eval=lambda: cls)
+
+        return {"demucs": types.ModuleType("demucs"),
+                "demucs.apply": types.SimpleNamespace(apply_model=apply_model),
+                "demucs.audio": types.SimpleNamespace(convert_audio=convert_audio),
+                "demucs.pretrained": types.SimpleNamespace(get_model=get_model)}
+
+
+@pytest.fixture
+def no_demucs_cache():
+    stems._demucs.cache_clear()
+    yield
+    stems._demucs.cache_clear()
+
+
+def test_melody_stems_take_vocals_and_other(converted_melody, monkeypatch, no_demucs_cache):
+    """stems=True: htdemucs on the melody at its rate and channels (44.1 kHz stereo), the vocals and other
+    stems summed, back to the codec's rate in mono, then the chroma: here 7 x the melody, whose chroma is
+    the melody's own (inf-normalized), so the tokens equal those without separation."""
+    for name, module in FakeDemucs.modules().items():
+        monkeypatch.setitem(sys.modules, name, module)
+    FakeDemucs.calls.clear()
+    model = MusicGen.get_pretrained(str(converted_melody))
+    model.set_generation_params(top_k=1, duration=0.4)
+    clip = melody_clip(1.0, 32000, 2, (262.0, 392.0))
+    _, separated = model.generate_with_chroma(["calm piano"], clip, 32000, return_tokens=True, stems=True)
+    _, plain = model.generate_with_chroma(["calm piano"], clip * 7, 32000, return_tokens=True)
+    np.testing.assert_array_equal(separated, plain)
+    assert FakeDemucs.calls == [("get_model", "htdemucs"), ("convert", (1, 2, 32000), 32000, 44100, 2),
+                                ("apply", (1, 2, 44100), "cpu"), ("convert", (1, 2, 44100), 44100, 32000, 1)]
+
+
+def test_melody_stems_without_demucs_name_the_extra(converted_melody, tmp_path, monkeypatch, capsys,
+                                                    no_demucs_cache):
+    monkeypatch.setitem(sys.modules, "demucs", None)  # import demucs fails
+    clip = tmp_path / "m.wav"
+    write_audio(clip, melody_clip(0.5, 32000, 1, (440.0,)), 32000, strategy="none")
+    assert sample.main(["--model", str(converted_melody), "--prompt", "a", "--duration", "0.2", "--melody", str(clip),
+                        "--melody-stems", "--out", str(tmp_path / "out.wav")]) == 2
+    err = capsys.readouterr().err
+    assert "pip install 'musicgen-jax[melody]'" in err and err.count("error:") == 1
