@@ -293,3 +293,37 @@ def test_melody_stems_without_demucs_name_the_extra(converted_melody, tmp_path, 
                         "--melody-stems", "--out", str(tmp_path / "out.wav")]) == 2
     err = capsys.readouterr().err
     assert "pip install 'musicgen-jax[melody]'" in err and err.count("error:") == 1
+
+
+def test_prompt_lengths_in_a_bucket_share_the_programs(hf_musicgen_melody):
+    """Melody prefixes of 3 and 7 text tokens (one 8-token bucket: the padding is masked) run the same two
+    compiled programs."""
+    from musicgen_jax.sampling import _run_steps_jit, _start_jit
+
+    _, directory = hf_musicgen_melody
+    chroma = random_chroma(0, 1)
+    generate(directory, np.array([[5, 17, 1]], np.int32), np.ones((1, 3), np.int32), chroma, frames=10)
+    compiled = _run_steps_jit._cache_size(), _start_jit._cache_size()
+    generate(directory, np.array([[5, 17, 33, 2, 9, 8, 1]], np.int32), np.ones((1, 7), np.int32), chroma, frames=10)
+    assert (_run_steps_jit._cache_size(), _start_jit._cache_size()) == compiled
+
+
+def test_windows_past_max_duration_follow_the_looped_melody(converted_melody):
+    """Windowed generation (25-frame windows, stride 15, 65 frames): window k, starting at second o, is
+    conditioned on max_duration seconds of the melody from o on, looped (`wav[(o * sr + arange) % len]`,
+    audiocraft): each window equals a greedy continuation of the previous tail with that chroma."""
+    model = MusicGen.get_pretrained(str(converted_melody))
+    melody = melody_clip(0.7, 32000, 1, (262.0, 330.0, 392.0, 494.0))[0]  # shorter than a window: it loops
+    model.max_duration = 0.5
+    model.set_generation_params(top_k=1, duration=1.3, extend_stride=0.3)
+    _, long = model.generate_with_chroma(["calm piano"], melody, 32000, return_tokens=True)
+    assert long.shape == (1, 4, 65)
+    model.max_duration = 30.0
+    window, stride = 25, 15
+    for start in range(0, 65 - (window - stride), stride):
+        end = min(start + window, 65)
+        looped = melody[(int(start / 50 * 32000) + np.arange(16000)) % len(melody)]
+        model.set_generation_params(top_k=1, duration=(end - start) / 50)
+        prompt = None if start == 0 else long[:, :, start:start + window - stride]
+        expected = model.generate_tokens(["calm piano"], prompt, melodies=[looped])
+        np.testing.assert_array_equal(long[:, :, start:end], expected, err_msg=f"window at frame {start}")
