@@ -17,6 +17,8 @@ from flax.traverse_util import flatten_dict
 from safetensors.torch import save_file
 
 import convert_torch_weights
+import sample
+from musicgen_jax.audio import write_audio
 from musicgen_jax.convert import audiocraft, pretrained
 from musicgen_jax.convert.audiocraft import (
     lm_config_from_audiocraft,
@@ -568,3 +570,26 @@ def test_audiocraft_directory_converts_like_its_transformers_twin(request, kind,
         assert fa.keys() == fb.keys()
         for key in fa:
             np.testing.assert_array_equal(np.asarray(fa[key]), np.asarray(fb[key]), err_msg=str(key))
+
+
+
+def test_audiocraft_melody_twin_samples_like_its_transformers_twin(hf_musicgen_melody, tmp_path, monkeypatch,
+                                                                     tiny_t5):
+    """`sample.py --melody` on the audiocraft melody package gives the greedy codes it gives on the transformers
+    twin (which equal transformers' own: tests/lm/test_melody.py)."""
+    model, directory = hf_musicgen_melody
+    monkeypatch.setenv("MUSICGEN_JAX_CACHE", str(tmp_path / "cache"))
+    ac = audiocraft_directory(model, directory, tmp_path, monkeypatch,
+                              xp_cfg(melody=True, segment_duration=TINY_SEGMENT), num_codebooks=4)
+    clip = tmp_path / "melody.wav"
+    t = np.arange(32000) / 32000
+    write_audio(clip, (0.3 * np.sin(2 * np.pi * np.where(t < 0.5, 262.0, 392.0) * t)).astype(np.float32), 32000,
+                strategy="none")
+    codes = {}
+    for name, source in (("audiocraft", ac), ("transformers", directory)):
+        assert sample.main(["--model", str(source), "--prompt", "calm piano", "--duration", "1", "--top-k", "1",
+                            "--melody", str(clip), "--save-codes", str(tmp_path / f"{name}.npy"),
+                            "--out", str(tmp_path / f"{name}.wav")]) == 0
+        codes[name] = np.load(tmp_path / f"{name}.npy")
+    assert codes["audiocraft"].shape == (1, 4, 50)
+    np.testing.assert_array_equal(codes["audiocraft"], codes["transformers"])
