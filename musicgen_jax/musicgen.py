@@ -182,8 +182,8 @@ class MusicGen:
         if not self.lm_config.melody:
             raise ValueError(f"{self.name} is a text-to-music model: it takes no melody (use a melody model, "
                              "e.g. facebook/musicgen-melody)")
-        wavs = list(melody_wavs) if isinstance(melody_wavs, (list, tuple)) or np.ndim(melody_wavs) == 3 \
-            else [melody_wavs]
+        batched = isinstance(melody_wavs, (list, tuple)) or np.ndim(melody_wavs) == 3
+        wavs = list(melody_wavs) if batched else [melody_wavs]
         if len(wavs) not in (1, count):
             raise ValueError(f"{len(wavs)} melodies for {count} descriptions: give one for all or one each")
         mono = []
@@ -193,10 +193,9 @@ class MusicGen:
                 raise ValueError(f"melody {i} must be [C, T] or [T] with T > 0, got shape {wav.shape}")
             if not np.isfinite(wav).all():
                 raise ValueError(f"melody {i} contains NaN or infinite values")
-            if stems:
-                mono.append(melody_stems(np.atleast_2d(wav), sample_rate, self.sample_rate))
-            else:
-                mono.append(convert_channels(resample(np.atleast_2d(wav), sample_rate, self.sample_rate), 1)[0])
+            wav = np.atleast_2d(wav)
+            mono.append(melody_stems(wav, sample_rate, self.sample_rate) if stems else
+                        convert_channels(resample(wav, sample_rate, self.sample_rate), 1)[0])
         return mono * count if len(mono) == 1 else mono
 
     def _chroma(self, melodies: list[np.ndarray] | None, offset: float):
