@@ -10,7 +10,6 @@ from __future__ import annotations
 import sys
 import types
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -27,7 +26,7 @@ from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys
 from musicgen_jax.text.encoder import encode_ids
 from tests.lm.conftest import save_hub_layout, tiny_hf_musicgen
 from tests.lm.test_generate import hf_generate_codes
-from tests.lm.test_parity import inputs, load, rel_max
+from tests.lm.test_parity import cached_logits, inputs, load, rel_max
 
 
 CHROMA_FRAMES = 24  # the fixture's chroma_length (released models: 235)
@@ -101,13 +100,7 @@ def test_kv_cache_decoding_equals_teacher_forcing(hf_musicgen_melody, melody_inp
                           method=LMModel.condition)
     assert context["prefix"].shape[1] == CHROMA_FRAMES + n + padding
     cache = init_cache(config, 2, CHROMA_FRAMES + n + padding + sequence.shape[-1], block=8)  # prefill: 5 blocks
-    prefill, cache = model.apply(params, sequence[:, :, :5], context, 0, cache, True, method=LMModel.decode)
-    decode = jax.jit(lambda column, t, cache: model.apply(params, column, context, t, cache, method=LMModel.decode))
-    steps = [prefill]
-    for t in range(5, sequence.shape[-1]):
-        step, cache = decode(sequence[:, :, t:t + 1], jnp.int32(t), cache)
-        steps.append(step)
-    assert rel_max(np.concatenate(steps, axis=2), full) < 1e-5
+    assert rel_max(cached_logits(model, params, sequence, context, cache, prefix=True), full) < 1e-5
 
 
 def test_null_chroma_is_bin_zero():

@@ -96,13 +96,19 @@ def test_kv_cache_decoding_equals_teacher_forcing(hf_musicgen, scan, block):
     cache = init_cache(config, 2, 30, scan_layers=scan, block=block)
     assert cache_length(cache, scan) == 30
     assert cache_blocks(30, block) == ([30] if block == CACHE_BLOCK else [4, 4, 8, 14])
-    prefill, cache = model.apply(params, sequence[:, :, :5], context, 0, cache, method=LMModel.decode)
+    assert rel_max(cached_logits(model, params, sequence, context, cache), full) < 1e-5
+
+
+def cached_logits(model, params, sequence, context, cache, prefix: bool = False) -> np.ndarray:
+    """Logits `[B, K, S, card]` of `sequence [B, K, S]` through the KV cache: the first 5 positions (and,
+    with `prefix`, a melody model's prefix) in one prefill call, then one compiled step per position."""
+    prefill, cache = model.apply(params, sequence[:, :, :5], context, 0, cache, prefix, method=LMModel.decode)
     decode = jax.jit(lambda column, t, cache: model.apply(params, column, context, t, cache, method=LMModel.decode))
     steps = [prefill]
     for t in range(5, sequence.shape[-1]):
         step, cache = decode(sequence[:, :, t:t + 1], jnp.int32(t), cache)
         steps.append(step)
-    assert rel_max(np.concatenate(steps, axis=2), full) < 1e-5
+    return np.concatenate(steps, axis=2)
 
 
 def test_stack_layers_round_trip(hf_musicgen):
