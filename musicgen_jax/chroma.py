@@ -27,7 +27,8 @@ import numpy as np
 
 from musicgen_jax.config import ChromaConfig
 
-__all__ = ["chroma_filter_bank", "extract_chroma", "match_frames", "normalized_chroma", "one_hot_chroma"]
+__all__ = ["chroma_filter_bank", "extract_chroma", "hann_window", "match_frames", "normalized_chroma",
+           "one_hot_chroma"]
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,10 +41,15 @@ def chroma_filter_bank(config: ChromaConfig) -> np.ndarray:
     return bank
 
 
+def hann_window(n: int) -> np.ndarray:
+    """`[n]` float64: the periodic Hann window (`torch.hann_window(n)`)."""
+    return 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n) / n)
+
+
 def _normalized_window(n_fft: int) -> np.ndarray:
-    """`[n_fft]` float32: the periodic Hann window (`torch.hann_window`) divided by sqrt(sum(w**2)), which scales
-    the complex STFT as torchaudio's `normalized=True` does."""
-    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(n_fft) / n_fft)
+    """`[n_fft]` float32: `hann_window` divided by sqrt(sum(w**2)), which scales the complex STFT as
+    torchaudio's `normalized=True` does."""
+    window = hann_window(n_fft)
     return (window / np.sqrt(np.sum(window**2))).astype(np.float32)
 
 

@@ -190,8 +190,7 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
     and the cache are then split by the logical axis rules. None: one device.
     """
     prompt_frames = _prompt_frames(prompt, frames)
-    state = _start_jit(config, params, *padded_text(text, text_mask), _checked(config, chroma), keys,
-                       frame_bucket(frames), sampling, prompt, mesh=mesh)
+    state = _started(config, params, text, text_mask, keys, frames, sampling, prompt, mesh, chroma)
     last = pattern.num_steps(frames, config.delays) - 1
     chunk = PROGRESS_EVERY if progress is not None else last
     for first in range(prompt_frames, last, chunk):
@@ -215,6 +214,12 @@ def lower_generate(config: LMConfig, params: Any, text: jax.Array, text_mask: ja
                                   _checked(config, chroma), keys, frame_bucket(frames), sampling, prompt, mesh=mesh)
     return _run_steps_jit.lower(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(0),
                                 jnp.int32(0), mesh=mesh)
+
+
+def _started(config, params, text, text_mask, keys, frames: int, sampling, prompt, mesh, chroma) -> dict:
+    """The state of `_start`, compiled, for `frames` frames of text states `text` padded to their bucket."""
+    return _start_jit(config, params, *padded_text(text, text_mask), _checked(config, chroma), keys,
+                      frame_bucket(frames), sampling, prompt, mesh=mesh)
 
 
 def padded_text(text: jax.Array, text_mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -267,8 +272,7 @@ def stream_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax
     (after the prompt's), from a Python loop over the same compiled decode loop, one step a call."""
     prompt_frames = _prompt_frames(prompt, frames)
     delay = max(config.delays)
-    state = _start_jit(config, params, *padded_text(text, text_mask), _checked(config, chroma), keys,
-                       frame_bucket(frames), sampling, prompt, mesh=mesh)
+    state = _started(config, params, text, text_mask, keys, frames, sampling, prompt, mesh, chroma)
     for s in range(prompt_frames, pattern.num_steps(frames, config.delays) - 1):
         state = _run_steps_jit(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(s),
                                jnp.int32(s + 1), mesh=mesh)

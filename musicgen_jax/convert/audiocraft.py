@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from musicgen_jax.chroma import hann_window
 from musicgen_jax.config import ChromaConfig, LMConfig
 from musicgen_jax.convert.encodec import parse_audiocraft_cfg
 from musicgen_jax.convert.musicgen import lm_params_from_hf_state_dict
@@ -256,8 +257,7 @@ def _check_window(window: np.ndarray | None) -> None:
     if window is None:
         raise CheckpointError(f"audiocraft LM: the melody package lacks {_WINDOW} (the chroma spectrogram's window)")
     n = _CHROMA.n_fft
-    if np.shape(window) != (n,) or not np.allclose(window, 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n),
-                                                    atol=1e-3):
+    if np.shape(window) != (n,) or not np.allclose(window, hann_window(n), atol=1e-3):
         raise CheckpointError(f"audiocraft LM: {_WINDOW} (shape {np.shape(window)}) is not the periodic Hann window "
                               f"of length {n} (n_fft = 2**radix2_exp) that the chroma extractor uses")
 

@@ -48,11 +48,11 @@ def hf_key_map(config: LMConfig) -> dict[str, Target]:
     if config.melody:
         keys["audio_enc_to_dec_proj.weight"] = Target(("chroma_projection", "kernel"))
         keys["audio_enc_to_dec_proj.bias"] = Target(("chroma_projection", "bias"))
-    attentions = (("self_attn", "self_attn"),) if config.melody else (("self_attn", "self_attn"),
-                                                                      ("encoder_attn", "cross_attn"))
-    norms = (("self_attn_layer_norm", "norm_self"), ("final_layer_norm", "norm_ffn"))
-    if not config.melody:
-        norms += (("encoder_attn_layer_norm", "norm_cross"),)
+    attentions, norms = [("self_attn", "self_attn")], [("self_attn_layer_norm", "norm_self"),
+                                                       ("final_layer_norm", "norm_ffn")]
+    if not config.melody:  # melody models have no cross-attention
+        attentions.append(("encoder_attn", "cross_attn"))
+        norms.append(("encoder_attn_layer_norm", "norm_cross"))
     for k in range(config.num_codebooks):
         keys[f"{_DECODER}.embed_tokens.{k}.weight"] = Target((f"embeddings_{k}", "embedding"))
         keys[f"decoder.lm_heads.{k}.weight"] = Target((f"heads_{k}", "kernel"))

@@ -26,31 +26,37 @@ CONFIG_FILE = "config.json"
 
 @contextlib.contextmanager
 def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary directory beside `directory`; on success it replaces `directory` (an existing
-    one is moved aside first and removed after), on failure it is removed and an existing `directory`
-    is left as it was. No partial output remains. A failed write (OSError) raises CheckpointError."""
+    """Yield a temporary directory beside `directory`; on success it replaces `directory` (`_swap_in`),
+    on failure it is removed and an existing `directory` is left as it was. No partial output remains.
+    A failed write (OSError) raises CheckpointError."""
     directory = Path(directory)
+    tmp = None
     try:
         directory.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
-        try:
-            yield tmp
-            if directory.exists():
-                old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
-                directory.rename(old)
-                try:
-                    tmp.rename(directory)
-                except OSError:
-                    old.rename(directory)
-                    raise
-                shutil.rmtree(old)
-            else:
-                tmp.rename(directory)
-        finally:
-            if tmp.exists():
-                shutil.rmtree(tmp)
+        yield tmp
+        _swap_in(tmp, directory)
     except OSError as e:
         raise CheckpointError(f"cannot write {directory}: {e.strerror or e}") from e
+    finally:
+        if tmp is not None and tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def _swap_in(tmp: Path, directory: Path) -> None:
+    """Rename `tmp` to `directory`; an existing one is moved aside first, removed after, and put back
+    if the rename fails."""
+    if not directory.exists():
+        tmp.rename(directory)
+        return
+    old = directory.with_name(f".{directory.name}.old.{os.getpid()}")
+    directory.rename(old)
+    try:
+        tmp.rename(directory)
+    except OSError:
+        old.rename(directory)
+        raise
+    shutil.rmtree(old)
 
 
 def write_tree(directory: Path, params, meta: dict) -> None:

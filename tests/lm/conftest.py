@@ -44,8 +44,8 @@ def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1, melody: bool = Fals
     with torch.no_grad():
         for projection in projections:
             projection.weight.mul_(40.0)
-        for layer in model.decoder.model.decoder.layers:
-            if not melody:
+        if not melody:
+            for layer in model.decoder.model.decoder.layers:
                 layer.encoder_attn.v_proj.weight.mul_(10.0)
                 layer.encoder_attn.q_proj.weight.mul_(10.0)
         for name, p in model.decoder.named_parameters():
