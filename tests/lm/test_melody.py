@@ -226,8 +226,9 @@ def test_melody_errors(converted_melody, converted, tmp_path, capsys):
 
 
 class FakeDemucs:
-    """Stands in for `demucs` (not installable beside torch 2.13 here): the model's stems are the input
-    times 1, 2, 3, 4 for drums, bass, other, vocals, so vocals + other = 7 x the input."""
+    """Stands in for `demucs` (not installable beside torch 2.13 here): drums and bass are the input
+    reversed and circularly shifted (other music), other and vocals 0.75 and 0.25 of it, so vocals + other
+    is the input and any other pair of stems is not."""
 
     samplerate, audio_channels, sources = 44100, 2, ["drums", "bass", "other", "vocals"]
     calls: list = []
@@ -241,7 +242,8 @@ class FakeDemucs:
 
         def apply_model(model, wav, device):
             cls.calls.append(("apply", tuple(wav.shape), device))
-            return torch.stack([wav * (i + 1) for i in range(4)], dim=1)
+            drums, bass = wav.flip(-1), wav.roll(wav.shape[-1] // 3, -1)
+            return torch.stack([drums, bass, 0.75 * wav, 0.25 * wav], dim=1)
 
         def get_model(name):
             cls.calls.append(("get_model", name))
@@ -262,8 +264,8 @@ def no_demucs_cache():
 
 def test_melody_stems_take_vocals_and_other(converted_melody, monkeypatch, no_demucs_cache):
     """stems=True: htdemucs on the melody at its rate and channels (44.1 kHz stereo), the vocals and other
-    stems summed, back to the codec's rate in mono, then the chroma: here 7 x the melody, whose chroma is
-    the melody's own (inf-normalized), so the tokens equal those without separation."""
+    stems summed, back to the codec's rate in mono, then the chroma: here the melody itself, so the tokens
+    equal those without separation (and differ with the other stems)."""
     for name, module in FakeDemucs.modules().items():
         monkeypatch.setitem(sys.modules, name, module)
     FakeDemucs.calls.clear()
@@ -271,8 +273,10 @@ def test_melody_stems_take_vocals_and_other(converted_melody, monkeypatch, no_de
     model.set_generation_params(top_k=1, duration=0.4)
     clip = melody_clip(1.0, 32000, 2, (262.0, 392.0))
     _, separated = model.generate_with_chroma(["calm piano"], clip, 32000, return_tokens=True, stems=True)
-    _, plain = model.generate_with_chroma(["calm piano"], clip * 7, 32000, return_tokens=True)
+    _, plain = model.generate_with_chroma(["calm piano"], clip, 32000, return_tokens=True)
     np.testing.assert_array_equal(separated, plain)
+    _, drums = model.generate_with_chroma(["calm piano"], clip[:, ::-1], 32000, return_tokens=True)
+    assert (drums != plain).any()  # the stand-in's other stems carry another melody
     assert FakeDemucs.calls == [("get_model", "htdemucs"), ("convert", (1, 2, 32000), 32000, 44100, 2),
                                 ("apply", (1, 2, 44100), "cpu"), ("convert", (1, 2, 44100), 44100, 32000, 1)]
 
