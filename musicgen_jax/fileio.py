@@ -1,24 +1,29 @@
-"""Atomic file writes shared by the CLIs: a temporary file in the same directory, then a rename."""
+"""Atomic file writes: a temporary file in the same directory, renamed into place when complete."""
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Iterator
 
 import numpy as np
 
 
-def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    """np.save through a temporary file in the same directory, renamed into place. A failed write
-    raises ValueError naming `path` (the CLIs' user-error type, as `write_audio`'s AudioError)."""
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; when the block succeeds it is renamed to `path`, when it
+    fails it is removed, so `path` is either absent, as before, or complete. Missing parent directories
+    are created. A failed write (OSError) raises ValueError naming `path` (the CLIs' user-error type)."""
     path = Path(path)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".npy", dir=path.parent)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        os.close(fd)
         try:
-            with os.fdopen(fd, "wb") as f:
-                np.save(f, array)
+            yield Path(tmp)
             os.chmod(tmp, 0o644)
             os.replace(tmp, path)
         finally:
@@ -26,3 +31,15 @@ def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
                 os.remove(tmp)
     except OSError as e:
         raise ValueError(f"cannot write {path}: {e.strerror or e}") from e
+
+
+def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
+    """np.save to `path` atomically (`atomic_file`)."""
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
+
+
+def save_json(path: str | os.PathLike, obj) -> None:
+    """`obj` as indented JSON to `path` atomically (`atomic_file`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -1,0 +1,380 @@
+"""Audio folders (or manifests) -> EnCodec token datasets: `python -m musicgen_jax.data.prepare`.
+
+The sorted inputs are cut into work units of `files_per_shard` files; a unit writes one shard per split
+(`shards.shard_path`) and then its record `units/unit-{i:05d}.json`, each file through a temporary name
+renamed when complete. A unit whose record exists is done, so re-running the same command resumes
+where a killed run stopped, and the result is that of one uninterrupted run; `--part I/N` takes the
+units `u` with `u % N == I`, so N processes or machines share the work over one output folder. When
+every unit is done (after the last part, or with `--merge`), the TFDS metadata and `dataset.json` are
+written: the dataset is complete when `dataset.json` exists.
+
+Audio is read at the codec's rate and channels (`audio.read_audio`) and cut into consecutive segments
+of `segment_seconds` (0: whole files); the last segment of a file is cut down to a multiple of
+`length_step` seconds (so that few distinct lengths, each compiled once, are encoded) and dropped when
+shorter than `min_seconds`. A file gives no segment at all when it is shorter than that: it is skipped,
+like unreadable and empty files, and listed with the reason. Segments of one length are encoded
+together in batches of `batch_size` (the last batch padded with silent rows, which changes no code).
+A file goes to the `valid` split when a hash of (seed, its path) falls below `valid_fraction`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from musicgen_jax.audio import AudioError, read_audio
+from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.data import metadata, shards
+from musicgen_jax.data.sources import AudioInput, list_inputs
+from musicgen_jax.fileio import save_json
+
+PLAN_FILE = "prepare.json"
+UNITS_DIR = "units"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """Everything the prepared dataset depends on (a resumed or parallel run must repeat them)."""
+
+    audio: str
+    codec: str
+    segment_seconds: float = 30.0
+    valid_fraction: float = 0.05
+    seed: int = 0
+    files_per_shard: int = 64
+    min_seconds: float = 1.0
+    length_step: float = 1.0
+
+    def __post_init__(self):
+        checks = [("segment_seconds", self.segment_seconds >= 0), ("valid_fraction", 0 <= self.valid_fraction <= 1),
+                  ("files_per_shard", self.files_per_shard >= 1), ("min_seconds", self.min_seconds >= 0),
+                  ("length_step", self.length_step > 0)]
+        for name, ok in checks:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or not ok:
+                raise ValueError(f"invalid {name}: {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int):
+            raise ValueError(f"invalid seed: {self.seed!r} (an integer)")
+
+
+def split_of(path: str, seed: int, valid_fraction: float) -> str:
+    """The split of the file at `path`: a deterministic draw from (seed, path), independent of the other
+    files (so a file never lands in both splits, and parts agree without talking)."""
+    digest = hashlib.sha256(f"{seed}\0{path}".encode()).digest()
+    return "valid" if int.from_bytes(digest[:8], "big") / 2**64 < valid_fraction else "train"
+
+
+def _frames(seconds: float, frame_rate: int, what: str) -> int:
+    frames = round(seconds * frame_rate)
+    if abs(frames - seconds * frame_rate) > 1e-6:
+        raise ValueError(f"{what} = {seconds} s is not a whole number of codec frames ({frame_rate} per second)")
+    return frames
+
+
+def segment_lengths(settings: Settings, hop: int, frame_rate: int) -> tuple[int, int]:
+    """`(segment, step)` in samples (segment 0: whole files); ValueError unless both are whole frames."""
+    return (_frames(settings.segment_seconds, frame_rate, "segment_seconds") * hop,
+            _frames(settings.length_step, frame_rate, "length_step") * hop)
+
+
+def segment_bounds(num_samples: int, hop: int, frame_rate: int, settings: Settings) -> list[tuple[int, int]]:
+    """`[(start, end)]` sample ranges of the segments of a file of `num_samples` samples (see the module
+    docstring); every length is a whole number of codec frames of `hop` samples."""
+    segment, step = segment_lengths(settings, hop, frame_rate)
+    bounds = [(start, start + segment) for start in range(0, num_samples - segment + 1, segment)] if segment else []
+    tail_start = len(bounds) * segment
+    tail = (num_samples - tail_start) // step * step
+    if tail and tail >= settings.min_seconds * hop * frame_rate:
+        bounds.append((tail_start, tail_start + tail))
+    return bounds
+
+
+class _BatchEncoder:
+    """Encodes `[C, L]` segments in batches of equal length (`batch_size` rows, padded with silence)."""
+
+    def __init__(self, codec, batch_size: int):
+        self.codec, self.batch_size = codec, batch_size
+        self.pending: dict[int, list[tuple[object, np.ndarray]]] = {}
+        self.codes: dict[object, np.ndarray] = {}
+
+    def add(self, key, wav: np.ndarray) -> None:
+        queue = self.pending.setdefault(wav.shape[-1], [])
+        queue.append((key, wav.copy()))
+        if len(queue) == self.batch_size:
+            self._encode(wav.shape[-1])
+
+    def flush(self) -> dict[object, np.ndarray]:
+        for length in sorted(self.pending):
+            self._encode(length)
+        return self.codes
+
+    def _encode(self, length: int) -> None:
+        queue = self.pending.pop(length)
+        batch = np.zeros((self.batch_size, self.codec.channels, length), np.float32)
+        for row, (_, wav) in enumerate(queue):
+            batch[row] = wav
+        codes = np.asarray(self.codec.encode(batch))
+        for row, (key, _) in enumerate(queue):
+            self.codes[key] = codes[row].astype(np.int16)
+
+
+def codec_info(codec, source: str) -> dict:
+    """What `dataset.json` records about the codec the codes come from."""
+    return {"source": source, "config": codec.config.to_dict(), "stereo": codec.stereo,
+            "sample_rate": codec.sample_rate, "channels": codec.channels, "frame_rate": codec.frame_rate,
+            "num_codebooks": codec.num_codebooks, "card": codec.config.codebook_size}
+
+
+def _unit_record_path(out: Path, unit: int) -> Path:
+    return out / UNITS_DIR / f"unit-{unit:05d}.json"
+
+
+def _prepare_unit(unit: int, inputs: list[AudioInput], plan: dict, codec, batch_size: int, out: Path,
+                  report) -> dict:
+    """Encode the files of one unit, write its shards, then its record (returned)."""
+    settings = Settings(**plan["settings"])
+    hop = codec.config.hop_length
+    encoder = _BatchEncoder(codec, batch_size)
+    entries = {split: [] for split in shards.SPLITS}
+    stats = {split: {"files": 0, "examples": 0, "frames": 0} for split in shards.SPLITS}
+    skipped, audio_seconds = [], 0.0
+    for item in inputs:
+        reason = item.problem
+        if reason is None:
+            try:
+                wav, _ = read_audio(item.file, codec.sample_rate, codec.channels)
+            except AudioError as e:
+                reason = str(e)
+        if reason is None:
+            audio_seconds += wav.shape[-1] / codec.sample_rate
+            bounds = segment_bounds(wav.shape[-1], hop, codec.frame_rate, settings)
+            if not bounds:
+                reason = (f"too short: {wav.shape[-1] / codec.sample_rate:.2f} s, a segment needs at least "
+                          f"{max(settings.min_seconds, settings.length_step)} s")
+        if reason is not None:
+            skipped.append({"path": item.path, "reason": reason})
+            report(item, 0.0, reason)
+            continue
+        split = split_of(item.path, settings.seed, settings.valid_fraction)
+        info = metadata.normalize(item.metadata)
+        stats[split]["files"] += 1
+        for index, (start, end) in enumerate(bounds):
+            encoder.add((item.path, index), wav[:, start:end])
+            entries[split].append({"path": item.path, "segment": index, "metadata": info})
+        report(item, wav.shape[-1] / codec.sample_rate, None)
+    codes = encoder.flush()
+    shard_bytes = {}
+    for split in shards.SPLITS:
+        for entry in entries[split]:
+            entry["codes"] = codes[(entry["path"], entry["segment"])]
+            stats[split]["examples"] += 1
+            stats[split]["frames"] += entry["codes"].shape[-1]
+        path = shards.shard_path(out, split, unit, plan["units"])
+        shard_bytes[split] = shards.write_shard(path, codec.num_codebooks, entries[split])
+    record = {"unit": unit, "plan": plan["fingerprint"], "codec": codec_info(codec, settings.codec),
+              "splits": stats, "bytes": shard_bytes, "skipped": skipped, "audio_seconds": audio_seconds}
+    save_json(_unit_record_path(out, unit), record)
+    return record
+
+
+def _fingerprint(settings: Settings, inputs: list[AudioInput]) -> str:
+    listing = [(item.path, item.file.stat().st_size if item.file.is_file() else -1) for item in inputs]
+    return hashlib.sha256(json.dumps([dataclasses.asdict(settings), listing]).encode()).hexdigest()
+
+
+def make_plan(settings: Settings, inputs: list[AudioInput], out: Path) -> dict:
+    """The plan of `out` (units and settings), written by the first run; a later run must match it."""
+    plan = {"settings": dataclasses.asdict(settings), "fingerprint": _fingerprint(settings, inputs),
+            "files": len(inputs), "units": -(-len(inputs) // settings.files_per_shard)}
+    path = out / PLAN_FILE
+    if path.is_file():
+        previous = json.loads(path.read_text())
+        if previous != plan:
+            changed = [k for k in plan["settings"] if plan["settings"][k] != previous.get("settings", {}).get(k)]
+            what = f"different settings ({', '.join(changed)})" if changed else "a different set of audio files"
+            raise ValueError(f"{out} was prepared with {what}: repeat the first command's arguments, or use a new --out")
+    else:
+        save_json(path, plan)
+    return plan
+
+
+def _load_record(out: Path, unit: int, plan: dict) -> dict | None:
+    path = _unit_record_path(out, unit)
+    if not path.is_file():
+        return None
+    record = json.loads(path.read_text())
+    return record if record.get("plan") == plan["fingerprint"] else None
+
+
+def merge(out: str | Path) -> dict:
+    """Write the TFDS metadata and `dataset.json` of a dataset whose units are all done; returns the
+    contents of `dataset.json`. Raises ValueError naming the units still missing."""
+    out = Path(out)
+    if not (out / PLAN_FILE).is_file():
+        raise ValueError(f"{out}: no {PLAN_FILE}; nothing was prepared there")
+    plan = json.loads((out / PLAN_FILE).read_text())
+    records = [_load_record(out, unit, plan) for unit in range(plan["units"])]
+    missing = [unit for unit, record in enumerate(records) if record is None]
+    if missing:
+        shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
+        raise ValueError(f"{out}: {len(missing)} of {plan['units']} units are not prepared yet ({shown}); "
+                         f"run the missing --part(s) again, then --merge")
+    skipped = [s for r in records for s in r["skipped"]]
+    if not any(r["splits"][split]["examples"] for r in records for split in shards.SPLITS):
+        reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
+        raise ValueError(f"none of the {plan['files']} files gave an example: {reasons}")
+    codec = records[0]["codec"]
+    splits = {}
+    for split in shards.SPLITS:
+        totals = {key: sum(r["splits"][split][key] for r in records) for key in ("files", "examples", "frames")}
+        splits[split] = {"files": totals["files"], "examples": totals["examples"],
+                         "hours": totals["frames"] / codec["frame_rate"] / 3600}
+    shards.write_tfds_metadata(out, codec["num_codebooks"],
+                               {split: [r["splits"][split]["examples"] for r in records] for split in shards.SPLITS},
+                               {split: sum(r["bytes"][split] for r in records) for split in shards.SPLITS},
+                               description=f"EnCodec tokens of {plan['settings']['audio']} (musicgen_jax)")
+    info = {"format": shards.FORMAT, "version": 1, "codec": codec, "settings": plan["settings"],
+            "frame_rate": codec["frame_rate"], "num_codebooks": codec["num_codebooks"], "card": codec["card"],
+            "files": plan["files"], "splits": splits, "audio_hours": sum(r["audio_seconds"] for r in records) / 3600,
+            "skipped": skipped}
+    save_json(out / shards.INFO_FILE, info)
+    for stale in [*out.glob(".*.tmp"), *(out / UNITS_DIR).glob(".*.tmp")]:  # left by killed runs
+        stale.unlink()
+    return info
+
+
+class _Progress:
+    """A tqdm bar over files with audio hours per wall hour; skipped files are reported on stderr."""
+
+    def __init__(self, total: int, enabled: bool):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, unit="file", desc="preparing", disable=not enabled, file=sys.stderr)
+        self.start, self.seconds = time.perf_counter(), 0.0
+
+    def __call__(self, item: AudioInput, seconds: float, reason: str | None) -> None:
+        if reason is not None:
+            self.bar.write(f"skipped {item.path}: {reason}", file=sys.stderr)
+        self.seconds += seconds
+        wall = max(time.perf_counter() - self.start, 1e-9)
+        self.bar.set_postfix_str(f"{self.seconds / 3600:.2f} h audio, {self.seconds / wall:.1f} audio h/wall h")
+        self.bar.update()
+
+    def close(self) -> float:
+        self.bar.close()
+        return time.perf_counter() - self.start
+
+
+def prepare(settings: Settings, out: str | Path, batch_size: int = 8, part: tuple[int, int] = (0, 1),
+            progress: bool = True) -> dict | None:
+    """Prepare (or resume) part `part = (I, N)` of the dataset of `settings` in `out`; returns the contents
+    of `dataset.json` when this completed the dataset, else None (other parts are still missing)."""
+    from musicgen_jax.convert.codec_loader import load_codec
+
+    index, count = part
+    if not 0 <= index < count:
+        raise ValueError(f"invalid part {index}/{count}: expected I/N with 0 <= I < N")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"invalid batch_size: {batch_size!r}")
+    out = Path(out)
+    _, inputs = list_inputs(settings.audio)
+    plan = make_plan(settings, inputs, out)
+    units = [u for u in range(index, plan["units"], count) if _load_record(out, u, plan) is None]
+    if units:
+        codec = load_codec(settings.codec)
+        segment_lengths(settings, codec.config.hop_length, codec.frame_rate)  # checked before any work
+        size = settings.files_per_shard
+        bar = _Progress(sum(len(inputs[u * size:(u + 1) * size]) for u in units), progress)
+        for unit in units:
+            _prepare_unit(unit, inputs[unit * size:(unit + 1) * size], plan, codec, batch_size, out, bar)
+        wall = bar.close()
+        print(f"part {index}/{count}: {sum(len(inputs[u * size:(u + 1) * size]) for u in units)} files, "
+              f"{bar.seconds / 3600:.3f} h of audio in {wall:.1f} s ({bar.seconds / max(wall, 1e-9):.1f}x real time)",
+              file=sys.stderr)
+    if all(_load_record(out, u, plan) is not None for u in range(plan["units"])):
+        return merge(out)
+    return None
+
+
+def summary(info: dict, out) -> str:
+    """One line about a completed dataset."""
+    splits = ", ".join(f"{s} {v['examples']} examples / {v['files']} files / {v['hours']:.3f} h"
+                       for s, v in info["splits"].items())
+    return f"{out}: {splits}; {len(info['skipped'])} of {info['files']} files skipped (see {shards.INFO_FILE})"
+
+
+def _part(text: str) -> tuple[int, int]:
+    try:
+        index, count = (int(v) for v in text.split("/"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected I/N (e.g. 0/4), got {text!r}") from None
+    if not 0 <= index < count:
+        raise argparse.ArgumentTypeError(f"expected I/N with 0 <= I < N, got {text!r}")
+    return index, count
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m musicgen_jax.data.prepare", description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--audio", help="folder of wav/flac/mp3/ogg files (recursive; sidecar .json metadata) "
+                                   "or an audiocraft-style .jsonl / .jsonl.gz manifest")
+    p.add_argument("--codec", help="codec source: anything load_codec takes (an EnCodec or MusicGen checkpoint, "
+                                   "hub id or path; stereo MusicGen checkpoints code stereo)")
+    p.add_argument("--out", type=Path, help="output dataset folder (re-running the same command resumes)")
+    p.add_argument("--merge", type=Path, metavar="DATA_DIR",
+                   help="only write the metadata of DATA_DIR, whose parts are all done")
+    defaults = Settings("", "")
+    p.add_argument("--segment-seconds", type=float, default=defaults.segment_seconds,
+                   help="cut files into segments of this length (0: whole files)")
+    p.add_argument("--valid-fraction", type=float, default=defaults.valid_fraction,
+                   help="fraction of files in the valid split")
+    p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the train / valid split")
+    p.add_argument("--files-per-shard", type=int, default=defaults.files_per_shard,
+                   help="files per work unit (one shard per split)")
+    p.add_argument("--min-seconds", type=float, default=defaults.min_seconds,
+                   help="drop last segments (and skip files) shorter than this")
+    p.add_argument("--length-step", type=float, default=defaults.length_step,
+                   help="last segments are cut down to a multiple of this (one compiled encoder per length)")
+    p.add_argument("--batch-size", type=int, default=8, help="segments per encoder call")
+    p.add_argument("--part", type=_part, default=(0, 1), metavar="I/N",
+                   help="prepare the I-th (0-based) of N disjoint parts; the last to finish writes the metadata")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.merge is not None:
+        if args.audio or args.codec or args.out:
+            parser.error("--merge DATA_DIR takes no --audio, --codec or --out")
+    elif not (args.audio and args.codec and args.out):
+        parser.error("--audio, --codec and --out are required (or --merge DATA_DIR)")
+    try:
+        if args.merge is not None:
+            info, out = merge(args.merge), args.merge
+        else:
+            settings = Settings(str(Path(args.audio).expanduser().absolute()), args.codec, args.segment_seconds,
+                                args.valid_fraction, args.seed, args.files_per_shard, args.min_seconds,
+                                args.length_step)
+            info, out = prepare(settings, args.out, args.batch_size, args.part, not args.no_progress), args.out
+    except (ValueError, CheckpointError, AudioError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if info is None:
+        print(f"part {args.part[0]}/{args.part[1]} done; the dataset is complete when every part is "
+              f"(then the last part, or --merge {out}, writes its metadata)")
+    else:
+        print(summary(info, out))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

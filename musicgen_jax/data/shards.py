@@ -1,0 +1,130 @@
+"""The on-disk token dataset: TFRecord shards with TFDS metadata, and reading it back.
+
+A prepared `DATA_DIR` holds, per split (`SPLITS`), the shards
+`musicgen_tokens-{split}.tfrecord-{i:05d}-of-{n:05d}` (one per work unit of `prepare`, possibly
+empty), TFDS's `dataset_info.json` and `features.json` (so `tfds.builder_from_directory(DATA_DIR)`
+loads it), and this project's `dataset.json`. One example is one audio segment:
+
+- `codes` int16 `[K, T]`: the codec's codes of the segment (K codebooks, stereo interleaved
+  [L0, R0, L1, R1, ...]);
+- `path` (the file, relative to the audio root) and `segment` (its index in the file);
+- the music metadata fields of `metadata.FIELDS`, normalized as audiocraft's `MusicInfo`: strings
+  (`""` when missing), `bpm` float64 (NaN when missing), `moods` / `keywords` string lists.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from musicgen_jax.data.metadata import FIELDS
+from musicgen_jax.fileio import atomic_file
+
+DATASET_NAME = "musicgen_tokens"
+SPLITS = ("train", "valid")
+FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
+INFO_FILE = "dataset.json"
+FORMAT = "musicgen_jax.tokens"
+LIST_FIELDS = ("moods", "keywords")
+FLOAT_FIELDS = ("bpm",)
+
+
+def features(num_codebooks: int):
+    """The TFDS `FeaturesDict` of one example with `num_codebooks` codebooks."""
+    import tensorflow_datasets as tfds
+
+    spec = {"codes": tfds.features.Tensor(shape=(num_codebooks, None), dtype=np.int16),
+            "path": tfds.features.Text(), "segment": tfds.features.Scalar(dtype=np.int32)}
+    for name in FIELDS:
+        if name in LIST_FIELDS:
+            spec[name] = tfds.features.Sequence(tfds.features.Text())
+        elif name in FLOAT_FIELDS:
+            spec[name] = tfds.features.Scalar(dtype=np.float64)
+        else:
+            spec[name] = tfds.features.Text()
+    return tfds.features.FeaturesDict(spec)
+
+
+def shard_path(data_dir: str | os.PathLike, split: str, index: int, count: int) -> Path:
+    """Where shard `index` of `count` of `split` lives (TFDS's file naming)."""
+    return Path(data_dir) / f"{DATASET_NAME}-{split}.tfrecord-{index:05d}-of-{count:05d}"
+
+
+def _stored(example: dict) -> dict:
+    """An example as `features` serializes it: None metadata as "", NaN or []."""
+    out = {"codes": np.asarray(example["codes"], np.int16), "path": example["path"], "segment": example["segment"]}
+    for name in FIELDS:
+        value = example["metadata"].get(name)
+        if name in LIST_FIELDS:
+            out[name] = list(value or [])
+        elif name in FLOAT_FIELDS:
+            out[name] = np.float64("nan" if value is None else value)
+        else:
+            out[name] = value or ""
+    return out
+
+
+def write_shard(path: Path, num_codebooks: int, examples: list[dict]) -> int:
+    """Write `examples` (dicts with `codes [K, T]`, `path`, `segment`, `metadata`) as one TFRecord file,
+    atomically (`atomic_file`: a shard that was being written when the process died never exists), with
+    the same bytes for the same examples in every process. Returns the file's size in bytes."""
+    import tensorflow as tf
+
+    spec = features(num_codebooks)
+    with atomic_file(path) as tmp:
+        with tf.io.TFRecordWriter(str(tmp)) as writer:
+            for example in examples:  # protobuf map order varies between processes; sorted keys do not
+                record = tf.train.Example.FromString(spec.serialize_example(_stored(example)))
+                writer.write(record.SerializeToString(deterministic=True))
+        return tmp.stat().st_size
+
+
+def write_tfds_metadata(data_dir: Path, num_codebooks: int, shard_lengths: dict[str, list[int]],
+                        shard_bytes: dict[str, int], description: str) -> None:
+    """TFDS's `dataset_info.json` and `features.json` for the shards already in `data_dir`."""
+    import tensorflow_datasets as tfds
+
+    split_infos = [tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths[split], num_bytes=shard_bytes[split])
+                   for split in SPLITS]
+    tfds.folder_dataset.write_metadata(data_dir=str(data_dir), features=features(num_codebooks),
+                                       split_infos=split_infos, filename_template=FILENAME_TEMPLATE,
+                                       description=description, check_data=False)
+
+
+def _loaded(record: dict) -> dict:
+    """A TFDS numpy record -> the example dict of `read_examples`."""
+    metadata = {}
+    for name in FIELDS:
+        value = record[name]
+        if name in LIST_FIELDS:
+            metadata[name] = [v.decode() for v in value] or None
+        elif name in FLOAT_FIELDS:
+            metadata[name] = None if math.isnan(value) else float(value)
+        else:
+            metadata[name] = value.decode() or None
+    return {"codes": record["codes"], "path": record["path"].decode(), "segment": int(record["segment"]),
+            "metadata": metadata}
+
+
+def read_examples(data_dir: str | os.PathLike, split: str = "train") -> Iterator[dict]:
+    """The examples of a prepared dataset's `split`, in a stable order (shard by shard, in each the
+    files in path order and their segments in order): dicts with numpy `codes` int16 `[K, T]`, `path`,
+    `segment` and `metadata` (a dict over `metadata.FIELDS`, None where missing)."""
+    import tensorflow_datasets as tfds
+
+    if split not in SPLITS:
+        raise ValueError(f"unknown split {split!r}; a prepared dataset has {', '.join(SPLITS)}")
+    data_dir = Path(data_dir)
+    if not (data_dir / INFO_FILE).is_file():
+        raise ValueError(f"{data_dir}: not a prepared dataset (no {INFO_FILE}); prepare it with "
+                         f"`python -m musicgen_jax.data.prepare`, or finish it with `--merge`")
+    builder = tfds.builder_from_directory(str(data_dir))
+    if builder.info.splits[split].num_examples == 0:
+        return
+    dataset = builder.as_dataset(split=split, shuffle_files=False)
+    for record in tfds.as_numpy(dataset):
+        yield _loaded(record)

@@ -1,0 +1,222 @@
+"""`musicgen_jax.data.prepare`: audio folders and manifests -> token datasets, checked against
+transformers' `EncodecModel` (the reference codec) on exactly the slices each example covers."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+import torch
+
+from musicgen_jax.audio import read_audio
+from musicgen_jax.data import read_examples
+from musicgen_jax.data.prepare import main, split_of
+from tests.data.conftest import GOOD, SKIPPED, SR
+
+HOP = 640
+SEGMENTS = {"tones/a440.wav": 3, "tones/low.flac": 1, "tones/deep/a220_44k.flac": 3, "noise/stereo48k.wav": 2,
+            "noise/mono16k.ogg": 2, "silence.wav": 2, "whole.mp3": 1}
+ARGS = ["--segment-seconds", "1", "--length-step", "0.5", "--min-seconds", "0.5", "--valid-fraction", "0.3",
+        "--seed", "1", "--no-progress"]
+
+
+def prepare(audio, codec, out, *extra):
+    assert main(["--audio", str(audio), "--codec", str(codec), "--out", str(out), *ARGS, *extra]) == 0
+
+
+def all_examples(data_dir):
+    return {split: list(read_examples(data_dir, split)) for split in ("train", "valid")}
+
+
+def reference_codes(model, wav: np.ndarray) -> np.ndarray:
+    """transformers' codes of `[C, T]` audio: each channel coded alone, codebooks interleaved [L0, R0, ...]."""
+    with torch.no_grad():
+        codes = [model.encode(torch.from_numpy(np.ascontiguousarray(ch[None, None]))).audio_codes[0, 0].numpy()
+                 for ch in wav]
+    return np.stack(codes, axis=1).reshape(-1, codes[0].shape[-1])
+
+
+@pytest.fixture(scope="module")
+def prepared(audio_dir, codec_dir, tmp_path_factory):
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    prepare(audio_dir, codec_dir[1], out, "--batch-size", "3", "--files-per-shard", "4")
+    return out
+
+
+def test_codes_equal_the_reference_codec_on_each_slice(prepared, audio_dir, codec_dir):
+    """Every example's codes equal transformers' encoding of exactly its slice of the file (read at 32 kHz
+    mono); batches of 3 padded with silent rows change nothing; files land in the split of their hash."""
+    model = codec_dir[0]
+    examples = all_examples(prepared)
+    seen = {}
+    for split, items in examples.items():
+        for ex in items:
+            assert split_of(ex["path"], 1, 0.3) == split
+            wav, _ = read_audio(audio_dir / ex["path"], SR, 1)
+            start = ex["segment"] * SR
+            expected = reference_codes(model, wav[:, start:start + ex["codes"].shape[-1] * HOP])
+            assert ex["codes"].dtype == np.int16 and ex["codes"].shape == expected.shape
+            np.testing.assert_array_equal(ex["codes"], expected, err_msg=f"{ex['path']} segment {ex['segment']}")
+            seen.setdefault(ex["path"], []).append((ex["segment"], ex["codes"].shape[-1]))
+    assert {path: len(v) for path, v in seen.items()} == SEGMENTS
+    assert seen["tones/a440.wav"] == [(0, 50), (1, 50), (2, 25)]  # 2.5 s: two 1 s segments, a 0.5 s tail
+    assert seen["tones/low.flac"] == [(0, 50)]  # the 0.3 s tail is below --min-seconds
+    assert all(len(items) for items in examples.values())
+
+
+def test_metadata_and_reports(prepared):
+    """Sidecar metadata is normalized as audiocraft's MusicInfo; bad files are listed with their reason;
+    TFDS loads the dataset and its counts match dataset.json."""
+    info = json.loads((prepared / "dataset.json").read_text())
+    examples = all_examples(prepared)
+    by_path = {ex["path"]: ex["metadata"] for items in examples.values() for ex in items}
+    assert by_path["tones/a440.wav"] == {
+        "title": "Sine 440", "artist": "the tests", "key": "a major", "bpm": 60.0, "genre": "ambient",
+        "moods": ["calm", "soft"], "keywords": None, "description": "A calm sine.", "instrument": None}
+    assert by_path["noise/stereo48k.wav"]["key"] is None  # several keys: dropped, as audiocraft does
+    assert by_path["noise/stereo48k.wav"]["keywords"] == ["noise", "white"]
+    assert set(by_path["silence.wav"].values()) == {None}
+    skipped = {s["path"]: s["reason"] for s in info["skipped"]}
+    assert set(skipped) == set(SKIPPED)
+    for path, piece in SKIPPED.items():
+        assert piece in skipped[path], (path, skipped[path])
+    builder = tfds.builder_from_directory(str(prepared))
+    for split, items in examples.items():
+        assert builder.info.splits[split].num_examples == info["splits"][split]["examples"] == len(items)
+        frames = sum(ex["codes"].shape[-1] for ex in items)
+        assert info["splits"][split]["hours"] == pytest.approx(frames / 50 / 3600)
+        assert info["splits"][split]["files"] == len({ex["path"] for ex in items})
+    assert info["files"] == len(GOOD) + len(SKIPPED)
+    assert info["num_codebooks"] == 4 and info["card"] == 2048 and info["frame_rate"] == 50
+    assert info["codec"]["sample_rate"] == SR and info["codec"]["stereo"] is False
+    assert sum(info["splits"][s]["examples"] for s in info["splits"]) == sum(SEGMENTS.values())
+
+
+def test_stereo_codec_interleaves_each_channel(audio_dir, stereo_codec_dir, tmp_path):
+    """A stereo codec: files are read as two channels (mono ones repeated) and each example holds the
+    reference codes of both channels interleaved [L0, R0, L1, R1, ...]."""
+    model, codec = stereo_codec_dir
+    prepare(audio_dir, codec, tmp_path / "data", "--batch-size", "2")
+    examples = [ex for items in all_examples(tmp_path / "data").values() for ex in items]
+    assert len(examples) == sum(SEGMENTS.values())
+    for ex in examples:
+        if ex["path"] not in ("noise/stereo48k.wav", "tones/a440.wav"):
+            continue
+        wav, _ = read_audio(audio_dir / ex["path"], SR, 2)
+        start = ex["segment"] * SR
+        expected = reference_codes(model, wav[:, start:start + ex["codes"].shape[-1] * HOP])
+        assert ex["codes"].shape[0] == 8
+        np.testing.assert_array_equal(ex["codes"], expected)
+    assert json.loads((tmp_path / "data/dataset.json").read_text())["num_codebooks"] == 8
+
+
+def test_manifest_gives_the_folder_codes_with_its_metadata(audio_dir, codec_dir, prepared, tmp_path):
+    """An audiocraft jsonl manifest (paths relative to it) gives the same codes as the folder for the files
+    it lists; its metadata fields update the sidecar's."""
+    listed = ["tones/a440.wav", "noise/stereo48k.wav", "broken/corrupt.wav"]
+    manifest = audio_dir / "subset.jsonl"
+    lines = [{"path": p, "duration": GOOD.get(p, (0.0,))[0], "sample_rate": SR} for p in listed]
+    lines[0]["genre"] = "Drone"
+    manifest.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
+    try:
+        prepare(manifest, codec_dir[1], tmp_path / "data")
+    finally:
+        manifest.unlink()
+    got = all_examples(tmp_path / "data")
+    folder = all_examples(prepared)
+    for split in got:
+        want = [ex for ex in folder[split] if ex["path"] in listed]
+        assert [(ex["path"], ex["segment"]) for ex in got[split]] == [(ex["path"], ex["segment"]) for ex in want]
+        for a, b in zip(got[split], want):
+            np.testing.assert_array_equal(a["codes"], b["codes"])
+            expected = {**b["metadata"], "genre": "drone"} if a["path"] == "tones/a440.wav" else b["metadata"]
+            assert a["metadata"] == expected
+    info = json.loads((tmp_path / "data/dataset.json").read_text())
+    assert [s["path"] for s in info["skipped"]] == ["broken/corrupt.wav"]
+
+
+def shard_bytes(data_dir: Path) -> dict:
+    return {p.name: p.read_bytes() for p in sorted(data_dir.glob("musicgen_tokens-*"))}
+
+
+def test_parts_merged_equal_one_run(audio_dir, codec_dir, prepared, tmp_path, capsys):
+    """Two --parts into one folder (the first leaves the metadata to the last) give byte-identical shards
+    and the same dataset.json as one run; --merge rewrites the same metadata."""
+    out = tmp_path / "data"
+    prepare(audio_dir, codec_dir[1], out, "--files-per-shard", "4", "--part", "1/2")
+    assert not (out / "dataset.json").exists() and "part 1/2 done" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--merge", str(out), "--audio", str(audio_dir)])
+    assert main(["--merge", str(out)]) == 2
+    assert "2 of 3 units are not prepared yet (0, 2)" in capsys.readouterr().err
+    prepare(audio_dir, codec_dir[1], out, "--files-per-shard", "4", "--part", "0/2", "--batch-size", "5")
+    assert shard_bytes(out) == shard_bytes(prepared)
+    assert json.loads((out / "dataset.json").read_text()) == json.loads((prepared / "dataset.json").read_text())
+    (out / "dataset.json").unlink()
+    assert main(["--merge", str(out)]) == 0
+    assert json.loads((out / "dataset.json").read_text()) == json.loads((prepared / "dataset.json").read_text())
+
+
+def test_killed_run_resumes_to_the_uninterrupted_result(audio_dir, codec_dir, prepared, tmp_path):
+    """SIGKILL once the first of several units is done, then the same command again: the dataset equals
+    one uninterrupted run's (shards byte for byte, dataset.json), and no temporary file remains."""
+    out = tmp_path / "data"
+    command = [sys.executable, "-m", "musicgen_jax.data.prepare", "--audio", str(audio_dir), "--codec",
+               str(codec_dir[1]), "--out", str(out), *ARGS, "--files-per-shard", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while not list((out / "units").glob("unit-*.json")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.01)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list((out / "units").glob("unit-*.json")))
+    assert 1 <= done < len(GOOD) + len(SKIPPED) and not (out / "dataset.json").exists()
+    subprocess.run(command, check=True, capture_output=True)
+    assert not [p for p in out.rglob(".*") if p.name.endswith(".tmp")]
+    with_one_unit_per_file = tmp_path / "reference"
+    prepare(audio_dir, codec_dir[1], with_one_unit_per_file, "--files-per-shard", "1")
+    assert shard_bytes(out) == shard_bytes(with_one_unit_per_file)
+    assert (json.loads((out / "dataset.json").read_text())
+            == json.loads((with_one_unit_per_file / "dataset.json").read_text()))
+
+
+def test_changed_settings_are_refused(audio_dir, codec_dir, prepared, capsys):
+    """Resuming into a folder prepared with other settings is one error naming them."""
+    assert main(["--audio", str(audio_dir), "--codec", str(codec_dir[1]), "--out", str(prepared),
+                 *ARGS[:-3], "--seed", "2", "--no-progress"]) == 2
+    assert "prepared with different settings (seed, files_per_shard)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case", ["no_audio", "nothing_readable", "missing", "bad_segment"])
+def test_bad_inputs_are_one_clear_error(case, codec_dir, tmp_path, capsys):
+    audio = tmp_path / "audio"
+    audio.mkdir()
+    extra = []
+    if case == "no_audio":
+        (audio / "readme.txt").write_text("x")
+        message = f"no .wav, .flac, .mp3, .ogg file in {audio}"
+    elif case == "nothing_readable":
+        (audio / "a.wav").write_bytes(b"junk")
+        (audio / "b.mp3").write_bytes(b"")
+        message = "none of the 2 files gave an example: a.wav: cannot read audio file"
+    elif case == "missing":
+        audio = tmp_path / "nowhere"
+        message = f"{audio}: no such folder or manifest"
+    else:
+        (audio / "a.wav").write_bytes(b"junk")
+        extra = ["--segment-seconds", "0.333"]
+        message = "segment_seconds = 0.333 s is not a whole number of codec frames (50 per second)"
+    assert main(["--audio", str(audio), "--codec", str(codec_dir[1]), "--out", str(tmp_path / "out"),
+                 "--no-progress", *extra]) == 2
+    err = capsys.readouterr().err
+    assert re.search(re.escape(message), err), err
+    assert not (tmp_path / "out" / "dataset.json").exists()
