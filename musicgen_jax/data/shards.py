@@ -14,6 +14,7 @@ loads it), and this project's `dataset.json`. One example is one audio segment:
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -110,21 +111,37 @@ def _loaded(record: dict) -> dict:
             "metadata": metadata}
 
 
-def read_examples(data_dir: str | os.PathLike, split: str = "train") -> Iterator[dict]:
+def dataset_info(data_dir: str | os.PathLike) -> dict:
+    """The `dataset.json` of a complete prepared dataset; ValueError when there is none."""
+    path = Path(data_dir) / INFO_FILE
+    if not path.is_file():
+        raise ValueError(f"{data_dir}: not a prepared dataset (no {INFO_FILE}); prepare it with "
+                         f"`python -m musicgen_jax.data.prepare`, or finish it with `--merge`")
+    return json.loads(path.read_text())
+
+
+def part_bounds(total: int, part: tuple[int, int]) -> tuple[int, int]:
+    """`[start, end)` of part `part = (i, n)` of `total` examples: contiguous, disjoint, sizes within one."""
+    index, count = part
+    if not 0 <= index < count:
+        raise ValueError(f"invalid part {index} of {count}")
+    return index * total // count, (index + 1) * total // count
+
+
+def read_examples(data_dir: str | os.PathLike, split: str = "train", part: tuple[int, int] = (0, 1)) -> Iterator[dict]:
     """The examples of a prepared dataset's `split`, in a stable order (shard by shard, in each the
     files in path order and their segments in order): dicts with numpy `codes` int16 `[K, T]`, `path`,
-    `segment` and `metadata` (a dict over `metadata.FIELDS`, None where missing)."""
+    `segment` and `metadata` (a dict over `metadata.FIELDS`, None where missing). `part = (i, n)` reads
+    only the examples `part_bounds` gives the i-th of n parts."""
     import tensorflow_datasets as tfds
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; a prepared dataset has {', '.join(SPLITS)}")
-    data_dir = Path(data_dir)
-    if not (data_dir / INFO_FILE).is_file():
-        raise ValueError(f"{data_dir}: not a prepared dataset (no {INFO_FILE}); prepare it with "
-                         f"`python -m musicgen_jax.data.prepare`, or finish it with `--merge`")
+    dataset_info(data_dir)
     builder = tfds.builder_from_directory(str(data_dir))
-    if builder.info.splits[split].num_examples == 0:
+    start, end = part_bounds(builder.info.splits[split].num_examples, part)
+    if start == end:
         return
-    dataset = builder.as_dataset(split=split, shuffle_files=False)
+    dataset = builder.as_dataset(split=f"{split}[{start}:{end}]", shuffle_files=False)
     for record in tfds.as_numpy(dataset):
         yield _loaded(record)

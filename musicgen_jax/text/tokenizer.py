@@ -95,10 +95,13 @@ class T5Tokenizer:
         """Token ids of one prompt, `</s>` appended."""
         return self._encode(text)
 
-    def __call__(self, texts: Sequence[str | None], length: int | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """`(ids [B, N], mask [B, N])` int32, N the longest prompt (or `length`, if given, >= it).
+    def __call__(self, texts: Sequence[str | None], length: int | None = None,
+                 truncate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """`(ids [B, N] int32, mask [B, N] int32)`, N the longest prompt (or `length`, if given, >= it).
 
-        An empty or None prompt keeps its ids (`</s>` then padding) but has an all-zero mask row.
+        An empty or None prompt keeps its ids (`</s>` then padding) but has an all-zero mask row. A prompt
+        longer than `length` raises ValueError, or with `truncate` keeps its first `length - 1` tokens
+        and `</s>`.
         """
         if isinstance(texts, str) or not len(texts):
             raise ValueError(f"expected a non-empty list of prompts, got {texts!r}")
@@ -106,11 +109,14 @@ class T5Tokenizer:
         longest = max(map(len, encoded))
         n = longest if length is None else length
         if n < longest:
-            raise ValueError(f"padding length {n} is shorter than the longest prompt ({longest} tokens)")
+            if not truncate:
+                raise ValueError(f"padding length {n} is shorter than the longest prompt ({longest} tokens)")
+            if n < 1:
+                raise ValueError(f"cannot truncate prompts to {n} tokens")
+            encoded = [tokens if len(tokens) <= n else tokens[: n - 1] + [self.eos_id] for tokens in encoded]
         ids = np.full((len(texts), n), self.pad_id, np.int32)
         mask = np.zeros((len(texts), n), np.int32)
         for row, (text, tokens) in enumerate(zip(texts, encoded, strict=True)):
             ids[row, : len(tokens)] = tokens
             mask[row, : len(tokens)] = 1 if text else 0
         return ids, mask
-

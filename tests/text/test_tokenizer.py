@@ -44,6 +44,16 @@ def test_batch_padding_and_mask(hf_tokenizer, spiece_dir):
     assert ids.dtype == mask.dtype == np.int32 and ids[1, 0] == 1 and ids[1, 1:].sum() == 0
 
 
+def test_truncation_equals_transformers(hf_tokenizer, spiece_dir):
+    """`truncate=True` keeps the first `length - 1` tokens and `</s>`, as transformers' `truncation=True`."""
+    texts = ["energetic rock song with electric guitars and drums", "calm piano", None]
+    ids, mask = T5Tokenizer.from_pretrained(spiece_dir)(texts, length=6, truncate=True)
+    reference = hf_tokenizer([t or "" for t in texts], max_length=6, truncation=True, padding="max_length")
+    np.testing.assert_array_equal(ids, np.array(reference["input_ids"]))
+    np.testing.assert_array_equal(mask[:2], np.array(reference["attention_mask"])[:2])
+    assert ids[0, -1] == 1 and mask[2].sum() == 0
+
+
 def test_bad_input(spiece_dir, tmp_path):
     tok = T5Tokenizer.from_pretrained(spiece_dir)
     with pytest.raises(ValueError, match="non-empty list of prompts"):

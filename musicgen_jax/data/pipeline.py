@@ -1,0 +1,246 @@
+"""The training input pipeline: batches of token crops and tokenized text from a prepared dataset.
+
+Each host reads its part of a split (`tfds.even_splits` by `jax.process_index()` of
+`jax.process_count()`: disjoint, together the whole split) into memory once: tokens are small (one hour
+of 4-codebook tokens at 50 Hz is 1.4 MB), and holding them makes every batch a pure function of
+`(seed, host, step)`. The host's item stream runs over epochs, each a permutation of its examples
+drawn from `(seed, host, epoch)`; item `g` of the stream takes a random crop of `frames` frames (start
+drawn from `(seed, host, g)`; a shorter example is padded and masked) and builds its text from the
+example's metadata as audiocraft's `MusicDataset` does (`metadata.describe`, same draw). So the
+pipeline's position is one integer, the step: `TrainBatches.state()` goes into the trainer's checkpoint
+and `TrainBatches(..., state=...)` continues with exactly the batch an uninterrupted run would have
+seen, at a cost that does not depend on the step. tf.data runs the batch assembly on background
+threads (`num_parallel_calls`, deterministic order) and prefetches.
+
+A batch is a dict of numpy arrays:
+- `codes` int32 `[B, K, F]`: token crops (0 where padded);
+- `mask` bool `[B, K, F]`: True at real tokens (the loss ignores the rest);
+- `text_ids`, `text_mask` int32 `[B, N]`: T5 tokens of the texts, N the smallest of `text_lengths` that
+  holds the longest (longer texts are truncated to the largest, keeping `</s>`); a None text (no
+  description) has an all-zero mask row, the null condition;
+- `example` int32 `[B]`: the index of each item's example in the split (`read_examples` order);
+- eval batches only: `valid` bool `[B]`, False on the rows that pad the last batch.
+Classifier-free guidance dropout (nullifying whole batches) belongs to the train step, not here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import threading
+
+import numpy as np
+
+from musicgen_jax.data import shards
+from musicgen_jax.data.metadata import TextAugmentation
+
+
+@dataclasses.dataclass(frozen=True)
+class PipelineConfig:
+    """What a pipeline's batches depend on (besides the dataset and the host)."""
+
+    batch_size: int  # per host
+    frames: int = 1500  # crop length: 30 s at 50 Hz, audiocraft's segment_duration
+    seed: int = 0
+    text: TextAugmentation = TextAugmentation()
+    text_lengths: tuple[int, ...] = (32, 64, 128, 256)  # token buckets, `</s>` included
+    prefetch: int = 2  # batches prepared ahead
+    threads: int = 2  # batches assembled in parallel
+
+    def __post_init__(self):
+        for name in ("batch_size", "frames", "prefetch", "threads"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "prefetch" else 1):
+                raise ValueError(f"invalid PipelineConfig.{name}: {value!r}")
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise ValueError(f"invalid PipelineConfig.seed: {self.seed!r} (a non-negative integer)")
+        lengths = tuple(self.text_lengths)
+        if not lengths or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in lengths) \
+                or list(lengths) != sorted(set(lengths)):
+            raise ValueError(f"invalid PipelineConfig.text_lengths: {self.text_lengths!r} (increasing positive "
+                             f"integers)")
+        if not isinstance(self.text, TextAugmentation):
+            raise ValueError(f"PipelineConfig.text must be a TextAugmentation, got {type(self.text).__name__}")
+        object.__setattr__(self, "text_lengths", lengths)
+
+
+@dataclasses.dataclass(frozen=True)
+class HostExamples:
+    """The examples of one host's part of a split, in `read_examples` order."""
+
+    codes: list[np.ndarray]  # int16 [K, T_i]
+    metadata: list[dict]
+    first: int  # split index of the first example
+    num_codebooks: int
+    part: tuple[int, int]
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+def _host(process_index: int | None, process_count: int | None) -> tuple[int, int]:
+    if process_index is None or process_count is None:
+        import jax
+
+        process_index = jax.process_index() if process_index is None else process_index
+        process_count = jax.process_count() if process_count is None else process_count
+    if not 0 <= process_index < process_count:
+        raise ValueError(f"invalid host {process_index} of {process_count}")
+    return process_index, process_count
+
+
+def load_host_examples(data_dir, split: str = "train", process_index: int | None = None,
+                       process_count: int | None = None) -> HostExamples:
+    """Read this host's part of `split` (`shards.part_bounds`) into memory."""
+    part = _host(process_index, process_count)
+    info = shards.dataset_info(data_dir)
+    total = info["splits"].get(split, {}).get("examples", 0)
+    examples = list(shards.read_examples(data_dir, split, part))
+    if not examples:
+        raise ValueError(f"{data_dir}: split {split!r} has {total} examples, none for host {part[0]} of {part[1]}")
+    return HostExamples([ex["codes"] for ex in examples], [ex["metadata"] for ex in examples],
+                        shards.part_bounds(total, part)[0], info["num_codebooks"], part)
+
+
+_FIELDS = ("codes", "mask", "text_ids", "text_mask", "example")
+_EVAL_FIELDS = (*_FIELDS, "valid")
+_PERMUTATION, _ITEM = 0, 1  # stream tags of the random draws
+
+
+class _Assembler:
+    """Builds batches of one host's examples; every batch is a pure function of its step."""
+
+    def __init__(self, examples: HostExamples, config: PipelineConfig, tokenizer):
+        self.examples, self.config, self.tokenizer = examples, config, tokenizer
+        self._permutations: dict[int, np.ndarray] = {}
+        self._lock = threading.Lock()
+
+    def _rng(self, tag: int, value: int) -> np.random.Generator:
+        return np.random.default_rng([self.config.seed, self.examples.part[0], tag, value])
+
+    def _permutation(self, epoch: int) -> np.ndarray:
+        with self._lock:
+            if epoch not in self._permutations:
+                if len(self._permutations) > 4:
+                    self._permutations.pop(min(self._permutations))
+                self._permutations[epoch] = self._rng(_PERMUTATION, epoch).permutation(len(self.examples))
+            return self._permutations[epoch]
+
+    def _texts(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
+        lengths = self.config.text_lengths
+        longest = max(len(self.tokenizer.encode(text or "")) for text in texts)
+        length = next((n for n in lengths if n >= longest), lengths[-1])
+        return self.tokenizer(texts, length=length, truncate=True)
+
+    def _assemble(self, items: list[tuple[int, int, str | None] | None]) -> dict[str, np.ndarray]:
+        """`items`: (example index, crop start, text) per row, None for a padding row."""
+        b, k, f = len(items), self.examples.num_codebooks, self.config.frames
+        codes = np.zeros((b, k, f), np.int32)
+        mask = np.zeros((b, k, f), bool)
+        example = np.full((b,), -1, np.int32)
+        for row, item in enumerate(items):
+            if item is None:
+                continue
+            index, start, _ = item
+            crop = self.examples.codes[index][:, start:start + f]
+            codes[row, :, :crop.shape[-1]] = crop
+            mask[row, :, :crop.shape[-1]] = True
+            example[row] = self.examples.first + index
+        text_ids, text_mask = self._texts([item[2] if item else None for item in items])
+        return {"codes": codes, "mask": mask, "text_ids": text_ids, "text_mask": text_mask, "example": example}
+
+    def train_batch(self, step: int) -> dict[str, np.ndarray]:
+        """Batch `step` of the host's endless stream of shuffled epochs (random crops, augmented text)."""
+        n, f = len(self.examples), self.config.frames
+        items = []
+        for g in range(step * self.config.batch_size, (step + 1) * self.config.batch_size):
+            index = int(self._permutation(g // n)[g % n])
+            rng = self._rng(_ITEM, g)
+            spare = self.examples.codes[index].shape[-1] - f
+            start = int(rng.integers(0, spare + 1)) if spare > 0 else 0
+            text = self.config.text.describe(self.examples.metadata[index], random.Random(int(rng.integers(2**63))))
+            items.append((index, start, text))
+        return self._assemble(items)
+
+    def eval_batch(self, step: int) -> dict[str, np.ndarray]:
+        """Batch `step` of one ordered pass: the first `frames` frames, the plain description."""
+        indices = range(step * self.config.batch_size, (step + 1) * self.config.batch_size)
+        items = [(i, 0, self.examples.metadata[i]["description"]) if i < len(self.examples) else None
+                 for i in indices]
+        batch = self._assemble(items)
+        batch["valid"] = np.array([item is not None for item in items])
+        return batch
+
+
+def _tf_batches(build, fields: tuple[str, ...], start: int, stop: int, config: PipelineConfig):
+    """tf.data over steps [start, stop): `build(step)` on `config.threads` threads, in order, prefetched."""
+    import tensorflow as tf
+
+    dtypes = {"codes": tf.int32, "mask": tf.bool, "text_ids": tf.int32, "text_mask": tf.int32, "example": tf.int32,
+              "valid": tf.bool}
+
+    def arrays(step):
+        batch = build(int(step))
+        return tuple(batch[name] for name in fields)
+
+    dataset = tf.data.Dataset.range(start, stop).map(
+        lambda step: tf.numpy_function(arrays, [step], [dtypes[name] for name in fields], stateful=False),
+        num_parallel_calls=config.threads, deterministic=True)
+    return (dict(zip(fields, batch)) for batch in dataset.prefetch(config.prefetch).as_numpy_iterator())
+
+
+class TrainBatches:
+    """The endless training stream of one host: `next(batches)`; `state()` is its position (a small
+    dict of ints for the trainer's checkpoint), which `TrainBatches(..., state=...)` resumes exactly."""
+
+    _STOP = 2**62
+
+    def __init__(self, examples: HostExamples, config: PipelineConfig, tokenizer, state: dict | None = None):
+        self._assembler = _Assembler(examples, config, tokenizer)
+        self.step = 0
+        if state is not None:
+            expected = self._identity()
+            mismatched = [key for key in expected if state.get(key) != expected[key]]
+            if mismatched or not isinstance(state.get("step"), int) or state["step"] < 0:
+                what = ", ".join(f"{key} {state.get(key)!r} (here {expected[key]!r})" for key in mismatched)
+                raise ValueError(f"cannot resume the data pipeline from {state!r}: "
+                                 f"{what or 'the step must be a non-negative integer'}")
+            self.step = state["step"]
+        self._iterator = None
+
+    def _identity(self) -> dict:
+        a = self._assembler
+        return {"seed": a.config.seed, "batch_size": a.config.batch_size, "frames": a.config.frames,
+                "host": list(a.examples.part), "examples": len(a.examples), "first": a.examples.first}
+
+    def state(self) -> dict:
+        """The position: the next batch is batch `step` of this host's stream."""
+        return {"step": self.step, **self._identity()}
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """Batch `step` of the stream, computed directly (what `next` yields at that position)."""
+        return self._assembler.train_batch(step)
+
+    def __iter__(self):
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        if self._iterator is None:
+            self._iterator = _tf_batches(self._assembler.train_batch, _FIELDS, self.step, self._STOP,
+                                         self._assembler.config)
+        batch = next(self._iterator)
+        self.step += 1
+        return batch
+
+
+def eval_batches(examples: HostExamples, config: PipelineConfig, tokenizer):
+    """One ordered pass over the host's examples (first `config.frames` frames, the description as the
+    text), the last batch padded with rows whose `valid` is False."""
+    assembler = _Assembler(examples, config, tokenizer)
+    return _tf_batches(assembler.eval_batch, _EVAL_FIELDS, 0, -(-len(examples) // config.batch_size), config)
+
+
+def train_batches(data_dir, config: PipelineConfig, tokenizer, state: dict | None = None, split: str = "train",
+                  process_index: int | None = None, process_count: int | None = None) -> TrainBatches:
+    """`TrainBatches` over this host's part of `split` of the prepared dataset in `data_dir`."""
+    return TrainBatches(load_host_examples(data_dir, split, process_index, process_count), config, tokenizer, state)

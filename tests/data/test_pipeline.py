@@ -1,0 +1,227 @@
+"""`musicgen_jax.data.pipeline`: per-host, deterministic, resumable batches from a token dataset."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from musicgen_jax.data import shards
+from musicgen_jax.data.metadata import TextAugmentation
+from musicgen_jax.data.pipeline import (PipelineConfig, TrainBatches, eval_batches, load_host_examples,
+                                        train_batches)
+from musicgen_jax.fileio import save_json
+from musicgen_jax.text.tokenizer import T5Tokenizer
+
+K, FRAMES = 4, 12
+LENGTHS = [30, 12, 7, 18, 25, 12, 3, 40, 12, 16, 9, 21, 12, 33, 5, 12, 28, 14, 12, 19, 11, 26, 12]  # 23 examples
+DESCRIPTION = "calm piano melody"
+
+
+def code_value(example: int, k: int, t: np.ndarray) -> np.ndarray:
+    """Distinct codes per (example, codebook, frame), so that a crop tells where it came from."""
+    return (example * 89 + k * 2003 + t * 7) % 2048
+
+
+def write_dataset(directory, lengths):
+    """A token dataset as `prepare` lays it out: 3 train shards (one empty), metadata on every third."""
+    examples = []
+    for i, n in enumerate(lengths):
+        codes = np.stack([code_value(i, k, np.arange(n)) for k in range(K)]).astype(np.int16)
+        meta = {name: None for name in ("title", "artist", "key", "bpm", "genre", "moods", "keywords",
+                                         "description", "instrument")}
+        if i % 3 == 0:
+            meta.update(description=DESCRIPTION, genre="jazz", bpm=90.0, moods=["calm"], key="c minor")
+        examples.append({"codes": codes, "path": f"f{i:02d}.wav", "segment": 0, "metadata": meta})
+    groups = [examples[:10], [], examples[10:]]
+    for i, group in enumerate(groups):
+        shards.write_shard(shards.shard_path(directory, "train", i, 3), K, group)
+        shards.write_shard(shards.shard_path(directory, "valid", i, 3), K, [])
+    shards.write_tfds_metadata(directory, K, {"train": [len(g) for g in groups], "valid": [0, 0, 0]},
+                               {"train": 0, "valid": 0}, "test")
+    save_json(directory / shards.INFO_FILE, {"num_codebooks": K, "splits": {
+        "train": {"examples": len(examples)}, "valid": {"examples": 0}}})
+    return examples
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("tokens")
+    return directory, write_dataset(directory, LENGTHS)
+
+
+@pytest.fixture(scope="module")
+def tokenizer(spiece_dir):
+    return T5Tokenizer.from_pretrained(spiece_dir)
+
+
+def crop_start(batch, row) -> int:
+    """Where row `row`'s crop starts in its example (from the distinct codes of its first frame)."""
+    example = int(batch["example"][row])
+    t = np.arange(LENGTHS[example])
+    return int(np.flatnonzero(code_value(example, 0, t) == batch["codes"][row, 0, 0])[0])
+
+
+def test_hosts_see_disjoint_parts_that_cover_the_split(dataset, tokenizer):
+    """Hosts 0 and 1 of 2 hold 11 and 12 examples; each host's first epoch is a permutation of its part."""
+    directory, _ = dataset
+    seen = []
+    for host in range(2):
+        examples = load_host_examples(directory, "train", host, 2)
+        batches = TrainBatches(examples, PipelineConfig(batch_size=4, frames=FRAMES), tokenizer)
+        stream = np.concatenate([batches.batch(step)["example"] for step in range(3)])[:len(examples)]
+        assert len(examples) == (11, 12)[host] and examples.first == (0, 11)[host]
+        assert sorted(stream) == list(range(examples.first, examples.first + len(examples)))
+        assert list(stream) != sorted(stream)  # shuffled
+        seen.append(set(stream))
+    assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(len(LENGTHS)))
+
+
+def test_crops_are_windows_of_the_example_and_padding_is_masked(dataset, tokenizer):
+    """Each row is `codes[:, s:s + F]` of its example with 0 <= s <= T - F (s = 0 when T <= F, the rest
+    zero-padded and masked); over many items the starts of a long example spread over the whole range."""
+    directory, examples = dataset
+    batches = TrainBatches(load_host_examples(directory, "train", 0, 1), PipelineConfig(8, FRAMES, seed=3), tokenizer)
+    starts = []
+    for step in range(150):
+        batch = batches.batch(step)
+        assert batch["codes"].shape == batch["mask"].shape == (8, K, FRAMES) and batch["codes"].dtype == np.int32
+        for row in range(8):
+            full = examples[batch["example"][row]]["codes"]
+            n = min(full.shape[-1], FRAMES)
+            start = crop_start(batch, row)
+            assert 0 <= start <= max(full.shape[-1] - FRAMES, 0)
+            np.testing.assert_array_equal(batch["codes"][row, :, :n], full[:, start:start + n])
+            assert not batch["codes"][row, :, n:].any()
+            assert batch["mask"][row, :, :n].all() and not batch["mask"][row, :, n:].any()
+            if batch["example"][row] == 7:  # 40 frames: starts 0..28
+                starts.append(start)
+    assert len(starts) > 30 and min(starts) <= 2 and max(starts) >= 26
+    assert abs(np.mean(starts) - 14) < 4 * np.std(starts) / np.sqrt(len(starts))  # uniform mean within 4 s.e.
+
+
+def test_same_seed_same_batches_and_a_restored_state_continues_identically(dataset, tokenizer):
+    """tf.data yields `batch(step)` in order; the same seed gives the same batches, another seed others;
+    the state after 7 batches (through JSON) resumes with the 8th; a far step starts at once."""
+    directory, _ = dataset
+    config = PipelineConfig(batch_size=5, frames=FRAMES, seed=11, text=TextAugmentation(0.5, 0.5, 0.5))
+    examples = load_host_examples(directory, "train", 0, 1)
+    first = TrainBatches(examples, config, tokenizer)
+    run = [next(first) for _ in range(10)]
+    second = TrainBatches(examples, config, tokenizer)
+    for step, batch in enumerate(run):
+        for name, value in batch.items():
+            np.testing.assert_array_equal(value, first.batch(step)[name])
+            np.testing.assert_array_equal(next(second)[name] if name == "codes" else value, value)
+    other = TrainBatches(examples, PipelineConfig(batch_size=5, frames=FRAMES, seed=12), tokenizer)
+    assert not np.array_equal(next(other)["example"], run[0]["example"])
+
+    resumed = TrainBatches(examples, config, tokenizer)
+    for _ in range(7):
+        next(resumed)
+    state = json.loads(json.dumps(resumed.state()))
+    restored = TrainBatches(examples, config, tokenizer, state=state)
+    for name, value in next(restored).items():
+        np.testing.assert_array_equal(value, run[7][name])
+    far = TrainBatches(examples, config, tokenizer, state={**state, "step": 10**12})
+    np.testing.assert_array_equal(next(far)["codes"], far.batch(10**12)["codes"])
+    assert far.state()["step"] == 10**12 + 1
+
+
+def test_a_state_from_another_pipeline_is_refused(dataset, tokenizer):
+    directory, _ = dataset
+    examples = load_host_examples(directory, "train", 0, 1)
+    state = TrainBatches(examples, PipelineConfig(batch_size=5, frames=FRAMES), tokenizer).state()
+    with pytest.raises(ValueError, match=r"batch_size 5 \(here 4\)"):
+        TrainBatches(examples, PipelineConfig(batch_size=4, frames=FRAMES), tokenizer, state=state)
+    with pytest.raises(ValueError, match=r"host \[0, 1\] \(here \[1, 2\]\)"):
+        train_batches(directory, PipelineConfig(batch_size=5, frames=FRAMES), tokenizer, state=state,
+                      process_index=1, process_count=2)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        TrainBatches(examples, PipelineConfig(batch_size=5, frames=FRAMES), tokenizer, state={**state, "step": -1})
+
+
+def test_text_follows_the_augmentation_probabilities(dataset, tokenizer):
+    """Items of described examples get "calm piano melody." (no merge: audiocraft adds the period), or
+    metadata merged in with probability 0.25, and then the description dropped with probability 0.3;
+    examples without metadata get the null text (an all-zero mask row). 4 standard errors."""
+    directory, _ = dataset
+    config = PipelineConfig(batch_size=64, frames=FRAMES, seed=5, text=TextAugmentation(0.25, 0.3, 0.7))
+    batches = TrainBatches(load_host_examples(directory, "train", 0, 1), config, tokenizer)
+    plain = tokenizer.encode(DESCRIPTION + ".")
+    description = tokenizer.encode(DESCRIPTION)[:-1]
+    merged = dropped = described = 0
+    mixed_batches = 0  # batches with merged and plain rows: each item draws for itself
+    for step in range(60):
+        batch = batches.batch(step)
+        merged_before, described_before = merged, described
+        for row in range(64):
+            ids = list(batch["text_ids"][row][batch["text_mask"][row] == 1])
+            if batch["example"][row] % 3:
+                assert ids == []
+                continue
+            described += 1
+            if ids != plain:
+                merged += 1
+                dropped += ids[:len(description)] != description
+        mixed_batches += 0 < merged - merged_before < described - described_before
+    assert mixed_batches > 40
+    for count, total, p in ((merged, described, 0.25), (dropped, merged, 0.3)):
+        assert abs(count / total - p) < 4 * np.sqrt(p * (1 - p) / total), (count, total, p)
+
+
+def test_text_buckets_and_truncation(dataset, tokenizer):
+    """Text is padded to the smallest bucket holding the longest text of the batch; texts longer than the
+    largest bucket keep their first tokens and `</s>`."""
+    directory, examples = dataset
+    host = load_host_examples(directory, "train", 0, 1)
+    batch = TrainBatches(host, PipelineConfig(batch_size=6, frames=FRAMES, text_lengths=(4, 8)), tokenizer).batch(0)
+    assert batch["text_ids"].shape == (6, 8)
+    for row in range(6):
+        if batch["example"][row] % 3 == 0:
+            expected = tokenizer.encode(DESCRIPTION)
+            np.testing.assert_array_equal(batch["text_ids"][row], expected[:7] + [tokenizer.eos_id])
+    short = TrainBatches(host, PipelineConfig(batch_size=2, frames=FRAMES, text_lengths=(16, 32)), tokenizer)
+    assert short.batch(0)["text_ids"].shape[1] == 16
+
+
+def test_eval_batches_are_one_ordered_pass(dataset, tokenizer):
+    """Host 1 of 2: its 12 examples in order, first F frames, the plain description; the last batch of 5
+    rows has 2 padding rows (valid False, nothing unmasked)."""
+    directory, examples = dataset
+    host = load_host_examples(directory, "train", 1, 2)
+    batches = list(eval_batches(host, PipelineConfig(batch_size=5, frames=FRAMES), tokenizer))
+    assert len(batches) == 3
+    valid = np.concatenate([b["valid"] for b in batches])
+    order = np.concatenate([b["example"] for b in batches])
+    assert list(order[valid]) == list(range(11, 23)) and list(valid) == [True] * 12 + [False] * 3
+    last = batches[-1]
+    assert not last["mask"][3:].any() and not last["text_mask"][3:].any() and (last["example"][3:] == -1).all()
+    for batch in batches:
+        for row in np.flatnonzero(batch["valid"]):
+            full = examples[batch["example"][row]]["codes"]
+            n = min(full.shape[-1], FRAMES)
+            np.testing.assert_array_equal(batch["codes"][row, :, :n], full[:, :n])
+            ids = list(batch["text_ids"][row][batch["text_mask"][row] == 1])
+            assert ids == (tokenizer.encode(DESCRIPTION) if batch["example"][row] % 3 == 0 else [])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"batch_size": 0}, "PipelineConfig.batch_size: 0"),
+    ({"batch_size": 2, "frames": 1.5}, "PipelineConfig.frames: 1.5"),
+    ({"batch_size": 2, "seed": -1}, "PipelineConfig.seed: -1"),
+    ({"batch_size": 2, "text_lengths": (64, 32)}, "text_lengths: (64, 32)"),
+    ({"batch_size": 2, "text": {"merge_text_p": 0.2}}, "must be a TextAugmentation"),
+])
+def test_bad_config_values(kwargs, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        PipelineConfig(**kwargs)
+
+
+def test_a_host_without_examples_and_an_unprepared_folder(dataset, tmp_path):
+    directory, _ = dataset
+    with pytest.raises(ValueError, match="split 'valid' has 0 examples, none for host 0 of 1"):
+        load_host_examples(directory, "valid", 0, 1)
+    with pytest.raises(ValueError, match="not a prepared dataset"):
+        load_host_examples(tmp_path, "train", 0, 1)
