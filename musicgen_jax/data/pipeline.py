@@ -18,6 +18,9 @@ A batch is a dict of numpy arrays:
 - `text_ids`, `text_mask` int32 `[B, N]`: T5 tokens of the texts, N the smallest of `text_lengths` that
   holds the longest (longer texts are truncated to the largest, keeping `</s>`); a None text (no
   description) has an all-zero mask row, the null condition;
+- with `text_embeddings=True` (a dataset prepared with `--text-encoder`), `text_embeddings` float32
+  `[B, N, D]` (the stored T5 hidden states of the description, zero-padded, cut to the largest bucket)
+  with `text_mask`, instead of `text_ids`: the text is then each example's plain description;
 - `example` int32 `[B]`: the index of each item's example in the split (`read_examples` order);
 - eval batches only: `valid` bool `[B]`, False on the rows that pad the last batch.
 Classifier-free guidance dropout (nullifying whole batches) belongs to the train step, not here.
@@ -46,6 +49,7 @@ class PipelineConfig:
     text_lengths: tuple[int, ...] = (32, 64, 128, 256)  # token buckets, `</s>` included
     prefetch: int = 2  # batches prepared ahead
     threads: int = 2  # batches assembled in parallel
+    text_embeddings: bool = False  # T5 hidden states stored by `prepare --text-encoder` instead of tokens
 
     def __post_init__(self):
         for name in ("batch_size", "frames", "prefetch", "threads"):
@@ -61,6 +65,9 @@ class PipelineConfig:
                              f"integers)")
         if not isinstance(self.text, TextAugmentation):
             raise ValueError(f"PipelineConfig.text must be a TextAugmentation, got {type(self.text).__name__}")
+        if self.text_embeddings and self.text.merge_text_p:
+            raise ValueError("precomputed text embeddings fix each example's text to its description: "
+                             "set text.merge_text_p = 0, or text_embeddings = False to build texts from metadata")
         object.__setattr__(self, "text_lengths", lengths)
 
 
@@ -73,6 +80,7 @@ class HostExamples:
     first: int  # split index of the first example
     num_codebooks: int
     part: tuple[int, int]
+    text_embeddings: list[np.ndarray] | None = None  # float32 [N_i, D], when the dataset stores them
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -98,12 +106,16 @@ def load_host_examples(data_dir, split: str = "train", process_index: int | None
     examples = list(shards.read_examples(data_dir, split, part))
     if not examples:
         raise ValueError(f"{data_dir}: split {split!r} has {total} examples, none for host {part[0]} of {part[1]}")
+    embeddings = [ex["text_embedding"] for ex in examples] if "text_embedding" in examples[0] else None
     return HostExamples([ex["codes"] for ex in examples], [ex["metadata"] for ex in examples],
-                        shards.part_bounds(total, part)[0], info["num_codebooks"], part)
+                        shards.part_bounds(total, part)[0], info["num_codebooks"], part, embeddings)
 
 
-_FIELDS = ("codes", "mask", "text_ids", "text_mask", "example")
-_EVAL_FIELDS = (*_FIELDS, "valid")
+def _fields(config: PipelineConfig, evaluation: bool) -> tuple[str, ...]:
+    text = "text_embeddings" if config.text_embeddings else "text_ids"
+    return ("codes", "mask", text, "text_mask", "example") + (("valid",) if evaluation else ())
+
+
 _PERMUTATION, _ITEM = 0, 1  # stream tags of the random draws
 
 
@@ -111,6 +123,9 @@ class _Assembler:
     """Builds batches of one host's examples; every batch is a pure function of its step."""
 
     def __init__(self, examples: HostExamples, config: PipelineConfig, tokenizer):
+        if config.text_embeddings and examples.text_embeddings is None:
+            raise ValueError("text_embeddings=True needs a dataset prepared with --text-encoder; this one stores "
+                             "no text embeddings")
         self.examples, self.config, self.tokenizer = examples, config, tokenizer
         self._permutations: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -126,11 +141,24 @@ class _Assembler:
                 self._permutations[epoch] = self._rng(_PERMUTATION, epoch).permutation(len(self.examples))
             return self._permutations[epoch]
 
+    def _bucket(self, longest: int) -> int:
+        return next((n for n in self.config.text_lengths if n >= longest), self.config.text_lengths[-1])
+
     def _texts(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
-        lengths = self.config.text_lengths
         longest = max(len(self.tokenizer.encode(text or "")) for text in texts)
-        length = next((n for n in lengths if n >= longest), lengths[-1])
-        return self.tokenizer(texts, length=length, truncate=True)
+        return self.tokenizer(texts, length=self._bucket(longest), truncate=True)
+
+    def _embeddings(self, indices: list[int | None]) -> tuple[np.ndarray, np.ndarray]:
+        rows = [self.examples.text_embeddings[i] if i is not None else None for i in indices]
+        length = self._bucket(max(len(row) for row in rows if row is not None))
+        dim = next(row for row in rows if row is not None).shape[-1]
+        hidden = np.zeros((len(rows), length, dim), np.float32)
+        mask = np.zeros((len(rows), length), np.int32)
+        for r, row in enumerate(rows):
+            if row is not None:
+                n = min(len(row), length)
+                hidden[r, :n], mask[r, :n] = row[:n], 1
+        return hidden, mask
 
     def _assemble(self, items: list[tuple[int, int, str | None] | None]) -> dict[str, np.ndarray]:
         """`items`: (example index, crop start, text) per row, None for a padding row."""
@@ -146,8 +174,12 @@ class _Assembler:
             codes[row, :, :crop.shape[-1]] = crop
             mask[row, :, :crop.shape[-1]] = True
             example[row] = self.examples.first + index
-        text_ids, text_mask = self._texts([item[2] if item else None for item in items])
-        return {"codes": codes, "mask": mask, "text_ids": text_ids, "text_mask": text_mask, "example": example}
+        if self.config.text_embeddings:
+            text, text_mask = self._embeddings([item[0] if item else None for item in items])
+        else:
+            text, text_mask = self._texts([item[2] if item else None for item in items])
+        name = "text_embeddings" if self.config.text_embeddings else "text_ids"
+        return {"codes": codes, "mask": mask, name: text, "text_mask": text_mask, "example": example}
 
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
         """Batch `step` of the host's endless stream of shuffled epochs (random crops, augmented text)."""
@@ -176,8 +208,8 @@ def _tf_batches(build, fields: tuple[str, ...], start: int, stop: int, config: P
     """tf.data over steps [start, stop): `build(step)` on `config.threads` threads, in order, prefetched."""
     import tensorflow as tf
 
-    dtypes = {"codes": tf.int32, "mask": tf.bool, "text_ids": tf.int32, "text_mask": tf.int32, "example": tf.int32,
-              "valid": tf.bool}
+    dtypes = {"codes": tf.int32, "mask": tf.bool, "text_ids": tf.int32, "text_embeddings": tf.float32,
+              "text_mask": tf.int32, "example": tf.int32, "valid": tf.bool}
 
     def arrays(step):
         batch = build(int(step))
@@ -226,8 +258,9 @@ class TrainBatches:
 
     def __next__(self) -> dict[str, np.ndarray]:
         if self._iterator is None:
-            self._iterator = _tf_batches(self._assembler.train_batch, _FIELDS, self.step, self._STOP,
-                                         self._assembler.config)
+            config = self._assembler.config
+            self._iterator = _tf_batches(self._assembler.train_batch, _fields(config, False), self.step, self._STOP,
+                                         config)
         batch = next(self._iterator)
         self.step += 1
         return batch
@@ -237,7 +270,7 @@ def eval_batches(examples: HostExamples, config: PipelineConfig, tokenizer):
     """One ordered pass over the host's examples (first `config.frames` frames, the description as the
     text), the last batch padded with rows whose `valid` is False."""
     assembler = _Assembler(examples, config, tokenizer)
-    return _tf_batches(assembler.eval_batch, _EVAL_FIELDS, 0, -(-len(examples) // config.batch_size), config)
+    return _tf_batches(assembler.eval_batch, _fields(config, True), 0, -(-len(examples) // config.batch_size), config)
 
 
 def train_batches(data_dir, config: PipelineConfig, tokenizer, state: dict | None = None, split: str = "train",

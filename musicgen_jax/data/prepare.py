@@ -15,6 +15,8 @@ shorter than `min_seconds`. A file gives no segment at all when it is shorter th
 like unreadable and empty files, and listed with the reason. Segments of one length are encoded
 together in batches of `batch_size` (the last batch padded with silent rows, which changes no code).
 A file goes to the `valid` split when a hash of (seed, its path) falls below `valid_fraction`.
+With `text_encoder` (a T5 or MusicGen checkpoint), each example also stores the frozen T5's hidden
+states of its file's description (T5 is frozen in MusicGen training, so the train step can skip it).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Settings:
     files_per_shard: int = 64
     min_seconds: float = 1.0
     length_step: float = 1.0
+    text_encoder: str | None = None
 
     def __post_init__(self):
         checks = [("segment_seconds", self.segment_seconds >= 0), ("valid_fraction", 0 <= self.valid_fraction <= 1),
@@ -62,6 +65,8 @@ class Settings:
                 raise ValueError(f"invalid {name}: {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int):
             raise ValueError(f"invalid seed: {self.seed!r} (an integer)")
+        if self.text_encoder is not None and (not isinstance(self.text_encoder, str) or not self.text_encoder):
+            raise ValueError(f"invalid text_encoder: {self.text_encoder!r} (a checkpoint, or None)")
 
 
 def split_of(path: str, seed: int, valid_fraction: float) -> str:
@@ -136,8 +141,16 @@ def _unit_record_path(out: Path, unit: int) -> Path:
     return out / UNITS_DIR / f"unit-{unit:05d}.json"
 
 
-def _prepare_unit(unit: int, inputs: list[AudioInput], plan: dict, codec, batch_size: int, out: Path,
-                  report) -> dict:
+def _text_embedding(text_encoder, description: str | None) -> np.ndarray:
+    """float32 `[N, D]`: T5's hidden states of the description's N tokens (N = 0 without one)."""
+    if description is None:
+        return np.zeros((0, text_encoder.config.d_model), np.float32)
+    hidden, mask = text_encoder([description])
+    return np.asarray(hidden[0, : int(mask[0].sum())], np.float32)
+
+
+def _prepare_unit(unit: int, inputs: list[AudioInput], plan: dict, codec, text_encoder, batch_size: int,
+                  out: Path, report) -> dict:
     """Encode the files of one unit, write its shards, then its record (returned)."""
     settings = Settings(**plan["settings"])
     hop = codec.config.hop_length
@@ -165,9 +178,10 @@ def _prepare_unit(unit: int, inputs: list[AudioInput], plan: dict, codec, batch_
         split = split_of(item.path, settings.seed, settings.valid_fraction)
         info = metadata.normalize(item.metadata)
         stats[split]["files"] += 1
+        text = {} if text_encoder is None else {"text_embedding": _text_embedding(text_encoder, info["description"])}
         for index, (start, end) in enumerate(bounds):
             encoder.add((item.path, index), wav[:, start:end])
-            entries[split].append({"path": item.path, "segment": index, "metadata": info})
+            entries[split].append({"path": item.path, "segment": index, "metadata": info, **text})
         report(item, wav.shape[-1] / codec.sample_rate, None)
     codes = encoder.flush()
     shard_bytes = {}
@@ -177,11 +191,17 @@ def _prepare_unit(unit: int, inputs: list[AudioInput], plan: dict, codec, batch_
             stats[split]["examples"] += 1
             stats[split]["frames"] += entry["codes"].shape[-1]
         path = shards.shard_path(out, split, unit, plan["units"])
-        shard_bytes[split] = shards.write_shard(path, codec.num_codebooks, entries[split])
+        shard_bytes[split] = shards.write_shard(path, codec.num_codebooks, entries[split], _text_dim(text_encoder))
     record = {"unit": unit, "plan": plan["fingerprint"], "codec": codec_info(codec, settings.codec),
+              "text_encoder": None if text_encoder is None else {"source": settings.text_encoder,
+                                                                 "d_model": _text_dim(text_encoder)},
               "splits": stats, "bytes": shard_bytes, "skipped": skipped, "audio_seconds": audio_seconds}
     save_json(_unit_record_path(out, unit), record)
     return record
+
+
+def _text_dim(text_encoder) -> int | None:
+    return None if text_encoder is None else text_encoder.config.d_model
 
 
 def _fingerprint(settings: Settings, inputs: list[AudioInput]) -> str:
@@ -239,8 +259,10 @@ def merge(out: str | Path) -> dict:
     shards.write_tfds_metadata(out, codec["num_codebooks"],
                                {split: [r["splits"][split]["examples"] for r in records] for split in shards.SPLITS},
                                {split: sum(r["bytes"][split] for r in records) for split in shards.SPLITS},
-                               description=f"EnCodec tokens of {plan['settings']['audio']} (musicgen_jax)")
-    info = {"format": shards.FORMAT, "version": 1, "codec": codec, "settings": plan["settings"],
+                               description=f"EnCodec tokens of {plan['settings']['audio']} (musicgen_jax)",
+                               text_dim=records[0]["text_encoder"] and records[0]["text_encoder"]["d_model"])
+    info = {"format": shards.FORMAT, "version": 1, "codec": codec, "text_encoder": records[0]["text_encoder"],
+            "settings": plan["settings"],
             "frame_rate": codec["frame_rate"], "num_codebooks": codec["num_codebooks"], "card": codec["card"],
             "files": plan["files"], "splits": splits, "audio_hours": sum(r["audio_seconds"] for r in records) / 3600,
             "skipped": skipped}
@@ -277,6 +299,7 @@ def prepare(settings: Settings, out: str | Path, batch_size: int = 8, part: tupl
     """Prepare (or resume) part `part = (I, N)` of the dataset of `settings` in `out`; returns the contents
     of `dataset.json` when this completed the dataset, else None (other parts are still missing)."""
     from musicgen_jax.convert.codec_loader import load_codec
+    from musicgen_jax.text.encoder import T5TextEncoder
 
     index, count = part
     if not 0 <= index < count:
@@ -290,10 +313,12 @@ def prepare(settings: Settings, out: str | Path, batch_size: int = 8, part: tupl
     if units:
         codec = load_codec(settings.codec)
         segment_lengths(settings, codec.config.hop_length, codec.frame_rate)  # checked before any work
+        text_encoder = settings.text_encoder and T5TextEncoder.from_pretrained(settings.text_encoder)
         size = settings.files_per_shard
         bar = _Progress(sum(len(inputs[u * size:(u + 1) * size]) for u in units), progress)
         for unit in units:
-            _prepare_unit(unit, inputs[unit * size:(unit + 1) * size], plan, codec, batch_size, out, bar)
+            _prepare_unit(unit, inputs[unit * size:(unit + 1) * size], plan, codec, text_encoder, batch_size, out,
+                          bar)
         wall = bar.close()
         print(f"part {index}/{count}: {sum(len(inputs[u * size:(u + 1) * size]) for u in units)} files, "
               f"{bar.seconds / 3600:.3f} h of audio in {wall:.1f} s ({bar.seconds / max(wall, 1e-9):.1f}x real time)",
@@ -342,6 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="drop last segments (and skip files) shorter than this")
     p.add_argument("--length-step", type=float, default=defaults.length_step,
                    help="last segments are cut down to a multiple of this (one compiled encoder per length)")
+    p.add_argument("--text-encoder", metavar="SRC",
+                   help="also store the frozen T5's hidden states of each description (a T5 or MusicGen checkpoint)")
     p.add_argument("--batch-size", type=int, default=8, help="segments per encoder call")
     p.add_argument("--part", type=_part, default=(0, 1), metavar="I/N",
                    help="prepare the I-th (0-based) of N disjoint parts; the last to finish writes the metadata")
@@ -363,7 +390,7 @@ def main(argv=None) -> int:
         else:
             settings = Settings(str(Path(args.audio).expanduser().absolute()), args.codec, args.segment_seconds,
                                 args.valid_fraction, args.seed, args.files_per_shard, args.min_seconds,
-                                args.length_step)
+                                args.length_step, args.text_encoder)
             info, out = prepare(settings, args.out, args.batch_size, args.part, not args.no_progress), args.out
     except (ValueError, CheckpointError, AudioError) as e:
         print(f"error: {e}", file=sys.stderr)

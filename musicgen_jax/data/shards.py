@@ -9,7 +9,9 @@ loads it), and this project's `dataset.json`. One example is one audio segment:
   [L0, R0, L1, R1, ...]);
 - `path` (the file, relative to the audio root) and `segment` (its index in the file);
 - the music metadata fields of `metadata.FIELDS`, normalized as audiocraft's `MusicInfo`: strings
-  (`""` when missing), `bpm` float64 (NaN when missing), `moods` / `keywords` string lists.
+  (`""` when missing), `bpm` float64 (NaN when missing), `moods` / `keywords` string lists;
+- with precomputed text (`prepare --text-encoder`), `text_embedding` float32 `[N, D]`: the frozen T5's
+  hidden states of the description's N tokens (N = 0 without a description).
 """
 
 from __future__ import annotations
@@ -34,8 +36,9 @@ LIST_FIELDS = ("moods", "keywords")
 FLOAT_FIELDS = ("bpm",)
 
 
-def features(num_codebooks: int):
-    """The TFDS `FeaturesDict` of one example with `num_codebooks` codebooks."""
+def features(num_codebooks: int, text_dim: int | None = None):
+    """The TFDS `FeaturesDict` of one example with `num_codebooks` codebooks (and T5 hidden states of
+    width `text_dim`, when given)."""
     import tensorflow_datasets as tfds
 
     spec = {"codes": tfds.features.Tensor(shape=(num_codebooks, None), dtype=np.int16),
@@ -47,6 +50,8 @@ def features(num_codebooks: int):
             spec[name] = tfds.features.Scalar(dtype=np.float64)
         else:
             spec[name] = tfds.features.Text()
+    if text_dim is not None:
+        spec["text_embedding"] = tfds.features.Tensor(shape=(None, text_dim), dtype=np.float32)
     return tfds.features.FeaturesDict(spec)
 
 
@@ -66,16 +71,19 @@ def _stored(example: dict) -> dict:
             out[name] = np.float64("nan" if value is None else value)
         else:
             out[name] = value or ""
+    if "text_embedding" in example:
+        out["text_embedding"] = np.asarray(example["text_embedding"], np.float32)
     return out
 
 
-def write_shard(path: Path, num_codebooks: int, examples: list[dict]) -> int:
-    """Write `examples` (dicts with `codes [K, T]`, `path`, `segment`, `metadata`) as one TFRecord file,
+def write_shard(path: Path, num_codebooks: int, examples: list[dict], text_dim: int | None = None) -> int:
+    """Write `examples` (dicts with `codes [K, T]`, `path`, `segment`, `metadata`, and `text_embedding [N, D]`
+    when `text_dim` is given) as one TFRecord file,
     atomically (`atomic_file`: a shard that was being written when the process died never exists), with
     the same bytes for the same examples in every process. Returns the file's size in bytes."""
     import tensorflow as tf
 
-    spec = features(num_codebooks)
+    spec = features(num_codebooks, text_dim)
     with atomic_file(path) as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for example in examples:  # protobuf map order varies between processes; sorted keys do not
@@ -85,13 +93,13 @@ def write_shard(path: Path, num_codebooks: int, examples: list[dict]) -> int:
 
 
 def write_tfds_metadata(data_dir: Path, num_codebooks: int, shard_lengths: dict[str, list[int]],
-                        shard_bytes: dict[str, int], description: str) -> None:
+                        shard_bytes: dict[str, int], description: str, text_dim: int | None = None) -> None:
     """TFDS's `dataset_info.json` and `features.json` for the shards already in `data_dir`."""
     import tensorflow_datasets as tfds
 
     split_infos = [tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths[split], num_bytes=shard_bytes[split])
                    for split in SPLITS]
-    tfds.folder_dataset.write_metadata(data_dir=str(data_dir), features=features(num_codebooks),
+    tfds.folder_dataset.write_metadata(data_dir=str(data_dir), features=features(num_codebooks, text_dim),
                                        split_infos=split_infos, filename_template=FILENAME_TEMPLATE,
                                        description=description, check_data=False)
 
@@ -107,8 +115,11 @@ def _loaded(record: dict) -> dict:
             metadata[name] = None if math.isnan(value) else float(value)
         else:
             metadata[name] = value.decode() or None
-    return {"codes": record["codes"], "path": record["path"].decode(), "segment": int(record["segment"]),
-            "metadata": metadata}
+    example = {"codes": record["codes"], "path": record["path"].decode(), "segment": int(record["segment"]),
+               "metadata": metadata}
+    if "text_embedding" in record:
+        example["text_embedding"] = record["text_embedding"]
+    return example
 
 
 def dataset_info(data_dir: str | os.PathLike) -> dict:
@@ -131,7 +142,8 @@ def part_bounds(total: int, part: tuple[int, int]) -> tuple[int, int]:
 def read_examples(data_dir: str | os.PathLike, split: str = "train", part: tuple[int, int] = (0, 1)) -> Iterator[dict]:
     """The examples of a prepared dataset's `split`, in a stable order (shard by shard, in each the
     files in path order and their segments in order): dicts with numpy `codes` int16 `[K, T]`, `path`,
-    `segment` and `metadata` (a dict over `metadata.FIELDS`, None where missing). `part = (i, n)` reads
+    `segment`, `metadata` (a dict over `metadata.FIELDS`, None where missing) and, in a dataset prepared
+    with precomputed text, `text_embedding` float32 `[N, D]`. `part = (i, n)` reads
     only the examples `part_bounds` gives the i-th of n parts."""
     import tensorflow_datasets as tfds
 

@@ -24,8 +24,9 @@ def code_value(example: int, k: int, t: np.ndarray) -> np.ndarray:
     return (example * 89 + k * 2003 + t * 7) % 2048
 
 
-def write_dataset(directory, lengths):
-    """A token dataset as `prepare` lays it out: 3 train shards (one empty), metadata on every third."""
+def write_dataset(directory, lengths, text_dim=None):
+    """A token dataset as `prepare` lays it out: 3 train shards (one empty), metadata on every third
+    (with `text_dim`, random "T5 states" of 2 + i % 7 tokens for those, none for the others)."""
     examples = []
     for i, n in enumerate(lengths):
         codes = np.stack([code_value(i, k, np.arange(n)) for k in range(K)]).astype(np.int16)
@@ -34,12 +35,15 @@ def write_dataset(directory, lengths):
         if i % 3 == 0:
             meta.update(description=DESCRIPTION, genre="jazz", bpm=90.0, moods=["calm"], key="c minor")
         examples.append({"codes": codes, "path": f"f{i:02d}.wav", "segment": 0, "metadata": meta})
+        if text_dim:
+            rows = 2 + i % 7 if meta["description"] else 0
+            examples[-1]["text_embedding"] = np.random.default_rng(i).standard_normal((rows, text_dim), np.float32)
     groups = [examples[:10], [], examples[10:]]
     for i, group in enumerate(groups):
-        shards.write_shard(shards.shard_path(directory, "train", i, 3), K, group)
-        shards.write_shard(shards.shard_path(directory, "valid", i, 3), K, [])
+        shards.write_shard(shards.shard_path(directory, "train", i, 3), K, group, text_dim)
+        shards.write_shard(shards.shard_path(directory, "valid", i, 3), K, [], text_dim)
     shards.write_tfds_metadata(directory, K, {"train": [len(g) for g in groups], "valid": [0, 0, 0]},
-                               {"train": 0, "valid": 0}, "test")
+                               {"train": 0, "valid": 0}, "test", text_dim)
     save_json(directory / shards.INFO_FILE, {"num_codebooks": K, "splits": {
         "train": {"examples": len(examples)}, "valid": {"examples": 0}}})
     return examples
@@ -205,6 +209,31 @@ def test_eval_batches_are_one_ordered_pass(dataset, tokenizer):
             np.testing.assert_array_equal(batch["codes"][row, :, :n], full[:, :n])
             ids = list(batch["text_ids"][row][batch["text_mask"][row] == 1])
             assert ids == (tokenizer.encode(DESCRIPTION) if batch["example"][row] % 3 == 0 else [])
+
+
+def test_precomputed_text_embeddings(tmp_path, dataset, tokenizer):
+    """text_embeddings=True: each row carries its example's stored states, zero-padded to the bucket (cut
+    to the largest), with the matching mask; the null text is an all-zero mask row."""
+    examples = write_dataset(tmp_path, LENGTHS, text_dim=6)
+    host = load_host_examples(tmp_path, "train", 0, 1)
+    config = PipelineConfig(batch_size=8, frames=FRAMES, text_embeddings=True, text_lengths=(4, 6))
+    batches = TrainBatches(host, config, tokenizer)
+    for step in range(4):
+        batch = next(batches)
+        assert "text_ids" not in batch and batch["text_embeddings"].dtype == np.float32
+        np.testing.assert_array_equal(batch["text_embeddings"], batches.batch(step)["text_embeddings"])
+        longest = max(len(examples[i]["text_embedding"]) for i in batch["example"])
+        assert batch["text_embeddings"].shape == (8, 4 if longest <= 4 else 6, 6)
+        for row, index in enumerate(batch["example"]):
+            stored = examples[index]["text_embedding"][:batch["text_embeddings"].shape[1]]
+            n = len(stored)
+            np.testing.assert_array_equal(batch["text_embeddings"][row, :n], stored)
+            assert not batch["text_embeddings"][row, n:].any()
+            assert list(batch["text_mask"][row]) == [1] * n + [0] * (batch["text_mask"].shape[1] - n)
+    with pytest.raises(ValueError, match="fix each example's text to its description"):
+        PipelineConfig(batch_size=8, text_embeddings=True, text=TextAugmentation(0.25, 0.5, 0.5))
+    with pytest.raises(ValueError, match="needs a dataset prepared with --text-encoder"):
+        TrainBatches(load_host_examples(dataset[0], "train", 0, 1), config, tokenizer)
 
 
 @pytest.mark.parametrize("kwargs, message", [

@@ -220,3 +220,29 @@ def test_bad_inputs_are_one_clear_error(case, codec_dir, tmp_path, capsys):
     err = capsys.readouterr().err
     assert re.search(re.escape(message), err), err
     assert not (tmp_path / "out" / "dataset.json").exists()
+
+
+def test_precomputed_text_embeddings_equal_transformers_t5(audio_dir, codec_dir, hf_tokenizer, spiece_dir, tmp_path):
+    """--text-encoder stores, per example, transformers' `T5EncoderModel` hidden states of its file's
+    (normalized) description, to 1e-5; examples without a description store none ([0, D])."""
+    from tests.text.conftest import tiny_hf_t5
+
+    t5 = tiny_hf_t5(len(hf_tokenizer), seed=4)
+    t5_dir = tmp_path / "t5"
+    t5.save_pretrained(t5_dir)
+    (t5_dir / "spiece.model").write_bytes((spiece_dir / "spiece.model").read_bytes())
+    prepare(audio_dir, codec_dir[1], tmp_path / "data", "--text-encoder", str(t5_dir))
+    examples = [ex for items in all_examples(tmp_path / "data").values() for ex in items]
+    described = 0
+    for ex in examples:
+        description = ex["metadata"]["description"]
+        if description is None:
+            assert ex["text_embedding"].shape == (0, 768)
+            continue
+        described += 1
+        with torch.no_grad():
+            expected = t5(**hf_tokenizer([description], return_tensors="pt")).last_hidden_state[0].numpy()
+        np.testing.assert_allclose(ex["text_embedding"], expected, atol=1e-5, rtol=0)
+    assert described == SEGMENTS["tones/a440.wav"] + SEGMENTS["noise/stereo48k.wav"]
+    info = json.loads((tmp_path / "data/dataset.json").read_text())
+    assert info["text_encoder"] == {"source": str(t5_dir), "d_model": 768}
