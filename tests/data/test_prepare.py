@@ -168,7 +168,8 @@ def test_parts_merged_equal_one_run(audio_dir, codec_dir, prepared, tmp_path, ca
 
 def test_killed_run_resumes_to_the_uninterrupted_result(audio_dir, codec_dir, prepared, tmp_path):
     """SIGKILL once the first of several units is done, then the same command again: the dataset equals
-    one uninterrupted run's (shards byte for byte, dataset.json), and no temporary file remains."""
+    one uninterrupted run's (shards byte for byte, dataset.json), finished shards are kept as they were, and
+    no temporary file remains."""
     out = tmp_path / "data"
     command = [sys.executable, "-m", "musicgen_jax.data.prepare", "--audio", str(audio_dir), "--codec",
                str(codec_dir[1]), "--out", str(out), *ARGS, "--files-per-shard", "1"]
@@ -180,7 +181,10 @@ def test_killed_run_resumes_to_the_uninterrupted_result(audio_dir, codec_dir, pr
     proc.wait()
     done = len(list((out / "units").glob("unit-*.json")))
     assert 1 <= done < len(GOOD) + len(SKIPPED) and not (out / "dataset.json").exists()
+    kept = {p: p.stat().st_mtime_ns for p in out.glob("musicgen_tokens-*-00000-of-*")}
+    assert len(kept) == 2  # unit 0's train and valid shards
     subprocess.run(command, check=True, capture_output=True)
+    assert {p: p.stat().st_mtime_ns for p in kept} == kept  # finished units are not redone
     assert not [p for p in out.rglob(".*") if p.name.endswith(".tmp")]
     with_one_unit_per_file = tmp_path / "reference"
     prepare(audio_dir, codec_dir[1], with_one_unit_per_file, "--files-per-shard", "1")
