@@ -206,7 +206,7 @@ class _Assembler:
 
 def _tf_batches(build, fields: tuple[str, ...], start: int, stop: int, config: PipelineConfig):
     """tf.data over steps [start, stop): `build(step)` on `config.threads` threads, in order, prefetched."""
-    import tensorflow as tf
+    tf = shards.host_tensorflow()
 
     dtypes = {"codes": tf.int32, "mask": tf.bool, "text_ids": tf.int32, "text_embeddings": tf.float32,
               "text_mask": tf.int32, "example": tf.int32, "valid": tf.bool}

@@ -36,6 +36,18 @@ LIST_FIELDS = ("moods", "keywords")
 FLOAT_FIELDS = ("bpm",)
 
 
+def host_tensorflow():
+    """TensorFlow, kept off the accelerators (as big_vision does): tf.data and TFDS run on the host CPU,
+    the GPUs / TPUs belong to JAX."""
+    import tensorflow as tf
+
+    try:
+        tf.config.set_visible_devices([], "GPU")
+    except RuntimeError:  # already initialized (by an earlier call or the user): leave it as it is
+        pass
+    return tf
+
+
 def features(num_codebooks: int, text_dim: int | None = None):
     """The TFDS `FeaturesDict` of one example with `num_codebooks` codebooks (and T5 hidden states of
     width `text_dim`, when given)."""
@@ -81,7 +93,7 @@ def write_shard(path: Path, num_codebooks: int, examples: list[dict], text_dim: 
     when `text_dim` is given) as one TFRecord file,
     atomically (`atomic_file`: a shard that was being written when the process died never exists), with
     the same bytes for the same examples in every process. Returns the file's size in bytes."""
-    import tensorflow as tf
+    tf = host_tensorflow()
 
     spec = features(num_codebooks, text_dim)
     with atomic_file(path) as tmp:
@@ -145,6 +157,7 @@ def read_examples(data_dir: str | os.PathLike, split: str = "train", part: tuple
     `segment`, `metadata` (a dict over `metadata.FIELDS`, None where missing) and, in a dataset prepared
     with precomputed text, `text_embedding` float32 `[N, D]`. `part = (i, n)` reads
     only the examples `part_bounds` gives the i-th of n parts."""
+    host_tensorflow()
     import tensorflow_datasets as tfds
 
     if split not in SPLITS:
