@@ -40,6 +40,7 @@ bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks.text --write
 	$(PY) -m benchmarks.sampling --write
 	$(PY) -m benchmarks.layers --write
+	$(PY) -m benchmarks.data --write
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -54,7 +54,8 @@ from musicgen_jax.data.shards import SPLITS
 from musicgen_jax.data.sources import list_inputs
 
 PREPARE_TITLE = "## Data preparation (EnCodec 32 kHz real size, random weights)"
-SECTIONS = ("prepare",)  # a later pipeline section: add "pipeline" with run_pipeline / report_pipeline
+PIPELINE_TITLE = "## Training pipeline (token crops at musicgen-small's training shape)"
+SECTIONS = ("prepare", "pipeline")
 
 # (sample rate, channels, format) of the clips, cycled over the files
 CLIP_KINDS = [(32000, 1, "WAV"), (44100, 2, "WAV"), (44100, 1, "FLAC"), (32000, 2, "FLAC")]
@@ -202,11 +203,14 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
     if set(prepared) != set(ref["codes"]) or first_keys != set(prepared):
         raise RuntimeError(f"segments differ: prepared {sorted(prepared)}, reference {sorted(ref['codes'])}")
     equal = total = 0
+    differing = []  # (path, segment, stage, frame) of the codes that differ
     for key, codes in ref["codes"].items():
         if prepared[key].shape != codes.shape:
             raise RuntimeError(f"{key}: prepared codes {prepared[key].shape}, reference {codes.shape}")
-        equal += int(np.sum(prepared[key].astype(np.int64) == codes))
+        same = prepared[key].astype(np.int64) == codes
+        equal += int(same.sum())
         total += codes.size
+        differing += [(*key, int(q), int(t)) for q, t in zip(*np.nonzero(~same))]
     lengths = {}
     for codes in ref["codes"].values():
         lengths[codes.shape[-1]] = lengths.get(codes.shape[-1], 0) + 1
@@ -215,10 +219,22 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
             "threads": threads, "load": (load_before, load_average()), "others": others, "clips": clips,
             "import_seconds": import_seconds, "setup_seconds": setup_seconds,
             "first": first, "second": second, "ref": {k: v for k, v in ref.items() if k != "codes"},
-            "codes_equal": equal / total, "codes_total": total, "lengths": lengths,
+            "codes_equal": equal / total, "codes_total": total, "differing": differing, "lengths": lengths,
             "frame_rate": info["frame_rate"], "num_codebooks": info["num_codebooks"],
             "splits": {s: (v["files"], v["examples"]) for s, v in info["splits"].items()},
             "distinct_codes": len(np.unique(np.concatenate([c[0] for c in ref["codes"].values()])))}
+
+
+def _differing_text(differing: list[tuple]) -> str:
+    """Where the codes that differ are: "" when none does."""
+    if not differing:
+        return ""
+    frames = sorted({(path, segment, frame) for path, segment, _, frame in differing})
+    stages = sorted({stage for *_, stage, _ in differing})
+    shown = "; ".join(f"{path} segment {segment} frame {frame}" for path, segment, frame in frames[:4])
+    more = f" and {len(frames) - 4} more" if len(frames) > 4 else ""
+    return (f"; the {len(differing)} differing codes lie in {len(frames)} frame{'s' * (len(frames) != 1)} "
+            f"({shown}{more}), stages {', '.join(map(str, stages))} (0: first)")
 
 
 def report_prepare(res: dict, command: str) -> str:
@@ -269,13 +285,137 @@ def report_prepare(res: dict, command: str) -> str:
         f"{ref['read']:.2f} s, encoding {ref['encode']:.2f} s",
         f"- Same computation: {100 * res['codes_equal']:.4f}% of the {res['codes_total']} codes of the prepared "
         f"dataset (`read_examples`, both splits, matched by (path, segment)) equal the PyTorch reference's "
-        f"({res['distinct_codes']} distinct first-stage codes)",
+        f"({res['distinct_codes']} distinct first-stage codes){_differing_text(res['differing'])}",
         "",
         "| run | audio s | wall s | audio s per wall s | real-time factor |",
         "|---|---|---|---|---|",
         *rows, "",
         f"JAX second run / PyTorch reference throughput: {res['ref']['wall'] / res['second']['wall']:.2f}. "
         "Real-time factor: wall time / audio duration (below 1 is faster than real time).", "",
+    ]
+    return "\n".join(lines)
+
+
+PIPELINE_DESCRIPTIONS = ["lofi hip hop beat with a mellow jazzy piano", "epic orchestral film score with brass",
+                         "energetic rock song with electric guitars and drums", "calm ambient pads and field recordings",
+                         "80s synthwave with arpeggiated synths", "acoustic folk ballad with a fingerpicked guitar"]
+PIPELINE_FRAMES = 1500  # audiocraft's 30 s training segments at 50 Hz
+PIPELINE_BATCHES = (24, 192)  # per host: global 192 (musicgen-small's recipe) over 8 hosts, and on one host
+
+
+def _token_dataset(directory: Path, examples: int) -> None:
+    """A prepared-dataset layout of `examples` random 4-codebook examples (90% of 30 s, 10% shorter) with
+    audiocraft-style metadata, written through `musicgen_jax.data.shards` as `prepare` writes it."""
+    from musicgen_jax.data import shards
+    from musicgen_jax.fileio import save_json
+
+    rng = np.random.default_rng(0)
+    units = [list(range(start, min(start + 250, examples))) for start in range(0, examples, 250)]
+    for unit, indices in enumerate(units):
+        rows = []
+        for i in indices:
+            frames = PIPELINE_FRAMES if rng.random() < 0.9 else int(rng.integers(500, PIPELINE_FRAMES))
+            rows.append({"codes": rng.integers(0, 2048, (4, frames), dtype=np.int16), "path": f"song{i:05d}.wav",
+                         "segment": 0, "metadata": {
+                             "description": PIPELINE_DESCRIPTIONS[i % len(PIPELINE_DESCRIPTIONS)],
+                             "genre": ("jazz", "rock", "ambient")[i % 3], "bpm": float(70 + i % 80),
+                             "key": "c minor", "moods": ["calm", "warm"], "keywords": ["piano"],
+                             "instrument": "piano"}})
+        shards.write_shard(shards.shard_path(directory, "train", unit, len(units)), 4, rows)
+        shards.write_shard(shards.shard_path(directory, "valid", unit, len(units)), 4, [])
+    shards.write_tfds_metadata(directory, 4, {"train": [len(u) for u in units], "valid": [0] * len(units)},
+                               {"train": 0, "valid": 0}, "pipeline benchmark")
+    save_json(directory / shards.INFO_FILE, {"num_codebooks": 4, "splits": {"train": {"examples": examples},
+                                                                           "valid": {"examples": 0}}})
+
+
+def _spiece_tokenizer(directory: Path):
+    """A T5-style sentencepiece tokenizer trained on the descriptions (the real one needs the hub)."""
+    import io
+
+    import sentencepiece
+
+    from musicgen_jax.text.tokenizer import T5Tokenizer
+
+    lines = PIPELINE_DESCRIPTIONS + ["key: c minor. bpm: 120.0. genre: jazz. moods: calm, warm. keywords: piano"]
+    model = io.BytesIO()
+    sentencepiece.SentencePieceTrainer.train(
+        sentence_iterator=iter(lines * 50), model_writer=model, vocab_size=150, model_type="unigram",
+        hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+    (directory / "spiece.model").write_bytes(model.getvalue())
+    return T5Tokenizer.from_pretrained(directory)
+
+
+def run_pipeline(examples: int, batches: int) -> dict:
+    """Batches per second of `TrainBatches` (tf.data, 2 threads, prefetch 2) and of the bare assembly, at
+    per-host batch sizes PIPELINE_BATCHES with audiocraft's text augmentation; load and restore times."""
+    from musicgen_jax.data import AUDIOCRAFT_DEFAULTS, PipelineConfig, TrainBatches, load_host_examples
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        started = time.perf_counter()
+        _token_dataset(tmp, examples)
+        write_seconds = time.perf_counter() - started
+        tokenizer = _spiece_tokenizer(tmp)
+        load = load_average()
+        before = cpu_counters()
+        wall_start = time.perf_counter()
+        started = time.perf_counter()
+        host = load_host_examples(tmp, "train", 0, 1)
+        load_seconds = time.perf_counter() - started
+        rows = []
+        for batch_size in PIPELINE_BATCHES:
+            config = PipelineConfig(batch_size, PIPELINE_FRAMES, seed=0, text=AUDIOCRAFT_DEFAULTS)
+            stream = TrainBatches(host, config, tokenizer)
+            next(stream)  # tf.data start-up
+            started = time.perf_counter()
+            for _ in range(batches):
+                next(stream)
+            piped = (time.perf_counter() - started) / batches
+            started = time.perf_counter()
+            for step in range(batches):
+                stream.batch(step)
+            bare = (time.perf_counter() - started) / batches
+            restore = {}
+            for step in (1, 10**9):
+                started = time.perf_counter()
+                next(TrainBatches(host, config, tokenizer, state={**stream.state(), "step": step}))
+                restore[step] = time.perf_counter() - started
+            rows.append({"batch_size": batch_size, "piped": piped, "bare": bare, "restore": restore})
+        others = other_load(before, cpu_counters(), time.perf_counter() - wall_start)
+    return {"examples": examples, "batches": batches, "rows": rows, "load_seconds": load_seconds,
+            "write_seconds": write_seconds, "load": (load, load_average()), "others": others}
+
+
+def report_pipeline(res: dict, command: str) -> str:
+    """The pipeline section (title, provenance, table)."""
+    import tensorflow
+
+    table = [f"| {r['batch_size']} | {1 / r['piped']:.1f} | {r['batch_size'] / r['piped']:.0f} | {1 / r['bare']:.1f} "
+             f"| {r['restore'][1]:.3f} | {r['restore'][10**9]:.3f} |" for r in res["rows"]]
+    lines = [
+        PIPELINE_TITLE, "",
+        f"Command: `{command}`", "",
+        *machine_lines(None, res["load"], f", tensorflow {tensorflow.__version__}"),
+        f"- During the run: other processes used {res['others']} of the machine's CPU time (from /proc/stat)",
+        f"- Data: {res['examples']} random 4-codebook examples (90% of 30 s = {PIPELINE_FRAMES} frames, the rest "
+        f"shorter: padded and masked) with audiocraft-style metadata, in the layout `prepare` writes "
+        f"(written in {res['write_seconds']:.1f} s); one host reads them into memory in {res['load_seconds']:.1f} s "
+        "(`load_host_examples`)",
+        f"- Batches: crops of {PIPELINE_FRAMES} frames, text from the metadata with audiocraft's augmentation "
+        "(`AUDIOCRAFT_DEFAULTS`: merge 0.25, drop description 0.5, drop other 0.5), T5 tokens from a "
+        "sentencepiece model trained at start-up, padded to the length buckets (32, 64, 128, 256)",
+        f"- Timing: {res['batches']} batches per row after the first: `next(TrainBatches)` (tf.data, 2 threads, "
+        "prefetch 2) and the bare assembly (`TrainBatches.batch(step)`, one thread); restore: building the "
+        "pipeline from a saved state and taking its first batch, at step 1 and at step 10^9",
+        "- No PyTorch row: audiocraft's loader decodes audio and runs the codec for every batch (the codec's "
+        "cost is in the preparation section), so there is no token-level reference to set beside it. The "
+        "trainer's step time, to compare with, comes with the trainer (issue 13)",
+        "",
+        "| batch per host | batches/s (tf.data) | examples/s | batches/s (bare, 1 thread) | restore at step 1, s "
+        "| restore at step 10^9, s |",
+        "|---|---|---|---|---|---|",
+        *table, "",
     ]
     return "\n".join(lines)
 
@@ -289,6 +429,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seconds", type=float, default=40.0, help="preparation: length of each clip, seconds")
     parser.add_argument("--batch-size", type=int, default=8, help="preparation: segments per encoder call")
     parser.add_argument("--segment-seconds", type=float, default=30.0, help="preparation: segment length, seconds")
+    parser.add_argument("--examples", type=int, default=2000, help="pipeline: examples in the token dataset")
+    parser.add_argument("--batches", type=int, default=40, help="pipeline: batches timed per configuration")
     parser.add_argument("--write", action="store_true", help=f"write the measured sections of {RESULTS}")
     args = parser.parse_args(argv)
     if args.files < 1 or args.seconds <= 0 or args.batch_size < 1 or args.segment_seconds < 0:
@@ -297,8 +439,9 @@ def main(argv: list[str] | None = None) -> None:
     if "prepare" in args.sections:
         res = run_prepare(args.files, args.seconds, args.batch_size, args.segment_seconds)
         publish(report_prepare(res, command), args.write)
-    # a pipeline-throughput section goes here, independent of the one above:
-    # if "pipeline" in args.sections: publish(report_pipeline(run_pipeline(...), command), args.write)
+    if "pipeline" in args.sections:
+        res = run_pipeline(args.examples, args.batches)
+        publish(report_pipeline(res, command), args.write)
 
 
 if __name__ == "__main__":
