@@ -303,6 +303,16 @@ PIPELINE_FRAMES = 1500  # audiocraft's 30 s training segments at 50 Hz
 PIPELINE_BATCHES = (24, 192)  # per host: global 192 (musicgen-small's recipe) over 8 hosts, and on one host
 
 
+SMALL_PARAMS = 300e6  # musicgen-small's transformer
+TPU_HOST_FLOPS = 4 * 275e12  # a TPU v4 host: 4 chips, bf16 peak
+TPU_MFU = 0.4
+
+
+def _tpu_steps_per_second(batch_size: int) -> float:
+    """Train steps/s of musicgen-small at `batch_size` crops per TPU v4 host (6 N D FLOPs at TPU_MFU)."""
+    return TPU_HOST_FLOPS * TPU_MFU / (6 * SMALL_PARAMS * batch_size * PIPELINE_FRAMES)
+
+
 def _token_dataset(directory: Path, examples: int) -> None:
     """A prepared-dataset layout of `examples` random 4-codebook examples (90% of 30 s, 10% shorter) with
     audiocraft-style metadata, written through `musicgen_jax.data.shards` as `prepare` writes it."""
@@ -392,7 +402,8 @@ def report_pipeline(res: dict, command: str) -> str:
     import tensorflow
 
     table = [f"| {r['batch_size']} | {1 / r['piped']:.1f} | {r['batch_size'] / r['piped']:.0f} | {1 / r['bare']:.1f} "
-             f"| {r['restore'][1]:.3f} | {r['restore'][10**9]:.3f} |" for r in res["rows"]]
+             f"| {r['restore'][1]:.3f} | {r['restore'][10**9]:.3f} | {_tpu_steps_per_second(r['batch_size']):.1f} |"
+             for r in res["rows"]]
     lines = [
         PIPELINE_TITLE, "",
         f"Command: `{command}`", "",
@@ -410,11 +421,14 @@ def report_pipeline(res: dict, command: str) -> str:
         "pipeline from a saved state and taking its first batch, at step 1 and at step 10^9",
         "- No PyTorch row: audiocraft's loader decodes audio and runs the codec for every batch (the codec's "
         "cost is in the preparation section), so there is no token-level reference to set beside it. The "
-        "trainer's step time, to compare with, comes with the trainer (issue 13)",
+        "trainer's measured step time, to compare with, comes with the trainer (issue 13); until then, the "
+        "last column is the step rate the pipeline must feed on a TPU v4 host (4 chips, 275 TFLOP/s bf16 each) "
+        f"at {100 * TPU_MFU:.0f}% of peak: 6 x {SMALL_PARAMS / 1e6:.0f}M parameters x batch x {PIPELINE_FRAMES} "
+        "positions FLOPs per step (an estimate, not a measurement)",
         "",
         "| batch per host | batches/s (tf.data) | examples/s | batches/s (bare, 1 thread) | restore at step 1, s "
-        "| restore at step 10^9, s |",
-        "|---|---|---|---|---|---|",
+        "| restore at step 10^9, s | train steps/s to feed (TPU v4 host, estimate) |",
+        "|---|---|---|---|---|---|---|",
         *table, "",
     ]
     return "\n".join(lines)

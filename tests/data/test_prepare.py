@@ -250,3 +250,15 @@ def test_precomputed_text_embeddings_equal_transformers_t5(audio_dir, codec_dir,
     assert described == SEGMENTS["tones/a440.wav"] + SEGMENTS["noise/stereo48k.wav"]
     info = json.loads((tmp_path / "data/dataset.json").read_text())
     assert info["text_encoder"] == {"source": str(t5_dir), "d_model": 768}
+
+
+def test_a_musicgen_checkpoint_is_a_codec_source(audio_dir, codec_dir, prepared, spiece_dir, tmp_path):
+    """--codec pointing at a transformers MusicGen checkpoint codes with its audio_encoder: with the fixture
+    codec's weights put there, the dataset equals the one prepared from the codec itself."""
+    from tests.lm.conftest import save_hub_layout, tiny_hf_musicgen
+
+    musicgen = tiny_hf_musicgen()
+    musicgen.audio_encoder.load_state_dict(codec_dir[0].state_dict())
+    save_hub_layout(musicgen, tmp_path / "musicgen", spiece_dir)
+    prepare(audio_dir, tmp_path / "musicgen", tmp_path / "data", "--batch-size", "3", "--files-per-shard", "4")
+    assert shard_bytes(tmp_path / "data") == shard_bytes(prepared)
