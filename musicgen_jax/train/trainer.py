@@ -1,0 +1,168 @@
+"""The sharded train step of the LM (the `musicgen_jax.lm` model sampling uses) over token batches.
+
+State (a pytree, every array split by the logical rules of `musicgen_jax.sharding`): `step`, `params`
+(float32 master weights), `opt_state` (AdamW moments, split like the parameters: FSDP), `ema`
+(audiocraft's unbiased EMA, updated every `ema_every` steps) with `ema_count`, and `rng` (the run's
+PRNG key data). One `jax.jit` step with explicit in / out shardings and the state donated:
+frozen T5 states of the batch's tokens (or the precomputed ones), classifier-free guidance dropout
+(with probability `cfg_dropout` the whole batch gets the null text, audiocraft's
+`ClassifierFreeGuidanceDropout`), the loss (`loss.py`), gradients, clipping, AdamW, EMA.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
+from jax.sharding import NamedSharding, PartitionSpec
+
+from musicgen_jax.config import LMConfig, T5Config
+from musicgen_jax.lm.model import LMModel, init_params
+from musicgen_jax.sharding import activation_sharding, shardings
+from musicgen_jax.text.t5 import T5Encoder
+from musicgen_jax.train.loss import cross_entropy, training_sequences
+
+BATCH_AXES = ("data", "fsdp")  # mesh axes the batch is split over (the rules' "batch")
+
+
+@dataclasses.dataclass(frozen=True)
+class OptimConfig:
+    """AdamW with global-norm clipping and a linear warm-up then cosine decay to 0 (SPEC 7)."""
+
+    lr: float = 1e-4
+    b1: float = 0.9
+    b2: float = 0.95
+    eps: float = 1e-8
+    weight_decay: float = 0.1
+    warmup_steps: int = 4000
+    total_steps: int = 1_000_000
+    max_norm: float = 1.0
+
+    def __post_init__(self):
+        for name in ("lr", "b1", "b2", "eps", "weight_decay", "warmup_steps", "total_steps", "max_norm"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise ValueError(f"invalid optimizer {name}: {value!r}")
+        if self.total_steps < 1 or self.warmup_steps > self.total_steps or not (self.b1 < 1 and self.b2 < 1):
+            raise ValueError(f"invalid optimizer settings: {self}")
+
+    def schedule(self) -> optax.Schedule:
+        """audiocraft's cosine schedule: `lr * s / warmup` for s < warmup, then a half cosine to 0 at total."""
+        return optax.warmup_cosine_decay_schedule(0.0, self.lr, self.warmup_steps, self.total_steps, 0.0)
+
+    def optimizer(self) -> optax.GradientTransformation:
+        return optax.chain(optax.clip_by_global_norm(self.max_norm),
+                           optax.adamw(self.schedule(), self.b1, self.b2, self.eps, weight_decay=self.weight_decay))
+
+
+@dataclasses.dataclass(frozen=True)
+class StepConfig:
+    """The train step's model and conditioning settings."""
+
+    lm: LMConfig
+    t5: T5Config | None = None  # None: batches carry precomputed `text_embeddings`
+    optim: OptimConfig = OptimConfig()
+    cfg_dropout: float = 0.3
+    ema_decay: float = 0.99
+    ema_every: int = 10
+    scan_layers: bool = False
+
+    def __post_init__(self):
+        if not 0 <= self.cfg_dropout <= 1 or not 0 <= self.ema_decay < 1 or self.ema_every < 1:
+            raise ValueError(f"invalid cfg_dropout {self.cfg_dropout}, ema_decay {self.ema_decay} or "
+                             f"ema_every {self.ema_every}")
+
+
+def _boxed_state(config: StepConfig, key: jax.Array) -> dict:
+    """The initial state with the parameters (and the moments derived from them) boxed with their
+    logical axes (`nn.Partitioned`)."""
+    init_key, rng = jax.random.split(key)
+    params = init_params(config.lm, init_key, config.scan_layers)
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": config.optim.optimizer().init(params),
+            "ema": params, "ema_count": jnp.zeros((), jnp.float32), "rng": jax.random.key_data(rng)}
+
+
+def state_specs(config: StepConfig) -> Any:
+    """The logical `PartitionSpec` of every array of the state (scalars and the key: replicated)."""
+    return nn.get_partition_spec(jax.eval_shape(functools.partial(_boxed_state, config), jax.random.key(0)))
+
+
+def init_state(config: StepConfig, seed: int, mesh, params: Any = None) -> dict:
+    """A fresh state from `seed` (random parameters, or the given `params`, e.g. a converted checkpoint's,
+    to fine-tune), created directly split over `mesh`."""
+    def create(params):
+        with activation_sharding(mesh):
+            state = nn.unbox(_boxed_state(config, jax.random.key(seed)))
+            if params is not None:
+                state = {**state, "params": params, "opt_state": config.optim.optimizer().init(params), "ema": params}
+            return state
+
+    return jax.jit(create, out_shardings=shardings(state_specs(config), mesh))(params)
+
+
+def _ema(state: dict, params: Any, config: StepConfig) -> tuple[Any, jax.Array]:
+    """audiocraft's unbiased EMA (`count = count * decay + 1`, weight `1 / count`) every `ema_every` steps."""
+    update = (state["step"] + 1) % config.ema_every == 0
+    count = state["ema_count"] * config.ema_decay + 1.0
+    weight = 1.0 / count
+    ema = jax.tree.map(lambda e, p: jnp.where(update, e * (1.0 - weight) + p * weight, e), state["ema"], params)
+    return ema, jnp.where(update, count, state["ema_count"])
+
+
+def text_states(config: StepConfig, t5_params: Any, batch: dict) -> jax.Array:
+    """`[B, N, text_dim]`: the frozen T5's states of the batch's tokens, or its precomputed ones."""
+    if config.t5 is None:
+        return batch["text_embeddings"]
+    return jax.lax.stop_gradient(T5Encoder(config.t5).apply(t5_params, batch["text_ids"], batch["text_mask"]))
+
+
+def loss_fn(params: Any, config: StepConfig, batch: dict, text: jax.Array, text_mask: jax.Array):
+    """`(loss, ce [K])` of the LM on `batch` (codes / mask `[B, K, F]`) with the given text condition."""
+    inputs, targets, valid = training_sequences(batch["codes"], batch["mask"], config.lm.delays, config.lm.card)
+    logits = LMModel(config.lm, config.scan_layers).apply(params, inputs, text, text_mask)
+    return cross_entropy(logits, targets, valid)
+
+
+def train_step(state: dict, batch: dict, t5_params: Any, config: StepConfig, mesh=None) -> tuple[dict, dict]:
+    """One optimizer step; returns the new state and the step's metrics (loss, ce [K], grad_norm, lr)."""
+    with activation_sharding(mesh):
+        rng, dropout_key = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+        text = text_states(config, t5_params, batch)
+        null = jax.random.bernoulli(dropout_key, config.cfg_dropout)
+        text_mask = jnp.where(null, 0, batch["text_mask"])
+        (loss, ce), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], config, batch, text,
+                                                                        text_mask)
+        updates, opt_state = config.optim.optimizer().update(grads, state["opt_state"], state["params"])
+        params = optax.apply_updates(state["params"], updates)
+        ema, ema_count = _ema(state, params, config)
+    metrics = {"loss": loss, "ce": ce, "grad_norm": optax.global_norm(grads),
+               "lr": config.optim.schedule()(state["step"]), "null_text": null}
+    new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "ema": ema,
+                 "ema_count": ema_count, "rng": jax.random.key_data(rng)}
+    return new_state, metrics
+
+
+def batch_sharding(mesh) -> NamedSharding:
+    """Batch arrays: the leading axis split over data x fsdp."""
+    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+
+
+def compile_step(config: StepConfig, mesh):
+    """`step(state, batch, t5_params) -> (state, metrics)`, jitted with the state's shardings in and out,
+    the batch split over data x fsdp, T5 and the metrics replicated, and the state donated."""
+    state_sharding = shardings(state_specs(config), mesh)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(functools.partial(train_step, config=config, mesh=mesh),
+                   in_shardings=(state_sharding, batch_sharding(mesh), replicated),
+                   out_shardings=(state_sharding, replicated), donate_argnums=0)
+
+
+def global_batch(local: dict, mesh) -> dict:
+    """This process's part of the batch (numpy, `[B / processes, ...]`) -> global arrays split over the mesh."""
+    sharding = batch_sharding(mesh)
+    return {name: jax.make_array_from_process_local_data(sharding, value) for name, value in local.items()}
