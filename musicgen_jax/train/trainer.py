@@ -92,6 +92,11 @@ def state_specs(config: StepConfig) -> Any:
     return nn.get_partition_spec(jax.eval_shape(functools.partial(_boxed_state, config), jax.random.key(0)))
 
 
+def state_shapes(config: StepConfig) -> Any:
+    """The state's `ShapeDtypeStruct`s (what a checkpoint restores into), computed without allocating."""
+    return jax.eval_shape(lambda: nn.unbox(_boxed_state(config, jax.random.key(0))))
+
+
 def init_state(config: StepConfig, seed: int, mesh, params: Any = None) -> dict:
     """A fresh state from `seed` (random parameters, or the given `params`, e.g. a converted checkpoint's,
     to fine-tune), created directly split over `mesh`."""

@@ -44,7 +44,7 @@ def write_dataset(directory, lengths, text_dim=None):
         shards.write_shard(shards.shard_path(directory, "valid", i, 3), K, [], text_dim)
     shards.write_tfds_metadata(directory, K, {"train": [len(g) for g in groups], "valid": [0, 0, 0]},
                                {"train": 0, "valid": 0}, "test", text_dim)
-    save_json(directory / shards.INFO_FILE, {"num_codebooks": K, "splits": {
+    save_json(directory / shards.INFO_FILE, {"num_codebooks": K, "card": 2048, "splits": {
         "train": {"examples": len(examples)}, "valid": {"examples": 0}}})
     return examples
 

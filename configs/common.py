@@ -1,0 +1,28 @@
+"""What every config has (the keys scripts rely on), with audiocraft's MusicGen recipe (SPEC 7) as defaults."""
+
+import ml_collections
+
+
+def base_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.data_dir = ""  # a dataset of `python -m musicgen_jax.data.prepare` (required)
+    config.text_encoder = "t5-base"  # T5 checkpoint (hub id or path; a MusicGen checkpoint works too)
+    config.text_embeddings = False  # use the T5 states stored by `prepare --text-encoder` instead of running T5
+    config.total_steps = 1_000_000
+    config.batch_size = 192  # global, over all processes
+    config.frames = 1500  # 30 s crops at 50 Hz
+    config.seed = 0
+    config.log_every = 100
+    config.checkpoint_every = 1000
+    config.eval_every = 0  # 0: no evaluation
+    config.keep_checkpoints = 3
+    config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})  # -1: the remaining devices
+    config.compute_dtype = "float32"
+    config.scan_layers = False
+    config.model = ml_collections.ConfigDict({"dim": 1024, "num_heads": 16, "num_layers": 24, "ffn_dim": 4096})
+    config.optim = ml_collections.ConfigDict({"lr": 1e-4, "b1": 0.9, "b2": 0.95, "eps": 1e-8, "weight_decay": 0.1,
+                                              "warmup_steps": 4000, "max_norm": 1.0})
+    config.cfg_dropout = 0.3  # classifier-free guidance dropout: the whole batch gets the null text
+    config.text = ml_collections.ConfigDict({"merge_text_p": 0.25, "drop_desc_p": 0.5, "drop_other_p": 0.5})
+    config.ema = ml_collections.ConfigDict({"decay": 0.99, "every": 10})
+    return config

@@ -1,0 +1,226 @@
+"""The training run: data, mesh, state, the step loop, metrics and Orbax checkpoints (`train.py`'s body).
+
+`WORKDIR/checkpoints/STEP/` (Orbax `CheckpointManager`, asynchronous, the last `keep_checkpoints`)
+holds `state` (parameters, AdamW state, EMA, PRNG key, step) and `meta` (the resolved config, the data
+pipeline's position). Started again with the same command, a run resumes from its latest checkpoint;
+one made with other binding settings (`_BINDING_EXCLUDED` may change) or unreadable is an error,
+never a fresh start. `WORKDIR/metrics.jsonl` gets one JSON object per logged step; on resume the lines
+after the checkpoint's step (written by the interrupted run) are dropped, so the file reads as one run.
+SIGTERM (a TPU preemption) saves the current step and returns; a run killed at any moment resumes from
+its latest checkpoint and repeats exactly (bitwise on the same machine) what followed it.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import jax
+import ml_collections
+
+from musicgen_jax.config import LMConfig
+from musicgen_jax.data import shards
+from musicgen_jax.data.metadata import TextAugmentation
+from musicgen_jax.data.pipeline import PipelineConfig, TrainBatches, load_host_examples
+from musicgen_jax.fileio import atomic_file
+from musicgen_jax.sharding import make_mesh, shardings
+from musicgen_jax.train.trainer import (OptimConfig, StepConfig, compile_step, global_batch, init_state, state_shapes,
+                                        state_specs)
+
+CHECKPOINTS = "checkpoints"
+METRICS = "metrics.jsonl"
+_BINDING_EXCLUDED = ("log_every", "checkpoint_every", "eval_every", "keep_checkpoints", "total_steps")
+
+
+class TrainingError(ValueError):
+    """A run that cannot start or continue: bad config, mismatched or unreadable checkpoint."""
+
+
+def lm_config(config: ml_collections.ConfigDict, info: dict, text_dim: int) -> LMConfig:
+    """The LM of the run: sizes from the config, codebooks / cardinality from the dataset's codec."""
+    k, stereo = info["num_codebooks"], info.get("codec", {}).get("stereo", False)
+    delays = tuple(d for d in range(k // 2) for _ in range(2)) if stereo else tuple(range(k))
+    return LMConfig(dim=config.model.dim, num_heads=config.model.num_heads, num_layers=config.model.num_layers,
+                    ffn_dim=config.model.ffn_dim, card=info["card"], delays=delays, text_dim=text_dim)
+
+
+def _check(config: ml_collections.ConfigDict) -> None:
+    for key in ("total_steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "frames"):
+        value = config[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise TrainingError(f"config.{key} must be a positive integer, got {value!r}")
+    if not config.data_dir:
+        raise TrainingError("config.data_dir is not set: --config.data_dir=DIR (a dataset made by "
+                            "`python -m musicgen_jax.data.prepare`)")
+    if config.compute_dtype != "float32":
+        raise TrainingError(f"config.compute_dtype {config.compute_dtype!r}: only float32 is implemented so far")
+    if config.batch_size % jax.process_count():
+        raise TrainingError(f"config.batch_size {config.batch_size} does not divide over {jax.process_count()} "
+                            f"processes")
+
+
+def _binding(config: ml_collections.ConfigDict) -> dict:
+    return {k: v for k, v in json.loads(config.to_json()).items() if k not in _BINDING_EXCLUDED}
+
+
+class _Metrics:
+    """`metrics.jsonl`, written by process 0: truncated to `start` on resume, then appended per line."""
+
+    def __init__(self, path: Path, start: int):
+        self.path = path
+        self.enabled = jax.process_index() == 0
+        if self.enabled and path.exists():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
+            with atomic_file(path) as tmp:
+                tmp.write_text("".join(line + "\n" for line in kept))
+
+    def write(self, record: dict) -> None:
+        if self.enabled:
+            with open(self.path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+
+
+class _Stop:
+    """SIGTERM sets a flag that the loop checks after each step."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum, frame):
+        self.requested = True
+
+    def restore(self) -> None:
+        signal.signal(signal.SIGTERM, self._previous)
+
+
+def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
+    """Run (or resume) the training of `config` in `workdir`; returns the last logged metrics."""
+    import orbax.checkpoint as ocp
+    from tqdm.auto import tqdm
+
+    from musicgen_jax.text.encoder import T5TextEncoder
+
+    _check(config)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    info = shards.dataset_info(config.data_dir)
+    text_encoder = T5TextEncoder.from_pretrained(config.text_encoder)
+    step_config = StepConfig(
+        lm_config(config, info, text_encoder.config.d_model),
+        None if config.text_embeddings else text_encoder.config,
+        OptimConfig(**config.optim, total_steps=config.total_steps), cfg_dropout=config.cfg_dropout,
+        ema_decay=config.ema.decay, ema_every=config.ema.every, scan_layers=config.scan_layers)
+    mesh = make_mesh(**config.mesh)
+    manager = ocp.CheckpointManager(
+        (workdir / CHECKPOINTS).absolute(),
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
+    state_sharding = shardings(state_specs(step_config), mesh)
+    latest = manager.latest_step()
+    if latest is None:
+        state = init_state(step_config, config.seed, mesh)
+    else:
+        state = _restore(manager, latest, config, step_config, state_sharding)
+    start = int(jax.device_get(state["step"]))
+    pipeline = PipelineConfig(config.batch_size // jax.process_count(), config.frames, config.seed,
+                              TextAugmentation(**config.text), text_embeddings=config.text_embeddings)
+    examples = load_host_examples(config.data_dir, "train")
+    batches = TrainBatches(examples, pipeline, text_encoder.tokenizer,
+                           state={**TrainBatches(examples, pipeline, text_encoder.tokenizer).state(), "step": start})
+    step_fn = compile_step(step_config, mesh)
+    t5_params = {} if config.text_embeddings else text_encoder.params
+    metrics_file = _Metrics(workdir / METRICS, start)
+    stop = _Stop()
+    bar = tqdm(total=config.total_steps, initial=start, unit="step", desc="training",
+               disable=not progress or jax.process_index() != 0)
+    last = {}
+    tick, tokens = time.perf_counter(), 0
+    try:
+        for step in range(start, config.total_steps):
+            local = next(batches)
+            tokens += int(local["mask"][:, 0].sum()) * jax.process_count()
+            state, metrics = step_fn(state, global_batch(local, mesh), t5_params)
+            done = step + 1
+            if done % config.log_every == 0 or done == config.total_steps:
+                values = jax.device_get(metrics)
+                now = time.perf_counter()
+                last = {"step": done, "loss": float(values["loss"]),
+                        **{f"ce_{k}": float(v) for k, v in enumerate(values["ce"])},
+                        "lr": float(values["lr"]), "grad_norm": float(values["grad_norm"]),
+                        "tokens_per_s": tokens / (now - tick)}
+                tick, tokens = now, 0
+                metrics_file.write(last)
+                bar.set_postfix(loss=f"{last['loss']:.4f}")
+            bar.update()
+            if done % config.checkpoint_every == 0 or done == config.total_steps or stop.requested:
+                _save(manager, done, state, config, batches)
+            if stop.requested:
+                break
+        manager.wait_until_finished()
+    finally:
+        stop.restore()
+        bar.close()
+        manager.close()
+    return last
+
+
+def _meta(config: ml_collections.ConfigDict, batches: TrainBatches) -> dict:
+    return {"config": json.loads(config.to_json()), "data": batches.state()}
+
+
+def _save(manager, step: int, state: dict, config, batches: TrainBatches) -> None:
+    import orbax.checkpoint as ocp
+
+    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
+                                               meta=ocp.args.JsonSave(_meta(config, batches))), force=True)
+
+
+def _restore(manager, step: int, config, step_config: StepConfig, state_sharding) -> dict:
+    import orbax.checkpoint as ocp
+
+    directory = manager.directory / str(step)
+    try:
+        meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is one clear error
+        raise TrainingError(f"checkpoint {directory} is unreadable ({type(e).__name__}: {e}); remove it to "
+                            f"resume from an earlier one") from e
+    saved = {k: v for k, v in meta["config"].items() if k not in _BINDING_EXCLUDED}
+    current = _binding(config)
+    changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
+    if changed:
+        raise TrainingError(f"{manager.directory} holds a run with other settings ({', '.join(changed)}); use "
+                            f"the same config, or another --workdir")
+    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
+                            state_shapes(step_config), state_sharding)
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    except Exception as e:  # noqa: BLE001
+        raise TrainingError(f"checkpoint {directory} is unreadable ({type(e).__name__}: {e}); remove it to "
+                            f"resume from an earlier one") from e
+    state = restored["state"]
+    if int(jax.device_get(state["step"])) != step:
+        raise TrainingError(f"checkpoint {directory} holds step {int(jax.device_get(state['step']))}, not {step}")
+    return state
+
+
+def maybe_initialize_distributed() -> None:
+    """`jax.distributed.initialize()` when launched as several processes: explicitly through
+    JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or as detected by JAX on TPU pod workers
+    (TPU_WORKER_HOSTNAMES with several hosts) and SLURM jobs of several tasks."""
+    import os
+
+    if os.environ.get("JAX_COORDINATOR_ADDRESS"):
+        jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+                                   num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+                                   process_id=int(os.environ["JAX_PROCESS_ID"]))
+    elif "," in os.environ.get("TPU_WORKER_HOSTNAMES", "") or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
+        jax.distributed.initialize()
+
+
+def metrics_lines(workdir: str | Path) -> list[dict]:
+    """The records of `WORKDIR/metrics.jsonl`."""
+    path = Path(workdir) / METRICS
+    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+
