@@ -65,6 +65,14 @@ def _binding(config: ml_collections.ConfigDict) -> dict:
     return {k: v for k, v in json.loads(config.to_json()).items() if k not in _BINDING_EXCLUDED}
 
 
+def _record(line: str) -> dict | None:
+    """A metrics line, or None for the torn last line of a killed run."""
+    try:
+        return json.loads(line)
+    except json.JSONDecodeError:
+        return None
+
+
 class _Metrics:
     """`metrics.jsonl`, written by process 0: truncated to `start` on resume, then appended per line."""
 
@@ -72,7 +80,7 @@ class _Metrics:
         self.path = path
         self.enabled = jax.process_index() == 0
         if self.enabled and path.exists():
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= start]
+            kept = [line for line in path.read_text().splitlines() if (_record(line) or {}).get("step", 1 << 62) <= start]
             with atomic_file(path) as tmp:
                 tmp.write_text("".join(line + "\n" for line in kept))
 
