@@ -1,4 +1,4 @@
-"""musicgen-large (3.3B): audiocraft's large grid (clipping 3.0, guidance dropout 0.2), FSDP."""
+"""musicgen-large (3.3B): audiocraft's large grid (clipping 3.0, guidance and word dropout 0.2), FSDP."""
 
 from configs import common
 
@@ -8,6 +8,7 @@ def get_config():
     config.model.update(dim=2048, num_heads=32, num_layers=48, ffn_dim=8192)
     config.optim.max_norm = 3.0
     config.cfg_dropout = 0.2
+    config.word_dropout = 0.2
     config.mesh.update(data=1, fsdp=-1)
     config.scan_layers = True
     return config

@@ -6,7 +6,8 @@ of 4-codebook tokens at 50 Hz is 1.4 MB), and holding them makes every batch a p
 `(seed, host, step)`. The host's item stream runs over epochs, each a permutation of its examples
 drawn from `(seed, host, epoch)`; item `g` of the stream takes a random crop of `frames` frames (start
 drawn from `(seed, host, g)`; a shorter example is padded and masked) and builds its text from the
-example's metadata as audiocraft's `MusicDataset` does (`metadata.describe`, same draw). So the
+example's metadata as audiocraft's `MusicDataset` does (`metadata.describe`, same draw), then drops each
+word with probability `word_dropout` (audiocraft's `T5Conditioner` word dropout). So the
 pipeline's position is one integer, the step: `TrainBatches.state()` goes into the trainer's checkpoint
 and `TrainBatches(..., state=...)` continues with exactly the batch an uninterrupted run would have
 seen, at a cost that does not depend on the step. tf.data runs the batch assembly on background
@@ -50,6 +51,7 @@ class PipelineConfig:
     prefetch: int = 2  # batches prepared ahead
     threads: int = 2  # batches assembled in parallel
     text_embeddings: bool = False  # T5 hidden states stored by `prepare --text-encoder` instead of tokens
+    word_dropout: float = 0.0  # each word of a training text dropped with this probability
 
     def __post_init__(self):
         for name in ("batch_size", "frames", "prefetch", "threads"):
@@ -65,9 +67,13 @@ class PipelineConfig:
                              f"integers)")
         if not isinstance(self.text, TextAugmentation):
             raise ValueError(f"PipelineConfig.text must be a TextAugmentation, got {type(self.text).__name__}")
-        if self.text_embeddings and self.text.merge_text_p:
-            raise ValueError("precomputed text embeddings fix each example's text to its description: "
-                             "set text.merge_text_p = 0, or text_embeddings = False to build texts from metadata")
+        if isinstance(self.word_dropout, bool) or not isinstance(self.word_dropout, (int, float)) \
+                or not 0 <= self.word_dropout <= 1:
+            raise ValueError(f"invalid PipelineConfig.word_dropout: {self.word_dropout!r} (a probability)")
+        if self.text_embeddings and (self.text.merge_text_p or self.word_dropout):
+            raise ValueError("precomputed text embeddings fix each example's text to its description: set "
+                             "text.merge_text_p = 0 and word_dropout = 0, or text_embeddings = False to build texts "
+                             "from metadata")
         object.__setattr__(self, "text_lengths", lengths)
 
 
@@ -109,6 +115,13 @@ def load_host_examples(data_dir, split: str = "train", process_index: int | None
     embeddings = [ex["text_embedding"] for ex in examples] if "text_embedding" in examples[0] else None
     return HostExamples([ex["codes"] for ex in examples], [ex["metadata"] for ex in examples],
                         shards.part_bounds(total, part)[0], info["num_codebooks"], part, embeddings)
+
+
+def drop_words(text: str | None, p: float, rng: random.Random) -> str | None:
+    """audiocraft's T5 word dropout: each space-separated word kept when a draw is >= p ("" when none is)."""
+    if not p or text is None:
+        return text
+    return " ".join(word for word in text.split(" ") if rng.random() >= p)
 
 
 def _fields(config: PipelineConfig, evaluation: bool) -> tuple[str, ...]:
@@ -190,7 +203,9 @@ class _Assembler:
             rng = self._rng(_ITEM, g)
             spare = self.examples.codes[index].shape[-1] - f
             start = int(rng.integers(0, spare + 1)) if spare > 0 else 0
-            text = self.config.text.describe(self.examples.metadata[index], random.Random(int(rng.integers(2**63))))
+            text_rng = random.Random(int(rng.integers(2**63)))
+            text = drop_words(self.config.text.describe(self.examples.metadata[index], text_rng),
+                              self.config.word_dropout, text_rng)
             items.append((index, start, text))
         return self._assemble(items)
 

@@ -133,7 +133,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
         state = _restore(manager, latest, config, step_config, state_sharding)
     start = int(jax.device_get(state["step"]))
     pipeline = PipelineConfig(config.batch_size // jax.process_count(), config.frames, config.seed,
-                              TextAugmentation(**config.text), text_embeddings=config.text_embeddings)
+                              TextAugmentation(**config.text), text_embeddings=config.text_embeddings,
+                              word_dropout=config.word_dropout)
     examples = load_host_examples(config.data_dir, "train")
     batches = TrainBatches(examples, pipeline, text_encoder.tokenizer,
                            state={**TrainBatches(examples, pipeline, text_encoder.tokenizer).state(), "step": start})

@@ -254,3 +254,29 @@ def test_a_host_without_examples_and_an_unprepared_folder(dataset, tmp_path):
         load_host_examples(directory, "valid", 0, 1)
     with pytest.raises(ValueError, match="not a prepared dataset"):
         load_host_examples(tmp_path, "train", 0, 1)
+
+
+def test_word_dropout_drops_each_word_with_its_probability(dataset, tokenizer):
+    """word_dropout 0.3: each word of "calm piano melody" survives with probability 0.7 (4 s.e.), the texts
+    keep the words' order, and a text that loses every word is the null text (all-zero mask row)."""
+    directory, _ = dataset
+    config = PipelineConfig(batch_size=64, frames=FRAMES, seed=2, word_dropout=0.3)
+    batches = TrainBatches(load_host_examples(directory, "train", 0, 1), config, tokenizer)
+    words = DESCRIPTION.split(" ")
+    variants = {tuple(tokenizer.encode(" ".join(w for w, keep in zip(words, mask) if keep))): mask
+                for mask in np.ndindex(2, 2, 2) if any(mask)}
+    kept, total, null = np.zeros(3), 0, 0
+    for step in range(30):
+        batch = batches.batch(step)
+        for row in np.flatnonzero(batch["example"] % 3 == 0):
+            ids = tuple(batch["text_ids"][row][batch["text_mask"][row] == 1])
+            total += 1
+            if not ids:
+                null += 1
+                continue
+            kept += np.array(variants[ids])
+    assert abs(null / total - 0.3**3) < 4 * np.sqrt(0.027 * 0.973 / total)
+    for fraction in kept / total:
+        assert abs(fraction - 0.7) < 4 * np.sqrt(0.21 / total)
+    with pytest.raises(ValueError, match="word_dropout = 0"):
+        PipelineConfig(batch_size=2, text_embeddings=True, word_dropout=0.3)
