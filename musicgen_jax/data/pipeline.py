@@ -281,11 +281,15 @@ class TrainBatches:
         return batch
 
 
-def eval_batches(examples: HostExamples, config: PipelineConfig, tokenizer):
+def eval_batches(examples: HostExamples, config: PipelineConfig, tokenizer, num_batches: int | None = None):
     """One ordered pass over the host's examples (first `config.frames` frames, the description as the
-    text), the last batch padded with rows whose `valid` is False."""
+    text), the last batch padded with rows whose `valid` is False; `num_batches` (>= what the examples
+    need) pads the pass with such batches, so that every host runs as many steps."""
     assembler = _Assembler(examples, config, tokenizer)
-    return _tf_batches(assembler.eval_batch, _fields(config, True), 0, -(-len(examples) // config.batch_size), config)
+    needed = -(-len(examples) // config.batch_size)
+    if num_batches is not None and num_batches < needed:
+        raise ValueError(f"num_batches {num_batches} is fewer than the {needed} this host's examples need")
+    return _tf_batches(assembler.eval_batch, _fields(config, True), 0, num_batches or needed, config)
 
 
 def train_batches(data_dir, config: PipelineConfig, tokenizer, state: dict | None = None, split: str = "train",

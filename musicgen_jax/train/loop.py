@@ -19,15 +19,16 @@ from pathlib import Path
 
 import jax
 import ml_collections
+import numpy as np
 
 from musicgen_jax.config import LMConfig
 from musicgen_jax.data import shards
 from musicgen_jax.data.metadata import TextAugmentation
-from musicgen_jax.data.pipeline import PipelineConfig, TrainBatches, load_host_examples
+from musicgen_jax.data.pipeline import PipelineConfig, TrainBatches, eval_batches, load_host_examples
 from musicgen_jax.fileio import atomic_file
 from musicgen_jax.sharding import make_mesh, shardings
-from musicgen_jax.train.trainer import (OptimConfig, StepConfig, compile_step, global_batch, init_state, state_shapes,
-                                        state_specs)
+from musicgen_jax.train.trainer import (OptimConfig, StepConfig, compile_eval, compile_step, global_batch, init_state,
+                                        state_shapes, state_specs)
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
@@ -46,7 +47,35 @@ def lm_config(config: ml_collections.ConfigDict, info: dict, text_dim: int) -> L
                     ffn_dim=config.model.ffn_dim, card=info["card"], delays=delays, text_dim=text_dim)
 
 
+class _Evaluation:
+    """The valid split, this host's part, in as many batches on every host; `__call__(params)` -> the
+    metrics of `params` (the EMA weights): `eval_loss` and per-codebook `eval_ppl_k`."""
+
+    def __init__(self, config, info: dict, step_config: StepConfig, mesh, tokenizer, t5_params):
+        total = info["splits"].get("valid", {}).get("examples", 0)
+        if total < jax.process_count():
+            raise TrainingError(f"config.eval_every is set but the dataset's valid split has {total} examples, "
+                                f"fewer than the {jax.process_count()} processes (prepare with --valid-fraction)")
+        local = config.batch_size // jax.process_count()
+        self.pipeline = PipelineConfig(local, config.frames, config.seed, text_embeddings=config.text_embeddings)
+        self.examples = load_host_examples(config.data_dir, "valid")
+        self.num_batches = -(-(-(-total // jax.process_count())) // local)
+        self.evaluate = compile_eval(step_config, mesh)
+        self.mesh, self.tokenizer, self.t5_params = mesh, tokenizer, t5_params
+
+    def __call__(self, params) -> dict:
+        total = count = 0.0
+        for local in eval_batches(self.examples, self.pipeline, self.tokenizer, self.num_batches):
+            local.pop("valid")
+            sums, counts = jax.device_get(self.evaluate(params, global_batch(local, self.mesh), self.t5_params))
+            total, count = total + sums, count + counts
+        ce = total / np.maximum(count, 1.0)
+        return {"eval_loss": float(ce.mean()), **{f"eval_ppl_{k}": float(np.exp(v)) for k, v in enumerate(ce)}}
+
+
 def _check(config: ml_collections.ConfigDict) -> None:
+    if isinstance(config.eval_every, bool) or not isinstance(config.eval_every, int) or config.eval_every < 0:
+        raise TrainingError(f"config.eval_every must be a non-negative integer (0: never), got {config.eval_every!r}")
     for key in ("total_steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "frames"):
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -140,6 +169,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
                            state={**TrainBatches(examples, pipeline, text_encoder.tokenizer).state(), "step": start})
     step_fn = compile_step(step_config, mesh)
     t5_params = {} if config.text_embeddings else text_encoder.params
+    evaluation = config.eval_every and _Evaluation(config, info, step_config, mesh, text_encoder.tokenizer,
+                                                   t5_params)
     metrics_file = _Metrics(workdir / METRICS, start)
     stop = _Stop()
     bar = tqdm(total=config.total_steps, initial=start, unit="step", desc="training",
@@ -152,7 +183,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
             tokens += int(local["mask"][:, 0].sum()) * jax.process_count()
             state, metrics = step_fn(state, global_batch(local, mesh), t5_params)
             done = step + 1
-            if done % config.log_every == 0 or done == config.total_steps:
+            evaluate = evaluation and done % config.eval_every == 0
+            if evaluate or done % config.log_every == 0 or done == config.total_steps:
                 values = jax.device_get(metrics)
                 now = time.perf_counter()
                 last = {"step": done, "loss": float(values["loss"]),
@@ -160,6 +192,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
                         "lr": float(values["lr"]), "grad_norm": float(values["grad_norm"]),
                         "tokens_per_s": tokens / (now - tick)}
                 tick, tokens = now, 0
+                if evaluate:
+                    last.update(evaluation(state["ema"]))
                 metrics_file.write(last)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
             bar.update()

@@ -29,11 +29,18 @@ def training_sequences(codes: jax.Array, mask: jax.Array, delays: Sequence[int],
     return sequence[..., :-1], sequence[..., 1:], valid[..., 1:]
 
 
-def cross_entropy(logits: jax.Array, targets: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
-    """`logits [B, K, L, card]`, `targets, valid [B, K, L]` -> `(loss [], ce [K])` float32: ce_k the mean
-    negative log-likelihood over codebook k's valid targets (0 when it has none), the loss their mean."""
+def nll_sums(logits: jax.Array, targets: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`logits [B, K, L, card]`, `targets, valid [B, K, L]` -> `(sum [K], count [K])` float32: per codebook,
+    the summed negative log-likelihood of the valid targets and their number."""
     safe = jnp.where(valid, targets, 0)
     nll = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), safe)
     weight = valid.astype(jnp.float32)
-    ce = jnp.sum(nll * weight, axis=(0, 2)) / jnp.maximum(jnp.sum(weight, axis=(0, 2)), 1.0)
+    return jnp.sum(nll * weight, axis=(0, 2)), jnp.sum(weight, axis=(0, 2))
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`(loss [], ce [K])` float32: ce_k the mean negative log-likelihood over codebook k's valid targets
+    (0 when it has none), the loss their mean."""
+    total, count = nll_sums(logits, targets, valid)
+    ce = total / jnp.maximum(count, 1.0)
     return jnp.mean(ce), ce

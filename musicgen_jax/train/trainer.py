@@ -25,7 +25,7 @@ from musicgen_jax.config import LMConfig, T5Config
 from musicgen_jax.lm.model import LMModel, init_params
 from musicgen_jax.sharding import activation_sharding, shardings
 from musicgen_jax.text.t5 import T5Encoder
-from musicgen_jax.train.loss import cross_entropy, training_sequences
+from musicgen_jax.train.loss import cross_entropy, nll_sums, training_sequences
 
 BATCH_AXES = ("data", "fsdp")  # mesh axes the batch is split over (the rules' "batch")
 
@@ -165,6 +165,23 @@ def compile_step(config: StepConfig, mesh):
     return jax.jit(functools.partial(train_step, config=config, mesh=mesh),
                    in_shardings=(state_sharding, batch_sharding(mesh), replicated),
                    out_shardings=(state_sharding, replicated), donate_argnums=0)
+
+
+def eval_step(params: Any, batch: dict, t5_params: Any, config: StepConfig, mesh=None) -> tuple[jax.Array, jax.Array]:
+    """`(nll sum [K], count [K])` of `params` (the EMA weights) on a batch, with its real text."""
+    with activation_sharding(mesh):
+        text = text_states(config, t5_params, batch)
+        inputs, targets, valid = training_sequences(batch["codes"], batch["mask"], config.lm.delays, config.lm.card)
+        logits = LMModel(config.lm, config.scan_layers).apply(params, inputs, text, batch["text_mask"])
+        return nll_sums(logits, targets, valid)
+
+
+def compile_eval(config: StepConfig, mesh):
+    """`evaluate(params, batch, t5_params) -> (nll sum [K], count [K])`, jitted like `compile_step`."""
+    param_sharding = shardings(state_specs(config)["params"], mesh)
+    replicated = NamedSharding(mesh, PartitionSpec())
+    return jax.jit(functools.partial(eval_step, config=config, mesh=mesh),
+                   in_shardings=(param_sharding, batch_sharding(mesh), replicated), out_shardings=replicated)
 
 
 def global_batch(local: dict, mesh) -> dict:

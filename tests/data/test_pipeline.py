@@ -24,9 +24,10 @@ def code_value(example: int, k: int, t: np.ndarray) -> np.ndarray:
     return (example * 89 + k * 2003 + t * 7) % 2048
 
 
-def write_dataset(directory, lengths, text_dim=None):
+def write_dataset(directory, lengths, text_dim=None, valid=0):
     """A token dataset as `prepare` lays it out: 3 train shards (one empty), metadata on every third
-    (with `text_dim`, random "T5 states" of 2 + i % 7 tokens for those, none for the others)."""
+    (with `text_dim`, random "T5 states" of 2 + i % 7 tokens for those, none for the others); the last
+    `valid` examples form the valid split (one shard)."""
     examples = []
     for i, n in enumerate(lengths):
         codes = np.stack([code_value(i, k, np.arange(n)) for k in range(K)]).astype(np.int16)
@@ -38,14 +39,15 @@ def write_dataset(directory, lengths, text_dim=None):
         if text_dim:
             rows = 2 + i % 7 if meta["description"] else 0
             examples[-1]["text_embedding"] = np.random.default_rng(i).standard_normal((rows, text_dim), np.float32)
-    groups = [examples[:10], [], examples[10:]]
+    train, held_out = examples[:len(examples) - valid], examples[len(examples) - valid:]
+    groups = [train[:10], [], train[10:]]
     for i, group in enumerate(groups):
         shards.write_shard(shards.shard_path(directory, "train", i, 3), K, group, text_dim)
-        shards.write_shard(shards.shard_path(directory, "valid", i, 3), K, [], text_dim)
-    shards.write_tfds_metadata(directory, K, {"train": [len(g) for g in groups], "valid": [0, 0, 0]},
+        shards.write_shard(shards.shard_path(directory, "valid", i, 3), K, held_out if i == 0 else [], text_dim)
+    shards.write_tfds_metadata(directory, K, {"train": [len(g) for g in groups], "valid": [len(held_out), 0, 0]},
                                {"train": 0, "valid": 0}, "test", text_dim)
     save_json(directory / shards.INFO_FILE, {"num_codebooks": K, "card": 2048, "splits": {
-        "train": {"examples": len(examples)}, "valid": {"examples": 0}}})
+        "train": {"examples": len(train)}, "valid": {"examples": len(held_out)}}})
     return examples
 
 

@@ -26,7 +26,7 @@ STEPS = 24
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory, hf_tokenizer, spiece_dir):
     data = tmp_path_factory.mktemp("tokens")
-    write_dataset(data, [40, 30, 35, 50, 45, 38, 41, 33] * 2)
+    write_dataset(data, [40, 30, 35, 50, 45, 38, 41, 33] * 2 + [30, 12, 26], valid=3)
     t5 = tmp_path_factory.mktemp("t5")
     tiny_hf_t5(len(hf_tokenizer)).save_pretrained(t5)
     (t5 / "spiece.model").write_bytes((spiece_dir / "spiece.model").read_bytes())
@@ -37,7 +37,8 @@ def command(inputs, workdir, *extra):
     data, t5 = inputs
     return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/debug.py"), "--workdir",
             str(workdir), f"--config.data_dir={data}", f"--config.text_encoder={t5}", f"--config.total_steps={STEPS}",
-            "--config.frames=24", "--config.log_every=1", "--config.checkpoint_every=4", "--no_progress", *extra]
+            "--config.frames=24", "--config.log_every=1", "--config.checkpoint_every=4", f"--config.eval_every={STEPS}",
+            "--no_progress", *extra]
 
 
 def losses(workdir) -> list[tuple]:
@@ -118,3 +119,36 @@ def test_other_settings_or_a_corrupt_checkpoint_are_refused(inputs, uninterrupte
     corrupt = subprocess.run(command(inputs, workdir, "--config.total_steps=30"), capture_output=True, text=True,
                              cwd=REPO)
     assert corrupt.returncode == 2 and f"checkpoint {workdir / 'checkpoints' / str(STEPS)} is unreadable" in corrupt.stderr
+
+
+def test_evaluation_uses_the_ema_weights_on_the_valid_split(inputs, uninterrupted, hf_tokenizer):
+    """At eval_every the record has eval_loss and per-codebook perplexities: those of the EMA weights of
+    that step's checkpoint on the 3 valid examples (first 24 frames, their plain description), recomputed
+    here without the pipeline to 1e-5."""
+    from configs.debug import get_config
+    from musicgen_jax.convert.t5 import load_t5
+    from musicgen_jax.data import read_examples
+    from musicgen_jax.lm.model import LMModel
+    from musicgen_jax.text.encoder import encode_ids
+    from musicgen_jax.text.tokenizer import T5Tokenizer
+    from musicgen_jax.train.loop import lm_config
+    from musicgen_jax.train.loss import nll_sums, training_sequences
+
+    record = [json.loads(line) for line in (uninterrupted / "metrics.jsonl").read_text().splitlines()][-1]
+    assert record["step"] == STEPS
+    ce = np.log([record[f"eval_ppl_{k}"] for k in range(4)])
+    assert record["eval_loss"] == pytest.approx(ce.mean(), rel=1e-6)
+    _, state = final_state(uninterrupted)
+    config = get_config()
+    t5_config, t5_params = load_t5(inputs[1])
+    lm = lm_config(config, json.loads((inputs[0] / "dataset.json").read_text()), t5_config.d_model)
+    tokenizer = T5Tokenizer.from_pretrained(inputs[1])
+    total, count = 0.0, 0.0
+    for example in read_examples(inputs[0], "valid"):
+        codes = example["codes"][None, :, :24].astype(np.int32)
+        ids, mask = tokenizer([example["metadata"]["description"]])
+        inputs_, targets, valid = training_sequences(codes, np.ones(codes.shape, bool), lm.delays, lm.card)
+        logits = LMModel(lm).apply(state["ema"], inputs_, encode_ids(t5_config, t5_params, ids, mask), mask)
+        sums, counts = nll_sums(logits, targets, valid)
+        total, count = total + np.asarray(sums), count + np.asarray(counts)
+    np.testing.assert_allclose(np.exp(total / count), [record[f"eval_ppl_{k}"] for k in range(4)], rtol=1e-5)
