@@ -297,8 +297,9 @@ def report_prepare(res: dict, command: str) -> str:
 
 
 PIPELINE_DESCRIPTIONS = ["lofi hip hop beat with a mellow jazzy piano", "epic orchestral film score with brass",
-                         "energetic rock song with electric guitars and drums", "calm ambient pads and field recordings",
-                         "80s synthwave with arpeggiated synths", "acoustic folk ballad with a fingerpicked guitar"]
+                         "energetic rock song with electric guitars and drums",
+                         "calm ambient pads and field recordings", "80s synthwave with arpeggiated synths",
+                         "acoustic folk ballad with a fingerpicked guitar"]
 PIPELINE_FRAMES = 1500  # audiocraft's 30 s training segments at 50 Hz
 PIPELINE_BATCHES = (24, 192)  # per host: global 192 (musicgen-small's recipe) over 8 hosts, and on one host
 

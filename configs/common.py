@@ -11,7 +11,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.total_steps = 1_000_000
     config.batch_size = 192  # global, over all processes
     config.frames = 1500  # 30 s crops at 50 Hz
+    config.text_length = 128  # T5 tokens per text (every process pads to it; longer texts keep their first ones)
     config.seed = 0
+    config.data_parts = 0  # pipeline parts the global batch is drawn from (0: one per process, fixed at the start)
     config.log_every = 100
     config.checkpoint_every = 1000
     config.eval_every = 0  # 0: no evaluation

@@ -219,7 +219,8 @@ def make_plan(settings: Settings, inputs: list[AudioInput], out: Path) -> dict:
         if previous != plan:
             changed = [k for k in plan["settings"] if plan["settings"][k] != previous.get("settings", {}).get(k)]
             what = f"different settings ({', '.join(changed)})" if changed else "a different set of audio files"
-            raise ValueError(f"{out} was prepared with {what}: repeat the first command's arguments, or use a new --out")
+            raise ValueError(f"{out} was prepared with {what}: repeat the first command's arguments, "
+                             f"or use a new --out")
     else:
         save_json(path, plan)
     return plan

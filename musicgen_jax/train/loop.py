@@ -47,6 +47,34 @@ def lm_config(config: ml_collections.ConfigDict, info: dict, text_dim: int) -> L
                     ffn_dim=config.model.ffn_dim, card=info["card"], delays=delays, text_dim=text_dim)
 
 
+class _TrainData:
+    """This process's share of the train split: of `parts` pipeline parts (fixed for the run, stored in its
+    checkpoints) process i of P holds parts [i * parts / P, (i + 1) * parts / P), each a `TrainBatches` of
+    `batch_size / parts` rows, concatenated in order. The global batch of a step is therefore the same for
+    any number of processes dividing `parts`: a run resumes on another number of hosts unchanged."""
+
+    def __init__(self, config, parts: int, start: int, tokenizer):
+        count, index = jax.process_count(), jax.process_index()
+        if parts < 1 or parts % count or config.batch_size % parts:
+            raise TrainingError(f"{parts} data parts must be a multiple of the {count} processes and divide "
+                                f"config.batch_size {config.batch_size}")
+        pipeline = PipelineConfig(config.batch_size // parts, config.frames, config.seed,
+                                  TextAugmentation(**config.text), text_lengths=(config.text_length,),
+                                  text_embeddings=config.text_embeddings, word_dropout=config.word_dropout)
+        self.parts, self.streams = parts, []
+        for part in range(index * parts // count, (index + 1) * parts // count):
+            examples = load_host_examples(config.data_dir, "train", part, parts)
+            position = {**TrainBatches(examples, pipeline, tokenizer).state(), "step": start}
+            self.streams.append(TrainBatches(examples, pipeline, tokenizer, state=position))
+
+    def __next__(self) -> dict:
+        batches = [next(stream) for stream in self.streams]
+        return {name: np.concatenate([b[name] for b in batches]) for name in batches[0]}
+
+    def state(self) -> dict:
+        return {"parts": self.parts, "step": self.streams[0].step}
+
+
 class _Evaluation:
     """The valid split, this host's part, in as many batches on every host; `__call__(params)` -> the
     metrics of `params` (the EMA weights): `eval_loss` and per-codebook `eval_ppl_k`."""
@@ -57,7 +85,8 @@ class _Evaluation:
             raise TrainingError(f"config.eval_every is set but the dataset's valid split has {total} examples, "
                                 f"fewer than the {jax.process_count()} processes (prepare with --valid-fraction)")
         local = config.batch_size // jax.process_count()
-        self.pipeline = PipelineConfig(local, config.frames, config.seed, text_embeddings=config.text_embeddings)
+        self.pipeline = PipelineConfig(local, config.frames, config.seed, text_lengths=(config.text_length,),
+                                       text_embeddings=config.text_embeddings)
         self.examples = load_host_examples(config.data_dir, "valid")
         self.num_batches = -(-(-(-total // jax.process_count())) // local)
         self.evaluate = compile_eval(step_config, mesh)
@@ -76,7 +105,8 @@ class _Evaluation:
 def _check(config: ml_collections.ConfigDict) -> None:
     if isinstance(config.eval_every, bool) or not isinstance(config.eval_every, int) or config.eval_every < 0:
         raise TrainingError(f"config.eval_every must be a non-negative integer (0: never), got {config.eval_every!r}")
-    for key in ("total_steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "frames"):
+    for key in ("total_steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "frames",
+                "text_length"):
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise TrainingError(f"config.{key} must be a positive integer, got {value!r}")
@@ -109,7 +139,8 @@ class _Metrics:
         self.path = path
         self.enabled = jax.process_index() == 0
         if self.enabled and path.exists():
-            kept = [line for line in path.read_text().splitlines() if (_record(line) or {}).get("step", 1 << 62) <= start]
+            records = [(line, _record(line)) for line in path.read_text().splitlines()]
+            kept = [line for line, record in records if record is not None and record["step"] <= start]
             with atomic_file(path) as tmp:
                 tmp.write_text("".join(line + "\n" for line in kept))
 
@@ -145,28 +176,27 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
     workdir.mkdir(parents=True, exist_ok=True)
     info = shards.dataset_info(config.data_dir)
     text_encoder = T5TextEncoder.from_pretrained(config.text_encoder)
-    step_config = StepConfig(
-        lm_config(config, info, text_encoder.config.d_model),
-        None if config.text_embeddings else text_encoder.config,
-        OptimConfig(**config.optim, total_steps=config.total_steps), cfg_dropout=config.cfg_dropout,
-        ema_decay=config.ema.decay, ema_every=config.ema.every, scan_layers=config.scan_layers)
-    mesh = make_mesh(**config.mesh)
+    try:
+        step_config = StepConfig(
+            lm_config(config, info, text_encoder.config.d_model),
+            None if config.text_embeddings else text_encoder.config,
+            OptimConfig(**config.optim, total_steps=config.total_steps), cfg_dropout=config.cfg_dropout,
+            ema_decay=config.ema.decay, ema_every=config.ema.every, scan_layers=config.scan_layers)
+        mesh = make_mesh(**config.mesh)
+    except (ValueError, TypeError) as e:
+        raise TrainingError(f"bad config: {e}") from e
     manager = ocp.CheckpointManager(
         (workdir / CHECKPOINTS).absolute(),
         options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
     state_sharding = shardings(state_specs(step_config), mesh)
     latest = manager.latest_step()
     if latest is None:
-        state = init_state(step_config, config.seed, mesh)
+        state, parts = init_state(step_config, config.seed, mesh), config.data_parts or jax.process_count()
     else:
-        state = _restore(manager, latest, config, step_config, state_sharding)
+        state, meta = _restore(manager, latest, config, step_config, state_sharding)
+        parts = meta["data"]["parts"]
     start = int(jax.device_get(state["step"]))
-    pipeline = PipelineConfig(config.batch_size // jax.process_count(), config.frames, config.seed,
-                              TextAugmentation(**config.text), text_embeddings=config.text_embeddings,
-                              word_dropout=config.word_dropout)
-    examples = load_host_examples(config.data_dir, "train")
-    batches = TrainBatches(examples, pipeline, text_encoder.tokenizer,
-                           state={**TrainBatches(examples, pipeline, text_encoder.tokenizer).state(), "step": start})
+    batches = _TrainData(config, parts, start, text_encoder.tokenizer)
     step_fn = compile_step(step_config, mesh)
     t5_params = {} if config.text_embeddings else text_encoder.params
     evaluation = config.eval_every and _Evaluation(config, info, step_config, mesh, text_encoder.tokenizer,
@@ -209,18 +239,19 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
     return last
 
 
-def _meta(config: ml_collections.ConfigDict, batches: TrainBatches) -> dict:
+def _meta(config: ml_collections.ConfigDict, batches: _TrainData) -> dict:
     return {"config": json.loads(config.to_json()), "data": batches.state()}
 
 
-def _save(manager, step: int, state: dict, config, batches: TrainBatches) -> None:
+def _save(manager, step: int, state: dict, config, batches: _TrainData) -> None:
     import orbax.checkpoint as ocp
 
     manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
                                                meta=ocp.args.JsonSave(_meta(config, batches))), force=True)
 
 
-def _restore(manager, step: int, config, step_config: StepConfig, state_sharding) -> dict:
+def _restore(manager, step: int, config, step_config: StepConfig, state_sharding) -> tuple[dict, dict]:
+    """The state and the `meta` item of checkpoint `step`, after checking both belong to this run."""
     import orbax.checkpoint as ocp
 
     directory = manager.directory / str(step)
@@ -245,7 +276,7 @@ def _restore(manager, step: int, config, step_config: StepConfig, state_sharding
     state = restored["state"]
     if int(jax.device_get(state["step"])) != step:
         raise TrainingError(f"checkpoint {directory} holds step {int(jax.device_get(state['step']))}, not {step}")
-    return state
+    return state, meta
 
 
 def maybe_initialize_distributed() -> None:
@@ -254,6 +285,7 @@ def maybe_initialize_distributed() -> None:
     (TPU_WORKER_HOSTNAMES with several hosts) and SLURM jobs of several tasks."""
     import os
 
+    jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes only; GPUs / TPUs unaffected
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
                                    num_processes=int(os.environ["JAX_NUM_PROCESSES"]),

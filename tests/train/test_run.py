@@ -16,21 +16,9 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-from tests.data.test_pipeline import write_dataset
-from tests.text.conftest import tiny_hf_t5
 
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 24
-
-
-@pytest.fixture(scope="module")
-def inputs(tmp_path_factory, hf_tokenizer, spiece_dir):
-    data = tmp_path_factory.mktemp("tokens")
-    write_dataset(data, [40, 30, 35, 50, 45, 38, 41, 33] * 2 + [30, 12, 26], valid=3)
-    t5 = tmp_path_factory.mktemp("t5")
-    tiny_hf_t5(len(hf_tokenizer)).save_pretrained(t5)
-    (t5 / "spiece.model").write_bytes((spiece_dir / "spiece.model").read_bytes())
-    return data, t5
 
 
 def command(inputs, workdir, *extra):
@@ -118,7 +106,8 @@ def test_other_settings_or_a_corrupt_checkpoint_are_refused(inputs, uninterrupte
             file.write_bytes(b"garbage")
     corrupt = subprocess.run(command(inputs, workdir, "--config.total_steps=30"), capture_output=True, text=True,
                              cwd=REPO)
-    assert corrupt.returncode == 2 and f"checkpoint {workdir / 'checkpoints' / str(STEPS)} is unreadable" in corrupt.stderr
+    unreadable = f"checkpoint {workdir / 'checkpoints' / str(STEPS)} is unreadable"
+    assert corrupt.returncode == 2 and unreadable in corrupt.stderr
 
 
 def test_evaluation_uses_the_ema_weights_on_the_valid_split(inputs, uninterrupted, hf_tokenizer):

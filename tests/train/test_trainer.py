@@ -33,5 +33,6 @@ def test_one_step_on_8_devices_equals_one_device(sharded, mesh):
 def test_state_is_split_like_the_parameters(sharded):
     """fc1 kernel [mlp 256, embed 64]: FSDP splits embed 4 ways, tensor splits mlp; AdamW moments and EMA
     follow their parameter."""
-    assert sharded["fsdp"]["kernel_shard"] == sharded["fsdp"]["moment_shard"] == sharded["fsdp"]["ema_shard"] == [256, 16]
+    fsdp = sharded["fsdp"]
+    assert fsdp["kernel_shard"] == fsdp["moment_shard"] == fsdp["ema_shard"] == [256, 16]
     assert sharded["tensor"]["kernel_shard"] == sharded["tensor"]["moment_shard"] == [64, 64]
