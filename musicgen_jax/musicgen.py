@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from musicgen_jax.audio import convert_channels, resample
 from musicgen_jax.chroma import extract_chroma
 from musicgen_jax.config import ChromaConfig
-from musicgen_jax.convert import pretrained
+from musicgen_jax.convert import pretrained, run
 from musicgen_jax.lm.model import param_specs
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, split_rows
 from musicgen_jax.sharding import shard
@@ -96,11 +96,14 @@ class MusicGen:
 
     @staticmethod
     def get_pretrained(name: str = DEFAULT_MODEL, fmt: str = "auto", mesh: Mesh | None = None) -> "MusicGen":
-        """From a converted directory, or a PyTorch checkpoint (hub id or local directory; `fmt` auto, hf
-        or audiocraft), which is converted on first use and cached. `mesh`: split the LM over these devices."""
+        """From a converted directory, a `train.py` run directory (its latest checkpoint's EMA weights), or a
+        PyTorch checkpoint (hub id or local directory; `fmt` auto, hf or audiocraft), which is converted on
+        first use and cached. `mesh`: split the LM over these devices."""
         path = Path(name).expanduser()
         if path.is_dir() and pretrained.is_converted(path):
             return MusicGen(name, pretrained.load(path), mesh=mesh)
+        if path.is_dir() and run.is_run(path):
+            return MusicGen(name, run.load_run(path), mesh=mesh)
         entry = _cache_entry(name, fmt)
         if not pretrained.is_current(entry):
             pretrained.save(pretrained.convert(name, fmt), entry)

@@ -22,6 +22,7 @@ import ml_collections
 import numpy as np
 
 from musicgen_jax.config import LMConfig
+from musicgen_jax.convert.run import run_lm_config
 from musicgen_jax.data import shards
 from musicgen_jax.data.metadata import TextAugmentation
 from musicgen_jax.data.pipeline import PipelineConfig, TrainBatches, eval_batches, load_host_examples
@@ -40,11 +41,8 @@ class TrainingError(ValueError):
 
 
 def lm_config(config: ml_collections.ConfigDict, info: dict, text_dim: int) -> LMConfig:
-    """The LM of the run: sizes from the config, codebooks / cardinality from the dataset's codec."""
-    k, stereo = info["num_codebooks"], info.get("codec", {}).get("stereo", False)
-    delays = tuple(d for d in range(k // 2) for _ in range(2)) if stereo else tuple(range(k))
-    return LMConfig(dim=config.model.dim, num_heads=config.model.num_heads, num_layers=config.model.num_layers,
-                    ffn_dim=config.model.ffn_dim, card=info["card"], delays=delays, text_dim=text_dim)
+    """The LM of the run (`convert.run.run_lm_config`: the same as when it is loaded for sampling)."""
+    return run_lm_config(config.to_dict(), info, text_dim)
 
 
 class _TrainData:

@@ -24,10 +24,10 @@ def code_value(example: int, k: int, t: np.ndarray) -> np.ndarray:
     return (example * 89 + k * 2003 + t * 7) % 2048
 
 
-def write_dataset(directory, lengths, text_dim=None, valid=0):
+def write_dataset(directory, lengths, text_dim=None, valid=0, codec=None):
     """A token dataset as `prepare` lays it out: 3 train shards (one empty), metadata on every third
     (with `text_dim`, random "T5 states" of 2 + i % 7 tokens for those, none for the others); the last
-    `valid` examples form the valid split (one shard)."""
+    `valid` examples form the valid split (one shard); `codec`: the source recorded as its codec."""
     examples = []
     for i, n in enumerate(lengths):
         codes = np.stack([code_value(i, k, np.arange(n)) for k in range(K)]).astype(np.int16)
@@ -47,7 +47,8 @@ def write_dataset(directory, lengths, text_dim=None, valid=0):
     shards.write_tfds_metadata(directory, K, {"train": [len(g) for g in groups], "valid": [len(held_out), 0, 0]},
                                {"train": 0, "valid": 0}, "test", text_dim)
     save_json(directory / shards.INFO_FILE, {"num_codebooks": K, "card": 2048, "splits": {
-        "train": {"examples": len(train)}, "valid": {"examples": len(held_out)}}})
+        "train": {"examples": len(train)}, "valid": {"examples": len(held_out)}},
+        **({"codec": {"source": str(codec), "stereo": False}} if codec else {})})
     return examples
 
 

@@ -141,3 +141,23 @@ def test_evaluation_uses_the_ema_weights_on_the_valid_split(inputs, uninterrupte
         sums, counts = nll_sums(logits, targets, valid)
         total, count = total + np.asarray(sums), count + np.asarray(counts)
     np.testing.assert_allclose(np.exp(total / count), [record[f"eval_ppl_{k}"] for k in range(4)], rtol=1e-5)
+
+
+def test_a_run_loads_as_a_musicgen_with_its_ema_weights(inputs, uninterrupted, tmp_path):
+    """`MusicGen.get_pretrained(WORKDIR)` holds the latest checkpoint's EMA weights, the dataset's codec and the
+    run's T5; it generates, and `sample.py --model WORKDIR` writes audio from it."""
+    from musicgen_jax.musicgen import MusicGen
+
+    model = MusicGen.get_pretrained(str(uninterrupted))
+    _, state = final_state(uninterrupted)
+    for a, b in zip(jax_leaves(model.lm_params), jax_leaves(state["ema"])):
+        np.testing.assert_array_equal(a, b)
+    assert model.lm_config.dim == 64 and model.lm_config.text_dim == 768 and model.sample_rate == 32000
+    model.set_generation_params(duration=0.2, use_sampling=False)
+    tokens = np.asarray(model.generate_tokens(["calm piano melody", None]))
+    assert tokens.shape == (2, 4, 10) and tokens.max() < 2048
+    run = subprocess.run([sys.executable, str(REPO / "sample.py"), "--model", str(uninterrupted), "--duration", "0.2",
+                          "--prompt", "calm piano melody", "--out", str(tmp_path / "out")], capture_output=True,
+                         text=True, cwd=REPO)
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert [p.suffix for p in (tmp_path / "out").iterdir()] == [".wav"]

@@ -1,0 +1,66 @@
+"""A training run (`train.py`'s WORKDIR) as MusicGen components: the EMA weights of its latest
+checkpoint, with the codec its dataset was coded with and the text encoder it trained with, so a run
+can be listened to while it trains (`MusicGen.get_pretrained(WORKDIR)`, `sample.py --model WORKDIR`)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import jax
+
+from musicgen_jax.config import LMConfig
+from musicgen_jax.convert.codec_loader import load_codec
+from musicgen_jax.convert.torch_io import CheckpointError
+
+CHECKPOINTS = "checkpoints"
+DATASET_INFO = "dataset.json"
+
+
+def run_lm_config(config: dict, info: dict, text_dim: int) -> LMConfig:
+    """The LM of a run: sizes from its config (`model`), codebooks and cardinality from its dataset's codec
+    (`dataset.json`; interleaved stereo codebooks get the delays [0, 0, 1, 1, ...])."""
+    k, stereo = info["num_codebooks"], info.get("codec", {}).get("stereo", False)
+    delays = tuple(d for d in range(k // 2) for _ in range(2)) if stereo else tuple(range(k))
+    model = config["model"]
+    return LMConfig(dim=model["dim"], num_heads=model["num_heads"], num_layers=model["num_layers"],
+                    ffn_dim=model["ffn_dim"], card=info["card"], delays=delays, text_dim=text_dim)
+
+
+def _steps(directory: Path) -> list[int]:
+    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / "commit_success.txt").exists())
+
+
+def is_run(path: Path) -> bool:
+    """A `train.py` work directory with at least one complete checkpoint."""
+    return (path / CHECKPOINTS).is_dir() and bool(_steps(path / CHECKPOINTS))
+
+
+def load_run(workdir: str | os.PathLike):
+    """`pretrained.Components` of the latest checkpoint of the run in `workdir` (its EMA weights)."""
+    import orbax.checkpoint as ocp
+
+    from musicgen_jax.convert.pretrained import Components
+    from musicgen_jax.lm.model import unstack_layers
+    from musicgen_jax.text.encoder import T5TextEncoder
+
+    workdir = Path(workdir)
+    if not is_run(workdir):
+        raise CheckpointError(f"{workdir}: no complete checkpoint in {workdir / CHECKPOINTS}")
+    step = _steps(workdir / CHECKPOINTS)[-1]
+    directory = workdir / CHECKPOINTS / str(step)
+    try:
+        config = json.loads((directory / "meta" / "metadata").read_text())["config"]
+        info = json.loads((Path(config["data_dir"]) / DATASET_INFO).read_text())
+        codec_source, stereo = info["codec"]["source"], info["codec"]["stereo"]
+        state = ocp.StandardCheckpointer().restore((directory / "state").absolute())
+    except (OSError, KeyError, ValueError) as e:
+        raise CheckpointError(f"cannot read the run checkpoint {directory}: {type(e).__name__} {e}") from e
+    text_encoder = T5TextEncoder.from_pretrained(config["text_encoder"])
+    params = jax.device_get(state["ema"])
+    if config.get("scan_layers"):
+        params = unstack_layers(params)
+    codec = load_codec(codec_source, stereo=stereo)
+    return Components(codec, text_encoder, run_lm_config(config, info, text_encoder.config.d_model), params,
+                      f"{workdir} (step {step}, EMA weights)")
