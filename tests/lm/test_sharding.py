@@ -4,9 +4,6 @@ start-up: `sharded_run.py` with 8 host devices (`--xla_force_host_platform_devic
 `multihost_run.py` as two processes of 4 devices joined by `jax.distributed.initialize`."""
 
 import json
-import os
-import socket
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,17 +11,12 @@ import jax
 import pytest
 
 from musicgen_jax.sharding import make_mesh
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.processes import device_env, free_port, run_json, run_together
 
 
 @pytest.fixture(scope="module")
 def sharded(hf_musicgen):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, str(Path(__file__).with_name("sharded_run.py")), str(hf_musicgen[1])],
-                         env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_json(Path(__file__).with_name("sharded_run.py"), str(hf_musicgen[1]))
 
 
 def test_parameters_are_split_by_the_rules(sharded):
@@ -70,28 +62,14 @@ def test_make_mesh_checks_sizes():
         make_mesh(data=-1, tensor=2, devices=devices[:1])
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_processes_share_one_mesh(hf_musicgen):
     """Two local processes x 4 host devices, `jax.distributed.initialize`: parameters placed by `shard`
     (each process its own pieces), logits and greedy tokens equal one device's, with the weights of the
     parity tests, under which the two prompts' greedy tokens differ."""
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=4", "PYTHONPATH": str(REPO)}
-    script, port = str(Path(__file__).with_name("multihost_run.py")), str(_free_port())
-    procs = [subprocess.Popen([sys.executable, script, str(i), port, str(hf_musicgen[1])], env=env, cwd=REPO,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(2)]
-    try:
-        outs = [p.communicate(timeout=600) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
-    for p, (_, err) in zip(procs, outs, strict=True):
-        assert p.returncode == 0, err[-3000:]
-    result = json.loads(outs[0][0].strip().splitlines()[-1])
+    script, port = str(Path(__file__).with_name("multihost_run.py")), str(free_port())
+    outs = run_together([[sys.executable, script, str(i), port, str(hf_musicgen[1])] for i in range(2)],
+                        [device_env(4)] * 2)
+    result = json.loads(outs[0].strip().splitlines()[-1])
     assert (result["processes"], result["devices"], result["local"]) == (2, 8, 4)
     assert result["fc1_local_shards"] == 4
     assert result["logits_diff"] <= 1e-5 * result["logits_scale"]

@@ -1,23 +1,15 @@
 """The train step (`musicgen_jax.train.trainer`) on a device mesh computes what it computes on one device."""
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.processes import run_json
 
 
 @pytest.fixture(scope="module")
 def sharded(hf_musicgen):
-    env = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8", "PYTHONPATH": str(REPO)}
-    run = subprocess.run([sys.executable, str(Path(__file__).with_name("sharded_step.py")), str(hf_musicgen[1])],
-                         env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
-    assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return run_json(Path(__file__).with_name("sharded_step.py"), str(hf_musicgen[1]))
 
 
 @pytest.mark.parametrize("mesh", ["fsdp", "tensor"])

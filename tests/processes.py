@@ -1,0 +1,48 @@
+"""Test helpers for code that needs fresh processes: XLA fixes the host device count at start-up, and
+`jax.distributed` joins several processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def device_env(devices: int, **extra: str) -> dict:
+    """The environment of a process with `devices` host (CPU) devices that imports this repository."""
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONPATH": str(REPO),
+            **extra}
+
+
+def run_json(script: Path, *args: str, devices: int = 8) -> dict:
+    """Run `script args` with `devices` host devices; the JSON object of its last stdout line."""
+    run = subprocess.run([sys.executable, str(script), *args], env=device_env(devices), cwd=REPO,
+                         capture_output=True, text=True, timeout=600)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return json.loads(run.stdout.strip().splitlines()[-1])
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_together(commands: list[list[str]], envs: list[dict], timeout: float = 600) -> list[str]:
+    """Start every command at once (e.g. the processes of one `jax.distributed` job), wait for all, check
+    that each exits 0; their stdouts."""
+    procs = [subprocess.Popen(c, env=e, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for c, e in zip(commands, envs, strict=True)]
+    try:
+        outs = [p.communicate(timeout=timeout) for p in procs]
+    finally:
+        for p in procs:
+            p.kill()
+    for p, (_, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+    return [out for out, _ in outs]
