@@ -41,6 +41,7 @@ bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks.sampling --write
 	$(PY) -m benchmarks.layers --write
 	$(PY) -m benchmarks.data --write
+	$(PY) -m benchmarks.train --write
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

@@ -1,0 +1,616 @@
+"""Benchmark training: the musicgen_jax train step against the equivalent PyTorch step (transformers), and
+the per-device memory of musicgen-large's train step under FSDP.
+
+Training-step section: the musicgen-small architecture (decoder width 1024, 16 heads, ffn 4096, 4
+codebooks of 2048; t5-base-size text encoder; EnCodec 32 kHz, unused by the step) with `--layers`
+decoder layers (default 4 of the real 24, to fit a small CPU in a few minutes: the layers' cost grows with
+their number, that of the T5 encoder, embeddings and codebook heads does not), random
+weights: transformers' `MusicgenForConditionalGeneration` built with `torch.manual_seed(0)` (decoder
+dropout 0, as the JAX model has none), saved with `save_pretrained` with the sentencepiece model of
+`benchmarks.text`, and loaded into JAX with `musicgen_jax.convert.pretrained.convert`: the SAME weights,
+and the same batch (`--batch` prompts of `benchmarks.text.PROMPTS` padded to `--text-tokens` T5 tokens,
+random codes [B, 4, `--frames`], full crops).
+
+- musicgen_jax: `compile_step` on a 1-device mesh (`make_mesh(devices=jax.devices()[:1])`), float32: the
+  frozen T5 encoder inside the step, classifier-free guidance dropout 0.3 (the recipe), delay pattern,
+  loss, gradients, global-norm clipping 1.0, AdamW (lr 1e-4 after the recipe's warm-up, betas 0.9 / 0.95,
+  weight decay 0.1, eps 1e-8), EMA (decay 0.99, every 10 steps), state donated.
+- PyTorch: `model(input_ids, attention_mask, decoder_input_ids, labels)` (the loss), `loss.backward()`,
+  `torch.nn.utils.clip_grad_norm_(trainable, 1.0)`, `torch.optim.AdamW(trainable, lr=1e-4, betas=(0.9,
+  0.95), weight_decay=0.1, eps=1e-8).step()`, with the text and audio encoders frozen (`requires_grad_(False)`,
+  eval mode, as audiocraft) and out of the optimizer; labels = the delay-pattern targets of
+  `musicgen_jax.train.loss.training_sequences` (-100 where not counted), decoder inputs
+  `model.prepare_decoder_input_ids_from_labels(labels)`, as `tests/train/test_loss.py`.
+
+Parity: a second JAX step compiled with `cfg_dropout=0` and no warm-up (lr 1e-4 at step 0, as PyTorch's)
+runs two steps from the same weights as the first two PyTorch steps; the losses and the gradient norms
+(before clipping) of both steps are compared (the second step's after one AdamW update on each side).
+
+Timing: JAX compile (`lower(...).compile()` of the timed step) apart; then one untimed first call of each
+and `--steps` timed steps alternating JAX and PyTorch (`benchmarks.common.time_pair`), median. Throughput:
+audio frames per second of wall time = batch x frames / step time (x 4 codebooks: codebook tokens/s).
+
+Memory section: musicgen-large's LM (width 2048, 32 heads, 48 layers scanned, ffn 8192, 4 codebooks of
+2048, text width 768) train step (`scan_layers=True`, precomputed text states [B, 128, 768] instead of
+T5) compiled for FSDP meshes `make_mesh(data=1, fsdp=N)` of 8, 64 and 256 simulated CPU devices
+(`XLA_FLAGS=--xla_force_host_platform_device_count=256`, in a subprocess) from `jax.ShapeDtypeStruct`s
+carrying the shardings, no array allocated; per device: the state's bytes from its shapes and shardings,
+and XLA's `memory_analysis()` of the compiled step (arguments, outputs, aliased, temporaries) at
+per-device batch 1 and 2 of 1500 frames (30 s), extrapolated linearly in the batch.
+
+    .venv/bin/python -m benchmarks.train --write     # writes the training sections of benchmarks/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from benchmarks.common import (
+    RESULTS,
+    command_line,
+    cpu_counters,
+    load_average,
+    machine_lines,
+    median_min,
+    other_load,
+    publish,
+    time_pair,
+    usable_cores,
+)
+
+STEP_TITLE = "## Training step (musicgen-small architecture, random weights)"
+MEMORY_TITLE = "## Training memory (musicgen-large under FSDP, simulated devices)"
+SECTIONS = ("step", "memory")
+FRAME_RATE = 50  # EnCodec 32 kHz frames per second
+GIB = 2**30
+
+# musicgen-large (audiocraft's large grid: clipping 3.0, guidance dropout 0.2; neither changes the memory)
+LARGE = dict(dim=2048, num_heads=32, num_layers=48, ffn_dim=8192, card=2048, delays=(0, 1, 2, 3), text_dim=768)
+MEMORY_DEVICES = (8, 64, 256)
+MEMORY_FRAMES, MEMORY_TEXT = 1500, 128
+SWEEP_FRAMES = (250, 500, 1000)  # crop lengths compiled at per-device batch 1 on the smallest mesh
+CAPACITIES = (16, 80)  # GiB per device
+BREAKDOWN_RUNS = 3
+
+
+# --- training step: JAX against PyTorch -----------------------------------------------------------
+
+def hf_config(layers: int):
+    """musicgen-small's architecture with `layers` decoder layers and no decoder dropout."""
+    from transformers import MusicgenConfig, MusicgenDecoderConfig
+
+    from benchmarks.codec import hf_config as codec_hf_config
+    from benchmarks.text import hf_config as text_hf_config
+
+    decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=1024, num_attention_heads=16,
+                                    num_hidden_layers=layers, ffn_dim=4096, num_codebooks=4, dropout=0.0,
+                                    attention_dropout=0.0, activation_dropout=0.0)
+    return MusicgenConfig(text_encoder=text_hf_config(), audio_encoder=codec_hf_config(), decoder=decoder)
+
+
+def make_batch(tokenizer, batch: int, frames: int, text_tokens: int, seed: int = 0) -> dict:
+    """`batch` prompts (cycled from `benchmarks.text.PROMPTS`) padded to `text_tokens`, random codes."""
+    from benchmarks.text import PROMPTS
+
+    prompts = (PROMPTS * -(-batch // len(PROMPTS)))[:batch]
+    ids, text_mask = tokenizer(prompts, length=text_tokens, truncate=True)
+    codes = np.random.default_rng(seed).integers(0, 2048, (batch, 4, frames)).astype(np.int32)
+    return {"codes": codes, "mask": np.ones(codes.shape, bool), "text_ids": ids.astype(np.int32),
+            "text_mask": text_mask.astype(np.int32), "prompt_tokens": int(text_mask.sum(1).max())}
+
+
+def _median_seconds(fn, runs: int) -> float:
+    """Median wall time of `runs` calls of `fn` after one untimed call."""
+    fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return median_min(times)[0]
+
+
+class TorchTrainer:
+    """transformers' MusicGen forward with labels, backward, clipping and AdamW on one fixed batch."""
+
+    def __init__(self, model, batch: dict, delays, card: int):
+        import torch
+
+        from musicgen_jax.train.loss import training_sequences
+
+        self.model = model
+        model.train()
+        for frozen in (model.text_encoder, model.audio_encoder):
+            frozen.requires_grad_(False)
+            frozen.eval()
+        self.trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, eps=1e-8)
+        _, targets, valid = (np.asarray(a) for a in training_sequences(batch["codes"], batch["mask"], delays, card))
+        labels = torch.from_numpy(np.where(valid, targets, -100).transpose(0, 2, 1)).long()  # [B, S - 1, K]
+        # transformers 5's MusicgenForConditionalGeneration reads a decoder_start_token_id its decoder config
+        # lacks; its own shift (start = bos = pad = card) gives the pattern's inputs (tests/train/test_loss.py)
+        decoder_ids = model.prepare_decoder_input_ids_from_labels(labels).reshape(-1, labels.shape[1])
+        self.inputs = {"input_ids": torch.from_numpy(batch["text_ids"]).long(),
+                       "attention_mask": torch.from_numpy(batch["text_mask"]).long(),
+                       "decoder_input_ids": decoder_ids, "labels": labels}
+
+    def parameter_count(self) -> int:
+        return sum(p.numel() for p in self.trainable)
+
+    def step(self, exact_norm: bool = False) -> dict:
+        """One training step; `exact_norm`: also the gradients' global norm accumulated in float64 (the
+        parity check; `clip_grad_norm_` accumulates in float32, which loses ~1e-4 on CPU at this size)."""
+        import torch
+
+        self.optimizer.zero_grad(set_to_none=True)
+        loss = self.model(**self.inputs).loss
+        loss.backward()
+        exact = (math.sqrt(sum(float(p.grad.double().square().sum()) for p in self.trainable if p.grad is not None))
+                 if exact_norm else None)
+        norm = torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+        self.optimizer.step()
+        return {"loss": float(loss.detach()), "grad_norm": float(norm), "exact_norm": exact}
+
+    def breakdown(self, runs: int) -> dict:
+        """Median seconds of the step's parts: T5 forward; LM forward + backward from the T5 states;
+        clipping + AdamW."""
+        import torch
+        from transformers.modeling_outputs import BaseModelOutput
+
+        inputs = self.inputs
+        with torch.no_grad():
+            def encode():
+                return self.model.text_encoder(input_ids=inputs["input_ids"],
+                                               attention_mask=inputs["attention_mask"]).last_hidden_state
+
+            states = encode()
+
+        def lm():
+            self.optimizer.zero_grad(set_to_none=True)
+            self.model(encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                       attention_mask=inputs["attention_mask"], decoder_input_ids=inputs["decoder_input_ids"],
+                       labels=inputs["labels"]).loss.backward()
+
+        def update():
+            torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
+            self.optimizer.step()
+
+        with torch.no_grad():
+            text = _median_seconds(encode, runs)
+        return {"text": text, "lm": _median_seconds(lm, runs), "update": _median_seconds(update, runs)}
+
+
+class JaxTrainer:
+    """A compiled musicgen_jax train step on a 1-device mesh, its state kept between calls."""
+
+    def __init__(self, config, params, t5_params, batch: dict, mesh):
+        from musicgen_jax.train.trainer import compile_step, global_batch, init_state
+
+        self.state = init_state(config, 0, mesh, params=params)
+        self.batch = global_batch({k: batch[k] for k in ("codes", "mask", "text_ids", "text_mask")}, mesh)
+        self.t5 = jax.device_put(t5_params)
+        start = time.perf_counter()
+        self.compiled = compile_step(config, mesh).lower(self.state, self.batch, self.t5).compile()
+        self.compile_seconds = time.perf_counter() - start
+        self.null_text = []
+
+    def flops(self) -> float | None:
+        try:
+            cost = self.compiled.cost_analysis()
+        except Exception:  # noqa: BLE001 - optional diagnostics
+            return None
+        cost = cost[0] if isinstance(cost, (list, tuple)) else cost
+        return float(cost["flops"]) if cost and cost.get("flops", 0) > 0 else None
+
+    def breakdown(self, config, runs: int) -> dict:
+        """Median seconds of the step's parts, each jitted on its own: T5 forward; loss + gradients of the
+        LM from the T5 states; clipping + AdamW update (no EMA)."""
+        import optax
+
+        from musicgen_jax.train.trainer import loss_fn, text_states
+
+        batch, state = self.batch, self.state
+        encode = jax.jit(lambda t5, b: text_states(config, t5, b))
+        text = encode(self.t5, batch)
+        grad = jax.jit(lambda p, b, t: jax.value_and_grad(loss_fn, has_aux=True)(p, config, b, t, b["text_mask"]))
+        grads = grad(state["params"], batch, text)[1]
+        optimizer = config.optim.optimizer()
+        update = jax.jit(lambda g, o, p: optax.apply_updates(p, optimizer.update(g, o, p)[0]))
+        return {"text": _median_seconds(lambda: jax.block_until_ready(encode(self.t5, batch)), runs),
+                "lm": _median_seconds(lambda: jax.block_until_ready(grad(state["params"], batch, text)), runs),
+                "update": _median_seconds(lambda: jax.block_until_ready(
+                    update(grads, state["opt_state"], state["params"])), runs)}
+
+    def step(self) -> dict:
+        self.state, metrics = self.compiled(self.state, self.batch, self.t5)
+        metrics = jax.device_get(metrics)
+        self.null_text.append(bool(metrics["null_text"]))
+        return {"loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"])}
+
+
+def run_step(batch_size: int, frames: int, steps: int, layers: int, text_tokens: int, scan: bool) -> dict:
+    import torch
+    import transformers
+    from transformers import MusicgenForConditionalGeneration
+
+    from benchmarks.text import write_spiece
+    from musicgen_jax.convert.pretrained import convert
+    from musicgen_jax.lm.model import stack_layers
+    from musicgen_jax.sharding import make_mesh
+    from musicgen_jax.train.trainer import OptimConfig, StepConfig
+
+    threads = usable_cores()
+    torch.set_num_threads(threads)
+    load_before = load_average()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    print(f"building the model ({layers} decoder layers, torch.manual_seed(0)) and loading it into JAX ...", flush=True)
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        write_spiece(Path(tmp))
+        torch.manual_seed(0)
+        model = MusicgenForConditionalGeneration(hf_config(layers))
+        model.save_pretrained(tmp)
+        components = convert(tmp)
+    load_seconds = time.perf_counter() - start
+    lm_config, text = components.lm_config, components.text_encoder
+    params = stack_layers(components.lm_params) if scan else components.lm_params
+    batch = make_batch(text.tokenizer, batch_size, frames, text_tokens)
+    mesh = make_mesh(devices=jax.devices()[:1])
+    torch_trainer = TorchTrainer(model, batch, lm_config.delays, lm_config.card)
+    jax_count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
+    if jax_count != torch_trainer.parameter_count():
+        raise RuntimeError(f"trainable parameters differ: JAX {jax_count:,}, "
+                           f"PyTorch {torch_trainer.parameter_count():,}")
+    print(f"loaded in {load_seconds:.0f} s; {jax_count:,} trainable parameters; batch {batch_size} x {frames} frames, "
+          f"{text_tokens} text tokens; jax {jax.__version__} on {jax.devices()[0].platform}, torch "
+          f"{torch.__version__} with {threads} threads", flush=True)
+
+    print("parity: 2 steps each, cfg_dropout 0, lr 1e-4 from step 0 ...", flush=True)
+    parity_config = StepConfig(lm_config, text.config, OptimConfig(warmup_steps=0), cfg_dropout=0.0,
+                               scan_layers=scan)
+    start = time.perf_counter()
+    torch_parity = [torch_trainer.step(exact_norm=True) for _ in range(2)]
+    torch_parity_seconds = time.perf_counter() - start
+    parity_trainer = JaxTrainer(parity_config, params, text.params, batch, mesh)
+    jax_parity = [parity_trainer.step() for _ in range(2)]
+    parity_compile = parity_trainer.compile_seconds
+    del parity_trainer
+    for s, (j, t) in enumerate(zip(jax_parity, torch_parity, strict=True)):
+        print(f"step {s + 1}: loss JAX {j['loss']:.7f} PyTorch {t['loss']:.7f}; grad norm JAX {j['grad_norm']:.7f} "
+              f"PyTorch {t['exact_norm']:.7f} (float64; clip_grad_norm_ {t['grad_norm']:.7f})", flush=True)
+
+    print("compiling the timed JAX step (recipe: cfg_dropout 0.3, warm-up) ...", flush=True)
+    timed_config = StepConfig(lm_config, text.config, OptimConfig(), cfg_dropout=0.3, scan_layers=scan)
+    jax_trainer = JaxTrainer(timed_config, params, text.params, batch, mesh)
+    print(f"compiled in {jax_trainer.compile_seconds:.1f} s; timing {steps} steps each ...", flush=True)
+    counters, start = cpu_counters(), time.perf_counter()
+    timed = time_pair(jax_trainer.step, torch_trainer.step, steps)
+    others = other_load(counters, cpu_counters(), time.perf_counter() - start)
+    for name in ("jax", "torch"):
+        print(f"{name}: first {timed[name][0]:.2f} s, steps {', '.join(f'{t:.2f}' for t in timed[name][1])} s",
+              flush=True)
+    print("parts of the step ...", flush=True)
+    parts = {"jax": jax_trainer.breakdown(timed_config, BREAKDOWN_RUNS),
+             "torch": torch_trainer.breakdown(BREAKDOWN_RUNS)}
+    print(parts, flush=True)
+    return {"batch": batch_size, "frames": frames, "steps": steps, "layers": layers, "text_tokens": text_tokens,
+            "prompt_tokens": batch["prompt_tokens"], "scan": scan, "threads": threads,
+            "load": (load_before, load_average()), "others": others, "load_seconds": load_seconds,
+            "params": jax_count, "jax_parity": jax_parity, "torch_parity": torch_parity,
+            "torch_parity_seconds": torch_parity_seconds, "parity_compile": parity_compile,
+            "parts": parts, "compile": jax_trainer.compile_seconds, "flops": jax_trainer.flops(), "timed": timed,
+            "null_text": sum(jax_trainer.null_text), "calls": len(jax_trainer.null_text),
+            "attn": getattr(model.config.decoder, "_attn_implementation", None) or "default",
+            "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+
+
+def _rel(a: float, b: float) -> float:
+    return abs(a - b) / max(abs(b), 1e-30)
+
+
+def report_step(res: dict, command: str) -> str:
+    b, f, k = res["batch"], res["frames"], 4
+    rows, med = [], {}
+    for name, label in (("jax", "musicgen_jax `compile_step`"), ("torch", "PyTorch (transformers + AdamW)")):
+        first, times = res["timed"][name]
+        m, lo = median_min(times)
+        med[name] = m
+        rows.append(f"| {label} | {m:.2f} (min {lo:.2f}) | {first:.2f} | {b * f / m:.1f} | {b * f * k / m:.1f} "
+                    f"| {b * f / FRAME_RATE / m:.3f} |")
+    ratio = med["torch"] / med["jax"]
+    jp, tp = res["jax_parity"], res["torch_parity"]
+    parity = "; ".join(
+        f"step {s + 1}: loss {j['loss']:.7f} (JAX) / {t['loss']:.7f} (PyTorch), relative difference "
+        f"{_rel(j['loss'], t['loss']):.1e}; gradient norm before clipping {j['grad_norm']:.7f} / {t['exact_norm']:.7f} "
+        f"(PyTorch's gradients summed in float64), relative difference {_rel(j['grad_norm'], t['exact_norm']):.1e}"
+        for s, (j, t) in enumerate(zip(jp, tp, strict=True)))
+    clip_note = (f"PyTorch's own `clip_grad_norm_` returns {tp[0]['grad_norm']:.7f} at step 1 "
+                 f"({_rel(tp[0]['grad_norm'], tp[0]['exact_norm']):.1e} below the float64 norm: its float32 "
+                 "accumulation over the 2M-element embedding and head matrices on CPU), so its clipping scale "
+                 "differs from JAX's by that much")
+    pj, pt = res["parts"]["jax"], res["parts"]["torch"]
+    part_rows = [f"| {label} | {pj[key]:.3f} | {pt[key]:.3f} | {pt[key] / pj[key]:.2f} |" for key, label in (
+        ("text", "T5 encoder forward (frozen)"), ("lm", "LM loss + gradients (from the T5 states)"),
+        ("update", "clipping + AdamW update"))]
+    flops = res["flops"]
+    flops_text = (f" XLA's cost analysis counts {flops / 1e9:.0f} GFLOP per JAX step: {flops / 1e9 / med['jax']:.1f} "
+                  f"GFLOP/s achieved (PyTorch, same work: {flops / 1e9 / med['torch']:.1f})." if flops else "")
+    layout = "scanned (`scan_layers=True`)" if res["scan"] else "unrolled (`scan_layers=False`, the small recipe's)"
+    lines = [
+        STEP_TITLE, "",
+        f"Command: `{command}`", "",
+        *machine_lines(res["threads"], res["load"]),
+        f"- During the run: other processes used {res['others']} of the machine's CPU time during the timed steps "
+        "(from /proc/stat; near 0% means undisturbed timings). PyTorch trains (autograd on), the "
+        "`torch.inference_mode()` of the versions line does not apply to this section.",
+        f"- Model: transformers `MusicgenForConditionalGeneration`, musicgen-small architecture with "
+        f"**{res['layers']} decoder layers** (of the real 24; width 1024, 16 heads, ffn 4096, 4 codebooks x 2048, "
+        f"decoder dropout 0; T5 encoder t5-base size, frozen; EnCodec real size, unused), `torch.manual_seed(0)` init, "
+        "`save_pretrained` + `musicgen_jax.convert.pretrained.convert` (build, save, load: "
+        f"{res['load_seconds']:.0f} s): "
+        f"{res['params']:,} trainable parameters on both sides (LM + text projection). The layers' cost grows "
+        "with their number (`--layers 24` for the full depth), the frozen T5 forward, the embeddings and the 4 "
+        "codebook heads are a fixed part that weighs more at 4 layers than at 24: the ratio is the figure to read, "
+        "and the parts table below says where the time goes. JAX layers "
+        f"{layout}; PyTorch attention `{res['attn']}`.",
+        f"- Batch: {b} prompts of `benchmarks.text.PROMPTS` (up to {res['prompt_tokens']} tokens) padded to "
+        f"{res['text_tokens']} T5 tokens (the recipe's `text_length`), random codes [{b}, 4, {f}] = "
+        f"{f / FRAME_RATE:g} s "
+        f"crops, all frames counted; the delay pattern makes {f + 3} positions per row.",
+        "- musicgen_jax step: `compile_step` on a 1-device mesh, float32, T5 inside the step (`stop_gradient`), "
+        "classifier-free guidance dropout 0.3 (whole batch nulled in "
+        f"{res['null_text']} of its {res['calls']} calls here; the work is the same), loss, gradients, "
+        "`clip_by_global_norm(1.0)`, AdamW (betas 0.9 / 0.95, weight decay 0.1, eps 1e-8; the recipe's warm-up "
+        "schedule, which changes the values, not the work), EMA (decay 0.99 every 10 steps, a `where` every step), "
+        f"state donated. Compile (`lower(...).compile()`): **{res['compile']:.1f} s**.",
+        "- PyTorch step: `zero_grad`, forward with labels (T5 run inside, frozen: `requires_grad_(False)`, eval "
+        "mode), `loss.backward()`, `clip_grad_norm_(trainable, 1.0)`, `torch.optim.AdamW(lr=1e-4, betas=(0.9, "
+        "0.95), weight_decay=0.1, eps=1e-8)` (default implementation) `.step()`; no CFG dropout and no EMA (audiocraft "
+        "updates its EMA outside the step).",
+        f"- Same computation (same weights and batch, JAX compiled with `cfg_dropout=0` and no warm-up so that lr "
+        f"is 1e-4 at step 0 as in PyTorch; compile {res['parity_compile']:.1f} s; the first PyTorch steps, "
+        f"{res['torch_parity_seconds']:.1f} s for both, are its warm-up): {parity}. {clip_note}.",
+        f"- Timing: median (min) of {res['steps']} timed steps each, JAX and PyTorch alternating, after one untimed "
+        "first call of each (`benchmarks.common.time_pair`; JAX's after its compile). Throughput = batch x frames "
+        "/ step time (audio frames, i.e. 20 ms of audio each, per second of wall time); x 4 codebooks for codebook "
+        f"tokens; audio seconds = frames / 50.{flops_text} Process max RSS (both models and states): "
+        f"{res['ru_maxrss']:.2f} GiB.",
+        "",
+        "| step | median s | first call s | audio frames/s | codebook tokens/s | audio s per s |",
+        "|---|---|---|---|---|---|",
+        *rows, "",
+        f"Speed ratio PyTorch / JAX (median step times): **{ratio:.2f}** (above 1: JAX faster). Target stated in "
+        "the training issue: JAX at least as fast as PyTorch (documented, not asserted).",
+        "",
+        f"Parts of the step, each timed on its own after the steps (median of {BREAKDOWN_RUNS} calls after one "
+        "untimed; JAX: each part jitted separately, the update without the EMA; PyTorch: T5 under `no_grad`, the LM "
+        "forward with labels from the T5 states (`encoder_outputs`) + backward, then `clip_grad_norm_` + AdamW "
+        "`step`):",
+        "",
+        "| part | JAX s | PyTorch s | ratio PyTorch/JAX |",
+        "|---|---|---|---|",
+        *part_rows,
+        "",
+    ]
+    return "\n".join(lines)
+
+
+# --- training memory: musicgen-large under FSDP, simulated devices ------------------------------------
+
+def _memory_worker(out_path: str, devices: list[int], frames: int, text: int, sweep: list[int]) -> None:
+    """In a process started with 256 host devices: compile the large step for each mesh, write JSON."""
+    import jax.numpy as jnp
+
+    from musicgen_jax.config import LMConfig
+    from musicgen_jax.sharding import make_mesh, shardings
+    from musicgen_jax.train.trainer import OptimConfig, StepConfig, batch_sharding, compile_step, state_shapes, \
+        state_specs
+
+    lm = LMConfig(**LARGE)
+    config = StepConfig(lm, None, OptimConfig(max_norm=3.0), cfg_dropout=0.2, scan_layers=True)
+    shapes, specs = state_shapes(config), state_specs(config)
+    out = {"device_count": jax.device_count(), "platform": jax.devices()[0].platform, "meshes": {}, "sweep": {},
+           "global_state": {}}
+    for part in ("params", "opt_state", "ema"):
+        out["global_state"][part] = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes[part]))
+    out["param_count"] = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
+
+    def compile_at(mesh, per_device: int, length: int) -> dict:
+        state_sharding = shardings(specs, mesh)
+        state = jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes, state_sharding)
+        bs, rows = batch_sharding(mesh), per_device * mesh.size
+        batch = {"codes": jax.ShapeDtypeStruct((rows, lm.num_codebooks, length), jnp.int32, sharding=bs),
+                 "mask": jax.ShapeDtypeStruct((rows, lm.num_codebooks, length), jnp.bool_, sharding=bs),
+                 "text_embeddings": jax.ShapeDtypeStruct((rows, text, lm.text_dim), jnp.float32, sharding=bs),
+                 "text_mask": jax.ShapeDtypeStruct((rows, text), jnp.int32, sharding=bs)}
+        start = time.perf_counter()
+        compiled = compile_step(config, mesh).lower(state, batch, {}).compile()
+        seconds = time.perf_counter() - start
+        m = compiled.memory_analysis()
+        fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes",
+                  "generated_code_size_in_bytes")
+        res = {"compile": seconds, "available": m is not None}
+        if m is not None:
+            res.update({f.replace("_size_in_bytes", ""): int(getattr(m, f, -1)) for f in fields})
+        print(f"{mesh.size} devices, per-device batch {per_device}, {length} frames: compiled in {seconds:.1f} s, "
+              f"{ {k: round(v / GIB, 2) for k, v in res.items() if k not in ('compile', 'available')} } GiB",
+              file=sys.stderr, flush=True)
+        return res
+
+    for n in devices:
+        mesh = make_mesh(data=1, fsdp=n, devices=jax.devices()[:n])
+        state_sharding = shardings(specs, mesh)
+        local = {}
+        for part in ("params", "opt_state", "ema"):
+            local[part] = sum(int(np.prod(h.shard_shape(x.shape))) * x.dtype.itemsize
+                              for x, h in zip(jax.tree.leaves(shapes[part]), jax.tree.leaves(state_sharding[part]),
+                                              strict=True))
+        out["meshes"][n] = {"state": local, "compiles": {b: compile_at(mesh, b, frames) for b in (1, 2)}}
+        if n == devices[0]:
+            out["sweep"] = {length: compile_at(mesh, 1, length) for length in sweep}
+    Path(out_path).write_text(json.dumps(out))
+
+
+def _peak(c: dict) -> int:
+    """Per-device bytes live during the step: arguments + temporaries + outputs not aliased to arguments."""
+    return c["argument"] + c["temp"] + c["output"] - c["alias"]
+
+
+def run_memory(frames: int, text: int) -> dict:
+    load_before = load_average()
+    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
+                                       f"{max(MEMORY_DEVICES)}").strip(), "JAX_PLATFORMS": "cpu"}
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "memory.json"
+        code = (f"from benchmarks.train import _memory_worker; _memory_worker({str(out)!r}, {list(MEMORY_DEVICES)!r}, "
+                f"{frames}, {text}, {list(SWEEP_FRAMES)!r})")
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], cwd=root, env=env, check=True)
+        wall = time.perf_counter() - start
+        res = json.loads(out.read_text())
+    res["meshes"] = {int(n): {"state": m["state"], "compiles": {int(b): c for b, c in m["compiles"].items()}}
+                     for n, m in res["meshes"].items()}
+    res["sweep"] = {int(k): v for k, v in res["sweep"].items()}
+    return {**res, "wall": wall, "frames": frames, "text": text, "load": (load_before, load_average())}
+
+
+def max_batch(c1: dict, c2: dict, capacity: int) -> tuple[int, float]:
+    """(largest per-device batch whose extrapolated peak fits `capacity` bytes, bytes per extra example)."""
+    slope = _peak(c2) - _peak(c1)
+    fixed = _peak(c1) - slope
+    return (max(0, math.floor((capacity - fixed) / slope)) if slope > 0 else -1), slope
+
+
+def _fit_line(sweep: dict, lm: dict) -> list[str]:
+    """A least-squares fit of the temporaries over the crop lengths: temp = a + b S + c S^2."""
+    points = [(length + len(lm["delays"]) - 1, c["temp"]) for length, c in sorted(sweep.items()) if c["available"]]
+    if len(points) < 4:
+        return []
+    c2, c1, c0 = np.polyfit(*zip(*points), 2)
+    return [f"A least-squares fit over these lengths, temp = a + b S + c S^2: a = {c0 / GIB:.2f} GiB, b = "
+            f"{c1 / (lm['dim'] * lm['num_layers'] * 4):.1f} x (width x layers x 4 bytes) per position, c = "
+            f"{c2 / (lm['num_heads'] * lm['num_layers'] * 4):.2f} x (heads x layers x 4 bytes), i.e. about "
+            f"{c2 / (lm['num_heads'] * lm['num_layers'] * 4):.0f} float32 [heads, S, S] arrays kept per layer and "
+            f"{c1 / (lm['dim'] * lm['num_layers'] * 4):.0f} float32 vectors of the width per position and layer.", ""]
+
+
+def report_memory(res: dict, command: str) -> str:
+    import flax
+
+    frames, text = res["frames"], res["text"]
+    lm = LARGE
+    positions = frames + len(lm["delays"]) - 1
+    attn = lm["num_heads"] * positions**2 * 4 * lm["num_layers"]
+    g = res["global_state"]
+    rows, fits = [], []
+    for n, m in res["meshes"].items():
+        c1, c2 = m["compiles"][1], m["compiles"][2]
+        s = m["state"]
+        state_total = sum(s.values())
+        if not (c1["available"] and c2["available"]):
+            rows.append(f"| {n} | {state_total / GIB:.2f} | memory analysis unavailable | | | | | | |")
+            continue
+        cells = []
+        for cap in CAPACITIES:
+            b, slope = max_batch(c1, c2, cap * GIB)
+            cells.append(str(b))
+        slope = _peak(c2) - _peak(c1)
+        rows.append(
+            f"| {n} | {state_total / GIB:.2f} ({s['params'] / GIB:.2f} / {s['opt_state'] / GIB:.2f} / "
+            f"{s['ema'] / GIB:.2f}) | {c1['argument'] / GIB:.2f} | {c1['temp'] / GIB:.2f} | {c2['temp'] / GIB:.2f} "
+            f"| {_peak(c1) / GIB:.2f} | {slope / GIB:.2f} | {cells[0]} | {cells[1]} "
+            f"| {c1['compile']:.0f} / {c2['compile']:.0f} |")
+        fits.append((n, cells))
+    sweep_rows = []
+    n0 = min(res["meshes"])
+    sweep = {**res["sweep"], frames: res["meshes"][n0]["compiles"][1]}
+    for length in sorted(sweep):
+        c = sweep[length]
+        if c["available"]:
+            p = length + len(lm["delays"]) - 1
+            sweep_rows.append(f"| {length} ({length / FRAME_RATE:g} s) | {c['temp'] / GIB:.2f} | {_peak(c) / GIB:.2f} "
+                              f"| {lm['num_heads'] * p**2 * 4 * lm['num_layers'] / GIB:.2f} |")
+    lines = [
+        MEMORY_TITLE, "",
+        f"Command: `{command}`", "",
+        *machine_lines(None, res["load"], f", flax {flax.__version__}"),
+        f"- Model: musicgen-large's LM (width {lm['dim']}, {lm['num_heads']} heads, {lm['num_layers']} layers, ffn "
+        f"{lm['ffn_dim']}, {len(lm['delays'])} codebooks x {lm['card']}, text width {lm['text_dim']}): "
+        f"{res['param_count']:,} parameters; state (float32 params, AdamW moments, EMA): "
+        f"{g['params'] / GIB:.2f} + {g['opt_state'] / GIB:.2f} + {g['ema'] / GIB:.2f} GiB in all.",
+        f"- Step: `compile_step(StepConfig(lm, t5=None, scan_layers=True, ...))` (the {lm['num_layers']} layers one "
+        f"`lax.scan`), batches of precomputed text states [B, {text}, {lm['text_dim']}] float32 + text_mask (no T5), "
+        f"codes / mask [B, 4, {frames}] ({frames / FRAME_RATE:g} s crops, {positions} pattern positions), meshes "
+        f"`make_mesh(data=1, fsdp=N, devices=jax.devices()[:N])`, lowered from `jax.ShapeDtypeStruct`s with the "
+        "state's shardings (`state_shapes` + `shardings(state_specs(...))`) and `batch_sharding(mesh)`: nothing "
+        f"allocated. Simulated devices: {res['device_count']} host CPU devices "
+        "(`XLA_FLAGS=--xla_force_host_platform_device_count=256`, in a subprocess); "
+        f"all compiles took {res['wall']:.0f} s in all.",
+        "- Columns, per device: state = sum over the state's arrays of their shard's bytes (params / AdamW "
+        "moments / EMA); argument, temp = `compiled.memory_analysis()` argument and temporary sizes (the "
+        "state is donated: outputs alias it); peak = argument + temp + the outputs not aliased to arguments; per "
+        "example = peak(batch 2) - peak(batch 1); the largest per-device batch that fits 16 / 80 GiB is "
+        "extrapolated linearly from the compiles at per-device batch 1 and 2 (0: not even one example fits).",
+        "- Caveat: these are XLA:CPU's buffer assignments; the GPU and TPU compilers fuse and schedule "
+        "differently (the residuals autodiff keeps for the backward pass are the same), so read them as estimates.",
+        "",
+        "| devices (FSDP) | state GiB (params / opt / EMA) | argument GiB | temp GiB, batch 1 | temp GiB, batch 2 "
+        "| peak GiB, batch 1 | GiB per example | max batch, 16 GiB | max batch, 80 GiB | compile s (b1 / b2) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *rows, "",
+        f"Crop length at per-device batch 1 on {n0} devices (temporaries against the bytes of one float32 attention "
+        f"matrix [heads, S, S] per layer, S = frames + 3, x {lm['num_layers']} layers):", "",
+        "| frames | temp GiB | peak GiB | attention matrices x layers GiB |",
+        "|---|---|---|---|",
+        *sweep_rows, "",
+        *_fit_line(sweep, lm),
+        f"Without rematerialization the step keeps every layer's activations for the backward pass; at "
+        f"{frames} frames one example holds {attn / GIB:.1f} GiB of attention matrices alone "
+        f"({lm['num_heads']} x {positions}^2 float32 x {lm['num_layers']} layers), and the per-example cost grows "
+        "quadratically with the crop. The state shrinks as 1/N under FSDP; the activations do not.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
+                        help="which sections to measure (each is published on its own)")
+    parser.add_argument("--batch", type=int, default=2, help="step: batch size")
+    parser.add_argument("--frames", type=int, default=250, help="step: frames per crop (50 per second)")
+    parser.add_argument("--steps", type=int, default=8, help="step: timed steps per framework")
+    parser.add_argument("--layers", type=int, default=4, help="step: decoder layers (musicgen-small has 24)")
+    parser.add_argument("--text-tokens", type=int, default=128, help="step: T5 tokens per prompt (padded)")
+    parser.add_argument("--scan", action="store_true", help="step: JAX layers scanned (default unrolled, the recipe)")
+    parser.add_argument("--memory-frames", type=int, default=MEMORY_FRAMES, help="memory: frames per crop")
+    parser.add_argument("--write", action="store_true", help=f"write the measured sections of {RESULTS}")
+    args = parser.parse_args(argv)
+    if min(args.batch, args.frames, args.steps, args.layers, args.text_tokens, args.memory_frames) < 1:
+        parser.error("--batch, --frames, --steps, --layers, --text-tokens and --memory-frames must be >= 1")
+    command = command_line("benchmarks.train", argv)
+    if "step" in args.sections:
+        res = run_step(args.batch, args.frames, args.steps, args.layers, args.text_tokens, args.scan)
+        publish(report_step(res, command), args.write)
+    if "memory" in args.sections:
+        res = run_memory(args.memory_frames, MEMORY_TEXT)
+        publish(report_memory(res, command), args.write)
+
+
+if __name__ == "__main__":
+    main()
