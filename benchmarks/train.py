@@ -240,7 +240,8 @@ class JaxTrainer:
         return {"loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"])}
 
 
-def run_step(batch_size: int, frames: int, steps: int, layers: int, text_tokens: int, scan: bool) -> dict:
+def run_step(batch_size: int, frames: int, steps: int, layers: int, text_tokens: int, scan: bool,
+             parts: bool = True) -> dict:
     import torch
     import transformers
     from transformers import MusicgenForConditionalGeneration
@@ -302,10 +303,11 @@ def run_step(batch_size: int, frames: int, steps: int, layers: int, text_tokens:
     for name in ("jax", "torch"):
         print(f"{name}: first {timed[name][0]:.2f} s, steps {', '.join(f'{t:.2f}' for t in timed[name][1])} s",
               flush=True)
-    print("parts of the step ...", flush=True)
-    parts = {"jax": jax_trainer.breakdown(timed_config, BREAKDOWN_RUNS),
-             "torch": torch_trainer.breakdown(BREAKDOWN_RUNS)}
-    print(parts, flush=True)
+    if parts:
+        print("parts of the step ...", flush=True)
+        parts = {"jax": jax_trainer.breakdown(timed_config, BREAKDOWN_RUNS),
+                 "torch": torch_trainer.breakdown(BREAKDOWN_RUNS)}
+        print(parts, flush=True)
     return {"batch": batch_size, "frames": frames, "steps": steps, "layers": layers, "text_tokens": text_tokens,
             "prompt_tokens": batch["prompt_tokens"], "scan": scan, "threads": threads,
             "load": (load_before, load_average()), "others": others, "load_seconds": load_seconds,
@@ -341,10 +343,19 @@ def report_step(res: dict, command: str) -> str:
                  f"({_rel(tp[0]['grad_norm'], tp[0]['exact_norm']):.1e} below the float64 norm: its float32 "
                  "accumulation over the 2M-element embedding and head matrices on CPU), so its clipping scale "
                  "differs from JAX's by that much")
-    pj, pt = res["parts"]["jax"], res["parts"]["torch"]
-    part_rows = [f"| {label} | {pj[key]:.3f} | {pt[key]:.3f} | {pt[key] / pj[key]:.2f} |" for key, label in (
-        ("text", "T5 encoder forward (frozen)"), ("lm", "LM loss + gradients (from the T5 states)"),
-        ("update", "clipping + AdamW update"))]
+    part_lines = []
+    if res["parts"]:
+        pj, pt = res["parts"]["jax"], res["parts"]["torch"]
+        part_lines = [
+            f"Parts of the step, each timed on its own after the steps (median of {BREAKDOWN_RUNS} calls after one "
+            "untimed; JAX: each part jitted separately, the update without the EMA; PyTorch: T5 under `no_grad`, the "
+            "LM forward with labels from the T5 states (`encoder_outputs`) + backward, then `clip_grad_norm_` + "
+            "AdamW `step`):", "",
+            "| part | JAX s | PyTorch s | ratio PyTorch/JAX |",
+            "|---|---|---|---|",
+            *[f"| {label} | {pj[key]:.3f} | {pt[key]:.3f} | {pt[key] / pj[key]:.2f} |" for key, label in (
+                ("text", "T5 encoder forward (frozen)"), ("lm", "LM loss + gradients (from the T5 states)"),
+                ("update", "clipping + AdamW update"))], ""]
     flops = res["flops"]
     flops_text = (f" XLA's cost analysis counts {flops / 1e9:.0f} GFLOP per JAX step: {flops / 1e9 / med['jax']:.1f} "
                   f"GFLOP/s achieved (PyTorch, same work: {flops / 1e9 / med['torch']:.1f})." if flops else "")
@@ -395,15 +406,7 @@ def report_step(res: dict, command: str) -> str:
         f"Speed ratio PyTorch / JAX (median step times): **{ratio:.2f}** (above 1: JAX faster). Target stated in "
         "the training issue: JAX at least as fast as PyTorch (documented, not asserted).",
         "",
-        f"Parts of the step, each timed on its own after the steps (median of {BREAKDOWN_RUNS} calls after one "
-        "untimed; JAX: each part jitted separately, the update without the EMA; PyTorch: T5 under `no_grad`, the LM "
-        "forward with labels from the T5 states (`encoder_outputs`) + backward, then `clip_grad_norm_` + AdamW "
-        "`step`):",
-        "",
-        "| part | JAX s | PyTorch s | ratio PyTorch/JAX |",
-        "|---|---|---|---|",
-        *part_rows,
-        "",
+        *part_lines,
     ]
     return "\n".join(lines)
 
@@ -598,6 +601,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--layers", type=int, default=4, help="step: decoder layers (musicgen-small has 24)")
     parser.add_argument("--text-tokens", type=int, default=128, help="step: T5 tokens per prompt (padded)")
     parser.add_argument("--scan", action="store_true", help="step: JAX layers scanned (default unrolled, the recipe)")
+    parser.add_argument("--skip-parts", action="store_true",
+                        help="step: do not time the parts of the step apart (they need more memory: at --layers 24 "
+                             "the whole step section needs more than 24 GB of RAM with them)")
     parser.add_argument("--memory-frames", type=int, default=MEMORY_FRAMES, help="memory: frames per crop")
     parser.add_argument("--write", action="store_true", help=f"write the measured sections of {RESULTS}")
     args = parser.parse_args(argv)
@@ -605,7 +611,8 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--batch, --frames, --steps, --layers, --text-tokens and --memory-frames must be >= 1")
     command = command_line("benchmarks.train", argv)
     if "step" in args.sections:
-        res = run_step(args.batch, args.frames, args.steps, args.layers, args.text_tokens, args.scan)
+        res = run_step(args.batch, args.frames, args.steps, args.layers, args.text_tokens, args.scan,
+                       not args.skip_parts)
         publish(report_step(res, command), args.write)
     if "memory" in args.sections:
         res = run_memory(args.memory_frames, MEMORY_TEXT)
