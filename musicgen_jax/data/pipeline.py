@@ -158,8 +158,12 @@ class _Assembler:
         return next((n for n in self.config.text_lengths if n >= longest), self.config.text_lengths[-1])
 
     def _texts(self, texts: list[str | None]) -> tuple[np.ndarray, np.ndarray]:
-        longest = max(len(self.tokenizer.encode(text or "")) for text in texts)
-        return self.tokenizer(texts, length=self._bucket(longest), truncate=True)
+        ids, mask = self.tokenizer(texts)  # [B, longest]: tokenized once, then padded to the bucket
+        length = self._bucket(ids.shape[1])
+        if length < ids.shape[1]:
+            return self.tokenizer(texts, length=length, truncate=True)
+        pad = ((0, 0), (0, length - ids.shape[1]))
+        return np.pad(ids, pad, constant_values=self.tokenizer.pad_id), np.pad(mask, pad)
 
     def _embeddings(self, indices: list[int | None]) -> tuple[np.ndarray, np.ndarray]:
         rows = [self.examples.text_embeddings[i] if i is not None else None for i in indices]

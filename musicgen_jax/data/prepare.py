@@ -316,12 +316,13 @@ def prepare(settings: Settings, out: str | Path, batch_size: int = 8, part: tupl
         segment_lengths(settings, codec.config.hop_length, codec.frame_rate)  # checked before any work
         text_encoder = settings.text_encoder and T5TextEncoder.from_pretrained(settings.text_encoder)
         size = settings.files_per_shard
-        bar = _Progress(sum(len(inputs[u * size:(u + 1) * size]) for u in units), progress)
-        for unit in units:
-            _prepare_unit(unit, inputs[unit * size:(unit + 1) * size], plan, codec, text_encoder, batch_size, out,
-                          bar)
+        work = {unit: inputs[unit * size:(unit + 1) * size] for unit in units}
+        files = sum(map(len, work.values()))
+        bar = _Progress(files, progress)
+        for unit, unit_inputs in work.items():
+            _prepare_unit(unit, unit_inputs, plan, codec, text_encoder, batch_size, out, bar)
         wall = bar.close()
-        print(f"part {index}/{count}: {sum(len(inputs[u * size:(u + 1) * size]) for u in units)} files, "
+        print(f"part {index}/{count}: {files} files, "
               f"{bar.seconds / 3600:.3f} h of audio in {wall:.1f} s ({bar.seconds / max(wall, 1e-9):.1f}x real time)",
               file=sys.stderr)
     if all(_load_record(out, u, plan) is not None for u in range(plan["units"])):
