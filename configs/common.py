@@ -19,8 +19,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval_every = 0  # 0: no evaluation
     config.keep_checkpoints = 3
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})  # -1: the remaining devices
-    config.compute_dtype = "float32"
-    config.scan_layers = False
+    config.compute_dtype = "bfloat16"  # the LM's compute dtype over float32 weights (GPU / TPU); "float32" on CPU
+    config.scan_layers = False  # the layers as one `lax.scan` (less to compile; rematerializes on every backend)
+    config.remat = "none"  # rematerialize each layer in the backward pass: "none" | "full" | "dots"
     config.model = ml_collections.ConfigDict({"dim": 1024, "num_heads": 16, "num_layers": 24, "ffn_dim": 4096})
     config.optim = ml_collections.ConfigDict({"lr": 1e-4, "b1": 0.9, "b2": 0.95, "eps": 1e-8, "weight_decay": 0.1,
                                               "warmup_steps": 4000, "max_norm": 1.0})

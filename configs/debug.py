@@ -12,4 +12,5 @@ def get_config():
     config.update(total_steps=100, batch_size=8, frames=250, text_length=32, log_every=10, checkpoint_every=25)
     config.optim.update(lr=3e-3, warmup_steps=10)
     config.ema.update(every=1)
+    config.compute_dtype = "float32"  # CPU
     return config

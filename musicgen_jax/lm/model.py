@@ -8,6 +8,10 @@ heads_{k}/kernel [card, D]. Linear kernels are [out, in] (`transformer.Linear`).
 `scan_layers=True` the layers are one `lax.scan` over stacked parameters `layers/... [num_layers, ...]`
 (less to compile; `stack_layers` / `unstack_layers` convert): converted checkpoints are stored unstacked.
 
+Training options of the same model: `remat` rematerializes each layer in the backward pass
+(`REMAT_POLICIES`, in either layout), `dtype` bfloat16 computes in half precision over float32
+parameters (logits float32).
+
 Per-layer state follows the same layout: the cross-attention keys/values and the KV cache are lists
 over layers, or (scanned) single trees stacked on a leading layer axis.
 """
@@ -15,6 +19,7 @@ over layers, or (scanned) single trees stacked on a leading layer axis.
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -35,25 +40,38 @@ from musicgen_jax.lm.transformer import (
 )
 
 _LAYER = re.compile(r"layers_(\d+)$")
+# What the backward pass keeps of each layer's forward (`jax.checkpoint` policies); the rest is recomputed.
+REMAT_POLICIES = {
+    "none": None,  # no rematerialization: every intermediate is kept
+    "full": jax.checkpoint_policies.nothing_saveable,  # only the layer inputs
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,  # also the projections' outputs
+}
 _SCAN = dict(variable_axes={"params": 0}, split_rngs={"params": True}, metadata_params={nn.PARTITION_NAME: "layers"})
 
 
 class LMModel(nn.Module):
+    """`remat`: a `REMAT_POLICIES` name, what the backward pass of each layer keeps (the rest is recomputed).
+    `dtype`: the compute dtype (float32, or bfloat16 for mixed precision over float32 parameters)."""
+
     config: LMConfig
     scan_layers: bool = False
+    remat: str = "none"
+    dtype: Any = jnp.float32
 
     def setup(self):
         c = self.config
-        self.embeddings = [nn.Embed(c.card + 1, c.dim, embedding_init=initializer(None, "embed"))  # card + 1: odd
-                           for _ in range(c.num_codebooks)]
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"unknown remat policy {self.remat!r}; one of {', '.join(REMAT_POLICIES)}")
+        self.embeddings = [nn.Embed(c.card + 1, c.dim, embedding_init=initializer(None, "embed"), dtype=self.dtype)
+                           for _ in range(c.num_codebooks)]  # card + 1: odd
         self.text_projection = Linear(c.dim, ("embed", "text_embed"), use_bias=True)
         if c.melody:
             self.chroma_projection = Linear(c.dim, ("embed", "chroma"), use_bias=True)
         if self.scan_layers:
-            self.layers = DecoderLayer(c)
+            self.layers = DecoderLayer(c, self.dtype)
         else:
-            self.layers = [DecoderLayer(c) for _ in range(c.num_layers)]
-        self.out_norm = layer_norm(c)
+            self.layers = [DecoderLayer(c, self.dtype) for _ in range(c.num_layers)]
+        self.out_norm = layer_norm(c, self.dtype)
         self.heads = [Linear(c.card, ("vocab", "embed")) for _ in range(c.num_codebooks)]
 
     def _scan(self, body, carry, *xs, in_axes):
@@ -72,13 +90,13 @@ class LMModel(nn.Module):
         references). `text_length` (may be traced): only the first `text_length` text positions belong to
         the batch, the rest is bucket padding, which is moved to the front of the prefix and masked from
         every query (`gap` slots, not counted in the positions); None: all N."""
-        mask = text_mask.astype(jnp.float32)
-        projected = self.text_projection(text) * mask[..., None]
+        mask = text_mask.astype(self.dtype)
+        projected = self.text_projection(text.astype(self.dtype)) * mask[..., None]
         if self.config.melody:
-            prefix = jnp.concatenate([self.chroma_projection(chroma.astype(jnp.float32)), projected], axis=1)
+            prefix = jnp.concatenate([self.chroma_projection(chroma.astype(self.dtype)), projected], axis=1)
             gap = jnp.int32(0) if text_length is None else text.shape[1] - jnp.asarray(text_length, jnp.int32)
             return {"prefix": nn.with_logical_constraint(jnp.roll(prefix, gap, axis=1), TOKENS_AXES), "gap": gap}
-        bias = ((1.0 - mask) * NEG_INF)[:, None, None, :]
+        bias = ((1.0 - text_mask.astype(jnp.float32)) * NEG_INF)[:, None, None, :]
         if self.scan_layers:
             _, kv = self._scan(lambda layer, c, _: (c, layer.cross_kv(c)), projected, None, in_axes=(0,))
         else:
@@ -100,27 +118,30 @@ class LMModel(nn.Module):
         if prefix:
             x = jnp.concatenate([context["prefix"], x], axis=1)
         slots = first + jnp.arange(x.shape[1])
-        x = x + sinusoidal_embedding(slots - gap, self.config.dim, self.config.max_period)[None]
+        x = x + sinusoidal_embedding(slots - gap, self.config.dim, self.config.max_period)[None].astype(x.dtype)
         x = nn.with_logical_constraint(x, TOKENS_AXES)
         keys = slots if cache is None else jnp.arange(cache_length(cache, self.scan_layers))
         visible = (keys[None, :] <= slots[:, None]) & (keys[None, :] >= gap)
         self_bias = jnp.where(visible, 0.0, NEG_INF)[None, None]
         cross_kv, cross_bias = context.get("cross_kv"), context.get("cross_bias")
-        if self.scan_layers:
-            def body(layer, x, kv, layer_cache):
-                return layer(x, self_bias, kv, cross_bias, first, layer_cache)
 
+        def body(layer, x, kv, layer_cache):
+            return layer(x, self_bias, kv, cross_bias, first, layer_cache)
+
+        if self.remat != "none":
+            body = nn.remat(body, prevent_cse=not self.scan_layers, policy=REMAT_POLICIES[self.remat])
+        if self.scan_layers:
             x, cache = self._scan(body, x, cross_kv, cache, in_axes=(0, 0))
         else:
             layer_caches = [None] * len(self.layers) if cache is None else cache
             layer_kv = [None] * len(self.layers) if cross_kv is None else cross_kv
             new_cache = []
             for layer, kv, layer_cache in zip(self.layers, layer_kv, layer_caches, strict=True):
-                x, layer_cache = layer(x, self_bias, kv, cross_bias, first, layer_cache)
+                x, layer_cache = body(layer, x, kv, layer_cache)
                 new_cache.append(layer_cache)
             cache = None if cache is None else new_cache
         x = self.out_norm(x[:, x.shape[1] - t:])
-        logits = jnp.stack([head(x) for head in self.heads], axis=1)
+        logits = jnp.stack([head(x) for head in self.heads], axis=1).astype(jnp.float32)
         return nn.with_logical_constraint(logits, ("batch", None, "length", "vocab")), cache
 
     def __call__(self, sequence: jax.Array, text: jax.Array, text_mask: jax.Array,

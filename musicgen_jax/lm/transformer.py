@@ -2,7 +2,9 @@
 
 Attention biases are additive (0 or `finfo.min`), as transformers does: `self_bias [1, 1, T, L]`
 (causal over absolute positions), `cross_bias [B, 1, 1, N]` (padded text positions masked).
-Parameters and activations carry logical axis names (`musicgen_jax.sharding`).
+Parameters and activations carry logical axis names (`musicgen_jax.sharding`). Parameters stay float32;
+the layers compute in the dtype of their input (float32, or bfloat16 for mixed precision), with float32
+normalization statistics and attention softmax.
 
 The KV cache of a layer is {"k", "v": lists of blocks [B, H, n_i, Dh]} over consecutive positions
 (`cache_blocks`: `CACHE_BLOCK`, then doubling): a decode step reads only the blocks that hold a
@@ -12,6 +14,7 @@ position up to its own (`attend`), so early steps of a long generation do not st
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -51,7 +54,8 @@ class Linear(nn.Module):
         kernel = self.param("kernel", initializer(*self.axes), (self.features, x.shape[-1]))
         y = jnp.moveaxis(lax.dot_general(kernel.astype(x.dtype), x, (((1,), (x.ndim - 1,)), ((), ()))), 0, -1)
         if self.use_bias:
-            y = y + self.param("bias", initializer(self.axes[0], init=nn.initializers.zeros), (self.features,))
+            bias = self.param("bias", initializer(self.axes[0], init=nn.initializers.zeros), (self.features,))
+            y = y + bias.astype(y.dtype)
         return y
 
 
@@ -63,8 +67,9 @@ def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float) -> j
     return jnp.concatenate([jnp.cos(phase), jnp.sin(phase)], axis=-1)
 
 
-def layer_norm(config: LMConfig, name: str | None = None) -> nn.LayerNorm:
-    return nn.LayerNorm(epsilon=config.norm_eps, use_fast_variance=False, name=name,
+def layer_norm(config: LMConfig, dtype=jnp.float32, name: str | None = None) -> nn.LayerNorm:
+    """LayerNorm over `embed` with float32 parameters and statistics, its output in `dtype`."""
+    return nn.LayerNorm(epsilon=config.norm_eps, use_fast_variance=False, name=name, dtype=dtype,
                         scale_init=initializer("embed", init=nn.initializers.ones),
                         bias_init=initializer("embed", init=nn.initializers.zeros))
 
@@ -128,7 +133,7 @@ def attend(q: jax.Array, k: list[jax.Array], v: list[jax.Array], bias: jax.Array
     starts = _block_starts(k)
     scores = [reached(s, lambda kb=kb: jnp.einsum("bhtd,bhld->bhtl", q, kb), q.shape[:-1] + kb.shape[-2:-1])
               for s, kb in zip(starts, k, strict=True)]
-    probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1) + bias, axis=-1)
+    probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1) + bias, axis=-1).astype(q.dtype)  # float32 softmax
     return sum(reached(s, lambda s=s, vb=vb: jnp.einsum("bhtl,bhld->bhtd", probs[..., s:s + vb.shape[-2]], vb), q.shape)
                for s, vb in zip(starts, v, strict=True))
 
@@ -147,16 +152,19 @@ def write_cache(blocks: list[jax.Array], new: jax.Array, start) -> list[jax.Arra
 
 
 class DecoderLayer(nn.Module):
-    """x + SA(LN(x)); x + CA(LN(x), text) (not in melody models); x + W2(gelu(W1(LN(x))))."""
+    """x + SA(LN(x)); x + CA(LN(x), text) (not in melody models); x + W2(gelu(W1(LN(x)))).
+
+    Computes in the dtype of `x` (kernels are cast to it; `dtype`: the norms' output, the same)."""
 
     config: LMConfig
+    dtype: Any = jnp.float32
 
     def setup(self):
         c = self.config
         self.self_attn = Attention(c)
-        self.norm_self, self.norm_ffn = layer_norm(c), layer_norm(c)
+        self.norm_self, self.norm_ffn = layer_norm(c, self.dtype), layer_norm(c, self.dtype)
         if not c.melody:
-            self.cross_attn, self.norm_cross = Attention(c), layer_norm(c)
+            self.cross_attn, self.norm_cross = Attention(c), layer_norm(c, self.dtype)
         self.fc1 = Linear(c.ffn_dim, ("mlp", "embed"))
         self.fc2 = Linear(c.dim, ("embed", "mlp"))
 

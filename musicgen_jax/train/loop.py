@@ -111,8 +111,6 @@ def _check(config: ml_collections.ConfigDict) -> None:
     if not config.data_dir:
         raise TrainingError("config.data_dir is not set: --config.data_dir=DIR (a dataset made by "
                             "`python -m musicgen_jax.data.prepare`)")
-    if config.compute_dtype != "float32":
-        raise TrainingError(f"config.compute_dtype {config.compute_dtype!r}: only float32 is implemented so far")
     if config.batch_size % jax.process_count():
         raise TrainingError(f"config.batch_size {config.batch_size} does not divide over {jax.process_count()} "
                             f"processes")
@@ -179,7 +177,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
             lm_config(config, info, text_encoder.config.d_model),
             None if config.text_embeddings else text_encoder.config,
             OptimConfig(**config.optim, total_steps=config.total_steps), cfg_dropout=config.cfg_dropout,
-            ema_decay=config.ema.decay, ema_every=config.ema.every, scan_layers=config.scan_layers)
+            ema_decay=config.ema.decay, ema_every=config.ema.every, scan_layers=config.scan_layers,
+            remat=config.remat, compute_dtype=config.compute_dtype)
         mesh = make_mesh(**config.mesh)
     except (ValueError, TypeError) as e:
         raise TrainingError(f"bad config: {e}") from e

@@ -3,7 +3,9 @@
 State (a pytree, every array split by the logical rules of `musicgen_jax.sharding`): `step`, `params`
 (float32 master weights), `opt_state` (AdamW moments, split like the parameters: FSDP), `ema`
 (audiocraft's unbiased EMA, updated every `ema_every` steps) with `ema_count`, and `rng` (the run's
-PRNG key data). One `jax.jit` step with explicit in / out shardings and the state donated:
+PRNG key data). The LM computes in `compute_dtype` (bfloat16: the float32 weights cast in the
+forward pass, their gradients float32; the loss in float32), optionally rematerialized per layer
+(`remat`). One `jax.jit` step with explicit in / out shardings and the state donated:
 frozen T5 states of the batch's tokens (or the precomputed ones), classifier-free guidance dropout
 (with probability `cfg_dropout` the whole batch gets the null text, audiocraft's
 `ClassifierFreeGuidanceDropout`), the loss (`loss.py`), gradients, clipping, AdamW, EMA.
@@ -22,12 +24,13 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from musicgen_jax.config import LMConfig, T5Config
-from musicgen_jax.lm.model import LMModel, init_params
+from musicgen_jax.lm.model import REMAT_POLICIES, LMModel, init_params
 from musicgen_jax.sharding import activation_sharding, shardings
 from musicgen_jax.text.t5 import T5Encoder
 from musicgen_jax.train.loss import cross_entropy, nll_sums, training_sequences
 
 BATCH_AXES = ("data", "fsdp")  # mesh axes the batch is split over (the rules' "batch")
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -71,11 +74,21 @@ class StepConfig:
     ema_decay: float = 0.99
     ema_every: int = 10
     scan_layers: bool = False
+    remat: str = "none"  # a `lm.model.REMAT_POLICIES` name
+    compute_dtype: str = "float32"  # or "bfloat16": the LM computes in it, over float32 master weights
 
     def __post_init__(self):
         if not 0 <= self.cfg_dropout <= 1 or not 0 <= self.ema_decay < 1 or self.ema_every < 1:
             raise ValueError(f"invalid cfg_dropout {self.cfg_dropout}, ema_decay {self.ema_decay} or "
                              f"ema_every {self.ema_every}")
+        if self.remat not in REMAT_POLICIES:
+            raise ValueError(f"invalid remat {self.remat!r}: one of {', '.join(REMAT_POLICIES)}")
+        if self.compute_dtype not in COMPUTE_DTYPES:
+            raise ValueError(f"invalid compute_dtype {self.compute_dtype!r}: one of {', '.join(COMPUTE_DTYPES)}")
+
+    def model(self) -> LMModel:
+        """The LM as the step runs it (layout, rematerialization, compute dtype)."""
+        return LMModel(self.lm, self.scan_layers, self.remat, COMPUTE_DTYPES[self.compute_dtype])
 
 
 def _boxed_state(config: StepConfig, key: jax.Array) -> dict:
@@ -129,7 +142,7 @@ def text_states(config: StepConfig, t5_params: Any, batch: dict) -> jax.Array:
 def loss_fn(params: Any, config: StepConfig, batch: dict, text: jax.Array, text_mask: jax.Array):
     """`(loss, ce [K])` of the LM on `batch` (codes / mask `[B, K, F]`) with the given text condition."""
     inputs, targets, valid = training_sequences(batch["codes"], batch["mask"], config.lm.delays, config.lm.card)
-    logits = LMModel(config.lm, config.scan_layers).apply(params, inputs, text, text_mask)
+    logits = config.model().apply(params, inputs, text, text_mask)
     return cross_entropy(logits, targets, valid)
 
 
@@ -172,7 +185,7 @@ def eval_step(params: Any, batch: dict, t5_params: Any, config: StepConfig, mesh
     with activation_sharding(mesh):
         text = text_states(config, t5_params, batch)
         inputs, targets, valid = training_sequences(batch["codes"], batch["mask"], config.lm.delays, config.lm.card)
-        logits = LMModel(config.lm, config.scan_layers).apply(params, inputs, text, batch["text_mask"])
+        logits = config.model().apply(params, inputs, text, batch["text_mask"])
         return nll_sums(logits, targets, valid)
 
 
