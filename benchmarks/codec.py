@@ -148,7 +148,7 @@ def report(res: dict, command: str) -> str:
     lines = [
         SECTION_TITLE, "",
         f"Command: `{command}`", "",
-        *machine_lines(res["threads"], res["load"]),
+        *machine_lines(res["threads"], res["load"], torch_mode="`torch.inference_mode()`"),
         f"- During the run: {others}",
         f"- Input: batch {res['batch']} x {res['seconds']:g} s mono at 32 kHz; codes [{b}, {k}, {t}]",
         f"- Timing: {timing}",

@@ -125,12 +125,14 @@ def utc_date() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: UP017 (3.10)
 
 
-def machine_lines(threads: int | None, load: tuple[str, str], extra_versions: str = "") -> list[str]:
+def machine_lines(threads: int | None, load: tuple[str, str], extra_versions: str = "",
+                  torch_mode: str = "") -> list[str]:
     """The "- Date", "- Machine", "- Versions" and "- Machine load" lines of a report section.
 
     `threads` is the PyTorch thread count (None: a JAX-only benchmark, torch and transformers not
     listed), `load` the 1-minute load average before and after the run (`load_average()`),
-    `extra_versions` more ", name version" text appended to the versions line.
+    `extra_versions` more ", name version" text appended to the versions line, `torch_mode` how the
+    caller runs PyTorch (e.g. "`torch.inference_mode()`"), written after the thread count.
     """
     import jax
 
@@ -140,8 +142,8 @@ def machine_lines(threads: int | None, load: tuple[str, str], extra_versions: st
         import torch
         import transformers
 
-        versions += (f", torch {torch.__version__} ({threads} threads, `torch.inference_mode()`), transformers "
-                     f"{transformers.__version__}")
+        mode = f", {torch_mode}" if torch_mode else ""
+        versions += f", torch {torch.__version__} ({threads} threads{mode}), transformers {transformers.__version__}"
         load_text += (f" (this benchmark adds about {threads}); other processes on the cores distort the timings, "
                       "PyTorch's OpenMP threads most")
     return [

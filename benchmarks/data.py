@@ -264,7 +264,7 @@ def report_prepare(res: dict, command: str) -> str:
         PREPARE_TITLE, "",
         f"Command: `{command}`", "",
         *machine_lines(res["threads"], res["load"], f", tensorflow {tensorflow.__version__}, soundfile "
-                       f"{soundfile.__version__}"),
+                       f"{soundfile.__version__}", torch_mode="`torch.inference_mode()`"),
         f"- During the run: other processes used {res['others']} of the machine's CPU time during the timed runs "
         "(from /proc/stat; near 0% means undisturbed timings)",
         "- Codec: transformers `EncodecModel`, MusicGen's 32 kHz architecture at real size (`benchmarks.codec."

@@ -460,7 +460,8 @@ def report(res: dict, command: str) -> str:
     lines = [
         SECTION_TITLE, "",
         f"Command: `{command}`", "",
-        *machine_lines(res["threads"], res["load"], f", sentencepiece {sentencepiece.__version__}"),
+        *machine_lines(res["threads"], res["load"], f", sentencepiece {sentencepiece.__version__}",
+                       torch_mode="`torch.inference_mode()`"),
         model, sampling, timing, memory, *notes, "",
         header,
         "|---|---|---|---|---|---|---|---|---|",

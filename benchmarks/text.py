@@ -265,7 +265,8 @@ def report(res: dict, command: str) -> str:
     lines = [
         SECTION_TITLE, "",
         f"Command: `{command}`", "",
-        *machine_lines(res["threads"], res["load"], f", sentencepiece {sentencepiece.__version__}"),
+        *machine_lines(res["threads"], res["load"], f", sentencepiece {sentencepiece.__version__}",
+                       torch_mode="`torch.inference_mode()`"),
         during, model, inputs, timing, same, "",
         header,
         "|---|---|---|---|---|---|",

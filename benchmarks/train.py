@@ -32,11 +32,14 @@ audio frames per second of wall time = batch x frames / step time (x 4 codebooks
 
 Memory section: musicgen-large's LM (width 2048, 32 heads, 48 layers scanned, ffn 8192, 4 codebooks of
 2048, text width 768) train step (`scan_layers=True`, precomputed text states [B, 128, 768] instead of
-T5) compiled for FSDP meshes `make_mesh(data=1, fsdp=N)` of 8, 64 and 256 simulated CPU devices
+T5) in each step variant of `--memory-variants` (rematerialization policy / compute dtype, default
+none/float32, full/float32, full/bfloat16, dots/bfloat16), compiled for FSDP meshes
+`make_mesh(data=1, fsdp=N)` of 8, 64 and 256 simulated CPU devices
 (`XLA_FLAGS=--xla_force_host_platform_device_count=256`, in a subprocess) from `jax.ShapeDtypeStruct`s
 carrying the shardings, no array allocated; per device: the state's bytes from its shapes and shardings,
 and XLA's `memory_analysis()` of the compiled step (arguments, outputs, aliased, temporaries) at
-per-device batch 1 and 2 of 1500 frames (30 s), extrapolated linearly in the batch.
+per-device batch 1 and 2 of 1500 frames (30 s), extrapolated linearly in the batch; the first variant
+also at per-device batch 1 of 250, 500 and 1000 frames on 8 devices.
 
     .venv/bin/python -m benchmarks.train --write     # writes the training sections of benchmarks/RESULTS.md
 """
@@ -83,6 +86,8 @@ MEMORY_FRAMES, MEMORY_TEXT = 1500, 128
 SWEEP_FRAMES = (250, 500, 1000)  # crop lengths compiled at per-device batch 1 on the smallest mesh
 CAPACITIES = (16, 80)  # GiB per device
 BREAKDOWN_RUNS = 3
+# step variants of the memory section, remat policy / compute dtype (`StepConfig.remat`, `.compute_dtype`)
+MEMORY_VARIANTS = ("none/float32", "full/float32", "full/bfloat16", "dots/bfloat16")
 
 
 # --- training step: JAX against PyTorch -----------------------------------------------------------
@@ -363,10 +368,9 @@ def report_step(res: dict, command: str) -> str:
     lines = [
         STEP_TITLE, "",
         f"Command: `{command}`", "",
-        *machine_lines(res["threads"], res["load"]),
+        *machine_lines(res["threads"], res["load"], torch_mode="autograd on: training"),
         f"- During the run: other processes used {res['others']} of the machine's CPU time during the timed steps "
-        "(from /proc/stat; near 0% means undisturbed timings). PyTorch trains (autograd on), the "
-        "`torch.inference_mode()` of the versions line does not apply to this section.",
+        "(from /proc/stat; near 0% means undisturbed timings).",
         f"- Model: transformers `MusicgenForConditionalGeneration`, musicgen-small architecture with "
         f"**{res['layers']} decoder layers** (of the real 24; width 1024, 16 heads, ffn 4096, 4 codebooks x 2048, "
         f"decoder dropout 0; T5 encoder t5-base size, frozen; EnCodec real size, unused), `torch.manual_seed(0)` init, "
@@ -413,8 +417,12 @@ def report_step(res: dict, command: str) -> str:
 
 # --- training memory: musicgen-large under FSDP, simulated devices ------------------------------------
 
-def _memory_worker(out_path: str, devices: list[int], frames: int, text: int, sweep: list[int]) -> None:
-    """In a process started with 256 host devices: compile the large step for each mesh, write JSON."""
+def _memory_worker(out_path: str, devices: list[int], frames: int, text: int, sweep: list[int],
+                   variants: list[str]) -> None:
+    """In a process started with 256 host devices: compile the large step of each variant ("remat/dtype")
+    for each mesh, write JSON."""
+    import dataclasses
+
     import jax.numpy as jnp
 
     from musicgen_jax.config import LMConfig
@@ -423,18 +431,25 @@ def _memory_worker(out_path: str, devices: list[int], frames: int, text: int, sw
         state_specs
 
     lm = LMConfig(**LARGE)
-    config = StepConfig(lm, None, OptimConfig(max_norm=3.0), cfg_dropout=0.2, scan_layers=True)
-    shapes, specs = state_shapes(config), state_specs(config)
-    out = {"device_count": jax.device_count(), "platform": jax.devices()[0].platform, "meshes": {}, "sweep": {},
-           "global_state": {}}
-    for part in ("params", "opt_state", "ema"):
-        out["global_state"][part] = sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes[part]))
-    out["param_count"] = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"]))
+    base = StepConfig(lm, None, OptimConfig(max_norm=3.0), cfg_dropout=0.2, scan_layers=True)
+    shapes, specs = state_shapes(base), state_specs(base)  # the state does not depend on remat or compute dtype
+    meshes = {n: make_mesh(data=1, fsdp=n, devices=jax.devices()[:n]) for n in devices}
+    state_shardings = {n: shardings(specs, mesh) for n, mesh in meshes.items()}
+    out = {"device_count": jax.device_count(), "platform": jax.devices()[0].platform,
+           "param_count": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])),
+           "global_state": {part: sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes[part]))
+                            for part in ("params", "opt_state", "ema")},
+           "state": {n: {part: sum(int(np.prod(h.shard_shape(x.shape))) * x.dtype.itemsize
+                                   for x, h in zip(jax.tree.leaves(shapes[part]), jax.tree.leaves(sharding[part]),
+                                                   strict=True))
+                         for part in ("params", "opt_state", "ema")} for n, sharding in state_shardings.items()},
+           "variants": {}}
 
-    def compile_at(mesh, per_device: int, length: int) -> dict:
-        state_sharding = shardings(specs, mesh)
-        state = jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes, state_sharding)
-        bs, rows = batch_sharding(mesh), per_device * mesh.size
+    def compile_at(config, variant: str, n: int, per_device: int, length: int) -> dict:
+        mesh = meshes[n]
+        state = jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes,
+                             state_shardings[n])
+        bs, rows = batch_sharding(mesh), per_device * n
         batch = {"codes": jax.ShapeDtypeStruct((rows, lm.num_codebooks, length), jnp.int32, sharding=bs),
                  "mask": jax.ShapeDtypeStruct((rows, lm.num_codebooks, length), jnp.bool_, sharding=bs),
                  "text_embeddings": jax.ShapeDtypeStruct((rows, text, lm.text_dim), jnp.float32, sharding=bs),
@@ -448,22 +463,18 @@ def _memory_worker(out_path: str, devices: list[int], frames: int, text: int, sw
         res = {"compile": seconds, "available": m is not None}
         if m is not None:
             res.update({f.replace("_size_in_bytes", ""): int(getattr(m, f, -1)) for f in fields})
-        print(f"{mesh.size} devices, per-device batch {per_device}, {length} frames: compiled in {seconds:.1f} s, "
+        print(f"{variant}, {n} devices, per-device batch {per_device}, {length} frames: compiled in {seconds:.1f} s, "
               f"{ {k: round(v / GIB, 2) for k, v in res.items() if k not in ('compile', 'available')} } GiB",
               file=sys.stderr, flush=True)
         return res
 
-    for n in devices:
-        mesh = make_mesh(data=1, fsdp=n, devices=jax.devices()[:n])
-        state_sharding = shardings(specs, mesh)
-        local = {}
-        for part in ("params", "opt_state", "ema"):
-            local[part] = sum(int(np.prod(h.shard_shape(x.shape))) * x.dtype.itemsize
-                              for x, h in zip(jax.tree.leaves(shapes[part]), jax.tree.leaves(state_sharding[part]),
-                                              strict=True))
-        out["meshes"][n] = {"state": local, "compiles": {b: compile_at(mesh, b, frames) for b in (1, 2)}}
-        if n == devices[0]:
-            out["sweep"] = {length: compile_at(mesh, 1, length) for length in sweep}
+    for variant in variants:
+        remat, dtype = variant.split("/")
+        config = dataclasses.replace(base, remat=remat, compute_dtype=dtype)
+        out["variants"][variant] = {
+            "compiles": {n: {b: compile_at(config, variant, n, b, frames) for b in (1, 2)} for n in devices},
+            "sweep": {length: compile_at(config, variant, devices[0], 1, length)  # the first variant's only
+                      for length in (sweep if variant == variants[0] else [])}}
     Path(out_path).write_text(json.dumps(out))
 
 
@@ -472,7 +483,7 @@ def _peak(c: dict) -> int:
     return c["argument"] + c["temp"] + c["output"] - c["alias"]
 
 
-def run_memory(frames: int, text: int) -> dict:
+def run_memory(frames: int, text: int, variants: list[str]) -> dict:
     load_before = load_average()
     env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
                                        f"{max(MEMORY_DEVICES)}").strip(), "JAX_PLATFORMS": "cpu"}
@@ -480,14 +491,14 @@ def run_memory(frames: int, text: int) -> dict:
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "memory.json"
         code = (f"from benchmarks.train import _memory_worker; _memory_worker({str(out)!r}, {list(MEMORY_DEVICES)!r}, "
-                f"{frames}, {text}, {list(SWEEP_FRAMES)!r})")
+                f"{frames}, {text}, {list(SWEEP_FRAMES)!r}, {variants!r})")
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", code], cwd=root, env=env, check=True)
         wall = time.perf_counter() - start
         res = json.loads(out.read_text())
-    res["meshes"] = {int(n): {"state": m["state"], "compiles": {int(b): c for b, c in m["compiles"].items()}}
-                     for n, m in res["meshes"].items()}
-    res["sweep"] = {int(k): v for k, v in res["sweep"].items()}
+    res["state"] = {int(n): s for n, s in res["state"].items()}
+    res["variants"] = {v: {"compiles": {int(n): {int(b): c for b, c in m.items()} for n, m in r["compiles"].items()},
+                           "sweep": {int(k): c for k, c in r["sweep"].items()}} for v, r in res["variants"].items()}
     return {**res, "wall": wall, "frames": frames, "text": text, "load": (load_before, load_average())}
 
 
@@ -506,9 +517,49 @@ def _fit_line(sweep: dict, lm: dict) -> list[str]:
     c2, c1, c0 = np.polyfit(*zip(*points), 2)
     return [f"A least-squares fit over these lengths, temp = a + b S + c S^2: a = {c0 / GIB:.2f} GiB, b = "
             f"{c1 / (lm['dim'] * lm['num_layers'] * 4):.1f} x (width x layers x 4 bytes) per position, c = "
-            f"{c2 / (lm['num_heads'] * lm['num_layers'] * 4):.2f} x (heads x layers x 4 bytes), i.e. about "
-            f"{c2 / (lm['num_heads'] * lm['num_layers'] * 4):.0f} float32 [heads, S, S] arrays kept per layer and "
+            f"{c2 / (lm['num_heads'] * lm['num_layers'] * 4):.2f} x (heads x layers x 4 bytes), i.e. the bytes of "
+            f"about {c2 / (lm['num_heads'] * lm['num_layers'] * 4):.0f} float32 [heads, S, S] arrays per layer and "
             f"{c1 / (lm['dim'] * lm['num_layers'] * 4):.0f} float32 vectors of the width per position and layer.", ""]
+
+
+# what each step variant changes against another, for the closing paragraph: (from, to, the change)
+MEMORY_COMPARISONS = (
+    ("none/float32", "full/float32", "Rematerializing every layer (`remat=\"full\"`: the backward pass keeps only "
+     "the layer inputs and recomputes each layer's forward, about a third more FLOPs per step)"),
+    ("full/float32", "full/bfloat16", "bfloat16 compute on top (`compute_dtype=\"bfloat16\"`: the kept layer "
+     "inputs in half precision; master weights, gradients, softmax and logits stay float32)"),
+    ("full/bfloat16", "dots/bfloat16", "Keeping the projections' outputs instead (`remat=\"dots\"`: only "
+     "attention and the elementwise ops recomputed)"),
+)
+
+
+def _memory_summary(res: dict, fits: dict) -> str:
+    """The closing paragraph, from `fits[variant][n]` = (bytes per example, [largest batch per capacity])."""
+    frames, lm = res["frames"], LARGE
+    n, n0 = max(res["state"]), min(res["state"])
+    positions = frames + len(lm["delays"]) - 1
+    attn = lm["num_heads"] * positions**2 * 4 * lm["num_layers"]
+    per_example = {v: f[n][0] for v, f in fits.items() if n in f}
+    text = [f"Per example at {frames} frames ({frames / FRAME_RATE:g} s) on {n} devices: "
+            + ", ".join(f"{v} {b / GIB:.2f} GiB" for v, b in per_example.items()) + "."]
+    if "none/float32" in per_example:
+        text.append(f"Without rematerialization every layer's activations are kept for the backward pass, "
+                    f"{attn / GIB:.1f} GiB of attention matrices alone ({lm['num_heads']} x {positions}^2 float32 x "
+                    f"{lm['num_layers']} layers), growing quadratically with the crop.")
+    for a, b, change in MEMORY_COMPARISONS:
+        if a in per_example and b in per_example:
+            ratio = per_example[a] / per_example[b]
+            text.append(f"{change} takes it from {per_example[a] / GIB:.2f} to {per_example[b] / GIB:.2f} GiB ("
+                        + (f"{ratio:.1f}x less)." if ratio >= 1 else f"{1 / ratio:.1f}x more)."))
+    complete = [v for v, f in fits.items() if n in f and n0 in f]
+    if complete:
+        best = max(complete, key=lambda v: fits[v][n][1])
+        (b16, b80), (b16_0, b80_0) = fits[best][n][1], fits[best][n0][1]
+        text.append(f"Recommended where memory sets the batch: {best}, which fits the most examples, a per-device "
+                    f"batch of up to {b16} on 16 GiB and {b80} on 80 GiB devices at {n} devices ({b16_0} / {b80_0} "
+                    f"at {n0}, where the state takes {sum(res['state'][n0].values()) / GIB:.2f} GiB per device).")
+    text.append("The state shrinks as 1/N under FSDP; the activations do not.")
+    return " ".join(text)
 
 
 def report_memory(res: dict, command: str) -> str:
@@ -517,36 +568,32 @@ def report_memory(res: dict, command: str) -> str:
     frames, text = res["frames"], res["text"]
     lm = LARGE
     positions = frames + len(lm["delays"]) - 1
-    attn = lm["num_heads"] * positions**2 * 4 * lm["num_layers"]
     g = res["global_state"]
-    rows, fits = [], []
-    for n, m in res["meshes"].items():
-        c1, c2 = m["compiles"][1], m["compiles"][2]
-        s = m["state"]
-        state_total = sum(s.values())
-        if not (c1["available"] and c2["available"]):
-            rows.append(f"| {n} | {state_total / GIB:.2f} | memory analysis unavailable | | | | | | |")
-            continue
-        cells = []
-        for cap in CAPACITIES:
-            b, slope = max_batch(c1, c2, cap * GIB)
-            cells.append(str(b))
-        slope = _peak(c2) - _peak(c1)
-        rows.append(
-            f"| {n} | {state_total / GIB:.2f} ({s['params'] / GIB:.2f} / {s['opt_state'] / GIB:.2f} / "
-            f"{s['ema'] / GIB:.2f}) | {c1['argument'] / GIB:.2f} | {c1['temp'] / GIB:.2f} | {c2['temp'] / GIB:.2f} "
-            f"| {_peak(c1) / GIB:.2f} | {slope / GIB:.2f} | {cells[0]} | {cells[1]} "
-            f"| {c1['compile']:.0f} / {c2['compile']:.0f} |")
-        fits.append((n, cells))
+    rows, fits = [], {}
+    for variant, r in res["variants"].items():
+        for n, c in r["compiles"].items():
+            c1, c2 = c[1], c[2]
+            if not (c1["available"] and c2["available"]):
+                rows.append(f"| {variant} | {n} | memory analysis unavailable | | | | | | | |")
+                continue
+            cells = [max_batch(c1, c2, cap * GIB) for cap in CAPACITIES]
+            fits.setdefault(variant, {})[n] = (cells[0][1], [b for b, _ in cells])
+            rows.append(
+                f"| {variant} | {n} | {c1['argument'] / GIB:.2f} | {c1['temp'] / GIB:.2f} | {c2['temp'] / GIB:.2f} "
+                f"| {_peak(c1) / GIB:.2f} | {cells[0][1] / GIB:.2f} | {cells[0][0]} | {cells[1][0]} "
+                f"| {c1['compile']:.0f} / {c2['compile']:.0f} |")
+    first = next(iter(res["variants"]))
+    n0 = min(res["state"])
+    sweep = {**res["variants"][first]["sweep"], frames: res["variants"][first]["compiles"][n0][1]}
     sweep_rows = []
-    n0 = min(res["meshes"])
-    sweep = {**res["sweep"], frames: res["meshes"][n0]["compiles"][1]}
     for length in sorted(sweep):
         c = sweep[length]
         if c["available"]:
             p = length + len(lm["delays"]) - 1
             sweep_rows.append(f"| {length} ({length / FRAME_RATE:g} s) | {c['temp'] / GIB:.2f} | {_peak(c) / GIB:.2f} "
                               f"| {lm['num_heads'] * p**2 * 4 * lm['num_layers'] / GIB:.2f} |")
+    state = ", ".join(f"{n} devices {sum(s.values()) / GIB:.2f} ({s['params'] / GIB:.2f} / {s['opt_state'] / GIB:.2f} "
+                      f"/ {s['ema'] / GIB:.2f})" for n, s in res["state"].items())
     lines = [
         MEMORY_TITLE, "",
         f"Command: `{command}`", "",
@@ -554,40 +601,55 @@ def report_memory(res: dict, command: str) -> str:
         f"- Model: musicgen-large's LM (width {lm['dim']}, {lm['num_heads']} heads, {lm['num_layers']} layers, ffn "
         f"{lm['ffn_dim']}, {len(lm['delays'])} codebooks x {lm['card']}, text width {lm['text_dim']}): "
         f"{res['param_count']:,} parameters; state (float32 params, AdamW moments, EMA): "
-        f"{g['params'] / GIB:.2f} + {g['opt_state'] / GIB:.2f} + {g['ema'] / GIB:.2f} GiB in all.",
-        f"- Step: `compile_step(StepConfig(lm, t5=None, scan_layers=True, ...))` (the {lm['num_layers']} layers one "
-        f"`lax.scan`), batches of precomputed text states [B, {text}, {lm['text_dim']}] float32 + text_mask (no T5), "
+        f"{g['params'] / GIB:.2f} + {g['opt_state'] / GIB:.2f} + {g['ema'] / GIB:.2f} GiB in all; per device "
+        f"(sum over the state's arrays of their shard's bytes, GiB, params / AdamW moments / EMA): {state}.",
+        f"- Step: `compile_step(StepConfig(lm, t5=None, scan_layers=True, remat=R, compute_dtype=D, ...))` (the "
+        f"{lm['num_layers']} layers one `lax.scan`) for each variant R/D of the table: remat `none` (every "
+        "intermediate kept for the backward pass), `full` (`nothing_saveable` per layer: only the layer inputs kept, "
+        "the rest recomputed) or `dots` (`dots_with_no_batch_dims_saveable`: the projections' outputs kept too); "
+        "compute `float32`, or `bfloat16` over the float32 master weights (logits, loss and attention softmax "
+        f"float32). Batches of precomputed text states [B, {text}, {lm['text_dim']}] float32 + text_mask (no T5), "
         f"codes / mask [B, 4, {frames}] ({frames / FRAME_RATE:g} s crops, {positions} pattern positions), meshes "
         f"`make_mesh(data=1, fsdp=N, devices=jax.devices()[:N])`, lowered from `jax.ShapeDtypeStruct`s with the "
         "state's shardings (`state_shapes` + `shardings(state_specs(...))`) and `batch_sharding(mesh)`: nothing "
         f"allocated. Simulated devices: {res['device_count']} host CPU devices "
         "(`XLA_FLAGS=--xla_force_host_platform_device_count=256`, in a subprocess); "
         f"all compiles took {res['wall']:.0f} s in all.",
-        "- Columns, per device: state = sum over the state's arrays of their shard's bytes (params / AdamW "
-        "moments / EMA); argument, temp = `compiled.memory_analysis()` argument and temporary sizes (the "
+        "- Columns, per device: argument, temp = `compiled.memory_analysis()` argument and temporary sizes (the "
         "state is donated: outputs alias it); peak = argument + temp + the outputs not aliased to arguments; per "
         "example = peak(batch 2) - peak(batch 1); the largest per-device batch that fits 16 / 80 GiB is "
         "extrapolated linearly from the compiles at per-device batch 1 and 2 (0: not even one example fits).",
-        "- Caveat: these are XLA:CPU's buffer assignments; the GPU and TPU compilers fuse and schedule "
-        "differently (the residuals autodiff keeps for the backward pass are the same), so read them as estimates.",
+        "- Caveat: these are XLA:CPU's buffer assignments for the scanned layout (`scan_layers=True`; with unrolled "
+        "layers XLA:CPU drops the rematerialization's optimization barriers, so its compiles show no saving there); "
+        "the GPU and TPU compilers fuse and schedule differently (the residuals autodiff keeps for the backward "
+        "pass are the same), so read them as estimates.",
         "",
-        "| devices (FSDP) | state GiB (params / opt / EMA) | argument GiB | temp GiB, batch 1 | temp GiB, batch 2 "
+        "| step (remat / compute) | devices (FSDP) | argument GiB | temp GiB, batch 1 | temp GiB, batch 2 "
         "| peak GiB, batch 1 | GiB per example | max batch, 16 GiB | max batch, 80 GiB | compile s (b1 / b2) |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *rows, "",
-        f"Crop length at per-device batch 1 on {n0} devices (temporaries against the bytes of one float32 attention "
-        f"matrix [heads, S, S] per layer, S = frames + 3, x {lm['num_layers']} layers):", "",
+        f"Crop length, step {first}, at per-device batch 1 on {n0} devices (temporaries against the bytes of one "
+        f"float32 attention matrix [heads, S, S] per layer, S = frames + 3, x {lm['num_layers']} layers):", "",
         "| frames | temp GiB | peak GiB | attention matrices x layers GiB |",
         "|---|---|---|---|",
         *sweep_rows, "",
         *_fit_line(sweep, lm),
-        f"Without rematerialization the step keeps every layer's activations for the backward pass; at "
-        f"{frames} frames one example holds {attn / GIB:.1f} GiB of attention matrices alone "
-        f"({lm['num_heads']} x {positions}^2 float32 x {lm['num_layers']} layers), and the per-example cost grows "
-        "quadratically with the crop. The state shrinks as 1/N under FSDP; the activations do not.",
+        _memory_summary(res, fits),
         "",
     ]
     return "\n".join(lines)
+
+
+def _variant(text: str) -> str:
+    """A `--memory-variants` value, REMAT/DTYPE, checked against the step's options."""
+    from musicgen_jax.lm.model import REMAT_POLICIES
+    from musicgen_jax.train.trainer import COMPUTE_DTYPES
+
+    remat, _, dtype = text.partition("/")
+    if remat not in REMAT_POLICIES or dtype not in COMPUTE_DTYPES:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected REMAT/DTYPE with REMAT one of "
+                                         f"{', '.join(REMAT_POLICIES)} and DTYPE one of {', '.join(COMPUTE_DTYPES)}")
+    return text
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -605,6 +667,11 @@ def main(argv: list[str] | None = None) -> None:
                         help="step: do not time the parts of the step apart (they need more memory: at --layers 24 "
                              "the whole step section needs more than 24 GB of RAM with them)")
     parser.add_argument("--memory-frames", type=int, default=MEMORY_FRAMES, help="memory: frames per crop")
+    parser.add_argument("--memory-variants", nargs="+", type=_variant, default=list(MEMORY_VARIANTS),
+                        metavar="REMAT/DTYPE",
+                        help="memory: step variants REMAT/DTYPE (remat: none, full, dots; compute dtype: float32, "
+                             "bfloat16), compiled in this order on every mesh; the first also gets the crop-length "
+                             "sweep")
     parser.add_argument("--write", action="store_true", help=f"write the measured sections of {RESULTS}")
     args = parser.parse_args(argv)
     if min(args.batch, args.frames, args.steps, args.layers, args.text_tokens, args.memory_frames) < 1:
@@ -615,7 +682,7 @@ def main(argv: list[str] | None = None) -> None:
                        not args.skip_parts)
         publish(report_step(res, command), args.write)
     if "memory" in args.sections:
-        res = run_memory(args.memory_frames, MEMORY_TEXT)
+        res = run_memory(args.memory_frames, MEMORY_TEXT, list(dict.fromkeys(args.memory_variants)))
         publish(report_memory(res, command), args.write)
 
 

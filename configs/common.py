@@ -27,6 +27,8 @@ def base_config() -> ml_collections.ConfigDict:
                                               "warmup_steps": 4000, "max_norm": 1.0})
     config.cfg_dropout = 0.3  # classifier-free guidance dropout: the whole batch gets the null text
     config.word_dropout = 0.3  # T5 word dropout: each word of a training text dropped with this probability
+    config.melody = False  # a melody model: conditioned on the chroma of each crop (a dataset of `prepare --chroma`)
+    config.melody_dropout = 0.0  # melody models: the whole batch gets the null melody with this probability
     config.text = ml_collections.ConfigDict({"merge_text_p": 0.25, "drop_desc_p": 0.5, "drop_other_p": 0.5})
     config.ema = ml_collections.ConfigDict({"decay": 0.99, "every": 10})
     return config

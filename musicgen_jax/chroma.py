@@ -27,7 +27,7 @@ import numpy as np
 
 from musicgen_jax.config import ChromaConfig
 
-__all__ = ["chroma_filter_bank", "extract_chroma", "hann_window", "match_frames", "normalized_chroma",
+__all__ = ["chroma_filter_bank", "extract_chroma", "hann_window", "match_frames", "normalized_chroma", "num_frames",
            "one_hot_chroma"]
 
 
@@ -76,6 +76,11 @@ def one_hot_chroma(wav: jax.Array, config: ChromaConfig) -> jax.Array:
     """One-hot chroma `[B, frames, bins]` float32 of mono waveforms `wav [B, T]`: 1 at the argmax of
     `normalized_chroma` (the first bin on ties: bin 0 for silence)."""
     return jax.nn.one_hot(jnp.argmax(normalized_chroma(wav, config), axis=-1), config.bins, dtype=jnp.float32)
+
+
+def num_frames(samples: int, config: ChromaConfig) -> int:
+    """The number of chroma frames of a waveform of `samples` samples: 1 + max(samples, n_fft) // hop."""
+    return 1 + max(samples, config.n_fft) // config.hop_length
 
 
 def match_frames(chroma: jax.Array, frames: int) -> jax.Array:

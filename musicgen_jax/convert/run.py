@@ -10,22 +10,36 @@ from pathlib import Path
 
 import jax
 
-from musicgen_jax.config import LMConfig
+from musicgen_jax.chroma import num_frames
+from musicgen_jax.config import ChromaConfig, LMConfig
 from musicgen_jax.convert.codec_loader import load_codec
 from musicgen_jax.convert.torch_io import CheckpointError
 
 CHECKPOINTS = "checkpoints"
 DATASET_INFO = "dataset.json"
+CHROMA_FIELDS = ("sample_rate", "n_fft", "hop_length", "bins")  # of `ChromaConfig`, in dataset.json's `chroma`
 
 
 def run_lm_config(config: dict, info: dict, text_dim: int) -> LMConfig:
     """The LM of a run: sizes from its config (`model`), codebooks and cardinality from its dataset's codec
-    (`dataset.json`; interleaved stereo codebooks get the delays [0, 0, 1, 1, ...])."""
+    (`dataset.json`; interleaved stereo codebooks get the delays [0, 0, 1, 1, ...]). A melody run
+    (`melody`) takes the dataset's chroma bins, and as many chroma frames as a crop of `frames` codec
+    frames has (235 for 30 s)."""
     k, stereo = info["num_codebooks"], info.get("codec", {}).get("stereo", False)
     delays = tuple(d for d in range(k // 2) for _ in range(2)) if stereo else tuple(range(k))
     model = config["model"]
+    melody = {}
+    if config.get("melody"):
+        chroma = info.get("chroma")
+        if not chroma:
+            raise ValueError(f"config.melody needs a dataset with chroma; {config['data_dir']} has none (prepare "
+                             f"it with --chroma)")
+        codec = info["codec"]
+        samples = config["frames"] * codec["sample_rate"] // codec["frame_rate"]
+        melody = {"chroma_bins": chroma["bins"],
+                  "chroma_frames": num_frames(samples, ChromaConfig(**{name: chroma[name] for name in CHROMA_FIELDS}))}
     return LMConfig(dim=model["dim"], num_heads=model["num_heads"], num_layers=model["num_layers"],
-                    ffn_dim=model["ffn_dim"], card=info["card"], delays=delays, text_dim=text_dim)
+                    ffn_dim=model["ffn_dim"], card=info["card"], delays=delays, text_dim=text_dim, **melody)
 
 
 def _steps(directory: Path) -> list[int]:

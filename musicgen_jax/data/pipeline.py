@@ -22,9 +22,18 @@ A batch is a dict of numpy arrays:
 - with `text_embeddings=True` (a dataset prepared with `--text-encoder`), `text_embeddings` float32
   `[B, N, D]` (the stored T5 hidden states of the description, zero-padded, cut to the largest bucket)
   with `text_mask`, instead of `text_ids`: the text is then each example's plain description;
+- with `chroma_frames > 0` (a dataset prepared with `--chroma`), `chroma` int32 `[B, chroma_frames]`: the
+  chroma bin of each chroma frame of the crop (melody models' `self_wav` condition); 0 (the chroma of
+  silence, what audiocraft's zero-padded crops give) past the end of the stored chroma and on padding rows;
 - `example` int32 `[B]`: the index of each item's example in the split (`read_examples` order);
 - eval batches only: `valid` bool `[B]`, False on the rows that pad the last batch.
 Classifier-free guidance dropout (nullifying whole batches) belongs to the train step, not here.
+
+The chroma of a crop starting at code frame `start` is the stored chroma of its segment from chroma frame
+`start * codec_hop // chroma_hop` on (hops in samples: the codec's sample_rate / frame_rate, the chroma's
+hop_length). When the crop is the whole segment (the recipe: 30 s segments and 30 s crops) that is exactly
+the crop's chroma; for shorter crops it is the segment's chroma sliced at the crop, whose frames are within
+one chroma hop (128 ms at 32 kHz) of the crop's own, and whose windows also see the audio around the crop.
 """
 
 from __future__ import annotations
@@ -52,11 +61,13 @@ class PipelineConfig:
     threads: int = 2  # batches assembled in parallel
     text_embeddings: bool = False  # T5 hidden states stored by `prepare --text-encoder` instead of tokens
     word_dropout: float = 0.0  # each word of a training text dropped with this probability
+    chroma_frames: int = 0  # chroma frames per row (235 for melody models), from `prepare --chroma`; 0: none
 
     def __post_init__(self):
-        for name in ("batch_size", "frames", "prefetch", "threads"):
+        for name in ("batch_size", "frames", "prefetch", "threads", "chroma_frames"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "prefetch" else 1):
+            if isinstance(value, bool) or not isinstance(value, int) \
+                    or value < (0 if name in ("prefetch", "chroma_frames") else 1):
                 raise ValueError(f"invalid PipelineConfig.{name}: {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"invalid PipelineConfig.seed: {self.seed!r} (a non-negative integer)")
@@ -87,6 +98,8 @@ class HostExamples:
     num_codebooks: int
     part: tuple[int, int]
     text_embeddings: list[np.ndarray] | None = None  # float32 [N_i, D], when the dataset stores them
+    chroma: list[np.ndarray] | None = None  # uint8 [Fc_i] chroma bins, when the dataset stores them
+    chroma_step: tuple[int, int] | None = None  # with chroma: (codec hop, chroma hop) in samples
 
     def __len__(self) -> int:
         return len(self.codes)
@@ -113,8 +126,20 @@ def load_host_examples(data_dir, split: str = "train", process_index: int | None
     if not examples:
         raise ValueError(f"{data_dir}: split {split!r} has {total} examples, none for host {part[0]} of {part[1]}")
     embeddings = [ex["text_embedding"] for ex in examples] if "text_embedding" in examples[0] else None
+    chroma = [ex["chroma"] for ex in examples] if info.get("chroma") else None
     return HostExamples([ex["codes"] for ex in examples], [ex["metadata"] for ex in examples],
-                        shards.part_bounds(total, part)[0], info["num_codebooks"], part, embeddings)
+                        shards.part_bounds(total, part)[0], info["num_codebooks"], part, embeddings, chroma,
+                        None if chroma is None else _chroma_step(info))
+
+
+def _chroma_step(info: dict) -> tuple[int, int]:
+    """(codec hop, chroma hop) in samples, from `dataset.json`; ValueError unless the codec's hop is whole
+    and both run at one sample rate."""
+    codec, chroma = info["codec"], info["chroma"]
+    if codec["sample_rate"] % codec["frame_rate"] or codec["sample_rate"] != chroma["sample_rate"]:
+        raise ValueError(f"chroma at {chroma['sample_rate']} Hz cannot be cropped with codes at "
+                         f"{codec['frame_rate']} frames per second of {codec['sample_rate']} Hz")
+    return codec["sample_rate"] // codec["frame_rate"], chroma["hop_length"]
 
 
 def drop_words(text: str | None, p: float, rng: random.Random) -> str | None:
@@ -126,7 +151,8 @@ def drop_words(text: str | None, p: float, rng: random.Random) -> str | None:
 
 def _fields(config: PipelineConfig, evaluation: bool) -> tuple[str, ...]:
     text = "text_embeddings" if config.text_embeddings else "text_ids"
-    return ("codes", "mask", text, "text_mask", "example") + (("valid",) if evaluation else ())
+    return (("codes", "mask", text, "text_mask", "example") + (("chroma",) if config.chroma_frames else ())
+            + (("valid",) if evaluation else ()))
 
 
 _PERMUTATION, _ITEM = 0, 1  # stream tags of the random draws
@@ -139,6 +165,9 @@ class _Assembler:
         if config.text_embeddings and examples.text_embeddings is None:
             raise ValueError("text_embeddings=True needs a dataset prepared with --text-encoder; this one stores "
                              "no text embeddings")
+        if config.chroma_frames and examples.chroma is None:
+            raise ValueError(f"chroma_frames = {config.chroma_frames} needs a dataset prepared with "
+                             f"`prepare --chroma`; this one stores no chroma")
         self.examples, self.config, self.tokenizer = examples, config, tokenizer
         self._permutations: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -177,6 +206,17 @@ class _Assembler:
                 hidden[r, :n], mask[r, :n] = row[:n], 1
         return hidden, mask
 
+    def _chroma(self, items: list[tuple[int, int, str | None] | None]) -> np.ndarray:
+        """int32 `[B, chroma_frames]`: the stored chroma bins from each crop's first chroma frame, 0 past them."""
+        chroma = np.zeros((len(items), self.config.chroma_frames), np.int32)
+        codec_hop, chroma_hop = self.examples.chroma_step
+        for row, item in enumerate(items):
+            if item is not None:
+                first = item[1] * codec_hop // chroma_hop
+                piece = self.examples.chroma[item[0]][first:first + self.config.chroma_frames]
+                chroma[row, :len(piece)] = piece
+        return chroma
+
     def _assemble(self, items: list[tuple[int, int, str | None] | None]) -> dict[str, np.ndarray]:
         """`items`: (example index, crop start, text) per row, None for a padding row."""
         b, k, f = len(items), self.examples.num_codebooks, self.config.frames
@@ -196,7 +236,10 @@ class _Assembler:
         else:
             text, text_mask = self._texts([item[2] if item else None for item in items])
         name = "text_embeddings" if self.config.text_embeddings else "text_ids"
-        return {"codes": codes, "mask": mask, name: text, "text_mask": text_mask, "example": example}
+        batch = {"codes": codes, "mask": mask, name: text, "text_mask": text_mask, "example": example}
+        if self.config.chroma_frames:
+            batch["chroma"] = self._chroma(items)
+        return batch
 
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
         """Batch `step` of the host's endless stream of shuffled epochs (random crops, augmented text)."""
@@ -228,7 +271,7 @@ def _tf_batches(build, fields: tuple[str, ...], start: int, stop: int, config: P
     tf = shards.host_tensorflow()
 
     dtypes = {"codes": tf.int32, "mask": tf.bool, "text_ids": tf.int32, "text_embeddings": tf.float32,
-              "text_mask": tf.int32, "example": tf.int32, "valid": tf.bool}
+              "text_mask": tf.int32, "example": tf.int32, "chroma": tf.int32, "valid": tf.bool}
 
     def arrays(step):
         batch = build(int(step))
@@ -242,22 +285,32 @@ def _tf_batches(build, fields: tuple[str, ...], start: int, stop: int, config: P
 
 class TrainBatches:
     """The endless training stream of one host: `next(batches)`; `state()` is its position (a small
-    dict of ints for the trainer's checkpoint), which `TrainBatches(..., state=...)` resumes exactly."""
+    dict of ints for the trainer's checkpoint), which `TrainBatches(..., state=...)` resumes exactly.
+    `start=s` begins a stream at batch `s` without a saved state (a run whose first step is s); `state`
+    is checked against this pipeline (seed, sizes, host, examples); the two are not given together."""
 
     _STOP = 2**62
 
-    def __init__(self, examples: HostExamples, config: PipelineConfig, tokenizer, state: dict | None = None):
+    def __init__(self, examples: HostExamples, config: PipelineConfig, tokenizer, state: dict | None = None, *,
+                 start: int = 0):
         self._assembler = _Assembler(examples, config, tokenizer)
-        self.step = 0
-        if state is not None:
-            expected = self._identity()
-            mismatched = [key for key in expected if state.get(key) != expected[key]]
-            if mismatched or not isinstance(state.get("step"), int) or state["step"] < 0:
-                what = ", ".join(f"{key} {state.get(key)!r} (here {expected[key]!r})" for key in mismatched)
-                raise ValueError(f"cannot resume the data pipeline from {state!r}: "
-                                 f"{what or 'the step must be a non-negative integer'}")
-            self.step = state["step"]
+        if isinstance(start, bool) or not isinstance(start, int) or start < 0:
+            raise ValueError(f"invalid start step {start!r} (a non-negative integer)")
+        if state is not None and start:
+            raise ValueError("give the data pipeline a state to resume from or a start step, not both")
+        self.step = start if state is None else self._resumed(state)
         self._iterator = None
+
+    def _resumed(self, state: dict) -> int:
+        """The step of `state`; ValueError unless it is a position of this pipeline."""
+        expected = self._identity()
+        mismatched = [key for key in expected if state.get(key) != expected[key]]
+        if mismatched or isinstance(state.get("step"), bool) or not isinstance(state.get("step"), int) \
+                or state["step"] < 0:
+            what = ", ".join(f"{key} {state.get(key)!r} (here {expected[key]!r})" for key in mismatched)
+            raise ValueError(f"cannot resume the data pipeline from {state!r}: "
+                             f"{what or 'the step must be a non-negative integer'}")
+        return state["step"]
 
     def _identity(self) -> dict:
         a = self._assembler

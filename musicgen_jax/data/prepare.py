@@ -17,6 +17,12 @@ together in batches of `batch_size` (the last batch padded with silent rows, whi
 A file goes to the `valid` split when a hash of (seed, its path) falls below `valid_fraction`.
 With `text_encoder` (a T5 or MusicGen checkpoint), each example also stores the frozen T5's hidden
 states of its file's description (T5 is frozen in MusicGen training, so the train step can skip it).
+With `chroma`, each example also stores the argmax bins of the one-hot chroma (`musicgen_jax.chroma`,
+the default `ChromaConfig`, whose rate must be the codec's) of exactly the waveform it encodes, downmixed
+to mono: what melody models condition on in training (audiocraft's `ChromaStemConditioner` on `self_wav`).
+Chroma is computed with the codes, in the same batches of one length (compiled once per length). With
+`melody_stems` as well, it is the chroma of the sum of Demucs' melody stems (`stems.melody_stems`, run
+once per file, before segmenting), as audiocraft separates the melody wav.
 """
 
 from __future__ import annotations
@@ -31,7 +37,9 @@ from pathlib import Path
 
 import numpy as np
 
+from musicgen_jax import stems
 from musicgen_jax.audio import AudioError, read_audio
+from musicgen_jax.config import ChromaConfig
 from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.data import metadata, shards
 from musicgen_jax.data.sources import AudioInput, list_inputs
@@ -54,6 +62,8 @@ class Settings:
     min_seconds: float = 1.0
     length_step: float = 1.0
     text_encoder: str | None = None
+    chroma: bool = False  # store each segment's chroma bins (`ChromaConfig()`)
+    melody_stems: bool = False  # of Demucs' melody stems instead of the mix (needs chroma)
 
     def __post_init__(self):
         checks = [("segment_seconds", self.segment_seconds >= 0), ("valid_fraction", 0 <= self.valid_fraction <= 1),
@@ -67,6 +77,11 @@ class Settings:
             raise ValueError(f"invalid seed: {self.seed!r} (an integer)")
         if self.text_encoder is not None and (not isinstance(self.text_encoder, str) or not self.text_encoder):
             raise ValueError(f"invalid text_encoder: {self.text_encoder!r} (a checkpoint, or None)")
+        for name in ("chroma", "melody_stems"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"invalid {name}: {getattr(self, name)!r} (True or False)")
+        if self.melody_stems and not self.chroma:
+            raise ValueError("melody_stems computes the chroma of Demucs' stems: --melody-stems requires --chroma")
 
 
 def split_of(path: str, seed: int, valid_fraction: float) -> str:
@@ -101,33 +116,77 @@ def segment_bounds(num_samples: int, hop: int, frame_rate: int, settings: Settin
     return bounds
 
 
+def chroma_config(codec) -> ChromaConfig:
+    """The chroma settings of `prepare --chroma` (the melody models'); ValueError unless the codec runs
+    at their sample rate."""
+    config = ChromaConfig()
+    if codec.sample_rate != config.sample_rate:
+        raise ValueError(f"--chroma needs a codec at {config.sample_rate} Hz, the melody models' chroma rate; "
+                         f"this codec runs at {codec.sample_rate} Hz")
+    return config
+
+
+def chroma_info(settings: Settings) -> dict | None:
+    """What `dataset.json` records about the stored chroma (None without)."""
+    if not settings.chroma:
+        return None
+    config = ChromaConfig()
+    return {"bins": config.bins, "n_fft": config.n_fft, "hop_length": config.hop_length,
+            "sample_rate": config.sample_rate, "stems": settings.melody_stems}
+
+
+def chroma_bins(melody: np.ndarray, config: ChromaConfig) -> np.ndarray:
+    """`[B, L]` mono waveforms -> uint8 `[B, 1 + max(L, n_fft) // hop]`: the argmax bin of each chroma frame."""
+    from musicgen_jax.chroma import extract_chroma  # JAX and librosa, only when asked for
+
+    return np.argmax(extract_chroma(melody, config), axis=-1).astype(np.uint8)
+
+
+def melody_source(wav: np.ndarray, sample_rate: int, separate: bool) -> np.ndarray:
+    """float32 `[T]`: what the chroma of a file `wav [C, T]` is computed from: its mono downmix (mean over
+    channels), or with `separate` the sum of Demucs' melody stems, cut or zero-padded to T samples."""
+    if not separate:
+        return wav.mean(axis=0, dtype=np.float32)
+    mix = stems.melody_stems(wav, sample_rate, sample_rate)[:wav.shape[-1]]
+    return np.pad(mix, (0, wav.shape[-1] - len(mix)))
+
+
 class _BatchEncoder:
-    """Encodes `[C, L]` segments in batches of equal length (`batch_size` rows, padded with silence)."""
+    """Encodes `[C, L]` segments in batches of equal length (`batch_size` rows, padded with silence), and
+    with `chroma` the chroma bins of their `[L]` melody waveforms in the same batches."""
 
-    def __init__(self, codec, batch_size: int):
-        self.codec, self.batch_size = codec, batch_size
-        self.pending: dict[int, list[tuple[object, np.ndarray]]] = {}
-        self.codes: dict[object, np.ndarray] = {}
+    def __init__(self, codec, batch_size: int, chroma: ChromaConfig | None = None):
+        self.codec, self.batch_size, self.chroma = codec, batch_size, chroma
+        self.pending: dict[int, list[tuple[object, np.ndarray, np.ndarray | None]]] = {}
+        self.results: dict[object, dict[str, np.ndarray]] = {}
 
-    def add(self, key, wav: np.ndarray) -> None:
+    def add(self, key, wav: np.ndarray, melody: np.ndarray | None = None) -> None:
         queue = self.pending.setdefault(wav.shape[-1], [])
-        queue.append((key, wav.copy()))
+        queue.append((key, wav.copy(), None if melody is None else melody.copy()))
         if len(queue) == self.batch_size:
             self._encode(wav.shape[-1])
 
-    def flush(self) -> dict[object, np.ndarray]:
+    def flush(self) -> dict[object, dict[str, np.ndarray]]:
+        """key -> `codes` int16 `[K, T]` (and `chroma` uint8 `[Fc]`) of every segment added."""
         for length in sorted(self.pending):
             self._encode(length)
-        return self.codes
+        return self.results
 
     def _encode(self, length: int) -> None:
         queue = self.pending.pop(length)
         batch = np.zeros((self.batch_size, self.codec.channels, length), np.float32)
-        for row, (_, wav) in enumerate(queue):
+        for row, (_, wav, _) in enumerate(queue):
             batch[row] = wav
         codes = np.asarray(self.codec.encode(batch))
-        for row, (key, _) in enumerate(queue):
-            self.codes[key] = codes[row].astype(np.int16)
+        for row, (key, _, _) in enumerate(queue):
+            self.results[key] = {"codes": codes[row].astype(np.int16)}
+        if self.chroma is not None:
+            melodies = np.zeros((self.batch_size, length), np.float32)
+            for row, (_, _, melody) in enumerate(queue):
+                melodies[row] = melody
+            bins = chroma_bins(melodies, self.chroma)
+            for row, (key, _, _) in enumerate(queue):
+                self.results[key]["chroma"] = bins[row]
 
 
 def codec_info(codec, source: str) -> dict:
@@ -154,7 +213,7 @@ def _prepare_unit(unit: int, inputs: list[AudioInput], plan: dict, codec, text_e
     """Encode the files of one unit, write its shards, then its record (returned)."""
     settings = Settings(**plan["settings"])
     hop = codec.config.hop_length
-    encoder = _BatchEncoder(codec, batch_size)
+    encoder = _BatchEncoder(codec, batch_size, chroma_config(codec) if settings.chroma else None)
     entries = {split: [] for split in shards.SPLITS}
     stats = {split: {"files": 0, "examples": 0, "frames": 0} for split in shards.SPLITS}
     skipped, audio_seconds = [], 0.0
@@ -179,23 +238,26 @@ def _prepare_unit(unit: int, inputs: list[AudioInput], plan: dict, codec, text_e
         info = metadata.normalize(item.metadata)
         stats[split]["files"] += 1
         text = {} if text_encoder is None else {"text_embedding": _text_embedding(text_encoder, info["description"])}
+        melody = melody_source(wav, codec.sample_rate, settings.melody_stems) if settings.chroma else None
         for index, (start, end) in enumerate(bounds):
-            encoder.add((item.path, index), wav[:, start:end])
+            encoder.add((item.path, index), wav[:, start:end], None if melody is None else melody[start:end])
             entries[split].append({"path": item.path, "segment": index, "metadata": info, **text})
         report(item, wav.shape[-1] / codec.sample_rate, None)
-    codes = encoder.flush()
+    results = encoder.flush()
     shard_bytes = {}
     for split in shards.SPLITS:
         for entry in entries[split]:
-            entry["codes"] = codes[(entry["path"], entry["segment"])]
+            entry.update(results[(entry["path"], entry["segment"])])
             stats[split]["examples"] += 1
             stats[split]["frames"] += entry["codes"].shape[-1]
         path = shards.shard_path(out, split, unit, plan["units"])
-        shard_bytes[split] = shards.write_shard(path, codec.num_codebooks, entries[split], _text_dim(text_encoder))
+        shard_bytes[split] = shards.write_shard(path, codec.num_codebooks, entries[split], _text_dim(text_encoder),
+                                                settings.chroma)
     record = {"unit": unit, "plan": plan["fingerprint"], "codec": codec_info(codec, settings.codec),
               "text_encoder": None if text_encoder is None else {"source": settings.text_encoder,
                                                                  "d_model": _text_dim(text_encoder)},
-              "splits": stats, "bytes": shard_bytes, "skipped": skipped, "audio_seconds": audio_seconds}
+              "chroma": chroma_info(settings), "splits": stats, "bytes": shard_bytes, "skipped": skipped,
+              "audio_seconds": audio_seconds}
     save_json(_unit_record_path(out, unit), record)
     return record
 
@@ -261,9 +323,10 @@ def merge(out: str | Path) -> dict:
                                {split: [r["splits"][split]["examples"] for r in records] for split in shards.SPLITS},
                                {split: sum(r["bytes"][split] for r in records) for split in shards.SPLITS},
                                description=f"EnCodec tokens of {plan['settings']['audio']} (musicgen_jax)",
-                               text_dim=records[0]["text_encoder"] and records[0]["text_encoder"]["d_model"])
+                               text_dim=records[0]["text_encoder"] and records[0]["text_encoder"]["d_model"],
+                               chroma=records[0]["chroma"] is not None)
     info = {"format": shards.FORMAT, "version": 1, "codec": codec, "text_encoder": records[0]["text_encoder"],
-            "settings": plan["settings"],
+            "chroma": records[0]["chroma"], "settings": plan["settings"],
             "frame_rate": codec["frame_rate"], "num_codebooks": codec["num_codebooks"], "card": codec["card"],
             "files": plan["files"], "splits": splits, "audio_hours": sum(r["audio_seconds"] for r in records) / 3600,
             "skipped": skipped}
@@ -314,6 +377,10 @@ def prepare(settings: Settings, out: str | Path, batch_size: int = 8, part: tupl
     if units:
         codec = load_codec(settings.codec)
         segment_lengths(settings, codec.config.hop_length, codec.frame_rate)  # checked before any work
+        if settings.chroma:
+            chroma_config(codec)
+        if settings.melody_stems:
+            stems._demucs()  # a missing Demucs is one error here, not one per file
         text_encoder = settings.text_encoder and T5TextEncoder.from_pretrained(settings.text_encoder)
         size = settings.files_per_shard
         work = {unit: inputs[unit * size:(unit + 1) * size] for unit in units}
@@ -371,6 +438,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="last segments are cut down to a multiple of this (one compiled encoder per length)")
     p.add_argument("--text-encoder", metavar="SRC",
                    help="also store the frozen T5's hidden states of each description (a T5 or MusicGen checkpoint)")
+    p.add_argument("--chroma", action="store_true",
+                   help="also store each segment's chroma (argmax bins) for melody models (needs a 32 kHz codec)")
+    p.add_argument("--melody-stems", action="store_true",
+                   help="with --chroma: the chroma of Demucs' vocals + other stems, as audiocraft's melody models "
+                        "(needs the melody extra)")
     p.add_argument("--batch-size", type=int, default=8, help="segments per encoder call")
     p.add_argument("--part", type=_part, default=(0, 1), metavar="I/N",
                    help="prepare the I-th (0-based) of N disjoint parts; the last to finish writes the metadata")
@@ -392,9 +464,9 @@ def main(argv=None) -> int:
         else:
             settings = Settings(str(Path(args.audio).expanduser().absolute()), args.codec, args.segment_seconds,
                                 args.valid_fraction, args.seed, args.files_per_shard, args.min_seconds,
-                                args.length_step, args.text_encoder)
+                                args.length_step, args.text_encoder, args.chroma, args.melody_stems)
             info, out = prepare(settings, args.out, args.batch_size, args.part, not args.no_progress), args.out
-    except (ValueError, CheckpointError, AudioError) as e:
+    except (ValueError, CheckpointError, AudioError, stems.MissingExtraError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if info is None:

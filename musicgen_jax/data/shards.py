@@ -11,7 +11,10 @@ loads it), and this project's `dataset.json`. One example is one audio segment:
 - the music metadata fields of `metadata.FIELDS`, normalized as audiocraft's `MusicInfo`: strings
   (`""` when missing), `bpm` float64 (NaN when missing), `moods` / `keywords` string lists;
 - with precomputed text (`prepare --text-encoder`), `text_embedding` float32 `[N, D]`: the frozen T5's
-  hidden states of the description's N tokens (N = 0 without a description).
+  hidden states of the description's N tokens (N = 0 without a description);
+- with chroma (`prepare --chroma`), `chroma` uint8 `[Fc]`: the argmax bin of each frame of the segment's
+  one-hot chroma (`musicgen_jax.chroma`, Fc = 1 + max(samples, n_fft) // hop), what melody models are
+  conditioned on in training (`dataset.json`'s `chroma` records its settings).
 """
 
 from __future__ import annotations
@@ -48,9 +51,9 @@ def host_tensorflow():
     return tf
 
 
-def features(num_codebooks: int, text_dim: int | None = None):
+def features(num_codebooks: int, text_dim: int | None = None, chroma: bool = False):
     """The TFDS `FeaturesDict` of one example with `num_codebooks` codebooks (and T5 hidden states of
-    width `text_dim`, when given)."""
+    width `text_dim`, when given; and chroma bins with `chroma`)."""
     import tensorflow_datasets as tfds
 
     spec = {"codes": tfds.features.Tensor(shape=(num_codebooks, None), dtype=np.int16),
@@ -64,6 +67,8 @@ def features(num_codebooks: int, text_dim: int | None = None):
             spec[name] = tfds.features.Text()
     if text_dim is not None:
         spec["text_embedding"] = tfds.features.Tensor(shape=(None, text_dim), dtype=np.float32)
+    if chroma:
+        spec["chroma"] = tfds.features.Tensor(shape=(None,), dtype=np.uint8)
     return tfds.features.FeaturesDict(spec)
 
 
@@ -85,17 +90,20 @@ def _stored(example: dict) -> dict:
             out[name] = value or ""
     if "text_embedding" in example:
         out["text_embedding"] = np.asarray(example["text_embedding"], np.float32)
+    if "chroma" in example:
+        out["chroma"] = np.asarray(example["chroma"], np.uint8)
     return out
 
 
-def write_shard(path: Path, num_codebooks: int, examples: list[dict], text_dim: int | None = None) -> int:
-    """Write `examples` (dicts with `codes [K, T]`, `path`, `segment`, `metadata`, and `text_embedding [N, D]`
-    when `text_dim` is given) as one TFRecord file,
-    atomically (`atomic_file`: a shard that was being written when the process died never exists), with
-    the same bytes for the same examples in every process. Returns the file's size in bytes."""
+def write_shard(path: Path, num_codebooks: int, examples: list[dict], text_dim: int | None = None,
+                chroma: bool = False) -> int:
+    """Write `examples` (dicts with `codes [K, T]`, `path`, `segment`, `metadata`, `text_embedding [N, D]`
+    when `text_dim` is given, `chroma [Fc]` with `chroma`) as one TFRecord file, atomically (`atomic_file`:
+    a shard that was being written when the process died never exists), with the same bytes for the same
+    examples in every process. Returns the file's size in bytes."""
     tf = host_tensorflow()
 
-    spec = features(num_codebooks, text_dim)
+    spec = features(num_codebooks, text_dim, chroma)
     with atomic_file(path) as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for example in examples:  # protobuf map order varies between processes; sorted keys do not
@@ -105,13 +113,14 @@ def write_shard(path: Path, num_codebooks: int, examples: list[dict], text_dim: 
 
 
 def write_tfds_metadata(data_dir: Path, num_codebooks: int, shard_lengths: dict[str, list[int]],
-                        shard_bytes: dict[str, int], description: str, text_dim: int | None = None) -> None:
+                        shard_bytes: dict[str, int], description: str, text_dim: int | None = None,
+                        chroma: bool = False) -> None:
     """TFDS's `dataset_info.json` and `features.json` for the shards already in `data_dir`."""
     import tensorflow_datasets as tfds
 
     split_infos = [tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths[split], num_bytes=shard_bytes[split])
                    for split in SPLITS]
-    tfds.folder_dataset.write_metadata(data_dir=str(data_dir), features=features(num_codebooks, text_dim),
+    tfds.folder_dataset.write_metadata(data_dir=str(data_dir), features=features(num_codebooks, text_dim, chroma),
                                        split_infos=split_infos, filename_template=FILENAME_TEMPLATE,
                                        description=description, check_data=False)
 
@@ -131,16 +140,25 @@ def _loaded(record: dict) -> dict:
                "metadata": metadata}
     if "text_embedding" in record:
         example["text_embedding"] = record["text_embedding"]
+    if "chroma" in record:
+        example["chroma"] = record["chroma"]
     return example
 
 
-def dataset_info(data_dir: str | os.PathLike) -> dict:
-    """The `dataset.json` of a complete prepared dataset; ValueError when there is none."""
+def _info_path(data_dir: str | os.PathLike) -> Path:
+    """Where the `dataset.json` of a complete prepared dataset is; ValueError when there is none."""
     path = Path(data_dir) / INFO_FILE
     if not path.is_file():
         raise ValueError(f"{data_dir}: not a prepared dataset (no {INFO_FILE}); prepare it with "
                          f"`python -m musicgen_jax.data.prepare`, or finish it with `--merge`")
-    return json.loads(path.read_text())
+    return path
+
+
+def dataset_info(data_dir: str | os.PathLike) -> dict:
+    """The `dataset.json` of a complete prepared dataset (ValueError when there is none): its codec
+    (`codec`, with `sample_rate` and `frame_rate`), `text_encoder` and `chroma` (None, or `bins`, `n_fft`,
+    `hop_length`, `sample_rate` and `stems`: whether the chroma is of Demucs' melody stems), splits, etc."""
+    return json.loads(_info_path(data_dir).read_text())
 
 
 def part_bounds(total: int, part: tuple[int, int]) -> tuple[int, int]:
@@ -155,14 +173,14 @@ def read_examples(data_dir: str | os.PathLike, split: str = "train", part: tuple
     """The examples of a prepared dataset's `split`, in a stable order (shard by shard, in each the
     files in path order and their segments in order): dicts with numpy `codes` int16 `[K, T]`, `path`,
     `segment`, `metadata` (a dict over `metadata.FIELDS`, None where missing) and, in a dataset prepared
-    with precomputed text, `text_embedding` float32 `[N, D]`. `part = (i, n)` reads
-    only the examples `part_bounds` gives the i-th of n parts."""
+    with precomputed text, `text_embedding` float32 `[N, D]`, with chroma, `chroma` uint8 `[Fc]`.
+    `part = (i, n)` reads only the examples `part_bounds` gives the i-th of n parts."""
     host_tensorflow()
     import tensorflow_datasets as tfds
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; a prepared dataset has {', '.join(SPLITS)}")
-    dataset_info(data_dir)
+    _info_path(data_dir)
     builder = tfds.builder_from_directory(str(data_dir))
     start, end = part_bounds(builder.info.splits[split].num_examples, part)
     if start == end:

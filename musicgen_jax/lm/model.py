@@ -145,10 +145,10 @@ class LMModel(nn.Module):
         return nn.with_logical_constraint(logits, ("batch", None, "length", "vocab")), cache
 
     def __call__(self, sequence: jax.Array, text: jax.Array, text_mask: jax.Array,
-                 chroma: jax.Array | None = None) -> jax.Array:
+                 chroma: jax.Array | None = None, text_length=None) -> jax.Array:
         """Teacher-forced logits `[B, K, S, card]` of a whole delay-pattern sequence `[B, K, S]`
-        (melody models: `chroma [B, chroma_frames, chroma_bins]`)."""
-        context = self.condition(text, text_mask, chroma)
+        (melody models: `chroma [B, chroma_frames, chroma_bins]`; `text_length` as in `condition`)."""
+        context = self.condition(text, text_mask, chroma, text_length)
         return self.decode(sequence, context, prefix=self.config.melody)[0]
 
 

@@ -26,6 +26,7 @@ from musicgen_jax.config import LMConfig
 
 NEG_INF = float(np.finfo(np.float32).min)
 CACHE_BLOCK = 64  # positions in the KV cache's first block (`cache_blocks`)
+ROWS_AS_MATRIX = 128  # `Linear`: from this many rows, a 2-D `x W^T` product
 HEADS_AXES = ("batch", "heads", "length", "kv")  # [B, H, T, Dh] activations and the KV cache
 TOKENS_AXES = ("batch", "length", "embed")  # [B, T, D]
 
@@ -40,10 +41,12 @@ def initializer(*axes: str | None, init=_NORMAL):
 
 class Linear(nn.Module):
     """`x [..., in] -> x W^T (+ b) [..., features]` with `kernel` W stored `[features, in]` (PyTorch's
-    layout), computed as `(W x^T)^T`: with the kernel as the left operand XLA:CPU streams it 1.6x (2
-    rows) to 1.8x (16 rows) faster in the small-batch products of decoding than as `x W^T`, and at
-    about the same speed from 128 rows (benchmarks/layers.py). This holds for `x [B, T, in]`, the model's
-    activations; for a 2-D `x` XLA folds the transpose back into `x W^T`. `axes` names (out, in) logically."""
+    layout). Below `ROWS_AS_MATRIX` rows (the small-batch products of decoding) computed as `(W x^T)^T` on
+    `x [B, T, in]`: with the kernel as the left operand XLA:CPU streams it 1.6x (2 rows) to 1.8x (16 rows)
+    faster than as `x W^T` (benchmarks/layers.py). From it (training, prompts) as `x W^T` on the rows
+    flattened to a matrix `[B * T, in]`: the same forward speed, and a backward pass (the products of
+    the gradients) about 1.4x faster at the training shapes than either 3-D form. `axes` names (out, in)
+    logically."""
 
     features: int
     axes: tuple[str, str]
@@ -51,8 +54,12 @@ class Linear(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", initializer(*self.axes), (self.features, x.shape[-1]))
-        y = jnp.moveaxis(lax.dot_general(kernel.astype(x.dtype), x, (((1,), (x.ndim - 1,)), ((), ()))), 0, -1)
+        kernel = self.param("kernel", initializer(*self.axes), (self.features, x.shape[-1])).astype(x.dtype)
+        rows = math.prod(x.shape[:-1])
+        if rows >= ROWS_AS_MATRIX:
+            y = lax.dot_general(x.reshape(rows, -1), kernel, (((1,), (1,)), ((), ()))).reshape(*x.shape[:-1], -1)
+        else:
+            y = jnp.moveaxis(lax.dot_general(kernel, x, (((1,), (x.ndim - 1,)), ((), ()))), 0, -1)
         if self.use_bias:
             bias = self.param("bias", initializer(self.axes[0], init=nn.initializers.zeros), (self.features,))
             y = y + bias.astype(y.dtype)

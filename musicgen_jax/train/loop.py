@@ -51,19 +51,19 @@ class _TrainData:
     `batch_size / parts` rows, concatenated in order. The global batch of a step is therefore the same for
     any number of processes dividing `parts`: a run resumes on another number of hosts unchanged."""
 
-    def __init__(self, config, parts: int, start: int, tokenizer):
+    def __init__(self, config, parts: int, start: int, tokenizer, chroma_frames: int):
         count, index = jax.process_count(), jax.process_index()
         if parts < 1 or parts % count or config.batch_size % parts:
             raise TrainingError(f"{parts} data parts must be a multiple of the {count} processes and divide "
                                 f"config.batch_size {config.batch_size}")
         pipeline = PipelineConfig(config.batch_size // parts, config.frames, config.seed,
                                   TextAugmentation(**config.text), text_lengths=(config.text_length,),
-                                  text_embeddings=config.text_embeddings, word_dropout=config.word_dropout)
+                                  text_embeddings=config.text_embeddings, word_dropout=config.word_dropout,
+                                  chroma_frames=chroma_frames)
         self.parts, self.streams = parts, []
         for part in range(index * parts // count, (index + 1) * parts // count):
             examples = load_host_examples(config.data_dir, "train", part, parts)
-            position = {**TrainBatches(examples, pipeline, tokenizer).state(), "step": start}
-            self.streams.append(TrainBatches(examples, pipeline, tokenizer, state=position))
+            self.streams.append(TrainBatches(examples, pipeline, tokenizer, start=start))
 
     def __next__(self) -> dict:
         batches = [next(stream) for stream in self.streams]
@@ -84,7 +84,8 @@ class _Evaluation:
                                 f"fewer than the {jax.process_count()} processes (prepare with --valid-fraction)")
         local = config.batch_size // jax.process_count()
         self.pipeline = PipelineConfig(local, config.frames, config.seed, text_lengths=(config.text_length,),
-                                       text_embeddings=config.text_embeddings)
+                                       text_embeddings=config.text_embeddings,
+                                       chroma_frames=_chroma_frames(step_config))
         self.examples = load_host_examples(config.data_dir, "valid")
         self.num_batches = -(-(-(-total // jax.process_count())) // local)
         self.evaluate = compile_eval(step_config, mesh)
@@ -98,6 +99,11 @@ class _Evaluation:
             total, count = total + sums, count + counts
         ce = total / np.maximum(count, 1.0)
         return {"eval_loss": float(ce.mean()), **{f"eval_ppl_{k}": float(np.exp(v)) for k, v in enumerate(ce)}}
+
+
+def _chroma_frames(step_config: StepConfig) -> int:
+    """The chroma frames the batches carry: the melody LM's, 0 for text models."""
+    return step_config.lm.chroma_frames if step_config.lm.melody else 0
 
 
 def _check(config: ml_collections.ConfigDict) -> None:
@@ -177,6 +183,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
             lm_config(config, info, text_encoder.config.d_model),
             None if config.text_embeddings else text_encoder.config,
             OptimConfig(**config.optim, total_steps=config.total_steps), cfg_dropout=config.cfg_dropout,
+            melody_dropout=config.melody_dropout,
             ema_decay=config.ema.decay, ema_every=config.ema.every, scan_layers=config.scan_layers,
             remat=config.remat, compute_dtype=config.compute_dtype)
         mesh = make_mesh(**config.mesh)
@@ -193,7 +200,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
         state, meta = _restore(manager, latest, config, step_config, state_sharding)
         parts = meta["data"]["parts"]
     start = int(jax.device_get(state["step"]))
-    batches = _TrainData(config, parts, start, text_encoder.tokenizer)
+    batches = _TrainData(config, parts, start, text_encoder.tokenizer, _chroma_frames(step_config))
     step_fn = compile_step(step_config, mesh)
     t5_params = {} if config.text_embeddings else text_encoder.params
     evaluation = config.eval_every and _Evaluation(config, info, step_config, mesh, text_encoder.tokenizer,

@@ -7,8 +7,11 @@ PRNG key data). The LM computes in `compute_dtype` (bfloat16: the float32 weight
 forward pass, their gradients float32; the loss in float32), optionally rematerialized per layer
 (`remat`). One `jax.jit` step with explicit in / out shardings and the state donated:
 frozen T5 states of the batch's tokens (or the precomputed ones), classifier-free guidance dropout
-(with probability `cfg_dropout` the whole batch gets the null text, audiocraft's
-`ClassifierFreeGuidanceDropout`), the loss (`loss.py`), gradients, clipping, AdamW, EMA.
+(with probability `cfg_dropout` the whole batch gets the null text, and the null chroma, audiocraft's
+`ClassifierFreeGuidanceDropout`), melody models' melody dropout (`melody_dropout`: the null chroma for
+the whole batch, audiocraft's `AttributeDropout` on `self_wav`; audiocraft's null melody is the chroma
+of a one-sample silence, of another length: here it is the model's fixed `chroma_frames` of bin 0,
+exactly what sampling conditions on without a melody), the loss (`loss.py`), gradients, clipping, AdamW, EMA.
 """
 
 from __future__ import annotations
@@ -71,6 +74,7 @@ class StepConfig:
     t5: T5Config | None = None  # None: batches carry precomputed `text_embeddings`
     optim: OptimConfig = OptimConfig()
     cfg_dropout: float = 0.3
+    melody_dropout: float = 0.0  # melody models: the whole batch gets the null chroma (audiocraft's AttributeDropout)
     ema_decay: float = 0.99
     ema_every: int = 10
     scan_layers: bool = False
@@ -78,9 +82,10 @@ class StepConfig:
     compute_dtype: str = "float32"  # or "bfloat16": the LM computes in it, over float32 master weights
 
     def __post_init__(self):
-        if not 0 <= self.cfg_dropout <= 1 or not 0 <= self.ema_decay < 1 or self.ema_every < 1:
-            raise ValueError(f"invalid cfg_dropout {self.cfg_dropout}, ema_decay {self.ema_decay} or "
-                             f"ema_every {self.ema_every}")
+        if not 0 <= self.cfg_dropout <= 1 or not 0 <= self.melody_dropout <= 1 or not 0 <= self.ema_decay < 1 \
+                or self.ema_every < 1:
+            raise ValueError(f"invalid cfg_dropout {self.cfg_dropout}, melody_dropout {self.melody_dropout}, "
+                             f"ema_decay {self.ema_decay} or ema_every {self.ema_every}")
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"invalid remat {self.remat!r}: one of {', '.join(REMAT_POLICIES)}")
         if self.compute_dtype not in COMPUTE_DTYPES:
@@ -139,27 +144,47 @@ def text_states(config: StepConfig, t5_params: Any, batch: dict) -> jax.Array:
     return jax.lax.stop_gradient(T5Encoder(config.t5).apply(t5_params, batch["text_ids"], batch["text_mask"]))
 
 
-def loss_fn(params: Any, config: StepConfig, batch: dict, text: jax.Array, text_mask: jax.Array):
-    """`(loss, ce [K])` of the LM on `batch` (codes / mask `[B, K, F]`) with the given text condition."""
+def melody_condition(config: StepConfig, batch: dict, drop) -> jax.Array | None:
+    """Melody models: the one-hot chroma `[B, chroma_frames, bins]` of the batch's `chroma` bins
+    `[B, chroma_frames]`, or where `drop` (a traced bool) the null chroma (bin 0 in every frame, as
+    `lm.model.null_chroma`); text models: None."""
+    if not config.lm.melody:
+        return None
+    return jax.nn.one_hot(jnp.where(drop, 0, batch["chroma"]), config.lm.chroma_bins, dtype=jnp.float32)
+
+
+def text_length(config: StepConfig, batch: dict) -> jax.Array | None:
+    """Melody models: the text positions of the prefix, the longest text of the batch (int32 []; the rest of
+    the fixed `text_length` padding is masked out, as in sampling, where the prompts are padded to their
+    longest: text positions are attended to even when zeroed); text models: None (padding is masked)."""
+    return jnp.max(jnp.sum(batch["text_mask"], axis=1)) if config.lm.melody else None
+
+
+def loss_fn(params: Any, config: StepConfig, batch: dict, text: jax.Array, text_mask: jax.Array,
+            chroma: jax.Array | None = None):
+    """`(loss, ce [K])` of the LM on `batch` (codes / mask `[B, K, F]`) with the given text condition
+    (and, melody models, `chroma [B, chroma_frames, bins]`)."""
     inputs, targets, valid = training_sequences(batch["codes"], batch["mask"], config.lm.delays, config.lm.card)
-    logits = config.model().apply(params, inputs, text, text_mask)
+    logits = config.model().apply(params, inputs, text, text_mask, chroma, text_length(config, batch))
     return cross_entropy(logits, targets, valid)
 
 
 def train_step(state: dict, batch: dict, t5_params: Any, config: StepConfig, mesh=None) -> tuple[dict, dict]:
     """One optimizer step; returns the new state and the step's metrics (loss, ce [K], grad_norm, lr)."""
     with activation_sharding(mesh):
-        rng, dropout_key = jax.random.split(jax.random.wrap_key_data(state["rng"]))
+        rng, dropout_key, melody_key = jax.random.split(jax.random.wrap_key_data(state["rng"]), 3)
         text = text_states(config, t5_params, batch)
         null = jax.random.bernoulli(dropout_key, config.cfg_dropout)
+        no_melody = null | jax.random.bernoulli(melody_key, config.melody_dropout)
         text_mask = jnp.where(null, 0, batch["text_mask"])
+        chroma = melody_condition(config, batch, no_melody)
         (loss, ce), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], config, batch, text,
-                                                                        text_mask)
+                                                                        text_mask, chroma)
         updates, opt_state = config.optim.optimizer().update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         ema, ema_count = _ema(state, params, config)
     metrics = {"loss": loss, "ce": ce, "grad_norm": optax.global_norm(grads),
-               "lr": config.optim.schedule()(state["step"]), "null_text": null}
+               "lr": config.optim.schedule()(state["step"]), "null_text": null, "null_melody": no_melody}
     new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "ema": ema,
                  "ema_count": ema_count, "rng": jax.random.key_data(rng)}
     return new_state, metrics
@@ -185,7 +210,8 @@ def eval_step(params: Any, batch: dict, t5_params: Any, config: StepConfig, mesh
     with activation_sharding(mesh):
         text = text_states(config, t5_params, batch)
         inputs, targets, valid = training_sequences(batch["codes"], batch["mask"], config.lm.delays, config.lm.card)
-        logits = config.model().apply(params, inputs, text, batch["text_mask"])
+        chroma = melody_condition(config, batch, False)
+        logits = config.model().apply(params, inputs, text, batch["text_mask"], chroma, text_length(config, batch))
         return nll_sums(logits, targets, valid)
 
 

@@ -7,49 +7,14 @@ import json
 import numpy as np
 import pytest
 
-from musicgen_jax.data import shards
 from musicgen_jax.data.metadata import TextAugmentation
 from musicgen_jax.data.pipeline import (PipelineConfig, TrainBatches, eval_batches, load_host_examples,
                                         train_batches)
-from musicgen_jax.fileio import save_json
 from musicgen_jax.text.tokenizer import T5Tokenizer
+from tests.datasets import CHROMA, DESCRIPTION, FRAME_RATE, K, SAMPLE_RATE, chroma_frames, code_value, write_dataset
 
-K, FRAMES = 4, 12
+FRAMES = 12
 LENGTHS = [30, 12, 7, 18, 25, 12, 3, 40, 12, 16, 9, 21, 12, 33, 5, 12, 28, 14, 12, 19, 11, 26, 12]  # 23 examples
-DESCRIPTION = "calm piano melody"
-
-
-def code_value(example: int, k: int, t: np.ndarray) -> np.ndarray:
-    """Distinct codes per (example, codebook, frame), so that a crop tells where it came from."""
-    return (example * 89 + k * 2003 + t * 7) % 2048
-
-
-def write_dataset(directory, lengths, text_dim=None, valid=0, codec=None):
-    """A token dataset as `prepare` lays it out: 3 train shards (one empty), metadata on every third
-    (with `text_dim`, random "T5 states" of 2 + i % 7 tokens for those, none for the others); the last
-    `valid` examples form the valid split (one shard); `codec`: the source recorded as its codec."""
-    examples = []
-    for i, n in enumerate(lengths):
-        codes = np.stack([code_value(i, k, np.arange(n)) for k in range(K)]).astype(np.int16)
-        meta = {name: None for name in ("title", "artist", "key", "bpm", "genre", "moods", "keywords",
-                                         "description", "instrument")}
-        if i % 3 == 0:
-            meta.update(description=DESCRIPTION, genre="jazz", bpm=90.0, moods=["calm"], key="c minor")
-        examples.append({"codes": codes, "path": f"f{i:02d}.wav", "segment": 0, "metadata": meta})
-        if text_dim:
-            rows = 2 + i % 7 if meta["description"] else 0
-            examples[-1]["text_embedding"] = np.random.default_rng(i).standard_normal((rows, text_dim), np.float32)
-    train, held_out = examples[:len(examples) - valid], examples[len(examples) - valid:]
-    groups = [train[:10], [], train[10:]]
-    for i, group in enumerate(groups):
-        shards.write_shard(shards.shard_path(directory, "train", i, 3), K, group, text_dim)
-        shards.write_shard(shards.shard_path(directory, "valid", i, 3), K, held_out if i == 0 else [], text_dim)
-    shards.write_tfds_metadata(directory, K, {"train": [len(g) for g in groups], "valid": [len(held_out), 0, 0]},
-                               {"train": 0, "valid": 0}, "test", text_dim)
-    save_json(directory / shards.INFO_FILE, {"num_codebooks": K, "card": 2048, "splits": {
-        "train": {"examples": len(train)}, "valid": {"examples": len(held_out)}},
-        **({"codec": {"source": str(codec), "stereo": False}} if codec else {})})
-    return examples
 
 
 @pytest.fixture(scope="module")
@@ -110,7 +75,8 @@ def test_crops_are_windows_of_the_example_and_padding_is_masked(dataset, tokeniz
 
 def test_same_seed_same_batches_and_a_restored_state_continues_identically(dataset, tokenizer):
     """tf.data yields `batch(step)` in order; the same seed gives the same batches, another seed others;
-    the state after 7 batches (through JSON) resumes with the 8th; a far step starts at once."""
+    the state after 7 batches (through JSON) resumes with the 8th, as does a stream built with start=7;
+    a far step starts at once."""
     directory, _ = dataset
     config = PipelineConfig(batch_size=5, frames=FRAMES, seed=11, text=TextAugmentation(0.5, 0.5, 0.5))
     examples = load_host_examples(directory, "train", 0, 1)
@@ -129,8 +95,12 @@ def test_same_seed_same_batches_and_a_restored_state_continues_identically(datas
         next(resumed)
     state = json.loads(json.dumps(resumed.state()))
     restored = TrainBatches(examples, config, tokenizer, state=state)
-    for name, value in next(restored).items():
-        np.testing.assert_array_equal(value, run[7][name])
+    started = TrainBatches(examples, config, tokenizer, start=7)
+    assert started.state() == state
+    for stream in (restored, started):
+        for name, value in next(stream).items():
+            np.testing.assert_array_equal(value, run[7][name])
+    assert started.state() == {**state, "step": 8}
     far = TrainBatches(examples, config, tokenizer, state={**state, "step": 10**12})
     np.testing.assert_array_equal(next(far)["codes"], far.batch(10**12)["codes"])
     assert far.state()["step"] == 10**12 + 1
@@ -147,6 +117,10 @@ def test_a_state_from_another_pipeline_is_refused(dataset, tokenizer):
                       process_index=1, process_count=2)
     with pytest.raises(ValueError, match="non-negative integer"):
         TrainBatches(examples, PipelineConfig(batch_size=5, frames=FRAMES), tokenizer, state={**state, "step": -1})
+    with pytest.raises(ValueError, match="invalid start step -1"):
+        TrainBatches(examples, PipelineConfig(batch_size=5, frames=FRAMES), tokenizer, start=-1)
+    with pytest.raises(ValueError, match="a state to resume from or a start step, not both"):
+        TrainBatches(examples, PipelineConfig(batch_size=5, frames=FRAMES), tokenizer, state=state, start=3)
 
 
 def test_text_follows_the_augmentation_probabilities(dataset, tokenizer):
@@ -245,6 +219,8 @@ def test_precomputed_text_embeddings(tmp_path, dataset, tokenizer):
     ({"batch_size": 2, "seed": -1}, "PipelineConfig.seed: -1"),
     ({"batch_size": 2, "text_lengths": (64, 32)}, "text_lengths: (64, 32)"),
     ({"batch_size": 2, "text": {"merge_text_p": 0.2}}, "must be a TextAugmentation"),
+    ({"batch_size": 2, "chroma_frames": -1}, "PipelineConfig.chroma_frames: -1"),
+    ({"batch_size": 2, "chroma_frames": True}, "PipelineConfig.chroma_frames: True"),
 ])
 def test_bad_config_values(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
@@ -283,3 +259,71 @@ def test_word_dropout_drops_each_word_with_its_probability(dataset, tokenizer):
         assert abs(fraction - 0.7) < 4 * np.sqrt(0.21 / total)
     with pytest.raises(ValueError, match="word_dropout = 0"):
         PipelineConfig(batch_size=2, text_embeddings=True, word_dropout=0.3)
+
+
+@pytest.fixture(scope="module")
+def chroma_dataset(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("chroma_tokens")
+    return directory, write_dataset(directory, LENGTHS, chroma=True)
+
+
+def expected_chroma(stored: np.ndarray, start: int, frames: int) -> np.ndarray:
+    """The stored bins of a crop at code frame `start`: from chroma frame start * 640 // 4096 (the sample of
+    its first code frame over the chroma hop), bin 0 past the stored frames."""
+    first = start * (SAMPLE_RATE // FRAME_RATE) // CHROMA.hop_length
+    piece = stored[first:first + frames]
+    return np.pad(piece, (0, frames - len(piece)))
+
+
+def test_chroma_follows_the_crop(chroma_dataset, tokenizer):
+    """chroma_frames 5: each train row is its example's stored bins from the crop's chroma frame on (the crop
+    start recovered from the codes), bin 0 past them; tf.data yields the same int32 rows. Eval rows start at
+    chroma frame 0 and padding rows are bin 0 throughout."""
+    directory, examples = chroma_dataset
+    host = load_host_examples(directory, "train", 0, 1)
+    assert [len(c) for c in host.chroma] == [chroma_frames(n) for n in LENGTHS]  # 5 to 7 frames
+    assert host.chroma_step == (640, 4096)
+    batches = TrainBatches(host, PipelineConfig(batch_size=8, frames=FRAMES, seed=3, chroma_frames=5), tokenizer)
+    firsts, past_end = set(), 0
+    for step in range(30):
+        batch = batches.batch(step)
+        assert batch["chroma"].shape == (8, 5) and batch["chroma"].dtype == np.int32
+        for row in range(8):
+            stored, start = examples[batch["example"][row]]["chroma"], crop_start(batch, row)
+            np.testing.assert_array_equal(batch["chroma"][row], expected_chroma(stored, start, 5))
+            first = start * 640 // 4096
+            firsts.add(first)
+            past_end += first + 5 > len(stored)
+    assert firsts == {0, 1, 2, 3, 4} and past_end > 20
+    streamed = next(batches)
+    for name in ("chroma", "codes"):
+        np.testing.assert_array_equal(streamed[name], batches.batch(0)[name])
+    config = PipelineConfig(batch_size=5, frames=FRAMES, chroma_frames=6)
+    evaluation = list(eval_batches(host, config, tokenizer))
+    assert len(evaluation) == 5 and all(b["chroma"].dtype == np.int32 for b in evaluation)
+    rows = np.concatenate([b["chroma"] for b in evaluation])
+    for index, chroma in enumerate(rows[:len(LENGTHS)]):
+        np.testing.assert_array_equal(chroma, expected_chroma(examples[index]["chroma"], 0, 6))
+    assert not rows[len(LENGTHS):].any()  # 2 padding rows
+
+
+def test_chroma_needs_a_dataset_prepared_with_it(dataset, chroma_dataset, tokenizer, tmp_path):
+    """chroma_frames > 0 on a dataset without chroma is one error naming `prepare --chroma`; chroma_frames 0
+    gives no chroma key, with or without stored chroma; chroma at another rate than the codes' is refused."""
+    host = load_host_examples(dataset[0], "train", 0, 1)
+    assert host.chroma is None
+    config = PipelineConfig(batch_size=2, frames=FRAMES, chroma_frames=4)
+    with pytest.raises(ValueError, match="chroma_frames = 4 needs a dataset prepared with `prepare --chroma`"):
+        TrainBatches(host, config, tokenizer)
+    with pytest.raises(ValueError, match="prepare --chroma"):
+        eval_batches(host, config, tokenizer)
+    with_chroma = load_host_examples(chroma_dataset[0], "train", 0, 1)
+    for examples in (host, with_chroma):
+        assert "chroma" not in TrainBatches(examples, PipelineConfig(batch_size=2, frames=FRAMES), tokenizer).batch(0)
+    write_dataset(tmp_path, [20, 30], chroma=True)
+    info = json.loads((tmp_path / "dataset.json").read_text())
+    info["chroma"]["sample_rate"] = 44100
+    (tmp_path / "dataset.json").write_text(json.dumps(info))
+    with pytest.raises(ValueError, match="chroma at 44100 Hz cannot be cropped with codes at 50 frames per second "
+                                         "of 32000 Hz"):
+        load_host_examples(tmp_path, "train", 0, 1)

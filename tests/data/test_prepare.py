@@ -1,26 +1,32 @@
 """`musicgen_jax.data.prepare`: audio folders and manifests -> token datasets, checked against
-transformers' `EncodecModel` (the reference codec) on exactly the slices each example covers."""
+transformers' `EncodecModel` (the reference codec) and, with --chroma, its `MusicgenMelodyFeatureExtractor`
+(the reference chroma) on exactly the slices each example covers."""
 
 from __future__ import annotations
 
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 import torch
+from transformers.models.musicgen_melody.feature_extraction_musicgen_melody import MusicgenMelodyFeatureExtractor
 
+from musicgen_jax import stems
 from musicgen_jax.audio import read_audio
-from musicgen_jax.data import read_examples
-from musicgen_jax.data.prepare import main, split_of
+from musicgen_jax.data import read_examples, shards
+from musicgen_jax.data.prepare import chroma_config, main, split_of
 from tests.data.conftest import GOOD, SKIPPED, SR
+from tests.test_chroma import _Spectrogram
 
 HOP = 640
 SEGMENTS = {"tones/a440.wav": 3, "tones/low.flac": 1, "tones/deep/a220_44k.flac": 3, "noise/stereo48k.wav": 2,
@@ -98,14 +104,16 @@ def test_metadata_and_reports(prepared):
     assert info["files"] == len(GOOD) + len(SKIPPED)
     assert info["num_codebooks"] == 4 and info["card"] == 2048 and info["frame_rate"] == 50
     assert info["codec"]["sample_rate"] == SR and info["codec"]["stereo"] is False
+    assert info["chroma"] is None and all("chroma" not in ex for items in examples.values() for ex in items)
     assert sum(info["splits"][s]["examples"] for s in info["splits"]) == sum(SEGMENTS.values())
 
 
-def test_stereo_codec_interleaves_each_channel(audio_dir, stereo_codec_dir, tmp_path):
+def test_stereo_codec_interleaves_each_channel(audio_dir, stereo_codec_dir, melody_extractor, tmp_path):
     """A stereo codec: files are read as two channels (mono ones repeated) and each example holds the
-    reference codes of both channels interleaved [L0, R0, L1, R1, ...]."""
+    reference codes of both channels interleaved [L0, R0, L1, R1, ...]; its chroma is that of the mean of
+    the two channels."""
     model, codec = stereo_codec_dir
-    prepare(audio_dir, codec, tmp_path / "data", "--batch-size", "2")
+    prepare(audio_dir, codec, tmp_path / "data", "--batch-size", "2", "--chroma")
     examples = [ex for items in all_examples(tmp_path / "data").values() for ex in items]
     assert len(examples) == sum(SEGMENTS.values())
     for ex in examples:
@@ -116,6 +124,7 @@ def test_stereo_codec_interleaves_each_channel(audio_dir, stereo_codec_dir, tmp_
         expected = reference_codes(model, wav[:, start:start + ex["codes"].shape[-1] * HOP])
         assert ex["codes"].shape[0] == 8
         np.testing.assert_array_equal(ex["codes"], expected)
+        check_chroma([ex], lambda path: wav.mean(axis=0), melody_extractor)
     assert json.loads((tmp_path / "data/dataset.json").read_text())["num_codebooks"] == 8
 
 
@@ -198,6 +207,9 @@ def test_changed_settings_are_refused(audio_dir, codec_dir, prepared, capsys):
     assert main(["--audio", str(audio_dir), "--codec", str(codec_dir[1]), "--out", str(prepared),
                  *ARGS[:-3], "--seed", "2", "--no-progress"]) == 2
     assert "prepared with different settings (seed, files_per_shard)" in capsys.readouterr().err
+    assert main(["--audio", str(audio_dir), "--codec", str(codec_dir[1]), "--out", str(prepared), *ARGS,
+                 "--batch-size", "3", "--files-per-shard", "4", "--chroma"]) == 2
+    assert "prepared with different settings (chroma)" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("case", ["no_audio", "nothing_readable", "missing", "bad_segment"])
@@ -262,3 +274,116 @@ def test_a_musicgen_checkpoint_is_a_codec_source(audio_dir, codec_dir, prepared,
     save_hub_layout(musicgen, tmp_path / "musicgen", spiece_dir)
     prepare(audio_dir, tmp_path / "musicgen", tmp_path / "data", "--batch-size", "3", "--files-per-shard", "4")
     assert shard_bytes(tmp_path / "data") == shard_bytes(prepared)
+
+
+@pytest.fixture(scope="module")
+def melody_extractor():
+    """transformers' `MusicgenMelodyFeatureExtractor()` with its default settings (32 kHz, n_fft 16384, hop
+    4096, 30 s chunks, transformers' own chroma filter bank). torchaudio cannot be installed here (see
+    tests/test_chroma.py), so the one torchaudio object its `__init__` builds, the Spectrogram, is
+    test_chroma's stand-in running torchaudio's code for exactly the arguments given (checked)."""
+
+    def spectrogram(n_fft, win_length, hop_length, power, center, pad, normalized):
+        assert (win_length, power, center, pad, normalized) == (n_fft, 2, True, 0, True)
+        return _Spectrogram(n_fft, hop_length)
+
+    torchaudio = SimpleNamespace(transforms=SimpleNamespace(Spectrogram=spectrogram))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(sys.modules[MusicgenMelodyFeatureExtractor.__module__], "torchaudio", torchaudio, raising=False)
+        return MusicgenMelodyFeatureExtractor()
+
+
+def reference_bins(extractor, mono: np.ndarray) -> np.ndarray:
+    """The argmax bin per frame of transformers' chroma of a mono 32 kHz waveform `[L]`, L <= 30 s: one
+    waveform is neither padded nor truncated (it pads to the longest, truncates at 30 s), so its frames are
+    1 + max(L, n_fft) // hop, those of the segment."""
+    features = extractor(mono, sampling_rate=SR, return_tensors="np")["input_features"]
+    assert features.shape == (1, 1 + max(len(mono), 16384) // 4096, 12)
+    return features[0].argmax(-1)
+
+
+def check_chroma(examples, melody, extractor) -> int:
+    """Assert that each example's chroma is the reference's of its slice of `melody(path)` (mono, 32 kHz);
+    returns the number of frames compared."""
+    frames = 0
+    for ex in examples:
+        start = ex["segment"] * SR
+        expected = reference_bins(extractor, melody(ex["path"])[start:start + ex["codes"].shape[-1] * HOP])
+        assert ex["chroma"].dtype == np.uint8
+        np.testing.assert_array_equal(ex["chroma"], expected, err_msg=f"{ex['path']} segment {ex['segment']}")
+        frames += len(expected)
+    return frames
+
+
+CHROMA_INFO = {"bins": 12, "n_fft": 16384, "hop_length": 4096, "sample_rate": SR}
+
+
+def test_chroma_is_transformers_melody_chroma_of_each_segment(audio_dir, codec_dir, prepared, melody_extractor,
+                                                             tmp_path):
+    """--chroma stores, per example, exactly the argmax of transformers' MusicgenMelodyFeatureExtractor chroma
+    of the mono slice it encodes (8 frames for 1 s segments, 5 for the 0.5 s tails, all 5 shorter than
+    n_fft), silence bin 0 throughout; the codes and metadata are those of a run without chroma."""
+    prepare(audio_dir, codec_dir[1], tmp_path / "data", "--chroma", "--batch-size", "3", "--files-per-shard", "4")
+    examples = [ex for items in all_examples(tmp_path / "data").values() for ex in items]
+    assert check_chroma(examples, lambda path: read_audio(audio_dir / path, SR, 1)[0][0], melody_extractor) == 103
+    assert {len(ex["chroma"]) for ex in examples} == {8, 5}
+    assert all(not ex["chroma"].any() for ex in examples if ex["path"] == "silence.wav")
+    assert len({int(b) for ex in examples for b in ex["chroma"]}) >= 4
+    without = [ex for items in all_examples(prepared).values() for ex in items]
+    for a, b in zip(examples, without, strict=True):
+        np.testing.assert_array_equal(a["codes"], b["codes"])
+        assert (a["path"], a["segment"], a["metadata"]) == (b["path"], b["segment"], b["metadata"])
+    assert shards.dataset_info(tmp_path / "data")["chroma"] == {**CHROMA_INFO, "stems": False}
+
+
+def test_melody_stems_give_the_chroma_of_the_files_stems(audio_dir, codec_dir, melody_extractor, tmp_path,
+                                                       monkeypatch):
+    """--melody-stems: `stems.melody_stems` runs once per file on the whole waveform (here a stand-in for
+    Demucs: the file reversed, 7 samples short) and each segment's chroma is the reference's of its slice of
+    that, zero-padded to the file's length."""
+    audio = tmp_path / "audio"
+    for name in ("tones/a440.wav", "noise/stereo48k.wav"):
+        (audio / name).parent.mkdir(parents=True)
+        shutil.copy(audio_dir / name, audio / name)
+    calls = []
+
+    def separated(wav, sample_rate, target_rate):
+        assert sample_rate == target_rate == SR
+        calls.append(wav.shape[-1])
+        return wav.mean(0)[::-1][:-7]
+
+    monkeypatch.setattr(stems, "_demucs", lambda: None)
+    monkeypatch.setattr(stems, "melody_stems", separated)
+    prepare(audio, codec_dir[1], tmp_path / "data", "--chroma", "--melody-stems")
+
+    def melody(path):
+        wav = read_audio(audio / path, SR, 1)[0][0]
+        return np.pad(wav[::-1][:-7], (0, 7))
+
+    examples = [ex for items in all_examples(tmp_path / "data").values() for ex in items]
+    assert sorted(calls) == [70400, 80000] and len(examples) == 5  # 2.2 s and 2.5 s
+    assert check_chroma(examples, melody, melody_extractor) == 4 * 8 + 5
+    assert shards.dataset_info(tmp_path / "data")["chroma"] == {**CHROMA_INFO, "stems": True}
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--melody-stems"], "--melody-stems requires --chroma"),
+    (["--chroma", "--melody-stems"], "melody stems need Demucs: pip install 'musicgen-jax[melody]'"),
+])
+def test_melody_stems_without_chroma_or_demucs_is_one_clear_error(flags, message, audio_dir, codec_dir, tmp_path,
+                                                                 capsys, monkeypatch):
+    """Checked before any file is read. Demucs is made unimportable (sys.modules None)."""
+    monkeypatch.setitem(sys.modules, "demucs", None)
+    monkeypatch.setattr(sys.modules[main.__module__], "read_audio", lambda *args: pytest.fail("a file was read"))
+    stems._demucs.cache_clear()
+    assert main(["--audio", str(audio_dir), "--codec", str(codec_dir[1]), "--out", str(tmp_path / "out"),
+                 "--no-progress", *flags]) == 2
+    stems._demucs.cache_clear()
+    err = capsys.readouterr().err
+    assert err.count("error:") == 1 and message in err, err
+
+
+def test_chroma_needs_a_codec_at_the_chroma_rate():
+    assert chroma_config(SimpleNamespace(sample_rate=SR)).sample_rate == SR
+    with pytest.raises(ValueError, match="--chroma needs a codec at 32000 Hz.* this codec runs at 24000 Hz"):
+        chroma_config(SimpleNamespace(sample_rate=24000))

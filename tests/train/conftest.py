@@ -5,7 +5,7 @@ codec, a tiny T5 with its tokenizer)."""
 import pytest
 
 from tests.codec.conftest import tiny_hf_model
-from tests.data.test_pipeline import write_dataset
+from tests.datasets import write_dataset
 from tests.lm.conftest import hf_musicgen, hf_musicgen_melody  # noqa: F401 (fixtures)
 from tests.text.conftest import tiny_hf_t5
 

@@ -12,6 +12,7 @@ from musicgen_jax.convert.t5 import load_t5
 from musicgen_jax.lm.model import LMModel
 from musicgen_jax.text.encoder import encode_ids
 from musicgen_jax.train.loss import cross_entropy, training_sequences
+from musicgen_jax.train.trainer import StepConfig, loss_fn, melody_condition
 from tests.lm.conftest import TEXT_VOCAB
 from tests.lm.test_parity import load
 
@@ -32,17 +33,19 @@ def batch(seed: int = 0, frames: int = 10):
     return ids, text_mask, codes, mask
 
 
-def reference_loss(model, ids, text_mask, codes, mask) -> float:
-    """transformers' loss with labels = the delay-pattern targets, -100 at padded frames."""
+def reference_loss(model, ids, text_mask, codes, mask, chroma=None) -> float:
+    """transformers' loss with labels = the delay-pattern targets, -100 at padded frames (melody models:
+    with the one-hot `chroma` as `input_features`)."""
     _, targets, valid = (np.asarray(a) for a in training_sequences(codes, mask, DELAYS, 2048))
     labels = np.where(valid, targets, -100).transpose(0, 2, 1)  # [B, S - 1, K]
     labels = torch.from_numpy(labels).long()
     # transformers 5's MusicgenForConditionalGeneration reads a decoder_start_token_id its decoder config
     # lacks; its own shift (`prepare_decoder_input_ids_from_labels`, start = bos = pad = 2048) does the same
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)
+    melody = {} if chroma is None else {"input_features": torch.from_numpy(chroma)}
     with torch.no_grad():
         out = model(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(text_mask).long(),
-                    decoder_input_ids=decoder_input_ids.reshape(-1, labels.shape[1]), labels=labels)
+                    decoder_input_ids=decoder_input_ids.reshape(-1, labels.shape[1]), labels=labels, **melody)
     return float(out.loss)
 
 
@@ -86,3 +89,24 @@ def test_training_sequences_layout():
     logits = np.zeros((1, 2, 7, 100), np.float32)
     loss, ce = cross_entropy(logits, targets, valid & np.array([[True], [False]]))
     np.testing.assert_allclose(ce, [np.log(100), 0.0], rtol=1e-6)
+
+
+def test_melody_loss_equals_transformers(hf_musicgen_melody):
+    """The train step's loss of a melody model (`trainer.loss_fn` with `melody_condition` of the batch's
+    chroma bins) against `MusicgenMelodyForConditionalGeneration(labels=..., input_features=...)`; the
+    melody moves it (its null chroma gives another loss)."""
+    model, directory = hf_musicgen_melody
+    ids, text_mask, codes, mask = batch(1)
+    t5_config, t5_params = load_t5(directory)
+    config, params = load(directory)
+    bins = np.random.default_rng(2).integers(0, config.chroma_bins, (3, config.chroma_frames)).astype(np.int32)
+    step = StepConfig(config)
+    data = {"codes": codes, "mask": mask, "text_mask": text_mask, "chroma": bins}
+    text = encode_ids(t5_config, t5_params, ids, text_mask)
+
+    def loss(drop: bool) -> float:
+        return float(loss_fn(params, step, data, text, text_mask, melody_condition(step, data, drop))[0])
+
+    expected = reference_loss(model, ids, text_mask, codes, mask, np.eye(config.chroma_bins, dtype=np.float32)[bins])
+    assert loss(False) == pytest.approx(expected, rel=1e-5)
+    assert abs(loss(True) - loss(False)) > 1e-3
