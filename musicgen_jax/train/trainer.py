@@ -129,12 +129,15 @@ def init_state(config: StepConfig, seed: int, mesh, params: Any = None) -> dict:
 
 
 def _ema(state: dict, params: Any, config: StepConfig) -> tuple[Any, jax.Array]:
-    """audiocraft's unbiased EMA (`count = count * decay + 1`, weight `1 / count`) every `ema_every` steps."""
-    update = (state["step"] + 1) % config.ema_every == 0
-    count = state["ema_count"] * config.ema_decay + 1.0
-    weight = 1.0 / count
-    ema = jax.tree.map(lambda e, p: jnp.where(update, e * (1.0 - weight) + p * weight, e), state["ema"], params)
-    return ema, jnp.where(update, count, state["ema_count"])
+    """audiocraft's unbiased EMA (`count = count * decay + 1`, weight `1 / count`) every `ema_every` steps
+    (a `lax.cond`: the other steps do not touch the EMA's memory)."""
+    def blend():
+        count = state["ema_count"] * config.ema_decay + 1.0
+        weight = 1.0 / count
+        return jax.tree.map(lambda e, p: e * (1.0 - weight) + p * weight, state["ema"], params), count
+
+    return jax.lax.cond((state["step"] + 1) % config.ema_every == 0, blend,
+                        lambda: (state["ema"], state["ema_count"]))
 
 
 def text_states(config: StepConfig, t5_params: Any, batch: dict) -> jax.Array:
