@@ -7,6 +7,7 @@ def base_config() -> ml_collections.ConfigDict:
     config = ml_collections.ConfigDict()
     config.data_dir = ""  # a dataset of `python -m musicgen_jax.data.prepare` (required)
     config.text_encoder = "t5-base"  # T5 checkpoint (hub id or path; a MusicGen checkpoint works too)
+    config.init_from = ""  # fine-tune: start from this checkpoint's LM (hub id, PyTorch or converted directory, run)
     config.text_embeddings = False  # use the T5 states stored by `prepare --text-encoder` instead of running T5
     config.total_steps = 1_000_000
     config.batch_size = 192  # global, over all processes

@@ -71,6 +71,21 @@ def _cache_entry(name: str, fmt: str) -> Path:
     return cache_dir() / f"{key}-{fmt}"
 
 
+def load_components(name: str, fmt: str = "auto") -> pretrained.Components:
+    """The codec, text encoder and LM of a converted directory, a `train.py` run directory (its latest
+    checkpoint's EMA weights), or a PyTorch checkpoint (hub id or local directory; `fmt` auto, hf or
+    audiocraft), which is converted on first use and cached."""
+    path = Path(name).expanduser()
+    if path.is_dir() and pretrained.is_converted(path):
+        return pretrained.load(path)
+    if path.is_dir() and run.is_run(path):
+        return run.load_run(path)
+    entry = _cache_entry(name, fmt)
+    if not pretrained.is_current(entry):
+        pretrained.save(pretrained.convert(name, fmt), entry)
+    return pretrained.load(entry)
+
+
 class MusicGen:
     """A converted MusicGen model with its generation settings."""
 
@@ -96,18 +111,8 @@ class MusicGen:
 
     @staticmethod
     def get_pretrained(name: str = DEFAULT_MODEL, fmt: str = "auto", mesh: Mesh | None = None) -> "MusicGen":
-        """From a converted directory, a `train.py` run directory (its latest checkpoint's EMA weights), or a
-        PyTorch checkpoint (hub id or local directory; `fmt` auto, hf or audiocraft), which is converted on
-        first use and cached. `mesh`: split the LM over these devices."""
-        path = Path(name).expanduser()
-        if path.is_dir() and pretrained.is_converted(path):
-            return MusicGen(name, pretrained.load(path), mesh=mesh)
-        if path.is_dir() and run.is_run(path):
-            return MusicGen(name, run.load_run(path), mesh=mesh)
-        entry = _cache_entry(name, fmt)
-        if not pretrained.is_current(entry):
-            pretrained.save(pretrained.convert(name, fmt), entry)
-        return MusicGen(name, pretrained.load(entry), mesh=mesh)
+        """The model of `name` (any source `load_components` takes). `mesh`: split the LM over these devices."""
+        return MusicGen(name, load_components(name, fmt), mesh=mesh)
 
     @property
     def sample_rate(self) -> int:

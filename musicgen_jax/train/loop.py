@@ -12,6 +12,7 @@ its latest checkpoint and repeats exactly (bitwise on the same machine) what fol
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import signal
 import time
@@ -195,7 +196,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
     state_sharding = shardings(state_specs(step_config), mesh)
     latest = manager.latest_step()
     if latest is None:
-        state, parts = init_state(step_config, config.seed, mesh), config.data_parts or jax.process_count()
+        params = _initial_params(config, step_config, info)
+        state, parts = init_state(step_config, config.seed, mesh, params), config.data_parts or jax.process_count()
     else:
         state, meta = _restore(manager, latest, config, step_config, state_sharding)
         parts = meta["data"]["parts"]
@@ -241,6 +243,35 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
         bar.close()
         manager.close()
     return last
+
+
+def _initial_params(config: ml_collections.ConfigDict, step_config: StepConfig, info: dict):
+    """None (a fresh run starts from random weights), or with `config.init_from` that checkpoint's LM
+    weights (any source `MusicGen.get_pretrained` takes: converted, PyTorch, another run), after checking,
+    before anything compiles, that its LM has the run's architecture and its codec the dataset's rates."""
+    if not config.init_from:
+        return None
+    from musicgen_jax.lm.model import stack_layers
+    from musicgen_jax.musicgen import load_components
+
+    source = config.init_from
+    try:
+        components = load_components(source)
+    except (OSError, ValueError) as e:
+        raise TrainingError(f"config.init_from {source!r} cannot be loaded: {e}") from e
+    theirs, ours = dataclasses.asdict(components.lm_config), dataclasses.asdict(step_config.lm)
+    changed = [f"{name} {ours[name]!r} (checkpoint: {theirs[name]!r})" for name in ours if ours[name] != theirs[name]]
+    if changed:
+        raise TrainingError(f"config.init_from {source!r} is another architecture than this run's: "
+                            f"{', '.join(changed)}; set config.model (and config.text_encoder, config.melody) to "
+                            f"the checkpoint's, and use a dataset coded with its codec")
+    codec = info["codec"]
+    rates = (components.codec.sample_rate, components.codec.frame_rate)
+    if (codec["sample_rate"], codec["frame_rate"]) != rates:
+        raise TrainingError(f"config.init_from {source!r} codes {rates[0]} Hz audio at {rates[1]} frames per "
+                            f"second, the dataset {config.data_dir} was coded at {codec['sample_rate']} Hz, "
+                            f"{codec['frame_rate']} frames per second: prepare it with this checkpoint's codec")
+    return stack_layers(components.lm_params) if step_config.scan_layers else components.lm_params
 
 
 def _meta(config: ml_collections.ConfigDict, batches: _TrainData) -> dict:
