@@ -74,27 +74,32 @@ class _TrainData:
         return {"parts": self.parts, "step": self.streams[0].step}
 
 
-class _Evaluation:
-    """The valid split, this host's part, in as many batches on every host; `__call__(params)` -> the
-    metrics of `params` (the EMA weights): `eval_loss` and per-codebook `eval_ppl_k`."""
+class Evaluation:
+    """A split of a dataset, this host's part, in as many batches on every host (the first `frames` frames
+    of each example, its plain description); `__call__(params)` -> the metrics of `params`: `eval_loss`
+    and per-codebook `eval_ppl_k` (the trainer's evaluation of its EMA weights, and `evaluate.py`'s)."""
 
-    def __init__(self, config, info: dict, step_config: StepConfig, mesh, tokenizer, t5_params):
-        total = info["splits"].get("valid", {}).get("examples", 0)
+    def __init__(self, data_dir, split: str, step_config: StepConfig, mesh, tokenizer, t5_params, batch_size: int,
+                 frames: int, text_lengths: tuple[int, ...] = (128,), text_embeddings: bool = False):
+        total = shards.dataset_info(data_dir)["splits"].get(split, {}).get("examples", 0)
         if total < jax.process_count():
-            raise TrainingError(f"config.eval_every is set but the dataset's valid split has {total} examples, "
-                                f"fewer than the {jax.process_count()} processes (prepare with --valid-fraction)")
-        local = config.batch_size // jax.process_count()
-        self.pipeline = PipelineConfig(local, config.frames, config.seed, text_lengths=(config.text_length,),
-                                       text_embeddings=config.text_embeddings,
+            raise TrainingError(f"the {split} split of {data_dir} has {total} examples, fewer than the "
+                                f"{jax.process_count()} processes (prepare with --valid-fraction)")
+        local = batch_size // jax.process_count()
+        self.pipeline = PipelineConfig(local, frames, text_lengths=text_lengths, text_embeddings=text_embeddings,
                                        chroma_frames=_chroma_frames(step_config))
-        self.examples = load_host_examples(config.data_dir, "valid")
+        self.examples = load_host_examples(data_dir, split)
         self.num_batches = -(-(-(-total // jax.process_count())) // local)
         self.evaluate = compile_eval(step_config, mesh)
         self.mesh, self.tokenizer, self.t5_params = mesh, tokenizer, t5_params
 
-    def __call__(self, params) -> dict:
+    def __call__(self, params, progress: bool = False) -> dict:
+        from tqdm.auto import tqdm
+
         total = count = 0.0
-        for local in eval_batches(self.examples, self.pipeline, self.tokenizer, self.num_batches):
+        batches = eval_batches(self.examples, self.pipeline, self.tokenizer, self.num_batches)
+        for local in tqdm(batches, total=self.num_batches, desc="evaluating", unit="batch",
+                          disable=not progress or jax.process_index() != 0):
             local.pop("valid")
             sums, counts = jax.device_get(self.evaluate(params, global_batch(local, self.mesh), self.t5_params))
             total, count = total + sums, count + counts
@@ -205,8 +210,9 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
     batches = _TrainData(config, parts, start, text_encoder.tokenizer, _chroma_frames(step_config))
     step_fn = compile_step(step_config, mesh)
     t5_params = {} if config.text_embeddings else text_encoder.params
-    evaluation = config.eval_every and _Evaluation(config, info, step_config, mesh, text_encoder.tokenizer,
-                                                   t5_params)
+    evaluation = config.eval_every and Evaluation(
+        config.data_dir, "valid", step_config, mesh, text_encoder.tokenizer, t5_params, config.batch_size,
+        config.frames, (config.text_length,), config.text_embeddings)
     metrics_file = _Metrics(workdir / METRICS, start)
     stop = _Stop()
     bar = tqdm(total=config.total_steps, initial=start, unit="step", desc="training",
@@ -245,6 +251,18 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
     return last
 
 
+def check_dataset(components, info: dict, source: str, data_dir) -> None:
+    """TrainingError unless the dataset (`info`: its dataset.json) holds tokens of the codec of `components`
+    (the model of `source`): the same codebooks, cardinality, sample and frame rates."""
+    codec, model = info["codec"], components.codec
+    theirs = (model.num_codebooks, model.config.codebook_size, model.sample_rate, model.frame_rate)
+    ours = (info["num_codebooks"], info["card"], codec["sample_rate"], codec["frame_rate"])
+    if theirs != ours:
+        raise TrainingError(f"{source} has a codec of {theirs[0]} codebooks x {theirs[1]} at {theirs[2]} Hz, "
+                            f"{theirs[3]} frames per second; the dataset {data_dir} holds {ours[0]} x {ours[1]} "
+                            f"at {ours[2]} Hz, {ours[3]} per second: prepare it with this model's codec")
+
+
 def _initial_params(config: ml_collections.ConfigDict, step_config: StepConfig, info: dict):
     """None (a fresh run starts from random weights), or with `config.init_from` that checkpoint's LM
     weights (any source `MusicGen.get_pretrained` takes: converted, PyTorch, another run), after checking,
@@ -265,12 +283,7 @@ def _initial_params(config: ml_collections.ConfigDict, step_config: StepConfig, 
         raise TrainingError(f"config.init_from {source!r} is another architecture than this run's: "
                             f"{', '.join(changed)}; set config.model (and config.text_encoder, config.melody) to "
                             f"the checkpoint's, and use a dataset coded with its codec")
-    codec = info["codec"]
-    rates = (components.codec.sample_rate, components.codec.frame_rate)
-    if (codec["sample_rate"], codec["frame_rate"]) != rates:
-        raise TrainingError(f"config.init_from {source!r} codes {rates[0]} Hz audio at {rates[1]} frames per "
-                            f"second, the dataset {config.data_dir} was coded at {codec['sample_rate']} Hz, "
-                            f"{codec['frame_rate']} frames per second: prepare it with this checkpoint's codec")
+    check_dataset(components, info, source, config.data_dir)
     return stack_layers(components.lm_params) if step_config.scan_layers else components.lm_params
 
 

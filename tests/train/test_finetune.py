@@ -1,7 +1,9 @@
-"""Fine-tuning (`config.init_from`): a run started from the tiny transformers-format MusicGen of the LM
-tests takes its weights (the first step's loss is transformers' `MusicgenForConditionalGeneration` loss
-of that checkpoint on the step's batch, 1e-5 relative) and lowers the loss; a checkpoint of another
-architecture is one clear error before anything compiles."""
+"""Fine-tuning (`config.init_from`) and evaluation (`musicgen_jax.evaluate`) against transformers'
+`MusicgenForConditionalGeneration` loss (1e-5 relative), with the tiny transformers-format MusicGen of the
+LM tests: a run started from it takes its weights (the first step's loss is the checkpoint's loss on the
+step's batch) and lowers the loss; `evaluate` gives the checkpoint's loss on a split, and for a run the
+numbers of the trainer's own evaluation; a checkpoint of another architecture is one clear error before
+anything compiles."""
 
 from __future__ import annotations
 
@@ -30,25 +32,63 @@ def finetune_config(data, directory, **model):
     config = get_config()
     config.update(data_dir=str(data), text_encoder=str(directory), init_from=str(directory), total_steps=STEPS,
                   batch_size=EXAMPLES, frames=FRAMES, log_every=1, checkpoint_every=STEPS, cfg_dropout=0.0,
-                  word_dropout=0.0)
+                  word_dropout=0.0, eval_every=STEPS)
     config.text.update(merge_text_p=0.0)  # each text is its example's description
     config.optim.update(warmup_steps=1, lr=3e-3)
     config.model.update(model)
     return config
 
 
-def test_finetuning_starts_from_the_checkpoint_and_lowers_the_loss(hf_musicgen, finetune_inputs, tmp_path):
+def checkpoint_loss(hf_musicgen, examples) -> float:
+    """transformers' loss of the checkpoint on `examples` (whole, with their descriptions)."""
     from musicgen_jax.text.tokenizer import T5Tokenizer
+
+    ids, text_mask = T5Tokenizer.from_pretrained(hf_musicgen[1])([ex["metadata"]["description"] for ex in examples])
+    codes = np.stack([ex["codes"] for ex in examples]).astype(np.int32)
+    return reference_loss(hf_musicgen[0], ids, text_mask, codes, np.ones(codes.shape, bool))
+
+
+@pytest.fixture(scope="module")
+def finetuned(finetune_inputs, tmp_path_factory):
     from musicgen_jax.train.loop import metrics_lines, train
 
-    data, examples, directory = finetune_inputs
-    train(finetune_config(data, directory), tmp_path, progress=False)
-    losses = [record["loss"] for record in metrics_lines(tmp_path)]
-    ids, text_mask = T5Tokenizer.from_pretrained(directory)([ex["metadata"]["description"] for ex in examples])
-    codes = np.stack([ex["codes"] for ex in examples]).astype(np.int32)
-    expected = reference_loss(hf_musicgen[0], ids, text_mask, codes, np.ones(codes.shape, bool))
-    assert losses[0] == pytest.approx(expected, rel=1e-5)
+    data, _, directory = finetune_inputs
+    workdir = tmp_path_factory.mktemp("finetune_run")
+    train(finetune_config(data, directory), workdir, progress=False)
+    return workdir, metrics_lines(workdir)
+
+
+def test_finetuning_starts_from_the_checkpoint_and_lowers_the_loss(hf_musicgen, finetune_inputs, finetuned):
+    losses = [record["loss"] for record in finetuned[1]]
+    assert losses[0] == pytest.approx(checkpoint_loss(hf_musicgen, finetune_inputs[1]), rel=1e-5)
     assert len(losses) == STEPS and losses[-1] < 0.9 * losses[0]
+
+
+def test_evaluate_gives_the_checkpoint_loss(hf_musicgen, finetune_inputs):
+    """On the train split in batches of 3 (the last one padded): transformers' loss on all 8 examples."""
+    from musicgen_jax.evaluate import evaluate
+
+    data, examples, directory = finetune_inputs
+    result = evaluate(str(directory), str(data), "train", batch_size=3, frames=FRAMES)
+    assert result["eval_loss"] == pytest.approx(checkpoint_loss(hf_musicgen, examples), rel=1e-5)
+    assert result["examples"] == EXAMPLES and result["split"] == "train"
+
+
+def test_evaluate_cli_on_a_run_gives_the_trainers_numbers(finetune_inputs, finetuned, tmp_path):
+    """`python -m musicgen_jax.evaluate --model WORKDIR`: the EMA weights' numbers of the run's last record."""
+    import json
+    import subprocess
+    import sys
+
+    workdir, records = finetuned
+    out = tmp_path / "eval.json"
+    run = subprocess.run([sys.executable, "-m", "musicgen_jax.evaluate", "--model", str(workdir), "--data",
+                          str(finetune_inputs[0]), "--frames", str(FRAMES), "--out", str(out), "--no-progress"],
+                         capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr[-2000:]
+    result = json.loads(out.read_text())
+    for key in ("eval_loss", *(f"eval_ppl_{k}" for k in range(4))):
+        assert result[key] == pytest.approx(records[-1][key], rel=1e-5)
 
 
 def test_another_architecture_is_refused_before_compiling(finetune_inputs, tmp_path):
