@@ -128,6 +128,12 @@ class T5Config(_DictIO):
 T5_BASE = T5Config()
 
 
+def interleaved_delays(num_codebooks: int, channels: int = 1) -> tuple[int, ...]:
+    """The delay pattern's delays of `num_codebooks` codebooks of `channels` interleaved channels
+    ([L0, R0, L1, R1, ...] for stereo): codebook k is delayed by k // channels steps."""
+    return tuple(k // channels for k in range(num_codebooks))
+
+
 @dataclasses.dataclass(frozen=True)
 class LMConfig(_DictIO):
     """MusicGen transformer LM hyper-parameters (SPEC 2.1).

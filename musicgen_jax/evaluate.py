@@ -29,6 +29,9 @@ def evaluate(model: str, data_dir: str, split: str = "valid", batch_size: int = 
     info = shards.dataset_info(data_dir)
     components = load_components(model, fmt)
     check_dataset(components, info, model, data_dir)
+    if components.lm_config.num_codebooks != info["num_codebooks"]:
+        raise ValueError(f"{model} predicts {components.lm_config.num_codebooks} codebooks, the dataset {data_dir} "
+                         f"holds {info['num_codebooks']} (mono and stereo)")
     step_config = StepConfig(components.lm_config, components.text_encoder.config)
     text = components.text_encoder
     evaluation = Evaluation(data_dir, split, step_config, make_mesh(), text.tokenizer, text.params, batch_size,

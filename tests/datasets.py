@@ -31,15 +31,16 @@ def chroma_frames(code_frames: int) -> int:
     return num_frames(code_frames * SAMPLE_RATE // FRAME_RATE, CHROMA)
 
 
-def write_dataset(directory, lengths, text_dim=None, valid=0, codec=None, chroma=False) -> list[dict]:
+def write_dataset(directory, lengths, text_dim=None, valid=0, codec=None, chroma=False, stereo=False) -> list[dict]:
     """A token dataset as `prepare` lays it out: 3 train shards (one empty), metadata on every third
     (with `text_dim`, random "T5 states" of 2 + i % 7 tokens for those, none for the others); the last
     `valid` examples form the valid split (one shard); `codec`: the source recorded as its codec; with
-    `chroma`, random chroma bins (uint8 `[chroma_frames(T)]`) per example and dataset.json's chroma record.
+    `chroma`, random chroma bins (uint8 `[chroma_frames(T)]`) per example and dataset.json's chroma record;
+    `stereo`: 2 K interleaved codebooks of a stereo codec.
     Returns the examples (dicts as `shards.write_shard` takes them), train then valid."""
-    examples = []
+    examples, k_total = [], 2 * K if stereo else K
     for i, n in enumerate(lengths):
-        codes = np.stack([code_value(i, k, np.arange(n)) for k in range(K)]).astype(np.int16)
+        codes = np.stack([code_value(i, k, np.arange(n)) for k in range(k_total)]).astype(np.int16)
         meta = {name: None for name in ("title", "artist", "key", "bpm", "genre", "moods", "keywords",
                                          "description", "instrument")}
         if i % 3 == 0:
@@ -54,15 +55,15 @@ def write_dataset(directory, lengths, text_dim=None, valid=0, codec=None, chroma
     train, held_out = examples[:len(examples) - valid], examples[len(examples) - valid:]
     groups = [train[:10], [], train[10:]]
     for i, group in enumerate(groups):
-        shards.write_shard(shards.shard_path(directory, "train", i, 3), K, group, text_dim, chroma)
-        shards.write_shard(shards.shard_path(directory, "valid", i, 3), K, held_out if i == 0 else [], text_dim,
+        shards.write_shard(shards.shard_path(directory, "train", i, 3), k_total, group, text_dim, chroma)
+        shards.write_shard(shards.shard_path(directory, "valid", i, 3), k_total, held_out if i == 0 else [], text_dim,
                            chroma)
-    shards.write_tfds_metadata(directory, K, {"train": [len(g) for g in groups], "valid": [len(held_out), 0, 0]},
+    shards.write_tfds_metadata(directory, k_total, {"train": [len(g) for g in groups], "valid": [len(held_out), 0, 0]},
                                {"train": 0, "valid": 0}, "test", text_dim, chroma)
     save_json(directory / shards.INFO_FILE, {
-        "num_codebooks": K, "card": 2048,
+        "num_codebooks": k_total, "card": 2048,
         "splits": {"train": {"examples": len(train)}, "valid": {"examples": len(held_out)}},
-        "codec": {"source": codec and str(codec), "stereo": False, "sample_rate": SAMPLE_RATE,
+        "codec": {"source": codec and str(codec), "stereo": stereo, "sample_rate": SAMPLE_RATE,
                   "frame_rate": FRAME_RATE},
         "chroma": chroma_info(Settings("", "", chroma=chroma))})
     return examples

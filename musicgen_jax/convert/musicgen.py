@@ -6,7 +6,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from musicgen_jax.config import LMConfig
+from musicgen_jax.config import LMConfig, interleaved_delays
 from musicgen_jax.convert.keymap import Target, assemble, param_shapes
 from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.lm.model import init_params
@@ -34,7 +34,7 @@ def lm_config_from_hf(cfg: dict) -> LMConfig:
     text = cfg.get("text_encoder") or {}
     return LMConfig(dim=dec.get("hidden_size", 1024), num_heads=dec.get("num_attention_heads", 16),
                     num_layers=dec.get("num_hidden_layers", 24), ffn_dim=dec.get("ffn_dim", 4096),
-                    card=dec.get("vocab_size", 2048), delays=tuple(k // channels for k in range(num_codebooks)),
+                    card=dec.get("vocab_size", 2048), delays=interleaved_delays(num_codebooks, channels),
                     text_dim=text.get("d_model", 768), **melody)
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 
 from musicgen_jax.chroma import num_frames
-from musicgen_jax.config import ChromaConfig, LMConfig
+from musicgen_jax.config import ChromaConfig, LMConfig, interleaved_delays
 from musicgen_jax.convert.codec_loader import load_codec
 from musicgen_jax.convert.torch_io import CheckpointError
 
@@ -26,7 +26,7 @@ def run_lm_config(config: dict, info: dict, text_dim: int) -> LMConfig:
     (`melody`) takes the dataset's chroma bins, and as many chroma frames as a crop of `frames` codec
     frames has (235 for 30 s)."""
     k, stereo = info["num_codebooks"], info.get("codec", {}).get("stereo", False)
-    delays = tuple(d for d in range(k // 2) for _ in range(2)) if stereo else tuple(range(k))
+    delays = interleaved_delays(k, 2 if stereo else 1)
     model = config["model"]
     melody = {}
     if config.get("melody"):

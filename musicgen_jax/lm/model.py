@@ -214,3 +214,16 @@ def unstack_layers(params):
     for i in range(count):
         inner[f"layers_{i}"] = jax.tree.map(lambda x, i=i: x[i], stacked)
     return {**params, "params": inner}
+
+
+def stereo_from_mono(params):
+    """Parameters of a mono LM (codebooks 0..K-1) -> those of its stereo version, 2K interleaved codebooks
+    [L0, R0, L1, R1, ...]: codebook k's embedding and head are mono codebook k // 2's (audiocraft's
+    initialization of its stereo models); everything else is shared."""
+    inner = dict(params["params"])
+    for name in ("embeddings", "heads"):
+        pattern = re.compile(rf"{name}_(\d+)$")
+        old = [inner.pop(key) for key in sorted((k for k in list(inner) if pattern.match(k)),
+                                                key=lambda k: int(pattern.match(k).group(1)))]
+        inner.update({f"{name}_{k}": old[k // 2] for k in range(2 * len(old))})
+    return {**params, "params": inner}

@@ -22,7 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from musicgen_jax.config import LMConfig
+from musicgen_jax.config import LMConfig, interleaved_delays
 from musicgen_jax.convert.run import run_lm_config
 from musicgen_jax.data import shards
 from musicgen_jax.data.metadata import TextAugmentation
@@ -253,14 +253,17 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
 
 def check_dataset(components, info: dict, source: str, data_dir) -> None:
     """TrainingError unless the dataset (`info`: its dataset.json) holds tokens of the codec of `components`
-    (the model of `source`): the same codebooks, cardinality, sample and frame rates."""
+    (the model of `source`), mono or stereo: the same codebooks per channel, cardinality, sample and frame
+    rates."""
     codec, model = info["codec"], components.codec
-    theirs = (model.num_codebooks, model.config.codebook_size, model.sample_rate, model.frame_rate)
-    ours = (info["num_codebooks"], info["card"], codec["sample_rate"], codec["frame_rate"])
+    theirs = (model.config.num_codebooks, model.config.codebook_size, model.sample_rate, model.frame_rate)
+    ours = (info["num_codebooks"] // (2 if codec.get("stereo") else 1), info["card"], codec["sample_rate"],
+            codec["frame_rate"])
     if theirs != ours:
-        raise TrainingError(f"{source} has a codec of {theirs[0]} codebooks x {theirs[1]} at {theirs[2]} Hz, "
-                            f"{theirs[3]} frames per second; the dataset {data_dir} holds {ours[0]} x {ours[1]} "
-                            f"at {ours[2]} Hz, {ours[3]} per second: prepare it with this model's codec")
+        raise TrainingError(f"{source} has a codec of {theirs[0]} codebooks x {theirs[1]} per channel at "
+                            f"{theirs[2]} Hz, {theirs[3]} frames per second; the dataset {data_dir} holds "
+                            f"{ours[0]} x {ours[1]} at {ours[2]} Hz, {ours[3]} per second: prepare it with this "
+                            f"model's codec")
 
 
 def _initial_params(config: ml_collections.ConfigDict, step_config: StepConfig, info: dict):
@@ -269,7 +272,7 @@ def _initial_params(config: ml_collections.ConfigDict, step_config: StepConfig, 
     before anything compiles, that its LM has the run's architecture and its codec the dataset's rates."""
     if not config.init_from:
         return None
-    from musicgen_jax.lm.model import stack_layers
+    from musicgen_jax.lm.model import stack_layers, stereo_from_mono
     from musicgen_jax.musicgen import load_components
 
     source = config.init_from
@@ -277,14 +280,18 @@ def _initial_params(config: ml_collections.ConfigDict, step_config: StepConfig, 
         components = load_components(source)
     except (OSError, ValueError) as e:
         raise TrainingError(f"config.init_from {source!r} cannot be loaded: {e}") from e
-    theirs, ours = dataclasses.asdict(components.lm_config), dataclasses.asdict(step_config.lm)
+    check_dataset(components, info, source, config.data_dir)
+    lm, params = components.lm_config, components.lm_params
+    if lm.delays == interleaved_delays(lm.num_codebooks) \
+            and step_config.lm.delays == interleaved_delays(2 * lm.num_codebooks, 2):  # a stereo run from mono
+        lm, params = dataclasses.replace(lm, delays=step_config.lm.delays), stereo_from_mono(params)
+    theirs, ours = dataclasses.asdict(lm), dataclasses.asdict(step_config.lm)
     changed = [f"{name} {ours[name]!r} (checkpoint: {theirs[name]!r})" for name in ours if ours[name] != theirs[name]]
     if changed:
         raise TrainingError(f"config.init_from {source!r} is another architecture than this run's: "
                             f"{', '.join(changed)}; set config.model (and config.text_encoder, config.melody) to "
                             f"the checkpoint's, and use a dataset coded with its codec")
-    check_dataset(components, info, source, config.data_dir)
-    return stack_layers(components.lm_params) if step_config.scan_layers else components.lm_params
+    return stack_layers(params) if step_config.scan_layers else params
 
 
 def _meta(config: ml_collections.ConfigDict, batches: _TrainData) -> dict:

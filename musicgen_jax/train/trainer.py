@@ -54,8 +54,11 @@ class OptimConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
                 raise ValueError(f"invalid optimizer {name}: {value!r}")
-        if self.total_steps < 1 or self.warmup_steps > self.total_steps or not (self.b1 < 1 and self.b2 < 1):
+        if self.total_steps < 1 or not (self.b1 < 1 and self.b2 < 1):
             raise ValueError(f"invalid optimizer settings: {self}")
+        if self.warmup_steps >= self.total_steps:
+            raise ValueError(f"the warm-up ({self.warmup_steps} steps) must end before the last step (total_steps "
+                             f"{self.total_steps}): the cosine decay needs at least one step")
 
     def schedule(self) -> optax.Schedule:
         """audiocraft's cosine schedule: `lr * s / warmup` for s < warmup, then a half cosine to 0 at total."""

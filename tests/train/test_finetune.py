@@ -99,3 +99,34 @@ def test_another_architecture_is_refused_before_compiling(finetune_inputs, tmp_p
                                             r"num_heads 2 \(checkpoint: 4\)"):
         train(finetune_config(data, directory, dim=32, num_heads=2), tmp_path, progress=False)
     assert not (tmp_path / "metrics.jsonl").exists()
+
+
+def test_a_stereo_run_starts_from_the_mono_checkpoint(finetune_inputs, tmp_path):
+    """A mono checkpoint into a stereo run (8 interleaved codebooks): codebook k's embedding and head are
+    the mono codebook k // 2's, the rest as converted (one step at learning rate 0 leaves them as set)."""
+    import orbax.checkpoint as ocp
+
+    from musicgen_jax.convert import pretrained
+    from musicgen_jax.train.loop import train
+
+    _, _, directory = finetune_inputs
+    data = tmp_path / "stereo_tokens"
+    write_dataset(data, [FRAMES] * 10, valid=2, codec=directory, stereo=True)
+    config = finetune_config(data, directory)
+    config.update(total_steps=2, checkpoint_every=1, eval_every=0)  # step 0 runs at learning rate 0
+    train(config, tmp_path / "run", progress=False)
+    params = ocp.StandardCheckpointer().restore(tmp_path / "run" / "checkpoints" / "1" / "state")["params"]["params"]
+    mono = pretrained.convert(directory).lm_params["params"]
+    assert sorted(k for k in params if k.startswith("heads_")) == [f"heads_{k}" for k in range(8)]
+    for k in range(8):
+        for name in ("embeddings", "heads"):
+            for a, b in zip(jax_leaves(params[f"{name}_{k}"]), jax_leaves(mono[f"{name}_{k // 2}"]), strict=True):
+                np.testing.assert_array_equal(a, b)
+    for a, b in zip(jax_leaves(params["layers_1"]), jax_leaves(mono["layers_1"]), strict=True):
+        np.testing.assert_array_equal(a, b)
+
+
+def jax_leaves(tree):
+    import jax
+
+    return [np.asarray(x) for x in jax.tree.leaves(tree)]

@@ -24,9 +24,9 @@ def test_two_processes_match_one(inputs, tmp_path):
     single = tmp_path / "single"
     run_together([command(inputs, single, *extra)], [device_env(8)])
     joined, port = tmp_path / "joined", free_port()
+    coordinator = {"JAX_COORDINATOR_ADDRESS": f"127.0.0.1:{port}", "JAX_NUM_PROCESSES": "2"}
     run_together([command(inputs, joined, *extra)] * 2,
-                 [device_env(4, JAX_COORDINATOR_ADDRESS=f"127.0.0.1:{port}", JAX_NUM_PROCESSES="2", JAX_PROCESS_ID=str(i))
-                  for i in range(2)])
+                 [device_env(4, **coordinator, JAX_PROCESS_ID=str(i)) for i in range(2)])
     expected, got = records(single), records(joined)
     assert [r["step"] for r in got] == [r["step"] for r in expected] == list(range(1, STEPS + 1))
     for a, b in zip(got, expected):
