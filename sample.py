@@ -12,7 +12,6 @@ the other prompts.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import time
 from pathlib import Path
@@ -21,7 +20,7 @@ import numpy as np
 
 from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, write_audio
 from musicgen_jax.convert.torch_io import CheckpointError
-from musicgen_jax.fileio import save_npy
+from musicgen_jax.fileio import save_npy, slug
 from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, disable_compilation_cache, enable_compilation_cache
 from musicgen_jax.stems import MissingExtraError
 
@@ -58,10 +57,6 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-compilation-cache", action="store_true",
                    help="compile from scratch and keep nothing, even where JAX_COMPILATION_CACHE_DIR is set")
     return p
-
-
-def slug(text: str, length: int = 40) -> str:
-    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:length] or "unconditional"
 
 
 def read_prompts(args) -> list[str]:

@@ -19,6 +19,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.checkpoint_every = 1000
     config.eval_every = 0  # 0: no evaluation
     config.keep_checkpoints = 3
+    config.generate_every = 0  # 0: no samples; else the EMA weights' samples every so many steps (WORKDIR/samples/)
+    config.sample_prompts = ("lofi hip hop beat with a mellow piano", "energetic rock song with electric guitars",
+                             "calm ambient pads with soft strings")
+    config.sample_seconds = 10.0
+    config.sample_seed = 0
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})  # -1: the remaining devices
     config.compute_dtype = "bfloat16"  # the LM's compute dtype over float32 weights (GPU / TPU); "float32" on CPU
     config.scan_layers = False  # the layers as one `lax.scan` (less to compile; rematerializes on every backend)

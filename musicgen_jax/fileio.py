@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -43,3 +44,9 @@ def save_json(path: str | os.PathLike, obj) -> None:
     """`obj` as indented JSON to `path` atomically (`atomic_file`)."""
     with atomic_file(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+
+
+def slug(text: str, length: int = 40) -> str:
+    """A file-name-safe form of a prompt: lowercase ASCII letters and digits joined by "_", at most
+    `length` characters ("unconditional" when nothing is left)."""
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:length] or "unconditional"

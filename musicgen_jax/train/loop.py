@@ -6,8 +6,9 @@ pipeline's position). Started again with the same command, a run resumes from it
 one made with other binding settings (`_BINDING_EXCLUDED` may change) or unreadable is an error,
 never a fresh start. `WORKDIR/metrics.jsonl` gets one JSON object per logged step; on resume the lines
 after the checkpoint's step (written by the interrupted run) are dropped, so the file reads as one run.
-SIGTERM (a TPU preemption) saves the current step and returns; a run killed at any moment resumes from
-its latest checkpoint and repeats exactly (bitwise on the same machine) what followed it.
+Every `generate_every` steps the EMA weights' samples of `sample_prompts` go to `WORKDIR/samples/STEP/`
+(`samples.py`). SIGTERM (a TPU preemption) saves the current step and returns; a run killed at any moment
+resumes from its latest checkpoint and repeats exactly (bitwise on the same machine) what followed it.
 """
 
 from __future__ import annotations
@@ -29,12 +30,14 @@ from musicgen_jax.data.metadata import TextAugmentation
 from musicgen_jax.data.pipeline import PipelineConfig, TrainBatches, eval_batches, load_host_examples
 from musicgen_jax.fileio import atomic_file
 from musicgen_jax.sharding import make_mesh, shardings
+from musicgen_jax.train.samples import Samples
 from musicgen_jax.train.trainer import (OptimConfig, StepConfig, compile_eval, compile_step, global_batch, init_state,
                                         state_shapes, state_specs)
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
-_BINDING_EXCLUDED = ("log_every", "checkpoint_every", "eval_every", "keep_checkpoints", "total_steps")
+_BINDING_EXCLUDED = ("log_every", "checkpoint_every", "eval_every", "keep_checkpoints", "total_steps", "generate_every",
+                     "sample_prompts", "sample_seconds", "sample_seed")
 
 
 class TrainingError(ValueError):
@@ -113,8 +116,9 @@ def _chroma_frames(step_config: StepConfig) -> int:
 
 
 def _check(config: ml_collections.ConfigDict) -> None:
-    if isinstance(config.eval_every, bool) or not isinstance(config.eval_every, int) or config.eval_every < 0:
-        raise TrainingError(f"config.eval_every must be a non-negative integer (0: never), got {config.eval_every!r}")
+    for key in ("eval_every", "generate_every"):
+        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 0:
+            raise TrainingError(f"config.{key} must be a non-negative integer (0: never), got {config[key]!r}")
     for key in ("total_steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "frames",
                 "text_length"):
         value = config[key]
@@ -213,6 +217,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
     evaluation = config.eval_every and Evaluation(
         config.data_dir, "valid", step_config, mesh, text_encoder.tokenizer, t5_params, config.batch_size,
         config.frames, (config.text_length,), config.text_embeddings)
+    try:
+        samples = config.generate_every and Samples(workdir, info, step_config.lm, text_encoder, config.sample_prompts,
+                                                     config.sample_seconds, config.sample_seed, config.scan_layers)
+    except (OSError, ValueError) as e:
+        raise TrainingError(f"samples during training (config.generate_every): {e}") from e
     metrics_file = _Metrics(workdir / METRICS, start)
     stop = _Stop()
     bar = tqdm(total=config.total_steps, initial=start, unit="step", desc="training",
@@ -238,6 +247,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
                     last.update(evaluation(state["ema"]))
                 metrics_file.write(last)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
+            if samples and done % config.generate_every == 0:
+                samples(done, state["ema"])
             bar.update()
             if done % config.checkpoint_every == 0 or done == config.total_steps or stop.requested:
                 _save(manager, done, state, config, batches)

@@ -1,0 +1,69 @@
+"""Samples during training: every `generate_every` steps, audio of the EMA weights for the config's
+`sample_prompts`, written to `WORKDIR/samples/STEP/NNN_<slug>.wav` (loudness-normalized, as audiocraft
+writes its training samples) with `settings.json` (the prompts, seed, duration and sampling settings).
+A step's folder appears whole: it is written under a temporary name, then renamed (a repeated step,
+after a resume, replaces it)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+from pathlib import Path
+
+import jax
+
+from musicgen_jax.audio import write_audio
+from musicgen_jax.config import LMConfig
+from musicgen_jax.fileio import save_json, slug
+
+SAMPLES = "samples"
+
+
+class Samples:
+    """`__call__(step, ema)` writes the samples of the EMA weights `ema` (a state's, any layout) at `step`."""
+
+    def __init__(self, workdir: Path, info: dict, lm_config: LMConfig, text_encoder, prompts, seconds: float,
+                 seed: int, scan_layers: bool):
+        from musicgen_jax.convert.codec_loader import load_codec
+
+        prompts = [str(p) for p in prompts]
+        if not prompts or not all(p.strip() for p in prompts):
+            raise ValueError(f"config.sample_prompts must be non-empty texts, got {prompts!r}")
+        if not seconds > 0:
+            raise ValueError(f"config.sample_seconds must be positive, got {seconds!r}")
+        source = info["codec"].get("source")
+        if not source:
+            raise ValueError("samples need the dataset's codec, which its dataset.json does not name")
+        self.codec = load_codec(source, stereo=info["codec"]["stereo"])
+        self.root, self.lm_config, self.text_encoder = Path(workdir) / SAMPLES, lm_config, text_encoder
+        self.prompts, self.seconds, self.seed, self.scan_layers = prompts, float(seconds), int(seed), scan_layers
+
+    def __call__(self, step: int, ema) -> Path | None:
+        """The step's folder (None on processes other than 0, which take part in gathering the weights)."""
+        from jax.experimental import multihost_utils
+
+        from musicgen_jax.convert.pretrained import Components
+        from musicgen_jax.lm.model import unstack_layers
+        from musicgen_jax.musicgen import MusicGen
+
+        params = jax.device_get(ema) if jax.process_count() == 1 else multihost_utils.process_allgather(ema)
+        if jax.process_index() != 0:
+            return None
+        if self.scan_layers:
+            params = unstack_layers(params)
+        name = f"{self.root.parent} (step {step}, EMA weights)"
+        model = MusicGen(name, Components(self.codec, self.text_encoder, self.lm_config, params, name))
+        model.set_generation_params(duration=self.seconds)
+        audio = model.generate(self.prompts, seed=self.seed)
+        final, tmp = self.root / str(step), self.root / f"{step}.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        for i, (prompt, wav) in enumerate(zip(self.prompts, audio, strict=True)):
+            write_audio(tmp / f"{i:03d}_{slug(prompt)}.wav", wav, model.sample_rate, strategy="loudness")
+        save_json(tmp / "settings.json", {"step": step, "weights": "ema", "prompts": self.prompts,
+                                          "seconds": self.seconds, "seed": self.seed,
+                                          "sampling": dataclasses.asdict(model.sampling),
+                                          "sample_rate": model.sample_rate, "normalization": "loudness"})
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(tmp, final)
+        return final

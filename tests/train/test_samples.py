@@ -1,0 +1,41 @@
+"""Samples during training (`config.generate_every`): at steps 2 and 4 of a debug run, one wav per prompt
+and the settings in WORKDIR/samples/STEP/; the step-4 audio is what the run's checkpoint at step 4 (its
+EMA weights, loaded as a `MusicGen`) generates for those prompts and that seed, loudness-normalized
+(to 16-bit rounding)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+PROMPTS = ("calm piano melody", "Energetic rock, drums!")
+
+
+def test_samples_are_the_ema_weights_generations(inputs, tmp_path):
+    from configs.debug import get_config
+    from musicgen_jax.audio import normalize_audio, read_audio
+    from musicgen_jax.musicgen import MusicGen
+    from musicgen_jax.train.loop import train
+
+    data, t5 = inputs
+    config = get_config()
+    config.update(data_dir=str(data), text_encoder=str(t5), total_steps=4, frames=24, log_every=1,
+                  checkpoint_every=4, generate_every=2, sample_prompts=PROMPTS, sample_seconds=0.2, sample_seed=3)
+    config.optim.warmup_steps = 1
+    train(config, tmp_path, progress=False)
+    samples = tmp_path / "samples"
+    assert sorted(p.name for p in samples.iterdir()) == ["2", "4"]
+    names = ["000_calm_piano_melody.wav", "001_energetic_rock_drums.wav"]
+    assert sorted(p.name for p in (samples / "4").iterdir()) == names + ["settings.json"]
+    settings = json.loads((samples / "4" / "settings.json").read_text())
+    assert settings["prompts"] == list(PROMPTS) and settings["seed"] == 3 and settings["sampling"]["top_k"] == 250
+    model = MusicGen.get_pretrained(str(tmp_path))
+    model.set_generation_params(duration=0.2)
+    expected = model.generate(list(PROMPTS), seed=3)
+    for name, wav in zip(names, expected, strict=True):
+        got, rate = read_audio(samples / "4" / name)
+        assert rate == model.sample_rate and got.shape == wav.shape
+        np.testing.assert_allclose(got, normalize_audio(wav, rate, "loudness"), atol=2 / 32768)
+    other, _ = read_audio(samples / "2" / names[0])
+    assert np.abs(other - read_audio(samples / "4" / names[0])[0]).max() > 1e-3  # the weights moved
