@@ -1,6 +1,6 @@
 """Fine-tuning (`config.init_from`) and evaluation (`musicgen_jax.evaluate`) against transformers'
 `MusicgenForConditionalGeneration` loss (1e-5 relative), with the tiny transformers-format MusicGen of the
-LM tests: a run started from it takes its weights (the first step's loss is the checkpoint's loss on the
+LM tests (and its audiocraft-format twin): a run started from it takes its weights (the first step's loss is the checkpoint's loss on the
 step's batch) and lowers the loss; `evaluate` gives the checkpoint's loss on a split, and for a run the
 numbers of the trainer's own evaluation; a checkpoint of another architecture is one clear error before
 anything compiles."""
@@ -130,3 +130,20 @@ def jax_leaves(tree):
     import jax
 
     return [np.asarray(x) for x in jax.tree.leaves(tree)]
+
+
+def test_finetuning_from_an_audiocraft_checkpoint(hf_musicgen, finetune_inputs, tmp_path, monkeypatch):
+    """The transformers checkpoint's audiocraft twin (state_dict.bin + compression_state_dict.bin, its T5
+    on an offline hub): the first step's loss is again transformers' loss of those weights."""
+    from musicgen_jax.convert import audiocraft
+    from musicgen_jax.train.loop import metrics_lines, train
+    from tests.lm.test_audiocraft import TINY_T5, audiocraft_directory, xp_cfg
+
+    monkeypatch.setitem(audiocraft.T5_DIMS, TINY_T5, 32)
+    data, examples, directory = finetune_inputs
+    package = audiocraft_directory(hf_musicgen[0], directory, tmp_path, monkeypatch, xp_cfg(), num_codebooks=4)
+    config = finetune_config(data, directory)
+    config.update(init_from=str(package), total_steps=2, eval_every=0)
+    train(config, tmp_path / "run", progress=False)
+    loss = metrics_lines(tmp_path / "run")[0]["loss"]
+    assert loss == pytest.approx(checkpoint_loss(hf_musicgen, examples), rel=1e-5)
