@@ -1,9 +1,9 @@
 """Fine-tuning (`config.init_from`) and evaluation (`musicgen_jax.evaluate`) against transformers'
 `MusicgenForConditionalGeneration` loss (1e-5 relative), with the tiny transformers-format MusicGen of the
-LM tests (and its audiocraft-format twin): a run started from it takes its weights (the first step's loss is the checkpoint's loss on the
-step's batch) and lowers the loss; `evaluate` gives the checkpoint's loss on a split, and for a run the
-numbers of the trainer's own evaluation; a checkpoint of another architecture is one clear error before
-anything compiles."""
+LM tests (and its audiocraft-format twin): a run started from it takes its weights (the first step's loss
+is the checkpoint's loss on the step's batch) and lowers the loss; `evaluate` gives the checkpoint's loss
+on a split, and for a run the numbers of the trainer's own evaluation; a checkpoint of another
+architecture is one clear error before anything compiles."""
 
 from __future__ import annotations
 
