@@ -189,7 +189,7 @@ def train_step(state: dict, batch: dict, t5_params: Any, config: StepConfig, mes
         updates, opt_state = config.optim.optimizer().update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         ema, ema_count = _ema(state, params, config)
-    metrics = {"loss": loss, "ce": ce, "grad_norm": optax.global_norm(grads),
+    metrics = {"loss": loss, "ce": ce, "grad_norm": optax.tree.norm(grads),
                "lr": config.optim.schedule()(state["step"]), "null_text": null, "null_melody": no_melody}
     new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "ema": ema,
                  "ema_count": ema_count, "rng": jax.random.key_data(rng)}
