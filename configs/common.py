@@ -26,6 +26,8 @@ def base_config() -> ml_collections.ConfigDict:
     config.sample_seed = 0
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})  # -1: the remaining devices
     config.compute_dtype = "bfloat16"  # the LM's compute dtype over float32 weights (GPU / TPU); "float32" on CPU
+    config.lora_rank = 0  # > 0: fine-tune low-rank adapters of the layers' kernels only (merged when loaded)
+    config.lora_text_projection = False  # with adapters: the text projection trains too
     config.scan_layers = False  # the layers as one `lax.scan` (less to compile; rematerializes on every backend)
     config.remat = "none"  # rematerialize each layer in the backward pass: "none" | "full" | "dots"
     config.model = ml_collections.ConfigDict({"dim": 1024, "num_heads": 16, "num_layers": 24, "ffn_dim": 4096})

@@ -56,7 +56,7 @@ def load_run(workdir: str | os.PathLike):
     import orbax.checkpoint as ocp
 
     from musicgen_jax.convert.pretrained import Components
-    from musicgen_jax.lm.model import unstack_layers
+    from musicgen_jax.lm.model import merge_lora, unstack_layers
     from musicgen_jax.text.encoder import T5TextEncoder
 
     workdir = Path(workdir)
@@ -73,6 +73,8 @@ def load_run(workdir: str | os.PathLike):
         raise CheckpointError(f"cannot read the run checkpoint {directory}: {type(e).__name__} {e}") from e
     text_encoder = T5TextEncoder.from_pretrained(config["text_encoder"])
     params = jax.device_get(state["ema"])
+    if config.get("lora_rank"):
+        params = jax.device_get(merge_lora(params))
     if config.get("scan_layers"):
         params = unstack_layers(params)
     codec = load_codec(codec_source, stereo=stereo)

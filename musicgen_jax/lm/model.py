@@ -51,12 +51,14 @@ _SCAN = dict(variable_axes={"params": 0}, split_rngs={"params": True}, metadata_
 
 class LMModel(nn.Module):
     """`remat`: a `REMAT_POLICIES` name, what the backward pass of each layer keeps (the rest is recomputed).
-    `dtype`: the compute dtype (float32, or bfloat16 for mixed precision over float32 parameters)."""
+    `dtype`: the compute dtype (float32, or bfloat16 for mixed precision over float32 parameters).
+    `lora_rank` > 0: low-rank adapters on the layers' attention and feed-forward kernels (`Linear`)."""
 
     config: LMConfig
     scan_layers: bool = False
     remat: str = "none"
     dtype: Any = jnp.float32
+    lora_rank: int = 0
 
     def setup(self):
         c = self.config
@@ -68,9 +70,9 @@ class LMModel(nn.Module):
         if c.melody:
             self.chroma_projection = Linear(c.dim, ("embed", "chroma"), use_bias=True)
         if self.scan_layers:
-            self.layers = DecoderLayer(c, self.dtype)
+            self.layers = DecoderLayer(c, self.dtype, self.lora_rank)
         else:
-            self.layers = [DecoderLayer(c, self.dtype) for _ in range(c.num_layers)]
+            self.layers = [DecoderLayer(c, self.dtype, self.lora_rank) for _ in range(c.num_layers)]
         self.out_norm = layer_norm(c, self.dtype)
         self.heads = [Linear(c.card, ("vocab", "embed")) for _ in range(c.num_codebooks)]
 
@@ -181,13 +183,13 @@ def cache_length(cache, scan_layers: bool = False) -> int:
     return sum(block.shape[-2] for block in (cache if scan_layers else cache[0])["k"])
 
 
-def init_params(config: LMConfig, key: jax.Array, scan_layers: bool = False):
-    """Random parameters `{"params": ...}`, each boxed with its logical axis names (`nn.unbox` strips
-    them; `jax.eval_shape(init_params, ...)` gives shapes and specs without computing)."""
+def init_params(config: LMConfig, key: jax.Array, scan_layers: bool = False, lora_rank: int = 0):
+    """Random parameters `{"params": ...}` (with `lora_rank` adapters), each boxed with its logical axis names
+    (`nn.unbox` strips them; `jax.eval_shape(init_params, ...)` gives shapes and specs without computing)."""
     seq = jnp.zeros((1, config.num_codebooks, 1), jnp.int32)
     text, mask = jnp.zeros((1, 1, config.text_dim)), jnp.ones((1, 1), jnp.int32)
     chroma = null_chroma(config, 1) if config.melody else None
-    return LMModel(config, scan_layers).init(key, seq, text, mask, chroma)
+    return LMModel(config, scan_layers, lora_rank=lora_rank).init(key, seq, text, mask, chroma)
 
 
 def param_specs(config: LMConfig, scan_layers: bool = False):
@@ -227,3 +229,23 @@ def stereo_from_mono(params):
                                                 key=lambda k: int(pattern.match(k).group(1)))]
         inner.update({f"{name}_{k}": old[k // 2] for k in range(2 * len(old))})
     return {**params, "params": inner}
+
+
+def is_lora(path: tuple) -> bool:
+    """Whether a parameter path (`jax.tree_util` keys or names) is a low-rank adapter's."""
+    return any(str(getattr(k, "key", k)).startswith("lora_") for k in path)
+
+
+def merge_lora(params):
+    """Parameters with adapters (`lora_rank` > 0, either layout) -> the plain model's: each adapted kernel
+    becomes `kernel + B A`, the adapters dropped (what sampling and export load)."""
+    def merge(tree):
+        if not isinstance(tree, dict):
+            return tree
+        if "lora_a" in tree:
+            a, b = tree["lora_a"], tree["lora_b"]
+            rest = {k: v for k, v in tree.items() if k not in ("lora_a", "lora_b")}
+            return {**rest, "kernel": tree["kernel"] + jnp.matmul(b, a, precision=jax.lax.Precision.HIGHEST)}
+        return {k: merge(v) for k, v in tree.items()}
+
+    return merge(params)

@@ -46,24 +46,38 @@ class Linear(nn.Module):
     faster than as `x W^T` (benchmarks/layers.py). From it (training, prompts) as `x W^T` on the rows
     flattened to a matrix `[B * T, in]`: the same forward speed, and a backward pass (the products of
     the gradients) about 1.4x faster at the training shapes than either 3-D form. `axes` names (out, in)
-    logically."""
+    logically.
+
+    `lora_rank` r > 0 adds a low-rank adapter: `lora_a [r, in]` (normal 0.02) and `lora_b [features, r]`
+    (zeros, so the adapted layer starts as the plain one), `y += (x A^T) B^T`; `merge_lora` folds
+    `B A` into the kernel."""
 
     features: int
     axes: tuple[str, str]
     use_bias: bool = False
+    lora_rank: int = 0
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         kernel = self.param("kernel", initializer(*self.axes), (self.features, x.shape[-1])).astype(x.dtype)
-        rows = math.prod(x.shape[:-1])
-        if rows >= ROWS_AS_MATRIX:
-            y = lax.dot_general(x.reshape(rows, -1), kernel, (((1,), (1,)), ((), ()))).reshape(*x.shape[:-1], -1)
-        else:
-            y = jnp.moveaxis(lax.dot_general(kernel, x, (((1,), (x.ndim - 1,)), ((), ()))), 0, -1)
+        y = _product(kernel, x)
+        if self.lora_rank:
+            a = self.param("lora_a", initializer(None, self.axes[1]), (self.lora_rank, x.shape[-1]))
+            b = self.param("lora_b", initializer(self.axes[0], None, init=nn.initializers.zeros),
+                           (self.features, self.lora_rank))
+            y = y + _product(b.astype(x.dtype), _product(a.astype(x.dtype), x))
         if self.use_bias:
             bias = self.param("bias", initializer(self.axes[0], init=nn.initializers.zeros), (self.features,))
             y = y + bias.astype(y.dtype)
         return y
+
+
+def _product(kernel: jax.Array, x: jax.Array) -> jax.Array:
+    """`x [..., in]` times `kernel [out, in]` transposed (see `Linear`) -> `[..., out]`."""
+    rows = math.prod(x.shape[:-1])
+    if rows >= ROWS_AS_MATRIX:
+        return lax.dot_general(x.reshape(rows, -1), kernel, (((1,), (1,)), ((), ()))).reshape(*x.shape[:-1], -1)
+    return jnp.moveaxis(lax.dot_general(kernel, x, (((1,), (x.ndim - 1,)), ((), ()))), 0, -1)
 
 
 def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float) -> jax.Array:
@@ -85,11 +99,12 @@ class Attention(nn.Module):
     """Multi-head attention, no biases, scores scaled by head_dim ** -0.5."""
 
     config: LMConfig
+    lora_rank: int = 0
 
     def setup(self):
-        d = self.config.dim
-        self.q, self.k, self.v = (Linear(d, ("heads", "embed")) for _ in range(3))
-        self.out = Linear(d, ("embed", "heads"))
+        d, r = self.config.dim, self.lora_rank
+        self.q, self.k, self.v = (Linear(d, ("heads", "embed"), lora_rank=r) for _ in range(3))
+        self.out = Linear(d, ("embed", "heads"), lora_rank=r)
 
     def _heads(self, x: jax.Array) -> jax.Array:
         """`[B, T, D] -> [B, H, T, Dh]`."""
@@ -165,15 +180,16 @@ class DecoderLayer(nn.Module):
 
     config: LMConfig
     dtype: Any = jnp.float32
+    lora_rank: int = 0  # adapters on the attention projections and the feed-forward kernels
 
     def setup(self):
-        c = self.config
-        self.self_attn = Attention(c)
+        c, r = self.config, self.lora_rank
+        self.self_attn = Attention(c, r)
         self.norm_self, self.norm_ffn = layer_norm(c, self.dtype), layer_norm(c, self.dtype)
         if not c.melody:
-            self.cross_attn, self.norm_cross = Attention(c), layer_norm(c, self.dtype)
-        self.fc1 = Linear(c.ffn_dim, ("mlp", "embed"))
-        self.fc2 = Linear(c.dim, ("embed", "mlp"))
+            self.cross_attn, self.norm_cross = Attention(c, r), layer_norm(c, self.dtype)
+        self.fc1 = Linear(c.ffn_dim, ("mlp", "embed"), lora_rank=r)
+        self.fc2 = Linear(c.dim, ("embed", "mlp"), lora_rank=r)
 
     def cross_kv(self, cross: jax.Array) -> tuple[jax.Array, jax.Array]:
         """Keys and values `[B, H, N, Dh]` of the (projected) text states `[B, N, D]`, computed once per generation."""

@@ -195,7 +195,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
             OptimConfig(**config.optim, total_steps=config.total_steps), cfg_dropout=config.cfg_dropout,
             melody_dropout=config.melody_dropout,
             ema_decay=config.ema.decay, ema_every=config.ema.every, scan_layers=config.scan_layers,
-            remat=config.remat, compute_dtype=config.compute_dtype)
+            remat=config.remat, compute_dtype=config.compute_dtype, lora_rank=config.lora_rank,
+            lora_text_projection=config.lora_text_projection)
         mesh = make_mesh(**config.mesh)
     except (ValueError, TypeError) as e:
         raise TrainingError(f"bad config: {e}") from e
@@ -219,7 +220,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
         config.frames, (config.text_length,), config.text_embeddings)
     try:
         samples = config.generate_every and Samples(workdir, info, step_config.lm, text_encoder, config.sample_prompts,
-                                                     config.sample_seconds, config.sample_seed, config.scan_layers)
+                                                     config.sample_seconds, config.sample_seed, config.scan_layers,
+                                                     config.lora_rank > 0)
     except (OSError, ValueError) as e:
         raise TrainingError(f"samples during training (config.generate_every): {e}") from e
     metrics_file = _Metrics(workdir / METRICS, start)

@@ -24,7 +24,7 @@ class Samples:
     """`__call__(step, ema)` writes the samples of the EMA weights `ema` (a state's, any layout) at `step`."""
 
     def __init__(self, workdir: Path, info: dict, lm_config: LMConfig, text_encoder, prompts, seconds: float,
-                 seed: int, scan_layers: bool):
+                 seed: int, scan_layers: bool, lora: bool = False):
         from musicgen_jax.convert.codec_loader import load_codec
 
         prompts = [str(p) for p in prompts]
@@ -37,19 +37,22 @@ class Samples:
             raise ValueError("samples need the dataset's codec, which its dataset.json does not name")
         self.codec = load_codec(source, stereo=info["codec"]["stereo"])
         self.root, self.lm_config, self.text_encoder = Path(workdir) / SAMPLES, lm_config, text_encoder
-        self.prompts, self.seconds, self.seed, self.scan_layers = prompts, float(seconds), int(seed), scan_layers
+        self.prompts, self.seconds, self.seed = prompts, float(seconds), int(seed)
+        self.scan_layers, self.lora = scan_layers, lora
 
     def __call__(self, step: int, ema) -> Path | None:
         """The step's folder (None on processes other than 0, which take part in gathering the weights)."""
         from jax.experimental import multihost_utils
 
         from musicgen_jax.convert.pretrained import Components
-        from musicgen_jax.lm.model import unstack_layers
+        from musicgen_jax.lm.model import merge_lora, unstack_layers
         from musicgen_jax.musicgen import MusicGen
 
         params = jax.device_get(ema) if jax.process_count() == 1 else multihost_utils.process_allgather(ema)
         if jax.process_index() != 0:
             return None
+        if self.lora:
+            params = merge_lora(params)
         if self.scan_layers:
             params = unstack_layers(params)
         name = f"{self.root.parent} (step {step}, EMA weights)"

@@ -27,7 +27,7 @@ import optax
 from jax.sharding import NamedSharding, PartitionSpec
 
 from musicgen_jax.config import LMConfig, T5Config
-from musicgen_jax.lm.model import REMAT_POLICIES, LMModel, init_params
+from musicgen_jax.lm.model import REMAT_POLICIES, LMModel, init_params, is_lora
 from musicgen_jax.sharding import activation_sharding, shardings
 from musicgen_jax.text.t5 import T5Encoder
 from musicgen_jax.train.loss import cross_entropy, nll_sums, training_sequences
@@ -83,6 +83,8 @@ class StepConfig:
     scan_layers: bool = False
     remat: str = "none"  # a `lm.model.REMAT_POLICIES` name
     compute_dtype: str = "float32"  # or "bfloat16": the LM computes in it, over float32 master weights
+    lora_rank: int = 0  # > 0: only low-rank adapters of the layers' kernels train (optionally the text projection)
+    lora_text_projection: bool = False
 
     def __post_init__(self):
         if not 0 <= self.cfg_dropout <= 1 or not 0 <= self.melody_dropout <= 1 or not 0 <= self.ema_decay < 1 \
@@ -93,18 +95,36 @@ class StepConfig:
             raise ValueError(f"invalid remat {self.remat!r}: one of {', '.join(REMAT_POLICIES)}")
         if self.compute_dtype not in COMPUTE_DTYPES:
             raise ValueError(f"invalid compute_dtype {self.compute_dtype!r}: one of {', '.join(COMPUTE_DTYPES)}")
+        if isinstance(self.lora_rank, bool) or not isinstance(self.lora_rank, int) or self.lora_rank < 0:
+            raise ValueError(f"invalid lora_rank {self.lora_rank!r}: a non-negative integer (0: no adapters)")
 
     def model(self) -> LMModel:
-        """The LM as the step runs it (layout, rematerialization, compute dtype)."""
-        return LMModel(self.lm, self.scan_layers, self.remat, COMPUTE_DTYPES[self.compute_dtype])
+        """The LM as the step runs it (layout, rematerialization, compute dtype, adapters)."""
+        return LMModel(self.lm, self.scan_layers, self.remat, COMPUTE_DTYPES[self.compute_dtype], self.lora_rank)
+
+    def trainable(self, path: tuple) -> bool:
+        """Whether the parameter at `path` trains: every one, or with adapters only theirs (and the text
+        projection's with `lora_text_projection`)."""
+        names = [str(getattr(k, "key", k)) for k in path]
+        return not self.lora_rank or is_lora(path) or (self.lora_text_projection and "text_projection" in names)
+
+    def optimizer(self) -> optax.GradientTransformation:
+        """`optim`'s clipping and AdamW over the trainable parameters; the frozen ones get no update and no
+        optimizer state."""
+        if not self.lora_rank:
+            return self.optim.optimizer()
+        return optax.multi_transform(
+            {"train": self.optim.optimizer(), "frozen": optax.set_to_zero()},
+            lambda params: jax.tree_util.tree_map_with_path(lambda p, _: "train" if self.trainable(p) else "frozen",
+                                                            params))
 
 
 def _boxed_state(config: StepConfig, key: jax.Array) -> dict:
     """The initial state with the parameters (and the moments derived from them) boxed with their
     logical axes (`nn.Partitioned`)."""
     init_key, rng = jax.random.split(key)
-    params = init_params(config.lm, init_key, config.scan_layers)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": config.optim.optimizer().init(params),
+    params = init_params(config.lm, init_key, config.scan_layers, config.lora_rank)
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": config.optimizer().init(params),
             "ema": params, "ema_count": jnp.zeros((), jnp.float32), "rng": jax.random.key_data(rng)}
 
 
@@ -118,14 +138,27 @@ def state_shapes(config: StepConfig) -> Any:
     return jax.eval_shape(lambda: nn.unbox(_boxed_state(config, jax.random.key(0))))
 
 
+def _overlay(fresh: Any, given: Any) -> Any:
+    """`fresh` parameters with every array of `given` in place of its own (same paths and shapes; the
+    adapters of a LoRA run stay fresh); ValueError for a `given` array the model does not have."""
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
+    fresh, given = flatten_dict(fresh), flatten_dict(given)
+    bad = [("/".join(p), tuple(v.shape)) for p, v in given.items() if p not in fresh or fresh[p].shape != v.shape]
+    if bad:
+        raise ValueError(f"parameters the model does not have (or of other shapes): {bad[:8]}")
+    return unflatten_dict({**fresh, **given})
+
+
 def init_state(config: StepConfig, seed: int, mesh, params: Any = None) -> dict:
     """A fresh state from `seed` (random parameters, or the given `params`, e.g. a converted checkpoint's,
-    to fine-tune), created directly split over `mesh`."""
+    to fine-tune; with adapters, those stay fresh), created directly split over `mesh`."""
     def create(params):
         with activation_sharding(mesh):
             state = nn.unbox(_boxed_state(config, jax.random.key(seed)))
             if params is not None:
-                state = {**state, "params": params, "opt_state": config.optim.optimizer().init(params), "ema": params}
+                params = _overlay(state["params"], params)
+                state = {**state, "params": params, "opt_state": config.optimizer().init(params), "ema": params}
             return state
 
     return jax.jit(create, out_shardings=shardings(state_specs(config), mesh))(params)
@@ -184,9 +217,13 @@ def train_step(state: dict, batch: dict, t5_params: Any, config: StepConfig, mes
         no_melody = null | jax.random.bernoulli(melody_key, config.melody_dropout)
         text_mask = jnp.where(null, 0, batch["text_mask"])
         chroma = melody_condition(config, batch, no_melody)
-        (loss, ce), grads = jax.value_and_grad(loss_fn, has_aux=True)(state["params"], config, batch, text,
-                                                                        text_mask, chroma)
-        updates, opt_state = config.optim.optimizer().update(grads, state["opt_state"], state["params"])
+        def frozen_loss(params):  # no gradient computed for frozen parameters
+            params = jax.tree_util.tree_map_with_path(
+                lambda p, x: x if config.trainable(p) else jax.lax.stop_gradient(x), params)
+            return loss_fn(params, config, batch, text, text_mask, chroma)
+
+        (loss, ce), grads = jax.value_and_grad(frozen_loss, has_aux=True)(state["params"])
+        updates, opt_state = config.optimizer().update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         ema, ema_count = _ema(state, params, config)
     metrics = {"loss": loss, "ce": ce, "grad_norm": optax.tree.norm(grads),

@@ -147,3 +147,28 @@ def test_finetuning_from_an_audiocraft_checkpoint(hf_musicgen, finetune_inputs, 
     train(config, tmp_path / "run", progress=False)
     loss = metrics_lines(tmp_path / "run")[0]["loss"]
     assert loss == pytest.approx(checkpoint_loss(hf_musicgen, examples), rel=1e-5)
+
+
+def test_lora_finetuning_starts_from_the_checkpoint_and_loads_merged(hf_musicgen, finetune_inputs, tmp_path):
+    """`lora_rank=4`: the first loss is the checkpoint's (the adapters start at zero), the loss falls, the
+    base weights stay the checkpoint's, and the run loads with the adapters merged into the kernels."""
+    import orbax.checkpoint as ocp
+
+    from musicgen_jax.convert import pretrained
+    from musicgen_jax.lm.model import merge_lora
+    from musicgen_jax.musicgen import MusicGen
+    from musicgen_jax.train.loop import metrics_lines, train
+
+    data, examples, directory = finetune_inputs
+    config = finetune_config(data, directory)
+    config.update(lora_rank=4, eval_every=0)
+    train(config, tmp_path, progress=False)
+    losses = [record["loss"] for record in metrics_lines(tmp_path)]
+    assert losses[0] == pytest.approx(checkpoint_loss(hf_musicgen, examples), rel=1e-5) and losses[-1] < losses[0]
+    state = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / str(STEPS) / "state")
+    mono = pretrained.convert(directory).lm_params["params"]
+    np.testing.assert_array_equal(state["params"]["params"]["layers_0"]["fc1"]["kernel"],
+                                  mono["layers_0"]["fc1"]["kernel"])
+    model = MusicGen.get_pretrained(str(tmp_path))
+    for a, b in zip(jax_leaves(model.lm_params), jax_leaves(merge_lora(state["ema"])), strict=True):
+        np.testing.assert_array_equal(a, b)
