@@ -41,6 +41,10 @@ def nll_sums(logits: jax.Array, targets: jax.Array, valid: jax.Array) -> tuple[j
 def cross_entropy(logits: jax.Array, targets: jax.Array, valid: jax.Array) -> tuple[jax.Array, jax.Array]:
     """`(loss [], ce [K])` float32: ce_k the mean negative log-likelihood over codebook k's valid targets
     (0 when it has none), the loss their mean."""
-    total, count = nll_sums(logits, targets, valid)
+    return mean_cross_entropy(*nll_sums(logits, targets, valid))
+
+
+def mean_cross_entropy(total: jax.Array, count: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """`nll_sums`' `(sum [K], count [K])` -> `cross_entropy`'s `(loss [], ce [K])`."""
     ce = total / jnp.maximum(count, 1.0)
     return jnp.mean(ce), ce

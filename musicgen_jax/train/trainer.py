@@ -30,7 +30,7 @@ from musicgen_jax.config import LMConfig, T5Config
 from musicgen_jax.lm.model import REMAT_POLICIES, LMModel, init_params, is_lora
 from musicgen_jax.sharding import activation_sharding, shardings
 from musicgen_jax.text.t5 import T5Encoder
-from musicgen_jax.train.loss import cross_entropy, nll_sums, training_sequences
+from musicgen_jax.train.loss import mean_cross_entropy, nll_sums, training_sequences
 
 BATCH_AXES = ("data", "fsdp")  # mesh axes the batch is split over (the rules' "batch")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -199,13 +199,19 @@ def text_length(config: StepConfig, batch: dict) -> jax.Array | None:
     return jnp.max(jnp.sum(batch["text_mask"], axis=1)) if config.lm.melody else None
 
 
+def _nll_sums(params: Any, config: StepConfig, batch: dict, text: jax.Array, text_mask: jax.Array,
+              chroma: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+    """`(nll sum [K], count [K])` of the LM on `batch`'s delay-pattern sequences (`loss.nll_sums`)."""
+    inputs, targets, valid = training_sequences(batch["codes"], batch["mask"], config.lm.delays, config.lm.card)
+    logits = config.model().apply(params, inputs, text, text_mask, chroma, text_length(config, batch))
+    return nll_sums(logits, targets, valid)
+
+
 def loss_fn(params: Any, config: StepConfig, batch: dict, text: jax.Array, text_mask: jax.Array,
             chroma: jax.Array | None = None):
     """`(loss, ce [K])` of the LM on `batch` (codes / mask `[B, K, F]`) with the given text condition
     (and, melody models, `chroma [B, chroma_frames, bins]`)."""
-    inputs, targets, valid = training_sequences(batch["codes"], batch["mask"], config.lm.delays, config.lm.card)
-    logits = config.model().apply(params, inputs, text, text_mask, chroma, text_length(config, batch))
-    return cross_entropy(logits, targets, valid)
+    return mean_cross_entropy(*_nll_sums(params, config, batch, text, text_mask, chroma))
 
 
 def train_step(state: dict, batch: dict, t5_params: Any, config: StepConfig, mesh=None) -> tuple[dict, dict]:
@@ -252,10 +258,7 @@ def eval_step(params: Any, batch: dict, t5_params: Any, config: StepConfig, mesh
     """`(nll sum [K], count [K])` of `params` (the EMA weights) on a batch, with its real text."""
     with activation_sharding(mesh):
         text = text_states(config, t5_params, batch)
-        inputs, targets, valid = training_sequences(batch["codes"], batch["mask"], config.lm.delays, config.lm.card)
-        chroma = melody_condition(config, batch, False)
-        logits = config.model().apply(params, inputs, text, batch["text_mask"], chroma, text_length(config, batch))
-        return nll_sums(logits, targets, valid)
+        return _nll_sums(params, config, batch, text, batch["text_mask"], melody_condition(config, batch, False))
 
 
 def compile_eval(config: StepConfig, mesh):
