@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -41,7 +42,9 @@ def test_melody_run_evaluates_with_the_stored_chroma(melody_run, inputs):
     from musicgen_jax.lm.model import LMModel
     from musicgen_jax.text.encoder import encode_ids
     from musicgen_jax.text.tokenizer import T5Tokenizer
-    from musicgen_jax.train.loop import lm_config
+    from musicgen_jax.sharding import make_mesh
+    from musicgen_jax.train.loop import Evaluation, lm_config
+    from musicgen_jax.train.trainer import StepConfig
     from musicgen_jax.train.loss import nll_sums, training_sequences
 
     config, data, workdir, last = melody_run
@@ -56,9 +59,23 @@ def test_melody_run_evaluates_with_the_stored_chroma(melody_run, inputs):
     chroma = np.eye(12, dtype=np.float32)[np.stack([ex["chroma"][:lm.chroma_frames] for ex in examples])]
     inputs_, targets, valid = training_sequences(codes, np.ones(codes.shape, bool), lm.delays, lm.card)
     text = encode_ids(t5_config, t5_params, ids, mask)
-    sums, counts = nll_sums(LMModel(lm).apply(state["ema"], inputs_, text, mask, chroma), targets, valid)
-    np.testing.assert_allclose(np.exp(np.asarray(sums) / np.asarray(counts)),
-                               [last[f"eval_ppl_{k}"] for k in range(4)], rtol=1e-5)
+
+    def perplexities(params, chroma) -> np.ndarray:
+        sums, counts = nll_sums(LMModel(lm).apply(params, inputs_, text, mask, chroma), targets, valid)
+        return np.exp(np.asarray(sums) / np.asarray(counts))
+
+    np.testing.assert_allclose(perplexities(state["ema"], chroma), [last[f"eval_ppl_{k}"] for k in range(4)],
+                               rtol=1e-5)
+    # the trained chroma projection is still small: with it scaled up, the melody moves the perplexities,
+    # and the trainer's evaluation (the same `Evaluation`, pipeline and step) still matches the stored chroma's
+    loud = jax.tree_util.tree_map_with_path(
+        lambda p, x: x * 300.0 if "chroma_projection" in jax.tree_util.keystr(p) else x, state["ema"])
+    null = np.eye(12, dtype=np.float32)[np.zeros(chroma.shape[:2], int)]
+    assert np.abs(perplexities(loud, null) / perplexities(loud, chroma) - 1).max() > 1e-4  # 10x the tolerance
+    evaluation = Evaluation(data, "valid", StepConfig(lm, t5_config), make_mesh(devices=jax.devices()[:1]),
+                            tokenizer, t5_params, config.batch_size, FRAMES, (config.text_length,))
+    got = evaluation(loud)
+    np.testing.assert_allclose(perplexities(loud, chroma), [got[f"eval_ppl_{k}"] for k in range(4)], rtol=1e-5)
 
 
 def test_melody_run_loads_as_a_melody_musicgen(melody_run):
