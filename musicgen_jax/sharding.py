@@ -20,7 +20,7 @@ from typing import Any, Iterator, Sequence
 import flax.linen as nn
 import jax
 import numpy as np
-from jax.sharding import Mesh, NamedSharding
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
@@ -68,8 +68,11 @@ def activation_sharding(mesh: Mesh | None, rules=LOGICAL_RULES) -> Iterator[None
 
 
 def shardings(logical_specs: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
-    """Logical `PartitionSpec`s (a pytree, e.g. `musicgen_jax.lm.model.param_specs`) -> `NamedSharding`s."""
-    return nn.logical_to_mesh_sharding(logical_specs, mesh, rules)
+    """Logical `PartitionSpec`s (a pytree, e.g. `musicgen_jax.lm.model.param_specs`) -> `NamedSharding`s, in
+    the same tree structure: only `PartitionSpec`s are leaves, so other empty tuples (optax's `MaskedNode`
+    of frozen parameters) stay empty nodes, as in the state they describe."""
+    return jax.tree.map(lambda spec: nn.logical_to_mesh_sharding(spec, mesh, rules), logical_specs,
+                        is_leaf=lambda x: isinstance(x, PartitionSpec))
 
 
 def shard(tree: Any, logical_specs: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:

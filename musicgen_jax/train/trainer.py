@@ -124,7 +124,10 @@ def _boxed_state(config: StepConfig, key: jax.Array) -> dict:
     logical axes (`nn.Partitioned`)."""
     init_key, rng = jax.random.split(key)
     params = init_params(config.lm, init_key, config.scan_layers, config.lora_rank)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": config.optimizer().init(params),
+    # AdamW moments split like their parameters (initialized from the boxed ones); with adapters, whose
+    # masked optimizer state does not keep the boxes' structure, from the plain arrays: replicated (small)
+    opt_state = config.optimizer().init(nn.unbox(params) if config.lora_rank else params)
+    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt_state,
             "ema": params, "ema_count": jnp.zeros((), jnp.float32), "rng": jax.random.key_data(rng)}
 
 
