@@ -171,4 +171,5 @@ def test_lora_finetuning_starts_from_the_checkpoint_and_loads_merged(hf_musicgen
                                   mono["layers_0"]["fc1"]["kernel"])
     model = MusicGen.get_pretrained(str(tmp_path))
     for a, b in zip(jax_leaves(model.lm_params), jax_leaves(merge_lora(state["ema"])), strict=True):
+        assert np.isfinite(a).all()
         np.testing.assert_array_equal(a, b)
