@@ -29,6 +29,8 @@ runs two steps from the same weights as the first two PyTorch steps; the losses 
 Timing: JAX compile (`lower(...).compile()` of the timed step) apart; then one untimed first call of each
 and `--steps` timed steps alternating JAX and PyTorch (`benchmarks.common.time_pair`), median. Throughput:
 audio frames per second of wall time = batch x frames / step time (x 4 codebooks: codebook tokens/s).
+Parts (unless `--skip-parts`): the T5 forward, the LM's loss and gradients, the update, each timed on its
+own, and the decoder layers' matrix products bare at the step's shapes (`product_seconds`), JAX and PyTorch.
 
 Memory section: musicgen-large's LM (width 2048, 32 heads, 48 layers scanned, ffn 8192, 4 codebooks of
 2048, text width 768) train step (`scan_layers=True`, precomputed text states [B, 128, 768] instead of
@@ -85,7 +87,8 @@ MEMORY_DEVICES = (8, 64, 256)
 MEMORY_FRAMES, MEMORY_TEXT = 1500, 128
 SWEEP_FRAMES = (250, 500, 1000)  # crop lengths compiled at per-device batch 1 on the smallest mesh
 CAPACITIES = (16, 80)  # GiB per device
-BREAKDOWN_RUNS = 3
+BREAKDOWN_RUNS = 6
+PRODUCT_RUNS = 10  # timed calls per bare matrix product (`product_seconds`)
 # step variants of the memory section, remat policy / compute dtype (`StepConfig.remat`, `.compute_dtype`)
 MEMORY_VARIANTS = ("none/float32", "full/float32", "full/bfloat16", "dots/bfloat16")
 
@@ -245,6 +248,39 @@ class JaxTrainer:
         return {"loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"])}
 
 
+def layer_products(dim: int, ffn: int, rows: int, text_rows: int) -> list[tuple[int, int, int, int]]:
+    """(rows, in, out, count) of one decoder layer's projections on `rows` audio and `text_rows` text
+    positions: self-attention q / k / v / out, cross-attention q / out, cross-attention k / v, fc1, fc2."""
+    return [(rows, dim, dim, 6), (text_rows, dim, dim, 2), (rows, dim, ffn, 1), (rows, ffn, dim, 1)]
+
+
+def product_seconds(shapes: list[tuple[int, int, int, int]], runs: int) -> dict:
+    """Seconds of the bare matrix products of `shapes` ((rows, in, out, count), float32), each as the
+    forward `x W^T` and its two gradient products `g W` and `g^T x`, summed with the counts: XLA's (one
+    jitted `dot_general` each) and PyTorch's (`F.linear`, `g @ W`, `g.t() @ x`) on the same arrays."""
+    import torch
+    from jax import lax
+
+    def dot(a, b, contract_a, contract_b):
+        return lax.dot_general(a, b, (((contract_a,), (contract_b,)), ((), ())))
+
+    forms = {"jax": [jax.jit(lambda x, w, g: dot(x, w, 1, 1)), jax.jit(lambda x, w, g: dot(g, w, 1, 0)),
+                     jax.jit(lambda x, w, g: dot(g, x, 0, 0))],
+             "torch": [lambda x, w, g: torch.nn.functional.linear(x, w), lambda x, w, g: g @ w,
+                       lambda x, w, g: g.t() @ x]}
+    total = {"jax": 0.0, "torch": 0.0}
+    rng = np.random.default_rng(0)
+    for rows, fan_in, fan_out, count in shapes:
+        arrays = [rng.standard_normal(shape, dtype=np.float32) for shape in ((rows, fan_in), (fan_out, fan_in),
+                                                                              (rows, fan_out))]
+        jax_arrays, torch_arrays = [jax.device_put(a) for a in arrays], [torch.from_numpy(a) for a in arrays]
+        for fn in forms["jax"]:
+            total["jax"] += count * _median_seconds(lambda fn=fn: jax.block_until_ready(fn(*jax_arrays)), runs)
+        for fn in forms["torch"]:
+            total["torch"] += count * _median_seconds(lambda fn=fn: fn(*torch_arrays), runs)
+    return total
+
+
 def run_step(batch_size: int, frames: int, steps: int, layers: int, text_tokens: int, scan: bool,
              parts: bool = True) -> dict:
     import torch
@@ -312,6 +348,12 @@ def run_step(batch_size: int, frames: int, steps: int, layers: int, text_tokens:
         print("parts of the step ...", flush=True)
         parts = {"jax": jax_trainer.breakdown(timed_config, BREAKDOWN_RUNS),
                  "torch": torch_trainer.breakdown(BREAKDOWN_RUNS)}
+        shapes = layer_products(lm_config.dim, lm_config.ffn_dim, batch_size * (frames + max(lm_config.delays)),
+                                batch_size * text_tokens)
+        products = product_seconds(shapes, PRODUCT_RUNS)
+        for name in parts:
+            parts[name]["products"] = layers * products[name]
+        parts["product_count"] = layers * 3 * sum(count for *_, count in shapes)
         print(parts, flush=True)
     return {"batch": batch_size, "frames": frames, "steps": steps, "layers": layers, "text_tokens": text_tokens,
             "prompt_tokens": batch["prompt_tokens"], "scan": scan, "threads": threads,
@@ -360,7 +402,18 @@ def report_step(res: dict, command: str) -> str:
             "|---|---|---|---|",
             *[f"| {label} | {pj[key]:.3f} | {pt[key]:.3f} | {pt[key] / pj[key]:.2f} |" for key, label in (
                 ("text", "T5 encoder forward (frozen)"), ("lm", "LM loss + gradients (from the T5 states)"),
-                ("update", "clipping + AdamW update"))], ""]
+                ("update", "clipping + AdamW update"))],
+            f"| of the LM: the decoder layers' {res['parts']['product_count']} matrix products alone (each projection's "
+            f"forward `x W^T` and its gradient products `g W`, `g^T x`; XLA `dot_general` / PyTorch `F.linear`, `@`; "
+            f"median of {PRODUCT_RUNS} calls each, summed) | {pj['products']:.3f} | {pt['products']:.3f} | "
+            f"{pt['products'] / pj['products']:.2f} |", "",
+            f"Of the LM's {pj['lm'] - pt['lm']:+.3f} s (JAX minus PyTorch), {pj['products'] - pt['products']:+.3f} s "
+            "is the decoder layers' matrix products: the same products at the same float32 shapes run in XLA:CPU's "
+            "GEMM (YNNPACK here; its oneDNN and Eigen paths, tried with `XLA_FLAGS`, are no faster) at the ratio "
+            "above against PyTorch's MKL; the rest "
+            f"({pj['lm'] - pj['products']:.3f} s against {pt['lm'] - pt['products']:.3f} s) is attention (PyTorch: "
+            "one fused `scaled_dot_product_attention` kernel per call and its backward), norms, GELU, embeddings, "
+            "heads and loss, with XLA running independent products concurrently on the two cores.", ""]
     flops = res["flops"]
     flops_text = (f" XLA's cost analysis counts {flops / 1e9:.0f} GFLOP per JAX step: {flops / 1e9 / med['jax']:.1f} "
                   f"GFLOP/s achieved (PyTorch, same work: {flops / 1e9 / med['torch']:.1f})." if flops else "")

@@ -155,7 +155,10 @@ def attend(q: jax.Array, k: list[jax.Array], v: list[jax.Array], bias: jax.Array
     starts = _block_starts(k)
     scores = [reached(s, lambda kb=kb: jnp.einsum("bhtd,bhld->bhtl", q, kb), q.shape[:-1] + kb.shape[-2:-1])
               for s, kb in zip(starts, k, strict=True)]
-    probs = jax.nn.softmax(jnp.concatenate(scores, axis=-1) + bias, axis=-1).astype(q.dtype)  # float32 softmax
+    # float32 softmax (bfloat16 scores too): `bias`' finfo(float32).min would round to -inf in bfloat16 and
+    # turn a row with no visible key (a melody prefix's padding slots) into NaN
+    scores = jnp.concatenate(scores, axis=-1).astype(jnp.float32) + bias
+    probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
     return sum(reached(s, lambda s=s, vb=vb: jnp.einsum("bhtl,bhld->bhtd", probs[..., s:s + vb.shape[-2]], vb), q.shape)
                for s, vb in zip(starts, v, strict=True))
 

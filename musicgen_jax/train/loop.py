@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import signal
 import time
 from pathlib import Path
@@ -41,7 +42,7 @@ _BINDING_EXCLUDED = ("log_every", "checkpoint_every", "eval_every", "keep_checkp
 
 
 class TrainingError(ValueError):
-    """A run that cannot start or continue: bad config, mismatched or unreadable checkpoint."""
+    """A run that cannot start or continue: bad config, mismatched or unreadable checkpoint, diverged weights."""
 
 
 def lm_config(config: ml_collections.ConfigDict, info: dict, text_dim: int) -> LMConfig:
@@ -245,6 +246,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
                         "lr": float(values["lr"]), "grad_norm": float(values["grad_norm"]),
                         "tokens_per_s": tokens / (now - tick)}
                 tick, tokens = now, 0
+                _check_finite(done, values, manager.latest_step())
                 if evaluate:
                     last.update(evaluation(state["ema"]))
                 metrics_file.write(last)
@@ -253,6 +255,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
                 samples(done, state["ema"])
             bar.update()
             if done % config.checkpoint_every == 0 or done == config.total_steps or stop.requested:
+                _check_finite(done, metrics, manager.latest_step())
                 _save(manager, done, state, config, batches)
             if stop.requested:
                 break
@@ -262,6 +265,17 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
         bar.close()
         manager.close()
     return last
+
+
+def _check_finite(step: int, metrics: dict, saved: int | None) -> None:
+    """TrainingError if the step's loss or gradient norm is not finite (the weights are then lost: a NaN
+    or inf stays in them), checked before the step is logged or saved, so no checkpoint holds them."""
+    loss, norm = float(metrics["loss"]), float(metrics["grad_norm"])
+    if not (math.isfinite(loss) and math.isfinite(norm)):
+        kept = f"the latest checkpoint, step {saved}, is intact" if saved is not None else "no checkpoint was saved"
+        raise TrainingError(f"step {step}: the loss is {loss} and the gradient norm {norm} (not finite); nothing of "
+                            f"this state is saved ({kept}): lower optim.lr or use compute_dtype=float32, then run "
+                            "again (it resumes from the latest checkpoint)")
 
 
 def check_dataset(components, info: dict, source: str, data_dir) -> None:

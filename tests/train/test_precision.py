@@ -16,6 +16,8 @@ from musicgen_jax.sharding import make_mesh
 from musicgen_jax.train.trainer import OptimConfig, StepConfig, compile_step, init_state, loss_fn
 
 CONFIG = LMConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, card=32, text_dim=16)
+MELODY = LMConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, card=32, text_dim=16, chroma_bins=12,
+                  chroma_frames=5)
 
 
 def batch(frames: int = 60, size: int = 3) -> tuple[dict, jax.Array, jax.Array]:
@@ -29,9 +31,9 @@ def batch(frames: int = 60, size: int = 3) -> tuple[dict, jax.Array, jax.Array]:
     return {"codes": codes, "mask": mask}, jnp.asarray(text), jnp.asarray(text_mask)
 
 
-def params(scan: bool):
+def params(scan: bool, config: LMConfig = CONFIG):
     """Random parameters, LayerNorm scales and biases included."""
-    tree = nn.unbox(init_params(CONFIG, jax.random.key(0), scan))
+    tree = nn.unbox(init_params(config, jax.random.key(0), scan))
     leaves, treedef = jax.tree.flatten(tree)
     keys = jax.random.split(jax.random.key(1), len(leaves))
     return jax.tree.unflatten(treedef, [x + 0.05 * jax.random.normal(k, x.shape) for x, k in zip(leaves, keys)])
@@ -91,6 +93,26 @@ def test_bfloat16_compute_is_close_to_float32_with_float32_gradients():
     hlo = jax.jit(loss_fn, static_argnums=1).lower(p, half, data, text, text_mask).as_text()
     dots = [line for line in hlo.splitlines() if "dot_general" in line]
     assert dots and sum("bf16" in line for line in dots) >= 0.8 * len(dots)
+    exponentials = [line for line in hlo.splitlines() if "exponential" in line]  # the softmaxes
+    assert exponentials and not any("bf16" in line for line in exponentials)
+
+
+def test_bfloat16_melody_model_with_a_padded_prefix():
+    """A melody model in bfloat16 whose batch's texts are all shorter than the text bucket (the prefix's
+    padding slots see no key: their float32 mask bias must not become -inf, a NaN softmax): the loss
+    and gradients close to float32's, as for text models."""
+    data, text, text_mask = batch()
+    text_mask = text_mask.at[:, 5:].set(0)  # the longest text: 5 of 7 positions
+    chroma = jax.nn.one_hot(np.random.default_rng(1).integers(0, 12, (3, MELODY.chroma_frames)), 12)
+    data = {**data, "text_mask": text_mask}
+    p = params(True, MELODY)
+    fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True), static_argnums=1)
+    results = [fn(p, StepConfig(MELODY, scan_layers=True, compute_dtype=dtype), data, text, text_mask, chroma)
+               for dtype in ("float32", "bfloat16")]
+    (loss, _), grads = results[0]
+    (got, _), got_grads = results[1]
+    assert np.isfinite(float(loss)) and float(got) == pytest.approx(float(loss), rel=1e-2)
+    assert relative(got_grads, grads) < 5e-2
 
 
 def test_bfloat16_step_keeps_float32_state():

@@ -161,3 +161,20 @@ def test_a_run_loads_as_a_musicgen_with_its_ema_weights(inputs, uninterrupted, t
                          text=True, cwd=REPO)
     assert run.returncode == 0, run.stderr[-2000:]
     assert [p.suffix for p in (tmp_path / "out").iterdir()] == [".wav"]
+
+
+def test_a_diverging_run_stops_before_saving_non_finite_weights(inputs, tmp_path):
+    """lr 1e30 (0 at step 1, the warm-up's start) makes the second update 1e30-sized, the third step's loss
+    NaN: the run stops with one error at the first check after it (here the step-3 checkpoint), the step-2
+    checkpoint the latest one, nothing after it written."""
+    from configs.debug import get_config
+    from musicgen_jax.train.loop import TrainingError, train
+
+    config = get_config()
+    config.update(data_dir=str(inputs[0]), text_encoder=str(inputs[1]), total_steps=6, frames=24, log_every=100,
+                  checkpoint_every=1, eval_every=0)
+    config.optim.update(lr=1e30, warmup_steps=1)
+    with pytest.raises(TrainingError, match=r"step 3: the loss is nan and the gradient norm nan \(not finite\); "
+                                            r"nothing of this state is saved \(the latest checkpoint, step 2, is intact\)"):
+        train(config, tmp_path / "run", progress=False)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]
