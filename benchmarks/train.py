@@ -1,5 +1,6 @@
-"""Benchmark training: the musicgen_jax train step against the equivalent PyTorch step (transformers), and
-the per-device memory of musicgen-large's train step under FSDP.
+"""Benchmark training: the musicgen_jax train step against the equivalent PyTorch step (transformers), the
+per-device memory of musicgen-large's train step under FSDP, and that of fine-tuning musicgen-medium and
+-large on one device, full and with low-rank adapters.
 
 Training-step section: the musicgen-small architecture (decoder width 1024, 16 heads, ffn 4096, 4
 codebooks of 2048; t5-base-size text encoder; EnCodec 32 kHz, unused by the step) with `--layers`
@@ -43,7 +44,19 @@ and XLA's `memory_analysis()` of the compiled step (arguments, outputs, aliased,
 per-device batch 1 and 2 of 1500 frames (30 s), extrapolated linearly in the batch; the first variant
 also at per-device batch 1 of 250, 500 and 1000 frames on 8 devices.
 
+Fine-tuning section: the train step of musicgen-medium's LM (width 1536, 24 heads, 48 layers, ffn 6144)
+and musicgen-large's (as above), each fully fine-tuned (every parameter trains: AdamW moments of all of
+them) and with low-rank adapters (`StepConfig(lora_rank=--lora-rank)`, default 8: only the adapters train
+and have AdamW moments and an EMA; the frozen float32 parameters stay),
+compiled on ONE device (`make_mesh(data=1, fsdp=1, devices=jax.devices()[:1])`, in a subprocess) with the
+configs' fine-tuning settings (`scan_layers=True`, `remat="full"`, `compute_dtype="bfloat16"`) at batch 1
+of 1500 frames (30 s) with precomputed text states [1, 128, 768], from `jax.ShapeDtypeStruct`s (nothing
+allocated), one compile after the other; per device: the state's bytes from its shapes (params / optimizer
+state / EMA), XLA's `memory_analysis()` (arguments, temporaries, outputs, aliased), the peak, and whether
+it fits a 16 GiB and a 24 GiB device.
+
     .venv/bin/python -m benchmarks.train --write     # writes the training sections of benchmarks/RESULTS.md
+    .venv/bin/python -m benchmarks.train --sections finetune --write     # the fine-tuning section only
 """
 
 from __future__ import annotations
@@ -77,12 +90,18 @@ from benchmarks.common import (
 
 STEP_TITLE = "## Training step (musicgen-small architecture, random weights)"
 MEMORY_TITLE = "## Training memory (musicgen-large under FSDP, simulated devices)"
-SECTIONS = ("step", "memory")
+FINETUNE_TITLE = "## Fine-tuning memory (musicgen-medium and -large on one device, full and LoRA)"
+SECTIONS = ("step", "memory", "finetune")
 FRAME_RATE = 50  # EnCodec 32 kHz frames per second
 GIB = 2**30
 
 # musicgen-large (audiocraft's large grid: clipping 3.0, guidance dropout 0.2; neither changes the memory)
 LARGE = dict(dim=2048, num_heads=32, num_layers=48, ffn_dim=8192, card=2048, delays=(0, 1, 2, 3), text_dim=768)
+MEDIUM = dict(dim=1536, num_heads=24, num_layers=48, ffn_dim=6144, card=2048, delays=(0, 1, 2, 3), text_dim=768)
+# fine-tuned models: (LM, clipping norm, guidance dropout) of configs/musicgen_{medium,large}.py (no change to memory)
+FINETUNE_MODELS = {"musicgen-medium": (MEDIUM, 1.0, 0.3), "musicgen-large": (LARGE, 3.0, 0.2)}
+FINETUNE_RANK = 8  # default `--lora-rank`
+FINETUNE_CAPACITIES = (16, 24)  # GiB on one device: a 16 GB and a 24 GB GPU
 MEMORY_DEVICES = (8, 64, 256)
 MEMORY_FRAMES, MEMORY_TEXT = 1500, 128
 SWEEP_FRAMES = (250, 500, 1000)  # crop lengths compiled at per-device batch 1 on the smallest mesh
@@ -120,7 +139,7 @@ def make_batch(tokenizer, batch: int, frames: int, text_tokens: int, seed: int =
 
 
 def _median_seconds(fn, runs: int) -> float:
-    """Median wall time of `runs` calls of `fn` after one untimed call."""
+    """Median wall time of `runs` consecutive calls of `fn` after one untimed call."""
     fn()
     times = []
     for _ in range(runs):
@@ -171,19 +190,20 @@ class TorchTrainer:
         self.optimizer.step()
         return {"loss": float(loss.detach()), "grad_norm": float(norm), "exact_norm": exact}
 
-    def breakdown(self, runs: int) -> dict:
-        """Median seconds of the step's parts: T5 forward; LM forward + backward from the T5 states;
+    def parts(self) -> dict:
+        """The step's parts as callables: T5 forward; LM forward + backward from the T5 states;
         clipping + AdamW."""
         import torch
         from transformers.modeling_outputs import BaseModelOutput
 
         inputs = self.inputs
-        with torch.no_grad():
-            def encode():
+
+        def encode():
+            with torch.no_grad():
                 return self.model.text_encoder(input_ids=inputs["input_ids"],
                                                attention_mask=inputs["attention_mask"]).last_hidden_state
 
-            states = encode()
+        states = encode()
 
         def lm():
             self.optimizer.zero_grad(set_to_none=True)
@@ -195,9 +215,7 @@ class TorchTrainer:
             torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
             self.optimizer.step()
 
-        with torch.no_grad():
-            text = _median_seconds(encode, runs)
-        return {"text": text, "lm": _median_seconds(lm, runs), "update": _median_seconds(update, runs)}
+        return {"text": encode, "lm": lm, "update": update}
 
 
 class JaxTrainer:
@@ -222,9 +240,9 @@ class JaxTrainer:
         cost = cost[0] if isinstance(cost, (list, tuple)) else cost
         return float(cost["flops"]) if cost and cost.get("flops", 0) > 0 else None
 
-    def breakdown(self, config, runs: int) -> dict:
-        """Median seconds of the step's parts, each jitted on its own: T5 forward; loss + gradients of the
-        LM from the T5 states; clipping + AdamW update (no EMA)."""
+    def parts(self, config) -> dict:
+        """The step's parts as callables, each jitted on its own: T5 forward; loss + gradients of the LM
+        from the T5 states; clipping + AdamW update (no EMA)."""
         import optax
 
         from musicgen_jax.train.trainer import loss_fn, text_states
@@ -236,10 +254,9 @@ class JaxTrainer:
         grads = grad(state["params"], batch, text)[1]
         optimizer = config.optim.optimizer()
         update = jax.jit(lambda g, o, p: optax.apply_updates(p, optimizer.update(g, o, p)[0]))
-        return {"text": _median_seconds(lambda: jax.block_until_ready(encode(self.t5, batch)), runs),
-                "lm": _median_seconds(lambda: jax.block_until_ready(grad(state["params"], batch, text)), runs),
-                "update": _median_seconds(lambda: jax.block_until_ready(
-                    update(grads, state["opt_state"], state["params"])), runs)}
+        return {"text": lambda: jax.block_until_ready(encode(self.t5, batch)),
+                "lm": lambda: jax.block_until_ready(grad(state["params"], batch, text)),
+                "update": lambda: jax.block_until_ready(update(grads, state["opt_state"], state["params"]))}
 
     def step(self) -> dict:
         self.state, metrics = self.compiled(self.state, self.batch, self.t5)
@@ -346,8 +363,9 @@ def run_step(batch_size: int, frames: int, steps: int, layers: int, text_tokens:
               flush=True)
     if parts:
         print("parts of the step ...", flush=True)
-        parts = {"jax": jax_trainer.breakdown(timed_config, BREAKDOWN_RUNS),
-                 "torch": torch_trainer.breakdown(BREAKDOWN_RUNS)}
+        sides = (("jax", jax_trainer.parts(timed_config)), ("torch", torch_trainer.parts()))
+        parts = {side: {part: _median_seconds(fn, BREAKDOWN_RUNS) for part, fn in trainer_parts.items()}
+                 for side, trainer_parts in sides}
         shapes = layer_products(lm_config.dim, lm_config.ffn_dim, batch_size * (frames + max(lm_config.delays)),
                                 batch_size * text_tokens)
         products = product_seconds(shapes, PRODUCT_RUNS)
@@ -394,7 +412,8 @@ def report_step(res: dict, command: str) -> str:
     if res["parts"]:
         pj, pt = res["parts"]["jax"], res["parts"]["torch"]
         part_lines = [
-            f"Parts of the step, each timed on its own after the steps (median of {BREAKDOWN_RUNS} calls after one "
+            f"Parts of the step, each timed on its own after the steps (median of {BREAKDOWN_RUNS} consecutive calls "
+            "after one "
             "untimed; JAX: each part jitted separately, the update without the EMA; PyTorch: T5 under `no_grad`, the "
             "LM forward with labels from the T5 states (`encoder_outputs`) + backward, then `clip_grad_norm_` + "
             "AdamW `step`):", "",
@@ -403,10 +422,10 @@ def report_step(res: dict, command: str) -> str:
             *[f"| {label} | {pj[key]:.3f} | {pt[key]:.3f} | {pt[key] / pj[key]:.2f} |" for key, label in (
                 ("text", "T5 encoder forward (frozen)"), ("lm", "LM loss + gradients (from the T5 states)"),
                 ("update", "clipping + AdamW update"))],
-            f"| of the LM: the decoder layers' {res['parts']['product_count']} matrix products alone (each projection's "
-            f"forward `x W^T` and its gradient products `g W`, `g^T x`; XLA `dot_general` / PyTorch `F.linear`, `@`; "
-            f"median of {PRODUCT_RUNS} calls each, summed) | {pj['products']:.3f} | {pt['products']:.3f} | "
-            f"{pt['products'] / pj['products']:.2f} |", "",
+            f"| of the LM: the decoder layers' {res['parts']['product_count']} matrix products alone (each "
+            "projection's forward `x W^T` and its gradient products `g W`, `g^T x`; XLA `dot_general` / PyTorch "
+            f"`F.linear`, `@`; median of {PRODUCT_RUNS} consecutive calls each, summed) | {pj['products']:.3f} | "
+            f"{pt['products']:.3f} | {pt['products'] / pj['products']:.2f} |", "",
             f"Of the LM's {pj['lm'] - pt['lm']:+.3f} s (JAX minus PyTorch), {pj['products'] - pt['products']:+.3f} s "
             "is the decoder layers' matrix products: the same products at the same float32 shapes run in XLA:CPU's "
             "GEMM (YNNPACK here; its oneDNN and Eigen paths, tried with `XLA_FLAGS`, are no faster) at the ratio "
@@ -693,6 +712,177 @@ def report_memory(res: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+# --- fine-tuning memory: musicgen-medium and -large on one device, full and with adapters ----------
+
+def _nbytes(tree) -> int:
+    """Bytes of the arrays (or `jax.ShapeDtypeStruct`s) of `tree`: the sum of prod(shape) x itemsize."""
+    return sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(tree))
+
+
+def _finetune_worker(out_path: str, frames: int, text: int, rank: int) -> None:
+    """In a subprocess: compile the fine-tuning step of each of `FINETUNE_MODELS`, full (`lora_rank=0`) and
+    with rank-`rank` adapters, one after the other, on a 1-device mesh from shapes only (the state's
+    `state_shapes` with the shardings of `state_specs`; batch 1: codes / mask [1, K, frames], text_embeddings
+    [1, text, text_dim] float32, text_mask [1, text]); write JSON {"models": {model: {"full" | "lora": ...}}}."""
+    import jax.numpy as jnp
+
+    from musicgen_jax.config import LMConfig
+    from musicgen_jax.sharding import make_mesh, shardings
+    from musicgen_jax.train.trainer import OptimConfig, StepConfig, batch_sharding, compile_step, state_shapes, \
+        state_specs
+
+    mesh = make_mesh(data=1, fsdp=1, devices=jax.devices()[:1])
+    bs = batch_sharding(mesh)
+    fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes",
+              "generated_code_size_in_bytes")
+    models = {}
+    for name, (model, max_norm, cfg_dropout) in FINETUNE_MODELS.items():
+        lm = LMConfig(**model)
+        batch = {"codes": jax.ShapeDtypeStruct((1, lm.num_codebooks, frames), jnp.int32, sharding=bs),
+                 "mask": jax.ShapeDtypeStruct((1, lm.num_codebooks, frames), jnp.bool_, sharding=bs),
+                 "text_embeddings": jax.ShapeDtypeStruct((1, text, lm.text_dim), jnp.float32, sharding=bs),
+                 "text_mask": jax.ShapeDtypeStruct((1, text), jnp.int32, sharding=bs)}
+        for mode, lora_rank in (("full", 0), ("lora", rank)):
+            config = StepConfig(lm, None, OptimConfig(max_norm=max_norm), cfg_dropout=cfg_dropout, scan_layers=True,
+                                remat="full", compute_dtype="bfloat16", lora_rank=lora_rank)
+            shapes = state_shapes(config)
+            state = jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes,
+                                 shardings(state_specs(config), mesh))
+            trainable = [x for path, x in jax.tree_util.tree_leaves_with_path(shapes["params"])
+                         if config.trainable(path)]
+            start = time.perf_counter()
+            m = compile_step(config, mesh).lower(state, batch, {}).compile().memory_analysis()
+            res = {"compile": time.perf_counter() - start, "available": m is not None,
+                   "param_count": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])),
+                   "trainable_count": sum(int(np.prod(x.shape)) for x in trainable),
+                   "state": {part: _nbytes(shapes[part]) for part in ("params", "opt_state", "ema")}}
+            if m is not None:
+                res.update({f.replace("_size_in_bytes", ""): int(getattr(m, f, -1)) for f in fields})
+            print(f"{name}, {mode}: compiled in {res['compile']:.1f} s, "
+                  f"{ {k: round(v / GIB, 2) for k, v in res.items() if k in ('argument', 'temp', 'output', 'alias')} }"
+                  " GiB", file=sys.stderr, flush=True)
+            models.setdefault(name, {})[mode] = res
+    Path(out_path).write_text(json.dumps({"models": models, "platform": jax.devices()[0].platform,
+                                          "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+
+
+def run_finetune(frames: int, text: int, rank: int) -> dict:
+    """`_finetune_worker`'s results (in a subprocess, on the host CPU), with the wall time and the load."""
+    load_before = load_average()
+    root = Path(__file__).resolve().parent.parent
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "finetune.json"
+        code = (f"from benchmarks.train import _finetune_worker; "
+                f"_finetune_worker({str(out)!r}, {frames}, {text}, {rank})")
+        start = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=True)
+        wall = time.perf_counter() - start
+        res = json.loads(out.read_text())
+    return {**res, "wall": wall, "frames": frames, "text": text, "rank": rank, "load": (load_before, load_average())}
+
+
+def _fit(peak: int, capacity: int) -> str:
+    """A table cell: whether `peak` bytes fit `capacity` GiB, and by how much."""
+    margin = (capacity * GIB - peak) / GIB
+    return f"yes, {margin:.2f} GiB left" if margin >= 0 else f"no, {-margin:.2f} GiB over"
+
+
+def _finetune_summary(res: dict) -> str:
+    """The closing paragraphs: what each model's peaks are made of, and which runs fit which device."""
+    text = []
+    for name, modes in res["models"].items():
+        full, lora = modes["full"], modes["lora"]
+        if not (full["available"] and lora["available"]):
+            continue
+        fs, ls = full["state"], lora["state"]
+        text.append(
+            f"{name}, fully fine-tuned: the state alone is {sum(fs.values()) / GIB:.2f} GiB (float32 params + the "
+            f"two AdamW moments + the EMA, 4 x the parameters' {fs['params'] / GIB:.2f} GiB); the temporaries add "
+            f"{full['temp'] / GIB:.2f} GiB ({full['temp'] / fs['params']:.2f} x the parameters' bytes: their float32 "
+            f"gradients and the update's intermediates; the LoRA step's temporaries, activations included, are "
+            f"{lora['temp'] / GIB:.2f} GiB), a {_peak(full) / GIB:.2f} GiB peak. With rank-{res['rank']} adapters "
+            f"({lora['trainable_count']:,} trainable parameters, {lora['trainable_count'] / lora['param_count']:.1%} "
+            f"of {lora['param_count']:,}) the optimizer state falls from {fs['opt_state'] / GIB:.2f} to "
+            f"{ls['opt_state'] / GIB:.2f} GiB, the EMA (of the adapters alone: a frozen weight's average is itself) "
+            f"to {ls['ema'] / GIB:.2f} GiB, and no gradient of a frozen parameter is kept: the float32 parameters "
+            f"({ls['params'] / GIB:.2f} GiB) are {ls['params'] / _peak(lora):.0%} of the "
+            f"{_peak(lora) / GIB:.2f} GiB peak.")
+    peaks = {(name, mode): _peak(c) for name, modes in res["models"].items() for mode, c in modes.items()
+             if c["available"]}
+    fits = []
+    for cap in FINETUNE_CAPACITIES:
+        fit = [f"{name} {'full' if mode == 'full' else 'LoRA'} ({(cap * GIB - p) / GIB:.2f} GiB left)"
+               for (name, mode), p in peaks.items() if p <= cap * GIB]
+        fits.append(f"on a {cap} GiB device {', '.join(fit) or 'none'}")
+    margins = [cap * GIB - p for cap in FINETUNE_CAPACITIES for p in peaks.values() if 0 <= cap * GIB - p < GIB]
+    return "\n\n".join([*text, f"What fits at batch 1 x {res['frames'] / FRAME_RATE:g} s (peak <= capacity): "
+                          + "; ".join(fits) + "." + (" Less than 1 GiB left is marginal on a real GPU (the caveat "
+                                                     "above)." if margins else "")])
+
+
+def report_finetune(res: dict, command: str) -> str:
+    import flax
+
+    frames, text, rank = res["frames"], res["text"], res["rank"]
+    positions = frames + len(LARGE["delays"]) - 1
+    caps = " | ".join(f"fits {cap} GiB" for cap in FINETUNE_CAPACITIES)
+    rows = []
+    for name, modes in res["models"].items():
+        for mode, c in modes.items():
+            label = "full" if mode == "full" else f"LoRA rank {rank}"
+            s = c["state"]
+            cells = (f"| {name} | {label} | {c['trainable_count']:,} of {c['param_count']:,} | {s['params'] / GIB:.2f} "
+                     f"| {s['opt_state'] / GIB:.2f} | {s['ema'] / GIB:.2f} ")
+            if not c["available"]:
+                rows.append(cells + "| memory analysis unavailable |" + " |" * (5 + len(FINETUNE_CAPACITIES)))
+                continue
+            peak = _peak(c)
+            fits = " | ".join(_fit(peak, cap) for cap in FINETUNE_CAPACITIES)
+            rows.append(cells + f"| {c['argument'] / GIB:.2f} | {c['temp'] / GIB:.2f} | {c['output'] / GIB:.2f} "
+                        f"| {c['alias'] / GIB:.2f} | **{peak / GIB:.2f}** | {fits} | {c['compile']:.0f} |")
+    models = "; ".join(f"{name} (width {m['dim']}, {m['num_heads']} heads, {m['num_layers']} layers, ffn "
+                       f"{m['ffn_dim']}; clipping {max_norm:g}, guidance dropout {cfg:g})"
+                       for name, (m, max_norm, cfg) in FINETUNE_MODELS.items())
+    lines = [
+        FINETUNE_TITLE, "",
+        f"Command: `{command}`", "",
+        *machine_lines(None, res["load"], f", flax {flax.__version__}"),
+        f"- Models: the LMs of {models}; both {len(LARGE['delays'])} codebooks x {LARGE['card']}, delays "
+        f"{tuple(LARGE['delays'])}, text width {LARGE['text_dim']}.",
+        "- Step: `compile_step(StepConfig(lm, t5=None, scan_layers=True, remat=\"full\", compute_dtype=\"bfloat16\", "
+        f"lora_rank=R))`, the configs' fine-tuning settings (`configs/musicgen_medium.py`, `musicgen_large.py`): "
+        f"full fine-tuning (R = 0: every parameter trains, AdamW moments of all) or low-rank adapters (R = {rank}, "
+        "`--config.lora_rank`: only the adapters of the layers' attention and feed-forward kernels train; the "
+        "optimizer is `optax.multi_transform` with `set_to_zero` for the frozen parameters, so the AdamW moments "
+        "are the adapters' only; params and EMA still hold every parameter, float32). One device: "
+        "`make_mesh(data=1, fsdp=1, devices=jax.devices()[:1])`. Batch 1: codes / mask "
+        f"[1, 4, {frames}] ({frames / FRAME_RATE:g} s, {positions} pattern positions), precomputed text states "
+        f"[1, {text}, {LARGE['text_dim']}] float32 + text_mask (no T5). Lowered from `jax.ShapeDtypeStruct`s with "
+        "the state's shardings (`state_shapes` + `shardings(state_specs(...))`) and `batch_sharding(mesh)`, "
+        "nothing allocated, the compiles one after the other in one subprocess "
+        f"(on {res['platform']}; max RSS {res['ru_maxrss']:.2f} GiB; {res['wall']:.0f} s in all, start-up "
+        "included).",
+        "- Columns, per device (GiB = 2^30 bytes): parameters trained of all; params / optimizer state / EMA = the "
+        "state's bytes from its shapes (sum of prod(shape) x itemsize per part; the optimizer state is the AdamW "
+        "moments, its step counters a few bytes); argument, temp, output, alias = `compiled.memory_analysis()` "
+        "(the state is donated: its outputs alias the arguments); peak = argument + temp + output - alias; fits "
+        + " / ".join(f"{cap}" for cap in FINETUNE_CAPACITIES) + " GiB: peak <= capacity.",
+        "- Caveat: XLA:CPU's buffer assignments, to read as estimates for a GPU: XLA:GPU fuses and schedules "
+        "differently, a GPU process also holds its CUDA context and cuBLAS / cuDNN workspaces, and JAX's GPU "
+        "allocator preallocates 75% of the device's memory by default (JAX's \"GPU memory allocation\" notes: "
+        "`XLA_PYTHON_CLIENT_MEM_FRACTION` sets the fraction, `XLA_PYTHON_CLIENT_PREALLOCATE=false` turns it off), "
+        "so a peak close to the capacity is marginal.",
+        "",
+        "| model | fine-tuning | parameters trained | params GiB | optimizer state GiB | EMA GiB | argument GiB "
+        f"| temp GiB | output GiB | alias GiB | peak GiB | {caps} | compile s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(FINETUNE_CAPACITIES) + "---|",
+        *rows, "",
+        _finetune_summary(res),
+        "",
+    ]
+    return "\n".join(lines)
+
+
 def _variant(text: str) -> str:
     """A `--memory-variants` value, REMAT/DTYPE, checked against the step's options."""
     from musicgen_jax.lm.model import REMAT_POLICIES
@@ -725,10 +915,13 @@ def main(argv: list[str] | None = None) -> None:
                         help="memory: step variants REMAT/DTYPE (remat: none, full, dots; compute dtype: float32, "
                              "bfloat16), compiled in this order on every mesh; the first also gets the crop-length "
                              "sweep")
+    parser.add_argument("--lora-rank", type=int, default=FINETUNE_RANK,
+                        help="finetune: rank of the low-rank adapters compiled against full fine-tuning")
     parser.add_argument("--write", action="store_true", help=f"write the measured sections of {RESULTS}")
     args = parser.parse_args(argv)
-    if min(args.batch, args.frames, args.steps, args.layers, args.text_tokens, args.memory_frames) < 1:
-        parser.error("--batch, --frames, --steps, --layers, --text-tokens and --memory-frames must be >= 1")
+    if min(args.batch, args.frames, args.steps, args.layers, args.text_tokens, args.memory_frames, args.lora_rank) < 1:
+        parser.error("--batch, --frames, --steps, --layers, --text-tokens, --memory-frames and --lora-rank must be "
+                     ">= 1")
     command = command_line("benchmarks.train", argv)
     if "step" in args.sections:
         res = run_step(args.batch, args.frames, args.steps, args.layers, args.text_tokens, args.scan,
@@ -737,6 +930,9 @@ def main(argv: list[str] | None = None) -> None:
     if "memory" in args.sections:
         res = run_memory(args.memory_frames, MEMORY_TEXT, list(dict.fromkeys(args.memory_variants)))
         publish(report_memory(res, command), args.write)
+    if "finetune" in args.sections:
+        res = run_finetune(MEMORY_FRAMES, MEMORY_TEXT, args.lora_rank)
+        publish(report_finetune(res, command), args.write)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,7 @@ import yaml
 from musicgen_jax.codec.model import EncodecModel
 from musicgen_jax.codec.seanet import decoder_layers, encoder_layers
 from musicgen_jax.config import CodecConfig
-from musicgen_jax.convert.keymap import Target, assemble, check_tree, param_shapes
+from musicgen_jax.convert.keymap import Target, assemble, check_tree, disassemble, param_shapes
 from musicgen_jax.convert.torch_io import CheckpointError
 
 # Quantizer state that only training (EMA k-means) uses; present in every checkpoint, unused at inference.
@@ -53,6 +53,23 @@ def config_from_hf(cfg: dict) -> CodecConfig:
         pad_mode=cfg.get("pad_mode", "reflect"), causal=cfg.get("use_causal_conv", True),
         true_skip=not cfg.get("use_conv_shortcut", True), trim_right_ratio=cfg.get("trim_right_ratio", 1.0),
         num_codebooks=num_codebooks, codebook_size=codebook_size)
+
+
+def config_to_hf(config: CodecConfig) -> dict:
+    """The transformers `EncodecConfig` dict of `config` (the inverse of `config_from_hf`)."""
+    bandwidth = config.num_codebooks * config.frame_rate * math.ceil(math.log2(config.codebook_size)) / 1000
+    cfg = {"model_type": "encodec", "sampling_rate": config.sample_rate, "audio_channels": config.channels,
+           "hidden_size": config.dimension, "codebook_dim": config.dimension, "num_filters": config.n_filters,
+           "upsampling_ratios": list(config.ratios), "num_residual_layers": config.n_residual_layers,
+           "kernel_size": config.kernel_size, "last_kernel_size": config.last_kernel_size,
+           "residual_kernel_size": config.residual_kernel_size, "dilation_growth_rate": config.dilation_base,
+           "compress": config.compress, "num_lstm_layers": config.lstm_layers, "pad_mode": config.pad_mode,
+           "use_causal_conv": config.causal, "use_conv_shortcut": not config.true_skip,
+           "trim_right_ratio": config.trim_right_ratio, "codebook_size": config.codebook_size,
+           "target_bandwidths": [bandwidth], "norm_type": "weight_norm", "normalize": False, "chunk_length_s": None}
+    if config_from_hf(cfg) != config:
+        raise CheckpointError(f"the codec {config} has no transformers EncodecConfig")
+    return cfg
 
 
 def _resolve_interpolations(node, root):
@@ -162,6 +179,28 @@ def hf_key_map(config: CodecConfig) -> dict[str, Target]:
     for q in range(config.num_codebooks):
         keys[f"quantizer.layers.{q}.codebook.embed"] = Target(("quantizer", "codebooks"), "stack", q)
     return keys
+
+
+def hf_state_dict(params, config: CodecConfig) -> dict[str, np.ndarray]:
+    """transformers `EncodecModel` tensors of codec `params` (the inverse of `params_from_hf_state_dict`):
+    each convolution weight w as weight norm `original0` g = ||w|| (over all dims but 0) and `original1`
+    v = w, which fold back to w exactly; each LSTM layer's bias as `bias_ih`, `bias_hh` zeros; the
+    quantizer's training buffers as a trained codebook's with unit cluster sizes (`embed_avg` = `embed`)."""
+    keys = hf_key_map(config)
+    state = {}
+    for key, value in disassemble(params, keys).items():
+        if key.endswith(".weight") and keys[key].layout in ("conv", "convtr"):
+            base = key[:-len(".weight")] + ".parametrizations.weight"
+            state[f"{base}.original0"] = np.sqrt(np.sum(value * value, axis=(1, 2), keepdims=True))
+            state[f"{base}.original1"] = value
+        else:
+            state[key] = value
+    for q in range(config.num_codebooks):
+        prefix = f"quantizer.layers.{q}.codebook"
+        state[f"{prefix}.inited"] = np.ones(1, np.float32)
+        state[f"{prefix}.cluster_size"] = np.ones(config.codebook_size, np.float32)
+        state[f"{prefix}.embed_avg"] = state[f"{prefix}.embed"].copy()
+    return state
 
 
 def expected_shapes(config: CodecConfig) -> dict[tuple[str, ...], tuple[int, ...]]:

@@ -78,6 +78,31 @@ def assemble(state: dict[str, np.ndarray], key_map: dict[str, Target], shapes: d
     return {"params": unflatten_dict(flat)}
 
 
+_TO_TORCH = {"conv": lambda v: v.transpose(2, 1, 0), "convtr": lambda v: v.transpose(1, 2, 0),
+             "linear": lambda v: v.T}
+
+
+def disassemble(params, key_map: dict[str, Target]) -> dict[str, np.ndarray]:
+    """The inverse of `assemble`: checkpoint tensors (float32, contiguous, in the checkpoint's layouts)
+    from `{"params": tree}`. A parameter that several "sum" keys add up to goes whole to the first of
+    them, zeros to the others (so `assemble` gives the parameter back exactly; the original split is
+    not recoverable)."""
+    flat = {path: np.asarray(v, np.float32) for path, v in flatten_dict(params["params"]).items()}
+    missing = sorted({"/".join(t.path) for t in key_map.values()} - {"/".join(p) for p in flat})
+    if missing:
+        raise CheckpointError(f"parameters to export are missing: {', '.join(missing[:12])}")
+    out, summed = {}, set()
+    for key, target in key_map.items():
+        value = flat[target.path]
+        if target.layout == "stack":
+            value = value[target.index]
+        elif target.layout == "sum":
+            value = value if target.path not in summed else np.zeros_like(value)
+            summed.add(target.path)
+        out[key] = np.ascontiguousarray(_TO_TORCH.get(target.layout, lambda v: v)(value))
+    return out
+
+
 def check_tree(params, shapes: dict[Path, tuple[int, ...]], what: str) -> dict:
     """`params` (`{"params": tree}`) as float32 numpy if its paths and shapes are `shapes`, else a
     CheckpointError naming the missing, unexpected and wrongly shaped parameters."""

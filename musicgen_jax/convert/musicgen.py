@@ -7,7 +7,7 @@ import jax
 import numpy as np
 
 from musicgen_jax.config import LMConfig, interleaved_delays
-from musicgen_jax.convert.keymap import Target, assemble, param_shapes
+from musicgen_jax.convert.keymap import Target, assemble, disassemble, param_shapes
 from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.lm.model import init_params
 
@@ -36,6 +36,37 @@ def lm_config_from_hf(cfg: dict) -> LMConfig:
                     num_layers=dec.get("num_hidden_layers", 24), ffn_dim=dec.get("ffn_dim", 4096),
                     card=dec.get("vocab_size", 2048), delays=interleaved_delays(num_codebooks, channels),
                     text_dim=text.get("d_model", 768), **melody)
+
+
+def config_to_hf(config: LMConfig, text_encoder: dict, audio_encoder: dict) -> dict:
+    """The transformers `MusicgenConfig` (melody models: `MusicgenMelodyConfig`) dict of the LM `config`
+    with the given text encoder and codec config dicts (the inverse of `lm_config_from_hf`)."""
+    channels = 2 if config.num_codebooks % 2 == 0 and config.delays == interleaved_delays(config.num_codebooks, 2) \
+        else 1
+    if (config.delays != interleaved_delays(config.num_codebooks, channels) or config.norm_eps != 1e-5
+            or config.max_period != 10000.0 or text_encoder["d_model"] != config.text_dim):
+        raise CheckpointError(f"the LM {config} has no transformers MusicGen config (delays, norm eps, max period "
+                              "or text width)")
+    decoder = {"model_type": "musicgen_melody_decoder" if config.melody else "musicgen_decoder",
+               "vocab_size": config.card, "hidden_size": config.dim, "num_attention_heads": config.num_heads,
+               "num_hidden_layers": config.num_layers, "ffn_dim": config.ffn_dim,
+               "num_codebooks": config.num_codebooks, "audio_channels": channels, "activation_function": "gelu",
+               "dropout": 0.0, "attention_dropout": 0.0, "activation_dropout": 0.0, "layerdrop": 0.0,
+               "scale_embedding": False, "pad_token_id": config.card, "bos_token_id": config.card,
+               "tie_word_embeddings": False}
+    cfg = {"model_type": "musicgen_melody" if config.melody else "musicgen", "text_encoder": text_encoder,
+           "audio_encoder": audio_encoder, "decoder": decoder}
+    if config.melody:
+        cfg.update(num_chroma=config.chroma_bins, chroma_length=config.chroma_frames)
+    if lm_config_from_hf(cfg) != config:
+        raise CheckpointError(f"the LM {config} has no transformers MusicGen config")
+    return cfg
+
+
+def hf_state_dict(params, config: LMConfig) -> dict[str, np.ndarray]:
+    """transformers MusicGen LM tensors (decoder and projections) of `params` (the inverse of
+    `lm_params_from_hf_state_dict`)."""
+    return disassemble(params, hf_key_map(config))
 
 
 def hf_key_map(config: LMConfig) -> dict[str, Target]:

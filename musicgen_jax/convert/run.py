@@ -51,6 +51,14 @@ def is_run(path: Path) -> bool:
     return (path / CHECKPOINTS).is_dir() and bool(_steps(path / CHECKPOINTS))
 
 
+def ema_weights(state: dict):
+    """The EMA weights of the whole model (`{"params": ...}`) from a run's state: its EMA over its
+    parameters (with adapters the EMA holds only the trained ones, the frozen weights are the parameters)."""
+    from flax.traverse_util import flatten_dict, unflatten_dict
+
+    return unflatten_dict({**flatten_dict(state["params"]), **flatten_dict(state["ema"])})
+
+
 def load_run(workdir: str | os.PathLike):
     """`pretrained.Components` of the latest checkpoint of the run in `workdir` (its EMA weights)."""
     import orbax.checkpoint as ocp
@@ -72,7 +80,7 @@ def load_run(workdir: str | os.PathLike):
     except (OSError, KeyError, ValueError) as e:
         raise CheckpointError(f"cannot read the run checkpoint {directory}: {type(e).__name__} {e}") from e
     text_encoder = T5TextEncoder.from_pretrained(config["text_encoder"])
-    params = jax.device_get(state["ema"])
+    params = jax.device_get(ema_weights(state))
     if config.get("lora_rank"):
         params = jax.device_get(merge_lora(params))
     if config.get("scan_layers"):

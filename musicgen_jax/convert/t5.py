@@ -9,7 +9,7 @@ import jax
 import numpy as np
 
 from musicgen_jax.config import T5Config
-from musicgen_jax.convert.keymap import Target, assemble, param_shapes, strip_prefix
+from musicgen_jax.convert.keymap import Target, assemble, disassemble, param_shapes, strip_prefix
 from musicgen_jax.convert.torch_io import CheckpointError, fetch_hf_weights, hf_component, read_json, resolve
 from musicgen_jax.text.t5 import T5Encoder
 
@@ -28,6 +28,22 @@ def config_from_hf(cfg: dict) -> T5Config:
                     relative_attention_num_buckets=cfg.get("relative_attention_num_buckets", 32),
                     relative_attention_max_distance=cfg.get("relative_attention_max_distance", 128),
                     layer_norm_epsilon=cfg.get("layer_norm_epsilon", 1e-6), feed_forward_proj=proj)
+
+
+def config_to_hf(config: T5Config) -> dict:
+    """The transformers `T5Config` dict of the encoder `config` (the inverse of `config_from_hf`)."""
+    return {"model_type": "t5", "vocab_size": config.vocab_size, "d_model": config.d_model, "d_kv": config.d_kv,
+            "d_ff": config.d_ff, "num_layers": config.num_layers, "num_heads": config.num_heads,
+            "relative_attention_num_buckets": config.relative_attention_num_buckets,
+            "relative_attention_max_distance": config.relative_attention_max_distance,
+            "layer_norm_epsilon": config.layer_norm_epsilon, "feed_forward_proj": config.feed_forward_proj,
+            "dropout_rate": 0.0}
+
+
+def hf_state_dict(params, config: T5Config) -> dict[str, np.ndarray]:
+    """transformers T5 encoder tensors of `params` (the inverse of `params_from_hf_state_dict`; the input
+    embedding `encoder.embed_tokens.weight` is `shared.weight`, tied, as transformers saves it)."""
+    return disassemble(params, hf_key_map(config))
 
 
 def hf_key_map(config: T5Config) -> dict[str, Target]:

@@ -25,7 +25,7 @@ import ml_collections
 import numpy as np
 
 from musicgen_jax.config import LMConfig, interleaved_delays
-from musicgen_jax.convert.run import run_lm_config
+from musicgen_jax.convert.run import ema_weights, run_lm_config
 from musicgen_jax.data import shards
 from musicgen_jax.data.metadata import TextAugmentation
 from musicgen_jax.data.pipeline import PipelineConfig, TrainBatches, eval_batches, load_host_examples
@@ -248,11 +248,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
                 tick, tokens = now, 0
                 _check_finite(done, values, manager.latest_step())
                 if evaluate:
-                    last.update(evaluation(state["ema"]))
+                    last.update(evaluation(ema_weights(state)))
                 metrics_file.write(last)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
             if samples and done % config.generate_every == 0:
-                samples(done, state["ema"])
+                samples(done, ema_weights(state))
             bar.update()
             if done % config.checkpoint_every == 0 or done == config.total_steps or stop.requested:
                 _check_finite(done, metrics, manager.latest_step())

@@ -21,7 +21,8 @@ SAMPLES = "samples"
 
 
 class Samples:
-    """`__call__(step, ema)` writes the samples of the EMA weights `ema` (a state's, any layout) at `step`."""
+    """`__call__(step, ema)` writes the samples of the EMA weights `ema` (`convert.run.ema_weights`, any layout) at
+    `step`."""
 
     def __init__(self, workdir: Path, info: dict, lm_config: LMConfig, text_encoder, prompts, seconds: float,
                  seed: int, scan_layers: bool, lora: bool = False):

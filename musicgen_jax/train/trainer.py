@@ -2,10 +2,11 @@
 
 State (a pytree, every array split by the logical rules of `musicgen_jax.sharding`): `step`, `params`
 (float32 master weights), `opt_state` (AdamW moments, split like the parameters: FSDP), `ema`
-(audiocraft's unbiased EMA, updated every `ema_every` steps) with `ema_count`, and `rng` (the run's
-PRNG key data). The LM computes in `compute_dtype` (bfloat16: the float32 weights cast in the
-forward pass, their gradients float32; the loss in float32), optionally rematerialized per layer
-(`remat`). One `jax.jit` step with explicit in / out shardings and the state donated:
+(audiocraft's unbiased EMA, updated every `ema_every` steps, of the trained parameters: with adapters
+only theirs, a frozen weight's average being itself; `convert.run.ema_weights`: the whole model) with
+`ema_count`, and `rng` (the run's PRNG key data). The LM computes in `compute_dtype` (bfloat16: the
+float32 weights cast in the forward pass, their gradients float32; the loss in float32), optionally
+rematerialized per layer (`remat`). One `jax.jit` step with explicit in / out shardings and the state donated:
 frozen T5 states of the batch's tokens (or the precomputed ones), classifier-free guidance dropout
 (with probability `cfg_dropout` the whole batch gets the null text, and the null chroma, audiocraft's
 `ClassifierFreeGuidanceDropout`), melody models' melody dropout (`melody_dropout`: the null chroma for
@@ -24,6 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.sharding import NamedSharding, PartitionSpec
 
 from musicgen_jax.config import LMConfig, T5Config
@@ -63,6 +65,13 @@ class OptimConfig:
     def schedule(self) -> optax.Schedule:
         """audiocraft's cosine schedule: `lr * s / warmup` for s < warmup, then a half cosine to 0 at total."""
         return optax.warmup_cosine_decay_schedule(0.0, self.lr, self.warmup_steps, self.total_steps, 0.0)
+
+    def trained(self, params: Any) -> Any:
+        """The trainable part of a parameter tree (`{"params": ...}`, boxed or not): the whole tree, or with
+        adapters the subtree of the trainable leaves (what the EMA averages)."""
+        if not self.lora_rank:
+            return params
+        return unflatten_dict({path: leaf for path, leaf in flatten_dict(params).items() if self.trainable(path)})
 
     def optimizer(self) -> optax.GradientTransformation:
         return optax.chain(optax.clip_by_global_norm(self.max_norm),
@@ -108,6 +117,13 @@ class StepConfig:
         names = [str(getattr(k, "key", k)) for k in path]
         return not self.lora_rank or is_lora(path) or (self.lora_text_projection and "text_projection" in names)
 
+    def trained(self, params: Any) -> Any:
+        """The trainable part of a parameter tree (`{"params": ...}`, boxed or not): the whole tree, or with
+        adapters the subtree of the trainable leaves (what the EMA averages)."""
+        if not self.lora_rank:
+            return params
+        return unflatten_dict({path: leaf for path, leaf in flatten_dict(params).items() if self.trainable(path)})
+
     def optimizer(self) -> optax.GradientTransformation:
         """`optim`'s clipping and AdamW over the trainable parameters; the frozen ones get no update and no
         optimizer state."""
@@ -128,7 +144,7 @@ def _boxed_state(config: StepConfig, key: jax.Array) -> dict:
     # masked optimizer state does not keep the boxes' structure, from the plain arrays: replicated (small)
     opt_state = config.optimizer().init(nn.unbox(params) if config.lora_rank else params)
     return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt_state,
-            "ema": params, "ema_count": jnp.zeros((), jnp.float32), "rng": jax.random.key_data(rng)}
+            "ema": config.trained(params), "ema_count": jnp.zeros((), jnp.float32), "rng": jax.random.key_data(rng)}
 
 
 def state_specs(config: StepConfig) -> Any:
@@ -144,8 +160,6 @@ def state_shapes(config: StepConfig) -> Any:
 def _overlay(fresh: Any, given: Any) -> Any:
     """`fresh` parameters with every array of `given` in place of its own (same paths and shapes; the
     adapters of a LoRA run stay fresh); ValueError for a `given` array the model does not have."""
-    from flax.traverse_util import flatten_dict, unflatten_dict
-
     fresh, given = flatten_dict(fresh), flatten_dict(given)
     bad = [("/".join(p), tuple(v.shape)) for p, v in given.items() if p not in fresh or fresh[p].shape != v.shape]
     if bad:
@@ -161,19 +175,20 @@ def init_state(config: StepConfig, seed: int, mesh, params: Any = None) -> dict:
             state = nn.unbox(_boxed_state(config, jax.random.key(seed)))
             if params is not None:
                 params = _overlay(state["params"], params)
-                state = {**state, "params": params, "opt_state": config.optimizer().init(params), "ema": params}
+                state = {**state, "params": params, "opt_state": config.optimizer().init(params),
+                         "ema": config.trained(params)}
             return state
 
     return jax.jit(create, out_shardings=shardings(state_specs(config), mesh))(params)
 
 
 def _ema(state: dict, params: Any, config: StepConfig) -> tuple[Any, jax.Array]:
-    """audiocraft's unbiased EMA (`count = count * decay + 1`, weight `1 / count`) every `ema_every` steps
-    (a `lax.cond`: the other steps do not touch the EMA's memory)."""
+    """audiocraft's unbiased EMA (`count = count * decay + 1`, weight `1 / count`) of the trained
+    parameters every `ema_every` steps (a `lax.cond`: the other steps do not touch the EMA's memory)."""
     def blend():
         count = state["ema_count"] * config.ema_decay + 1.0
         weight = 1.0 / count
-        return jax.tree.map(lambda e, p: e * (1.0 - weight) + p * weight, state["ema"], params), count
+        return jax.tree.map(lambda e, p: e * (1.0 - weight) + p * weight, state["ema"], config.trained(params)), count
 
     return jax.lax.cond((state["step"] + 1) % config.ema_every == 0, blend,
                         lambda: (state["ema"], state["ema_count"]))

@@ -21,15 +21,16 @@ def tiny_hf_config(pad_mode: str = "reflect", **overrides) -> EncodecConfig:
 
 def tiny_hf_model(pad_mode: str = "reflect", seed: int = 0, **overrides) -> EncodecModel:
     """Random init; weight-norm gains (equal to ||v|| at init) are randomized so that folding
-    matters, and the codebooks (zeros in HF's init) are drawn at the scale of the encoder's
-    latents, stage q at 0.5**q of it, so that codes vary with the input as in a trained codec."""
+    matters, every bias (the convolutions' and both of each LSTM layer's) redrawn, and the codebooks
+    (zeros in HF's init) are drawn at the scale of the encoder's latents, stage q at 0.5**q of it, so
+    that codes vary with the input as in a trained codec."""
     torch.manual_seed(seed)
     model = EncodecModel(tiny_hf_config(pad_mode, **overrides)).eval()
     with torch.no_grad():
         for name, p in model.named_parameters():
             if name.endswith("original0"):
                 p.mul_(torch.empty_like(p).uniform_(0.5, 1.5))
-            elif name.endswith("bias"):
+            elif name.endswith("bias") or ".bias_" in name:  # LSTM biases: bias_ih_l0, bias_hh_l0, ...
                 p.normal_(0.0, 0.05)
         latents = model.encoder(torch.randn(8, 1, 16000)).transpose(1, 2).reshape(-1, HIDDEN)
         mean, std = latents.mean(0), latents.std(0)

@@ -10,7 +10,7 @@ from transformers import (MusicgenConfig, MusicgenDecoderConfig, MusicgenForCond
 from transformers import T5Config as HFT5Config
 
 from musicgen_jax.convert import pretrained
-from tests.codec.conftest import tiny_hf_config
+from tests.codec.conftest import tiny_hf_config, tiny_hf_model
 from tests.torch_init import constant_parameters, randomize_constants
 
 TEXT_VOCAB = 210  # the len() of the shared test tokenizer: 110 sentencepiece pieces + 100 extra ids
@@ -20,7 +20,8 @@ def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1, melody: bool = Fals
                      chroma_frames: int = 24):
     """A `MusicgenForConditionalGeneration` (melody: `MusicgenMelodyForConditionalGeneration`, 12 chroma bins,
     `chroma_frames` chroma frames: the released models have 235, fewer here give the few text positions
-    after them a share of the attention that moves the logits). Random init (normal 0.02), every
+    after them a share of the attention that moves the logits), with the codec of `tiny_hf_model`. Random
+    init (normal 0.02), every
     constant-initialized parameter of the text encoder, the projections and the decoder redrawn
     (`randomize_constants`: norm scales, norm biases, the projections' biases), then the conditioning
     paths scaled up so that the prompt (and the melody) change the logits."""
@@ -41,6 +42,7 @@ def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1, melody: bool = Fals
         projections = (model.enc_to_dec_proj,)
     for i, part in enumerate((model.text_encoder, model.decoder, *projections)):
         randomize_constants(part, seed + i, bias_std=0.5)
+    model.audio_encoder.load_state_dict(tiny_hf_model(seed=seed).state_dict())  # every codec tensor random too
     with torch.no_grad():
         for projection in projections:
             projection.weight.mul_(40.0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+import torch
 
 from tests.datasets import write_dataset
 from tests.train.test_loss import reference_loss
@@ -149,27 +150,89 @@ def test_finetuning_from_an_audiocraft_checkpoint(hf_musicgen, finetune_inputs, 
     assert loss == pytest.approx(checkpoint_loss(hf_musicgen, examples), rel=1e-5)
 
 
-def test_lora_finetuning_starts_from_the_checkpoint_and_loads_merged(hf_musicgen, finetune_inputs, tmp_path):
-    """`lora_rank=4`: the first loss is the checkpoint's (the adapters start at zero), the loss falls, the
-    base weights stay the checkpoint's, and the run loads with the adapters merged into the kernels."""
-    import orbax.checkpoint as ocp
+@pytest.fixture(scope="module")
+def lora_run(finetune_inputs, tmp_path_factory):
+    """A `lora_rank=4` fine-tune of the tiny checkpoint."""
+    from musicgen_jax.train.loop import train
 
-    from musicgen_jax.convert import pretrained
-    from musicgen_jax.lm.model import merge_lora
-    from musicgen_jax.musicgen import MusicGen
-    from musicgen_jax.train.loop import metrics_lines, train
-
-    data, examples, directory = finetune_inputs
+    data, _, directory = finetune_inputs
     config = finetune_config(data, directory)
     config.update(lora_rank=4, eval_every=0)
-    train(config, tmp_path, progress=False)
-    losses = [record["loss"] for record in metrics_lines(tmp_path)]
+    workdir = tmp_path_factory.mktemp("lora_run")
+    train(config, workdir, progress=False)
+    return workdir
+
+
+def test_lora_finetuning_starts_from_the_checkpoint_and_loads_merged(hf_musicgen, finetune_inputs, lora_run):
+    """`lora_rank=4`: the first loss is the checkpoint's (the adapters start at zero), the loss falls, the
+    base weights stay the checkpoint's, the EMA holds the adapters alone, and the run loads with the
+    adapters' EMA merged into the kernels."""
+    import orbax.checkpoint as ocp
+    from flax.traverse_util import flatten_dict
+
+    from musicgen_jax.convert import pretrained
+    from musicgen_jax.convert.run import ema_weights
+    from musicgen_jax.lm.model import is_lora, merge_lora
+    from musicgen_jax.musicgen import MusicGen
+    from musicgen_jax.train.loop import metrics_lines
+
+    _, examples, directory = finetune_inputs
+    losses = [record["loss"] for record in metrics_lines(lora_run)]
     assert losses[0] == pytest.approx(checkpoint_loss(hf_musicgen, examples), rel=1e-5) and losses[-1] < losses[0]
-    state = ocp.StandardCheckpointer().restore(tmp_path / "checkpoints" / str(STEPS) / "state")
+    state = ocp.StandardCheckpointer().restore(lora_run / "checkpoints" / str(STEPS) / "state")
     mono = pretrained.convert(directory).lm_params["params"]
     np.testing.assert_array_equal(state["params"]["params"]["layers_0"]["fc1"]["kernel"],
                                   mono["layers_0"]["fc1"]["kernel"])
-    model = MusicGen.get_pretrained(str(tmp_path))
-    for a, b in zip(jax_leaves(model.lm_params), jax_leaves(merge_lora(state["ema"])), strict=True):
+    assert all(is_lora(path) for path in flatten_dict(state["ema"])) and flatten_dict(state["ema"])
+    model = MusicGen.get_pretrained(str(lora_run))
+    for a, b in zip(jax_leaves(model.lm_params), jax_leaves(merge_lora(ema_weights(state))), strict=True):
         assert np.isfinite(a).all()
         np.testing.assert_array_equal(a, b)
+
+
+def test_hf_export_of_a_run_generates_the_tokens_of_sample_py(hf_musicgen, finetuned, tmp_path):
+    """`export --to hf` of the fine-tuned run: transformers loads it with no missing or unexpected key and
+    its greedy `generate` gives the tokens `sample.py --model WORKDIR` gives (the run's EMA weights, not
+    the checkpoint it started from)."""
+    from transformers import AutoTokenizer, MusicgenForConditionalGeneration
+
+    import sample
+    from musicgen_jax import export
+    from tests.lm.test_generate import hf_generate_codes
+
+    workdir, out, codes_file = finetuned[0], tmp_path / "hf", tmp_path / "codes.npy"
+    assert export.main(["--checkpoint", str(workdir), "--to", "hf", str(out)]) == 0
+    model, info = MusicgenForConditionalGeneration.from_pretrained(out, output_loading_info=True)
+    assert not any(info.values()), info
+    source = hf_musicgen[0].decoder.model.decoder.layers[0].fc1.weight
+    assert not torch.equal(model.decoder.model.decoder.layers[0].fc1.weight, source)
+    prompt = "calm piano melody"
+    assert sample.main(["--model", str(workdir), "--prompt", prompt, "--duration", "1", "--top-k", "1",
+                        "--cfg-coef", "3", "--save-codes", str(codes_file), "--out", str(tmp_path / "songs")]) == 0
+    batch = AutoTokenizer.from_pretrained(out)([prompt])
+    expected = hf_generate_codes(model.eval(), np.array(batch["input_ids"]), np.array(batch["attention_mask"]), 50)
+    assert len(np.unique(expected)) > 20  # not a degenerate sequence
+    np.testing.assert_array_equal(np.load(codes_file), expected)
+
+
+def test_hf_export_of_a_lora_run_gives_the_adapted_logits(lora_run, tmp_path):
+    """The LoRA run exported (adapters merged): transformers' teacher-forced logits equal those of the run's
+    LM with its adapters unmerged (`LMModel(lora_rank=4)` on the EMA weights) within 1e-5 of their peak."""
+    import orbax.checkpoint as ocp
+    from transformers import MusicgenForConditionalGeneration
+
+    from musicgen_jax import export
+    from musicgen_jax.convert.run import ema_weights, load_run
+    from musicgen_jax.lm.model import LMModel
+    from musicgen_jax.text.encoder import encode_ids
+    from tests.lm.test_parity import hf_logits, inputs, rel_max
+
+    out = tmp_path / "hf"
+    assert export.main(["--checkpoint", str(lora_run), "--to", "hf", str(out)]) == 0
+    model = MusicgenForConditionalGeneration.from_pretrained(out).eval()
+    ids, mask, sequence = inputs()
+    components = load_run(lora_run)
+    text = encode_ids(components.text_encoder.config, components.text_encoder.params, ids, mask)
+    state = ocp.StandardCheckpointer().restore(lora_run / "checkpoints" / str(STEPS) / "state")
+    adapted = np.asarray(LMModel(components.lm_config, lora_rank=4).apply(ema_weights(state), sequence, text, mask))
+    assert rel_max(hf_logits(model, ids, mask, sequence), adapted) < 1e-5
