@@ -90,12 +90,14 @@ class Codec:
 
     Mono: `encode([B, C, T]) -> [B, K, T']` with C = config.channels. Stereo (`stereo=True`, mono
     codec): each channel is coded separately and the codebooks interleaved, `[B, 2, T] -> [B, 2K, T']`.
-    Compiled once per input shape.
+    Compiled once per input shape. `source`: the checkpoint its weights were read from (a hub id or path),
+    if any: export gives back that checkpoint's own tensors (`convert.hf_export`).
     """
 
     config: CodecConfig
     params: Params
     stereo: bool = False
+    source: str | None = None
 
     def __post_init__(self):
         if self.stereo and self.config.channels != 1:

@@ -29,7 +29,8 @@ _SMALL_FILES = ["config.json", COMPRESSION_FILE, f"codec/{native.CONFIG_FILE}", 
 
 def save_codec(codec: Codec, directory: str | os.PathLike) -> Path:
     """Write `codec` in this project's format (`config.json` + `params.safetensors`)."""
-    meta = {"format": NATIVE_FORMAT, "version": 1, "stereo": codec.stereo, "config": codec.config.to_dict()}
+    meta = {"format": NATIVE_FORMAT, "version": 1, "stereo": codec.stereo, "config": codec.config.to_dict(),
+            "source": codec.source}
     return native.save_tree(directory, jax.device_get(codec.params), meta)
 
 
@@ -46,7 +47,7 @@ def load_codec(source: str | os.PathLike, stereo: bool | None = None) -> Codec:
             params, meta = native.load_tree(directory)
             config = CodecConfig.from_dict(meta["config"])
             params = enc.check_params(params, config, str(directory))
-            return Codec(config, params, meta["stereo"] if stereo is None else stereo)
+            return Codec(config, params, meta["stereo"] if stereo is None else stereo, meta.get("source"))
     hf_config = read_json(path / "config.json") if (path / "config.json").exists() else None
     if stereo is None and hf_config is not None and hf_config.get("model_type", "").startswith("musicgen"):
         stereo = hf_config.get("decoder", {}).get("audio_channels", 1) == 2
@@ -58,10 +59,27 @@ def load_codec(source: str | os.PathLike, stereo: bool | None = None) -> Codec:
 
 
 def _from_hf(source, path: Path, hf_config: dict, stereo: bool) -> Codec:
+    config, state = _hf_tensors(source, path, hf_config)
+    return Codec(config, enc.params_from_hf_state_dict(state, config, str(source)), stereo, str(source))
+
+
+def _hf_tensors(source, path: Path, hf_config: dict) -> tuple[CodecConfig, dict]:
+    """The codec config and transformers-named tensors of an `EncodecModel` or a MusicGen's `audio_encoder`."""
     codec_config, prefix = hf_component(hf_config, "encodec", "audio_encoder", source)
-    config = enc.config_from_hf(codec_config)
-    state = strip_prefix(fetch_hf_weights(source, path), prefix)
-    return Codec(config, enc.params_from_hf_state_dict(state, config, str(source)), stereo)
+    return enc.config_from_hf(codec_config), strip_prefix(fetch_hf_weights(source, path), prefix)
+
+
+def hf_codec_tensors(source: str) -> dict | None:
+    """The transformers-named tensors of the codec in `source` (an `EncodecModel` or a transformers MusicGen
+    checkpoint: a path, or a hub id, resolved as any checkpoint), as that checkpoint holds them; None for
+    other sources (audiocraft packages, converted directories) or when they cannot be read."""
+    try:
+        path = resolve(source, _SMALL_FILES)
+        if not (path / "config.json").is_file() or (path / COMPRESSION_FILE).exists():
+            return None
+        return _hf_tensors(source, path, read_json(path / "config.json"))[1]
+    except (OSError, CheckpointError):
+        return None
 
 
 def _from_audiocraft_package(file: Path, stereo: bool | None) -> Codec:
@@ -75,4 +93,4 @@ def _from_audiocraft_package(file: Path, stereo: bool | None) -> Codec:
                               f"found keys {sorted(pkg)}")
     config = enc.config_from_audiocraft(enc.parse_audiocraft_cfg(pkg["xp.cfg"]))
     state = {enc.audiocraft_to_hf_key(k): v for k, v in tensors_to_numpy(pkg["best_state"]).items()}
-    return Codec(config, enc.params_from_hf_state_dict(state, config, str(file)), bool(stereo))
+    return Codec(config, enc.params_from_hf_state_dict(state, config, str(file)), bool(stereo), str(file))

@@ -10,7 +10,8 @@ unexpected keys, as on the hub (SPEC 8.2):
 
 The tensors are the import key maps walked backwards (`keymap.disassemble`), per component: the LM and
 T5 exactly as a transformers checkpoint holds them; the codec's weight-norm pairs and LSTM biases, which
-import folds, in an equivalent split (`encodec.hf_state_dict`)."""
+import folds, as the transformers checkpoint the codec came from holds them (`codec_state_dict`), or
+else in an equivalent split (`encodec.hf_state_dict`)."""
 
 from __future__ import annotations
 
@@ -20,24 +21,45 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from flax.traverse_util import flatten_dict
 
+from musicgen_jax.codec.model import Codec
 from musicgen_jax.config import ChromaConfig
+from musicgen_jax.convert import codec_loader
 from musicgen_jax.convert import encodec as enc
 from musicgen_jax.convert import musicgen as mg
 from musicgen_jax.convert import native
 from musicgen_jax.convert import t5
 from musicgen_jax.convert.pretrained import Components
+from musicgen_jax.convert.torch_io import CheckpointError
 
 MAX_SHARD_SIZE = "5GB"  # transformers' default shard size
 GENERATION_SECONDS = 30  # the released generation_config's max_length, in seconds of audio
 
 
+def codec_state_dict(codec: Codec) -> dict[str, np.ndarray]:
+    """The codec's transformers `EncodecModel` tensors: those of the checkpoint it was read from
+    (`codec.source`) when that is a transformers checkpoint whose tensors import to exactly these
+    parameters (the frozen codec of a run or a conversion), else `encodec.hf_state_dict`'s split."""
+    params = jax.device_get(codec.params)
+    derived = enc.hf_state_dict(params, codec.config)
+    original = codec_loader.hf_codec_tensors(codec.source) if codec.source else None
+    if original is None or sorted(original) != sorted(derived):
+        return derived
+    try:
+        imported = enc.params_from_hf_state_dict(original, codec.config)
+    except CheckpointError:
+        return derived
+    ours, theirs = flatten_dict(params), flatten_dict(imported)
+    same = sorted(ours) == sorted(theirs) and all(np.array_equal(ours[p], theirs[p]) for p in ours)
+    return {k: np.ascontiguousarray(v) for k, v in original.items()} if same else derived
+
+
 def hf_state_dict(components: Components) -> dict[str, np.ndarray]:
     """Every tensor of the transformers checkpoint of `components`, by its key."""
-    text, codec = components.text_encoder, components.codec
+    text = components.text_encoder
     state = {f"text_encoder.{k}": v for k, v in t5.hf_state_dict(jax.device_get(text.params), text.config).items()}
-    state.update({f"audio_encoder.{k}": v
-                  for k, v in enc.hf_state_dict(jax.device_get(codec.params), codec.config).items()})
+    state.update({f"audio_encoder.{k}": v for k, v in codec_state_dict(components.codec).items()})
     state.update(mg.hf_state_dict(jax.device_get(components.lm_params), components.lm_config))
     return state
 

@@ -93,7 +93,7 @@ def _convert_hf(source, path: Path) -> Components:
     codec_config = enc.config_from_hf(cfg.get("audio_encoder") or {})
     codec = Codec(codec_config, enc.params_from_hf_state_dict(strip_prefix(state, "audio_encoder."), codec_config,
                                                               f"{source} audio_encoder"),
-                  stereo=lm_config.num_codebooks == 2 * codec_config.num_codebooks)
+                  stereo=lm_config.num_codebooks == 2 * codec_config.num_codebooks, source=str(source))
     t5_config = t5.config_from_hf(cfg.get("text_encoder") or {})
     t5_params = t5.params_from_hf_state_dict(strip_prefix(state, "text_encoder."), t5_config, f"{source} text_encoder")
     text_encoder = T5TextEncoder(t5_config, t5_params, T5Tokenizer.from_pretrained(path))

@@ -1,9 +1,9 @@
 """`python -m musicgen_jax.export --to hf` against transformers: the tiny transformers MusicGen checkpoints
 (mono, stereo, melody; tests/lm/conftest.py) converted and exported load in `from_pretrained` with no
-missing, unexpected or mismatched key, with the same file of tensors: every LM and text-encoder tensor
-back exactly, the codec's the same weights (import folds its weight-norm pairs and adds its LSTM biases,
-so those come back as an equivalent split: the weights and bias sums they make exactly, transformers'
-decoding within 1e-6), and configs that import reads back to the same models."""
+missing, unexpected or mismatched key, with the same tensors, every one back exactly, and configs that
+import reads back to the same models. A codec whose checkpoint is not at hand (or holds other weights)
+is exported as an equivalent split of the weight-norm pairs and LSTM biases that import folds: the same
+weights and bias sums, exactly, and transformers' decoding within 1e-6."""
 
 from __future__ import annotations
 
@@ -41,28 +41,46 @@ def test_export_of_a_conversion_gives_back_the_checkpoint(request, fixture, hf_t
     source, exported = load_file(directory / "model.safetensors"), load_file(out / "model.safetensors")
     assert sorted(exported) == sorted(source)
     for key, value in source.items():
-        if not key.startswith("audio_encoder."):
-            np.testing.assert_array_equal(exported[key], value, err_msg=key)
-    ours, theirs = codec_weights(exported), codec_weights(source)
-    assert sorted(ours) == sorted(theirs)
-    for key, value in theirs.items():
-        np.testing.assert_array_equal(ours[key], value, err_msg=key)
+        np.testing.assert_array_equal(exported[key], value, err_msg=key)
 
     config, reference = (json.loads((d / "config.json").read_text()) for d in (out, directory))
     assert musicgen.lm_config_from_hf(config) == musicgen.lm_config_from_hf(reference)
     assert t5.config_from_hf(config["text_encoder"]) == t5.config_from_hf(reference["text_encoder"])
     assert encodec.config_from_hf(config["audio_encoder"]) == encodec.config_from_hf(reference["audio_encoder"])
-    codes = torch.randint(0, 2048, (1, 1, 4, 20), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        wav, expected = (m.audio_encoder.decode(codes, [None]).audio_values for m in (loaded, model))
-    np.testing.assert_allclose(wav.numpy(), expected.numpy(), atol=1e-6 * float(expected.abs().max()))
-
     from transformers import AutoTokenizer
 
     prompt = "Energetic rock song with electric guitars and drums!"
     assert AutoTokenizer.from_pretrained(out)(prompt)["input_ids"] == hf_tokenizer(prompt)["input_ids"]
     generation = json.loads((out / "generation_config.json").read_text())
     assert generation["decoder_start_token_id"] == generation["pad_token_id"] == 2048
+
+
+@pytest.mark.parametrize("source", [None, "other"], ids=["no-source", "other-checkpoint"])
+def test_a_codec_without_its_checkpoint_exports_the_same_weights(hf_musicgen, hf_musicgen_stereo, source, tmp_path):
+    """The codec's recorded source gone (None) or another checkpoint (the stereo model's codec, other
+    weights): the derived split, which imports to the same weights and decodes as the original."""
+    import dataclasses
+
+    from musicgen_jax.convert import pretrained
+    from musicgen_jax.convert.hf_export import export_hf
+
+    model, directory = hf_musicgen
+    components = pretrained.convert(directory)
+    codec = dataclasses.replace(components.codec, source=None if source is None else str(hf_musicgen_stereo[1]))
+    out = export_hf(dataclasses.replace(components, codec=codec), tmp_path / "hf")
+    loaded, info = type(model).from_pretrained(out, output_loading_info=True)
+    assert not any(info.values()), info
+    source_state, exported = load_file(directory / "model.safetensors"), load_file(out / "model.safetensors")
+    assert sorted(exported) == sorted(source_state)
+    assert any(not np.array_equal(exported[k], source_state[k]) for k in exported)  # the split, not the original
+    ours, theirs = codec_weights(exported), codec_weights(source_state)
+    assert sorted(ours) == sorted(theirs)
+    for key, value in theirs.items():
+        np.testing.assert_array_equal(ours[key], value, err_msg=key)
+    codes = torch.randint(0, 2048, (1, 1, 4, 20), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        wav, expected = (m.audio_encoder.decode(codes, [None]).audio_values for m in (loaded, model))
+    np.testing.assert_allclose(wav.numpy(), expected.numpy(), atol=1e-6 * float(expected.abs().max()))
 
 
 def test_export_shards_past_the_size_limit(hf_musicgen, tmp_path):
