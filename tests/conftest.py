@@ -38,12 +38,20 @@ LINES = [
 
 
 @pytest.fixture(autouse=True)
-def offline_hub(monkeypatch):
+def offline_hub(monkeypatch, model_cache_dir):
     """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE for subprocesses, and huggingface_hub's constant, read at
-    import, for this process: a hub download fails at once unless the file is in the cache."""
+    import, for this process: a hub download fails at once unless the file is in the cache. Models that
+    `MusicGen.get_pretrained` converts are cached in the session's temporary `model_cache_dir` (tests
+    may point MUSICGEN_JAX_CACHE elsewhere), never in the user's ~/.cache."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("TRANSFORMERS_OFFLINE", "1")
     monkeypatch.setattr(hub_constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("MUSICGEN_JAX_CACHE", str(model_cache_dir))
+
+
+@pytest.fixture(scope="session")
+def model_cache_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("model_cache")
 
 
 @pytest.fixture(scope="session")

@@ -16,9 +16,10 @@ import re
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 from musicgen_jax.chroma import hann_window
-from musicgen_jax.config import ChromaConfig, LMConfig
+from musicgen_jax.config import ChromaConfig, LMConfig, T5Config
 from musicgen_jax.convert.encodec import parse_audiocraft_cfg
 from musicgen_jax.convert.musicgen import lm_params_from_hf_state_dict
 from musicgen_jax.convert.torch_io import CheckpointError, read_torch_pickle, tensors_to_numpy
@@ -239,6 +240,89 @@ def lm_state_to_hf(best_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             continue
         put(_rename(key) or key, value, key)
     return out
+
+
+def lm_state_from_hf(hf_state: dict[str, np.ndarray], melody: bool) -> dict[str, np.ndarray]:
+    """transformers MusicGen LM tensors -> audiocraft's `best_state` (the inverse of `lm_state_to_hf`: the
+    rules read backwards, audiocraft's custom attention layout without `.mha`, each layer's q / k / v
+    projections stacked into one `in_proj_weight`; melody models: with the chroma spectrogram's window
+    buffer, which import checks and drops)."""
+    out: dict[str, np.ndarray] = {_WINDOW: hann_window(_CHROMA.n_fft).astype(np.float32)} if melody else {}
+    fused: dict[str, dict[str, np.ndarray]] = {}
+    for key, value in hf_state.items():
+        hit = next(((ac, fields) for ac, hf in _IN_PROJ if (fields := _match(hf, key)) is not None), None)
+        if hit:
+            fused.setdefault(hit[0].format(**hit[1]), {})[hit[1]["qkv"]] = value
+            continue
+        name = next((ac.format(**fields) for ac, hf in _RULES if (fields := _match(hf, key)) is not None), None)
+        if name is None:
+            raise CheckpointError(f"no audiocraft name for the MusicGen tensor {key}")
+        out[name] = value
+    for name, parts in fused.items():
+        out[name] = np.concatenate([parts[qkv] for qkv in "qkv"])
+    return out
+
+
+def t5_name_for(text_config: T5Config, source: str | None) -> str:
+    """The hub name audiocraft loads the text encoder by: `source` when it is one of `T5_DIMS`' models, or
+    t5-base for an encoder of t5-base's architecture (the released MusicGens' embedded T5); CheckpointError
+    otherwise (audiocraft's T5 conditioner takes no weights but the hub's)."""
+    name = (source or "").removeprefix("google-t5/")
+    if name in T5_DIMS and T5_DIMS[name] == text_config.d_model:
+        return name
+    if text_config == T5Config():
+        return "t5-base"
+    raise CheckpointError(f"audiocraft loads its T5 by hub name ({', '.join(sorted(T5_DIMS))}): this model's text "
+                          f"encoder (from {source}) is none of them")
+
+
+def xp_cfg(config: LMConfig, t5_name: str, sample_rate: int, stereo: bool, cfg_dropout: float = 0.3) -> str:
+    """An `xp.cfg` YAML for `config`, laid out as audiocraft's merged MusicGen config (solver musicgen, model
+    lm/musicgen_lm, conditioner text2music or chroma2music), that `lm_config_from_audiocraft` reads back as
+    `config`."""
+    melody = config.melody
+    conditioners = {"description": {"model": "t5", "t5": {"name": t5_name, "finetune": False,
+                                                          "word_dropout": cfg_dropout, "normalize_text": False}}}
+    if melody:
+        conditioners = {"self_wav": {"model": "chroma_stem", "chroma_stem": {
+            "sample_rate": "${sample_rate}", "n_chroma": config.chroma_bins,
+            "radix2_exp": _CHROMA.n_fft.bit_length() - 1, "argmax": True, "match_len_on_eval": False,
+            "eval_wavs": None, "n_eval_wavs": 100, "cache_path": None}},
+            **conditioners}
+    # the chroma frames come from the segment duration: the released models' 30 s where it gives them
+    frames = config.chroma_frames
+    duration = next((d for d in (30, (frames - 1) * _CHROMA.hop_length / sample_rate)
+                     if 1 + max(int(sample_rate * d), _CHROMA.n_fft) // _CHROMA.hop_length == frames), 30)
+    dim = config.dim
+    cfg = {
+        "device": "cpu", "dtype": "float32", "solver": "musicgen", "sample_rate": sample_rate,
+        "channels": 2 if stereo else 1, "compression_model_checkpoint": None, "compression_model_n_q": None,
+        "interleave_stereo_codebooks": {"use": stereo, "per_timestep": False},
+        "dataset": {"segment_duration": duration},
+        "classifier_free_guidance": {"training_dropout": cfg_dropout, "inference_coef": 3.0},
+        "attribute_dropout": ({"args": {"active_on_eval": False}, "text": {}, "wav": {"self_wav": 0.5}}
+                              if melody else {}),
+        "fuser": {"cross_attention_pos_emb": False, "cross_attention_pos_emb_scale": 1, "sum": [],
+                  "prepend": ["self_wav", "description"] if melody else [], "cross": [] if melody else ["description"],
+                  "input_interpolate": []},
+        "conditioners": conditioners,
+        "lm_model": "transformer_lm",
+        "codebooks_pattern": {"modeling": "delay", "delay": {"delays": list(config.delays), "flatten_first": 0,
+                                                             "empty_initial": 0}},
+        "transformer_lm": {
+            "dim": dim, "num_heads": config.num_heads, "num_layers": config.num_layers,
+            "hidden_scale": config.ffn_dim // dim if config.ffn_dim % dim == 0 else config.ffn_dim / dim,
+            "n_q": config.num_codebooks, "card": config.card, "dropout": 0.0, "emb_lr": None, "activation": "gelu",
+            "norm_first": True, "bias_ff": False, "bias_attn": False, "bias_proj": False, "past_context": None,
+            "causal": True, "custom": False, "memory_efficient": True, "attention_as_float32": False,
+            "layer_scale": None, "positional_embedding": "sin", "max_period": config.max_period, "xpos": False,
+            "checkpointing": "none", "weight_init": "gaussian", "depthwise_init": "current", "zero_bias_init": True,
+            "norm": "layer_norm", "cross_attention": not melody, "qk_layer_norm": False,
+            "qk_layer_norm_cross": False, "attention_dropout": None, "kv_repeat": 1, "two_step_cfg": False}}
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    if lm_config_from_audiocraft(parse_audiocraft_cfg(text)) != config:
+        raise CheckpointError(f"the LM {config} has no audiocraft config (its feed-forward width or chroma length)")
+    return text
 
 
 def _audiocraft_name(hf_key: str) -> str:

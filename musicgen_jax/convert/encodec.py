@@ -135,6 +135,51 @@ def audiocraft_to_hf_key(key: str) -> str:
     return key
 
 
+def audiocraft_cfg(config: CodecConfig) -> str:
+    """The `xp.cfg` YAML of an audiocraft EnCodec package for `config` (the inverse of
+    `config_from_audiocraft`), laid out as audiocraft's compression config (encodec / seanet / rvq)."""
+    cfg = {"sample_rate": config.sample_rate, "channels": config.channels, "compression_model": "encodec",
+           "encodec": {"autoencoder": "seanet", "quantizer": "rvq", "sample_rate": "${sample_rate}",
+                       "channels": "${channels}", "causal": config.causal, "renormalize": False},
+           "seanet": {"dimension": config.dimension, "channels": "${channels}", "causal": "${encodec.causal}",
+                      "n_filters": config.n_filters, "n_residual_layers": config.n_residual_layers,
+                      "ratios": list(config.ratios), "activation": "ELU", "activation_params": {"alpha": 1.0},
+                      "norm": "weight_norm", "norm_params": {}, "kernel_size": config.kernel_size,
+                      "residual_kernel_size": config.residual_kernel_size, "last_kernel_size": config.last_kernel_size,
+                      "dilation_base": config.dilation_base, "pad_mode": config.pad_mode,
+                      "true_skip": config.true_skip, "compress": config.compress, "lstm": config.lstm_layers,
+                      "disable_norm_outer_blocks": 0,
+                      "decoder": {"trim_right_ratio": config.trim_right_ratio, "final_activation": None,
+                                  "final_activation_params": None},
+                      "encoder": {}},
+           "rvq": {"n_q": config.num_codebooks, "q_dropout": False, "bins": config.codebook_size, "decay": 0.99,
+                   "kmeans_init": True, "kmeans_iters": 50, "threshold_ema_dead_code": 2}}
+    text = yaml.safe_dump(cfg, sort_keys=False)
+    if config_from_audiocraft(parse_audiocraft_cfg(text)) != config:
+        raise CheckpointError(f"the codec {config} has no audiocraft config")
+    return text
+
+
+def audiocraft_state_dict(params, config: CodecConfig) -> dict[str, np.ndarray]:
+    """audiocraft EnCodec `best_state` tensors of codec `params` (`hf_state_dict`'s split, weight norm as
+    `weight_g` / `weight_v`, under audiocraft's names: the inverse of `audiocraft_to_hf_key`)."""
+    convtr = {i for i, (kind, _) in enumerate(decoder_layers(config)) if kind == "convtr"}
+    out = {}
+    for key, value in hf_state_dict(params, config).items():
+        hf_name = key.replace(".parametrizations.weight.original0", ".weight_g").replace(
+            ".parametrizations.weight.original1", ".weight_v")
+        name = hf_name.replace("quantizer.layers.", "quantizer.vq.layers.").replace(".codebook.", "._codebook.")
+        if layer := re.fullmatch(r"(encoder|decoder)\.layers\.(\d+)\.(.*)", name):
+            part, index, rest = layer.groups()
+            conv = "convtr.convtr." if part == "decoder" and int(index) in convtr else "conv.conv."
+            rest = re.sub(r"^((?:block\.\d+\.|shortcut\.)?)conv\.", lambda m: m.group(1) + conv, rest)
+            name = f"{part}.model.{index}.{rest}"
+        if audiocraft_to_hf_key(name) != hf_name:
+            raise CheckpointError(f"no audiocraft name for the codec tensor {key} (got {name})")
+        out[name] = value
+    return out
+
+
 def fold_weight_norm(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Replace weight-norm pairs (`weight_g`/`weight_v` or `parametrizations.weight.original0/1`)
     by `weight = v * g / ||v||`, the norm over all dims but 0, in float32."""

@@ -121,7 +121,7 @@ def save(components: Components, directory: str | os.PathLike) -> Path:
         text = components.text_encoder
         (tmp / "text").mkdir()
         native.write_tree(tmp / "text", jax.device_get(text.params),
-                          {"format": "musicgen_jax.t5", "config": text.config.to_dict()})
+                          {"format": "musicgen_jax.t5", "config": text.config.to_dict(), "source": text.source})
         text.tokenizer.save(tmp / "text")
         (tmp / "lm").mkdir()
         native.write_tree(tmp / "lm", jax.device_get(components.lm_params), {
@@ -146,7 +146,8 @@ def load(directory: str | os.PathLike) -> Components:
     t5_params, t5_meta = native.load_tree(directory / "text")
     t5_config = T5Config.from_dict(t5_meta["config"])
     t5_params = check_tree(t5_params, t5.expected_shapes(t5_config), f"{directory / 'text'} (T5 encoder)")
-    text_encoder = T5TextEncoder(t5_config, t5_params, T5Tokenizer.from_pretrained(directory / "text"))
+    text_encoder = T5TextEncoder(t5_config, t5_params, T5Tokenizer.from_pretrained(directory / "text"),
+                                 t5_meta.get("source"))
     lm_params, lm_meta = native.load_tree(directory / "lm")
     lm_config = LMConfig.from_dict(lm_meta["config"])
     lm_params = check_tree(lm_params, mg.expected_shapes(lm_config), f"{directory / 'lm'} (LM)")

@@ -43,6 +43,7 @@ class T5TextEncoder:
     config: T5Config
     params: Any
     tokenizer: T5Tokenizer
+    source: str | None = None  # the hub id or path its weights were read from (audiocraft export names it)
 
     def __post_init__(self):
         object.__setattr__(self, "params", jax.device_put(self.params))  # once, not at every call
@@ -54,7 +55,7 @@ class T5TextEncoder:
         from musicgen_jax.convert.t5 import load_t5  # here: convert.t5 itself imports this package's t5 module
 
         config, params = load_t5(source)
-        return cls(config, params, T5Tokenizer.from_pretrained(tokenizer or source))
+        return cls(config, params, T5Tokenizer.from_pretrained(tokenizer or source), str(source))
 
     def __call__(self, texts: Sequence[str | None]) -> tuple[jax.Array, jax.Array]:
         ids, mask = self.tokenizer(texts)

@@ -593,3 +593,78 @@ def test_audiocraft_melody_twin_samples_like_its_transformers_twin(hf_musicgen_m
         codes[name] = np.load(tmp_path / f"{name}.npy")
     assert codes["audiocraft"].shape == (1, 4, 50)
     np.testing.assert_array_equal(codes["audiocraft"], codes["transformers"])
+
+
+def packages(directory) -> dict:
+    return {name: torch.load(directory / name, weights_only=True)
+            for name in ("state_dict.bin", "compression_state_dict.bin")}
+
+
+@pytest.mark.parametrize("kind", ["text", "melody"])
+def test_export_to_audiocraft_gives_back_the_package(request, kind, tmp_path, monkeypatch, tiny_t5):
+    """An audiocraft directory converted and exported `--to audiocraft`: every LM and codec tensor back
+    exactly under its name (the melody LM's chroma window buffer, which import checks and drops, within
+    float32 rounding of torch's), an LM config that reads back to the same model and T5, the codec's own
+    config."""
+    from musicgen_jax import export
+
+    model, directory = request.getfixturevalue("hf_musicgen" if kind == "text" else "hf_musicgen_melody")
+    cfg = xp_cfg() if kind == "text" else xp_cfg(melody=True, segment_duration=TINY_SEGMENT)
+    source = audiocraft_directory(model, directory, tmp_path, monkeypatch, cfg, num_codebooks=4)
+    monkeypatch.setenv("MUSICGEN_JAX_CACHE", str(tmp_path / "cache"))
+    out = tmp_path / "exported"
+    assert export.main(["--checkpoint", str(source), "--format", "audiocraft", "--to", "audiocraft", str(out)]) == 0
+    theirs, ours = packages(source), packages(out)
+    for name in theirs:
+        a, b = ours[name]["best_state"], theirs[name]["best_state"]
+        assert sorted(a) == sorted(b), name
+        for key in b:
+            if key == WINDOW:
+                torch.testing.assert_close(a[key], b[key], rtol=0, atol=1e-6)
+            else:
+                assert torch.equal(a[key], b[key]), key
+        assert ours[name]["exported"] is True
+    assert ours["compression_state_dict.bin"]["xp.cfg"] == theirs["compression_state_dict.bin"]["xp.cfg"]
+    exported_cfg, source_cfg = (parse_audiocraft_cfg(p["state_dict.bin"]["xp.cfg"]) for p in (ours, theirs))
+    assert lm_config_from_audiocraft(exported_cfg) == lm_config_from_audiocraft(source_cfg)
+    assert t5_name_from_audiocraft(exported_cfg) == TINY_T5
+
+
+def test_a_transformers_checkpoint_exports_to_the_audiocraft_layout(hf_musicgen, tmp_path, tiny_t5):
+    """The tiny transformers MusicGen, its T5 named TINY_T5: the LM package has the twin's keys and tensors
+    (`audiocraft_state`, audiocraft's layout), the codec package the twin codec's keys, and both import
+    back to the transformers conversion's parameters exactly (the codec's weight norm split anew)."""
+    import dataclasses
+
+    from musicgen_jax.convert.audiocraft_export import export_audiocraft
+    from musicgen_jax.convert.codec_loader import load_codec
+
+    model, directory = hf_musicgen
+    components = pretrained.convert(directory)
+    components = dataclasses.replace(components, text_encoder=dataclasses.replace(components.text_encoder,
+                                                                                  source=TINY_T5))
+    out = export_audiocraft(components, tmp_path / "exported")
+    ours = packages(out)
+    twin = audiocraft_state(model.state_dict(), num_layers=2, num_codebooks=4)
+    assert sorted(ours["state_dict.bin"]["best_state"]) == sorted(twin)
+    for key, value in twin.items():
+        assert torch.equal(ours["state_dict.bin"]["best_state"][key], value), key
+    assert sorted(ours["compression_state_dict.bin"]["best_state"]) == sorted(codec_state(model.audio_encoder))
+    config, params, t5_name, stereo = load_audiocraft_lm(out)
+    assert (config, t5_name, stereo) == (components.lm_config, TINY_T5, False)
+    codec = load_codec(out / "compression_state_dict.bin")
+    assert codec.config == components.codec.config
+    for a, b in ((params, components.lm_params), (codec.params, components.codec.params)):
+        fa, fb = flatten_dict(a), flatten_dict(b)
+        assert fa.keys() == fb.keys()
+        for key in fa:
+            np.testing.assert_array_equal(np.asarray(fa[key]), np.asarray(fb[key]), err_msg=str(key))
+
+
+def test_export_to_audiocraft_needs_an_audiocraft_t5(hf_musicgen, tmp_path, capsys):
+    """The tiny transformers MusicGen's own T5 is none of audiocraft's hub models: one error, nothing written."""
+    from musicgen_jax import export
+
+    out = tmp_path / "exported"
+    assert export.main(["--checkpoint", str(hf_musicgen[1]), "--to", "audiocraft", str(out)]) == 2
+    assert "audiocraft loads its T5 by hub name" in capsys.readouterr().err and not out.exists()

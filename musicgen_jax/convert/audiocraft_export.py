@@ -1,0 +1,73 @@
+"""A MusicGen model -> audiocraft's format (SPEC 8.1): the directory audiocraft's `MusicGen.get_pretrained(OUT)`
+reads, two PyTorch pickles written with `torch.save` (torch is needed here, as for reading them):
+
+  state_dict.bin              {"best_state": the LM's tensors, "xp.cfg": its YAML config, "version", "exported"}
+  compression_state_dict.bin  {"best_state": the EnCodec tensors, "xp.cfg": the codec's YAML, "version", "exported"}
+
+The LM's tensors are the transformers export's (`musicgen.hf_state_dict`) under audiocraft's names
+(`audiocraft.lm_state_from_hf`); audiocraft loads T5 by hub name, so the text encoder must be one of its
+T5 models (`audiocraft.t5_name_for`). The codec: the package it was read from when that holds exactly its
+weights, else `encodec.audiocraft_state_dict`'s split."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import jax
+import numpy as np
+from flax.traverse_util import flatten_dict
+
+from musicgen_jax.codec.model import Codec
+from musicgen_jax.convert import audiocraft as ac
+from musicgen_jax.convert import encodec as enc
+from musicgen_jax.convert import musicgen as mg
+from musicgen_jax.convert import native
+from musicgen_jax.convert.pretrained import Components
+from musicgen_jax.convert.torch_io import CheckpointError, read_torch_pickle, tensors_to_numpy
+
+VERSION = "1.3.0"  # the audiocraft release whose layout these packages follow
+
+
+def lm_package(components: Components) -> dict:
+    """`state_dict.bin`'s contents (numpy tensors) for the LM of `components`."""
+    lm, text = components.lm_config, components.text_encoder
+    state = ac.lm_state_from_hf(mg.hf_state_dict(jax.device_get(components.lm_params), lm), lm.melody)
+    cfg = ac.xp_cfg(lm, ac.t5_name_for(text.config, text.source), components.codec.sample_rate,
+                    components.codec.stereo)
+    return {"best_state": state, "xp.cfg": cfg, "version": VERSION, "exported": True}
+
+
+def codec_package(codec: Codec) -> dict:
+    """`compression_state_dict.bin`'s contents: the audiocraft package `codec.source` when it imports to
+    exactly `codec`'s parameters (a frozen codec given back unchanged), else its tensors and config."""
+    params = jax.device_get(codec.params)
+    if codec.source and Path(codec.source).name == "compression_state_dict.bin":
+        try:
+            package = read_torch_pickle(Path(codec.source))
+            state = tensors_to_numpy(package["best_state"])
+            imported = enc.params_from_hf_state_dict({enc.audiocraft_to_hf_key(k): v for k, v in state.items()},
+                                                     codec.config)
+            ours, theirs = flatten_dict(params), flatten_dict(imported)
+            if sorted(ours) == sorted(theirs) and all(np.array_equal(ours[p], theirs[p]) for p in ours):
+                return {"best_state": state, "xp.cfg": package["xp.cfg"], "version": package.get("version", VERSION),
+                        "exported": True}
+        except (OSError, KeyError, TypeError, CheckpointError):
+            pass
+    return {"best_state": enc.audiocraft_state_dict(params, codec.config), "xp.cfg": enc.audiocraft_cfg(codec.config),
+            "version": VERSION, "exported": True}
+
+
+def export_audiocraft(components: Components, directory: str | os.PathLike) -> Path:
+    """Write `components` in audiocraft's format to `directory`, atomically (replacing it if it exists)."""
+    try:
+        import torch
+    except ImportError as e:
+        raise CheckpointError("exporting to audiocraft writes PyTorch pickles: install torch") from e
+
+    packages = {"state_dict.bin": lm_package(components), "compression_state_dict.bin": codec_package(components.codec)}
+    with native.atomic_directory(directory) as tmp:
+        for name, package in packages.items():
+            state = {k: torch.from_numpy(np.array(v, order="C")) for k, v in package["best_state"].items()}
+            torch.save({**package, "best_state": state}, tmp / name)
+    return Path(directory)
