@@ -668,3 +668,47 @@ def test_export_to_audiocraft_needs_an_audiocraft_t5(hf_musicgen, tmp_path, caps
     out = tmp_path / "exported"
     assert export.main(["--checkpoint", str(hf_musicgen[1]), "--to", "audiocraft", str(out)]) == 2
     assert "audiocraft loads its T5 by hub name" in capsys.readouterr().err and not out.exists()
+
+
+def test_audiocraft_loads_the_export(hf_musicgen, tmp_path, monkeypatch, tiny_t5):
+    """audiocraft's own loaders (`load_lm_model`, `load_compression_model`: models built from the exported
+    xp.cfg, `load_state_dict` strict) read the export of the tiny transformers MusicGen (its T5 named
+    TINY_T5 on the offline hub): audiocraft's teacher-forced predictions (`compute_predictions`, its T5
+    conditioner on the prompt) equal ours within 1e-4 of their peak, and its EnCodec decodes codes as ours
+    does (1e-5)."""
+    import dataclasses
+
+    from musicgen_jax.convert.audiocraft_export import export_audiocraft
+    from musicgen_jax.lm import pattern
+    from musicgen_jax.lm.model import LMModel
+    from tests.audiocraft_api import audiocraft_loaders
+
+    model, directory = hf_musicgen
+    audiocraft_directory(model, directory, tmp_path, monkeypatch, xp_cfg(), num_codebooks=4)  # T5 on the hub
+    components = pretrained.convert(directory)
+    components = dataclasses.replace(components, text_encoder=dataclasses.replace(components.text_encoder,
+                                                                                  source=TINY_T5))
+    out = export_audiocraft(components, tmp_path / "exported")
+    codes = torch.randint(0, 2048, (1, 4, 12), generator=torch.Generator().manual_seed(0))
+    frames = torch.randint(0, 2048, (1, 4, 20), generator=torch.Generator().manual_seed(1))
+    prompt = "calm piano melody"
+    with audiocraft_loaders() as loaders:
+        from audiocraft.modules.conditioners import ConditioningAttributes, T5Conditioner
+
+        monkeypatch.setattr(T5Conditioner, "MODELS", [*T5Conditioner.MODELS, TINY_T5])
+        monkeypatch.setitem(T5Conditioner.MODELS_DIMS, TINY_T5, 32)
+        lm, compression = loaders.load_lm_model(out), loaders.load_compression_model(out)
+        with torch.no_grad():
+            theirs = lm.compute_predictions(codes, [ConditioningAttributes(text={"description": prompt})]).logits
+            wav = compression.decode(frames).numpy()
+    text, mask = components.text_encoder([prompt])
+    sequence = np.asarray(pattern.build(codes.numpy(), (0, 1, 2, 3), 2048))[..., :-1]
+    logits = np.asarray(LMModel(components.lm_config).apply(components.lm_params, sequence, text, mask))
+    ours = np.stack([logits[:, k, k:k + codes.shape[-1]] for k in range(4)], axis=1)  # frame t of k: step t + k
+    theirs = theirs.numpy()
+    # audiocraft's pattern spans the T frames' steps: codebook k's last k frames fall past it (NaN)
+    valid = np.arange(codes.shape[-1])[None, :] < codes.shape[-1] - np.arange(4)[:, None]  # [K, T]
+    np.testing.assert_array_equal(np.isnan(theirs).all(-1)[0], ~valid)
+    np.testing.assert_allclose(theirs[0][valid], ours[0][valid], atol=1e-4 * np.abs(ours).max())
+    decoded = np.asarray(components.codec.decode(frames.numpy()))
+    np.testing.assert_allclose(wav, decoded, atol=1e-5 * np.abs(decoded).max())
