@@ -555,19 +555,23 @@ def _peak(c: dict) -> int:
     return c["argument"] + c["temp"] + c["output"] - c["alias"]
 
 
-def run_memory(frames: int, text: int, variants: list[str]) -> dict:
-    load_before = load_average()
-    env = {**os.environ, "XLA_FLAGS": (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count="
-                                       f"{max(MEMORY_DEVICES)}").strip(), "JAX_PLATFORMS": "cpu"}
+def _in_subprocess(worker: str, args: tuple, env: dict) -> tuple[dict, float]:
+    """(the JSON result, wall seconds) of `benchmarks.train.<worker>(out_path, *args)` run in a fresh Python
+    process with `env` added to the environment (device flags must be set before jax starts)."""
     root = Path(__file__).resolve().parent.parent
     with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "memory.json"
-        code = (f"from benchmarks.train import _memory_worker; _memory_worker({str(out)!r}, {list(MEMORY_DEVICES)!r}, "
-                f"{frames}, {text}, {list(SWEEP_FRAMES)!r}, {variants!r})")
+        out = Path(tmp) / "result.json"
+        code = f"from benchmarks.train import {worker}; {worker}({str(out)!r}, *{args!r})"
         start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], cwd=root, env=env, check=True)
-        wall = time.perf_counter() - start
-        res = json.loads(out.read_text())
+        subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, **env}, check=True)
+        return json.loads(out.read_text()), time.perf_counter() - start
+
+
+def run_memory(frames: int, text: int, variants: list[str]) -> dict:
+    load_before = load_average()
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={max(MEMORY_DEVICES)}"
+    res, wall = _in_subprocess("_memory_worker", (list(MEMORY_DEVICES), frames, text, list(SWEEP_FRAMES), variants),
+                               {"XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"})
     res["state"] = {int(n): s for n, s in res["state"].items()}
     res["variants"] = {v: {"compiles": {int(n): {int(b): c for b, c in m.items()} for n, m in r["compiles"].items()},
                            "sweep": {int(k): c for k, c in r["sweep"].items()}} for v, r in res["variants"].items()}
@@ -769,15 +773,7 @@ def _finetune_worker(out_path: str, frames: int, text: int, rank: int) -> None:
 def run_finetune(frames: int, text: int, rank: int) -> dict:
     """`_finetune_worker`'s results (in a subprocess, on the host CPU), with the wall time and the load."""
     load_before = load_average()
-    root = Path(__file__).resolve().parent.parent
-    with tempfile.TemporaryDirectory() as tmp:
-        out = Path(tmp) / "finetune.json"
-        code = (f"from benchmarks.train import _finetune_worker; "
-                f"_finetune_worker({str(out)!r}, {frames}, {text}, {rank})")
-        start = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], cwd=root, env={**os.environ, "JAX_PLATFORMS": "cpu"}, check=True)
-        wall = time.perf_counter() - start
-        res = json.loads(out.read_text())
+    res, wall = _in_subprocess("_finetune_worker", (frames, text, rank), {"JAX_PLATFORMS": "cpu"})
     return {**res, "wall": wall, "frames": frames, "text": text, "rank": rank, "load": (load_before, load_average())}
 
 

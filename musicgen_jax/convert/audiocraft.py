@@ -33,7 +33,7 @@ _LAYER_NORMS = {"norm1": "self_attn_layer_norm", "norm_cross": "encoder_attn_lay
 _ATTENTION = {"self_attn": "self_attn", "cross_attention": "encoder_attn"}
 _CHROMA = ChromaConfig()  # the chroma this project computes (SPEC 4.2): 32 kHz, n_fft 2**14, hop n_fft / 4
 # The torchaudio Spectrogram's Hann window buffer of a melody model's chroma extractor: checked, not a parameter.
-_WINDOW = "condition_provider.conditioners.self_wav.chroma.spec.window"
+CHROMA_WINDOW = "condition_provider.conditioners.self_wav.chroma.spec.window"
 
 # (audiocraft key, transformers key) templates, read in both directions. Fields: {i} an index, {p} weight or bias,
 # {mha} the `.mha` of audiocraft's non-custom attention (nn.MultiheadAttention), empty on the way back, {qkv} one
@@ -242,12 +242,12 @@ def lm_state_to_hf(best_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return out
 
 
-def lm_state_from_hf(hf_state: dict[str, np.ndarray], melody: bool) -> dict[str, np.ndarray]:
+def lm_state_from_hf(hf_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """transformers MusicGen LM tensors -> audiocraft's `best_state` (the inverse of `lm_state_to_hf`: the
     rules read backwards, audiocraft's custom attention layout without `.mha`, each layer's q / k / v
-    projections stacked into one `in_proj_weight`; melody models: with the chroma spectrogram's window
-    buffer, which import checks and drops)."""
-    out: dict[str, np.ndarray] = {_WINDOW: hann_window(_CHROMA.n_fft).astype(np.float32)} if melody else {}
+    projections stacked into one `in_proj_weight`; a melody package's `CHROMA_WINDOW` buffer is not a
+    parameter and not among them)."""
+    out: dict[str, np.ndarray] = {}
     fused: dict[str, dict[str, np.ndarray]] = {}
     for key, value in hf_state.items():
         hit = next(((ac, fields) for ac, hf in _IN_PROJ if (fields := _match(hf, key)) is not None), None)
@@ -339,11 +339,12 @@ def _audiocraft_name(hf_key: str) -> str:
 def _check_window(window: np.ndarray | None) -> None:
     """The chroma spectrogram's window buffer: torch.hann_window(n_fft) (periodic), what this project uses."""
     if window is None:
-        raise CheckpointError(f"audiocraft LM: the melody package lacks {_WINDOW} (the chroma spectrogram's window)")
+        raise CheckpointError(f"audiocraft LM: the melody package lacks {CHROMA_WINDOW} (the chroma spectrogram's "
+                              "window)")
     n = _CHROMA.n_fft
     if np.shape(window) != (n,) or not np.allclose(window, hann_window(n), atol=1e-3):
-        raise CheckpointError(f"audiocraft LM: {_WINDOW} (shape {np.shape(window)}) is not the periodic Hann window "
-                              f"of length {n} (n_fft = 2**radix2_exp) that the chroma extractor uses")
+        raise CheckpointError(f"audiocraft LM: {CHROMA_WINDOW} (shape {np.shape(window)}) is not the periodic Hann "
+                              f"window of length {n} (n_fft = 2**radix2_exp) that the chroma extractor uses")
 
 
 def _state_dict_path(path: str | os.PathLike) -> Path:
@@ -374,7 +375,7 @@ def load_audiocraft_lm(state_dict_bin_path: str | os.PathLike) -> tuple[LMConfig
     config = lm_config_from_audiocraft(cfg)
     state = tensors_to_numpy(best_state)
     if config.melody:
-        _check_window(state.pop(_WINDOW, None))
+        _check_window(state.pop(CHROMA_WINDOW, None))
     state = lm_state_to_hf(state)
     try:
         params = lm_params_from_hf_state_dict(state, config, f"audiocraft LM {path}")

@@ -19,6 +19,7 @@ import numpy as np
 from flax.traverse_util import flatten_dict
 
 from musicgen_jax.codec.model import Codec
+from musicgen_jax.config import ChromaConfig
 from musicgen_jax.convert import audiocraft as ac
 from musicgen_jax.convert import encodec as enc
 from musicgen_jax.convert import musicgen as mg
@@ -30,9 +31,13 @@ VERSION = "1.3.0"  # the audiocraft release whose layout these packages follow
 
 
 def lm_package(components: Components) -> dict:
-    """`state_dict.bin`'s contents (numpy tensors) for the LM of `components`."""
+    """`state_dict.bin`'s contents (numpy tensors) for the LM of `components` (torch: see `export_audiocraft`)."""
+    import torch
+
     lm, text = components.lm_config, components.text_encoder
-    state = ac.lm_state_from_hf(mg.hf_state_dict(jax.device_get(components.lm_params), lm), lm.melody)
+    state = ac.lm_state_from_hf(mg.hf_state_dict(jax.device_get(components.lm_params), lm))
+    if lm.melody:  # the buffer audiocraft's chroma extractor holds: torchaudio's Spectrogram window, torch's own
+        state[ac.CHROMA_WINDOW] = torch.hann_window(ChromaConfig().n_fft).numpy()
     cfg = ac.xp_cfg(lm, ac.t5_name_for(text.config, text.source), components.codec.sample_rate,
                     components.codec.stereo)
     return {"best_state": state, "xp.cfg": cfg, "version": VERSION, "exported": True}
