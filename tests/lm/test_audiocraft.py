@@ -666,17 +666,21 @@ def test_export_to_audiocraft_needs_an_audiocraft_t5(hf_musicgen, tmp_path, caps
     assert "audiocraft loads its T5 by hub name" in capsys.readouterr().err and not out.exists()
 
 
+GREEDY_FRAMES = 50
+
+
 def test_audiocraft_loads_the_export(hf_musicgen, tmp_path, monkeypatch, tiny_t5):
     """audiocraft's own loaders (`load_lm_model`, `load_compression_model`: models built from the exported
     xp.cfg, `load_state_dict` strict) read the export of the tiny transformers MusicGen (its T5 named
     TINY_T5 on the offline hub): audiocraft's teacher-forced predictions (`compute_predictions`, its T5
-    conditioner on the prompt) equal ours within 1e-4 of their peak, and its EnCodec decodes codes as ours
-    does (1e-5)."""
+    conditioner on the prompt) equal ours within 1e-4 of their peak, its greedy `generate` (guidance 3) gives
+    the tokens ours gives, and its EnCodec decodes codes as ours does (1e-5)."""
     import dataclasses
 
     from musicgen_jax.convert.audiocraft_export import export_audiocraft
     from musicgen_jax.lm import pattern
     from musicgen_jax.lm.model import LMModel
+    from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys
     from tests.audiocraft_api import audiocraft_loaders
 
     model, directory = hf_musicgen
@@ -694,8 +698,10 @@ def test_audiocraft_loads_the_export(hf_musicgen, tmp_path, monkeypatch, tiny_t5
         monkeypatch.setattr(T5Conditioner, "MODELS", [*T5Conditioner.MODELS, TINY_T5])
         monkeypatch.setitem(T5Conditioner.MODELS_DIMS, TINY_T5, 32)
         lm, compression = loaders.load_lm_model(out), loaders.load_compression_model(out)
+        conditions = [ConditioningAttributes(text={"description": prompt})]
         with torch.no_grad():
-            theirs = lm.compute_predictions(codes, [ConditioningAttributes(text={"description": prompt})]).logits
+            theirs = lm.compute_predictions(codes, conditions).logits
+            greedy = lm.generate(conditions=conditions, max_gen_len=GREEDY_FRAMES, use_sampling=False, cfg_coef=3.0)
             wav = compression.decode(frames).numpy()
     text, mask = components.text_encoder([prompt])
     sequence = np.asarray(pattern.build(codes.numpy(), (0, 1, 2, 3), 2048))[..., :-1]
@@ -706,5 +712,9 @@ def test_audiocraft_loads_the_export(hf_musicgen, tmp_path, monkeypatch, tiny_t5
     valid = np.arange(codes.shape[-1])[None, :] < codes.shape[-1] - np.arange(4)[:, None]  # [K, T]
     np.testing.assert_array_equal(np.isnan(theirs).all(-1)[0], ~valid)
     np.testing.assert_allclose(theirs[0][valid], ours[0][valid], atol=1e-4 * np.abs(ours).max())
+    expected = np.asarray(generate_tokens(components.lm_config, components.lm_params, text, mask, row_keys([0]),
+                                          GREEDY_FRAMES, SamplingParams(top_k=1, cfg_coef=3.0)))
+    assert len(np.unique(expected)) > 20  # not a degenerate sequence
+    np.testing.assert_array_equal(greedy.numpy(), expected)
     decoded = np.asarray(components.codec.decode(frames.numpy()))
     np.testing.assert_allclose(wav, decoded, atol=1e-5 * np.abs(decoded).max())
