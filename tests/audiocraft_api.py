@@ -45,8 +45,8 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 
 @contextlib.contextmanager
-def audiocraft_loaders():
-    """`audiocraft.models.loaders`, with the stand-ins importable only inside the block (other tests see the
+def audiocraft_models():
+    """`audiocraft.models` (`MusicGen`, `loaders`, ...), with the stand-ins importable only inside the block (other tests see the
     real environment: no demucs, no torchaudio); AssertionError naming the install command if audiocraft is
     absent. xformers' one function its attention calls with the torch backend, `ops.unbind`, is
     `torch.unbind`."""
@@ -59,11 +59,11 @@ def audiocraft_loaders():
 
         xformers.ops.unbind = torch.unbind
         try:
-            from audiocraft.models import loaders
+            import audiocraft.models
         except ModuleNotFoundError as e:
             raise AssertionError(f"audiocraft is not installed ({e}): make test installs it with "
                                  "`pip install --no-deps audiocraft==1.3.0`") from e
-        yield loaders
+        yield audiocraft.models
     finally:
         sys.meta_path.remove(finder)
         for name in set(sys.modules) - before:

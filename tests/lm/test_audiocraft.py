@@ -670,18 +670,18 @@ GREEDY_FRAMES = 50
 
 
 def test_audiocraft_loads_the_export(hf_musicgen, tmp_path, monkeypatch, tiny_t5):
-    """audiocraft's own loaders (`load_lm_model`, `load_compression_model`: models built from the exported
-    xp.cfg, `load_state_dict` strict) read the export of the tiny transformers MusicGen (its T5 named
-    TINY_T5 on the offline hub): audiocraft's teacher-forced predictions (`compute_predictions`, its T5
-    conditioner on the prompt) equal ours within 1e-4 of their peak, its greedy `generate` (guidance 3) gives
-    the tokens ours gives, and its EnCodec decodes codes as ours does (1e-5)."""
+    """audiocraft's `MusicGen.get_pretrained(OUT)` (its LM and EnCodec built from the exported xp.cfgs,
+    `load_state_dict` strict) reads the export of the tiny transformers MusicGen (its T5 named TINY_T5 on the
+    offline hub): its teacher-forced predictions (`compute_predictions`, its T5 conditioner on the prompt)
+    equal ours within 1e-4 of their peak, its greedy `generate` (guidance 3) gives the tokens ours gives,
+    and its audio is our codec's decoding of them (1e-5)."""
     import dataclasses
 
     from musicgen_jax.convert.audiocraft_export import export_audiocraft
     from musicgen_jax.lm import pattern
     from musicgen_jax.lm.model import LMModel
     from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys
-    from tests.audiocraft_api import audiocraft_loaders
+    from tests.audiocraft_api import audiocraft_models
 
     model, directory = hf_musicgen
     audiocraft_directory(model, directory, tmp_path, monkeypatch, xp_cfg(), num_codebooks=4)  # T5 on the hub
@@ -690,24 +690,22 @@ def test_audiocraft_loads_the_export(hf_musicgen, tmp_path, monkeypatch, tiny_t5
                                                                                   source=TINY_T5))
     out = export_audiocraft(components, tmp_path / "exported")
     codes = torch.randint(0, 2048, (1, 4, 12), generator=torch.Generator().manual_seed(0))
-    frames = torch.randint(0, 2048, (1, 4, 20), generator=torch.Generator().manual_seed(1))
     prompt = "calm piano melody"
-    with audiocraft_loaders() as loaders:
+    with audiocraft_models() as models:
         from audiocraft.modules.conditioners import ConditioningAttributes, T5Conditioner
 
         monkeypatch.setattr(T5Conditioner, "MODELS", [*T5Conditioner.MODELS, TINY_T5])
         monkeypatch.setitem(T5Conditioner.MODELS_DIMS, TINY_T5, 32)
-        lm, compression = loaders.load_lm_model(out), loaders.load_compression_model(out)
-        conditions = [ConditioningAttributes(text={"description": prompt})]
+        theirs_model = models.MusicGen.get_pretrained(str(out), device="cpu")
+        theirs_model.set_generation_params(use_sampling=False, duration=GREEDY_FRAMES / 50, cfg_coef=3.0)
         with torch.no_grad():
-            theirs = lm.compute_predictions(codes, conditions).logits
-            greedy = lm.generate(conditions=conditions, max_gen_len=GREEDY_FRAMES, use_sampling=False, cfg_coef=3.0)
-            wav = compression.decode(frames).numpy()
+            theirs = theirs_model.lm.compute_predictions(
+                codes, [ConditioningAttributes(text={"description": prompt})]).logits.numpy()
+            wav, greedy = theirs_model.generate([prompt], return_tokens=True)
     text, mask = components.text_encoder([prompt])
     sequence = np.asarray(pattern.build(codes.numpy(), (0, 1, 2, 3), 2048))[..., :-1]
-    logits = np.asarray(LMModel(components.lm_config).apply(components.lm_params, sequence, text, mask))
-    ours = np.stack([logits[:, k, k:k + codes.shape[-1]] for k in range(4)], axis=1)  # frame t of k: step t + k
-    theirs = theirs.numpy()
+    ours = np.asarray(LMModel(components.lm_config).apply(components.lm_params, sequence, text, mask))
+    ours = np.stack([ours[:, k, k:k + codes.shape[-1]] for k in range(4)], axis=1)  # frame t of k: step t + k
     # audiocraft's pattern spans the T frames' steps: codebook k's last k frames fall past it (NaN)
     valid = np.arange(codes.shape[-1])[None, :] < codes.shape[-1] - np.arange(4)[:, None]  # [K, T]
     np.testing.assert_array_equal(np.isnan(theirs).all(-1)[0], ~valid)
@@ -716,5 +714,5 @@ def test_audiocraft_loads_the_export(hf_musicgen, tmp_path, monkeypatch, tiny_t5
                                           GREEDY_FRAMES, SamplingParams(top_k=1, cfg_coef=3.0)))
     assert len(np.unique(expected)) > 20  # not a degenerate sequence
     np.testing.assert_array_equal(greedy.numpy(), expected)
-    decoded = np.asarray(components.codec.decode(frames.numpy()))
-    np.testing.assert_allclose(wav, decoded, atol=1e-5 * np.abs(decoded).max())
+    decoded = np.asarray(components.codec.decode(expected))
+    np.testing.assert_allclose(wav.numpy(), decoded, atol=1e-5 * np.abs(decoded).max())
