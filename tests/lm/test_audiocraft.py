@@ -626,28 +626,30 @@ def test_export_to_audiocraft_gives_back_the_package(request, kind, tmp_path, mo
     assert t5_name_from_audiocraft(exported_cfg) == TINY_T5
 
 
-def test_a_transformers_checkpoint_exports_to_the_audiocraft_layout(hf_musicgen, tmp_path, tiny_t5):
-    """The tiny transformers MusicGen, its T5 named TINY_T5: the LM package has the twin's keys and tensors
-    (`audiocraft_state`, audiocraft's layout), the codec package the twin codec's keys, and both import
-    back to the transformers conversion's parameters exactly (the codec's weight norm split anew)."""
+@pytest.mark.parametrize("channels", ["mono", "stereo"])
+def test_a_transformers_checkpoint_exports_to_the_audiocraft_layout(request, channels, tmp_path, tiny_t5):
+    """The tiny transformers MusicGen (mono, stereo), its T5 named TINY_T5: the LM package has the twin's
+    keys and tensors (`audiocraft_state`, audiocraft's layout), the codec package the twin codec's keys,
+    and both import back to the transformers conversion's parameters exactly (the codec's weight norm split
+    anew), stereo read back as stereo."""
     import dataclasses
 
     from musicgen_jax.convert.audiocraft_export import export_audiocraft
     from musicgen_jax.convert.codec_loader import load_codec
 
-    model, directory = hf_musicgen
+    model, directory = request.getfixturevalue("hf_musicgen" if channels == "mono" else "hf_musicgen_stereo")
     components = pretrained.convert(directory)
     components = dataclasses.replace(components, text_encoder=dataclasses.replace(components.text_encoder,
                                                                                   source=TINY_T5))
     out = export_audiocraft(components, tmp_path / "exported")
     ours = packages(out)
-    twin = audiocraft_state(model.state_dict(), num_layers=2, num_codebooks=4)
+    twin = audiocraft_state(model.state_dict(), num_layers=2, num_codebooks=components.lm_config.num_codebooks)
     assert sorted(ours["state_dict.bin"]["best_state"]) == sorted(twin)
     for key, value in twin.items():
         assert torch.equal(ours["state_dict.bin"]["best_state"][key], value), key
     assert sorted(ours["compression_state_dict.bin"]["best_state"]) == sorted(codec_state(model.audio_encoder))
     config, params, t5_name, stereo = load_audiocraft_lm(out)
-    assert (config, t5_name, stereo) == (components.lm_config, TINY_T5, False)
+    assert (config, t5_name, stereo) == (components.lm_config, TINY_T5, channels == "stereo")
     codec = load_codec(out / "compression_state_dict.bin")
     assert codec.config == components.codec.config
     for a, b in ((params, components.lm_params), (codec.params, components.codec.params)):
