@@ -16,7 +16,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from flax.traverse_util import flatten_dict
 
 from musicgen_jax.codec.model import Codec
 from musicgen_jax.config import ChromaConfig
@@ -24,6 +23,7 @@ from musicgen_jax.convert import audiocraft as ac
 from musicgen_jax.convert import encodec as enc
 from musicgen_jax.convert import musicgen as mg
 from musicgen_jax.convert import native
+from musicgen_jax.convert.keymap import same_tree
 from musicgen_jax.convert.pretrained import Components
 from musicgen_jax.convert.torch_io import CheckpointError, read_torch_pickle, tensors_to_numpy
 
@@ -53,8 +53,7 @@ def codec_package(codec: Codec) -> dict:
             state = tensors_to_numpy(package["best_state"])
             imported = enc.params_from_hf_state_dict({enc.audiocraft_to_hf_key(k): v for k, v in state.items()},
                                                      codec.config)
-            ours, theirs = flatten_dict(params), flatten_dict(imported)
-            if sorted(ours) == sorted(theirs) and all(np.array_equal(ours[p], theirs[p]) for p in ours):
+            if same_tree(params, imported):
                 return {"best_state": state, "xp.cfg": package["xp.cfg"], "version": package.get("version", VERSION),
                         "exported": True}
         except (OSError, KeyError, TypeError, CheckpointError):

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from flax.traverse_util import flatten_dict
 
 from musicgen_jax.codec.model import Codec
 from musicgen_jax.config import ChromaConfig
@@ -30,6 +29,7 @@ from musicgen_jax.convert import encodec as enc
 from musicgen_jax.convert import musicgen as mg
 from musicgen_jax.convert import native
 from musicgen_jax.convert import t5
+from musicgen_jax.convert.keymap import same_tree
 from musicgen_jax.convert.pretrained import Components
 from musicgen_jax.convert.torch_io import CheckpointError
 
@@ -50,9 +50,7 @@ def codec_state_dict(codec: Codec) -> dict[str, np.ndarray]:
         imported = enc.params_from_hf_state_dict(original, codec.config)
     except CheckpointError:
         return derived
-    ours, theirs = flatten_dict(params), flatten_dict(imported)
-    same = sorted(ours) == sorted(theirs) and all(np.array_equal(ours[p], theirs[p]) for p in ours)
-    return {k: np.ascontiguousarray(v) for k, v in original.items()} if same else derived
+    return {k: np.ascontiguousarray(v) for k, v in original.items()} if same_tree(params, imported) else derived
 
 
 def hf_state_dict(components: Components) -> dict[str, np.ndarray]:

@@ -103,6 +103,12 @@ def disassemble(params, key_map: dict[str, Target]) -> dict[str, np.ndarray]:
     return out
 
 
+def same_tree(a, b) -> bool:
+    """Whether two parameter trees have the same paths and exactly equal arrays."""
+    a, b = flatten_dict(a), flatten_dict(b)
+    return sorted(a) == sorted(b) and all(np.array_equal(np.asarray(a[p]), np.asarray(b[p])) for p in a)
+
+
 def check_tree(params, shapes: dict[Path, tuple[int, ...]], what: str) -> dict:
     """`params` (`{"params": tree}`) as float32 numpy if its paths and shapes are `shapes`, else a
     CheckpointError naming the missing, unexpected and wrongly shaped parameters."""
