@@ -6,8 +6,8 @@ State (a pytree, every array split by the logical rules of `musicgen_jax.shardin
 only theirs, a frozen weight's average being itself; `convert.run.ema_weights`: the whole model) with
 `ema_count`, and `rng` (the run's PRNG key data). The LM computes in `compute_dtype` (bfloat16: the
 float32 weights cast in the forward pass, their gradients float32; the loss in float32), optionally
-rematerialized per layer (`remat`). One `jax.jit` step with explicit in / out shardings and the state donated:
-frozen T5 states of the batch's tokens (or the precomputed ones), classifier-free guidance dropout
+rematerialized per layer (`remat`). One `jax.jit` step with explicit in / out shardings and the state
+donated: frozen T5 states of the batch's tokens (or the precomputed ones), classifier-free guidance dropout
 (with probability `cfg_dropout` the whole batch gets the null text, and the null chroma, audiocraft's
 `ClassifierFreeGuidanceDropout`), melody models' melody dropout (`melody_dropout`: the null chroma for
 the whole batch, audiocraft's `AttributeDropout` on `self_wav`; audiocraft's null melody is the chroma
@@ -65,13 +65,6 @@ class OptimConfig:
     def schedule(self) -> optax.Schedule:
         """audiocraft's cosine schedule: `lr * s / warmup` for s < warmup, then a half cosine to 0 at total."""
         return optax.warmup_cosine_decay_schedule(0.0, self.lr, self.warmup_steps, self.total_steps, 0.0)
-
-    def trained(self, params: Any) -> Any:
-        """The trainable part of a parameter tree (`{"params": ...}`, boxed or not): the whole tree, or with
-        adapters the subtree of the trainable leaves (what the EMA averages)."""
-        if not self.lora_rank:
-            return params
-        return unflatten_dict({path: leaf for path, leaf in flatten_dict(params).items() if self.trainable(path)})
 
     def optimizer(self) -> optax.GradientTransformation:
         return optax.chain(optax.clip_by_global_norm(self.max_norm),
