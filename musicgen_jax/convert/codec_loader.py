@@ -66,7 +66,7 @@ def _from_hf(source, path: Path, hf_config: dict, stereo: bool) -> Codec:
 def _hf_tensors(source, path: Path, hf_config: dict) -> tuple[CodecConfig, dict]:
     """The codec config and transformers-named tensors of an `EncodecModel` or a MusicGen's `audio_encoder`."""
     codec_config, prefix = hf_component(hf_config, "encodec", "audio_encoder", source)
-    return enc.config_from_hf(codec_config), strip_prefix(fetch_hf_weights(source, path), prefix)
+    return enc.config_from_hf(codec_config), strip_prefix(fetch_hf_weights(source, path, prefix), prefix)
 
 
 def hf_codec_tensors(source: str) -> dict | None:

@@ -97,5 +97,5 @@ def load_t5(source: str | os.PathLike) -> tuple[T5Config, dict]:
     hf_config = read_json(path / "config.json")
     t5_config, prefix = hf_component(hf_config, "t5", "text_encoder", source)
     config = config_from_hf(t5_config)
-    state = strip_prefix(fetch_hf_weights(source, path), prefix)
+    state = strip_prefix(fetch_hf_weights(source, path, prefix), prefix)
     return config, params_from_hf_state_dict(state, config, str(source))

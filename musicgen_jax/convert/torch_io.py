@@ -47,13 +47,14 @@ def _to_numpy(value) -> np.ndarray:
     return array.astype(np.float32) if np.issubdtype(array.dtype, np.floating) else array
 
 
-def read_safetensors(path: Path) -> dict[str, np.ndarray]:
-    """All tensors of one `.safetensors` file, floating ones as float32 (bf16 included)."""
+def read_safetensors(path: Path, prefix: str = "") -> dict[str, np.ndarray]:
+    """The tensors of one `.safetensors` file whose keys start with `prefix` (the others are not read),
+    floating ones as float32 (bf16 included)."""
     from safetensors import safe_open
 
     try:
         with safe_open(str(path), framework="flax") as f:
-            return {key: _to_numpy(f.get_tensor(key)) for key in f.keys()}
+            return {key: _to_numpy(f.get_tensor(key)) for key in f.keys() if key.startswith(prefix)}
     except Exception as e:
         raise CheckpointError(f"cannot read safetensors file {path}: {type(e).__name__}: {e}") from e
 
@@ -74,26 +75,33 @@ def tensors_to_numpy(state_dict: dict) -> dict[str, np.ndarray]:
     return {key: _to_numpy(value) for key, value in state_dict.items()}
 
 
-def read_hf_weights(directory: Path) -> dict[str, np.ndarray]:
-    """The weights of a transformers `save_pretrained` directory: `model.safetensors`, sharded
-    `model.safetensors.index.json`, `pytorch_model.bin` or its sharded index, in that order."""
+def _read_pickle(path: Path, prefix: str) -> dict[str, np.ndarray]:
+    return {k: v for k, v in tensors_to_numpy(read_torch_pickle(path)).items() if k.startswith(prefix)}
+
+
+def read_hf_weights(directory: Path, prefix: str = "") -> dict[str, np.ndarray]:
+    """The weights of a transformers `save_pretrained` directory whose keys start with `prefix` (e.g.
+    `audio_encoder.`: one component of a MusicGen; safetensors files read only those tensors, a sharded
+    index only the shards that hold them): `model.safetensors`, sharded `model.safetensors.index.json`,
+    `pytorch_model.bin` or its sharded index, in that order."""
     for index_name, single_name, reader in (
         ("model.safetensors.index.json", "model.safetensors", read_safetensors),
-        ("pytorch_model.bin.index.json", "pytorch_model.bin", lambda p: tensors_to_numpy(read_torch_pickle(p))),
+        ("pytorch_model.bin.index.json", "pytorch_model.bin", _read_pickle),
     ):
         if (directory / single_name).exists():
-            return reader(directory / single_name)
+            return reader(directory / single_name, prefix)
         if (directory / index_name).exists():
             try:
-                shards = sorted(set(json.loads((directory / index_name).read_text())["weight_map"].values()))
-            except (ValueError, KeyError) as e:
+                weight_map = json.loads((directory / index_name).read_text())["weight_map"]
+                shards = sorted({shard for key, shard in weight_map.items() if key.startswith(prefix)})
+            except (ValueError, KeyError, AttributeError) as e:
                 raise CheckpointError(f"corrupt shard index {directory / index_name}: {e}") from e
             missing = [s for s in shards if not (directory / s).exists()]
             if missing:
                 raise CheckpointError(f"{directory / index_name} lists shards that are missing: {missing}")
             weights = {}
             for shard in shards:
-                weights.update(reader(directory / shard))
+                weights.update(reader(directory / shard, prefix))
             return weights
     raise CheckpointError(f"no weights in {directory}: expected model.safetensors, pytorch_model.bin "
                           "or a sharded index of either")
@@ -103,15 +111,16 @@ _WEIGHT_PATTERNS = (["model.safetensors", "model.safetensors.index.json", "model
                     ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"])
 
 
-def fetch_hf_weights(source: str | os.PathLike, path: Path) -> dict[str, np.ndarray]:
-    """The weights of the transformers checkpoint `source`, resolved to `path`. A hub id is resolved
-    with small files first; its weights are downloaded only here, safetensors preferred."""
+def fetch_hf_weights(source: str | os.PathLike, path: Path, prefix: str = "") -> dict[str, np.ndarray]:
+    """The weights of the transformers checkpoint `source` (those whose keys start with `prefix`: see
+    `read_hf_weights`), resolved to `path`. A hub id is resolved with small files first; its weights are
+    downloaded only here, safetensors preferred."""
     if not Path(source).expanduser().exists():
         for patterns in _WEIGHT_PATTERNS:
             path = resolve(source, patterns)
             if any((path / p).exists() for p in patterns[:2]):
                 break
-    return read_hf_weights(path)
+    return read_hf_weights(path, prefix)
 
 
 def hf_component(hf_config: dict, model_type: str, musicgen_key: str, source) -> tuple[dict, str]:
