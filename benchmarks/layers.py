@@ -89,7 +89,7 @@ PRODUCT_ROWS = (2, 16, 128)
 PRODUCTS = {  # name -> (kernel [out, in] -> stored kernel, product of x [rows, in] and the stored kernel)
     "x W, W [in, out]": (lambda w: w.T.copy(), lambda x, w: x @ w),
     "x W^T, W [out, in]": (lambda w: w, lambda x, w: jnp.einsum("...i,oi->...o", x, w)),
-    "(W x^T)^T, W [out, in] (used)": (lambda w: w, lambda x, w: Linear(w.shape[0], (None, None)).apply(
+    "(W x^T)^T, W [out, in] (used)": (lambda w: w, lambda x, w: Linear(*w.shape, (None, None)).apply(
         {"params": {"kernel": w}}, x)),
 }
 

@@ -265,16 +265,20 @@ class JaxTrainer:
         return {"loss": float(metrics["loss"]), "grad_norm": float(metrics["grad_norm"])}
 
 
-def layer_products(dim: int, ffn: int, rows: int, text_rows: int) -> list[tuple[int, int, int, int]]:
+def layer_products(dim: int, ffn: int, rows: int, text_rows: int, stacked: bool) -> list[tuple[int, int, int, int]]:
     """(rows, in, out, count) of one decoder layer's projections on `rows` audio and `text_rows` text
-    positions: self-attention q / k / v / out, cross-attention q / out, cross-attention k / v, fc1, fc2."""
-    return [(rows, dim, dim, 6), (text_rows, dim, dim, 2), (rows, dim, ffn, 1), (rows, ffn, dim, 1)]
+    positions: self-attention q / k / v, self-attention out and cross-attention q / out, cross-attention
+    k / v, fc1, fc2. `stacked`: q / k / v and cross-attention k / v each as one product of the stacked
+    kernels (`lm.transformer.products`, as the JAX LM computes them), else one product per kernel."""
+    fused = [(rows, dim, 3 * dim, 1), (text_rows, dim, 2 * dim, 1)] if stacked else \
+        [(rows, dim, dim, 3), (text_rows, dim, dim, 2)]
+    return [fused[0], (rows, dim, dim, 3), fused[1], (rows, dim, ffn, 1), (rows, ffn, dim, 1)]
 
 
-def product_seconds(shapes: list[tuple[int, int, int, int]], runs: int) -> dict:
-    """Seconds of the bare matrix products of `shapes` ((rows, in, out, count), float32), each as the
-    forward `x W^T` and its two gradient products `g W` and `g^T x`, summed with the counts: XLA's (one
-    jitted `dot_general` each) and PyTorch's (`F.linear`, `g @ W`, `g.t() @ x`) on the same arrays."""
+def product_seconds(shapes: dict[str, list[tuple[int, int, int, int]]], runs: int) -> dict:
+    """Seconds of the bare matrix products of `shapes["jax"]` and `shapes["torch"]` ((rows, in, out, count),
+    float32), each as the forward `x W^T` and its two gradient products `g W` and `g^T x`, summed with the
+    counts: XLA's (one jitted `dot_general` each) and PyTorch's (`F.linear`, `g @ W`, `g.t() @ x`)."""
     import torch
     from jax import lax
 
@@ -285,16 +289,16 @@ def product_seconds(shapes: list[tuple[int, int, int, int]], runs: int) -> dict:
                      jax.jit(lambda x, w, g: dot(g, x, 0, 0))],
              "torch": [lambda x, w, g: torch.nn.functional.linear(x, w), lambda x, w, g: g @ w,
                        lambda x, w, g: g.t() @ x]}
+    convert = {"jax": jax.device_put, "torch": torch.from_numpy}
+    ready = {"jax": jax.block_until_ready, "torch": lambda y: y}
     total = {"jax": 0.0, "torch": 0.0}
     rng = np.random.default_rng(0)
-    for rows, fan_in, fan_out, count in shapes:
-        arrays = [rng.standard_normal(shape, dtype=np.float32) for shape in ((rows, fan_in), (fan_out, fan_in),
-                                                                              (rows, fan_out))]
-        jax_arrays, torch_arrays = [jax.device_put(a) for a in arrays], [torch.from_numpy(a) for a in arrays]
-        for fn in forms["jax"]:
-            total["jax"] += count * _median_seconds(lambda fn=fn: jax.block_until_ready(fn(*jax_arrays)), runs)
-        for fn in forms["torch"]:
-            total["torch"] += count * _median_seconds(lambda fn=fn: fn(*torch_arrays), runs)
+    for side, side_shapes in shapes.items():
+        for rows, fan_in, fan_out, count in side_shapes:
+            arrays = [convert[side](rng.standard_normal(shape, dtype=np.float32))
+                      for shape in ((rows, fan_in), (fan_out, fan_in), (rows, fan_out))]
+            for fn in forms[side]:
+                total[side] += count * _median_seconds(lambda fn=fn: ready[side](fn(*arrays)), runs)
     return total
 
 
@@ -366,12 +370,13 @@ def run_step(batch_size: int, frames: int, steps: int, layers: int, text_tokens:
         sides = (("jax", jax_trainer.parts(timed_config)), ("torch", torch_trainer.parts()))
         parts = {side: {part: _median_seconds(fn, BREAKDOWN_RUNS) for part, fn in trainer_parts.items()}
                  for side, trainer_parts in sides}
-        shapes = layer_products(lm_config.dim, lm_config.ffn_dim, batch_size * (frames + max(lm_config.delays)),
-                                batch_size * text_tokens)
+        rows = batch_size * (frames + max(lm_config.delays))
+        shapes = {side: layer_products(lm_config.dim, lm_config.ffn_dim, rows, batch_size * text_tokens,
+                                       stacked=side == "jax") for side in parts}
         products = product_seconds(shapes, PRODUCT_RUNS)
         for name in parts:
             parts[name]["products"] = layers * products[name]
-        parts["product_count"] = layers * 3 * sum(count for *_, count in shapes)
+        parts["product_count"] = {side: layers * 3 * sum(count for *_, count in shapes[side]) for side in shapes}
         print(parts, flush=True)
     return {"batch": batch_size, "frames": frames, "steps": steps, "layers": layers, "text_tokens": text_tokens,
             "prompt_tokens": batch["prompt_tokens"], "scan": scan, "threads": threads,
@@ -410,7 +415,7 @@ def report_step(res: dict, command: str) -> str:
                  "differs from JAX's by that much")
     part_lines = []
     if res["parts"]:
-        pj, pt = res["parts"]["jax"], res["parts"]["torch"]
+        pj, pt, count = res["parts"]["jax"], res["parts"]["torch"], res["parts"]["product_count"]
         part_lines = [
             f"Parts of the step, each timed on its own after the steps (median of {BREAKDOWN_RUNS} consecutive calls "
             "after one "
@@ -422,14 +427,15 @@ def report_step(res: dict, command: str) -> str:
             *[f"| {label} | {pj[key]:.3f} | {pt[key]:.3f} | {pt[key] / pj[key]:.2f} |" for key, label in (
                 ("text", "T5 encoder forward (frozen)"), ("lm", "LM loss + gradients (from the T5 states)"),
                 ("update", "clipping + AdamW update"))],
-            f"| of the LM: the decoder layers' {res['parts']['product_count']} matrix products alone (each "
+            f"| of the LM: the decoder layers' matrix products alone ({count['torch']} in PyTorch, {count['jax']} in "
+            "JAX, whose q / k / v and cross-attention k / v are one product each of the stacked kernels; each "
             "projection's forward `x W^T` and its gradient products `g W`, `g^T x`; XLA `dot_general` / PyTorch "
             f"`F.linear`, `@`; median of {PRODUCT_RUNS} consecutive calls each, summed) | {pj['products']:.3f} | "
             f"{pt['products']:.3f} | {pt['products'] / pj['products']:.2f} |", "",
             f"Of the LM's {pj['lm'] - pt['lm']:+.3f} s (JAX minus PyTorch), {pj['products'] - pt['products']:+.3f} s "
-            "is the decoder layers' matrix products: the same products at the same float32 shapes run in XLA:CPU's "
-            "GEMM (YNNPACK here; its oneDNN and Eigen paths, tried with `XLA_FLAGS`, are no faster) at the ratio "
-            "above against PyTorch's MKL; the rest "
+            "is the decoder layers' matrix products: the same float32 work in XLA:CPU's GEMM (YNNPACK here; its "
+            "oneDNN and Eigen paths, tried with `XLA_FLAGS` on an Intel Xeon, were no faster) at the ratio above "
+            "against PyTorch's MKL; the rest "
             f"({pj['lm'] - pj['products']:.3f} s against {pt['lm'] - pt['products']:.3f} s) is attention (PyTorch: "
             "one fused `scaled_dot_product_attention` kernel per call and its backward), norms, GELU, embeddings, "
             "heads and loss, with XLA running independent products concurrently on the two cores.", ""]

@@ -36,6 +36,7 @@ from musicgen_jax.lm.transformer import (
     Linear,
     initializer,
     layer_norm,
+    products,
     sinusoidal_embedding,
 )
 
@@ -66,15 +67,15 @@ class LMModel(nn.Module):
             raise ValueError(f"unknown remat policy {self.remat!r}; one of {', '.join(REMAT_POLICIES)}")
         self.embeddings = [nn.Embed(c.card + 1, c.dim, embedding_init=initializer(None, "embed"), dtype=self.dtype)
                            for _ in range(c.num_codebooks)]  # card + 1: odd
-        self.text_projection = Linear(c.dim, ("embed", "text_embed"), use_bias=True)
+        self.text_projection = Linear(c.dim, c.text_dim, ("embed", "text_embed"), use_bias=True)
         if c.melody:
-            self.chroma_projection = Linear(c.dim, ("embed", "chroma"), use_bias=True)
+            self.chroma_projection = Linear(c.dim, c.chroma_bins, ("embed", "chroma"), use_bias=True)
         if self.scan_layers:
             self.layers = DecoderLayer(c, self.dtype, self.lora_rank)
         else:
             self.layers = [DecoderLayer(c, self.dtype, self.lora_rank) for _ in range(c.num_layers)]
         self.out_norm = layer_norm(c, self.dtype)
-        self.heads = [Linear(c.card, ("vocab", "embed")) for _ in range(c.num_codebooks)]
+        self.heads = [Linear(c.card, c.dim, ("vocab", "embed")) for _ in range(c.num_codebooks)]
 
     def _scan(self, body, carry, *xs, in_axes):
         return nn.scan(body, in_axes=in_axes, length=self.config.num_layers, **_SCAN)(self.layers, carry, *xs)
@@ -143,7 +144,7 @@ class LMModel(nn.Module):
                 new_cache.append(layer_cache)
             cache = None if cache is None else new_cache
         x = self.out_norm(x[:, x.shape[1] - t:])
-        logits = jnp.stack([head(x) for head in self.heads], axis=1).astype(jnp.float32)
+        logits = jnp.stack(products(self.heads, x), axis=1).astype(jnp.float32)
         return nn.with_logical_constraint(logits, ("batch", None, "length", "vocab")), cache
 
     def __call__(self, sequence: jax.Array, text: jax.Array, text_mask: jax.Array,
