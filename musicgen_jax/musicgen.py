@@ -17,7 +17,7 @@ import hashlib
 import os
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import jax
 import numpy as np
@@ -29,7 +29,7 @@ from musicgen_jax.chroma import extract_chroma
 from musicgen_jax.config import ChromaConfig
 from musicgen_jax.convert import pretrained, run
 from musicgen_jax.lm.model import param_specs
-from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, split_rows
+from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, split_rows, stream_tokens
 from musicgen_jax.sharding import shard
 from musicgen_jax.stems import melody_stems
 
@@ -236,18 +236,8 @@ class MusicGen:
         Row r is sampled with seed `seed + r`, or `seed[r]` when one seed per row is given: a prompt's
         result depends on its seed, never on the other prompts of its batch (melody models: as in both
         references, the zero padding of shorter prompts in the prefix makes it depend on the longest)."""
-        if isinstance(descriptions, str) or not len(descriptions):
-            raise ValueError(f"expected a non-empty list of descriptions, got {descriptions!r}")
-        text, mask = self.text_encoder(descriptions)
+        text, mask, key = self._conditions(descriptions, seed, prompt_tokens)
         total = int(self.duration * self.frame_rate)
-        window = int(min(self.duration, self.max_duration) * self.frame_rate)
-        if prompt_tokens is not None and prompt_tokens.shape[-1] > window:
-            raise ValueError(f"the prompt ({prompt_tokens.shape[-1]} frames) is longer than the audio to generate "
-                             f"({window} frames)")
-        seeds = np.asarray(seed if np.ndim(seed) else seed + np.arange(len(descriptions)))
-        if seeds.shape != (len(descriptions),):
-            raise ValueError(f"{len(seeds)} seeds for {len(descriptions)} descriptions")
-        key = row_keys(seeds)
         if progress:
             self._bar = tqdm(total=total, unit="frame", desc="generating")
         try:
@@ -259,6 +249,33 @@ class MusicGen:
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
+
+    def stream_tokens(self, descriptions: Sequence[str | None], seed: int | Sequence[int] = 0,
+                      melodies: list[np.ndarray] | None = None) -> Iterator[np.ndarray]:
+        """The codes `generate_tokens` returns (a duration within `max_duration`, no audio prompt), yielded
+        as each frame completes, `[B, K, 1]` (`sampling.stream_tokens`)."""
+        if self.duration > self.max_duration:
+            raise ValueError(f"streaming generates up to {self.max_duration:g} s (one window), asked for "
+                             f"{self.duration:g} s")
+        text, mask, key = self._conditions(descriptions, seed, None)
+        frames = int(self.duration * self.frame_rate)
+        for frame in stream_tokens(self.lm_config, self.lm_params, text, mask, key, frames, self.sampling,
+                                   mesh=self.mesh, chroma=self._chroma(melodies, 0.0)):
+            yield np.asarray(frame)
+
+    def _conditions(self, descriptions, seed, prompt_tokens):
+        """(text states, text mask, one key per row) of a generation; ValueError for bad arguments."""
+        if isinstance(descriptions, str) or not len(descriptions):
+            raise ValueError(f"expected a non-empty list of descriptions, got {descriptions!r}")
+        window = int(min(self.duration, self.max_duration) * self.frame_rate)
+        if prompt_tokens is not None and prompt_tokens.shape[-1] > window:
+            raise ValueError(f"the prompt ({prompt_tokens.shape[-1]} frames) is longer than the audio to generate "
+                             f"({window} frames)")
+        seeds = np.asarray(seed if np.ndim(seed) else seed + np.arange(len(descriptions)))
+        if seeds.shape != (len(descriptions),):
+            raise ValueError(f"{len(seeds)} seeds for {len(descriptions)} descriptions")
+        text, mask = self.text_encoder(descriptions)
+        return text, mask, row_keys(seeds)
 
     def _extended(self, text, mask, key, total, prompt_tokens, progress, melodies) -> np.ndarray:
         """audiocraft's windowed extension: windows of at most max_duration, each prompted with the

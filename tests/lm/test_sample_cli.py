@@ -123,6 +123,25 @@ def test_greedy_continuation_equals_transformers(hf_musicgen, converted, hf_toke
         np.testing.assert_array_equal(codes[row], expected[0], err_msg=prompt)
 
 
+def test_streamed_tokens_equal_transformers_and_generation(hf_musicgen, converted, hf_tokenizer):
+    """`MusicGen.stream_tokens`: greedy, frame by frame, transformers' greedy `generate` codes for each of two
+    prompts of one padded batch; sampled with a seed per row, `generate_tokens`' codes; one window at most."""
+    model = MusicGen.get_pretrained(str(converted))
+    model.set_generation_params(top_k=1, duration=0.6)
+    frames = list(model.stream_tokens(PROMPTS))
+    assert len(frames) == 30 and frames[0].shape == (2, 4, 1)
+    for row, prompt in enumerate(PROMPTS):
+        batch = hf_tokenizer([prompt])
+        expected = hf_generate_codes(hf_musicgen[0], np.array(batch["input_ids"]), np.array(batch["attention_mask"]), 30)
+        np.testing.assert_array_equal(np.concatenate(frames, axis=-1)[row], expected[0], err_msg=prompt)
+    model.set_generation_params(top_k=50, duration=0.6)
+    np.testing.assert_array_equal(np.concatenate(list(model.stream_tokens(PROMPTS, seed=[3, 9])), axis=-1),
+                                  model.generate_tokens(PROMPTS, seed=[3, 9]))
+    model.set_generation_params(duration=31)
+    with pytest.raises(ValueError, match="streaming generates up to 30 s"):
+        next(model.stream_tokens(PROMPTS))
+
+
 def test_windowed_extension_prompts_each_window_with_the_previous_tail(converted):
     """Past max_duration, audiocraft's windows (SPEC 5.3): here 25-frame windows advancing by 15 frames over 65
     (no length divides another). The first window is a plain generation; each later window, starting at
