@@ -211,3 +211,31 @@ def test_streamed_audio(app):
     np.testing.assert_allclose(streamed[:, :hop - 2000], decoded[:, :hop - 2000], atol=0.01 * peak)
     np.testing.assert_allclose(streamed[:, hop:], decoded[:, hop:], atol=1e-6)
     assert np.linalg.norm(streamed - decoded) < 0.1 * np.linalg.norm(decoded)
+
+
+def test_melody_and_continuation_requests(app, tmp_path):
+    """The page's melody and continuation uploads reach `generate_with_chroma` / `generate_continuation` (the
+    same codes as those calls on the same audio and seeds), and the settings name them."""
+    studio, _ = app
+    text_model, melody_model = studio.sources
+    rng = np.random.default_rng(0)
+    upload = tmp_path / "upload.wav"
+    soundfile.write(upload, 0.3 * rng.standard_normal((24000, 2)).astype(np.float32), 48000)  # stereo, 48 kHz
+    from musicgen_jax.audio import read_audio
+
+    request = Request(melody_model, "80s synth pop", 0.8, seed=5, top_k=50, variations=2, melody=str(upload))
+    result = studio.generate(request)
+    model = studio.model(melody_model)
+    melody = read_audio(upload, 32000)[0]
+    _, codes = model.generate_with_chroma(["80s synth pop"] * 2, [melody] * 2, 32000, return_tokens=True, seed=[5, 6])
+    np.testing.assert_array_equal(np.load(result.codes), codes)
+    assert "--melody" in json.loads(result.settings.read_text())["command"]
+
+    request = Request(text_model, "calm piano", 1.0, seed=2, top_k=50, continuation=str(upload))
+    result = studio.generate(request)
+    model = studio.model(text_model)
+    start = read_audio(upload, 32000, 1)[0]
+    _, codes = model.generate_continuation(start[None], 32000, ["calm piano"], return_tokens=True, seed=[2])
+    np.testing.assert_array_equal(np.load(result.codes), codes)
+    assert np.load(result.codes).shape == (1, 4, 50)
+    assert len(list(studio.stream(request))) == 1  # continuations are not streamed: the Result alone
