@@ -16,11 +16,13 @@ import sys
 import time
 from pathlib import Path
 
+import jax
 import numpy as np
 
 from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, write_audio
 from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.fileio import save_npy, slug
+from musicgen_jax.lm.model import INFERENCE_DTYPES
 from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, disable_compilation_cache, enable_compilation_cache
 from musicgen_jax.stems import MissingExtraError
 
@@ -51,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--strategy", choices=NORMALIZE_STRATEGIES, default="loudness",
                    help="normalization (default loudness; none writes the decoder output as 32-bit float WAV)")
     p.add_argument("--save-codes", type=Path, help="also save the generated codes [B, K, T] (int16) to this .npy")
+    p.add_argument("--dtype", choices=("auto", *INFERENCE_DTYPES), default="auto",
+                   help="the LM's weights and matrix products (auto: bfloat16 on GPU / TPU, float32 on CPU)")
     p.add_argument("--compilation-cache", type=Path,
                    help="keep compiled programs here for later runs (default JAX_COMPILATION_CACHE_DIR when "
                         "set, else $MUSICGEN_JAX_CACHE/xla)")
@@ -96,9 +100,9 @@ def read_melodies(args, model: MusicGen, count: int) -> list[np.ndarray]:
     return melodies * count if len(melodies) == 1 else melodies
 
 
-def load_model(name: str) -> MusicGen:
+def load_model(name: str, dtype: str | None = None) -> MusicGen:
     try:
-        return MusicGen.get_pretrained(name)
+        return MusicGen.get_pretrained(name, dtype=dtype)
     except CheckpointError as e:
         raise CheckpointError(f"{e}\nTo run offline, point --model at local files: a directory written by "
                               "convert_torch_weights.py, or a PyTorch checkpoint directory (transformers or "
@@ -115,7 +119,8 @@ def run(args) -> str:
     if args.no_compilation_cache:
         disable_compilation_cache()
     xla_cache = enable_compilation_cache(args.compilation_cache)  # None when disabled
-    model = load_model(args.model)
+    model = load_model(args.model, None if args.dtype == "auto" else args.dtype)
+    print(f"{args.model}: LM in {model.dtype} on {jax.default_backend()}", flush=True)
     model.set_generation_params(use_sampling=True, top_k=args.top_k, top_p=args.top_p,
                                 temperature=args.temperature, duration=args.duration, cfg_coef=args.cfg_coef)
     prompt_audio = None

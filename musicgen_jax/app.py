@@ -33,13 +33,15 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterator
 
+import jax
 import numpy as np
 from tqdm.auto import tqdm
 
 from musicgen_jax.audio import AudioError, read_audio, write_audio
 from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.fileio import save_json, save_npy, slug
-from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, enable_compilation_cache
+from musicgen_jax.lm.model import INFERENCE_DTYPES
+from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, default_dtype, enable_compilation_cache
 from musicgen_jax.sampling import SamplingParams
 from musicgen_jax.stems import MissingExtraError
 
@@ -111,11 +113,12 @@ class Result:
 class Studio:
     """The models of the demo (loaded on first use, then kept) and the generation behind the page and the API."""
 
-    def __init__(self, sources: list[str], out: Path):
+    def __init__(self, sources: list[str], out: Path, dtype: str | None = None):
         if not sources:
             raise ValueError("no models: give --model SOURCE at least once")
         self.sources = list(dict.fromkeys(sources))
         self.out = Path(out)
+        self.dtype = dtype  # of the LMs (`MusicGen.get_pretrained`); None: its default for the backend
         self._models: dict[str, MusicGen] = {}
         self._load_lock = threading.Lock()
         self._count = itertools.count()
@@ -125,7 +128,7 @@ class Studio:
             raise ValueError(f"unknown model {source!r}; this demo serves {', '.join(self.sources)}")
         with self._load_lock:
             if source not in self._models:
-                self._models[source] = MusicGen.get_pretrained(source)
+                self._models[source] = MusicGen.get_pretrained(source, dtype=self.dtype)
             return self._models[source]
 
     def generate(self, request: Request, progress: bool = True) -> Result:
@@ -324,6 +327,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     p.add_argument("--out", type=Path, help="where the results go (default a new temporary directory)")
+    p.add_argument("--dtype", choices=("auto", *INFERENCE_DTYPES), default="auto",
+                   help="the LMs' weights and matrix products (auto: bfloat16 on GPU / TPU, float32 on CPU)")
     p.add_argument("--queue-size", type=int, default=32, help="requests waiting at most (default 32)")
     return p
 
@@ -343,9 +348,10 @@ def main(argv=None) -> int:
         _gradio()
         out = args.out or Path(tempfile.mkdtemp(prefix="musicgen_jax_app_"))
         out.mkdir(parents=True, exist_ok=True)
-        studio = Studio(args.model or [DEFAULT_MODEL], out)
+        dtype = default_dtype() if args.dtype == "auto" else args.dtype
+        studio = Studio(args.model or [DEFAULT_MODEL], out, dtype)
         enable_compilation_cache()
-        print(f"results go to {out}", flush=True)
+        print(f"results go to {out}; LMs in {dtype} on {jax.default_backend()}", flush=True)
         launch(studio, args.host, args.port, args.share, args.queue_size)
     except (ValueError, MissingExtraError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -28,7 +28,7 @@ from musicgen_jax.audio import convert_channels, resample
 from musicgen_jax.chroma import extract_chroma
 from musicgen_jax.config import ChromaConfig
 from musicgen_jax.convert import pretrained, run
-from musicgen_jax.lm.model import param_specs
+from musicgen_jax.lm.model import cast_params, param_specs
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, split_rows, stream_tokens
 from musicgen_jax.sharding import shard
 from musicgen_jax.stems import melody_stems
@@ -61,6 +61,12 @@ def disable_compilation_cache() -> None:
     jax.config.update("jax_enable_compilation_cache", False)
 
 
+def default_dtype() -> str:
+    """The LM's inference dtype where none is asked for: bfloat16 on GPUs and TPUs, float32 on CPUs (which
+    have no bfloat16 arithmetic: XLA:CPU emulates it, slower than float32)."""
+    return "float32" if jax.default_backend() == "cpu" else "bfloat16"
+
+
 def _cache_entry(name: str, fmt: str) -> Path:
     path = Path(name).expanduser()
     if path.exists():
@@ -90,16 +96,18 @@ class MusicGen:
     """A converted MusicGen model with its generation settings."""
 
     def __init__(self, name: str, components: pretrained.Components, max_duration: float = MAX_DURATION,
-                 mesh: Mesh | None = None):
+                 mesh: Mesh | None = None, dtype: str | None = None):
         self.name = name
+        self.dtype = default_dtype() if dtype is None else dtype
+        lm_params = cast_params(components.lm_params, self.dtype)
         self.codec = components.codec
         self.text_encoder = components.text_encoder
         self.lm_config = components.lm_config
         self.mesh = mesh
         if mesh is None:
-            self.lm_params = jax.device_put(components.lm_params)
+            self.lm_params = jax.device_put(lm_params)
         else:
-            self.lm_params = shard(components.lm_params, param_specs(self.lm_config), mesh)
+            self.lm_params = shard(lm_params, param_specs(self.lm_config), mesh)
         self.max_duration = max_duration
         self.sampling = SamplingParams()
         self.duration = 15.0  # audiocraft's default after get_pretrained
@@ -110,9 +118,13 @@ class MusicGen:
                              f"the codec produces {self.codec.num_codebooks}")
 
     @staticmethod
-    def get_pretrained(name: str = DEFAULT_MODEL, fmt: str = "auto", mesh: Mesh | None = None) -> "MusicGen":
-        """The model of `name` (any source `load_components` takes). `mesh`: split the LM over these devices."""
-        return MusicGen(name, load_components(name, fmt), mesh=mesh)
+    def get_pretrained(name: str = DEFAULT_MODEL, fmt: str = "auto", mesh: Mesh | None = None,
+                       dtype: str | None = None) -> "MusicGen":
+        """The model of `name` (any source `load_components` takes). `mesh`: split the LM over these devices.
+        `dtype` ("float32", "bfloat16", "float16"; None: `default_dtype()`): the LM's matrices stored on the
+        device and multiplied in it, its norms, softmax, logits and the sampling in float32
+        (`lm.model.cast_params`); the text encoder and the codec run in float32."""
+        return MusicGen(name, load_components(name, fmt), mesh=mesh, dtype=dtype)
 
     @property
     def sample_rate(self) -> int:

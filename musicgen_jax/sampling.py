@@ -19,7 +19,7 @@ from jax.sharding import Mesh
 
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm import pattern
-from musicgen_jax.lm.model import LMModel, init_cache, null_chroma
+from musicgen_jax.lm.model import LMModel, compute_dtype, init_cache, null_chroma
 from musicgen_jax.sharding import activation_sharding
 from musicgen_jax.text.encoder import length_bucket
 
@@ -101,7 +101,7 @@ def _start(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array,
     guidance) text and chroma, the token sequence (`bucket` frames long) with the prompt's positions
     filled in, and the KV cache after a one-call prefill of those positions (melody models: of the
     prefix and those positions)."""
-    model = LMModel(config)
+    model = LMModel(config, dtype=compute_dtype(params))
     if config.melody and chroma is None:
         chroma = null_chroma(config, text.shape[0])
     if sampling.cfg_coef != 1.0:
@@ -113,7 +113,7 @@ def _start(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array,
     prompt_frames = _prompt_frames(prompt, bucket)
     sequence = jnp.full((keys.shape[0], config.num_codebooks, steps), config.special_token, jnp.int32)
     prefix = context["prefix"].shape[1] if config.melody else 0
-    cache = init_cache(config, text.shape[0], prefix + steps)
+    cache = init_cache(config, text.shape[0], prefix + steps, compute_dtype(params))
     if prompt_frames:
         padded = jnp.pad(prompt.astype(jnp.int32), ((0, 0), (0, 0), (0, bucket - prompt_frames)))
         forced = pattern.valid_mask(steps, prompt_frames, config.delays)
@@ -143,7 +143,8 @@ def _step(config: LMConfig, params: Any, sampling: SamplingParams, frames: jax.A
     sequence, batch = state["sequence"], state["sequence"].shape[0]
     steps = sequence.shape[-1]
     column = _double(lax.dynamic_slice_in_dim(sequence, s, 1, axis=2), sampling)
-    logits, cache = LMModel(config).apply(params, column, state["context"], s, state["cache"], method=LMModel.decode)
+    model = LMModel(config, dtype=compute_dtype(params))
+    logits, cache = model.apply(params, column, state["context"], s, state["cache"], method=LMModel.decode)
     logits = logits[:, :, 0]
     if sampling.cfg_coef != 1.0:
         cond, uncond = logits[:batch], logits[batch:]

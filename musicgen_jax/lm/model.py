@@ -193,6 +193,30 @@ def init_params(config: LMConfig, key: jax.Array, scan_layers: bool = False, lor
     return LMModel(config, scan_layers, lora_rank=lora_rank).init(key, seq, text, mask, chroma)
 
 
+INFERENCE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16, "float16": jnp.float16}
+
+
+def cast_params(params, dtype):
+    """Parameters for inference in `dtype` (a name of `INFERENCE_DTYPES` or a dtype): the matrices (kernels,
+    embeddings) stored in it, the vectors (norm scales, biases) kept in float32; `compute_dtype` of the
+    result is `dtype`, so `LMModel(config, dtype=compute_dtype(params))` multiplies in it."""
+    if isinstance(dtype, str):
+        if dtype not in INFERENCE_DTYPES:
+            raise ValueError(f"unknown dtype {dtype!r}; one of {', '.join(INFERENCE_DTYPES)}")
+        dtype = INFERENCE_DTYPES[dtype]
+    def cast(x):
+        target = dtype if x.ndim >= 2 else jnp.float32
+        return x if x.dtype == target else x.astype(target)
+
+    return jax.tree.map(cast, params)
+
+
+def compute_dtype(params):
+    """The dtype the LM computes in with `params`: that of its embeddings (float32 as converted or trained,
+    half precision after `cast_params`)."""
+    return params["params"]["embeddings_0"]["embedding"].dtype
+
+
 def param_specs(config: LMConfig, scan_layers: bool = False):
     """The logical `PartitionSpec` of every parameter (for `musicgen_jax.sharding.shard`)."""
     return nn.get_partition_spec(jax.eval_shape(lambda: init_params(config, jax.random.key(0), scan_layers)))
