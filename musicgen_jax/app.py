@@ -37,7 +37,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
-from musicgen_jax.audio import AudioError, read_audio, write_audio
+from musicgen_jax.audio import AudioError, read_audio, to_pcm16, write_audio
 from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.fileio import save_json, save_npy, slug
 from musicgen_jax.lm.model import INFERENCE_DTYPES
@@ -133,7 +133,9 @@ class Studio:
 
     def generate(self, request: Request, progress: bool = True) -> Result:
         """Generate `request` into a new folder of `out`. ValueError / AudioError / CheckpointError name bad input."""
-        model, prompts, seeds, melody, start = self._prepare(request)
+        return self._generate(request, *self._prepare(request), progress=progress)
+
+    def _generate(self, request: Request, model: MusicGen, prompts, seeds, melody, start, progress: bool) -> Result:
         if melody is not None:
             audio, codes = model.generate_with_chroma(prompts, [melody] * len(prompts), model.sample_rate,
                                                       progress=progress, return_tokens=True, seed=seeds)
@@ -150,9 +152,9 @@ class Studio:
         (the codec's context), the new frames' samples yielded (then the rest at the end); the Result's
         audio is the whole decode. Requests past `max_duration` or continuing audio are generated whole
         (only their Result is yielded)."""
-        model, prompts, seeds, melody, start = self._prepare(request)
+        prepared = model, prompts, seeds, melody, start = self._prepare(request)
         if start is not None or request.duration > model.max_duration:
-            yield self.generate(request)
+            yield self._generate(request, *prepared, progress=True)
             return
         frames, sent = [], 0
         bar = tqdm(total=int(request.duration * model.frame_rate), unit="frame", desc="generating")
@@ -228,7 +230,7 @@ def spectrogram_image(wav: np.ndarray, sample_rate: int, width: int = IMAGE_WIDT
                                          n_mels=128)
     db = librosa.power_to_db(mel + 1e-12, ref=max(float(mel.max()), 1e-12), top_db=80.0)  # [128, frames], <= 0
     level = (db + 80.0) / 80.0
-    rows = np.interp(np.linspace(0, 127, height), np.arange(128), np.arange(128)).round().astype(int)
+    rows = np.linspace(0, 127, height).round().astype(int)
     cols = np.linspace(0, level.shape[1] - 1, width).round().astype(int)
     level = level[rows][:, cols][::-1]
     stops = np.linspace(0.0, 1.0, len(SPECTROGRAM_COLOURS))
@@ -260,8 +262,8 @@ def build(studio: Studio):
                           float(temperature), float(cfg_coef), int(variations), melody or None, continuation or None)
         for item in results(request, bool(stream)):
             if not isinstance(item, Result):  # the first variation's newest audio [C, n]
-                pcm = (np.clip(item, -1.0, 1.0) * 32767).astype(np.int16).T  # [n, C]
-                yield (studio.model(request.model).sample_rate, pcm), *[gr.skip()] * (MAX_VARIATIONS + 4)
+                chunk = studio.model(request.model).sample_rate, to_pcm16(np.clip(item, -1.0, 1.0)).T  # [n, C]
+                yield chunk, *[gr.skip()] * (MAX_VARIATIONS + 4)
                 continue
             players = [gr.Audio(value=str(item.wavs[i]) if i < len(item.wavs) else None,
                                 visible=i < len(item.wavs)) for i in range(MAX_VARIATIONS)]

@@ -337,7 +337,7 @@ def normalize_audio(wav, sample_rate, strategy="peak", peak_clip_headroom_db=1.0
 # ---------------------------------------------------------------------------------------
 
 
-def _to_pcm16(wav: np.ndarray) -> np.ndarray:
+def to_pcm16(wav: np.ndarray) -> np.ndarray:
     """float `[C, T]` in [-1, 1] -> int16 `[C, T]` (scale 2**15, rounded, saturated)."""
     return np.clip(np.round(wav * 32768.0), -32768, 32767).astype(np.int16)
 
@@ -367,7 +367,7 @@ def write_audio(path, wav: np.ndarray, sample_rate: int, strategy="peak", **norm
     if suffix == ".wav" and strategy == "none":
         data, subtype = x.astype(np.float32), "FLOAT"
     else:
-        data, subtype = _to_pcm16(np.clip(x, -1.0, 1.0)), "PCM_16"
+        data, subtype = to_pcm16(np.clip(x, -1.0, 1.0)), "PCM_16"
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")

@@ -204,6 +204,7 @@ def cast_params(params, dtype):
         if dtype not in INFERENCE_DTYPES:
             raise ValueError(f"unknown dtype {dtype!r}; one of {', '.join(INFERENCE_DTYPES)}")
         dtype = INFERENCE_DTYPES[dtype]
+
     def cast(x):
         target = dtype if x.ndim >= 2 else jnp.float32
         return x if x.dtype == target else x.astype(target)
