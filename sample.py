@@ -4,6 +4,7 @@
   python sample.py --prompts-file prompts.txt --out outputs/ --format flac
   python sample.py --model converted/musicgen-small --prompt "epic orchestra" --continuation intro.wav
   python sample.py --model facebook/musicgen-melody --prompt "80s synth pop" --melody bach.mp3
+  python sample.py --prompts-file prompts.txt --out outputs/ --batch-size 64 --mesh data=-1   # over all GPUs
 
 Prompt i is sampled with seed `--seed + i`, so its audio does not depend on `--batch-size` or on
 the other prompts.
@@ -18,12 +19,14 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from jax.sharding import Mesh
 
 from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, write_audio
 from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.fileio import save_npy, slug
 from musicgen_jax.lm.model import INFERENCE_DTYPES
 from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, disable_compilation_cache, enable_compilation_cache
+from musicgen_jax.sharding import make_mesh, parse_mesh
 from musicgen_jax.stems import MissingExtraError
 
 
@@ -55,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-codes", type=Path, help="also save the generated codes [B, K, T] (int16) to this .npy")
     p.add_argument("--dtype", choices=("auto", *INFERENCE_DTYPES), default="auto",
                    help="the LM's weights and matrix products (auto: bfloat16 on GPU / TPU, float32 on CPU)")
+    p.add_argument("--mesh", metavar="AXIS=SIZE,...",
+                   help="split the model over the devices of every host: data=-1 spreads the batch of prompts over "
+                        "all of them, data=4,tensor=2 also splits the LM's and T5's weights in two (axes data, "
+                        "fsdp, tensor; -1: the rest of the devices; default: one device)")
     p.add_argument("--compilation-cache", type=Path,
                    help="keep compiled programs here for later runs (default JAX_COMPILATION_CACHE_DIR when "
                         "set, else $MUSICGEN_JAX_CACHE/xla)")
@@ -100,9 +107,9 @@ def read_melodies(args, model: MusicGen, count: int) -> list[np.ndarray]:
     return melodies * count if len(melodies) == 1 else melodies
 
 
-def load_model(name: str, dtype: str | None = None) -> MusicGen:
+def load_model(name: str, dtype: str | None = None, mesh: Mesh | None = None) -> MusicGen:
     try:
-        return MusicGen.get_pretrained(name, dtype=dtype)
+        return MusicGen.get_pretrained(name, dtype=dtype, mesh=mesh)
     except CheckpointError as e:
         raise CheckpointError(f"{e}\nTo run offline, point --model at local files: a directory written by "
                               "convert_torch_weights.py, or a PyTorch checkpoint directory (transformers or "
@@ -119,8 +126,10 @@ def run(args) -> str:
     if args.no_compilation_cache:
         disable_compilation_cache()
     xla_cache = enable_compilation_cache(args.compilation_cache)  # None when disabled
-    model = load_model(args.model, None if args.dtype == "auto" else args.dtype)
-    print(f"{args.model}: LM in {model.dtype} on {jax.default_backend()}", flush=True)
+    mesh = None if args.mesh is None else make_mesh(**parse_mesh(args.mesh))
+    model = load_model(args.model, None if args.dtype == "auto" else args.dtype, mesh)
+    where = "" if mesh is None else f", mesh {dict(mesh.shape)}"
+    print(f"{args.model}: LM in {model.dtype} on {jax.default_backend()}{where}", flush=True)
     model.set_generation_params(use_sampling=True, top_k=args.top_k, top_p=args.top_p,
                                 temperature=args.temperature, duration=args.duration, cfg_coef=args.cfg_coef)
     prompt_audio = None

@@ -32,15 +32,31 @@ PyTorch runs under `torch.inference_mode()` with as many threads as the process 
 short warm-up generation. The timed calls alternate JAX and PyTorch, `--runs` rounds.
 
     .venv/bin/python -m benchmarks.sampling --write     # writes the sampling section of benchmarks/RESULTS.md
+
+`--matrix` (run by `benchmarks/gpu.sh` on a GPU; on a CPU with `--models tiny` as its test) measures
+instead one row per (model size, batch, dtype) of `SIZES` (small, medium, large; tiny for tests) x
+`--batches` x `--dtypes`, in the order dtype, size, batch: transformers' model built once per size and
+dtype from `torch.manual_seed(0)` on the device with sdpa attention, the JAX LM parameters from its state
+dict in memory (`build_group`); per configuration the JAX compile time, one warm call and `--runs` timed
+calls per framework of `--frames` frames (`measure`): steps/s, real-time factor, peak device memory and
+the bound (bandwidth / LM weight bytes per step in that dtype). Configurations that would not finish
+within `--budget-seconds` (`estimate_seconds`, `estimate_build`) are skipped and reported as such, one that
+runs out of device memory is reported as "out of memory" on that side (`run_matrix`, `matrix_report`):
+
+    python -m benchmarks.sampling --matrix --models small,medium,large --batches 1,8,64 \
+        --dtypes bfloat16,float32 --frames 250 --budget-seconds 420 --out out/gpu_sampling.md
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
+import math
 import resource
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import jax
@@ -50,10 +66,12 @@ import sentencepiece
 import torch
 import transformers
 from transformers import (
+    EncodecConfig,
     MusicgenConfig,
     MusicgenDecoderConfig,
     MusicgenForConditionalGeneration,
 )
+from transformers import T5Config as HFT5Config
 from transformers import T5Tokenizer as HFT5Tokenizer
 
 from benchmarks.codec import hf_config as codec_hf_config
@@ -70,10 +88,20 @@ from benchmarks.common import (
 )
 from benchmarks.text import PROMPTS, write_spiece
 from benchmarks.text import hf_config as text_hf_config
+from musicgen_jax.convert.musicgen import lm_config_from_hf, lm_params_from_hf_state_dict
 from musicgen_jax.convert.pretrained import convert
+from musicgen_jax.fileio import atomic_file
 from musicgen_jax.lm import pattern
+from musicgen_jax.lm.model import cast_params
 from musicgen_jax.lm.transformer import cache_blocks
-from musicgen_jax.sampling import SamplingParams, frame_bucket, generate_tokens, lower_generate, row_keys
+from musicgen_jax.sampling import (
+    FRAME_BUCKET,
+    SamplingParams,
+    frame_bucket,
+    generate_tokens,
+    lower_generate,
+    row_keys,
+)
 
 SECTION_TITLE = "## Sampling (musicgen-small architecture, random weights)"
 TOP_K, CFG = 250, 3.0
@@ -81,13 +109,27 @@ SAMPLING = SamplingParams(use_sampling=True, top_k=TOP_K, top_p=0.0, temperature
 WARMUP_FRAMES = 10  # transformers' warm-up generation
 GIB = 2**30
 TARGET, AIM = 1.5, 2.0  # documented targets for the JAX / transformers steady step rate, not asserted
+SIZES = {"tiny": (2, 64, 4, 256), "small": (24, 1024, 16, 4096), "medium": (48, 1536, 24, 6144),
+         "large": (48, 2048, 32, 8192)}  # decoder layers, width, heads, ffn width
+CARD, CODEBOOKS = 2048, 4
 
 
-def hf_config() -> MusicgenConfig:
-    """musicgen-small's architecture: t5-base-size text encoder, EnCodec 32 kHz, 24-layer decoder."""
-    decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=1024, num_attention_heads=16, num_hidden_layers=24,
-                                    ffn_dim=4096, num_codebooks=4)
-    return MusicgenConfig(text_encoder=text_hf_config(), audio_encoder=codec_hf_config(), decoder=decoder)
+def hf_config(size: str = "small") -> MusicgenConfig:
+    """A MusicGen architecture of `SIZES` (4 codebooks of 2048): small, medium and large with a t5-base-size
+    text encoder and EnCodec 32 kHz (real size); tiny (2 layers, width 64) with a tiny T5 (2 layers, width
+    32) and a narrow EnCodec of the 32 kHz structure (4 filters, 16 channels), as the tests' tiny model."""
+    layers, dim, heads, ffn = SIZES[size]
+    decoder = MusicgenDecoderConfig(vocab_size=CARD, hidden_size=dim, num_attention_heads=heads,
+                                    num_hidden_layers=layers, ffn_dim=ffn, num_codebooks=CODEBOOKS)
+    if size != "tiny":
+        return MusicgenConfig(text_encoder=text_hf_config(), audio_encoder=codec_hf_config(), decoder=decoder)
+    text = HFT5Config(vocab_size=32128, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2,
+                      feed_forward_proj="relu")
+    codec = EncodecConfig(sampling_rate=32000, audio_channels=1, num_filters=4, hidden_size=16,
+                          upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], codebook_size=CARD,
+                          use_causal_conv=False, use_conv_shortcut=False, pad_mode="reflect", normalize=False,
+                          num_lstm_layers=2, compress=2)
+    return MusicgenConfig(text_encoder=text, audio_encoder=codec, decoder=decoder)
 
 
 def write_checkpoint(directory: Path, seed: int = 0) -> MusicgenForConditionalGeneration:
@@ -141,26 +183,32 @@ def timed(fn):
 
 # --- the bandwidth bound --------------------------------------------------------------------------------
 
+def kernels_read(params, config) -> list:
+    """The LM kernels a decode step reads (see `lm_weight_bytes`)."""
+    kernels = []
+    for i in range(config.num_layers):
+        layer = params["params"][f"layers_{i}"]
+        kernels += [layer["self_attn"][n]["kernel"] for n in ("q", "k", "v", "out")]
+        kernels += [layer["cross_attn"][n]["kernel"] for n in ("q", "out")]
+        kernels += [layer["fc1"]["kernel"], layer["fc2"]["kernel"]]
+    return kernels + [params["params"][f"heads_{k}"]["kernel"] for k in range(config.num_codebooks)]
+
+
 def lm_weight_bytes(params, config) -> tuple[int, int, int]:
-    """(bytes, parameters, LayerNorm parameters left out) of the LM weights a decode step reads: per layer
+    """(bytes, parameters, LayerNorm parameters left out) of the LM weights a decode step reads, the bytes
+    by each kernel's dtype (4 per parameter in float32, 2 in bfloat16 / float16): per layer
     self-attention q, k, v, out, cross-attention q, out (its k, v act on the text, computed once per
     generation), fc1, fc2; and the codebook heads. Left out: the token embeddings (only gathered), the
     text projection (once per generation), the LayerNorms (counted apart, negligible)."""
-    count = 0
-    norms = 0
-    for i in range(config.num_layers):
-        layer = params["params"][f"layers_{i}"]
-        kernels = [layer["self_attn"][n]["kernel"] for n in ("q", "k", "v", "out")]
-        kernels += [layer["cross_attn"][n]["kernel"] for n in ("q", "out")]
-        kernels += [layer["fc1"]["kernel"], layer["fc2"]["kernel"]]
-        count += sum(k.size for k in kernels)
-        norms += sum(leaf.size for n in ("norm_self", "norm_cross", "norm_ffn") for leaf in layer[n].values())
-    count += sum(params["params"][f"heads_{k}"]["kernel"].size for k in range(config.num_codebooks))
+    kernels = kernels_read(params, config)
+    count = sum(k.size for k in kernels)
+    norms = sum(leaf.size for i in range(config.num_layers) for n in ("norm_self", "norm_cross", "norm_ffn")
+                for leaf in params["params"][f"layers_{i}"][n].values())
     expected = config.num_layers * (6 * config.dim**2 + 2 * config.dim * config.ffn_dim) \
         + config.num_codebooks * config.dim * config.card
     if count != expected:
         raise RuntimeError(f"counted {count} LM weights per step, expected {expected}")
-    return 4 * count, count, norms
+    return sum(k.size * k.dtype.itemsize for k in kernels), count, norms
 
 
 def kv_cache_read_bytes(config, rows: int, positions: int, steps: range) -> float:
@@ -171,45 +219,56 @@ def kv_cache_read_bytes(config, rows: int, positions: int, steps: range) -> floa
     return 4 * 2 * config.num_layers * rows * config.dim * sum(read) / len(read)
 
 
-def memory_bandwidth(runs: int = 7) -> dict:
+def memory_bandwidth(runs: int = 7, device: str = "cpu", calls: int = 1) -> dict:
     """Read bandwidth in GB/s (1e9 bytes/s): median over `runs` of a jitted `jnp.sum` over 1 GiB of
-    float32, and of `torch.sum` (all threads) over the same bytes, as a cross-check."""
+    float32 on JAX's default device, and of `torch.sum` over the same bytes on torch's `device` (the CPU:
+    all threads), as a cross-check. Each timing covers `calls` calls issued back to back and waited for
+    once, divided by `calls` (on a GPU one sum takes about as long as launching it)."""
     x = jnp.ones((GIB // 4,), jnp.float32)
     total = jax.jit(jnp.sum)
     total(x).block_until_ready()
     jax_times = []
     for _ in range(runs):
         start = time.perf_counter()
-        total(x).block_until_ready()
-        jax_times.append(time.perf_counter() - start)
+        jax.block_until_ready([total(x) for _ in range(calls)])
+        jax_times.append((time.perf_counter() - start) / calls)
     del x
-    y = torch.ones(GIB // 4, dtype=torch.float32)
+    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
+    y = torch.ones(GIB // 4, dtype=torch.float32, device=device)
     y.sum()
+    sync()
     torch_times = []
     for _ in range(runs):
         start = time.perf_counter()
-        y.sum()
-        torch_times.append(time.perf_counter() - start)
+        for _ in range(calls):
+            y.sum()
+        sync()
+        torch_times.append((time.perf_counter() - start) / calls)
     del y
     return {"jax": GIB / median_min(jax_times)[0] / 1e9, "torch": GIB / median_min(torch_times)[0] / 1e9,
-            "runs": runs}
+            "runs": runs, "calls": calls}
 
 
 # --- the two generators ----------------------------------------------------------------------------
 
 class TorchGenerator:
-    """transformers' `generate` on a list of prompts, with its codec decode timed apart."""
+    """transformers' `generate` on a list of prompts, with its codec decode timed apart. On a CUDA `device`
+    the GPU is waited for (`torch.cuda.synchronize`) before and after the decode and at the end, so that
+    each time covers the work and not only its launch."""
 
-    def __init__(self, model, tokenizer):
-        self.model, self.tokenizer = model, tokenizer
+    def __init__(self, model, tokenizer, device: str = "cpu"):
+        self.model, self.tokenizer, self.device = model, tokenizer, torch.device(device)
+        self.sync = torch.cuda.synchronize if self.device.type == "cuda" else (lambda: None)
         self.decode_time, self.codes = 0.0, None
         decode = model.audio_encoder.decode
 
         def timed_decode(codes, *args, **kwargs):
+            self.sync()
             start = time.perf_counter()
             out = decode(codes, *args, **kwargs)
+            self.sync()
             self.decode_time += time.perf_counter() - start
-            self.codes = codes[0].numpy()
+            self.codes = codes[0].cpu().numpy()
             return out
 
         model.audio_encoder.decode = timed_decode
@@ -218,10 +277,11 @@ class TorchGenerator:
         self.decode_time = 0.0
         start = time.perf_counter()
         with torch.inference_mode():
-            inputs = self.tokenizer(prompts, padding=True, return_tensors="pt")
+            inputs = self.tokenizer(prompts, padding=True, return_tensors="pt").to(self.device)
             torch.manual_seed(seed)
             audio = self.model.generate(**inputs, do_sample=True, top_k=TOP_K, guidance_scale=CFG,
                                         max_length=pattern.num_steps(frames, (0, 1, 2, 3)))
+            self.sync()
         total = time.perf_counter() - start
         if self.codes.shape != (len(prompts), 4, frames):
             raise RuntimeError(f"transformers generated codes {self.codes.shape}, expected {(len(prompts), 4, frames)}")
@@ -474,6 +534,366 @@ def report(res: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+# --- the GPU matrix (--matrix) ---------------------------------------------------------------------------
+
+MATRIX_TITLE = "## Sampling on a GPU (MusicGen small, medium and large architectures, random weights)"
+TORCH_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+SKIPPED, OOM = "skipped: time budget", "out of memory"
+# per sub-model (a single "sdpa" would apply to all, and EnCodec, with no attention, refuses it)
+ATTENTION = {"text_encoder": "sdpa", "decoder": "sdpa", "audio_encoder": "eager"}
+
+
+def lm_step_bytes(size: str, dtype: str) -> int:
+    """Bytes of LM weights a decode step of `SIZES[size]` reads in `dtype` (what `lm_weight_bytes` counts)."""
+    layers, dim, _, ffn = SIZES[size]
+    return jnp.dtype(dtype).itemsize * (layers * (6 * dim**2 + 2 * dim * ffn) + CODEBOOKS * dim * CARD)
+
+
+def step_traffic(size: str, dtype: str, batch: int, frames: int) -> float:
+    """Bytes a decode step reads on average: `lm_step_bytes` plus the self-attention keys and values of the
+    2 * `batch` rows (guidance) over half of the frames + 4 pattern positions."""
+    layers, dim, _, _ = SIZES[size]
+    return lm_step_bytes(size, dtype) + 2 * layers * 2 * batch * dim * jnp.dtype(dtype).itemsize * (frames + 4) / 2
+
+
+def estimate_seconds(done: list[dict], size: str, batch: int, dtype: str, frames: int, runs: int,
+                     bandwidth: float) -> float:
+    """Expected seconds of one (size, batch, dtype) configuration of `measure`, from the measured ones in
+    `done` (0 before the first): the nearest of them (same size first, then same dtype, then the closest
+    batch) with its fixed part (compile and warm-up calls, s) scaled by the decoder layer count, plus
+    `runs` rounds of frames + 3 steps, each framework's seconds per step taken from it, scaled by the
+    layer count (per-layer costs: kernel launches, Python) and increased by the extra bytes a step reads
+    (`step_traffic`) at `bandwidth` (bytes/s)."""
+    if not done:
+        return 0.0
+    ref = min(done, key=lambda r: (r["size"] != size, r["dtype"] != dtype, abs(math.log(batch / r["batch"]))))
+    layers = SIZES[size][0] / SIZES[ref["size"]][0]
+    extra = max(0.0, step_traffic(size, dtype, batch, frames)
+                - step_traffic(ref["size"], ref["dtype"], ref["batch"], frames)) / bandwidth
+    per_step = sum(seconds * layers + extra for seconds in ref["step_seconds"])
+    return ref["fixed"] * layers + runs * (frames + 3) * per_step
+
+
+def estimate_build(builds: dict[str, float], size: str) -> float:
+    """Seconds to build `size`'s models (`build_group`): as measured for it, else the largest size built so
+    far scaled by the LM weights; 0 before the first build."""
+    if size in builds:
+        return builds[size]
+    if not builds:
+        return 0.0
+    ref = max(builds, key=lambda s: lm_step_bytes(s, "float32"))
+    return builds[ref] * lm_step_bytes(size, "float32") / lm_step_bytes(ref, "float32")
+
+
+def out_of_memory(error: Exception) -> bool:
+    """Whether `error` is torch's or XLA's out-of-memory error."""
+    text = str(error)
+    return (isinstance(error, torch.cuda.OutOfMemoryError) or "RESOURCE_EXHAUSTED" in text
+            or "out of memory" in text.lower())
+
+
+def matrix_prompts(batch: int) -> list[str]:
+    """`batch` prompts: `PROMPTS` (8 different ones) repeated."""
+    return (PROMPTS * -(-batch // len(PROMPTS)))[:batch]
+
+
+def warm_frames(frames: int) -> int:
+    """The warm-up length: `WARMUP_FRAMES` (at most `frames`) in `frames`' compilation bucket
+    (`frame_bucket`), so that JAX's warm call runs the programs the timed calls run."""
+    return max(min(WARMUP_FRAMES, frames), frame_bucket(frames) - FRAME_BUCKET + 1)
+
+
+def build_group(size: str, dtype: str, batches: list[int], tokenizer, device: str) -> dict:
+    """transformers' model of `size` (`torch.manual_seed(0)`, sdpa attention (`ATTENTION`), built on torch's
+    `device`); the text states of each batch's prompts from its T5 encoder in float32 (JAX's input:
+    [B, N, d_model] float32 and the mask [B, N] int32); the JAX LM parameters from its state dict in
+    memory, cast to `dtype` (`cast_params`) on JAX's default device; then transformers' text encoder,
+    projection and decoder cast to `dtype` (the codec stays float32: its decode is timed apart, not counted)."""
+    torch.manual_seed(0)
+    with torch.device(device):
+        model = MusicgenForConditionalGeneration._from_config(hf_config(size), attn_implementation=ATTENTION).eval()
+    if model.decoder.config._attn_implementation != "sdpa":
+        raise RuntimeError(f"transformers' decoder runs {model.decoder.config._attn_implementation!r} attention")
+    texts = {}
+    with torch.inference_mode():
+        for b in batches:
+            inputs = tokenizer(matrix_prompts(b), padding=True, return_tensors="pt").to(device)
+            hidden = model.text_encoder(**inputs).last_hidden_state
+            texts[b] = (jnp.asarray(hidden.float().cpu().numpy()),
+                        jnp.asarray(inputs["attention_mask"].cpu().numpy(), jnp.int32))
+    lm_config = lm_config_from_hf(model.config.to_dict())
+    state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()
+             if not k.startswith(("text_encoder.", "audio_encoder."))}
+    params = cast_params(jax.device_put(lm_params_from_hf_state_dict(state, lm_config, f"random {size}")), dtype)
+    del state
+    if lm_weight_bytes(params, lm_config)[0] != lm_step_bytes(size, dtype):
+        raise RuntimeError(f"the {size} LM in {dtype} does not read {lm_step_bytes(size, dtype)} bytes per step")
+    for part in (model.text_encoder, model.enc_to_dec_proj, model.decoder):
+        part.to(TORCH_DTYPES[dtype])
+    return {"generator": TorchGenerator(model, tokenizer, device), "texts": texts, "lm_config": lm_config,
+            "params": params, "attention": model.decoder.config._attn_implementation}
+
+
+def jax_generate(group: dict, batch: int, frames: int, seed: int) -> float:
+    """Seconds of one `generate_tokens` call (waited for) on `batch`'s text states."""
+    text, mask = group["texts"][batch]
+    keys = row_keys(seed + np.arange(batch))
+    start = time.perf_counter()
+    jax.block_until_ready(generate_tokens(group["lm_config"], group["params"], text, mask, keys, frames, SAMPLING))
+    return time.perf_counter() - start
+
+
+def compiled_bytes(compiled) -> int | None:
+    """Device bytes of a compiled program (`memory_analysis()`): arguments + outputs + temporaries - the
+    outputs that alias (donated) arguments; None where the backend gives no analysis."""
+    m = compiled.memory_analysis()
+    if m is None:
+        return None
+    return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
+
+
+def measure(group: dict, size: str, batch: int, dtype: str, frames: int, runs: int, cuda: bool) -> dict:
+    """One configuration: JAX's decode loop compiled (`lower_generate(...).compile()`, timed; the first
+    call reuses the executable), one warm call per framework (`warm_frames`), then `runs` rounds of JAX,
+    transformers, `frames` frames each. A framework that runs out of device memory is marked `OOM` and not
+    called again. Returns the generation seconds per call and framework, compile seconds, device bytes
+    (the compiled loop's, JAX's process peak where reported, transformers' peak over the timed calls),
+    and for `estimate_seconds` the fixed seconds (compile + warm-up) and seconds per step."""
+    start = time.perf_counter()
+    text, mask = group["texts"][batch]
+    prompts = matrix_prompts(batch)
+    res: dict = {"size": size, "batch": batch, "dtype": dtype, "compile": None, "loop_bytes": None, "jax": [],
+                 "torch": [], "torch_peak": None}
+
+    def attempt(side: str, fn) -> None:
+        if res[side] == OOM:
+            return
+        try:
+            fn()
+        except Exception as e:
+            if not out_of_memory(e):
+                raise
+            print(f"{size} batch {batch} {dtype}: {side} ran out of memory: {str(e)[:200]}", flush=True)
+            res[side] = OOM
+            gc.collect()
+            if cuda:
+                torch.cuda.empty_cache()
+
+    def compile_loop() -> None:
+        t = time.perf_counter()
+        compiled = lower_generate(group["lm_config"], group["params"], text, mask, row_keys(np.arange(batch)),
+                                  frames, SAMPLING).compile()
+        res["compile"], res["loop_bytes"] = time.perf_counter() - t, compiled_bytes(compiled)
+
+    def torch_run(seed: int) -> None:
+        if cuda:
+            torch.cuda.reset_peak_memory_stats()
+        res["torch"].append(group["generator"](prompts, frames, seed=seed)["generate"])
+        if cuda:
+            res["torch_peak"] = max(res["torch_peak"] or 0, torch.cuda.max_memory_allocated())
+
+    print(f"{size} batch {batch} {dtype}: JAX compile, warm-up calls ({warm_frames(frames)} frames) ...", flush=True)
+    attempt("jax", compile_loop)
+    attempt("jax", lambda: jax_generate(group, batch, warm_frames(frames), 0))
+    attempt("torch", lambda: group["generator"](prompts, warm_frames(frames)))
+    res["fixed"] = time.perf_counter() - start
+    for r in range(runs):
+        attempt("jax", lambda r=r: res["jax"].append(jax_generate(group, batch, frames, 1 + r)))
+        attempt("torch", lambda r=r: torch_run(1 + r))
+    res["jax_peak"] = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+    res["step_seconds"] = [median_min(res[side])[0] / (frames + 3) for side in ("jax", "torch") if res[side] != OOM]
+    res["seconds"] = time.perf_counter() - start
+    rates = ", ".join(f"{side} " + (OOM if res[side] == OOM else fmt((frames + 3) / median_min(res[side])[0]))
+                      for side in ("jax", "torch"))
+    print(f"{size} batch {batch} {dtype}: steps/s {rates}; {res['seconds']:.0f} s", flush=True)
+    return res
+
+
+def run_matrix(models: list[str], batches: list[int], dtypes: list[str], frames: int, runs: int,
+               budget: float) -> dict:
+    """Every (dtype, size, batch) in that order, within `budget` seconds from the start (the imports before
+    it not counted): before a size's models are built and before each configuration, `estimate_build` and
+    `estimate_seconds` say whether it still fits; one that does not is recorded as skipped with the
+    estimate, and the run goes on with the next. Each size's models are freed before the next."""
+    start = time.perf_counter()
+    cuda = torch.cuda.is_available()
+    device, threads = ("cuda" if cuda else "cpu"), usable_cores()
+    if cuda:
+        torch.set_float32_matmul_precision("high")  # TF32 float32 matmuls, as XLA's default precision on the GPU
+    else:
+        torch.set_num_threads(threads)
+    load_before = load_average()
+    transformers.utils.logging.disable_progress_bar()
+    transformers.utils.logging.set_verbosity_error()
+    print("memory bandwidth ...", flush=True)
+    bandwidth = memory_bandwidth(device=device, calls=10 if cuda else 1)
+    bw = bandwidth["jax"] * 1e9
+    print(f"jnp.sum over 1 GiB: {bandwidth['jax']:.1f} GB/s (torch.sum {bandwidth['torch']:.1f} GB/s)", flush=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        write_spiece(Path(tmp))
+        tokenizer = HFT5Tokenizer.from_pretrained(tmp)
+    rows, done, builds, attention = [], [], {}, set()
+
+    def left() -> float:
+        return budget - (time.perf_counter() - start)
+
+    def skip(size: str, batch: int, dtype: str, need: float) -> None:
+        rows.append({"size": size, "batch": batch, "dtype": dtype, "skipped": (need, left())})
+        print(f"{size} batch {batch} {dtype}: {SKIPPED} (about {need:.0f} s needed, {left():.0f} s left)", flush=True)
+
+    for dtype in dtypes:
+        for size in models:
+            build = estimate_build(builds, size)
+            if build + estimate_seconds(done, size, batches[0], dtype, frames, runs, bw) > left():
+                for b in batches:
+                    skip(size, b, dtype, build + estimate_seconds(done, size, b, dtype, frames, runs, bw))
+                continue
+            print(f"building {size} (torch.manual_seed(0)) on {device}, JAX parameters in {dtype} ...", flush=True)
+            t = time.perf_counter()
+            group = build_group(size, dtype, batches, tokenizer, device)
+            builds.setdefault(size, time.perf_counter() - t)
+            attention.add(group["attention"])
+            for b in batches:
+                need = estimate_seconds(done, size, b, dtype, frames, runs, bw)
+                if need > left():
+                    skip(size, b, dtype, need)
+                    continue
+                done.append(measure(group, size, b, dtype, frames, runs, cuda))
+                rows.append(done[-1])
+            del group
+            gc.collect()
+            jax.clear_caches()
+            if cuda:
+                torch.cuda.empty_cache()
+    jax_device = jax.devices()[0]
+    memory = f", {torch.cuda.get_device_properties(0).total_memory / GIB:.0f} GiB" if cuda else ""
+    return {"rows": rows, "cuda": cuda, "frames": frames, "runs": runs, "budget": budget,
+            "elapsed": time.perf_counter() - start, "bandwidth": bandwidth, "builds": builds,
+            "attention": sorted(attention), "threads": threads,
+            "load": (load_before, load_average()), "frame_rate": hf_config(models[0]).audio_encoder.frame_rate,
+            "jax_device": f"{jax_device.platform} ({jax_device.device_kind})", "package": package_state(),
+            "torch_device": f"{torch.cuda.get_device_name()}{memory}" if cuda else "CPU"}
+
+
+def fmt(x: float) -> str:
+    """A rate or time: one decimal from 1 up, three significant digits below."""
+    return f"{x:.1f}" if x >= 1 else f"{x:.3g}"
+
+
+def matrix_row(r: dict, frames: int, frame_rate: float, bandwidth: float) -> str:
+    """One table row of `matrix_report` (`bandwidth` in bytes/s)."""
+    bound = fmt(bandwidth / lm_step_bytes(r["size"], r["dtype"]))
+    lead = f"| {r['size']} | {r['batch']} ({2 * r['batch']}) | {r['dtype']} |"
+    if "skipped" in r:
+        need, left = r["skipped"]
+        return f"{lead} {SKIPPED} (about {need:.0f} s needed, {max(left, 0.0):.0f} s left) |{' - |' * 7} {bound} |"
+    seconds = {side: None if r[side] == OOM else median_min(r[side])[0] for side in ("jax", "torch")}
+    rate = {side: OOM if s is None else fmt((frames + 3) / s) for side, s in seconds.items()}
+    rtf = {side: OOM if s is None else fmt(frames / frame_rate / s) for side, s in seconds.items()}
+    ratio = "-" if None in seconds.values() else f"**{seconds['torch'] / seconds['jax']:.2f}**"
+    gib = (lambda b: "n/a" if b is None else f"{b / GIB:.3g}")
+    compile_cell = "-" if r["compile"] is None else fmt(r["compile"])
+    return (f"{lead} {rate['jax']} | {rate['torch']} | {ratio} | {rtf['jax']} | {rtf['torch']} | {compile_cell} "
+            f"| {gib(r['loop_bytes'])} / {gib(r['jax_peak'])} | {gib(r['torch_peak'])} | {bound} |")
+
+
+def matrix_report(res: dict, command: str) -> str:
+    """The markdown section of `run_matrix`: title, command, provenance, notes, one row per configuration."""
+    frames, bw = res["frames"], res["bandwidth"]
+    sizes = list(dict.fromkeys(r["size"] for r in res["rows"]))
+    dtypes = list(dict.fromkeys(r["dtype"] for r in res["rows"]))
+    skipped = sum("skipped" in r for r in res["rows"])
+    weights = "; ".join(f"{s}: " + ", ".join(f"{lm_step_bytes(s, d) / 1e9:.3f} GB in {d}" for d in dtypes)
+                        for s in sizes)
+    architectures = "; ".join("{} {} layers, width {}, {} heads, ffn {}".format(s, *SIZES[s]) for s in sizes)
+    header = ("| model | batch (rows with CFG) | dtype | JAX steps/s | transformers steps/s | ratio JAX/transformers "
+              "| JAX real-time factor | transformers real-time factor | JAX compile s "
+              "| JAX peak GiB (decode loop / process) | transformers peak GiB | bound steps/s |")
+    notes = [
+        f"- Device: JAX {res['jax_device']}; torch {res['torch_device']}.",
+        (f"- Models: transformers `MusicgenForConditionalGeneration` built from its config with `torch.manual_seed(0)` "
+         "on the device, `attn_implementation` sdpa for the text encoder and decoder (the decoder runs "
+         f"{', '.join(res['attention'])}; EnCodec has no attention): decoder "
+         f"{architectures}; 4 codebooks x {CARD}; T5 encoder t5-base size and EnCodec 32 kHz real size (tiny: a "
+         "2-layer T5 of width 32 and a narrow EnCodec). JAX: the LM parameters from the same state dict in memory "
+         "(`lm_params_from_hf_state_dict`), cast with `cast_params` (matrices in the dtype, norms and biases "
+         "float32), and the T5 encoder's float32 states of the same prompts; transformers: text encoder, projection "
+         "and decoder cast to the dtype (the codec float32)."
+         + (" float32 matmuls in TF32 on both: XLA's default precision on the GPU, torch "
+            "`set_float32_matmul_precision(\"high\")`." if res["cuda"] else "")
+         + f" musicgen_jax: {res['package']}."),
+        (f"- Sampling: {frames} frames ({frames / res['frame_rate']:g} s of audio, {frames + 3} steps), top-k "
+         f"{TOP_K}, temperature 1, guidance {CFG:g} (the batch runs doubled on both sides); transformers "
+         f"`generate(do_sample=True, top_k={TOP_K}, guidance_scale={CFG:g}, max_length=frames + 4)`, JAX "
+         f"`generate_tokens` with `SamplingParams(top_k={TOP_K}, cfg_coef={CFG:g})`, keys from `row_keys`; "
+         "prompts: the 8 of `benchmarks.text.PROMPTS`, repeated to the batch, tokenized by a sentencepiece model "
+         "trained at start-up."),
+        (f"- Timing: per configuration the JAX decode loop is compiled (`lower_generate(...).compile()`: the compile "
+         f"column; the first call reuses that executable), then one warm call per framework "
+         f"({warm_frames(frames)} frames, in the same compilation bucket), then {res['runs']} timed round(s) of JAX "
+         "then transformers (median). Steps/s = (frames + 3) / generation seconds; real-time factor = seconds of "
+         "audio per row / generation seconds. Generation seconds: JAX `generate_tokens` (prefill and decode loop, "
+         "waited for); transformers `generate` minus its codec decode (`audio_encoder.decode` wrapped and timed, "
+         "the GPU synchronized around it), its T5 encoding included. Ratio = transformers seconds / JAX seconds."),
+        ("- Memory: JAX decode loop = the compiled loop's `memory_analysis()` (arguments + outputs + temporaries - "
+         "aliased outputs: weights, KV cache, state); JAX process = `memory_stats()['peak_bytes_in_use']` after the "
+         "configuration (the high-water mark since start, all configurations so far; n/a on the CPU); transformers = "
+         "`torch.cuda.max_memory_allocated()` over the timed calls after `reset_peak_memory_stats()` (the whole model "
+         "resident plus the call's working memory; n/a on the CPU). Out of device memory: \"out of memory\" on "
+         "that side."),
+        (f"- Bound: {bw['jax']:.1f} GB/s read bandwidth (jitted `jnp.sum` over 1 GiB of float32 on the JAX "
+         f"device, median of {bw['runs']} timings of {bw['calls']} call(s); `torch.sum`: {bw['torch']:.1f} GB/s) / "
+         f"LM weight bytes a step reads ({weights}: per layer self-attention q, k, v, out, cross-attention q, out, "
+         "fc1, fc2, and the codebook heads; not the KV cache) = the highest step rate a weight-streaming decoder "
+         "reaches, at any batch."),
+        (f"- Time budget: {res['budget']:g} s from the start of the run (imports not counted); used "
+         f"{res['elapsed']:.0f} s; {skipped} of {len(res['rows'])} configurations skipped. Before each model build "
+         "and configuration the time it needs is estimated from those measured (the nearest one: same size, then "
+         "same dtype, then closest batch; compile and warm-up scaled by the layer count, seconds per step by the "
+         "layer count plus the extra weight and KV-cache bytes at the measured bandwidth) and it is skipped when "
+         "that exceeds what is left. Model builds: "
+         + (", ".join(f"{s} {t:.0f} s" for s, t in res["builds"].items()) or "none") + "."),
+    ]
+    return "\n".join([
+        MATRIX_TITLE, "",
+        f"Command: `{command}`", "",
+        *machine_lines(res["threads"], res["load"], f", sentencepiece {sentencepiece.__version__}",
+                       torch_mode="`torch.inference_mode()`"),
+        *notes, "",
+        header,
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *(matrix_row(r, frames, res["frame_rate"], bw["jax"] * 1e9) for r in res["rows"]), "",
+    ])
+
+
+def write_file(path: Path, text: str) -> None:
+    """`text` to `path` atomically (a temporary name beside it, then `os.replace`)."""
+    with atomic_file(path) as tmp:
+        tmp.write_text(text)
+    print(f"wrote {path}")
+
+
+def names(choices) -> Callable[[str], list[str]]:
+    """An argparse type: a comma-separated list of names from `choices`."""
+    def parse(text: str) -> list[str]:
+        items = [t.strip() for t in text.split(",") if t.strip()]
+        if not items or any(t not in choices for t in items):
+            raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of {', '.join(choices)}")
+        return items
+    return parse
+
+
+def positive_ints(text: str) -> list[int]:
+    """An argparse type: a comma-separated list of positive integers."""
+    try:
+        items = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        items = []
+    if not items or min(items) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: a comma-separated list of positive integers")
+    return items
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.sampling", description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
@@ -483,10 +903,36 @@ def main(argv: list[str] | None = None) -> None:
                              "smallest length sharing the long one's JAX compilation, at least a fifth of it)")
     parser.add_argument("--batch8-seconds", type=float, default=None,
                         help="the long length at batch 8 (default: --seconds)")
-    parser.add_argument("--runs", type=int, default=1, help="timed rounds per length and framework")
+    parser.add_argument("--runs", type=int, default=1, help="timed rounds per length (--matrix: per configuration) "
+                                                            "and framework")
     parser.add_argument("--skip-batch8", action="store_true", help="measure batch 1 only")
-    parser.add_argument("--write", action="store_true", help=f"write the sampling section of {RESULTS}")
+    parser.add_argument("--write", action="store_true",
+                        help=f"write the sampling section (--matrix: the GPU section; needs a GPU) of {RESULTS}")
+    matrix = parser.add_argument_group("the GPU matrix (benchmarks/gpu.sh): one row per model, batch and dtype")
+    matrix.add_argument("--matrix", action="store_true", help="run the matrix instead of the two-length benchmark")
+    matrix.add_argument("--models", type=names(SIZES), default="small,medium,large",
+                        help=f"comma-separated, of {', '.join(SIZES)}")
+    matrix.add_argument("--batches", type=positive_ints, default="1,8,64", help="comma-separated batch sizes")
+    matrix.add_argument("--dtypes", type=names(TORCH_DTYPES), default="bfloat16,float32",
+                        help=f"comma-separated, of {', '.join(TORCH_DTYPES)}, run in this order")
+    matrix.add_argument("--frames", type=int, default=250, help="frames to generate (50 per second of audio)")
+    matrix.add_argument("--budget-seconds", type=float, default=420.0,
+                        help="skip (and report) the configurations that would not finish within this many seconds")
+    matrix.add_argument("--out", type=Path, default=None, help="also write the section to this file")
     args = parser.parse_args(argv)
+    if args.matrix:
+        if args.runs < 1 or args.frames < 1 or args.budget_seconds <= 0:
+            parser.error("--runs and --frames must be >= 1, --budget-seconds > 0")
+        if args.write and jax.default_backend() != "gpu":
+            parser.error(f"--matrix --write writes the GPU section of {RESULTS}: JAX runs on "
+                         f"{jax.default_backend()} here (use --out)")
+        res = run_matrix(args.models, sorted(set(args.batches)), list(dict.fromkeys(args.dtypes)), args.frames,
+                         args.runs, args.budget_seconds)
+        section = matrix_report(res, command_line("benchmarks.sampling", argv))
+        if args.out is not None:
+            write_file(args.out, section)
+        publish(section, args.write)
+        return
     batch8 = args.seconds if args.batch8_seconds is None else args.batch8_seconds
     short = args.short_seconds
     if args.runs < 1 or args.seconds <= 0 or batch8 <= 0 or (
@@ -494,7 +940,6 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--runs must be >= 1, --seconds and --batch8-seconds > 0, 0 < --short-seconds < both")
     res = run(args.seconds, args.runs, args.skip_batch8, batch8, short)
     publish(report(res, command_line("benchmarks.sampling", argv)), args.write)
-
 
 if __name__ == "__main__":
     main()

@@ -24,6 +24,7 @@ def base_config() -> ml_collections.ConfigDict:
                              "calm ambient pads with soft strings")
     config.sample_seconds = 10.0
     config.sample_seed = 0
+    config.sample_dtype = "auto"  # the LM's dtype for samples: auto (bfloat16 on GPU / TPU, float32 on CPU) or a name
     config.mesh = ml_collections.ConfigDict({"data": -1, "fsdp": 1, "tensor": 1})  # -1: the remaining devices
     config.compute_dtype = "bfloat16"  # the LM's compute dtype over float32 weights (GPU / TPU); "float32" on CPU
     config.lora_rank = 0  # > 0: fine-tune low-rank adapters of the layers' kernels only (merged when loaded)

@@ -8,11 +8,13 @@
 
 Seeds are explicit: the same seed gives the same audio. PyTorch checkpoints are converted once and
 cached under `$MUSICGEN_JAX_CACHE` (default `~/.cache/musicgen_jax`). On several devices, pass a mesh
-(`musicgen_jax.sharding.make_mesh`): the LM's parameters and activations are split over it.
+(`musicgen_jax.sharding.make_mesh`): the batch of prompts is split over its data axes end to end (text
+encoding, the decode loop, audio decoding), the LM's weights over its fsdp and tensor axes.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import re
@@ -30,7 +32,7 @@ from musicgen_jax.config import ChromaConfig
 from musicgen_jax.convert import pretrained, run
 from musicgen_jax.lm.model import cast_params, param_specs
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, split_rows, stream_tokens
-from musicgen_jax.sharding import shard
+from musicgen_jax.sharding import place
 from musicgen_jax.stems import melody_stems
 
 DEFAULT_MODEL = "facebook/musicgen-small"
@@ -99,15 +101,13 @@ class MusicGen:
                  mesh: Mesh | None = None, dtype: str | None = None):
         self.name = name
         self.dtype = default_dtype() if dtype is None else dtype
-        lm_params = cast_params(components.lm_params, self.dtype)
-        self.codec = components.codec
-        self.text_encoder = components.text_encoder
         self.lm_config = components.lm_config
         self.mesh = mesh
-        if mesh is None:
-            self.lm_params = jax.device_put(lm_params)
-        else:
-            self.lm_params = shard(lm_params, param_specs(self.lm_config), mesh)
+        self.lm_params = place(cast_params(components.lm_params, self.dtype), lambda: param_specs(self.lm_config),
+                               mesh)
+        self.codec = components.codec if mesh is None else dataclasses.replace(components.codec, mesh=mesh)
+        self.text_encoder = (components.text_encoder if mesh is None else
+                             dataclasses.replace(components.text_encoder, mesh=mesh))
         self.max_duration = max_duration
         self.sampling = SamplingParams()
         self.duration = 15.0  # audiocraft's default after get_pretrained
@@ -120,7 +120,7 @@ class MusicGen:
     @staticmethod
     def get_pretrained(name: str = DEFAULT_MODEL, fmt: str = "auto", mesh: Mesh | None = None,
                        dtype: str | None = None) -> "MusicGen":
-        """The model of `name` (any source `load_components` takes). `mesh`: split the LM over these devices.
+        """The model of `name` (any source `load_components` takes). `mesh`: split it over these devices.
         `dtype` ("float32", "bfloat16", "float16"; None: `default_dtype()`): the LM's matrices stored on the
         device and multiplied in it, its norms, softmax, logits and the sampling in float32
         (`lm.model.cast_params`); the text encoder and the codec run in float32."""

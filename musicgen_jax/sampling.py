@@ -9,7 +9,6 @@ cache can keep the programs.
 from __future__ import annotations
 
 import dataclasses
-import inspect
 from typing import Any, Callable, Iterator
 
 import jax
@@ -20,7 +19,7 @@ from jax.sharding import Mesh
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm import pattern
 from musicgen_jax.lm.model import LMModel, compute_dtype, init_cache, null_chroma
-from musicgen_jax.sharding import activation_sharding
+from musicgen_jax.sharding import jit_on_mesh
 from musicgen_jax.text.encoder import length_bucket
 
 PROGRESS_EVERY = 10
@@ -105,9 +104,8 @@ def _start(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array,
     if config.melody and chroma is None:
         chroma = null_chroma(config, text.shape[0])
     if sampling.cfg_coef != 1.0:
-        text = jnp.concatenate([text, jnp.zeros_like(text)])
-        text_mask = jnp.concatenate([text_mask, jnp.zeros_like(text_mask)])
-        chroma = None if chroma is None else jnp.concatenate([chroma, null_chroma(config, chroma.shape[0])])
+        text, text_mask = _pair(text, jnp.zeros_like(text)), _pair(text_mask, jnp.zeros_like(text_mask))
+        chroma = None if chroma is None else _pair(chroma, null_chroma(config, chroma.shape[0]))
     context = model.apply(params, text, text_mask, chroma, text_length, method=LMModel.condition)
     steps = pattern.num_steps(bucket, config.delays)
     prompt_frames = _prompt_frames(prompt, bucket)
@@ -131,9 +129,15 @@ def _prompt_frames(prompt: jax.Array | None, frames: int) -> int:
     return prompt_frames
 
 
+def _pair(cond: jax.Array, uncond: jax.Array) -> jax.Array:
+    """The doubled batch of guidance, `[2B, ...]`: each row followed by its unconditional twin, so that a batch
+    split over devices keeps both on one device (guidance then needs no communication)."""
+    return jnp.stack([cond, uncond], axis=1).reshape(2 * cond.shape[0], *cond.shape[1:])
+
+
 def _double(x: jax.Array, sampling: SamplingParams) -> jax.Array:
-    """Rows repeated for the unconditional half of the batch when guidance is on."""
-    return jnp.concatenate([x, x]) if sampling.cfg_coef != 1.0 else x
+    """Rows repeated for their unconditional twins (`_pair`) when guidance is on."""
+    return jnp.repeat(x, 2, axis=0) if sampling.cfg_coef != 1.0 else x
 
 
 def _step(config: LMConfig, params: Any, sampling: SamplingParams, frames: jax.Array, prompt_frames: int,
@@ -147,7 +151,8 @@ def _step(config: LMConfig, params: Any, sampling: SamplingParams, frames: jax.A
     logits, cache = model.apply(params, column, state["context"], s, state["cache"], method=LMModel.decode)
     logits = logits[:, :, 0]
     if sampling.cfg_coef != 1.0:
-        cond, uncond = logits[:batch], logits[batch:]
+        pairs = logits.reshape(batch, 2, *logits.shape[1:])
+        cond, uncond = pairs[:, 0], pairs[:, 1]
         logits = uncond + (cond - uncond) * sampling.cfg_coef
     keys, subs = split_rows(state["keys"])
     tokens = jax.vmap(lambda key, row: sample_next(key, row, sampling))(subs, logits)
@@ -176,8 +181,8 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
 
     `prompt [B, K, P]` (P <= frames): codes kept as the first P frames (continuation); the positions
     they fill are run through the model in one prefill call, the rest step by step. With guidance the
-    batch runs doubled, conditional rows first, the null condition (zero text, zero mask; melody: the
-    null chroma) second, and `uncond + (cond - uncond) * cfg_coef` is sampled from.
+    batch runs doubled, each row beside its twin of the null condition (zero text, zero mask; melody: the
+    null chroma), and `uncond + (cond - uncond) * cfg_coef` is sampled from.
 
     Two compiled programs, each once per (config, sampling, batch, prompt length, length bucket, text
     length bucket: `padded_text`): the prefill (`_start`) and the decode loop (`_run_steps`, a
@@ -247,22 +252,8 @@ def _run_steps(config, params, sampling, frames, prompt_frames, state, first, st
                          state)
 
 
-def _jit_on_mesh(fn: Callable, static_argnames: tuple[str, ...], **jit_kwargs) -> Callable:
-    """`jax.jit(fn)` with one more static keyword argument, `mesh`: `fn` is traced with its model's
-    logical constraints bound to that mesh (`activation_sharding`), so the mesh is part of the key."""
-    def traced(*args, mesh: Mesh | None = None, **kwargs):
-        with activation_sharding(mesh):
-            return fn(*args, **kwargs)
-
-    signature = inspect.signature(fn)  # jit maps the static names through it
-    traced.__signature__ = signature.replace(parameters=[
-        *signature.parameters.values(), inspect.Parameter("mesh", inspect.Parameter.KEYWORD_ONLY, default=None)])
-    traced.__name__ = fn.__name__
-    return jax.jit(traced, static_argnames=(*static_argnames, "mesh"), **jit_kwargs)
-
-
-_start_jit = _jit_on_mesh(_start, ("config", "bucket", "sampling"))
-_run_steps_jit = _jit_on_mesh(_run_steps, ("config", "sampling", "prompt_frames"), donate_argnames="state")
+_start_jit = jit_on_mesh(_start, ("config", "bucket", "sampling"))
+_run_steps_jit = jit_on_mesh(_run_steps, ("config", "sampling", "prompt_frames"), donate_argnames="state")
 _revert = jax.jit(pattern.revert, static_argnames="delays")
 
 

@@ -4,6 +4,10 @@ Modules name the axes of their parameters (`nn.with_logical_partitioning`) and a
 (`nn.with_logical_constraint`) with logical names; only `LOGICAL_RULES` says which mesh axis each
 name is split over, so one model runs on 1 CPU, 8 GPUs or a TPU pod by changing the mesh alone.
 
+The LM, the T5 encoder and the codec all name their axes by these rules: each model reads its specs off
+its `init` (`logical_specs`), `place` puts its parameters on a mesh, and `jit_on_mesh` traces a function
+with its constraints bound to one.
+
 Mesh axes: `data` (batch), `fsdp` (batch, and parameters split along their model width, gathered
 for use), `tensor` (heads, feed-forward width, vocabulary). Rules are tried in order for each array
 and a mesh axis is used at most once per array, so an activation `[batch, length, embed]` splits
@@ -14,8 +18,9 @@ fsdp x tensor. Names that match no rule are not split.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
@@ -35,7 +40,20 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("text_embed", None),
     ("chroma", None),
     ("layers", None),
+    # the codec (EnCodec 32 kHz: 58 M parameters) is replicated: its batch splits, its weights do not
+    ("taps", None),
+    ("in_channels", None),
+    ("channels", None),
+    ("gates", None),
+    ("codebooks", None),
+    ("bins", None),
 )
+
+
+def logical_specs(init: Callable[[], Any]) -> Any:
+    """The logical `PartitionSpec` of every parameter that `init()` (a boxed flax `init` call) creates,
+    computed from shapes alone."""
+    return nn.get_partition_spec(jax.eval_shape(init))
 
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
@@ -56,6 +74,23 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
     return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 
+def parse_mesh(spec: str) -> dict[str, int]:
+    """`"data=4,tensor=2"` -> `{"data": 4, "tensor": 2}`, the sizes `make_mesh` takes (unnamed axes: its
+    defaults); ValueError naming what is wrong."""
+    sizes = {}
+    for part in spec.split(","):
+        name, _, value = part.partition("=")
+        name = name.strip()
+        if name not in MESH_AXES or name in sizes:
+            raise ValueError(f"mesh {spec!r}: {name!r} is not one of {', '.join(MESH_AXES)} given once")
+        try:
+            sizes[name] = int(value)
+        except ValueError:
+            raise ValueError(f"mesh {spec!r}: the size of {name} must be an integer (-1: the rest of the devices), "
+                             f"got {value!r}") from None
+    return sizes
+
+
 @contextlib.contextmanager
 def activation_sharding(mesh: Mesh | None, rules=LOGICAL_RULES) -> Iterator[None]:
     """Context for tracing a model (entered inside the jitted function): its `with_logical_constraint`s
@@ -67,12 +102,32 @@ def activation_sharding(mesh: Mesh | None, rules=LOGICAL_RULES) -> Iterator[None
         yield
 
 
+def jit_on_mesh(fn: Callable, static_argnames: tuple[str, ...] = (), **jit_kwargs) -> Callable:
+    """`jax.jit(fn)` with one more static keyword argument, `mesh`: `fn` is traced with its model's
+    logical constraints bound to that mesh (`activation_sharding`), so the mesh is part of the key."""
+    def traced(*args, mesh: Mesh | None = None, **kwargs):
+        with activation_sharding(mesh):
+            return fn(*args, **kwargs)
+
+    signature = inspect.signature(fn)  # jit maps the static names through it
+    traced.__signature__ = signature.replace(parameters=[
+        *signature.parameters.values(), inspect.Parameter("mesh", inspect.Parameter.KEYWORD_ONLY, default=None)])
+    traced.__name__ = fn.__name__
+    return jax.jit(traced, static_argnames=(*static_argnames, "mesh"), **jit_kwargs)
+
+
 def shardings(logical_specs: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
     """Logical `PartitionSpec`s (a pytree, e.g. `musicgen_jax.lm.model.param_specs`) -> `NamedSharding`s, in
     the same tree structure: only `PartitionSpec`s are leaves, so other empty tuples (optax's `MaskedNode`
     of frozen parameters) stay empty nodes, as in the state they describe."""
     return jax.tree.map(lambda spec: nn.logical_to_mesh_sharding(spec, mesh, rules), logical_specs,
                         is_leaf=lambda x: isinstance(x, PartitionSpec))
+
+
+def place(tree: Any, logical_specs: Callable[[], Any], mesh: Mesh | None, rules=LOGICAL_RULES) -> Any:
+    """`shard` on a mesh, by the specs `logical_specs()` returns (computed only then); without one,
+    `jax.device_put` on the default device."""
+    return jax.device_put(tree) if mesh is None else shard(tree, logical_specs(), mesh, rules)
 
 
 def shard(tree: Any, logical_specs: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:

@@ -24,7 +24,12 @@ def run_json(script: Path, *args: str, devices: int = 8) -> dict:
     run = subprocess.run([sys.executable, str(script), *args], env=device_env(devices), cwd=REPO,
                          capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-3000:]
-    return json.loads(run.stdout.strip().splitlines()[-1])
+    return last_json(run.stdout)
+
+
+def last_json(stdout: str) -> dict:
+    """The JSON object of the last stdout line that holds one (gloo prints its own lines to stdout)."""
+    return json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith("{")))
 
 
 def free_port() -> int:

@@ -15,10 +15,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from musicgen_jax.codec.quantizer import ResidualVectorQuantizer
 from musicgen_jax.codec.seanet import SEANetDecoder, SEANetEncoder
 from musicgen_jax.config import CodecConfig
+from musicgen_jax.sharding import jit_on_mesh, logical_specs, place
 
 Params = Any
 
@@ -45,10 +47,20 @@ class EncodecModel(nn.Module):
         return jnp.swapaxes(self.decoder(self.quantizer.decode(codes)), 1, 2)
 
 
+def _init(config: CodecConfig, key: jax.Array) -> Params:
+    """Parameters boxed with their logical axis names."""
+    return EncodecModel(config).init(key, jnp.zeros((1, config.channels, config.hop_length), jnp.float32))
+
+
 @functools.partial(jax.jit, static_argnums=0)
 def init_params(config: CodecConfig, key: jax.Array) -> Params:
     """Randomly initialized codec parameters (for training from scratch, tests and benchmarks)."""
-    return EncodecModel(config).init(key, jnp.zeros((1, config.channels, config.hop_length), jnp.float32))
+    return nn.unbox(_init(config, key))
+
+
+def param_specs(config: CodecConfig) -> Any:
+    """The logical `PartitionSpec` of every codec parameter (for `musicgen_jax.sharding.place`)."""
+    return logical_specs(lambda: _init(config, jax.random.key(0)))
 
 
 def interleave_stereo(codes: jax.Array) -> jax.Array:
@@ -63,25 +75,34 @@ def deinterleave_stereo(codes: jax.Array) -> jax.Array:
     return jnp.swapaxes(codes.reshape(b, kc // 2, 2, t), 1, 2)
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _encode(config: CodecConfig, params: Params, wav: jax.Array, stereo: bool) -> jax.Array:
+def _split(x: jax.Array) -> jax.Array:
+    """`[B, C or K, T]` split over the batch axes of the mesh in use (`sharding.activation_sharding`)."""
+    return nn.with_logical_constraint(x, ("batch", None, "length"))
+
+
+def _encode_fn(config: CodecConfig, params: Params, wav: jax.Array, stereo: bool) -> jax.Array:
     model = EncodecModel(config)
+    wav = _split(wav)
     if not stereo:
-        return model.apply(params, wav, method=EncodecModel.encode)
+        return _split(model.apply(params, wav, method=EncodecModel.encode))
     b, c, t = wav.shape
     codes = model.apply(params, wav.reshape(b * c, 1, t), method=EncodecModel.encode)
-    return interleave_stereo(codes.reshape(b, c, *codes.shape[1:]))
+    return _split(interleave_stereo(codes.reshape(b, c, *codes.shape[1:])))
 
 
-@functools.partial(jax.jit, static_argnums=(0, 3))
-def _decode(config: CodecConfig, params: Params, codes: jax.Array, stereo: bool) -> jax.Array:
+def _decode_fn(config: CodecConfig, params: Params, codes: jax.Array, stereo: bool) -> jax.Array:
     model = EncodecModel(config)
+    codes = _split(codes)
     if not stereo:
-        return model.apply(params, codes, method=EncodecModel.decode)
+        return _split(model.apply(params, codes, method=EncodecModel.decode))
     per_channel = deinterleave_stereo(codes)
     b, c = per_channel.shape[:2]
     wav = model.apply(params, per_channel.reshape(b * c, *per_channel.shape[2:]), method=EncodecModel.decode)
-    return wav.reshape(b, c, wav.shape[-1])
+    return _split(wav.reshape(b, c, wav.shape[-1]))
+
+
+_encode = jit_on_mesh(_encode_fn, ("config", "stereo"))
+_decode = jit_on_mesh(_decode_fn, ("config", "stereo"))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,12 +119,13 @@ class Codec:
     params: Params
     stereo: bool = False
     source: str | None = None
+    mesh: Mesh | None = None
 
     def __post_init__(self):
         if self.stereo and self.config.channels != 1:
             raise ValueError(f"stereo interleaving needs a mono codec, this one has {self.config.channels} channels")
         # on the device once, not copied from host memory at every call (measured: 85 ms per call)
-        object.__setattr__(self, "params", jax.device_put(self.params))
+        object.__setattr__(self, "params", place(self.params, lambda: param_specs(self.config), self.mesh))
 
     @property
     def channels(self) -> int:
@@ -130,7 +152,7 @@ class Codec:
             raise ValueError(f"expected audio of shape [batch, {self.channels}, samples > 0], got {wav.shape}")
         if not np.isfinite(wav).all():
             raise ValueError("audio contains NaN or infinite values")
-        return _encode(self.config, self.params, wav, self.stereo)
+        return _encode(self.config, self.params, wav, self.stereo, mesh=self.mesh)
 
     def decode(self, codes) -> jax.Array:
         """`codes [B, K, T'] int -> wav [B, C, T' * hop] float32`."""
@@ -142,4 +164,4 @@ class Codec:
         if codes.min() < 0 or codes.max() >= self.config.codebook_size:
             raise ValueError(f"codes must lie in [0, {self.config.codebook_size}), "
                              f"got values in [{codes.min()}, {codes.max()}]")
-        return _decode(self.config, self.params, codes.astype(np.int32), self.stereo)
+        return _decode(self.config, self.params, codes.astype(np.int32), self.stereo, mesh=self.mesh)

@@ -8,6 +8,9 @@ Parameters (weight norm already folded):
   Conv1d           kernel [k, C_in, C_out], bias [C_out]
   ConvTranspose1d  kernel [k, C_in, C_out] with PyTorch semantics y[t*s + j] += x[t] @ kernel[j]
   LSTM layer l     kernel_ih [C, 4C], kernel_hh [C, 4C], bias [4C] (b_ih + b_hh), gates i, f, g, o
+
+Logical axes (`musicgen_jax.sharding`): kernels ("taps", "in_channels", "channels"), LSTM ("channels",
+"gates"), codebooks ("codebooks", "bins", "channels"): the rules replicate them all (`codec.model` splits the batch).
 """
 
 from __future__ import annotations
@@ -23,7 +26,12 @@ from musicgen_jax.config import CodecConfig
 
 _DIMS = ("NWC", "WIO", "NWC")
 _JNP_PAD_MODE = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}
-_kernel_init = nn.initializers.lecun_normal()
+_CONV_AXES = ("taps", "in_channels", "channels")
+
+
+def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...], bias: bool = False):
+    init = nn.initializers.zeros if bias else nn.initializers.lecun_normal()
+    return module.param(name, nn.with_logical_partitioning(init, axes), shape)
 
 
 def conv_padding(length: int, kernel_size: int, stride: int, dilation: int, causal: bool) -> tuple[int, int]:
@@ -64,8 +72,8 @@ class Conv1d(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = self.param("kernel", _kernel_init, (self.kernel_size, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        kernel = _param(self, "kernel", (self.kernel_size, x.shape[-1], self.features), _CONV_AXES)
+        bias = _param(self, "bias", (self.features,), ("channels",), bias=True)
         left, right = conv_padding(x.shape[1], self.kernel_size, self.stride, self.dilation, self.causal)
         x = pad1d(x, left, right, self.pad_mode)
         y = lax.conv_general_dilated(x, kernel, (self.stride,), "VALID", rhs_dilation=(self.dilation,),
@@ -90,8 +98,8 @@ class ConvTranspose1d(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k, s = self.kernel_size, self.stride
-        kernel = self.param("kernel", _kernel_init, (k, x.shape[-1], self.features))
-        bias = self.param("bias", nn.initializers.zeros, (self.features,))
+        kernel = _param(self, "kernel", (k, x.shape[-1], self.features), _CONV_AXES)
+        bias = _param(self, "bias", (self.features,), ("channels",), bias=True)
         blocks = -(-k // s)
         kernel = jnp.pad(kernel, ((0, blocks * s - k), (0, 0), (0, 0)))  # zero taps up to a multiple of s
         b, t, _ = x.shape
@@ -128,9 +136,9 @@ class LSTMLayer(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         dim = x.shape[-1]
-        kernel_ih = self.param("kernel_ih", _kernel_init, (dim, 4 * dim))
-        kernel_hh = self.param("kernel_hh", _kernel_init, (dim, 4 * dim))
-        bias = self.param("bias", nn.initializers.zeros, (4 * dim,))
+        kernel_ih = _param(self, "kernel_ih", (dim, 4 * dim), ("channels", "gates"))
+        kernel_hh = _param(self, "kernel_hh", (dim, 4 * dim), ("channels", "gates"))
+        bias = _param(self, "bias", (4 * dim,), ("gates",), bias=True)
         gates_x = x @ kernel_ih + bias  # all time steps at once; only h @ kernel_hh is sequential
 
         def step(carry, g):

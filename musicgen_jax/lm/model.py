@@ -39,6 +39,7 @@ from musicgen_jax.lm.transformer import (
     products,
     sinusoidal_embedding,
 )
+from musicgen_jax.sharding import logical_specs
 
 _LAYER = re.compile(r"layers_(\d+)$")
 # What the backward pass keeps of each layer's forward (`jax.checkpoint` policies); the rest is recomputed.
@@ -220,7 +221,7 @@ def compute_dtype(params):
 
 def param_specs(config: LMConfig, scan_layers: bool = False):
     """The logical `PartitionSpec` of every parameter (for `musicgen_jax.sharding.shard`)."""
-    return nn.get_partition_spec(jax.eval_shape(lambda: init_params(config, jax.random.key(0), scan_layers)))
+    return logical_specs(lambda: init_params(config, jax.random.key(0), scan_layers))
 
 
 def stack_layers(params):

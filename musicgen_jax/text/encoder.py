@@ -3,16 +3,17 @@
 from __future__ import annotations
 
 import dataclasses
-import functools
 import os
 from typing import Any, Sequence
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from musicgen_jax.config import T5Config
-from musicgen_jax.text.t5 import T5Encoder
+from musicgen_jax.sharding import jit_on_mesh, place
+from musicgen_jax.text.t5 import T5Encoder, param_specs
 from musicgen_jax.text.tokenizer import T5Tokenizer
 
 
@@ -23,10 +24,12 @@ def length_bucket(n: int, multiple: int = 8) -> int:
     return max(multiple, -(-n // multiple) * multiple)
 
 
-@functools.partial(jax.jit, static_argnums=0)
-def encode_ids(config: T5Config, params: Any, ids: jax.Array, mask: jax.Array) -> jax.Array:
-    """`ids [B, N], mask [B, N] -> hidden [B, N, d_model]`, compiled once per (config, B, N)."""
+def _encode_ids(config: T5Config, params: Any, ids: jax.Array, mask: jax.Array) -> jax.Array:
+    """`ids [B, N], mask [B, N] -> hidden [B, N, d_model]`, compiled once per (config, B, N, mesh)."""
     return T5Encoder(config).apply(params, ids, mask)
+
+
+encode_ids = jit_on_mesh(_encode_ids, ("config",))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,15 +41,19 @@ class T5TextEncoder:
     forward, so new prompt lengths rarely recompile; unmasked positions do not depend on the padding.
     Rows with an all-zero mask (empty prompts) carry no information: their hidden states depend on
     the bucket, and the conditioner zeroes them, as audiocraft does.
+
+    `mesh`: the parameters are placed on it by their logical axes (`t5.param_specs`) and the batch of
+    prompts is split over its data axes; None: one device.
     """
 
     config: T5Config
     params: Any
     tokenizer: T5Tokenizer
     source: str | None = None  # the hub id or path its weights were read from (audiocraft export names it)
+    mesh: Mesh | None = None
 
-    def __post_init__(self):
-        object.__setattr__(self, "params", jax.device_put(self.params))  # once, not at every call
+    def __post_init__(self):  # on the device(s) once, not at every call
+        object.__setattr__(self, "params", place(self.params, lambda: param_specs(self.config), self.mesh))
 
     @classmethod
     def from_pretrained(cls, source: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> "T5TextEncoder":
@@ -66,5 +73,5 @@ class T5TextEncoder:
         padded = length_bucket(n)
         pad = ((0, 0), (0, padded - n))
         hidden = encode_ids(self.config, self.params, np.pad(ids, pad, constant_values=self.tokenizer.pad_id),
-                            np.pad(mask, pad))
+                            np.pad(mask, pad), mesh=self.mesh)
         return hidden[:, :n], jnp.asarray(mask)

@@ -7,6 +7,9 @@ Parameters (`{"params": ...}`):
   block_{i}/attention_norm/scale, block_{i}/mlp_norm/scale   [d_model]
   block_{i}/mlp/{wi | wi_0, wi_1} [d_model, d_ff], mlp/wo [d_ff, d_model]
   final_norm/scale               [d_model]
+
+Logical axes (`musicgen_jax.sharding`): kernels ("embed", "heads" | "mlp") and back, the embedding
+("vocab", "embed"), norm scales ("embed",); activations ("batch", "length", "embed").
 """
 
 from __future__ import annotations
@@ -19,8 +22,10 @@ import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.config import T5Config
+from musicgen_jax.sharding import logical_specs
 
 _dense_init = nn.initializers.normal(0.05)
+TOKENS_AXES = ("batch", "length", "embed")  # [B, N, d_model]
 
 
 def relative_position_buckets(length: int, num_buckets: int, max_distance: int) -> np.ndarray:
@@ -49,13 +54,13 @@ class RMSNorm(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        scale = self.param("scale", nn.initializers.ones, (x.shape[-1],))
+        scale = self.param("scale", nn.with_logical_partitioning(nn.initializers.ones, ("embed",)), (x.shape[-1],))
         variance = jnp.mean(jnp.square(x.astype(jnp.float32)), axis=-1, keepdims=True)
         return scale * (x * jax.lax.rsqrt(variance + self.eps)).astype(scale.dtype)
 
 
-def _dense(name: str, features: int):
-    return nn.Dense(features, use_bias=False, kernel_init=_dense_init, name=name)
+def _dense(name: str, features: int, axes: tuple[str, str]):
+    return nn.Dense(features, use_bias=False, kernel_init=nn.with_logical_partitioning(_dense_init, axes), name=name)
 
 
 class SelfAttention(nn.Module):
@@ -68,11 +73,11 @@ class SelfAttention(nn.Module):
         c = self.config
         b, n, _ = x.shape
         inner = c.num_heads * c.d_kv
-        q, k, v = (_dense(name, inner)(x).reshape(b, n, c.num_heads, c.d_kv) for name in "qkv")
+        q, k, v = (_dense(name, inner, ("embed", "heads"))(x).reshape(b, n, c.num_heads, c.d_kv) for name in "qkv")
         scores = jnp.einsum("bqhd,bkhd->bhqk", q, k) + bias
         weights = jax.nn.softmax(scores, axis=-1)
         out = jnp.einsum("bhqk,bkhd->bqhd", weights, v).reshape(b, n, inner)
-        return _dense("o", c.d_model)(out)
+        return _dense("o", c.d_model, ("heads", "embed"))(out)
 
 
 class FeedForward(nn.Module):
@@ -82,12 +87,12 @@ class FeedForward(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        c = self.config
+        c, up = self.config, ("embed", "mlp")
         if c.gated:
-            h = jax.nn.gelu(_dense("wi_0", c.d_ff)(x), approximate=True) * _dense("wi_1", c.d_ff)(x)
+            h = jax.nn.gelu(_dense("wi_0", c.d_ff, up)(x), approximate=True) * _dense("wi_1", c.d_ff, up)(x)
         else:
-            h = jax.nn.relu(_dense("wi", c.d_ff)(x))
-        return _dense("wo", c.d_model)(h)
+            h = jax.nn.relu(_dense("wi", c.d_ff, up)(x))
+        return _dense("wo", c.d_model, ("mlp", "embed"))(h)
 
 
 class T5Block(nn.Module):
@@ -97,7 +102,8 @@ class T5Block(nn.Module):
     def __call__(self, x: jax.Array, bias: jax.Array) -> jax.Array:
         eps = self.config.layer_norm_epsilon
         x = x + SelfAttention(self.config, name="attention")(RMSNorm(eps, name="attention_norm")(x), bias)
-        return x + FeedForward(self.config, name="mlp")(RMSNorm(eps, name="mlp_norm")(x))
+        x = x + FeedForward(self.config, name="mlp")(RMSNorm(eps, name="mlp_norm")(x))
+        return nn.with_logical_constraint(x, TOKENS_AXES)
 
 
 class T5Encoder(nn.Module):
@@ -112,8 +118,12 @@ class T5Encoder(nn.Module):
     @nn.compact
     def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
         c = self.config
-        x = nn.Embed(c.vocab_size, c.d_model, embedding_init=nn.initializers.normal(1.0), name="shared")(ids)
-        table = self.param("relative_attention_bias", _dense_init, (c.relative_attention_num_buckets, c.num_heads))
+        ids = nn.with_logical_constraint(ids, ("batch", "length"))
+        x = nn.Embed(c.vocab_size, c.d_model, name="shared",
+                     embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")))(ids)
+        x = nn.with_logical_constraint(x, TOKENS_AXES)
+        table = self.param("relative_attention_bias", nn.with_logical_partitioning(_dense_init, (None, None)),
+                           (c.relative_attention_num_buckets, c.num_heads))
         buckets = relative_position_buckets(ids.shape[1], c.relative_attention_num_buckets,
                                             c.relative_attention_max_distance)
         position_bias = jnp.transpose(table[buckets], (2, 0, 1))[None]  # [1, H, N, N]
@@ -121,4 +131,10 @@ class T5Encoder(nn.Module):
         bias = position_bias + mask_bias
         for i in range(c.num_layers):
             x = T5Block(c, name=f"block_{i}")(x, bias)
-        return RMSNorm(c.layer_norm_epsilon, name="final_norm")(x)
+        return nn.with_logical_constraint(RMSNorm(c.layer_norm_epsilon, name="final_norm")(x), TOKENS_AXES)
+
+
+def param_specs(config: T5Config):
+    """The logical `PartitionSpec` of every encoder parameter (for `musicgen_jax.sharding.place`)."""
+    ids = jnp.zeros((1, 1), jnp.int32)
+    return logical_specs(lambda: T5Encoder(config).init(jax.random.key(0), ids, ids))

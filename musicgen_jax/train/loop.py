@@ -38,7 +38,7 @@ from musicgen_jax.train.trainer import (OptimConfig, StepConfig, compile_eval, c
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 _BINDING_EXCLUDED = ("log_every", "checkpoint_every", "eval_every", "keep_checkpoints", "total_steps", "generate_every",
-                     "sample_prompts", "sample_seconds", "sample_seed")
+                     "sample_prompts", "sample_seconds", "sample_seed", "sample_dtype")
 
 
 class TrainingError(ValueError):
@@ -222,7 +222,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
     try:
         samples = config.generate_every and Samples(workdir, info, step_config.lm, text_encoder, config.sample_prompts,
                                                      config.sample_seconds, config.sample_seed, config.scan_layers,
-                                                     config.lora_rank > 0)
+                                                     config.lora_rank > 0, config.sample_dtype)
     except (OSError, ValueError) as e:
         raise TrainingError(f"samples during training (config.generate_every): {e}") from e
     metrics_file = _Metrics(workdir / METRICS, start)

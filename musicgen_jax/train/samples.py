@@ -1,6 +1,7 @@
 """Samples during training: every `generate_every` steps, audio of the EMA weights for the config's
 `sample_prompts`, written to `WORKDIR/samples/STEP/NNN_<slug>.wav` (loudness-normalized, as audiocraft
-writes its training samples) with `settings.json` (the prompts, seed, duration and sampling settings).
+writes its training samples) with `settings.json` (the prompts, seed, duration, sampling settings and the
+LM's dtype, `config.sample_dtype`: auto is bfloat16 on GPUs / TPUs, float32 on CPUs).
 A step's folder appears whole: it is written under a temporary name, then renamed (a repeated step,
 after a resume, replaces it)."""
 
@@ -16,6 +17,7 @@ import jax
 from musicgen_jax.audio import write_audio
 from musicgen_jax.config import LMConfig
 from musicgen_jax.fileio import save_json, slug
+from musicgen_jax.lm.model import INFERENCE_DTYPES
 
 SAMPLES = "samples"
 
@@ -25,7 +27,7 @@ class Samples:
     `step`."""
 
     def __init__(self, workdir: Path, info: dict, lm_config: LMConfig, text_encoder, prompts, seconds: float,
-                 seed: int, scan_layers: bool, lora: bool = False):
+                 seed: int, scan_layers: bool, lora: bool = False, dtype: str = "auto"):
         from musicgen_jax.convert.codec_loader import load_codec
 
         prompts = [str(p) for p in prompts]
@@ -33,13 +35,15 @@ class Samples:
             raise ValueError(f"config.sample_prompts must be non-empty texts, got {prompts!r}")
         if not seconds > 0:
             raise ValueError(f"config.sample_seconds must be positive, got {seconds!r}")
+        if dtype != "auto" and dtype not in INFERENCE_DTYPES:
+            raise ValueError(f"config.sample_dtype must be auto or one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
         source = info["codec"].get("source")
         if not source:
             raise ValueError("samples need the dataset's codec, which its dataset.json does not name")
         self.codec = load_codec(source, stereo=info["codec"]["stereo"])
         self.root, self.lm_config, self.text_encoder = Path(workdir) / SAMPLES, lm_config, text_encoder
         self.prompts, self.seconds, self.seed = prompts, float(seconds), int(seed)
-        self.scan_layers, self.lora = scan_layers, lora
+        self.scan_layers, self.lora, self.dtype = scan_layers, lora, None if dtype == "auto" else dtype
 
     def __call__(self, step: int, ema) -> Path | None:
         """The step's folder (None on processes other than 0, which take part in gathering the weights)."""
@@ -57,7 +61,7 @@ class Samples:
         if self.scan_layers:
             params = unstack_layers(params)
         name = f"{self.root.parent} (step {step}, EMA weights)"
-        model = MusicGen(name, Components(self.codec, self.text_encoder, self.lm_config, params, name))
+        model = MusicGen(name, Components(self.codec, self.text_encoder, self.lm_config, params, name), dtype=self.dtype)
         model.set_generation_params(duration=self.seconds)
         audio = model.generate(self.prompts, seed=self.seed)
         final, tmp = self.root / str(step), self.root / f"{step}.tmp"
@@ -65,7 +69,7 @@ class Samples:
         for i, (prompt, wav) in enumerate(zip(self.prompts, audio, strict=True)):
             write_audio(tmp / f"{i:03d}_{slug(prompt)}.wav", wav, model.sample_rate, strategy="loudness")
         save_json(tmp / "settings.json", {"step": step, "weights": "ema", "prompts": self.prompts,
-                                          "seconds": self.seconds, "seed": self.seed,
+                                          "seconds": self.seconds, "seed": self.seed, "dtype": model.dtype,
                                           "sampling": dataclasses.asdict(model.sampling),
                                           "sample_rate": model.sample_rate, "normalization": "loudness"})
         shutil.rmtree(final, ignore_errors=True)

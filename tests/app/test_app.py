@@ -20,6 +20,7 @@ import soundfile
 
 gradio_client = pytest.importorskip("gradio_client", reason="the app extra: pip install -e '.[app]'")
 
+from musicgen_jax import MusicGen  # noqa: E402
 from musicgen_jax.app import MAX_VARIATIONS, Request, Studio, launch, spectrogram_image, waveform_image  # noqa: E402
 from tests.lm.test_generate import hf_generate_codes  # noqa: E402
 
@@ -65,15 +66,18 @@ def test_api_greedy_codes_equal_transformers(client, hf_musicgen, hf_tokenizer):
         settings["command"]
 
 
-def test_three_concurrent_requests(client):
-    """Submitted together, queued by the app, each comes back with its own duration."""
-    durations = (0.5, 1.0, 2.0)
-    jobs = [client.submit(f"request {i}", d, i, 50, 0.0, 1.0, 3.0, api_name="/generate")
-            for i, d in enumerate(durations)]
-    for job, duration in zip(jobs, durations, strict=True):
+def test_three_concurrent_requests(client, converted):
+    """Submitted together, queued by the app, each comes back with its own duration, and with the codes
+    `MusicGen.generate` samples with the request's seed and settings (those of `sample.py --seed`)."""
+    durations, seeds = (0.5, 1.0, 2.0), (4, 5, 6)
+    jobs = [client.submit("request", d, seed, 50, 0.0, 1.0, 3.0, api_name="/generate")
+            for d, seed in zip(durations, seeds, strict=True)]
+    model = MusicGen.get_pretrained(str(converted))
+    for job, duration, seed in zip(jobs, durations, seeds, strict=True):
         wav_path, codes_path, _ = job.result(timeout=300)
         assert soundfile.info(wav_path).frames == round(duration * 50) * 640
-        assert np.load(codes_path).shape == (1, 4, round(duration * 50))
+        model.set_generation_params(duration=duration, top_k=50, cfg_coef=3.0)
+        np.testing.assert_array_equal(np.load(codes_path), model.generate_tokens(["request"], seed=seed))
 
 
 @pytest.mark.parametrize("args, message", [

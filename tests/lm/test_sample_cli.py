@@ -182,6 +182,10 @@ def test_bad_inputs(hf_musicgen, tmp_path, capsys):
     assert "--duration must be positive" in capsys.readouterr().err
     assert sample.main(["--model", str(directory)]) == 2
     assert "no prompts" in capsys.readouterr().err
+    for mesh, message in (("model=2", "'model' is not one of data, fsdp, tensor"), ("data=x", "must be an integer"),
+                          ("data=1,tensor=2", "needs 2 devices, there are 1")):
+        assert sample.main(["--model", str(directory), "--prompt", "x", "--mesh", mesh]) == 2
+        assert message in capsys.readouterr().err, mesh
     codec_only = tmp_path / "encodec"
     tiny_hf_model().save_pretrained(codec_only)
     assert sample.main(["--model", str(codec_only), "--prompt", "x"]) == 2

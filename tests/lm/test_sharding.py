@@ -1,9 +1,9 @@
-"""The LM split over a device mesh by the logical axis rules (`musicgen_jax.sharding`) computes what it
-computes on one device. The multi-device tests run in fresh processes, as XLA fixes the device count at
-start-up: `sharded_run.py` with 8 host devices (`--xla_force_host_platform_device_count=8`), and
-`multihost_run.py` as two processes of 4 devices joined by `jax.distributed.initialize`."""
+"""The LM, and `MusicGen` end to end, split over a device mesh by the logical axis rules
+(`musicgen_jax.sharding`) compute what they compute on one device. The multi-device tests run in fresh
+processes, as XLA fixes the device count at start-up: `sharded_run.py` and `musicgen_sharded_run.py` with 8
+host devices (`--xla_force_host_platform_device_count=8`), and `multihost_run.py` as two processes of 4
+devices joined by `jax.distributed.initialize`."""
 
-import json
 import sys
 from pathlib import Path
 
@@ -11,7 +11,7 @@ import jax
 import pytest
 
 from musicgen_jax.sharding import make_mesh
-from tests.processes import device_env, free_port, run_json, run_together
+from tests.processes import device_env, free_port, last_json, run_json, run_together
 
 
 @pytest.fixture(scope="module")
@@ -69,9 +69,37 @@ def test_two_processes_share_one_mesh(hf_musicgen):
     script, port = str(Path(__file__).with_name("multihost_run.py")), str(free_port())
     outs = run_together([[sys.executable, script, str(i), port, str(hf_musicgen[1])] for i in range(2)],
                         [device_env(4)] * 2)
-    result = json.loads(outs[0].strip().splitlines()[-1])
+    result = last_json(outs[0])
     assert (result["processes"], result["devices"], result["local"]) == (2, 8, 4)
     assert result["fc1_local_shards"] == 4
     assert result["logits_diff"] <= 1e-5 * result["logits_scale"]
     assert result["tokens_shape"] == [2, 4, 16] and result["tokens_equal"]
     assert result["greedy_text_effect"] > 0.3
+
+
+@pytest.fixture(scope="module")
+def whole(converted):
+    return run_json(Path(__file__).with_name("musicgen_sharded_run.py"), str(converted))
+
+
+@pytest.mark.parametrize("mesh", ["data", "tensor"])
+def test_musicgen_splits_a_batch_end_to_end(whole, mesh):
+    """`MusicGen.get_pretrained(..., mesh=...)`, 8 prompts on 8 host devices (data 8; data 4 x tensor 2): the
+    codes of one device (and `sample.py --mesh data=8`'s), the audio within 1e-5 of its peak; the text
+    states, the codes and the audio each split over the batch, the weights as the rules say."""
+    got = whole[mesh]
+    assert whole["devices"] == 8 and whole["single_text_effect"] == 8  # every prompt's codes differ
+    assert whole["sample_py_codes_equal"]
+    assert got["codes_equal"] and got["stage_codes_equal"]
+    assert got["wav_diff"] <= 1e-5
+    rows = 8 if mesh == "data" else 4  # devices along the batch
+    for stage in ("text", "tokens", "audio"):
+        assert got[stage]["devices"] == 8 and got[stage]["shard_shape"][0] == 8 // rows, stage
+        assert whole["single"][stage]["devices"] == 1
+    assert got["codec_kernel"]["shard_shape"] == whole["single"]["codec_kernel"]["shard_shape"]
+    if mesh == "data":  # pure data parallelism: no stage talks to another device
+        assert got["collectives"] == {"t5": 0, "lm": 0, "codec": 0}
+        assert got["lm_fc1"]["shard_shape"] == [256, 64] and got["t5_wi"]["shard_shape"] == [32, 64]
+    else:  # the LM's and T5's feed-forward split over the tensor axis, the codec still alone
+        assert got["lm_fc1"]["shard_shape"] == [128, 64] and got["t5_wi"]["shard_shape"] == [32, 32]
+        assert got["collectives"]["lm"] > 0 and got["collectives"]["t5"] > 0 and got["collectives"]["codec"] == 0

@@ -1,7 +1,7 @@
 """Samples during training (`config.generate_every`): at steps 2 and 4 of a debug run, one wav per prompt
 and the settings in WORKDIR/samples/STEP/; the step-4 audio is what the run's checkpoint at step 4 (its
-EMA weights, loaded as a `MusicGen`) generates for those prompts and that seed, loudness-normalized
-(to 16-bit rounding)."""
+EMA weights, loaded as a `MusicGen`) generates for those prompts and that seed in the config's
+`sample_dtype`, loudness-normalized (to 16-bit rounding)."""
 
 from __future__ import annotations
 
@@ -21,7 +21,8 @@ def test_samples_are_the_ema_weights_generations(inputs, tmp_path):
     data, t5 = inputs
     config = get_config()
     config.update(data_dir=str(data), text_encoder=str(t5), total_steps=4, frames=24, log_every=1,
-                  checkpoint_every=4, generate_every=2, sample_prompts=PROMPTS, sample_seconds=0.2, sample_seed=3)
+                  checkpoint_every=4, generate_every=2, sample_prompts=PROMPTS, sample_seconds=0.2, sample_seed=3,
+                  sample_dtype="bfloat16")
     config.optim.warmup_steps = 1
     train(config, tmp_path, progress=False)
     samples = tmp_path / "samples"
@@ -30,7 +31,8 @@ def test_samples_are_the_ema_weights_generations(inputs, tmp_path):
     assert sorted(p.name for p in (samples / "4").iterdir()) == names + ["settings.json"]
     settings = json.loads((samples / "4" / "settings.json").read_text())
     assert settings["prompts"] == list(PROMPTS) and settings["seed"] == 3 and settings["sampling"]["top_k"] == 250
-    model = MusicGen.get_pretrained(str(tmp_path))
+    assert settings["dtype"] == "bfloat16"
+    model = MusicGen.get_pretrained(str(tmp_path), dtype="bfloat16")
     model.set_generation_params(duration=0.2)
     expected = model.generate(list(PROMPTS), seed=3)
     for name, wav in zip(names, expected, strict=True):
@@ -39,3 +41,19 @@ def test_samples_are_the_ema_weights_generations(inputs, tmp_path):
         np.testing.assert_allclose(got, normalize_audio(wav, rate, "loudness"), atol=2 / 32768)
     other, _ = read_audio(samples / "2" / names[0])
     assert np.abs(other - read_audio(samples / "4" / names[0])[0]).max() > 1e-3  # the weights moved
+
+
+def test_bad_sample_dtype_is_named(inputs, tmp_path):
+    import pytest
+
+    from configs.debug import get_config
+    from musicgen_jax.train.loop import TrainingError, train
+
+    data, t5 = inputs
+    config = get_config()
+    config.update(data_dir=str(data), text_encoder=str(t5), total_steps=2, frames=24, generate_every=1,
+                  sample_dtype="int4")
+    config.optim.warmup_steps = 1
+    with pytest.raises(TrainingError, match="config.sample_dtype must be auto or one of float32, bfloat16, float16, "
+                                            "got 'int4'"):
+        train(config, tmp_path, progress=False)

@@ -1,0 +1,86 @@
+"""benchmarks/gpu.sh, the GPU sampling benchmark (`python -m benchmarks.sampling --matrix`), on the CPU with
+the tiny model, so that it runs when a GPU comes: the table it writes, and its time budget."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import sampling
+
+ROOT = Path(__file__).resolve().parent.parent
+NUMBERS = ["JAX steps/s", "transformers steps/s", "ratio JAX/transformers", "JAX real-time factor",
+           "transformers real-time factor", "JAX compile s", "bound steps/s"]
+
+
+def table(text: str) -> list[dict[str, str]]:
+    """The rows of the section's table, each as {column title: cell}."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True))
+            for line in lines[1:]]
+
+
+@pytest.mark.slow
+def test_gpu_script_runs_on_the_cpu(tmp_path):
+    out = tmp_path / "out"
+    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu",
+           "XLA_FLAGS": "--xla_backend_optimization_level=0"}  # compiles in half the time; speed is not checked
+    done = subprocess.run([str(ROOT / "benchmarks" / "gpu.sh"), "--models", "tiny", "--batches", "1,2", "--dtypes",
+                           "float32,bfloat16", "--frames", "8", "--runs", "1"], env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    text = (out / "gpu_sampling.md").read_text()
+    assert text.startswith(sampling.MATRIX_TITLE + "\n") and text in done.stdout  # written and printed
+    rows = table(text)
+    assert [(r["model"], r["batch (rows with CFG)"], r["dtype"]) for r in rows] == [
+        ("tiny", "1 (2)", "float32"), ("tiny", "2 (4)", "float32"), ("tiny", "1 (2)", "bfloat16"),
+        ("tiny", "2 (4)", "bfloat16")]
+    for row in rows:
+        assert all(float(row[column].strip("*")) > 0 for column in NUMBERS), row
+        loop, process = row["JAX peak GiB (decode loop / process)"].split(" / ")
+        assert float(loop) > 0 and process == "n/a" and row["transformers peak GiB"] == "n/a"  # no device stats
+    bound = {row["dtype"]: float(row["bound steps/s"]) for row in rows}
+    assert bound["bfloat16"] == pytest.approx(2 * bound["float32"], rel=1e-3)  # half the weight bytes per step
+    assert "0 of 4 configurations skipped" in text
+
+
+def test_time_budget_skips_and_says_so(tmp_path):
+    out = tmp_path / "gpu.md"
+    sampling.main(["--matrix", "--models", "tiny,small", "--batches", "1,2", "--dtypes", "bfloat16,float32",
+                   "--frames", "8", "--budget-seconds", "0.001", "--out", str(out)])
+    text = out.read_text()
+    rows = table(text)
+    assert len(rows) == 8 and "8 of 8 configurations skipped" in text
+    for row in rows:
+        assert row["JAX steps/s"].startswith(sampling.SKIPPED + " (about "), row
+        assert float(row["bound steps/s"]) > 0  # the bound needs no measurement of the configuration
+
+
+def test_estimates_scale_the_nearest_measured_configuration():
+    assert sampling.estimate_seconds([], "large", 64, "float32", 250, 1, 1e12) == 0
+    done = [{"size": "small", "batch": 1, "dtype": "bfloat16", "fixed": 20.0, "step_seconds": [0.01, 0.03]},
+            {"size": "tiny", "batch": 8, "dtype": "float32", "fixed": 1.0, "step_seconds": [0.001]}]
+    assert sampling.estimate_seconds(done, "small", 1, "bfloat16", 250, 2, 1e12) == pytest.approx(20 + 2 * 253 * 0.04)
+    extra = (sampling.step_traffic("large", "bfloat16", 1, 250) - sampling.step_traffic("small", "bfloat16", 1, 250))
+    assert sampling.estimate_seconds(done, "large", 1, "bfloat16", 250, 1, 1e12) == pytest.approx(
+        2 * 20 + 253 * (2 * 0.04 + 2 * extra / 1e12))  # 48 layers against 24, and the extra bytes per step
+    assert sampling.estimate_build({"small": 10.0}, "large") == pytest.approx(
+        10 * sampling.lm_step_bytes("large", "float32") / sampling.lm_step_bytes("small", "float32"))
+
+
+def test_out_of_memory_is_reported_on_its_side(tmp_path, monkeypatch):
+    def exhausted(*args, **kwargs):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 77.00GiB")
+
+    monkeypatch.setattr(sampling, "lower_generate", exhausted)
+    out = tmp_path / "gpu.md"
+    sampling.main(["--matrix", "--models", "tiny", "--batches", "1", "--dtypes", "float32", "--frames", "4",
+                   "--out", str(out)])
+    (row,) = table(out.read_text())
+    assert row["JAX steps/s"] == row["JAX real-time factor"] == sampling.OOM and row["JAX compile s"] == "-"
+    assert row["ratio JAX/transformers"] == "-" and float(row["transformers steps/s"]) > 0
