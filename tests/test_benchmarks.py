@@ -30,7 +30,7 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_backend_optimization_level=0"}  # compiles in half the time; speed is not checked
-    done = subprocess.run([str(ROOT / "benchmarks" / "gpu.sh"), "--models", "tiny", "--batches", "1,2", "--dtypes",
+    done = subprocess.run([str(ROOT / "benchmarks" / "gpu.sh"), "--models", "tiny", "--batches", "1", "--dtypes",
                            "float32,bfloat16", "--frames", "8", "--runs", "1"], env=env, capture_output=True,
                           text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
@@ -38,15 +38,14 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
     assert text.startswith(sampling.MATRIX_TITLE + "\n") and text in done.stdout  # written and printed
     rows = table(text)
     assert [(r["model"], r["batch (rows with CFG)"], r["dtype"]) for r in rows] == [
-        ("tiny", "1 (2)", "float32"), ("tiny", "2 (4)", "float32"), ("tiny", "1 (2)", "bfloat16"),
-        ("tiny", "2 (4)", "bfloat16")]
+        ("tiny", "1 (2)", "float32"), ("tiny", "1 (2)", "bfloat16")]
     for row in rows:
         assert all(float(row[column].strip("*")) > 0 for column in NUMBERS), row
         loop, process = row["JAX peak GiB (decode loop / process)"].split(" / ")
         assert float(loop) > 0 and process == "n/a" and row["transformers peak GiB"] == "n/a"  # no device stats
     bound = {row["dtype"]: float(row["bound steps/s"]) for row in rows}
     assert bound["bfloat16"] == pytest.approx(2 * bound["float32"], rel=1e-3)  # half the weight bytes per step
-    assert "0 of 4 configurations skipped" in text
+    assert "0 of 2 configurations skipped" in text
 
 
 def test_time_budget_skips_and_says_so(tmp_path):

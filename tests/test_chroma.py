@@ -207,7 +207,8 @@ def test_batch_rows_are_independent():
     for row in range(len(wav)):
         np.testing.assert_array_equal(np.asarray(one_hot_chroma(wav[row:row + 1], CONFIG))[0], batch[row])
         single = np.asarray(normalized_chroma(wav[row:row + 1], CONFIG))[0]
-        np.testing.assert_allclose(single, batch_normalized[row], rtol=0, atol=1e-6)
+        # float32 FFT rounding differs with the batch size (1.6e-6 seen on an AMD EPYC); rows mixed would differ ~0.1
+        np.testing.assert_allclose(single, batch_normalized[row], rtol=0, atol=1e-5)
         compiled = compiled or normalized_chroma._cache_size()
         assert normalized_chroma._cache_size() == compiled  # the [1, T] shape compiles once for all rows
     assert len({tuple(np.argmax(batch[row], -1)) for row in range(len(wav))}) == len(wav)
