@@ -6,8 +6,8 @@
   python sample.py --model facebook/musicgen-melody --prompt "80s synth pop" --melody bach.mp3
   python sample.py --prompts-file prompts.txt --out outputs/ --batch-size 64 --mesh data=-1   # over all GPUs
 
-Prompt i is sampled with seed `--seed + i`, so its audio does not depend on `--batch-size` or on
-the other prompts.
+Prompt i is sampled with seed `--seed + i`, so its random draws do not depend on `--batch-size` or on
+the other prompts (its bits may: XLA can round a matrix product differently for another batch size).
 """
 
 from __future__ import annotations

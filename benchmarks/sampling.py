@@ -710,11 +710,13 @@ def measure(group: dict, size: str, batch: int, dtype: str, frames: int, runs: i
 
 
 def run_matrix(models: list[str], batches: list[int], dtypes: list[str], frames: int, runs: int,
-               budget: float) -> dict:
+               budget: float, on_row: Callable[[dict], None] | None = None) -> dict:
     """Every (dtype, size, batch) in that order, within `budget` seconds from the start (the imports before
     it not counted): before a size's models are built and before each configuration, `estimate_build` and
     `estimate_seconds` say whether it still fits; one that does not is recorded as skipped with the
-    estimate, and the run goes on with the next. Each size's models are freed before the next."""
+    estimate, and the run goes on with the next. Each size's models are freed before the next. After each
+    row (measured or skipped) `on_row` gets the result so far (`matrix_report` reads it as partial while
+    `len(rows) < total`), so a run stopped from outside keeps the rows it measured."""
     start = time.perf_counter()
     cuda = torch.cuda.is_available()
     device, threads = ("cuda" if cuda else "cpu"), usable_cores()
@@ -733,13 +735,29 @@ def run_matrix(models: list[str], batches: list[int], dtypes: list[str], frames:
         write_spiece(Path(tmp))
         tokenizer = HFT5Tokenizer.from_pretrained(tmp)
     rows, done, builds, attention = [], [], {}, set()
+    jax_device = jax.devices()[0]
+    memory = f", {torch.cuda.get_device_properties(0).total_memory / GIB:.0f} GiB" if cuda else ""
+    fixed = {"cuda": cuda, "frames": frames, "runs": runs, "budget": budget, "bandwidth": bandwidth,
+             "threads": threads, "frame_rate": hf_config(models[0]).audio_encoder.frame_rate,
+             "jax_device": f"{jax_device.platform} ({jax_device.device_kind})", "package": package_state(),
+             "torch_device": f"{torch.cuda.get_device_name()}{memory}" if cuda else "CPU",
+             "total": len(dtypes) * len(models) * len(batches)}
+
+    def result() -> dict:
+        return {**fixed, "rows": list(rows), "elapsed": time.perf_counter() - start, "builds": dict(builds),
+                "attention": sorted(attention), "load": (load_before, load_average())}
+
+    def add(row: dict) -> None:
+        rows.append(row)
+        if on_row is not None:
+            on_row(result())
 
     def left() -> float:
         return budget - (time.perf_counter() - start)
 
     def skip(size: str, batch: int, dtype: str, need: float) -> None:
-        rows.append({"size": size, "batch": batch, "dtype": dtype, "skipped": (need, left())})
         print(f"{size} batch {batch} {dtype}: {SKIPPED} (about {need:.0f} s needed, {left():.0f} s left)", flush=True)
+        add({"size": size, "batch": batch, "dtype": dtype, "skipped": (need, left())})
 
     for dtype in dtypes:
         for size in models:
@@ -759,20 +777,13 @@ def run_matrix(models: list[str], batches: list[int], dtypes: list[str], frames:
                     skip(size, b, dtype, need)
                     continue
                 done.append(measure(group, size, b, dtype, frames, runs, cuda))
-                rows.append(done[-1])
+                add(done[-1])
             del group
             gc.collect()
             jax.clear_caches()
             if cuda:
                 torch.cuda.empty_cache()
-    jax_device = jax.devices()[0]
-    memory = f", {torch.cuda.get_device_properties(0).total_memory / GIB:.0f} GiB" if cuda else ""
-    return {"rows": rows, "cuda": cuda, "frames": frames, "runs": runs, "budget": budget,
-            "elapsed": time.perf_counter() - start, "bandwidth": bandwidth, "builds": builds,
-            "attention": sorted(attention), "threads": threads,
-            "load": (load_before, load_average()), "frame_rate": hf_config(models[0]).audio_encoder.frame_rate,
-            "jax_device": f"{jax_device.platform} ({jax_device.device_kind})", "package": package_state(),
-            "torch_device": f"{torch.cuda.get_device_name()}{memory}" if cuda else "CPU"}
+    return result()
 
 
 def fmt(x: float) -> str:
@@ -846,6 +857,8 @@ def matrix_report(res: dict, command: str) -> str:
          f"LM weight bytes a step reads ({weights}: per layer self-attention q, k, v, out, cross-attention q, out, "
          "fc1, fc2, and the codebook heads; not the KV cache) = the highest step rate a weight-streaming decoder "
          "reaches, at any batch."),
+        *([f"- Partial: written after {len(res['rows'])} of the {res['total']} configurations, while the run went on; "
+           "a complete run rewrites this section."] if len(res["rows"]) < res["total"] else []),
         (f"- Time budget: {res['budget']:g} s from the start of the run (imports not counted); used "
          f"{res['elapsed']:.0f} s; {skipped} of {len(res['rows'])} configurations skipped. Before each model build "
          "and configuration the time it needs is estimated from those measured (the nearest one: same size, then "
@@ -926,9 +939,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.write and jax.default_backend() != "gpu":
             parser.error(f"--matrix --write writes the GPU section of {RESULTS}: JAX runs on "
                          f"{jax.default_backend()} here (use --out)")
+        command = command_line("benchmarks.sampling", argv)
+        partial = None if args.out is None else (lambda res: write_file(args.out, matrix_report(res, command)))
         res = run_matrix(args.models, sorted(set(args.batches)), list(dict.fromkeys(args.dtypes)), args.frames,
-                         args.runs, args.budget_seconds)
-        section = matrix_report(res, command_line("benchmarks.sampling", argv))
+                         args.runs, args.budget_seconds, on_row=partial)
+        section = matrix_report(res, command)
         if args.out is not None:
             write_file(args.out, section)
         publish(section, args.write)

@@ -89,7 +89,7 @@ def split_rows(keys: jax.Array) -> tuple[jax.Array, jax.Array]:
 
 
 def row_keys(seeds) -> jax.Array:
-    """One PRNG key per row from integer seeds `[B]`, so a row's samples do not depend on its batch."""
+    """One PRNG key per row from integer seeds `[B]`, so a row's random draws do not depend on its batch."""
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
 
 

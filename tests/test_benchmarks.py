@@ -60,6 +60,17 @@ def test_time_budget_skips_and_says_so(tmp_path):
         assert float(row["bound steps/s"]) > 0  # the bound needs no measurement of the configuration
 
 
+def test_each_row_is_written_as_it_comes():
+    """A run stopped from outside (the device's time limit) keeps the rows before it: `on_row` gets the result
+    after every row, and its report says it is partial until the last."""
+    seen = []
+    res = sampling.run_matrix(["tiny", "small"], [1, 2], ["bfloat16"], 8, 1, 0.001, on_row=seen.append)
+    assert [len(r["rows"]) for r in seen] == [1, 2, 3, 4] and seen[-1]["rows"] == res["rows"]
+    partial = sampling.matrix_report(seen[1], "cmd")
+    assert "Partial: written after 2 of the 4 configurations" in partial and len(table(partial)) == 2
+    assert "Partial" not in sampling.matrix_report(res, "cmd")
+
+
 def test_estimates_scale_the_nearest_measured_configuration():
     assert sampling.estimate_seconds([], "large", 64, "float32", 250, 1, 1e12) == 0
     done = [{"size": "small", "batch": 1, "dtype": "bfloat16", "fixed": 20.0, "step_seconds": [0.01, 0.03]},

@@ -158,15 +158,18 @@ DEFAULTS = {"temperature": 1.0, "top_p": 0.0, "cfg_coef": 3.0}
 
 
 def api_codes(converted, audio: np.ndarray | None, seed: int = SEED, **changes) -> np.ndarray:
-    """The `MusicGen` API's codes for PROMPTS (seeds `seed + i`, one batch) with SETTINGS but `changes`,
-    continuing `audio [C, T]` unless None."""
+    """The `MusicGen` API's codes for PROMPTS (prompt i alone with seed `seed + i`, as sample.py's batches of
+    one; a batch of both samples alike but need not give the same bits: XLA's products may round
+    differently for other row counts, as jax 0.11's XLA:CPU does) with SETTINGS but `changes`, continuing
+    `audio [C, T]` unless None."""
     model = MusicGen.get_pretrained(str(converted))
     model.set_generation_params(duration=DURATION, **{**SETTINGS, **changes})
-    seeds = [seed + i for i in range(len(PROMPTS))]
     if audio is None:
-        return model.generate(PROMPTS, return_tokens=True, seed=seeds)[1]
-    clips = np.repeat(audio[None], len(PROMPTS), 0)
-    return model.generate_continuation(clips, 32000, PROMPTS, return_tokens=True, seed=seeds)[1]
+        rows = [model.generate([prompt], return_tokens=True, seed=[seed + i])[1] for i, prompt in enumerate(PROMPTS)]
+    else:
+        rows = [model.generate_continuation(audio[None], 32000, [prompt], return_tokens=True, seed=[seed + i])[1]
+                for i, prompt in enumerate(PROMPTS)]
+    return np.concatenate(rows)
 
 
 @pytest.fixture(scope="module")
