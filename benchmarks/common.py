@@ -194,10 +194,12 @@ def write_section(section: str, path: Path = RESULTS) -> None:
 
 
 def command_line(module: str, argv: list[str] | None) -> str:
-    """The command that reproduces this run, as written into RESULTS.md."""
+    """The command that reproduces this run, as written into RESULTS.md: `BENCHMARK_COMMAND` where a wrapper
+    script that ran it (`benchmarks/gpu.sh`) set it, else the module and its arguments."""
     import sys
 
-    return " ".join([f".venv/bin/python -m {module}", *(sys.argv[1:] if argv is None else argv)])
+    return os.environ.get("BENCHMARK_COMMAND") or " ".join(
+        [f".venv/bin/python -m {module}", *(sys.argv[1:] if argv is None else argv)])
 
 
 def publish(section: str, write: bool) -> None:

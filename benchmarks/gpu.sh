@@ -25,6 +25,7 @@ cd "$(dirname "$0")/.."
 export PYTHONPATH=".${PYTHONPATH:+:$PYTHONPATH}"
 export XLA_PYTHON_CLIENT_PREALLOCATE=false  # JAX and torch share the GPU: JAX allocates as it goes
 export PYTHONUNBUFFERED=1
+export BENCHMARK_COMMAND="benchmarks/gpu.sh${*:+ $*}"  # the command the table records
 
 if command -v nvidia-smi >/dev/null; then
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true

@@ -36,6 +36,8 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     text = (out / "gpu_sampling.md").read_text()
     assert text.startswith(sampling.MATRIX_TITLE + "\n") and text in done.stdout  # written and printed
+    command = "benchmarks/gpu.sh --models tiny --batches 1 --dtypes float32,bfloat16 --frames 8 --runs 1"
+    assert f"\nCommand: `{command}`\n" in text  # the script's command, not the module it runs
     rows = table(text)
     assert [(r["model"], r["batch (rows with CFG)"], r["dtype"]) for r in rows] == [
         ("tiny", "1 (2)", "float32"), ("tiny", "1 (2)", "bfloat16")]
