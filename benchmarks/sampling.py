@@ -940,9 +940,13 @@ def main(argv: list[str] | None = None) -> None:
             parser.error(f"--matrix --write writes the GPU section of {RESULTS}: JAX runs on "
                          f"{jax.default_backend()} here (use --out)")
         command = command_line("benchmarks.sampling", argv)
-        partial = None if args.out is None else (lambda res: write_file(args.out, matrix_report(res, command)))
+
+        def partial(res: dict) -> None:  # the complete report is written once, below
+            if len(res["rows"]) < res["total"]:
+                write_file(args.out, matrix_report(res, command))
+
         res = run_matrix(args.models, sorted(set(args.batches)), list(dict.fromkeys(args.dtypes)), args.frames,
-                         args.runs, args.budget_seconds, on_row=partial)
+                         args.runs, args.budget_seconds, on_row=None if args.out is None else partial)
         section = matrix_report(res, command)
         if args.out is not None:
             write_file(args.out, section)

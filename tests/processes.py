@@ -16,7 +16,7 @@ REPO = Path(__file__).resolve().parents[1]
 def device_env(devices: int, **extra: str) -> dict:
     """The environment of a process with `devices` host (CPU) devices that imports this repository (ahead of
     any PYTHONPATH of this process's)."""
-    path = os.pathsep.join([str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+    path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
     return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONPATH": path,
             **extra}
 

@@ -11,6 +11,7 @@ settings and differ from the API's with any one of them back at its default.
 
 from __future__ import annotations
 
+import functools
 import math
 
 import jax
@@ -164,12 +165,9 @@ def api_codes(converted, audio: np.ndarray | None, seed: int = SEED, **changes) 
     `audio [C, T]` unless None."""
     model = MusicGen.get_pretrained(str(converted))
     model.set_generation_params(duration=DURATION, **{**SETTINGS, **changes})
-    if audio is None:
-        rows = [model.generate([prompt], return_tokens=True, seed=[seed + i])[1] for i, prompt in enumerate(PROMPTS)]
-    else:
-        rows = [model.generate_continuation(audio[None], 32000, [prompt], return_tokens=True, seed=[seed + i])[1]
-                for i, prompt in enumerate(PROMPTS)]
-    return np.concatenate(rows)
+    generate = model.generate if audio is None else functools.partial(model.generate_continuation, audio[None], 32000)
+    return np.concatenate([generate([prompt], return_tokens=True, seed=[seed + i])[1]
+                           for i, prompt in enumerate(PROMPTS)])
 
 
 @pytest.fixture(scope="module")
