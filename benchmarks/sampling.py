@@ -34,17 +34,19 @@ short warm-up generation. The timed calls alternate JAX and PyTorch, `--runs` ro
     .venv/bin/python -m benchmarks.sampling --write     # writes the sampling section of benchmarks/RESULTS.md
 
 `--matrix` (run by `benchmarks/gpu.sh` on a GPU; on a CPU with `--models tiny` as its test) measures
-instead one row per (model size, batch, dtype) of `SIZES` (small, medium, large; tiny for tests) x
-`--batches` x `--dtypes`, in the order dtype, size, batch: transformers' model built once per size and
-dtype from `torch.manual_seed(0)` on the device with sdpa attention, the JAX LM parameters from its state
-dict in memory (`build_group`); per configuration the JAX compile time, one warm call and `--runs` timed
-calls per framework of `--frames` frames (`measure`): steps/s, real-time factor, peak device memory and
-the bound (bandwidth / LM weight bytes per step in that dtype). Configurations that would not finish
-within `--budget-seconds` (`estimate_seconds`, `estimate_build`) are skipped and reported as such, one that
-runs out of device memory is reported as "out of memory" on that side (`run_matrix`, `matrix_report`):
+instead one row per (model size, dtype, batch) of `SIZES` (small, medium, large; tiny for tests) x
+`--dtypes` x `--batches`, in that order. Per size: transformers' model built once from
+`torch.manual_seed(0)` on the device with sdpa attention and the JAX LM parameters from its state dict in
+memory (`build_size`), the JAX decode loops of all its configurations compiled at once (`compile_loops`,
+one thread each), then per dtype both models in it and per batch one warm call and `--runs` timed calls
+per framework, JAX over `--frames` frames, transformers over `--torch-frames` (`measure`): steps/s,
+real-time factor, compile time, peak device memory and the bound (bandwidth / LM weight bytes per step in
+that dtype). Configurations that would not finish within `--budget-seconds` (`estimate_build`,
+`estimate_compile`, `estimate_seconds`) are skipped and reported as such, one that runs out of device
+memory is reported as "out of memory" on that side (`run_matrix`, `matrix_report`):
 
-    python -m benchmarks.sampling --matrix --models small,medium,large --batches 1,8,64 \
-        --dtypes bfloat16,float32 --frames 250 --budget-seconds 420 --out out/gpu_sampling.md
+    python -m benchmarks.sampling --matrix --models small,medium,large --dtypes bfloat16,float32 \
+        --batches 1,8,64 --frames 250 --torch-frames 64 --budget-seconds 420 --out out/gpu_sampling.md
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -556,29 +559,38 @@ def step_traffic(size: str, dtype: str, batch: int, frames: int) -> float:
     return lm_step_bytes(size, dtype) + 2 * layers * 2 * batch * dim * jnp.dtype(dtype).itemsize * (frames + 4) / 2
 
 
-def estimate_seconds(done: list[dict], size: str, batch: int, dtype: str, frames: int, runs: int,
+def estimate_seconds(done: list[dict], size: str, batch: int, dtype: str, frames: dict[str, int], runs: int,
                      bandwidth: float) -> float:
-    """Expected seconds of one (size, batch, dtype) configuration of `measure`, from the measured ones in
-    `done` (0 before the first): the nearest of them (same size first, then same dtype, then the closest
-    batch) with its fixed part (compile and warm-up calls, s) scaled by the decoder layer count, plus
-    `runs` rounds of frames + 3 steps, each framework's seconds per step taken from it, scaled by the
-    layer count (per-layer costs: kernel launches, Python) and increased by the extra bytes a step reads
-    (`step_traffic`) at `bandwidth` (bytes/s)."""
+    """Expected seconds of one (size, batch, dtype) configuration's calls in `measure` (its compilation is part
+    of the size's compile phase: `estimate_compile`), from the measured ones in `done` (0 before the first):
+    the nearest of them (same size first, then same dtype, then the closest batch) with its warm-up calls (s)
+    scaled by the decoder layer count, plus `runs` rounds of frames[side] + 3 steps per framework ("jax",
+    "torch"), each at the reference's seconds per step scaled by the layer count (per-layer costs: kernel
+    launches, Python) and increased by the extra bytes a step reads (`step_traffic`) at `bandwidth` (bytes/s)."""
     if not done:
         return 0.0
     ref = min(done, key=lambda r: (r["size"] != size, r["dtype"] != dtype, abs(math.log(batch / r["batch"]))))
     layers = SIZES[size][0] / SIZES[ref["size"]][0]
-    extra = max(0.0, step_traffic(size, dtype, batch, frames)
-                - step_traffic(ref["size"], ref["dtype"], ref["batch"], frames)) / bandwidth
-    per_step = sum(seconds * layers + extra for seconds in ref["step_seconds"])
-    return ref["fixed"] * layers + runs * (frames + 3) * per_step
+    extra = max(0.0, step_traffic(size, dtype, batch, frames["jax"])
+                - step_traffic(ref["size"], ref["dtype"], ref["batch"], frames["jax"])) / bandwidth
+    steps = sum((frames[side] + 3) * (seconds * layers + extra) for side, seconds in ref["step_seconds"].items())
+    return ref["warm"] * layers + runs * steps
+
+
+def estimate_compile(phases: dict[str, tuple[int, float]], size: str, count: int) -> float:
+    """Seconds of `size`'s compile phase (`compile_loops`) for `count` decode loops, from the measured phases
+    (size -> (loops, seconds); 0 before the first): the one of the closest layer count, scaled by the layer
+    count and by `count` over its loop count (loops compiled at once still share the CPU)."""
+    if not phases:
+        return 0.0
+    ref = min(phases, key=lambda s: abs(SIZES[s][0] - SIZES[size][0]))
+    loops, seconds = phases[ref]
+    return seconds * SIZES[size][0] / SIZES[ref][0] * count / loops
 
 
 def estimate_build(builds: dict[str, float], size: str) -> float:
-    """Seconds to build `size`'s models (`build_group`): as measured for it, else the largest size built so
-    far scaled by the LM weights; 0 before the first build."""
-    if size in builds:
-        return builds[size]
+    """Seconds to build `size`'s models (`build_size`): the largest size built so far scaled by the LM
+    weights; 0 before the first build."""
     if not builds:
         return 0.0
     ref = max(builds, key=lambda s: lm_step_bytes(s, "float32"))
@@ -603,12 +615,16 @@ def warm_frames(frames: int) -> int:
     return max(min(WARMUP_FRAMES, frames), frame_bucket(frames) - FRAME_BUCKET + 1)
 
 
-def build_group(size: str, dtype: str, batches: list[int], tokenizer, device: str) -> dict:
-    """transformers' model of `size` (`torch.manual_seed(0)`, sdpa attention (`ATTENTION`), built on torch's
-    `device`); the text states of each batch's prompts from its T5 encoder in float32 (JAX's input:
-    [B, N, d_model] float32 and the mask [B, N] int32); the JAX LM parameters from its state dict in
-    memory, cast to `dtype` (`cast_params`) on JAX's default device; then transformers' text encoder,
-    projection and decoder cast to `dtype` (the codec stays float32: its decode is timed apart, not counted)."""
+CAST_PARTS = ("text_encoder", "enc_to_dec_proj", "decoder")  # transformers' parts run in the benchmark's dtype
+
+
+def build_size(size: str, batches: list[int], tokenizer, device: str) -> dict:
+    """Everything a model size's configurations share: transformers' model of `size` in float32
+    (`torch.manual_seed(0)`, sdpa attention (`ATTENTION`), built on torch's `device`) with its generator, a
+    float32 copy of its state dict on the host (`torch_in_dtype` casts from it), the text states of each
+    batch's prompts from its float32 T5 encoder (JAX's input: [B, N, d_model] float32 and the mask [B, N]
+    int32), and the JAX LM parameters from the same state dict, float32 on the host (`cast_params` places
+    them in a dtype)."""
     torch.manual_seed(0)
     with torch.device(device):
         model = MusicgenForConditionalGeneration._from_config(hf_config(size), attn_implementation=ATTENTION).eval()
@@ -622,24 +638,65 @@ def build_group(size: str, dtype: str, batches: list[int], tokenizer, device: st
             texts[b] = (jnp.asarray(hidden.float().cpu().numpy()),
                         jnp.asarray(inputs["attention_mask"].cpu().numpy(), jnp.int32))
     lm_config = lm_config_from_hf(model.config.to_dict())
-    state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()
-             if not k.startswith(("text_encoder.", "audio_encoder."))}
-    params = cast_params(jax.device_put(lm_params_from_hf_state_dict(state, lm_config, f"random {size}")), dtype)
-    del state
-    if lm_weight_bytes(params, lm_config)[0] != lm_step_bytes(size, dtype):
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+    lm_state = {k: v.numpy() for k, v in state.items() if not k.startswith(("text_encoder.", "audio_encoder."))}
+    host_params = lm_params_from_hf_state_dict(lm_state, lm_config, f"random {size}")
+    return {"generator": TorchGenerator(model, tokenizer, device), "model": model, "state": state, "texts": texts,
+            "lm_config": lm_config, "host_params": host_params, "attention": model.decoder.config._attn_implementation}
+
+
+def jax_params(built: dict, size: str, dtype: str):
+    """The JAX LM parameters of `build_size` in `dtype` (`cast_params`) on JAX's default device, checked to
+    read `lm_step_bytes` per step."""
+    params = cast_params(jax.device_put(built["host_params"]), dtype)
+    if lm_weight_bytes(params, built["lm_config"])[0] != lm_step_bytes(size, dtype):
         raise RuntimeError(f"the {size} LM in {dtype} does not read {lm_step_bytes(size, dtype)} bytes per step")
-    for part in (model.text_encoder, model.enc_to_dec_proj, model.decoder):
-        part.to(TORCH_DTYPES[dtype])
-    return {"generator": TorchGenerator(model, tokenizer, device), "texts": texts, "lm_config": lm_config,
-            "params": params, "attention": model.decoder.config._attn_implementation}
+    return params
 
 
-def jax_generate(group: dict, batch: int, frames: int, seed: int) -> float:
+def torch_in_dtype(built: dict, dtype: str) -> None:
+    """transformers' text encoder, projection and decoder (`CAST_PARTS`) cast to `dtype` from the float32 weights
+    of the host state dict (the codec stays float32: its decode is timed apart, not counted)."""
+    model = built["model"]
+    for name in CAST_PARTS:
+        getattr(model, name).to(torch.float32)
+    model.load_state_dict(built["state"])
+    for name in CAST_PARTS:
+        getattr(model, name).to(TORCH_DTYPES[dtype])
+
+
+def compile_loops(built: dict, plan: list[tuple[str, int]], frames: int) -> dict:
+    """The JAX decode loops of every (dtype, batch) of `plan`, all compiled at once, one thread each
+    (`lower_generate(...).compile()` on the shapes of the parameters in that dtype; XLA compiles without
+    holding the GIL, and `generate_tokens` later reuses the executables): per configuration {"compile": its
+    wall seconds (so with the others compiling beside it), "loop_bytes": `compiled_bytes`}, or `OOM`."""
+    shapes = {dtype: jax.eval_shape(lambda p, dtype=dtype: cast_params(p, dtype), built["host_params"])
+              for dtype in dict.fromkeys(d for d, _ in plan)}
+
+    def one(dtype: str, batch: int):
+        text, mask = built["texts"][batch]
+        start = time.perf_counter()
+        try:
+            compiled = lower_generate(built["lm_config"], shapes[dtype], text, mask, row_keys(np.arange(batch)),
+                                      frames, SAMPLING).compile()
+        except Exception as e:
+            if not out_of_memory(e):
+                raise
+            print(f"batch {batch} {dtype}: jax ran out of memory compiling: {str(e)[:200]}", flush=True)
+            return OOM
+        return {"compile": time.perf_counter() - start, "loop_bytes": compiled_bytes(compiled)}
+
+    with ThreadPoolExecutor(max_workers=len(plan)) as pool:
+        futures = {config: pool.submit(one, *config) for config in plan}
+        return {config: future.result() for config, future in futures.items()}
+
+
+def jax_generate(built: dict, params, batch: int, frames: int, seed: int) -> float:
     """Seconds of one `generate_tokens` call (waited for) on `batch`'s text states."""
-    text, mask = group["texts"][batch]
+    text, mask = built["texts"][batch]
     keys = row_keys(seed + np.arange(batch))
     start = time.perf_counter()
-    jax.block_until_ready(generate_tokens(group["lm_config"], group["params"], text, mask, keys, frames, SAMPLING))
+    jax.block_until_ready(generate_tokens(built["lm_config"], params, text, mask, keys, frames, SAMPLING))
     return time.perf_counter() - start
 
 
@@ -652,18 +709,22 @@ def compiled_bytes(compiled) -> int | None:
     return m.argument_size_in_bytes + m.output_size_in_bytes + m.temp_size_in_bytes - m.alias_size_in_bytes
 
 
-def measure(group: dict, size: str, batch: int, dtype: str, frames: int, runs: int, cuda: bool) -> dict:
-    """One configuration: JAX's decode loop compiled (`lower_generate(...).compile()`, timed; the first
-    call reuses the executable), one warm call per framework (`warm_frames`), then `runs` rounds of JAX,
-    transformers, `frames` frames each. A framework that runs out of device memory is marked `OOM` and not
-    called again. Returns the generation seconds per call and framework, compile seconds, device bytes
-    (the compiled loop's, JAX's process peak where reported, transformers' peak over the timed calls),
-    and for `estimate_seconds` the fixed seconds (compile + warm-up) and seconds per step."""
+def measure(built: dict, params, compiled, size: str, batch: int, dtype: str, frames: dict[str, int], runs: int,
+            cuda: bool) -> dict:
+    """One configuration, its JAX decode loop compiled (`compile_loops`' result `compiled`): one warm call per
+    framework (`warm_frames`; JAX's compiles its prefill and reuses the compiled loop), then `runs` rounds of
+    JAX, transformers, frames[side] frames each. A framework that runs out of device memory is marked `OOM`
+    and not called again. Returns the generation seconds per call and framework, compile seconds, device bytes
+    (the compiled loop's, JAX's process peak where reported, transformers' peak over the timed calls), and for
+    `estimate_seconds` the warm-up seconds and seconds per step of each framework."""
     start = time.perf_counter()
-    text, mask = group["texts"][batch]
     prompts = matrix_prompts(batch)
     res: dict = {"size": size, "batch": batch, "dtype": dtype, "compile": None, "loop_bytes": None, "jax": [],
                  "torch": [], "torch_peak": None}
+    if compiled == OOM:
+        res["jax"] = OOM
+    else:
+        res.update(compiled)
 
     def attempt(side: str, fn) -> None:
         if res[side] == OOM:
@@ -679,44 +740,43 @@ def measure(group: dict, size: str, batch: int, dtype: str, frames: int, runs: i
             if cuda:
                 torch.cuda.empty_cache()
 
-    def compile_loop() -> None:
-        t = time.perf_counter()
-        compiled = lower_generate(group["lm_config"], group["params"], text, mask, row_keys(np.arange(batch)),
-                                  frames, SAMPLING).compile()
-        res["compile"], res["loop_bytes"] = time.perf_counter() - t, compiled_bytes(compiled)
-
     def torch_run(seed: int) -> None:
         if cuda:
             torch.cuda.reset_peak_memory_stats()
-        res["torch"].append(group["generator"](prompts, frames, seed=seed)["generate"])
+        res["torch"].append(built["generator"](prompts, frames["torch"], seed=seed)["generate"])
         if cuda:
             res["torch_peak"] = max(res["torch_peak"] or 0, torch.cuda.max_memory_allocated())
 
-    print(f"{size} batch {batch} {dtype}: JAX compile, warm-up calls ({warm_frames(frames)} frames) ...", flush=True)
-    attempt("jax", compile_loop)
-    attempt("jax", lambda: jax_generate(group, batch, warm_frames(frames), 0))
-    attempt("torch", lambda: group["generator"](prompts, warm_frames(frames)))
-    res["fixed"] = time.perf_counter() - start
+    print(f"{size} batch {batch} {dtype}: warm-up calls ({warm_frames(frames['jax'])} / "
+          f"{warm_frames(frames['torch'])} frames) ...", flush=True)
+    attempt("jax", lambda: jax_generate(built, params, batch, warm_frames(frames["jax"]), 0))
+    attempt("torch", lambda: built["generator"](prompts, warm_frames(frames["torch"])))
+    res["warm"] = time.perf_counter() - start
     for r in range(runs):
-        attempt("jax", lambda r=r: res["jax"].append(jax_generate(group, batch, frames, 1 + r)))
+        attempt("jax", lambda r=r: res["jax"].append(jax_generate(built, params, batch, frames["jax"], 1 + r)))
         attempt("torch", lambda r=r: torch_run(1 + r))
     res["jax_peak"] = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
-    res["step_seconds"] = [median_min(res[side])[0] / (frames + 3) for side in ("jax", "torch") if res[side] != OOM]
+    res["step_seconds"] = {side: median_min(res[side])[0] / (frames[side] + 3) for side in ("jax", "torch")
+                           if res[side] != OOM}
     res["seconds"] = time.perf_counter() - start
-    rates = ", ".join(f"{side} " + (OOM if res[side] == OOM else fmt((frames + 3) / median_min(res[side])[0]))
+    rates = ", ".join(f"{side} " + (OOM if res[side] == OOM else fmt((frames[side] + 3) / median_min(res[side])[0]))
                       for side in ("jax", "torch"))
     print(f"{size} batch {batch} {dtype}: steps/s {rates}; {res['seconds']:.0f} s", flush=True)
     return res
 
 
-def run_matrix(models: list[str], batches: list[int], dtypes: list[str], frames: int, runs: int,
+def run_matrix(models: list[str], batches: list[int], dtypes: list[str], frames: int, torch_frames: int, runs: int,
                budget: float, on_row: Callable[[dict], None] | None = None) -> dict:
-    """Every (dtype, size, batch) in that order, within `budget` seconds from the start (the imports before
-    it not counted): before a size's models are built and before each configuration, `estimate_build` and
-    `estimate_seconds` say whether it still fits; one that does not is recorded as skipped with the
-    estimate, and the run goes on with the next. Each size's models are freed before the next. After each
-    row (measured or skipped) `on_row` gets the result so far (`matrix_report` reads it as partial while
-    `len(rows) < total`), so a run stopped from outside keeps the rows it measured."""
+    """Every (size, dtype, batch) in that order, within `budget` seconds from the start (the imports before it
+    not counted). Per size: its plan (the dtypes x batches) is cut from the end while its estimated time
+    (`estimate_build`, `estimate_compile`, `estimate_seconds`) exceeds what is left, and the configurations cut
+    are recorded as skipped with the estimate; then its models are built once (`build_size`), the JAX decode
+    loops of the whole plan compiled at once (`compile_loops`), and per dtype the JAX parameters placed and
+    transformers' model cast (`jax_params`, `torch_in_dtype`) and each batch measured (`measure`: JAX over
+    `frames` frames, transformers over `torch_frames`) unless its own estimate no longer fits. Each size's
+    models are freed before the next. After each row (measured or skipped) `on_row` gets the result so far
+    (`matrix_report` reads it as partial while `len(rows) < total`), so a run stopped from outside keeps the
+    rows it measured."""
     start = time.perf_counter()
     cuda = torch.cuda.is_available()
     device, threads = ("cuda" if cuda else "cpu"), usable_cores()
@@ -734,18 +794,20 @@ def run_matrix(models: list[str], batches: list[int], dtypes: list[str], frames:
     with tempfile.TemporaryDirectory() as tmp:
         write_spiece(Path(tmp))
         tokenizer = HFT5Tokenizer.from_pretrained(tmp)
-    rows, done, builds, attention = [], [], {}, set()
+    rows, done, builds, phases, attention = [], [], {}, {}, set()
+    steps = {"jax": frames, "torch": torch_frames}
     jax_device = jax.devices()[0]
     memory = f", {torch.cuda.get_device_properties(0).total_memory / GIB:.0f} GiB" if cuda else ""
-    fixed = {"cuda": cuda, "frames": frames, "runs": runs, "budget": budget, "bandwidth": bandwidth,
-             "threads": threads, "frame_rate": hf_config(models[0]).audio_encoder.frame_rate,
+    fixed = {"cuda": cuda, "frames": frames, "torch_frames": torch_frames, "runs": runs, "budget": budget,
+             "bandwidth": bandwidth, "threads": threads, "models": models, "dtypes": dtypes,
+             "frame_rate": hf_config(models[0]).audio_encoder.frame_rate,
              "jax_device": f"{jax_device.platform} ({jax_device.device_kind})", "package": package_state(),
              "torch_device": f"{torch.cuda.get_device_name()}{memory}" if cuda else "CPU",
              "total": len(dtypes) * len(models) * len(batches)}
 
     def result() -> dict:
         return {**fixed, "rows": list(rows), "elapsed": time.perf_counter() - start, "builds": dict(builds),
-                "attention": sorted(attention), "load": (load_before, load_average())}
+                "phases": dict(phases), "attention": sorted(attention), "load": (load_before, load_average())}
 
     def add(row: dict) -> None:
         rows.append(row)
@@ -755,34 +817,48 @@ def run_matrix(models: list[str], batches: list[int], dtypes: list[str], frames:
     def left() -> float:
         return budget - (time.perf_counter() - start)
 
-    def skip(size: str, batch: int, dtype: str, need: float) -> None:
+    def skip(size: str, dtype: str, batch: int, need: float) -> None:
         print(f"{size} batch {batch} {dtype}: {SKIPPED} (about {need:.0f} s needed, {left():.0f} s left)", flush=True)
         add({"size": size, "batch": batch, "dtype": dtype, "skipped": (need, left())})
 
-    for dtype in dtypes:
-        for size in models:
-            build = estimate_build(builds, size)
-            if build + estimate_seconds(done, size, batches[0], dtype, frames, runs, bw) > left():
-                for b in batches:
-                    skip(size, b, dtype, build + estimate_seconds(done, size, b, dtype, frames, runs, bw))
-                continue
-            print(f"building {size} (torch.manual_seed(0)) on {device}, JAX parameters in {dtype} ...", flush=True)
-            t = time.perf_counter()
-            group = build_group(size, dtype, batches, tokenizer, device)
-            builds.setdefault(size, time.perf_counter() - t)
-            attention.add(group["attention"])
-            for b in batches:
-                need = estimate_seconds(done, size, b, dtype, frames, runs, bw)
-                if need > left():
-                    skip(size, b, dtype, need)
+    for size in models:
+        plan = [(d, b) for d in dtypes for b in batches]
+        build = estimate_build(builds, size)
+        while plan:
+            need = build + estimate_compile(phases, size, len(plan)) + sum(
+                estimate_seconds(done, size, b, d, steps, runs, bw) for d, b in plan)
+            if need <= left():
+                break
+            skip(size, *plan.pop(), need)
+        if not plan:
+            continue
+        print(f"building {size} (torch.manual_seed(0)) on {device} ...", flush=True)
+        t = time.perf_counter()
+        built = build_size(size, batches, tokenizer, device)
+        builds[size] = time.perf_counter() - t
+        attention.add(built["attention"])
+        print(f"{size}: compiling {len(plan)} JAX decode loops at once ...", flush=True)
+        t = time.perf_counter()
+        compiled = compile_loops(built, plan, frames)
+        phases[size] = (len(plan), time.perf_counter() - t)
+        for dtype in dict.fromkeys(d for d, _ in plan):
+            params = jax_params(built, size, dtype)
+            torch_in_dtype(built, dtype)
+            for d, b in plan:
+                if d != dtype:
                     continue
-                done.append(measure(group, size, b, dtype, frames, runs, cuda))
+                need = estimate_seconds(done, size, b, dtype, steps, runs, bw)
+                if need > left():
+                    skip(size, dtype, b, need)
+                    continue
+                done.append(measure(built, params, compiled[d, b], size, b, dtype, steps, runs, cuda))
                 add(done[-1])
-            del group
-            gc.collect()
-            jax.clear_caches()
-            if cuda:
-                torch.cuda.empty_cache()
+            del params
+        del built, compiled
+        gc.collect()
+        jax.clear_caches()
+        if cuda:
+            torch.cuda.empty_cache()
     return result()
 
 
@@ -791,17 +867,18 @@ def fmt(x: float) -> str:
     return f"{x:.1f}" if x >= 1 else f"{x:.3g}"
 
 
-def matrix_row(r: dict, frames: int, frame_rate: float, bandwidth: float) -> str:
-    """One table row of `matrix_report` (`bandwidth` in bytes/s)."""
+def matrix_row(r: dict, frames: dict[str, int], frame_rate: float, bandwidth: float) -> str:
+    """One table row of `matrix_report` (`frames` per framework, `bandwidth` in bytes/s)."""
     bound = fmt(bandwidth / lm_step_bytes(r["size"], r["dtype"]))
     lead = f"| {r['size']} | {r['batch']} ({2 * r['batch']}) | {r['dtype']} |"
     if "skipped" in r:
         need, left = r["skipped"]
         return f"{lead} {SKIPPED} (about {need:.0f} s needed, {max(left, 0.0):.0f} s left) |{' - |' * 7} {bound} |"
     seconds = {side: None if r[side] == OOM else median_min(r[side])[0] for side in ("jax", "torch")}
-    rate = {side: OOM if s is None else fmt((frames + 3) / s) for side, s in seconds.items()}
-    rtf = {side: OOM if s is None else fmt(frames / frame_rate / s) for side, s in seconds.items()}
-    ratio = "-" if None in seconds.values() else f"**{seconds['torch'] / seconds['jax']:.2f}**"
+    steps = {side: None if s is None else (frames[side] + 3) / s for side, s in seconds.items()}
+    rate = {side: OOM if v is None else fmt(v) for side, v in steps.items()}
+    rtf = {side: OOM if s is None else fmt(frames[side] / frame_rate / s) for side, s in seconds.items()}
+    ratio = "-" if None in steps.values() else f"**{steps['jax'] / steps['torch']:.2f}**"
     gib = (lambda b: "n/a" if b is None else f"{b / GIB:.3g}")
     compile_cell = "-" if r["compile"] is None else fmt(r["compile"])
     return (f"{lead} {rate['jax']} | {rate['torch']} | {ratio} | {rtf['jax']} | {rtf['torch']} | {compile_cell} "
@@ -810,9 +887,11 @@ def matrix_row(r: dict, frames: int, frame_rate: float, bandwidth: float) -> str
 
 def matrix_report(res: dict, command: str) -> str:
     """The markdown section of `run_matrix`: title, command, provenance, notes, one row per configuration."""
-    frames, bw = res["frames"], res["bandwidth"]
-    sizes = list(dict.fromkeys(r["size"] for r in res["rows"]))
-    dtypes = list(dict.fromkeys(r["dtype"] for r in res["rows"]))
+    frames, torch_frames, bw = res["frames"], res["torch_frames"], res["bandwidth"]
+    rows = sorted(res["rows"], key=lambda r: (res["models"].index(r["size"]), res["dtypes"].index(r["dtype"]),
+                                              r["batch"]))
+    sizes = list(dict.fromkeys(r["size"] for r in rows))
+    dtypes = list(dict.fromkeys(r["dtype"] for r in rows))
     skipped = sum("skipped" in r for r in res["rows"])
     weights = "; ".join(f"{s}: " + ", ".join(f"{lm_step_bytes(s, d) / 1e9:.3f} GB in {d}" for d in dtypes)
                         for s in sizes)
@@ -833,19 +912,24 @@ def matrix_report(res: dict, command: str) -> str:
          + (" float32 matmuls in TF32 on both: XLA's default precision on the GPU, torch "
             "`set_float32_matmul_precision(\"high\")`." if res["cuda"] else "")
          + f" musicgen_jax: {res['package']}."),
-        (f"- Sampling: {frames} frames ({frames / res['frame_rate']:g} s of audio, {frames + 3} steps), top-k "
+        (f"- Sampling: JAX {frames} frames ({frames / res['frame_rate']:g} s of audio, {frames + 3} steps), "
+         f"transformers {torch_frames} ({torch_frames / res['frame_rate']:g} s, {torch_frames + 3} steps), top-k "
          f"{TOP_K}, temperature 1, guidance {CFG:g} (the batch runs doubled on both sides); transformers "
          f"`generate(do_sample=True, top_k={TOP_K}, guidance_scale={CFG:g}, max_length=frames + 4)`, JAX "
          f"`generate_tokens` with `SamplingParams(top_k={TOP_K}, cfg_coef={CFG:g})`, keys from `row_keys`; "
          "prompts: the 8 of `benchmarks.text.PROMPTS`, repeated to the batch, tokenized by a sentencepiece model "
          "trained at start-up."),
-        (f"- Timing: per configuration the JAX decode loop is compiled (`lower_generate(...).compile()`: the compile "
-         f"column; the first call reuses that executable), then one warm call per framework "
-         f"({warm_frames(frames)} frames, in the same compilation bucket), then {res['runs']} timed round(s) of JAX "
-         "then transformers (median). Steps/s = (frames + 3) / generation seconds; real-time factor = seconds of "
-         "audio per row / generation seconds. Generation seconds: JAX `generate_tokens` (prefill and decode loop, "
-         "waited for); transformers `generate` minus its codec decode (`audio_encoder.decode` wrapped and timed, "
-         "the GPU synchronized around it), its T5 encoding included. Ratio = transformers seconds / JAX seconds."),
+        (f"- Timing: per model size the JAX decode loops of all its configurations are compiled at once, one thread "
+         "each (`lower_generate(...).compile()`; the compile column is each one's wall time, the others compiling "
+         "beside it; the calls reuse those executables), then per configuration one warm call per framework "
+         f"({warm_frames(frames)} / {warm_frames(torch_frames)} frames; JAX's compiles its prefill), then "
+         f"{res['runs']} timed round(s) of JAX then transformers (median). Steps/s = (frames + 3) / generation "
+         "seconds; real-time factor = seconds of audio per row / generation seconds. Generation seconds: JAX "
+         "`generate_tokens` (prefill and decode loop, waited for); transformers `generate` minus its codec decode "
+         "(`audio_encoder.decode` wrapped and timed, the GPU synchronized around it), its T5 encoding included. "
+         "Ratio = JAX steps/s / transformers steps/s."
+         + (f" transformers runs {torch_frames} frames rather than {frames} to keep the run short "
+            "(`--torch-frames`)." if torch_frames < frames else "")),
         ("- Memory: JAX decode loop = the compiled loop's `memory_analysis()` (arguments + outputs + temporaries - "
          "aliased outputs: weights, KV cache, state); JAX process = `memory_stats()['peak_bytes_in_use']` after the "
          "configuration (the high-water mark since start, all configurations so far; n/a on the CPU); transformers = "
@@ -857,15 +941,17 @@ def matrix_report(res: dict, command: str) -> str:
          f"LM weight bytes a step reads ({weights}: per layer self-attention q, k, v, out, cross-attention q, out, "
          "fc1, fc2, and the codebook heads; not the KV cache) = the highest step rate a weight-streaming decoder "
          "reaches, at any batch."),
-        *([f"- Partial: written after {len(res['rows'])} of the {res['total']} configurations, while the run went on; "
-           "a complete run rewrites this section."] if len(res["rows"]) < res["total"] else []),
+        *([f"- Partial: written after {len(rows)} of the {res['total']} configurations, while the run went on; "
+           "a complete run rewrites this section."] if len(rows) < res["total"] else []),
         (f"- Time budget: {res['budget']:g} s from the start of the run (imports not counted); used "
-         f"{res['elapsed']:.0f} s; {skipped} of {len(res['rows'])} configurations skipped. Before each model build "
-         "and configuration the time it needs is estimated from those measured (the nearest one: same size, then "
-         "same dtype, then closest batch; compile and warm-up scaled by the layer count, seconds per step by the "
-         "layer count plus the extra weight and KV-cache bytes at the measured bandwidth) and it is skipped when "
-         "that exceeds what is left. Model builds: "
-         + (", ".join(f"{s} {t:.0f} s" for s, t in res["builds"].items()) or "none") + "."),
+         f"{res['elapsed']:.0f} s; {skipped} of {len(rows)} configurations skipped. Before each model size the time "
+         "its configurations need is estimated from what was measured (build scaled by the LM weights, the compile "
+         "phase by the layer count and number of loops; per configuration the nearest measured one, same size, "
+         "then same dtype, then closest batch: warm-up scaled by the layer count, seconds per step by the layer "
+         "count plus the extra weight and KV-cache bytes at the measured bandwidth); configurations are cut from "
+         "the end of the size's list until the rest fits, and each is checked again before it runs. Model builds: "
+         + (", ".join(f"{s} {t:.0f} s" for s, t in res["builds"].items()) or "none") + "; compile phases: "
+         + (", ".join(f"{s} {t:.0f} s for {n} loops" for s, (n, t) in res["phases"].items()) or "none") + "."),
     ]
     return "\n".join([
         MATRIX_TITLE, "",
@@ -875,7 +961,8 @@ def matrix_report(res: dict, command: str) -> str:
         *notes, "",
         header,
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
-        *(matrix_row(r, frames, res["frame_rate"], bw["jax"] * 1e9) for r in res["rows"]), "",
+        *(matrix_row(r, {"jax": frames, "torch": torch_frames}, res["frame_rate"], bw["jax"] * 1e9) for r in rows),
+        "",
     ])
 
 
@@ -929,13 +1016,17 @@ def main(argv: list[str] | None = None) -> None:
     matrix.add_argument("--dtypes", type=names(TORCH_DTYPES), default="bfloat16,float32",
                         help=f"comma-separated, of {', '.join(TORCH_DTYPES)}, run in this order")
     matrix.add_argument("--frames", type=int, default=250, help="frames to generate (50 per second of audio)")
+    matrix.add_argument("--torch-frames", type=int, default=None,
+                        help="frames transformers generates, at most --frames (default: --frames; fewer keep the "
+                             "run short)")
     matrix.add_argument("--budget-seconds", type=float, default=420.0,
                         help="skip (and report) the configurations that would not finish within this many seconds")
     matrix.add_argument("--out", type=Path, default=None, help="also write the section to this file")
     args = parser.parse_args(argv)
     if args.matrix:
-        if args.runs < 1 or args.frames < 1 or args.budget_seconds <= 0:
-            parser.error("--runs and --frames must be >= 1, --budget-seconds > 0")
+        torch_frames = args.frames if args.torch_frames is None else min(args.torch_frames, args.frames)
+        if args.runs < 1 or args.frames < 1 or torch_frames < 1 or args.budget_seconds <= 0:
+            parser.error("--runs, --frames and --torch-frames must be >= 1, --budget-seconds > 0")
         if args.write and jax.default_backend() != "gpu":
             parser.error(f"--matrix --write writes the GPU section of {RESULTS}: JAX runs on "
                          f"{jax.default_backend()} here (use --out)")
@@ -946,7 +1037,7 @@ def main(argv: list[str] | None = None) -> None:
                 write_file(args.out, matrix_report(res, command))
 
         res = run_matrix(args.models, sorted(set(args.batches)), list(dict.fromkeys(args.dtypes)), args.frames,
-                         args.runs, args.budget_seconds, on_row=None if args.out is None else partial)
+                         torch_frames, args.runs, args.budget_seconds, on_row=None if args.out is None else partial)
         section = matrix_report(res, command)
         if args.out is not None:
             write_file(args.out, section)

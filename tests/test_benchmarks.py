@@ -30,24 +30,29 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_backend_optimization_level=0"}  # compiles in half the time; speed is not checked
-    done = subprocess.run([str(ROOT / "benchmarks" / "gpu.sh"), "--models", "tiny", "--batches", "1", "--dtypes",
-                           "float32,bfloat16", "--frames", "8", "--runs", "1"], env=env, capture_output=True,
-                          text=True, timeout=600)
+    arguments = ["--models", "tiny", "--batches", "1,2", "--dtypes", "float32,bfloat16", "--frames", "8",
+                 "--torch-frames", "4", "--runs", "1"]
+    done = subprocess.run([str(ROOT / "benchmarks" / "gpu.sh"), *arguments], env=env, capture_output=True, text=True,
+                          timeout=600)
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     text = (out / "gpu_sampling.md").read_text()
     assert text.startswith(sampling.MATRIX_TITLE + "\n") and text in done.stdout  # written and printed
-    command = "benchmarks/gpu.sh --models tiny --batches 1 --dtypes float32,bfloat16 --frames 8 --runs 1"
-    assert f"\nCommand: `{command}`\n" in text  # the script's command, not the module it runs
+    # the script's command, not the module it runs
+    assert f"\nCommand: `benchmarks/gpu.sh {' '.join(arguments)}`\n" in text
     rows = table(text)
     assert [(r["model"], r["batch (rows with CFG)"], r["dtype"]) for r in rows] == [
-        ("tiny", "1 (2)", "float32"), ("tiny", "1 (2)", "bfloat16")]
+        ("tiny", "1 (2)", "float32"), ("tiny", "2 (4)", "float32"), ("tiny", "1 (2)", "bfloat16"),
+        ("tiny", "2 (4)", "bfloat16")]
     for row in rows:
         assert all(float(row[column].strip("*")) > 0 for column in NUMBERS), row
+        rates = float(row["JAX steps/s"]) / float(row["transformers steps/s"])  # of 11 and 7 steps
+        assert float(row["ratio JAX/transformers"].strip("*")) == pytest.approx(rates, rel=0.06)
         loop, process = row["JAX peak GiB (decode loop / process)"].split(" / ")
         assert float(loop) > 0 and process == "n/a" and row["transformers peak GiB"] == "n/a"  # no device stats
     bound = {row["dtype"]: float(row["bound steps/s"]) for row in rows}
     assert bound["bfloat16"] == pytest.approx(2 * bound["float32"], rel=1e-3)  # half the weight bytes per step
-    assert "0 of 2 configurations skipped" in text
+    assert "0 of 4 configurations skipped" in text and "compile phases: tiny " in text and "for 4 loops." in text
+    assert "JAX 8 frames (0.16 s of audio, 11 steps), transformers 4 (0.08 s, 7 steps)" in text
 
 
 def test_time_budget_skips_and_says_so(tmp_path):
@@ -66,7 +71,7 @@ def test_each_row_is_written_as_it_comes():
     """A run stopped from outside (the device's time limit) keeps the rows before it: `on_row` gets the result
     after every row, and its report says it is partial until the last."""
     seen = []
-    res = sampling.run_matrix(["tiny", "small"], [1, 2], ["bfloat16"], 8, 1, 0.001, on_row=seen.append)
+    res = sampling.run_matrix(["tiny", "small"], [1, 2], ["bfloat16"], 8, 8, 1, 0.001, on_row=seen.append)
     assert [len(r["rows"]) for r in seen] == [1, 2, 3, 4] and seen[-1]["rows"] == res["rows"]
     partial = sampling.matrix_report(seen[1], "cmd")
     assert "Partial: written after 2 of the 4 configurations" in partial and len(table(partial)) == 2
@@ -74,14 +79,20 @@ def test_each_row_is_written_as_it_comes():
 
 
 def test_estimates_scale_the_nearest_measured_configuration():
-    assert sampling.estimate_seconds([], "large", 64, "float32", 250, 1, 1e12) == 0
-    done = [{"size": "small", "batch": 1, "dtype": "bfloat16", "fixed": 20.0, "step_seconds": [0.01, 0.03]},
-            {"size": "tiny", "batch": 8, "dtype": "float32", "fixed": 1.0, "step_seconds": [0.001]}]
-    assert sampling.estimate_seconds(done, "small", 1, "bfloat16", 250, 2, 1e12) == pytest.approx(20 + 2 * 253 * 0.04)
+    frames = {"jax": 250, "torch": 64}
+    assert sampling.estimate_seconds([], "large", 64, "float32", frames, 1, 1e12) == 0
+    done = [{"size": "small", "batch": 1, "dtype": "bfloat16", "warm": 2.0,
+             "step_seconds": {"jax": 0.01, "torch": 0.03}},
+            {"size": "tiny", "batch": 8, "dtype": "float32", "warm": 1.0, "step_seconds": {"jax": 0.001}}]
+    assert sampling.estimate_seconds(done, "small", 1, "bfloat16", frames, 2, 1e12) == pytest.approx(
+        2 + 2 * (253 * 0.01 + 67 * 0.03))
     extra = (sampling.step_traffic("large", "bfloat16", 1, 250) - sampling.step_traffic("small", "bfloat16", 1, 250))
-    assert sampling.estimate_seconds(done, "large", 1, "bfloat16", 250, 1, 1e12) == pytest.approx(
-        2 * 20 + 253 * (2 * 0.04 + 2 * extra / 1e12))  # 48 layers against 24, and the extra bytes per step
-    assert sampling.estimate_build({"small": 10.0}, "large") == pytest.approx(
+    assert sampling.estimate_seconds(done, "large", 1, "bfloat16", frames, 1, 1e12) == pytest.approx(
+        2 * 2 + 253 * (2 * 0.01 + extra / 1e12) + 67 * (2 * 0.03 + extra / 1e12))  # 48 layers against 24
+    assert sampling.estimate_compile({}, "large", 6) == 0
+    assert sampling.estimate_compile({"tiny": (2, 1.0), "small": (6, 30.0)}, "large", 3) == pytest.approx(30)
+    assert sampling.estimate_build({}, "large") == 0
+    assert sampling.estimate_build({"small": 10.0, "tiny": 20.0}, "large") == pytest.approx(
         10 * sampling.lm_step_bytes("large", "float32") / sampling.lm_step_bytes("small", "float32"))
 
 
