@@ -949,7 +949,8 @@ def matrix_report(res: dict, command: str) -> str:
          "phase by the layer count and number of loops; per configuration the nearest measured one, same size, "
          "then same dtype, then closest batch: warm-up scaled by the layer count, seconds per step by the layer "
          "count plus the extra weight and KV-cache bytes at the measured bandwidth); configurations are cut from "
-         "the end of the size's list until the rest fits, and each is checked again before it runs. Model builds: "
+         "the end of the size's list until the rest fits (a cut one's figure: what the list up to it needs), and "
+         "each is checked again before it runs. Model builds: "
          + (", ".join(f"{s} {t:.0f} s" for s, t in res["builds"].items()) or "none") + "; compile phases: "
          + (", ".join(f"{s} {t:.0f} s for {n} loops" for s, (n, t) in res["phases"].items()) or "none") + "."),
     ]
