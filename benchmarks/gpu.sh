@@ -6,12 +6,12 @@
 # (`python -m benchmarks.sampling --matrix`, see its docstring). It writes the markdown table to
 # ${OUT:-out}/gpu_sampling.md and prints it.
 #
-# Target: under 8 minutes on one GPU. Per model size the models are built once and the JAX decode loops of
-# its six configurations compiled at once (one thread each: compiling was most of a configuration's time,
-# 14-31 s on an H200), and transformers, whose step rate does not depend on the length there (each step waits
-# on the host, about 75 ms), runs 64 frames rather than 250. Configurations that would not finish within
-# --budget-seconds (420 s after start-up) are skipped and say so in the table; the table is rewritten after
-# every configuration, so a run stopped from outside keeps what it measured.
+# Target: under 8 minutes on one GPU (an H200: 6.3 minutes, benchmarks/RESULTS.md). Per model size the models
+# are built once and the JAX decode loops of its six configurations compiled at once, one thread each (compiling
+# one took 14-31 s there, most of a configuration's time), and transformers, whose steps wait on the host (7-60
+# steps/s there), runs 64 frames rather than 250. Configurations that would not finish within --budget-seconds
+# (420 s after start-up) are skipped and say so in the table; the table is rewritten after every configuration,
+# so a run stopped from outside keeps what it measured.
 #
 # Needs jax[cuda], torch (CUDA) and the project's requirements already installed; installs nothing
 # and reaches no network. Run from anywhere (it runs in the repository root with PYTHONPATH=.):
