@@ -30,7 +30,7 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
     out = tmp_path / "out"
     env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu",
            "XLA_FLAGS": "--xla_backend_optimization_level=0"}  # compiles in half the time; speed is not checked
-    arguments = ["--models", "tiny", "--batches", "1,2", "--dtypes", "float32,bfloat16", "--frames", "8",
+    arguments = ["--models", "tiny", "--batches", "1", "--dtypes", "float32,bfloat16", "--frames", "8",
                  "--torch-frames", "4", "--runs", "1"]
     done = subprocess.run([str(ROOT / "benchmarks" / "gpu.sh"), *arguments], env=env, capture_output=True, text=True,
                           timeout=600)
@@ -41,8 +41,7 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
     assert f"\nCommand: `benchmarks/gpu.sh {' '.join(arguments)}`\n" in text
     rows = table(text)
     assert [(r["model"], r["batch (rows with CFG)"], r["dtype"]) for r in rows] == [
-        ("tiny", "1 (2)", "float32"), ("tiny", "2 (4)", "float32"), ("tiny", "1 (2)", "bfloat16"),
-        ("tiny", "2 (4)", "bfloat16")]
+        ("tiny", "1 (2)", "float32"), ("tiny", "1 (2)", "bfloat16")]  # in the order asked for
     for row in rows:
         assert all(float(row[column].strip("*")) > 0 for column in NUMBERS), row
         rates = float(row["JAX steps/s"]) / float(row["transformers steps/s"])  # of 11 and 7 steps
@@ -51,7 +50,7 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
         assert float(loop) > 0 and process == "n/a" and row["transformers peak GiB"] == "n/a"  # no device stats
     bound = {row["dtype"]: float(row["bound steps/s"]) for row in rows}
     assert bound["bfloat16"] == pytest.approx(2 * bound["float32"], rel=1e-3)  # half the weight bytes per step
-    assert "0 of 4 configurations skipped" in text and "compile phases: tiny " in text and "for 4 loops." in text
+    assert "0 of 2 configurations skipped" in text and "compile phases: tiny " in text and "for 2 loops." in text
     assert "JAX 8 frames (0.16 s of audio, 11 steps), transformers 4 (0.08 s, 7 steps)" in text
 
 
