@@ -8,7 +8,7 @@
 #
 # Target: under 8 minutes on one GPU (an H200: 6.3 minutes, benchmarks/RESULTS.md). Per model size the models
 # are built once and the JAX decode loops of its six configurations compiled at once, one thread each (compiling
-# one took 14-31 s there, most of a configuration's time), and transformers, whose steps wait on the host (7-60
+# one took 14-31 s there, most of a configuration's time), and transformers, whose steps wait on the host (7-62
 # steps/s there), runs 64 frames rather than 250. Configurations that would not finish within --budget-seconds
 # (420 s after start-up) are skipped and say so in the table; the table is rewritten after every configuration,
 # so a run stopped from outside keeps what it measured.
