@@ -9,9 +9,6 @@ would otherwise point it at one test's temporary directory for the rest of the s
 Tests never reach the network: an autouse fixture puts huggingface_hub (and transformers, which asks
 it) in offline mode, in this process and, through the environment, in the subprocesses tests start.
 
-The training tests (tests/train: real runs, the slowest files) are collected first, so that with
-`--dist loadfile` (make test) the workers do not end waiting on one of them started last.
-
 Shared fixtures: a T5-style sentencepiece model trained here on a few lines (`spiece_dir`) and
 transformers' tokenizer built from it (`hf_tokenizer`, the reference for token ids).
 """
@@ -25,10 +22,6 @@ from transformers import T5Tokenizer as HFT5Tokenizer
 
 jax.config.update("jax_threefry_partitionable", False)
 jax.config.update("jax_enable_compilation_cache", False)  # sample.main in-process must not cache into tmp dirs
-
-
-def pytest_collection_modifyitems(items):
-    items.sort(key=lambda item: item.path.parent.name != "train")  # stable: the order within each group stays
 
 
 LINES = [
