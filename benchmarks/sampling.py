@@ -616,12 +616,13 @@ def warm_frames(frames: int) -> int:
 
 
 CAST_PARTS = ("text_encoder", "enc_to_dec_proj", "decoder")  # transformers' parts run in the benchmark's dtype
+CAST_PREFIXES = tuple(f"{name}." for name in CAST_PARTS)
 
 
 def build_size(size: str, batches: list[int], tokenizer, device: str) -> dict:
     """Everything a model size's configurations share: transformers' model of `size` in float32
     (`torch.manual_seed(0)`, sdpa attention (`ATTENTION`), built on torch's `device`) with its generator, a
-    float32 copy of its state dict on the host (`torch_in_dtype` casts from it), the text states of each
+    float32 copy of the state of its `CAST_PARTS` on the host (`torch_in_dtype` casts from it), the text states of each
     batch's prompts from its float32 T5 encoder (JAX's input: [B, N, d_model] float32 and the mask [B, N]
     int32), and the JAX LM parameters from the same state dict, float32 on the host (`cast_params` places
     them in a dtype)."""
@@ -638,8 +639,8 @@ def build_size(size: str, batches: list[int], tokenizer, device: str) -> dict:
             texts[b] = (jnp.asarray(hidden.float().cpu().numpy()),
                         jnp.asarray(inputs["attention_mask"].cpu().numpy(), jnp.int32))
     lm_config = lm_config_from_hf(model.config.to_dict())
-    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
-    lm_state = {k: v.numpy() for k, v in state.items() if not k.startswith(("text_encoder.", "audio_encoder."))}
+    state = {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items() if k.startswith(CAST_PREFIXES)}
+    lm_state = {k: v.numpy() for k, v in state.items() if not k.startswith("text_encoder.")}
     host_params = lm_params_from_hf_state_dict(lm_state, lm_config, f"random {size}")
     return {"generator": TorchGenerator(model, tokenizer, device), "model": model, "state": state, "texts": texts,
             "lm_config": lm_config, "host_params": host_params, "attention": model.decoder.config._attn_implementation}
@@ -656,11 +657,13 @@ def jax_params(built: dict, size: str, dtype: str):
 
 def torch_in_dtype(built: dict, dtype: str) -> None:
     """transformers' text encoder, projection and decoder (`CAST_PARTS`) cast to `dtype` from the float32 weights
-    of the host state dict (the codec stays float32: its decode is timed apart, not counted)."""
+    of the host state dict, reloaded once they have been cast (the codec stays float32: its decode is timed
+    apart, not counted)."""
     model = built["model"]
-    for name in CAST_PARTS:
-        getattr(model, name).to(torch.float32)
-    model.load_state_dict(built["state"])
+    if model.decoder.dtype != torch.float32:
+        for name in CAST_PARTS:
+            getattr(model, name).to(torch.float32)
+        model.load_state_dict(built["state"], strict=False)
     for name in CAST_PARTS:
         getattr(model, name).to(TORCH_DTYPES[dtype])
 
@@ -759,7 +762,7 @@ def measure(built: dict, params, compiled, size: str, batch: int, dtype: str, fr
     res["step_seconds"] = {side: median_min(res[side])[0] / (frames[side] + 3) for side in ("jax", "torch")
                            if res[side] != OOM}
     res["seconds"] = time.perf_counter() - start
-    rates = ", ".join(f"{side} " + (OOM if res[side] == OOM else fmt((frames[side] + 3) / median_min(res[side])[0]))
+    rates = ", ".join(f"{side} " + (fmt(1 / res["step_seconds"][side]) if side in res["step_seconds"] else OOM)
                       for side in ("jax", "torch"))
     print(f"{size} batch {batch} {dtype}: steps/s {rates}; {res['seconds']:.0f} s", flush=True)
     return res
@@ -844,14 +847,12 @@ def run_matrix(models: list[str], batches: list[int], dtypes: list[str], frames:
         for dtype in dict.fromkeys(d for d, _ in plan):
             params = jax_params(built, size, dtype)
             torch_in_dtype(built, dtype)
-            for d, b in plan:
-                if d != dtype:
-                    continue
+            for b in [b for d, b in plan if d == dtype]:
                 need = estimate_seconds(done, size, b, dtype, steps, runs, bw)
                 if need > left():
                     skip(size, dtype, b, need)
                     continue
-                done.append(measure(built, params, compiled[d, b], size, b, dtype, steps, runs, cuda))
+                done.append(measure(built, params, compiled[dtype, b], size, b, dtype, steps, runs, cuda))
                 add(done[-1])
             del params
         del built, compiled
