@@ -50,12 +50,27 @@ def test_hosts_see_disjoint_parts_that_cover_the_split(dataset, tokenizer):
     assert not seen[0] & seen[1] and seen[0] | seen[1] == set(range(len(LENGTHS)))
 
 
+def test_each_epoch_is_a_new_permutation_on_each_host(dataset, tokenizer):
+    """On each host of 2, four epochs of the stream (batches running across epoch ends): each is a
+    permutation of the host's examples, and no two are in the same order."""
+    directory, _ = dataset
+    for host in range(2):
+        examples = load_host_examples(directory, "train", host, 2)
+        n, batches = len(examples), TrainBatches(examples, PipelineConfig(batch_size=5, frames=FRAMES), tokenizer)
+        stream = np.concatenate([batches.batch(step)["example"] for step in range(-(-4 * n // 5))])
+        epochs = [tuple(stream[e * n:(e + 1) * n]) for e in range(4)]
+        for epoch in epochs:
+            assert sorted(epoch) == list(range(examples.first, examples.first + n))
+        assert len(set(epochs)) == 4, epochs
+
+
 def test_crops_are_windows_of_the_example_and_padding_is_masked(dataset, tokenizer):
     """Each row is `codes[:, s:s + F]` of its example with 0 <= s <= T - F (s = 0 when T <= F, the rest
-    zero-padded and masked); over many items the starts of a long example spread over the whole range."""
+    zero-padded and masked); over many items the starts of a long example spread over the whole range, and
+    those of the examples with at most 6 spare frames take every value from 0 to the last window's."""
     directory, examples = dataset
     batches = TrainBatches(load_host_examples(directory, "train", 0, 1), PipelineConfig(8, FRAMES, seed=3), tokenizer)
-    starts = []
+    starts, spare_starts = [], {}
     for step in range(150):
         batch = batches.batch(step)
         assert batch["codes"].shape == batch["mask"].shape == (8, K, FRAMES) and batch["codes"].dtype == np.int32
@@ -69,6 +84,9 @@ def test_crops_are_windows_of_the_example_and_padding_is_masked(dataset, tokeniz
             assert batch["mask"][row, :, :n].all() and not batch["mask"][row, :, n:].any()
             if batch["example"][row] == 7:  # 40 frames: starts 0..28
                 starts.append(start)
+            if 0 < full.shape[-1] - FRAMES <= 6:  # 14, 16 and 18 frames: 3, 5 and 7 possible starts
+                spare_starts.setdefault(full.shape[-1] - FRAMES, set()).add(start)
+    assert spare_starts == {spare: set(range(spare + 1)) for spare in (2, 4, 6)}
     assert len(starts) > 30 and min(starts) <= 2 and max(starts) >= 26
     assert abs(np.mean(starts) - 14) < 4 * np.std(starts) / np.sqrt(len(starts))  # uniform mean within 4 s.e.
 

@@ -7,14 +7,17 @@ weights and bias sums, exactly, and transformers' decoding within 1e-6."""
 
 from __future__ import annotations
 
+import inspect
 import json
 
 import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
+from transformers import MusicgenMelodyForConditionalGeneration
 
 from musicgen_jax import export
+from musicgen_jax.config import ChromaConfig
 from musicgen_jax.convert import encodec, musicgen, t5
 from musicgen_jax.convert.keymap import strip_prefix
 
@@ -53,53 +56,34 @@ def test_export_of_a_conversion_gives_back_the_checkpoint(request, fixture, hf_t
     assert AutoTokenizer.from_pretrained(out)(prompt)["input_ids"] == hf_tokenizer(prompt)["input_ids"]
     generation = json.loads((out / "generation_config.json").read_text())
     assert generation["decoder_start_token_id"] == generation["pad_token_id"] == 2048
+    check_processor(out, model)
 
 
-@pytest.mark.parametrize("source", [None, "other"], ids=["no-source", "other-checkpoint"])
-def test_a_codec_without_its_checkpoint_exports_the_same_weights(hf_musicgen, hf_musicgen_stereo, source, tmp_path):
-    """The codec's recorded source gone (None) or another checkpoint (the stereo model's codec, other
-    weights): the derived split, which imports to the same weights and decodes as the original."""
-    import dataclasses
+def check_processor(directory, model) -> None:
+    """transformers reads the exported `preprocessor_config.json` as the hub's: `AutoProcessor` takes audio
+    of the model's channels (`[C, N]`) at the codec's rate to `input_values [1, C, N]` (a mono extractor
+    refuses stereo audio); a melody model's (whose extractor needs torchaudio, absent here) names
+    transformers' classes and holds the chroma settings `musicgen_jax.chroma` computes with, every key one
+    `MusicgenMelodyFeatureExtractor` takes."""
+    from transformers import AutoProcessor
+    from transformers.feature_extraction_utils import FeatureExtractionMixin
+    from transformers.models.musicgen_melody.feature_extraction_musicgen_melody import MusicgenMelodyFeatureExtractor
 
-    from musicgen_jax.convert import pretrained
-    from musicgen_jax.convert.hf_export import export_hf
-
-    model, directory = hf_musicgen
-    components = pretrained.convert(directory)
-    codec = dataclasses.replace(components.codec, source=None if source is None else str(hf_musicgen_stereo[1]))
-    out = export_hf(dataclasses.replace(components, codec=codec), tmp_path / "hf")
-    loaded, info = type(model).from_pretrained(out, output_loading_info=True)
-    assert not any(info.values()), info
-    source_state, exported = load_file(directory / "model.safetensors"), load_file(out / "model.safetensors")
-    assert sorted(exported) == sorted(source_state)
-    assert any(not np.array_equal(exported[k], source_state[k]) for k in exported)  # the split, not the original
-    ours, theirs = codec_weights(exported), codec_weights(source_state)
-    assert sorted(ours) == sorted(theirs)
-    for key, value in theirs.items():
-        np.testing.assert_array_equal(ours[key], value, err_msg=key)
-    codes = torch.randint(0, 2048, (1, 1, 4, 20), generator=torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        wav, expected = (m.audio_encoder.decode(codes, [None]).audio_values for m in (loaded, model))
-    np.testing.assert_allclose(wav.numpy(), expected.numpy(), atol=1e-6 * float(expected.abs().max()))
-
-
-def test_export_shards_past_the_size_limit(hf_musicgen, tmp_path):
-    """`--max-shard-size`: shards and an index as `save_pretrained` writes them, which transformers loads."""
-    model, directory = hf_musicgen
-    out = tmp_path / "hf"
-    assert export.main(["--checkpoint", str(directory), "--to", "hf", "--max-shard-size", "1MB", str(out)]) == 0
-    index = json.loads((out / "model.safetensors.index.json").read_text())
-    files = sorted(set(index["weight_map"].values()))
-    assert len(files) > 1 and files == sorted(p.name for p in out.glob("model-*.safetensors"))
-    loaded, info = type(model).from_pretrained(out, output_loading_info=True)
-    assert not any(info.values()), info
-    for key, value in model.decoder.state_dict().items():
-        torch.testing.assert_close(loaded.decoder.state_dict()[key], value, rtol=0, atol=0)
-
-
-def test_export_errors(tmp_path, capsys):
-    out = tmp_path / "hf"
-    assert export.main(["--checkpoint", str(tmp_path / "missing"), "--to", "hf", str(out)]) == 2
-    assert "error:" in capsys.readouterr().err and not out.exists()
-    with pytest.raises(SystemExit):
-        export.main(["--checkpoint", str(tmp_path), "--to", "onnx", str(out)])
+    rate = model.config.audio_encoder.sampling_rate
+    if isinstance(model, MusicgenMelodyForConditionalGeneration):
+        saved, _ = FeatureExtractionMixin.get_feature_extractor_dict(str(directory))
+        chroma = ChromaConfig(sample_rate=rate, bins=model.config.num_chroma)
+        assert saved["feature_extractor_type"] == "MusicgenMelodyFeatureExtractor"
+        assert saved["processor_class"] == "MusicgenMelodyProcessor"
+        assert (saved["sampling_rate"], saved["num_chroma"], saved["feature_size"], saved["hop_length"],
+                saved["n_fft"]) == (rate, chroma.bins, chroma.bins, chroma.hop_length, chroma.n_fft)
+        accepted = inspect.signature(MusicgenMelodyFeatureExtractor.__init__).parameters
+        assert not set(saved) - set(accepted) - {"feature_extractor_type", "processor_class"}
+        return
+    processor, channels = AutoProcessor.from_pretrained(directory), model.config.decoder.audio_channels
+    assert type(processor).__name__ == "MusicgenProcessor"
+    assert processor.feature_extractor.sampling_rate == rate and processor.feature_extractor.feature_size == channels
+    audio = np.random.default_rng(0).normal(size=(channels, rate // 2)).astype(np.float32)
+    values = processor(audio=audio if channels == 2 else audio[0], sampling_rate=rate,
+                       return_tensors="np")["input_values"]
+    np.testing.assert_array_equal(values, audio[None])
