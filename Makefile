@@ -8,7 +8,7 @@ OUT ?= out/demo
 # each test file on one worker, so its module fixtures are built once (the suite: 17m59s -> 16m32s here)
 PYTEST_ARGS ?= -n 2 --dist loadfile
 
-.PHONY: demo demo-codec test test-fast bench clean
+.PHONY: demo demo-codec lint test test-fast bench clean
 
 $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,10 +33,15 @@ demo: $(VENV)/.installed
 demo-codec: $(VENV)/.installed
 	$(PY) -m musicgen_jax.codec roundtrip --codec $(CODEC) --fallback-random $(OUT)/codec
 
-test: $(VENV)/.installed-test
+# ruff's lint rules and formatter (pyproject.toml), checked before the tests
+lint: $(VENV)/.installed-test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
-test-fast: $(VENV)/.installed-test
+test-fast: lint
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
 
 bench: $(VENV)/.installed-test

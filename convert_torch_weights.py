@@ -24,8 +24,12 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="hub id or local checkpoint directory")
     parser.add_argument("output", type=Path, help="output directory (replaced atomically if it exists)")
-    parser.add_argument("--format", default="auto", choices=pretrained.FORMATS,
-                        help="checkpoint format when a repo has both (default auto: transformers if present)")
+    parser.add_argument(
+        "--format",
+        default="auto",
+        choices=pretrained.FORMATS,
+        help="checkpoint format when a repo has both (default auto: transformers if present)",
+    )
     args = parser.parse_args(argv)
     start = time.time()
     try:
@@ -35,9 +39,11 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     lm = components.lm_config
-    print(f"{args.source} -> {args.output} in {time.time() - start:.1f} s: LM {lm.num_layers} layers x {lm.dim}, "
-          f"{lm.num_codebooks} codebooks, {'stereo' if components.codec.stereo else 'mono'} codec, "
-          f"T5 d_model {components.text_encoder.config.d_model}")
+    print(
+        f"{args.source} -> {args.output} in {time.time() - start:.1f} s: LM {lm.num_layers} layers x {lm.dim}, "
+        f"{lm.num_codebooks} codebooks, {'stereo' if components.codec.stereo else 'mono'} codec, "
+        f"T5 d_model {components.text_encoder.config.d_model}"
+    )
     return 0
 
 

@@ -32,8 +32,11 @@ from musicgen_jax.stems import MissingExtraError
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default=DEFAULT_MODEL,
-                   help=f"hub id, PyTorch checkpoint directory or converted directory (default {DEFAULT_MODEL})")
+    p.add_argument(
+        "--model",
+        default=DEFAULT_MODEL,
+        help=f"hub id, PyTorch checkpoint directory or converted directory (default {DEFAULT_MODEL})",
+    )
     p.add_argument("--prompt", action="append", default=[], help="text prompt (repeatable: one output each)")
     p.add_argument("--prompts-file", type=Path, help="a file with one prompt per line")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of audio (default 10)")
@@ -44,29 +47,58 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="prompt i uses seed + i (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
     p.add_argument("--continuation", type=Path, help="audio file to continue (its codes start every output)")
-    p.add_argument("--melody", type=Path, action="append", default=[],
-                   help="audio file whose melody (chroma) the music follows, melody models only (repeatable: one "
-                        "per prompt in order, or one for all)")
-    p.add_argument("--melody-stems", action="store_true",
-                   help="take the melody from the vocals and other stems (Demucs, as audiocraft; needs the "
-                        "melody extra), not from the whole mix (as transformers)")
-    p.add_argument("--out", type=Path, default=Path("out"),
-                   help="output file for a single prompt, else a directory of NNN_<slug>.<format> (default out)")
+    p.add_argument(
+        "--melody",
+        type=Path,
+        action="append",
+        default=[],
+        help="audio file whose melody (chroma) the music follows, melody models only (repeatable: one "
+        "per prompt in order, or one for all)",
+    )
+    p.add_argument(
+        "--melody-stems",
+        action="store_true",
+        help="take the melody from the vocals and other stems (Demucs, as audiocraft; needs the "
+        "melody extra), not from the whole mix (as transformers)",
+    )
+    p.add_argument(
+        "--out",
+        type=Path,
+        default=Path("out"),
+        help="output file for a single prompt, else a directory of NNN_<slug>.<format> (default out)",
+    )
     p.add_argument("--format", choices=("wav", "flac"), default="wav")
-    p.add_argument("--strategy", choices=NORMALIZE_STRATEGIES, default="loudness",
-                   help="normalization (default loudness; none writes the decoder output as 32-bit float WAV)")
+    p.add_argument(
+        "--strategy",
+        choices=NORMALIZE_STRATEGIES,
+        default="loudness",
+        help="normalization (default loudness; none writes the decoder output as 32-bit float WAV)",
+    )
     p.add_argument("--save-codes", type=Path, help="also save the generated codes [B, K, T] (int16) to this .npy")
-    p.add_argument("--dtype", choices=("auto", *INFERENCE_DTYPES), default="auto",
-                   help="the LM's weights and matrix products (auto: bfloat16 on GPU / TPU, float32 on CPU)")
-    p.add_argument("--mesh", metavar="AXIS=SIZE,...",
-                   help="split the model over the devices of every host: data=-1 spreads the batch of prompts over "
-                        "all of them, data=4,tensor=2 also splits the LM's and T5's weights in two (axes data, "
-                        "fsdp, tensor; -1: the rest of the devices; default: one device)")
-    p.add_argument("--compilation-cache", type=Path,
-                   help="keep compiled programs here for later runs (default JAX_COMPILATION_CACHE_DIR when "
-                        "set, else $MUSICGEN_JAX_CACHE/xla)")
-    p.add_argument("--no-compilation-cache", action="store_true",
-                   help="compile from scratch and keep nothing, even where JAX_COMPILATION_CACHE_DIR is set")
+    p.add_argument(
+        "--dtype",
+        choices=("auto", *INFERENCE_DTYPES),
+        default="auto",
+        help="the LM's weights and matrix products (auto: bfloat16 on GPU / TPU, float32 on CPU)",
+    )
+    p.add_argument(
+        "--mesh",
+        metavar="AXIS=SIZE,...",
+        help="split the model over the devices of every host: data=-1 spreads the batch of prompts over "
+        "all of them, data=4,tensor=2 also splits the LM's and T5's weights in two (axes data, "
+        "fsdp, tensor; -1: the rest of the devices; default: one device)",
+    )
+    p.add_argument(
+        "--compilation-cache",
+        type=Path,
+        help="keep compiled programs here for later runs (default JAX_COMPILATION_CACHE_DIR when "
+        "set, else $MUSICGEN_JAX_CACHE/xla)",
+    )
+    p.add_argument(
+        "--no-compilation-cache",
+        action="store_true",
+        help="compile from scratch and keep nothing, even where JAX_COMPILATION_CACHE_DIR is set",
+    )
     return p
 
 
@@ -96,11 +128,15 @@ def read_melodies(args, model: MusicGen, count: int) -> list[np.ndarray]:
     if not args.melody:
         return []
     if not model.lm_config.melody:
-        raise ValueError(f"--melody: {args.model} is a text-to-music model, it takes no melody (use a melody model, "
-                         "e.g. facebook/musicgen-melody)")
+        raise ValueError(
+            f"--melody: {args.model} is a text-to-music model, it takes no melody (use a melody model, "
+            "e.g. facebook/musicgen-melody)"
+        )
     if len(args.melody) not in (1, count):
-        raise ValueError(f"--melody given {len(args.melody)} times for {count} prompts: give it once for all "
-                         "prompts or once per prompt")
+        raise ValueError(
+            f"--melody given {len(args.melody)} times for {count} prompts: give it once for all "
+            "prompts or once per prompt"
+        )
     if args.continuation is not None:
         raise ValueError("--melody and --continuation cannot be combined")
     melodies = [read_audio(path, model.sample_rate)[0] for path in args.melody]
@@ -111,9 +147,11 @@ def load_model(name: str, dtype: str | None = None, mesh: Mesh | None = None) ->
     try:
         return MusicGen.get_pretrained(name, dtype=dtype, mesh=mesh)
     except CheckpointError as e:
-        raise CheckpointError(f"{e}\nTo run offline, point --model at local files: a directory written by "
-                              "convert_torch_weights.py, or a PyTorch checkpoint directory (transformers or "
-                              "audiocraft format).") from e
+        raise CheckpointError(
+            f"{e}\nTo run offline, point --model at local files: a directory written by "
+            "convert_torch_weights.py, or a PyTorch checkpoint directory (transformers or "
+            "audiocraft format)."
+        ) from e
 
 
 def run(args) -> str:
@@ -130,8 +168,14 @@ def run(args) -> str:
     model = load_model(args.model, None if args.dtype == "auto" else args.dtype, mesh)
     where = "" if mesh is None else f", mesh {dict(mesh.shape)}"
     print(f"{args.model}: LM in {model.dtype} on {jax.default_backend()}{where}", flush=True)
-    model.set_generation_params(use_sampling=True, top_k=args.top_k, top_p=args.top_p,
-                                temperature=args.temperature, duration=args.duration, cfg_coef=args.cfg_coef)
+    model.set_generation_params(
+        use_sampling=True,
+        top_k=args.top_k,
+        top_p=args.top_p,
+        temperature=args.temperature,
+        duration=args.duration,
+        cfg_coef=args.cfg_coef,
+    )
     prompt_audio = None
     if args.continuation is not None:
         prompt_audio, _ = read_audio(args.continuation, model.sample_rate, model.audio_channels)
@@ -139,18 +183,30 @@ def run(args) -> str:
     start = time.time()
     codes = []
     for first in range(0, len(prompts), args.batch_size):
-        batch = prompts[first:first + args.batch_size]
+        batch = prompts[first : first + args.batch_size]
         seeds = [args.seed + first + i for i in range(len(batch))]
         if melodies:
-            audio, tokens = model.generate_with_chroma(batch, melodies[first:first + len(batch)], model.sample_rate,
-                                                       progress=True, return_tokens=True, seed=seeds,
-                                                       stems=args.melody_stems)
+            audio, tokens = model.generate_with_chroma(
+                batch,
+                melodies[first : first + len(batch)],
+                model.sample_rate,
+                progress=True,
+                return_tokens=True,
+                seed=seeds,
+                stems=args.melody_stems,
+            )
         elif prompt_audio is None:
             audio, tokens = model.generate(batch, progress=True, return_tokens=True, seed=seeds)
         else:
-            audio, tokens = model.generate_continuation(np.repeat(prompt_audio[None], len(batch), 0), model.sample_rate,
-                                                        batch, progress=True, return_tokens=True, seed=seeds)
-        for path, wav in zip(paths[first:first + len(batch)], audio, strict=True):
+            audio, tokens = model.generate_continuation(
+                np.repeat(prompt_audio[None], len(batch), 0),
+                model.sample_rate,
+                batch,
+                progress=True,
+                return_tokens=True,
+                seed=seeds,
+            )
+        for path, wav in zip(paths[first : first + len(batch)], audio, strict=True):
             write_audio(path, wav, model.sample_rate, strategy=args.strategy)
         codes.append(tokens)
     elapsed = time.time() - start

@@ -12,8 +12,7 @@ from ml_collections import config_flags
 
 from musicgen_jax.train.loop import TrainingError, maybe_initialize_distributed, train
 
-_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/NAME.py)",
-                                          lock_config=True)
+_CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/NAME.py)", lock_config=True)
 _WORKDIR = flags.DEFINE_string("workdir", None, "run directory: checkpoints/ and metrics.jsonl")
 _NO_PROGRESS = flags.DEFINE_bool("no_progress", False, "no progress bar")
 flags.mark_flags_as_required(["config", "workdir"])

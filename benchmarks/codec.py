@@ -35,8 +35,8 @@ from benchmarks.common import (
     machine_lines,
     median_min,
     other_load,
-    time_pair,
     publish,
+    time_pair,
     usable_cores,
 )
 from musicgen_jax.convert.codec_loader import load_codec
@@ -46,9 +46,19 @@ SECTION_TITLE = "## Codec (EnCodec 32 kHz, real size, random weights)"
 
 def hf_config() -> EncodecConfig:
     """MusicGen's 32 kHz EnCodec architecture (real size)."""
-    return EncodecConfig(sampling_rate=32000, audio_channels=1, num_filters=64, hidden_size=128,
-                         upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], codebook_size=2048,
-                         use_causal_conv=False, use_conv_shortcut=False, pad_mode="reflect", normalize=False)
+    return EncodecConfig(
+        sampling_rate=32000,
+        audio_channels=1,
+        num_filters=64,
+        hidden_size=128,
+        upsampling_ratios=[8, 5, 4, 4],
+        target_bandwidths=[2.2],
+        codebook_size=2048,
+        use_causal_conv=False,
+        use_conv_shortcut=False,
+        pad_mode="reflect",
+        normalize=False,
+    )
 
 
 def build_hf_model(seed: int = 0) -> EncodecModel:
@@ -93,8 +103,11 @@ def run(seconds: float, runs: int, batch: int) -> dict:
     sample_rate = codec.sample_rate
     wav = test_audio(batch, round(seconds * sample_rate), sample_rate)
     wav_torch = torch.from_numpy(wav)
-    print(f"input [{batch}, 1, {wav.shape[-1]}] ({seconds:g} s at {sample_rate} Hz); jax {jax.__version__} on "
-          f"{jax.devices()[0].platform}, torch {torch.__version__} with {threads} threads", flush=True)
+    print(
+        f"input [{batch}, 1, {wav.shape[-1]}] ({seconds:g} s at {sample_rate} Hz); jax {jax.__version__} on "
+        f"{jax.devices()[0].platform}, torch {torch.__version__} with {threads} threads",
+        flush=True,
+    )
 
     def torch_encode():
         with torch.inference_mode():
@@ -110,19 +123,28 @@ def run(seconds: float, runs: int, batch: int) -> dict:
     codes_torch = encode["torch_out"]  # [1 (chunks), B, K, T']
     codes_ref, codes_jax = codes_torch[0].numpy(), np.asarray(encode["jax_out"])
     print("decode ...", flush=True)
-    decode = time_pair(lambda: jax.block_until_ready(codec.decode(codes_ref)), lambda: torch_decode(codes_torch),
-                       runs)
+    decode = time_pair(lambda: jax.block_until_ready(codec.decode(codes_ref)), lambda: torch_decode(codes_torch), runs)
 
     others = other_load(counters, cpu_counters(), time.perf_counter() - start)
     audio_ref, audio_jax = decode["torch_out"].numpy(), np.asarray(decode["jax_out"])
     if codes_jax.shape != codes_ref.shape or audio_jax.shape != audio_ref.shape:
-        raise RuntimeError(f"shape mismatch: codes {codes_jax.shape} vs {codes_ref.shape}, "
-                           f"audio {audio_jax.shape} vs {audio_ref.shape}")
-    return {"seconds": seconds, "runs": runs, "batch": batch, "threads": threads,
-            "load": (load_before, load_average()), "others": others,
-            "times": {"encode": encode, "decode": decode},
-            "codes_equal": float(np.mean(codes_jax == codes_ref)), "codes_shape": codes_ref.shape,
-            "distinct_codes": len(np.unique(codes_ref[:, 0])), "audio_rel_l2": rel_l2(audio_jax, audio_ref)}
+        raise RuntimeError(
+            f"shape mismatch: codes {codes_jax.shape} vs {codes_ref.shape}, "
+            f"audio {audio_jax.shape} vs {audio_ref.shape}"
+        )
+    return {
+        "seconds": seconds,
+        "runs": runs,
+        "batch": batch,
+        "threads": threads,
+        "load": (load_before, load_average()),
+        "others": others,
+        "times": {"encode": encode, "decode": decode},
+        "codes_equal": float(np.mean(codes_jax == codes_ref)),
+        "codes_shape": codes_ref.shape,
+        "distinct_codes": len(np.unique(codes_ref[:, 0])),
+        "audio_rel_l2": rel_l2(audio_jax, audio_ref),
+    }
 
 
 def report(res: dict, command: str) -> str:
@@ -132,22 +154,34 @@ def report(res: dict, command: str) -> str:
         first, jax_times = res["times"][direction]["jax"]
         torch_times = res["times"][direction]["torch"][1]
         (jax_med, jax_min), (torch_med, torch_min) = median_min(jax_times), median_min(torch_times)
-        rows.append(f"| {direction} | {jax_med:.3f} (min {jax_min:.3f}) | {first:.3f} "
-                    f"| {torch_med:.3f} (min {torch_min:.3f}) | {torch_med / jax_med:.2f} "
-                    f"| {jax_med / (res['seconds'] * res['batch']):.4f} "
-                    f"| {torch_med / (res['seconds'] * res['batch']):.4f} |")
+        rows.append(
+            f"| {direction} | {jax_med:.3f} (min {jax_min:.3f}) | {first:.3f} "
+            f"| {torch_med:.3f} (min {torch_min:.3f}) | {torch_med / jax_med:.2f} "
+            f"| {jax_med / (res['seconds'] * res['batch']):.4f} "
+            f"| {torch_med / (res['seconds'] * res['batch']):.4f} |"
+        )
     b, k, t = res["codes_shape"]
-    timing = (f"median (min) over {res['runs']} runs, JAX and PyTorch alternating, after a first call (JAX: "
-              f"compile+run, reported apart; PyTorch: warm-up); both decoders decode the PyTorch codes")
-    others = (f"other processes used {res['others']} of the machine's CPU time during the timed calls (from "
-              f"/proc/stat; near 0% means undisturbed timings)")
-    same = (f"{100 * res['codes_equal']:.4f}% of JAX codes equal PyTorch's ({res['distinct_codes']} distinct "
-            f"first-stage codes); decoded audio relative L2 {res['audio_rel_l2']:.2e}")
-    header = ("| direction | JAX median s | JAX compile+run s | PyTorch median s | speed ratio (PyTorch/JAX) "
-              "| JAX real-time factor | PyTorch real-time factor |")
+    timing = (
+        f"median (min) over {res['runs']} runs, JAX and PyTorch alternating, after a first call (JAX: "
+        f"compile+run, reported apart; PyTorch: warm-up); both decoders decode the PyTorch codes"
+    )
+    others = (
+        f"other processes used {res['others']} of the machine's CPU time during the timed calls (from "
+        f"/proc/stat; near 0% means undisturbed timings)"
+    )
+    same = (
+        f"{100 * res['codes_equal']:.4f}% of JAX codes equal PyTorch's ({res['distinct_codes']} distinct "
+        f"first-stage codes); decoded audio relative L2 {res['audio_rel_l2']:.2e}"
+    )
+    header = (
+        "| direction | JAX median s | JAX compile+run s | PyTorch median s | speed ratio (PyTorch/JAX) "
+        "| JAX real-time factor | PyTorch real-time factor |"
+    )
     lines = [
-        SECTION_TITLE, "",
-        f"Command: `{command}`", "",
+        SECTION_TITLE,
+        "",
+        f"Command: `{command}`",
+        "",
         *machine_lines(res["threads"], res["load"], torch_mode="`torch.inference_mode()`"),
         f"- During the run: {others}",
         f"- Input: batch {res['batch']} x {res['seconds']:g} s mono at 32 kHz; codes [{b}, {k}, {t}]",
@@ -156,15 +190,20 @@ def report(res: dict, command: str) -> str:
         "",
         header,
         "|---|---|---|---|---|---|---|",
-        *rows, "",
-        "Real-time factor: processing time / audio duration (below 1 is faster than real time).", "",
+        *rows,
+        "",
+        "Real-time factor: processing time / audio duration (below 1 is faster than real time).",
+        "",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.codec", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.codec",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--seconds", type=float, default=30.0, help="audio length in seconds")
     parser.add_argument("--runs", type=int, default=5, help="timed runs per direction and framework")
     parser.add_argument("--batch", type=int, default=1, help="batch size")

@@ -30,8 +30,9 @@ Ratios are PyTorch time / JAX time: above 1 means JAX is faster.
 RESULTS_MODE = 0o644
 
 
-def _time_rounds(first_order: list[tuple[str, Callable[[], Any]]],
-                 round_order: list[tuple[str, Callable[[], Any]]], runs: int) -> dict:
+def _time_rounds(
+    first_order: list[tuple[str, Callable[[], Any]]], round_order: list[tuple[str, Callable[[], Any]]], runs: int
+) -> dict:
     """First calls in `first_order` (timed apart, outputs kept), then `runs` rounds in `round_order`."""
     result: dict = {}
     for name, fn in first_order:
@@ -125,8 +126,9 @@ def utc_date() -> str:
     return datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")  # noqa: UP017 (3.10)
 
 
-def machine_lines(threads: int | None, load: tuple[str, str], extra_versions: str = "",
-                  torch_mode: str = "") -> list[str]:
+def machine_lines(
+    threads: int | None, load: tuple[str, str], extra_versions: str = "", torch_mode: str = ""
+) -> list[str]:
     """The "- Date", "- Machine", "- Versions" and "- Machine load" lines of a report section.
 
     `threads` is the PyTorch thread count (None: a JAX-only benchmark, torch and transformers not
@@ -144,8 +146,10 @@ def machine_lines(threads: int | None, load: tuple[str, str], extra_versions: st
 
         mode = f", {torch_mode}" if torch_mode else ""
         versions += f", torch {torch.__version__} ({threads} threads{mode}), transformers {transformers.__version__}"
-        load_text += (f" (this benchmark adds about {threads}); other processes on the cores distort the timings, "
-                      "PyTorch's OpenMP threads most")
+        load_text += (
+            f" (this benchmark adds about {threads}); other processes on the cores distort the timings, "
+            "PyTorch's OpenMP threads most"
+        )
     return [
         f"- Date: {utc_date()}",
         f"- Machine: {cpu_model()}, {usable_cores()} cores ({os.cpu_count()} logical CPUs), {platform.platform()}",
@@ -199,7 +203,8 @@ def command_line(module: str, argv: list[str] | None) -> str:
     import sys
 
     return os.environ.get("BENCHMARK_COMMAND") or " ".join(
-        [f".venv/bin/python -m {module}", *(sys.argv[1:] if argv is None else argv)])
+        [f".venv/bin/python -m {module}", *(sys.argv[1:] if argv is None else argv)]
+    )
 
 
 def publish(section: str, write: bool) -> None:

@@ -99,8 +99,13 @@ def make_clips(folder: Path, files: int, seconds: float, seed: int = 0) -> list[
     for i in range(files):
         sample_rate, channels, fmt = CLIP_KINDS[i % len(CLIP_KINDS)]
         name = f"clip{i:03d}.{fmt.lower()}"
-        soundfile.write(folder / name, music_clip(seconds, sample_rate, channels, seed + i), sample_rate,
-                        subtype="PCM_16", format=fmt)
+        soundfile.write(
+            folder / name,
+            music_clip(seconds, sample_rate, channels, seed + i),
+            sample_rate,
+            subtype="PCM_16",
+            format=fmt,
+        )
         clips.append({"path": name, "sample_rate": sample_rate, "channels": channels, "format": fmt})
     return clips
 
@@ -125,8 +130,12 @@ def _timed_prepare(settings: Settings, out: Path, batch_size: int) -> dict:
     wall, after = time.perf_counter() - start, _compiled_encoders()
     if info is None:
         raise RuntimeError(f"prepare did not complete the dataset in {out}")
-    return {"wall": wall, "audio": info["audio_hours"] * 3600, "info": info,
-            "compiled": None if before is None or after is None else after - before}
+    return {
+        "wall": wall,
+        "audio": info["audio_hours"] * 3600,
+        "info": info,
+        "compiled": None if before is None or after is None else after - before,
+    }
 
 
 def torch_reference(model, root: Path, settings: Settings, batch_size: int) -> dict:
@@ -173,6 +182,7 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
     start = time.perf_counter()
     import tensorflow  # noqa: F401 - what writing the shards imports, kept out of the first run's time
     import tensorflow_datasets  # noqa: F401
+
     import_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -183,8 +193,11 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
         model = save_hf_codec(codec_dir)
         setup_seconds = time.perf_counter() - start
         settings = Settings(str(folder), str(codec_dir), segment_seconds=segment_seconds, valid_fraction=0.1)
-        print(f"{files} clips x {seconds:g} s, batch {batch_size}; jax {jax.__version__} on "
-              f"{jax.devices()[0].platform}, torch {torch.__version__} with {threads} threads", flush=True)
+        print(
+            f"{files} clips x {seconds:g} s, batch {batch_size}; jax {jax.__version__} on "
+            f"{jax.devices()[0].platform}, torch {torch.__version__} with {threads} threads",
+            flush=True,
+        )
 
         counters, start = cpu_counters(), time.perf_counter()
         print("musicgen_jax prepare, first run ...", flush=True)
@@ -197,8 +210,9 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
         ref = torch_reference(model, folder, settings, batch_size)
         others = other_load(counters, cpu_counters(), time.perf_counter() - start)
 
-        prepared = {(ex["path"], ex["segment"]): ex["codes"] for split in SPLITS
-                    for ex in read_examples(tmp / "out2", split)}
+        prepared = {
+            (ex["path"], ex["segment"]): ex["codes"] for split in SPLITS for ex in read_examples(tmp / "out2", split)
+        }
         first_keys = {(ex["path"], ex["segment"]) for split in SPLITS for ex in read_examples(tmp / "out1", split)}
     if set(prepared) != set(ref["codes"]) or first_keys != set(prepared):
         raise RuntimeError(f"segments differ: prepared {sorted(prepared)}, reference {sorted(ref['codes'])}")
@@ -215,14 +229,29 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
     for codes in ref["codes"].values():
         lengths[codes.shape[-1]] = lengths.get(codes.shape[-1], 0) + 1
     info = second["info"]
-    return {"files": files, "seconds": seconds, "batch_size": batch_size, "segment_seconds": segment_seconds,
-            "threads": threads, "load": (load_before, load_average()), "others": others, "clips": clips,
-            "import_seconds": import_seconds, "setup_seconds": setup_seconds,
-            "first": first, "second": second, "ref": {k: v for k, v in ref.items() if k != "codes"},
-            "codes_equal": equal / total, "codes_total": total, "differing": differing, "lengths": lengths,
-            "frame_rate": info["frame_rate"], "num_codebooks": info["num_codebooks"],
-            "splits": {s: (v["files"], v["examples"]) for s, v in info["splits"].items()},
-            "distinct_codes": len(np.unique(np.concatenate([c[0] for c in ref["codes"].values()])))}
+    return {
+        "files": files,
+        "seconds": seconds,
+        "batch_size": batch_size,
+        "segment_seconds": segment_seconds,
+        "threads": threads,
+        "load": (load_before, load_average()),
+        "others": others,
+        "clips": clips,
+        "import_seconds": import_seconds,
+        "setup_seconds": setup_seconds,
+        "first": first,
+        "second": second,
+        "ref": {k: v for k, v in ref.items() if k != "codes"},
+        "codes_equal": equal / total,
+        "codes_total": total,
+        "differing": differing,
+        "lengths": lengths,
+        "frame_rate": info["frame_rate"],
+        "num_codebooks": info["num_codebooks"],
+        "splits": {s: (v["files"], v["examples"]) for s, v in info["splits"].items()},
+        "distinct_codes": len(np.unique(np.concatenate([c[0] for c in ref["codes"].values()]))),
+    }
 
 
 def _differing_text(differing: list[tuple]) -> str:
@@ -233,8 +262,10 @@ def _differing_text(differing: list[tuple]) -> str:
     stages = sorted({stage for *_, stage, _ in differing})
     shown = "; ".join(f"{path} segment {segment} frame {frame}" for path, segment, frame in frames[:4])
     more = f" and {len(frames) - 4} more" if len(frames) > 4 else ""
-    return (f"; the {len(differing)} differing codes lie in {len(frames)} frame{'s' * (len(frames) != 1)} "
-            f"({shown}{more}), stages {', '.join(map(str, stages))} (0: first)")
+    return (
+        f"; the {len(differing)} differing codes lie in {len(frames)} frame{'s' * (len(frames) != 1)} "
+        f"({shown}{more}), stages {', '.join(map(str, stages))} (0: first)"
+    )
 
 
 def report_prepare(res: dict, command: str) -> str:
@@ -242,11 +273,15 @@ def report_prepare(res: dict, command: str) -> str:
     import tensorflow
 
     rows = []
-    for name, run in [("musicgen_jax `prepare`, first run (compile+run)", res["first"]),
-                      ("musicgen_jax `prepare`, second run (compiled)", res["second"]),
-                      ("PyTorch reference (read + encode, no writing)", res["ref"])]:
-        rows.append(f"| {name} | {run['audio']:.1f} | {run['wall']:.2f} | {run['audio'] / run['wall']:.2f} "
-                    f"| {run['wall'] / run['audio']:.4f} |")
+    for name, run in [
+        ("musicgen_jax `prepare`, first run (compile+run)", res["first"]),
+        ("musicgen_jax `prepare`, second run (compiled)", res["second"]),
+        ("PyTorch reference (read + encode, no writing)", res["ref"]),
+    ]:
+        rows.append(
+            f"| {name} | {run['audio']:.1f} | {run['wall']:.2f} | {run['audio'] / run['wall']:.2f} "
+            f"| {run['wall'] / run['audio']:.4f} |"
+        )
     kinds = list(dict.fromkeys((c["sample_rate"], c["channels"], c["format"]) for c in res["clips"]))
     kinds_text = ", ".join(f"{'mono' if ch == 1 else 'stereo'} {fmt} at {sr / 1000:g} kHz" for sr, ch, fmt in kinds)
     frame_rate, batch = res["frame_rate"], res["batch_size"]
@@ -254,17 +289,24 @@ def report_prepare(res: dict, command: str) -> str:
     segments = ", ".join(f"{n} of {t / frame_rate:g} s" for t, n in lengths)
     padded = sum(-n % batch for _, n in lengths)
     calls = sum(-(-n // batch) for _, n in lengths)
-    splits = ", ".join(f"{s} {files} file{'s' * (files != 1)} / {examples} example{'s' * (examples != 1)}"
-                       for s, (files, examples) in res["splits"].items())
+    splits = ", ".join(
+        f"{s} {files} file{'s' * (files != 1)} / {examples} example{'s' * (examples != 1)}"
+        for s, (files, examples) in res["splits"].items()
+    )
     compiled = [res[r]["compiled"] for r in ("first", "second")]
-    compiled_text = ("n/a" if None in compiled else
-                     f"{compiled[0]} in the first run, {compiled[1]} in the second")
+    compiled_text = "n/a" if None in compiled else f"{compiled[0]} in the first run, {compiled[1]} in the second"
     ref = res["ref"]
     lines = [
-        PREPARE_TITLE, "",
-        f"Command: `{command}`", "",
-        *machine_lines(res["threads"], res["load"], f", tensorflow {tensorflow.__version__}, soundfile "
-                       f"{soundfile.__version__}", torch_mode="`torch.inference_mode()`"),
+        PREPARE_TITLE,
+        "",
+        f"Command: `{command}`",
+        "",
+        *machine_lines(
+            res["threads"],
+            res["load"],
+            f", tensorflow {tensorflow.__version__}, soundfile {soundfile.__version__}",
+            torch_mode="`torch.inference_mode()`",
+        ),
         f"- During the run: other processes used {res['others']} of the machine's CPU time during the timed runs "
         "(from /proc/stat; near 0% means undisturbed timings)",
         "- Codec: transformers `EncodecModel`, MusicGen's 32 kHz architecture at real size (`benchmarks.codec."
@@ -289,17 +331,23 @@ def report_prepare(res: dict, command: str) -> str:
         "",
         "| run | audio s | wall s | audio s per wall s | real-time factor |",
         "|---|---|---|---|---|",
-        *rows, "",
+        *rows,
+        "",
         f"JAX second run / PyTorch reference throughput: {res['ref']['wall'] / res['second']['wall']:.2f}. "
-        "Real-time factor: wall time / audio duration (below 1 is faster than real time).", "",
+        "Real-time factor: wall time / audio duration (below 1 is faster than real time).",
+        "",
     ]
     return "\n".join(lines)
 
 
-PIPELINE_DESCRIPTIONS = ["lofi hip hop beat with a mellow jazzy piano", "epic orchestral film score with brass",
-                         "energetic rock song with electric guitars and drums",
-                         "calm ambient pads and field recordings", "80s synthwave with arpeggiated synths",
-                         "acoustic folk ballad with a fingerpicked guitar"]
+PIPELINE_DESCRIPTIONS = [
+    "lofi hip hop beat with a mellow jazzy piano",
+    "epic orchestral film score with brass",
+    "energetic rock song with electric guitars and drums",
+    "calm ambient pads and field recordings",
+    "80s synthwave with arpeggiated synths",
+    "acoustic folk ballad with a fingerpicked guitar",
+]
 PIPELINE_FRAMES = 1500  # audiocraft's 30 s training segments at 50 Hz
 PIPELINE_BATCHES = (24, 192)  # per host: global 192 (musicgen-small's recipe) over 8 hosts, and on one host
 
@@ -326,18 +374,35 @@ def _token_dataset(directory: Path, examples: int) -> None:
         rows = []
         for i in indices:
             frames = PIPELINE_FRAMES if rng.random() < 0.9 else int(rng.integers(500, PIPELINE_FRAMES))
-            rows.append({"codes": rng.integers(0, 2048, (4, frames), dtype=np.int16), "path": f"song{i:05d}.wav",
-                         "segment": 0, "metadata": {
-                             "description": PIPELINE_DESCRIPTIONS[i % len(PIPELINE_DESCRIPTIONS)],
-                             "genre": ("jazz", "rock", "ambient")[i % 3], "bpm": float(70 + i % 80),
-                             "key": "c minor", "moods": ["calm", "warm"], "keywords": ["piano"],
-                             "instrument": "piano"}})
+            rows.append(
+                {
+                    "codes": rng.integers(0, 2048, (4, frames), dtype=np.int16),
+                    "path": f"song{i:05d}.wav",
+                    "segment": 0,
+                    "metadata": {
+                        "description": PIPELINE_DESCRIPTIONS[i % len(PIPELINE_DESCRIPTIONS)],
+                        "genre": ("jazz", "rock", "ambient")[i % 3],
+                        "bpm": float(70 + i % 80),
+                        "key": "c minor",
+                        "moods": ["calm", "warm"],
+                        "keywords": ["piano"],
+                        "instrument": "piano",
+                    },
+                }
+            )
         shards.write_shard(shards.shard_path(directory, "train", unit, len(units)), 4, rows)
         shards.write_shard(shards.shard_path(directory, "valid", unit, len(units)), 4, [])
-    shards.write_tfds_metadata(directory, 4, {"train": [len(u) for u in units], "valid": [0] * len(units)},
-                               {"train": 0, "valid": 0}, "pipeline benchmark")
-    save_json(directory / shards.INFO_FILE, {"num_codebooks": 4, "splits": {"train": {"examples": examples},
-                                                                           "valid": {"examples": 0}}})
+    shards.write_tfds_metadata(
+        directory,
+        4,
+        {"train": [len(u) for u in units], "valid": [0] * len(units)},
+        {"train": 0, "valid": 0},
+        "pipeline benchmark",
+    )
+    save_json(
+        directory / shards.INFO_FILE,
+        {"num_codebooks": 4, "splits": {"train": {"examples": examples}, "valid": {"examples": 0}}},
+    )
 
 
 def _spiece_tokenizer(directory: Path):
@@ -351,8 +416,17 @@ def _spiece_tokenizer(directory: Path):
     lines = PIPELINE_DESCRIPTIONS + ["key: c minor. bpm: 120.0. genre: jazz. moods: calm, warm. keywords: piano"]
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines * 50), model_writer=model, vocab_size=150, model_type="unigram",
-        hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, minloglevel=2)
+        sentence_iterator=iter(lines * 50),
+        model_writer=model,
+        vocab_size=150,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        minloglevel=2,
+    )
     (directory / "spiece.model").write_bytes(model.getvalue())
     return T5Tokenizer.from_pretrained(directory)
 
@@ -394,20 +468,31 @@ def run_pipeline(examples: int, batches: int) -> dict:
                 restore[step] = time.perf_counter() - started
             rows.append({"batch_size": batch_size, "piped": piped, "bare": bare, "restore": restore})
         others = other_load(before, cpu_counters(), time.perf_counter() - wall_start)
-    return {"examples": examples, "batches": batches, "rows": rows, "load_seconds": load_seconds,
-            "write_seconds": write_seconds, "load": (load, load_average()), "others": others}
+    return {
+        "examples": examples,
+        "batches": batches,
+        "rows": rows,
+        "load_seconds": load_seconds,
+        "write_seconds": write_seconds,
+        "load": (load, load_average()),
+        "others": others,
+    }
 
 
 def report_pipeline(res: dict, command: str) -> str:
     """The pipeline section (title, provenance, table)."""
     import tensorflow
 
-    table = [f"| {r['batch_size']} | {1 / r['piped']:.1f} | {r['batch_size'] / r['piped']:.0f} | {1 / r['bare']:.1f} "
-             f"| {r['restore'][1]:.3f} | {r['restore'][10**9]:.3f} | {_tpu_steps_per_second(r['batch_size']):.1f} |"
-             for r in res["rows"]]
+    table = [
+        f"| {r['batch_size']} | {1 / r['piped']:.1f} | {r['batch_size'] / r['piped']:.0f} | {1 / r['bare']:.1f} "
+        f"| {r['restore'][1]:.3f} | {r['restore'][10**9]:.3f} | {_tpu_steps_per_second(r['batch_size']):.1f} |"
+        for r in res["rows"]
+    ]
     lines = [
-        PIPELINE_TITLE, "",
-        f"Command: `{command}`", "",
+        PIPELINE_TITLE,
+        "",
+        f"Command: `{command}`",
+        "",
         *machine_lines(None, res["load"], f", tensorflow {tensorflow.__version__}"),
         f"- During the run: other processes used {res['others']} of the machine's CPU time (from /proc/stat)",
         f"- Data: {res['examples']} random 4-codebook examples (90% of 30 s = {PIPELINE_FRAMES} frames, the rest "
@@ -430,16 +515,25 @@ def report_pipeline(res: dict, command: str) -> str:
         "| batch per host | batches/s (tf.data) | examples/s | batches/s (bare, 1 thread) | restore at step 1, s "
         "| restore at step 10^9, s | train steps/s to feed (TPU v4 host, estimate) |",
         "|---|---|---|---|---|---|---|",
-        *table, "",
+        *table,
+        "",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.data", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
-                        help="which sections to measure (each is published on its own)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.data",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="which sections to measure (each is published on its own)",
+    )
     parser.add_argument("--files", type=int, default=8, help="preparation: number of clips")
     parser.add_argument("--seconds", type=float, default=40.0, help="preparation: length of each clip, seconds")
     parser.add_argument("--batch-size", type=int, default=8, help="preparation: segments per encoder call")

@@ -42,11 +42,11 @@ def quantize(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _float_step(kernels, x):
-    return sum(jnp.sum(jnp.dot(w, x[:, :w.shape[1]].astype(w.dtype).T).astype(jnp.float32)) for w in kernels)
+    return sum(jnp.sum(jnp.dot(w, x[:, : w.shape[1]].astype(w.dtype).T).astype(jnp.float32)) for w in kernels)
 
 
 def _int8_step(kernels, x):
-    return sum(jnp.sum(jnp.dot(q.astype(jnp.float32), x[:, :q.shape[1]].T) * s[:, None]) for q, s in kernels)
+    return sum(jnp.sum(jnp.dot(q.astype(jnp.float32), x[:, : q.shape[1]].T) * s[:, None]) for q, s in kernels)
 
 
 def measure(runs: int) -> dict:
@@ -73,37 +73,51 @@ def measure(runs: int) -> dict:
             fn(kernels, x).block_until_ready()
             times.append(time.perf_counter() - start)
         weight_bytes = sum(leaf.nbytes for leaf in jax.tree.leaves(kernels))
-        out["variants"][name] = {"seconds": median_min(times)[0], "bytes": weight_bytes,
-                                 "bound": weight_bytes / (bandwidth * 1e9)}
+        out["variants"][name] = {
+            "seconds": median_min(times)[0],
+            "bytes": weight_bytes,
+            "bound": weight_bytes / (bandwidth * 1e9),
+        }
     out["load"] = (load, load_average())
     return out
 
 
 def report(res: dict, command: str) -> str:
     f32 = res["variants"]["float32"]["seconds"]
-    rows = [f"| {name} | {v['bytes'] / 1e9:.3f} | {1e3 * v['seconds']:.1f} | {1e3 * v['bound']:.1f} | "
-            f"{100 * v['bound'] / v['seconds']:.0f}% | {f32 / v['seconds']:.2f} |"
-            for name, v in res["variants"].items()]
+    rows = [
+        f"| {name} | {v['bytes'] / 1e9:.3f} | {1e3 * v['seconds']:.1f} | {1e3 * v['bound']:.1f} | "
+        f"{100 * v['bound'] / v['seconds']:.0f}% | {f32 / v['seconds']:.2f} |"
+        for name, v in res["variants"].items()
+    ]
     int8 = res["variants"]["int8"]
-    verdict = (f"int8 {f32 / int8['seconds']:.2f}x float32's speed here; the compiled program (`.as_text()`) "
-               "fuses the int8-to-float32 conversion with the product into one kernel (XLA:CPU's YNNPACK fusion "
-               f"in jax {jax.__version__}), which reaches {100 * int8['bound'] / int8['seconds']:.0f}% of its bound")
+    verdict = (
+        f"int8 {f32 / int8['seconds']:.2f}x float32's speed here; the compiled program (`.as_text()`) "
+        "fuses the int8-to-float32 conversion with the product into one kernel (XLA:CPU's YNNPACK fusion "
+        f"in jax {jax.__version__}), which reaches {100 * int8['bound'] / int8['seconds']:.0f}% of its bound"
+    )
     if int8["seconds"] >= f32:
         verdict += ": slower, so `--dtype int8` is not offered"
-    return "\n".join([
-        SECTION_TITLE, "",
-        f"Command: `{command}`", "",
-        *machine_lines(None, res["load"]),
-        f"- The products of one decode step of musicgen-small's LM at batch 1 with guidance ({ROWS} rows): 24 "
-        "layers x (6 kernels [1024, 1024], fc1 [4096, 1024], fc2 [1024, 4096]) + 4 heads [2048, 1024], computed "
-        f"`(W x^T)^T` as the LM does, median of {res['runs']}; bound = weight bytes / {res['bandwidth']:.2f} GB/s "
-        "(jitted `jnp.sum` over 1 GiB). int8: per-output-channel scales, worst dequantization error "
-        f"{res['error']:.2e} of the largest weight.", "",
-        "| kernels | weight GB | ms per step | bound ms | of the bound | speed vs float32 |",
-        "|---|---|---|---|---|---|",
-        *rows, "",
-        f"Verdict: {verdict}.", "",
-    ])
+    return "\n".join(
+        [
+            SECTION_TITLE,
+            "",
+            f"Command: `{command}`",
+            "",
+            *machine_lines(None, res["load"]),
+            f"- The products of one decode step of musicgen-small's LM at batch 1 with guidance ({ROWS} rows): 24 "
+            "layers x (6 kernels [1024, 1024], fc1 [4096, 1024], fc2 [1024, 4096]) + 4 heads [2048, 1024], computed "
+            f"`(W x^T)^T` as the LM does, median of {res['runs']}; bound = weight bytes / {res['bandwidth']:.2f} GB/s "
+            "(jitted `jnp.sum` over 1 GiB). int8: per-output-channel scales, worst dequantization error "
+            f"{res['error']:.2e} of the largest weight.",
+            "",
+            "| kernels | weight GB | ms per step | bound ms | of the bound | speed vs float32 |",
+            "|---|---|---|---|---|---|",
+            *rows,
+            "",
+            f"Verdict: {verdict}.",
+            "",
+        ]
+    )
 
 
 def main(argv: list[str] | None = None) -> None:

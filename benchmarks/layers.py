@@ -89,8 +89,10 @@ PRODUCT_ROWS = (2, 16, 128)
 PRODUCTS = {  # name -> (kernel [out, in] -> stored kernel, product of x [rows, in] and the stored kernel)
     "x W, W [in, out]": (lambda w: w.T.copy(), lambda x, w: x @ w),
     "x W^T, W [out, in]": (lambda w: w, lambda x, w: jnp.einsum("...i,oi->...o", x, w)),
-    "(W x^T)^T, W [out, in] (used)": (lambda w: w, lambda x, w: Linear(*w.shape, (None, None)).apply(
-        {"params": {"kernel": w}}, x)),
+    "(W x^T)^T, W [out, in] (used)": (
+        lambda w: w,
+        lambda x, w: Linear(*w.shape, (None, None)).apply({"params": {"kernel": w}}, x),
+    ),
 }
 
 
@@ -103,6 +105,7 @@ def linear_products(runs: int) -> dict:
     down = [jax.random.normal(k, (config.dim, config.ffn_dim)) * 0.02 for k in keys[1::2]]
     out = {}
     for name, (store, product) in PRODUCTS.items():
+
         def blocks(x, up, down, product=product):
             for a, b in zip(up, down, strict=True):
                 x = x + product(jax.nn.gelu(product(x, a)), b)
@@ -118,8 +121,10 @@ def linear_products(runs: int) -> dict:
 def report(results: dict, products: dict, argv, load: tuple[str, str], runs: int) -> str:
     config = MUSICGEN_SMALL_LM
     lines = [
-        SECTION_TITLE, "",
-        f"Command: `{command_line('benchmarks.layers', argv)}`", "",
+        SECTION_TITLE,
+        "",
+        f"Command: `{command_line('benchmarks.layers', argv)}`",
+        "",
         *machine_lines(None, load, f", flax {flax.__version__}"),
         f"- Model: `LMModel` with the musicgen-small LM config ({config.num_layers} layers, width {config.dim}, "
         f"ffn {config.ffn_dim}), random weights, float32; the same weights in both layouts (`stack_layers`)",
@@ -135,18 +140,28 @@ def report(results: dict, products: dict, argv, load: tuple[str, str], runs: int
         tc, tt = r["train"]
         d_med, d_min = median_min(dt)
         t_med, t_min = median_min(tt)
-        lines.append(f"| {name} | {dc:.1f} | {1000 * d_med:.1f} (min {1000 * d_min:.1f}) | {tc:.1f} | "
-                     f"{t_med:.2f} (min {t_min:.2f}) |")
+        lines.append(
+            f"| {name} | {dc:.1f} | {1000 * d_med:.1f} (min {1000 * d_min:.1f}) | {tc:.1f} | "
+            f"{t_med:.2f} (min {t_min:.2f}) |"
+        )
     unrolled, scanned = results["unrolled"], results["scanned"]
     step_ratio = median_min(scanned["decode"][1])[0] / median_min(unrolled["decode"][1])[0]
     compile_ratio = unrolled["train"][0] / scanned["train"][0]
-    lines += ["", f"Scanned decode step / unrolled: {step_ratio:.2f}; unrolled training compile / scanned: "
-              f"{compile_ratio:.2f}. Used: unrolled layers in the sampling loop (`musicgen_jax.sampling`), the "
-              "scanned layout (`scan_layers=True`) where compile time dominates (training)."]
+    lines += [
+        "",
+        f"Scanned decode step / unrolled: {step_ratio:.2f}; unrolled training compile / scanned: "
+        f"{compile_ratio:.2f}. Used: unrolled layers in the sampling loop (`musicgen_jax.sampling`), the "
+        "scanned layout (`scan_layers=True`) where compile time dominates (training).",
+    ]
     gigabytes = 2 * config.num_layers * config.dim * config.ffn_dim * 4 / 1e9
-    lines += ["", f"Linear products ({gigabytes:.2f} GB of feed-forward kernels per call), GB/s of kernel bytes, "
-              f"median of {runs * 2} calls:", "", "| rows | " + " | ".join(PRODUCTS) + " |",
-              "|---|" + "---|" * len(PRODUCTS)]
+    lines += [
+        "",
+        f"Linear products ({gigabytes:.2f} GB of feed-forward kernels per call), GB/s of kernel bytes, "
+        f"median of {runs * 2} calls:",
+        "",
+        "| rows | " + " | ".join(PRODUCTS) + " |",
+        "|---|" + "---|" * len(PRODUCTS),
+    ]
     for rows in PRODUCT_ROWS:
         rates = (gigabytes / median_min(products[(rows, name)])[0] for name in PRODUCTS)
         lines.append(f"| {rows} | " + " | ".join(f"{r:.1f}" for r in rates) + " |")

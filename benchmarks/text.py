@@ -46,8 +46,8 @@ from benchmarks.common import (
     machine_lines,
     median_min,
     other_load,
-    time_interleaved,
     publish,
+    time_interleaved,
     usable_cores,
 )
 from musicgen_jax.text import T5TextEncoder
@@ -58,16 +58,22 @@ SECTION_TITLE = "## Text encoder (T5-base size, random weights)"
 # MusicGen-style descriptions, 8 to 40 words.
 PROMPTS = [
     "lofi hip hop beat with vinyl crackle, mellow piano and soft drums",
-    ("An energetic rock anthem with distorted electric guitars, pounding drums, a driving bass line and a "
-     "soaring guitar solo, recorded live in a large stadium with a cheering crowd"),
+    (
+        "An energetic rock anthem with distorted electric guitars, pounding drums, a driving bass line and a "
+        "soaring guitar solo, recorded live in a large stadium with a cheering crowd"
+    ),
     "calm ambient pads with gentle rain sounds and distant thunder",
-    ("Epic orchestral film score for a fantasy battle scene: thundering timpani, bold brass fanfares, fast "
-     "string ostinatos and a huge choir singing in Latin, building slowly from a quiet and mysterious opening "
-     "to a triumphant climax at 140 bpm"),
+    (
+        "Epic orchestral film score for a fantasy battle scene: thundering timpani, bold brass fanfares, fast "
+        "string ostinatos and a huge choir singing in Latin, building slowly from a quiet and mysterious opening "
+        "to a triumphant climax at 140 bpm"
+    ),
     "80s synthwave with arpeggiated synthesizers, gated reverb snare and a nostalgic lead melody at 120 bpm",
     "smooth jazz trio, upright bass, brushed drums and piano, late night club atmosphere",
-    ("A happy acoustic folk song with fingerpicked guitar, hand claps, a whistled melody and warm male "
-     "vocals humming along"),
+    (
+        "A happy acoustic folk song with fingerpicked guitar, hand claps, a whistled melody and warm male "
+        "vocals humming along"
+    ),
     "dark techno track with a heavy four on the floor kick, acid bassline and metallic hi-hats",
 ]
 
@@ -106,8 +112,9 @@ TRAINING_LINES = PROMPTS + [
 
 def hf_config() -> HFT5Config:
     """t5-base's encoder architecture (MusicGen's text encoder)."""
-    return HFT5Config(vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12,
-                      feed_forward_proj="relu")
+    return HFT5Config(
+        vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12, feed_forward_proj="relu"
+    )
 
 
 def training_text(shuffled_lines: int = 3000, seed: int = 0) -> list[str]:
@@ -128,9 +135,19 @@ def write_spiece(directory: Path) -> int:
     `training_text()` and save it as `directory/spiece.model`; returns its number of pieces."""
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(training_text()), model_writer=model, vocab_size=2000, model_type="unigram",
-        hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, normalization_rule_name="nmt_nfkc",
-        character_coverage=1.0, minloglevel=2)
+        sentence_iterator=iter(training_text()),
+        model_writer=model,
+        vocab_size=2000,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        normalization_rule_name="nmt_nfkc",
+        character_coverage=1.0,
+        minloglevel=2,
+    )
     (directory / "spiece.model").write_bytes(model.getvalue())
     return sentencepiece.SentencePieceProcessor(model_proto=model.getvalue()).get_piece_size()
 
@@ -156,8 +173,9 @@ def run(runs: int, batch: int) -> dict:
         pieces = write_checkpoint(Path(tmp))
         encoder = T5TextEncoder.from_pretrained(tmp)
         tokenizer = HFT5Tokenizer.from_pretrained(tmp)
-        models = {impl: T5EncoderModel.from_pretrained(tmp, attn_implementation=impl).eval()
-                  for impl in ("sdpa", "eager")}
+        models = {
+            impl: T5EncoderModel.from_pretrained(tmp, attn_implementation=impl).eval() for impl in ("sdpa", "eager")
+        }
     for impl, model in models.items():
         if model.config._attn_implementation != impl:
             raise RuntimeError(f"transformers loaded {model.config._attn_implementation} attention, asked {impl}")
@@ -165,15 +183,19 @@ def run(runs: int, batch: int) -> dict:
     # The same tokens on both sides; the models-alone timings start from these (JAX's padded to its bucket).
     ids, mask = encoder.tokenizer(prompts)
     inputs = tokenizer(prompts, padding=True, return_tensors="pt")
-    if not (np.array_equal(ids, inputs["input_ids"].numpy())
-            and np.array_equal(mask, inputs["attention_mask"].numpy())):
+    if not (
+        np.array_equal(ids, inputs["input_ids"].numpy()) and np.array_equal(mask, inputs["attention_mask"].numpy())
+    ):
         raise RuntimeError("the JAX and transformers tokenizers disagree on the prompts")
     n = ids.shape[1]
     bucket = length_bucket(n)
     pad = ((0, 0), (0, bucket - n))
     ids_bucket, mask_bucket = np.pad(ids, pad, constant_values=encoder.tokenizer.pad_id), np.pad(mask, pad)
-    print(f"{batch} prompts, {mask.sum(1).min()} to {n} tokens (JAX bucket {bucket}); jax {jax.__version__} on "
-          f"{jax.devices()[0].platform}, torch {torch.__version__} with {threads} threads", flush=True)
+    print(
+        f"{batch} prompts, {mask.sum(1).min()} to {n} tokens (JAX bucket {bucket}); jax {jax.__version__} on "
+        f"{jax.devices()[0].platform}, torch {torch.__version__} with {threads} threads",
+        flush=True,
+    )
 
     def torch_end_to_end(model):
         def fn():
@@ -181,12 +203,14 @@ def run(runs: int, batch: int) -> dict:
                 batch_pt = tokenizer(prompts, padding=True, return_tensors="pt")
                 out = model(input_ids=batch_pt["input_ids"], attention_mask=batch_pt["attention_mask"])
                 return out.last_hidden_state
+
         return fn
 
     def torch_model(model):
         def fn():
             with torch.inference_mode():
                 return model(input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]).last_hidden_state
+
         return fn
 
     def jax_model(ids_in, mask_in):
@@ -194,27 +218,58 @@ def run(runs: int, batch: int) -> dict:
 
     print("end to end ...", flush=True)
     counters, start = cpu_counters(), time.perf_counter()
-    e2e = time_interleaved({"jax": lambda: jax.block_until_ready(encoder(prompts)),
-                            "sdpa": torch_end_to_end(models["sdpa"]), "eager": torch_end_to_end(models["eager"])},
-                           runs)
+    e2e = time_interleaved(
+        {
+            "jax": lambda: jax.block_until_ready(encoder(prompts)),
+            "sdpa": torch_end_to_end(models["sdpa"]),
+            "eager": torch_end_to_end(models["eager"]),
+        },
+        runs,
+    )
     print("tokenizers ...", flush=True)
-    tok = time_interleaved({"jax": lambda: encoder.tokenizer(prompts),
-                            "torch": lambda: tokenizer(prompts, padding=True, return_tensors="pt")}, runs)
+    tok = time_interleaved(
+        {
+            "jax": lambda: encoder.tokenizer(prompts),
+            "torch": lambda: tokenizer(prompts, padding=True, return_tensors="pt"),
+        },
+        runs,
+    )
     print("models ...", flush=True)
-    enc = time_interleaved({"jax": jax_model(ids_bucket, mask_bucket), "jax_exact": jax_model(ids, mask),
-                            "sdpa": torch_model(models["sdpa"]), "eager": torch_model(models["eager"])}, runs)
+    enc = time_interleaved(
+        {
+            "jax": jax_model(ids_bucket, mask_bucket),
+            "jax_exact": jax_model(ids, mask),
+            "sdpa": torch_model(models["sdpa"]),
+            "eager": torch_model(models["eager"]),
+        },
+        runs,
+    )
     others = other_load(counters, cpu_counters(), time.perf_counter() - start)
 
     hidden = np.asarray(e2e["jax_out"][0])
     unmasked = mask.astype(bool)
     diff = {impl: float(np.abs(hidden - e2e[f"{impl}_out"].numpy())[unmasked].max()) for impl in ("sdpa", "eager")}
     diff["exact"] = float(np.abs(np.asarray(enc["jax_exact_out"]) - hidden)[unmasked].max())
-    print(f"max |JAX - PyTorch| of the hidden states at unmasked positions: sdpa {diff['sdpa']:.2e}, "
-          f"eager {diff['eager']:.2e}", flush=True)
+    print(
+        f"max |JAX - PyTorch| of the hidden states at unmasked positions: sdpa {diff['sdpa']:.2e}, "
+        f"eager {diff['eager']:.2e}",
+        flush=True,
+    )
     words = [len(prompt.split()) for prompt in prompts]
-    return {"runs": runs, "batch": batch, "threads": threads, "load": (load_before, load_average()),
-            "others": others, "pieces": pieces, "words": (min(words), max(words)),
-            "tokens": (int(mask.sum(1).min()), n, bucket), "e2e": e2e, "tok": tok, "enc": enc, "diff": diff}
+    return {
+        "runs": runs,
+        "batch": batch,
+        "threads": threads,
+        "load": (load_before, load_average()),
+        "others": others,
+        "pieces": pieces,
+        "words": (min(words), max(words)),
+        "tokens": (int(mask.sum(1).min()), n, bucket),
+        "e2e": e2e,
+        "tok": tok,
+        "enc": enc,
+        "diff": diff,
+    }
 
 
 def report(res: dict, command: str) -> str:
@@ -236,52 +291,91 @@ def report(res: dict, command: str) -> str:
     shortest, n, bucket = res["tokens"]
     eager_ratio = median_min(e2e["eager"][1])[0] / median_min(e2e["jax"][1])[0]
     padded, unpadded = median_min(enc["jax"][1])[0], median_min(enc["jax_exact"][1])[0]
-    footnote = (f"End to end, PyTorch with eager attention / JAX: {eager_ratio:.2f}. Padding to the length bucket "
-                f"({n} -> {bucket} tokens) costs JAX's model {100 * (padded / unpadded - 1):.0f}% (medians).")
+    footnote = (
+        f"End to end, PyTorch with eager attention / JAX: {eager_ratio:.2f}. Padding to the length bucket "
+        f"({n} -> {bucket} tokens) costs JAX's model {100 * (padded / unpadded - 1):.0f}% (medians)."
+    )
     rows = [
         row("end to end (tokenize + encode)", e2e["jax"], e2e["sdpa"][1], e2e["eager"][1], e2e["jax"][0]),
         row("tokenizer only", tok["jax"], tok["torch"][1], None, None),
         row(f"model only (JAX padded to {bucket})", enc["jax"], enc["sdpa"][1], enc["eager"][1], None),
-        row(f"model only, JAX unpadded ({n}; diagnostic)", enc["jax_exact"], enc["sdpa"][1], enc["eager"][1],
-            enc["jax_exact"][0]),
+        row(
+            f"model only, JAX unpadded ({n}; diagnostic)",
+            enc["jax_exact"],
+            enc["sdpa"][1],
+            enc["eager"][1],
+            enc["jax_exact"][0],
+        ),
     ]
-    model = ("- Model: transformers `T5EncoderModel`, t5-base size (d_model 768, 12 layers, 12 heads, d_ff 3072, "
-             "ReLU, vocabulary 32128), `torch.manual_seed(0)` init, loaded into JAX with "
-             f"`T5TextEncoder.from_pretrained`; sentencepiece unigram tokenizer ({res['pieces']} pieces) trained at "
-             f"start-up on {len(TRAINING_LINES)} music descriptions and random lines of their words")
-    inputs = (f"- Input: {res['batch']} MusicGen-style prompts of {res['words'][0]} to {res['words'][1]} words, "
-              f"{shortest} to {n} tokens with `</s>` (PyTorch pads to {n}; JAX to its length bucket {bucket}, "
-              "and slices the result back)")
-    timing = (f"- Timing: median (min) over {res['runs']} runs, JAX and both PyTorch variants interleaved, after a "
-              "first call (JAX: compile+run, reported apart; PyTorch: warm-up). The JAX model-only row reuses the "
-              "end-to-end compilation; the unpadded row compiles its own shape, as `T5TextEncoder` never would")
-    same = ("- Same computation: token ids and masks identical; max abs difference of the hidden states at "
-            f"unmasked positions {diff['sdpa']:.2e} against PyTorch sdpa, {diff['eager']:.2e} against eager; "
-            f"JAX padded vs unpadded {diff['exact']:.2e}")
-    during = (f"- During the run: other processes used {res['others']} of the machine's CPU time during the "
-              "timed calls (from /proc/stat; near 0% means undisturbed timings)")
-    header = ("| stage | JAX median s | PyTorch (sdpa) median s | PyTorch (eager) median s "
-              "| ratio PyTorch (sdpa)/JAX | JAX compile+run s |")
+    model = (
+        "- Model: transformers `T5EncoderModel`, t5-base size (d_model 768, 12 layers, 12 heads, d_ff 3072, "
+        "ReLU, vocabulary 32128), `torch.manual_seed(0)` init, loaded into JAX with "
+        f"`T5TextEncoder.from_pretrained`; sentencepiece unigram tokenizer ({res['pieces']} pieces) trained at "
+        f"start-up on {len(TRAINING_LINES)} music descriptions and random lines of their words"
+    )
+    inputs = (
+        f"- Input: {res['batch']} MusicGen-style prompts of {res['words'][0]} to {res['words'][1]} words, "
+        f"{shortest} to {n} tokens with `</s>` (PyTorch pads to {n}; JAX to its length bucket {bucket}, "
+        "and slices the result back)"
+    )
+    timing = (
+        f"- Timing: median (min) over {res['runs']} runs, JAX and both PyTorch variants interleaved, after a "
+        "first call (JAX: compile+run, reported apart; PyTorch: warm-up). The JAX model-only row reuses the "
+        "end-to-end compilation; the unpadded row compiles its own shape, as `T5TextEncoder` never would"
+    )
+    same = (
+        "- Same computation: token ids and masks identical; max abs difference of the hidden states at "
+        f"unmasked positions {diff['sdpa']:.2e} against PyTorch sdpa, {diff['eager']:.2e} against eager; "
+        f"JAX padded vs unpadded {diff['exact']:.2e}"
+    )
+    during = (
+        f"- During the run: other processes used {res['others']} of the machine's CPU time during the "
+        "timed calls (from /proc/stat; near 0% means undisturbed timings)"
+    )
+    header = (
+        "| stage | JAX median s | PyTorch (sdpa) median s | PyTorch (eager) median s "
+        "| ratio PyTorch (sdpa)/JAX | JAX compile+run s |"
+    )
     lines = [
-        SECTION_TITLE, "",
-        f"Command: `{command}`", "",
-        *machine_lines(res["threads"], res["load"], f", sentencepiece {sentencepiece.__version__}",
-                       torch_mode="`torch.inference_mode()`"),
-        during, model, inputs, timing, same, "",
+        SECTION_TITLE,
+        "",
+        f"Command: `{command}`",
+        "",
+        *machine_lines(
+            res["threads"],
+            res["load"],
+            f", sentencepiece {sentencepiece.__version__}",
+            torch_mode="`torch.inference_mode()`",
+        ),
+        during,
+        model,
+        inputs,
+        timing,
+        same,
+        "",
         header,
         "|---|---|---|---|---|---|",
-        *rows, "",
-        footnote, "",
+        *rows,
+        "",
+        footnote,
+        "",
     ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.text", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.text",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--runs", type=int, default=10, help="timed runs per stage and framework")
-    parser.add_argument("--batch", type=int, default=len(PROMPTS),
-                        help=f"number of prompts (the {len(PROMPTS)} built-in ones, repeated if more)")
+    parser.add_argument(
+        "--batch",
+        type=int,
+        default=len(PROMPTS),
+        help=f"number of prompts (the {len(PROMPTS)} built-in ones, repeated if more)",
+    )
     parser.add_argument("--write", action="store_true", help=f"write the text encoder section of {RESULTS}")
     args = parser.parse_args(argv)
     if args.runs < 1 or args.batch < 1:

@@ -114,6 +114,7 @@ MEMORY_VARIANTS = ("none/float32", "full/float32", "full/bfloat16", "dots/bfloat
 
 # --- training step: JAX against PyTorch -----------------------------------------------------------
 
+
 def hf_config(layers: int):
     """musicgen-small's architecture with `layers` decoder layers and no decoder dropout."""
     from transformers import MusicgenConfig, MusicgenDecoderConfig
@@ -121,9 +122,17 @@ def hf_config(layers: int):
     from benchmarks.codec import hf_config as codec_hf_config
     from benchmarks.text import hf_config as text_hf_config
 
-    decoder = MusicgenDecoderConfig(vocab_size=2048, hidden_size=1024, num_attention_heads=16,
-                                    num_hidden_layers=layers, ffn_dim=4096, num_codebooks=4, dropout=0.0,
-                                    attention_dropout=0.0, activation_dropout=0.0)
+    decoder = MusicgenDecoderConfig(
+        vocab_size=2048,
+        hidden_size=1024,
+        num_attention_heads=16,
+        num_hidden_layers=layers,
+        ffn_dim=4096,
+        num_codebooks=4,
+        dropout=0.0,
+        attention_dropout=0.0,
+        activation_dropout=0.0,
+    )
     return MusicgenConfig(text_encoder=text_hf_config(), audio_encoder=codec_hf_config(), decoder=decoder)
 
 
@@ -134,8 +143,13 @@ def make_batch(tokenizer, batch: int, frames: int, text_tokens: int, seed: int =
     prompts = (PROMPTS * -(-batch // len(PROMPTS)))[:batch]
     ids, text_mask = tokenizer(prompts, length=text_tokens, truncate=True)
     codes = np.random.default_rng(seed).integers(0, 2048, (batch, 4, frames)).astype(np.int32)
-    return {"codes": codes, "mask": np.ones(codes.shape, bool), "text_ids": ids.astype(np.int32),
-            "text_mask": text_mask.astype(np.int32), "prompt_tokens": int(text_mask.sum(1).max())}
+    return {
+        "codes": codes,
+        "mask": np.ones(codes.shape, bool),
+        "text_ids": ids.astype(np.int32),
+        "text_mask": text_mask.astype(np.int32),
+        "prompt_tokens": int(text_mask.sum(1).max()),
+    }
 
 
 def _median_seconds(fn, runs: int) -> float:
@@ -169,9 +183,12 @@ class TorchTrainer:
         # transformers 5's MusicgenForConditionalGeneration reads a decoder_start_token_id its decoder config
         # lacks; its own shift (start = bos = pad = card) gives the pattern's inputs (tests/train/test_loss.py)
         decoder_ids = model.prepare_decoder_input_ids_from_labels(labels).reshape(-1, labels.shape[1])
-        self.inputs = {"input_ids": torch.from_numpy(batch["text_ids"]).long(),
-                       "attention_mask": torch.from_numpy(batch["text_mask"]).long(),
-                       "decoder_input_ids": decoder_ids, "labels": labels}
+        self.inputs = {
+            "input_ids": torch.from_numpy(batch["text_ids"]).long(),
+            "attention_mask": torch.from_numpy(batch["text_mask"]).long(),
+            "decoder_input_ids": decoder_ids,
+            "labels": labels,
+        }
 
     def parameter_count(self) -> int:
         return sum(p.numel() for p in self.trainable)
@@ -184,8 +201,11 @@ class TorchTrainer:
         self.optimizer.zero_grad(set_to_none=True)
         loss = self.model(**self.inputs).loss
         loss.backward()
-        exact = (math.sqrt(sum(float(p.grad.double().square().sum()) for p in self.trainable if p.grad is not None))
-                 if exact_norm else None)
+        exact = (
+            math.sqrt(sum(float(p.grad.double().square().sum()) for p in self.trainable if p.grad is not None))
+            if exact_norm
+            else None
+        )
         norm = torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
         self.optimizer.step()
         return {"loss": float(loss.detach()), "grad_norm": float(norm), "exact_norm": exact}
@@ -200,16 +220,20 @@ class TorchTrainer:
 
         def encode():
             with torch.no_grad():
-                return self.model.text_encoder(input_ids=inputs["input_ids"],
-                                               attention_mask=inputs["attention_mask"]).last_hidden_state
+                return self.model.text_encoder(
+                    input_ids=inputs["input_ids"], attention_mask=inputs["attention_mask"]
+                ).last_hidden_state
 
         states = encode()
 
         def lm():
             self.optimizer.zero_grad(set_to_none=True)
-            self.model(encoder_outputs=BaseModelOutput(last_hidden_state=states),
-                       attention_mask=inputs["attention_mask"], decoder_input_ids=inputs["decoder_input_ids"],
-                       labels=inputs["labels"]).loss.backward()
+            self.model(
+                encoder_outputs=BaseModelOutput(last_hidden_state=states),
+                attention_mask=inputs["attention_mask"],
+                decoder_input_ids=inputs["decoder_input_ids"],
+                labels=inputs["labels"],
+            ).loss.backward()
 
         def update():
             torch.nn.utils.clip_grad_norm_(self.trainable, 1.0)
@@ -254,9 +278,11 @@ class JaxTrainer:
         grads = grad(state["params"], batch, text)[1]
         optimizer = config.optim.optimizer()
         update = jax.jit(lambda g, o, p: optax.apply_updates(p, optimizer.update(g, o, p)[0]))
-        return {"text": lambda: jax.block_until_ready(encode(self.t5, batch)),
-                "lm": lambda: jax.block_until_ready(grad(state["params"], batch, text)),
-                "update": lambda: jax.block_until_ready(update(grads, state["opt_state"], state["params"]))}
+        return {
+            "text": lambda: jax.block_until_ready(encode(self.t5, batch)),
+            "lm": lambda: jax.block_until_ready(grad(state["params"], batch, text)),
+            "update": lambda: jax.block_until_ready(update(grads, state["opt_state"], state["params"])),
+        }
 
     def step(self) -> dict:
         self.state, metrics = self.compiled(self.state, self.batch, self.t5)
@@ -270,8 +296,11 @@ def layer_products(dim: int, ffn: int, rows: int, text_rows: int, stacked: bool)
     positions: self-attention q / k / v, self-attention out and cross-attention q / out, cross-attention
     k / v, fc1, fc2. `stacked`: q / k / v and cross-attention k / v each as one product of the stacked
     kernels (`lm.transformer.products`, as the JAX LM computes them), else one product per kernel."""
-    fused = [(rows, dim, 3 * dim, 1), (text_rows, dim, 2 * dim, 1)] if stacked else \
-        [(rows, dim, dim, 3), (text_rows, dim, dim, 2)]
+    fused = (
+        [(rows, dim, 3 * dim, 1), (text_rows, dim, 2 * dim, 1)]
+        if stacked
+        else [(rows, dim, dim, 3), (text_rows, dim, dim, 2)]
+    )
     return [fused[0], (rows, dim, dim, 3), fused[1], (rows, dim, ffn, 1), (rows, ffn, dim, 1)]
 
 
@@ -285,25 +314,36 @@ def product_seconds(shapes: dict[str, list[tuple[int, int, int, int]]], runs: in
     def dot(a, b, contract_a, contract_b):
         return lax.dot_general(a, b, (((contract_a,), (contract_b,)), ((), ())))
 
-    forms = {"jax": [jax.jit(lambda x, w, g: dot(x, w, 1, 1)), jax.jit(lambda x, w, g: dot(g, w, 1, 0)),
-                     jax.jit(lambda x, w, g: dot(g, x, 0, 0))],
-             "torch": [lambda x, w, g: torch.nn.functional.linear(x, w), lambda x, w, g: g @ w,
-                       lambda x, w, g: g.t() @ x]}
+    forms = {
+        "jax": [
+            jax.jit(lambda x, w, g: dot(x, w, 1, 1)),
+            jax.jit(lambda x, w, g: dot(g, w, 1, 0)),
+            jax.jit(lambda x, w, g: dot(g, x, 0, 0)),
+        ],
+        "torch": [lambda x, w, g: torch.nn.functional.linear(x, w), lambda x, w, g: g @ w, lambda x, w, g: g.t() @ x],
+    }
     convert = {"jax": jax.device_put, "torch": torch.from_numpy}
     ready = {"jax": jax.block_until_ready, "torch": lambda y: y}
     total = {"jax": 0.0, "torch": 0.0}
     rng = np.random.default_rng(0)
     for side, side_shapes in shapes.items():
         for rows, fan_in, fan_out, count in side_shapes:
-            arrays = [convert[side](rng.standard_normal(shape, dtype=np.float32))
-                      for shape in ((rows, fan_in), (fan_out, fan_in), (rows, fan_out))]
+            arrays = [
+                convert[side](rng.standard_normal(shape, dtype=np.float32))
+                for shape in ((rows, fan_in), (fan_out, fan_in), (rows, fan_out))
+            ]
             for fn in forms[side]:
-                total[side] += count * _median_seconds(lambda fn=fn: ready[side](fn(*arrays)), runs)
+
+                def call(fn=fn, side=side, arrays=arrays):
+                    return ready[side](fn(*arrays))
+
+                total[side] += count * _median_seconds(call, runs)
     return total
 
 
-def run_step(batch_size: int, frames: int, steps: int, layers: int, text_tokens: int, scan: bool,
-             parts: bool = True) -> dict:
+def run_step(
+    batch_size: int, frames: int, steps: int, layers: int, text_tokens: int, scan: bool, parts: bool = True
+) -> dict:
     import torch
     import transformers
     from transformers import MusicgenForConditionalGeneration
@@ -335,15 +375,18 @@ def run_step(batch_size: int, frames: int, steps: int, layers: int, text_tokens:
     torch_trainer = TorchTrainer(model, batch, lm_config.delays, lm_config.card)
     jax_count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(params))
     if jax_count != torch_trainer.parameter_count():
-        raise RuntimeError(f"trainable parameters differ: JAX {jax_count:,}, "
-                           f"PyTorch {torch_trainer.parameter_count():,}")
-    print(f"loaded in {load_seconds:.0f} s; {jax_count:,} trainable parameters; batch {batch_size} x {frames} frames, "
-          f"{text_tokens} text tokens; jax {jax.__version__} on {jax.devices()[0].platform}, torch "
-          f"{torch.__version__} with {threads} threads", flush=True)
+        raise RuntimeError(
+            f"trainable parameters differ: JAX {jax_count:,}, PyTorch {torch_trainer.parameter_count():,}"
+        )
+    print(
+        f"loaded in {load_seconds:.0f} s; {jax_count:,} trainable parameters; batch {batch_size} x {frames} frames, "
+        f"{text_tokens} text tokens; jax {jax.__version__} on {jax.devices()[0].platform}, torch "
+        f"{torch.__version__} with {threads} threads",
+        flush=True,
+    )
 
     print("parity: 2 steps each, cfg_dropout 0, lr 1e-4 from step 0 ...", flush=True)
-    parity_config = StepConfig(lm_config, text.config, OptimConfig(warmup_steps=0), cfg_dropout=0.0,
-                               scan_layers=scan)
+    parity_config = StepConfig(lm_config, text.config, OptimConfig(warmup_steps=0), cfg_dropout=0.0, scan_layers=scan)
     start = time.perf_counter()
     torch_parity = [torch_trainer.step(exact_norm=True) for _ in range(2)]
     torch_parity_seconds = time.perf_counter() - start
@@ -352,8 +395,11 @@ def run_step(batch_size: int, frames: int, steps: int, layers: int, text_tokens:
     parity_compile = parity_trainer.compile_seconds
     del parity_trainer
     for s, (j, t) in enumerate(zip(jax_parity, torch_parity, strict=True)):
-        print(f"step {s + 1}: loss JAX {j['loss']:.7f} PyTorch {t['loss']:.7f}; grad norm JAX {j['grad_norm']:.7f} "
-              f"PyTorch {t['exact_norm']:.7f} (float64; clip_grad_norm_ {t['grad_norm']:.7f})", flush=True)
+        print(
+            f"step {s + 1}: loss JAX {j['loss']:.7f} PyTorch {t['loss']:.7f}; grad norm JAX {j['grad_norm']:.7f} "
+            f"PyTorch {t['exact_norm']:.7f} (float64; clip_grad_norm_ {t['grad_norm']:.7f})",
+            flush=True,
+        )
 
     print("compiling the timed JAX step (recipe: cfg_dropout 0.3, warm-up) ...", flush=True)
     timed_config = StepConfig(lm_config, text.config, OptimConfig(), cfg_dropout=0.3, scan_layers=scan)
@@ -363,30 +409,54 @@ def run_step(batch_size: int, frames: int, steps: int, layers: int, text_tokens:
     timed = time_pair(jax_trainer.step, torch_trainer.step, steps)
     others = other_load(counters, cpu_counters(), time.perf_counter() - start)
     for name in ("jax", "torch"):
-        print(f"{name}: first {timed[name][0]:.2f} s, steps {', '.join(f'{t:.2f}' for t in timed[name][1])} s",
-              flush=True)
+        print(
+            f"{name}: first {timed[name][0]:.2f} s, steps {', '.join(f'{t:.2f}' for t in timed[name][1])} s", flush=True
+        )
     if parts:
         print("parts of the step ...", flush=True)
         sides = (("jax", jax_trainer.parts(timed_config)), ("torch", torch_trainer.parts()))
-        parts = {side: {part: _median_seconds(fn, BREAKDOWN_RUNS) for part, fn in trainer_parts.items()}
-                 for side, trainer_parts in sides}
+        parts = {
+            side: {part: _median_seconds(fn, BREAKDOWN_RUNS) for part, fn in trainer_parts.items()}
+            for side, trainer_parts in sides
+        }
         rows = batch_size * (frames + max(lm_config.delays))
-        shapes = {side: layer_products(lm_config.dim, lm_config.ffn_dim, rows, batch_size * text_tokens,
-                                       stacked=side == "jax") for side in parts}
+        shapes = {
+            side: layer_products(
+                lm_config.dim, lm_config.ffn_dim, rows, batch_size * text_tokens, stacked=side == "jax"
+            )
+            for side in parts
+        }
         products = product_seconds(shapes, PRODUCT_RUNS)
         for name in parts:
             parts[name]["products"] = layers * products[name]
         parts["product_count"] = {side: layers * 3 * sum(count for *_, count in shapes[side]) for side in shapes}
         print(parts, flush=True)
-    return {"batch": batch_size, "frames": frames, "steps": steps, "layers": layers, "text_tokens": text_tokens,
-            "prompt_tokens": batch["prompt_tokens"], "scan": scan, "threads": threads,
-            "load": (load_before, load_average()), "others": others, "load_seconds": load_seconds,
-            "params": jax_count, "jax_parity": jax_parity, "torch_parity": torch_parity,
-            "torch_parity_seconds": torch_parity_seconds, "parity_compile": parity_compile,
-            "parts": parts, "compile": jax_trainer.compile_seconds, "flops": jax_trainer.flops(), "timed": timed,
-            "null_text": sum(jax_trainer.null_text), "calls": len(jax_trainer.null_text),
-            "attn": getattr(model.config.decoder, "_attn_implementation", None) or "default",
-            "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}
+    return {
+        "batch": batch_size,
+        "frames": frames,
+        "steps": steps,
+        "layers": layers,
+        "text_tokens": text_tokens,
+        "prompt_tokens": batch["prompt_tokens"],
+        "scan": scan,
+        "threads": threads,
+        "load": (load_before, load_average()),
+        "others": others,
+        "load_seconds": load_seconds,
+        "params": jax_count,
+        "jax_parity": jax_parity,
+        "torch_parity": torch_parity,
+        "torch_parity_seconds": torch_parity_seconds,
+        "parity_compile": parity_compile,
+        "parts": parts,
+        "compile": jax_trainer.compile_seconds,
+        "flops": jax_trainer.flops(),
+        "timed": timed,
+        "null_text": sum(jax_trainer.null_text),
+        "calls": len(jax_trainer.null_text),
+        "attn": getattr(model.config.decoder, "_attn_implementation", None) or "default",
+        "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+    }
 
 
 def _rel(a: float, b: float) -> float:
@@ -400,19 +470,24 @@ def report_step(res: dict, command: str) -> str:
         first, times = res["timed"][name]
         m, lo = median_min(times)
         med[name] = m
-        rows.append(f"| {label} | {m:.2f} (min {lo:.2f}) | {first:.2f} | {b * f / m:.1f} | {b * f * k / m:.1f} "
-                    f"| {b * f / FRAME_RATE / m:.3f} |")
+        rows.append(
+            f"| {label} | {m:.2f} (min {lo:.2f}) | {first:.2f} | {b * f / m:.1f} | {b * f * k / m:.1f} "
+            f"| {b * f / FRAME_RATE / m:.3f} |"
+        )
     ratio = med["torch"] / med["jax"]
     jp, tp = res["jax_parity"], res["torch_parity"]
     parity = "; ".join(
         f"step {s + 1}: loss {j['loss']:.7f} (JAX) / {t['loss']:.7f} (PyTorch), relative difference "
         f"{_rel(j['loss'], t['loss']):.1e}; gradient norm before clipping {j['grad_norm']:.7f} / {t['exact_norm']:.7f} "
         f"(PyTorch's gradients summed in float64), relative difference {_rel(j['grad_norm'], t['exact_norm']):.1e}"
-        for s, (j, t) in enumerate(zip(jp, tp, strict=True)))
-    clip_note = (f"PyTorch's own `clip_grad_norm_` returns {tp[0]['grad_norm']:.7f} at step 1 "
-                 f"({_rel(tp[0]['grad_norm'], tp[0]['exact_norm']):.1e} below the float64 norm: its float32 "
-                 "accumulation over the 2M-element embedding and head matrices on CPU), so its clipping scale "
-                 "differs from JAX's by that much")
+        for s, (j, t) in enumerate(zip(jp, tp, strict=True))
+    )
+    clip_note = (
+        f"PyTorch's own `clip_grad_norm_` returns {tp[0]['grad_norm']:.7f} at step 1 "
+        f"({_rel(tp[0]['grad_norm'], tp[0]['exact_norm']):.1e} below the float64 norm: its float32 "
+        "accumulation over the 2M-element embedding and head matrices on CPU), so its clipping scale "
+        "differs from JAX's by that much"
+    )
     part_lines = []
     if res["parts"]:
         pj, pt, count = res["parts"]["jax"], res["parts"]["torch"], res["parts"]["product_count"]
@@ -421,31 +496,46 @@ def report_step(res: dict, command: str) -> str:
             "after one "
             "untimed; JAX: each part jitted separately, the update without the EMA; PyTorch: T5 under `no_grad`, the "
             "LM forward with labels from the T5 states (`encoder_outputs`) + backward, then `clip_grad_norm_` + "
-            "AdamW `step`):", "",
+            "AdamW `step`):",
+            "",
             "| part | JAX s | PyTorch s | ratio PyTorch/JAX |",
             "|---|---|---|---|",
-            *[f"| {label} | {pj[key]:.3f} | {pt[key]:.3f} | {pt[key] / pj[key]:.2f} |" for key, label in (
-                ("text", "T5 encoder forward (frozen)"), ("lm", "LM loss + gradients (from the T5 states)"),
-                ("update", "clipping + AdamW update"))],
+            *[
+                f"| {label} | {pj[key]:.3f} | {pt[key]:.3f} | {pt[key] / pj[key]:.2f} |"
+                for key, label in (
+                    ("text", "T5 encoder forward (frozen)"),
+                    ("lm", "LM loss + gradients (from the T5 states)"),
+                    ("update", "clipping + AdamW update"),
+                )
+            ],
             f"| of the LM: the decoder layers' matrix products alone ({count['torch']} in PyTorch, {count['jax']} in "
             "JAX, whose q / k / v and cross-attention k / v are one product each of the stacked kernels; each "
             "projection's forward `x W^T` and its gradient products `g W`, `g^T x`; XLA `dot_general` / PyTorch "
             f"`F.linear`, `@`; median of {PRODUCT_RUNS} consecutive calls each, summed) | {pj['products']:.3f} | "
-            f"{pt['products']:.3f} | {pt['products'] / pj['products']:.2f} |", "",
+            f"{pt['products']:.3f} | {pt['products'] / pj['products']:.2f} |",
+            "",
             f"Of the LM's {pj['lm'] - pt['lm']:+.3f} s (JAX minus PyTorch), {pj['products'] - pt['products']:+.3f} s "
             "is the decoder layers' matrix products: the same float32 work in XLA:CPU's GEMM (YNNPACK here; its "
             "oneDNN and Eigen paths, tried with `XLA_FLAGS` on an Intel Xeon, were no faster) at the ratio above "
             "against PyTorch's MKL; the rest "
             f"({pj['lm'] - pj['products']:.3f} s against {pt['lm'] - pt['products']:.3f} s) is attention (PyTorch: "
             "one fused `scaled_dot_product_attention` kernel per call and its backward), norms, GELU, embeddings, "
-            "heads and loss, with XLA running independent products concurrently on the two cores.", ""]
+            "heads and loss, with XLA running independent products concurrently on the two cores.",
+            "",
+        ]
     flops = res["flops"]
-    flops_text = (f" XLA's cost analysis counts {flops / 1e9:.0f} GFLOP per JAX step: {flops / 1e9 / med['jax']:.1f} "
-                  f"GFLOP/s achieved (PyTorch, same work: {flops / 1e9 / med['torch']:.1f})." if flops else "")
+    flops_text = (
+        f" XLA's cost analysis counts {flops / 1e9:.0f} GFLOP per JAX step: {flops / 1e9 / med['jax']:.1f} "
+        f"GFLOP/s achieved (PyTorch, same work: {flops / 1e9 / med['torch']:.1f})."
+        if flops
+        else ""
+    )
     layout = "scanned (`scan_layers=True`)" if res["scan"] else "unrolled (`scan_layers=False`, the small recipe's)"
     lines = [
-        STEP_TITLE, "",
-        f"Command: `{command}`", "",
+        STEP_TITLE,
+        "",
+        f"Command: `{command}`",
+        "",
         *machine_lines(res["threads"], res["load"], torch_mode="autograd on: training"),
         f"- During the run: other processes used {res['others']} of the machine's CPU time during the timed steps "
         "(from /proc/stat; near 0% means undisturbed timings).",
@@ -484,7 +574,8 @@ def report_step(res: dict, command: str) -> str:
         "",
         "| step | median s | first call s | audio frames/s | codebook tokens/s | audio s per s |",
         "|---|---|---|---|---|---|",
-        *rows, "",
+        *rows,
+        "",
         f"Speed ratio PyTorch / JAX (median step times): **{ratio:.2f}** (above 1: JAX faster). Target stated in "
         "the training issue: JAX at least as fast as PyTorch (documented, not asserted).",
         "",
@@ -495,8 +586,10 @@ def report_step(res: dict, command: str) -> str:
 
 # --- training memory: musicgen-large under FSDP, simulated devices ------------------------------------
 
-def _memory_worker(out_path: str, devices: list[int], frames: int, text: int, sweep: list[int],
-                   variants: list[str]) -> None:
+
+def _memory_worker(
+    out_path: str, devices: list[int], frames: int, text: int, sweep: list[int], variants: list[str]
+) -> None:
     """In a process started with 256 host devices: compile the large step of each variant ("remat/dtype")
     for each mesh, write JSON."""
     import dataclasses
@@ -505,45 +598,73 @@ def _memory_worker(out_path: str, devices: list[int], frames: int, text: int, sw
 
     from musicgen_jax.config import LMConfig
     from musicgen_jax.sharding import make_mesh, shardings
-    from musicgen_jax.train.trainer import OptimConfig, StepConfig, batch_sharding, compile_step, state_shapes, \
-        state_specs
+    from musicgen_jax.train.trainer import (
+        OptimConfig,
+        StepConfig,
+        batch_sharding,
+        compile_step,
+        state_shapes,
+        state_specs,
+    )
 
     lm = LMConfig(**LARGE)
     base = StepConfig(lm, None, OptimConfig(max_norm=3.0), cfg_dropout=0.2, scan_layers=True)
     shapes, specs = state_shapes(base), state_specs(base)  # the state does not depend on remat or compute dtype
     meshes = {n: make_mesh(data=1, fsdp=n, devices=jax.devices()[:n]) for n in devices}
     state_shardings = {n: shardings(specs, mesh) for n, mesh in meshes.items()}
-    out = {"device_count": jax.device_count(), "platform": jax.devices()[0].platform,
-           "param_count": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])),
-           "global_state": {part: sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes[part]))
-                            for part in ("params", "opt_state", "ema")},
-           "state": {n: {part: sum(int(np.prod(h.shard_shape(x.shape))) * x.dtype.itemsize
-                                   for x, h in zip(jax.tree.leaves(shapes[part]), jax.tree.leaves(sharding[part]),
-                                                   strict=True))
-                         for part in ("params", "opt_state", "ema")} for n, sharding in state_shardings.items()},
-           "variants": {}}
+    out = {
+        "device_count": jax.device_count(),
+        "platform": jax.devices()[0].platform,
+        "param_count": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])),
+        "global_state": {
+            part: sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes[part]))
+            for part in ("params", "opt_state", "ema")
+        },
+        "state": {
+            n: {
+                part: sum(
+                    int(np.prod(h.shard_shape(x.shape))) * x.dtype.itemsize
+                    for x, h in zip(jax.tree.leaves(shapes[part]), jax.tree.leaves(sharding[part]), strict=True)
+                )
+                for part in ("params", "opt_state", "ema")
+            }
+            for n, sharding in state_shardings.items()
+        },
+        "variants": {},
+    }
 
     def compile_at(config, variant: str, n: int, per_device: int, length: int) -> dict:
         mesh = meshes[n]
-        state = jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes,
-                             state_shardings[n])
+        state = jax.tree.map(
+            lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes, state_shardings[n]
+        )
         bs, rows = batch_sharding(mesh), per_device * n
-        batch = {"codes": jax.ShapeDtypeStruct((rows, lm.num_codebooks, length), jnp.int32, sharding=bs),
-                 "mask": jax.ShapeDtypeStruct((rows, lm.num_codebooks, length), jnp.bool_, sharding=bs),
-                 "text_embeddings": jax.ShapeDtypeStruct((rows, text, lm.text_dim), jnp.float32, sharding=bs),
-                 "text_mask": jax.ShapeDtypeStruct((rows, text), jnp.int32, sharding=bs)}
+        batch = {
+            "codes": jax.ShapeDtypeStruct((rows, lm.num_codebooks, length), jnp.int32, sharding=bs),
+            "mask": jax.ShapeDtypeStruct((rows, lm.num_codebooks, length), jnp.bool_, sharding=bs),
+            "text_embeddings": jax.ShapeDtypeStruct((rows, text, lm.text_dim), jnp.float32, sharding=bs),
+            "text_mask": jax.ShapeDtypeStruct((rows, text), jnp.int32, sharding=bs),
+        }
         start = time.perf_counter()
         compiled = compile_step(config, mesh).lower(state, batch, {}).compile()
         seconds = time.perf_counter() - start
         m = compiled.memory_analysis()
-        fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes",
-                  "generated_code_size_in_bytes")
+        fields = (
+            "argument_size_in_bytes",
+            "output_size_in_bytes",
+            "alias_size_in_bytes",
+            "temp_size_in_bytes",
+            "generated_code_size_in_bytes",
+        )
         res = {"compile": seconds, "available": m is not None}
         if m is not None:
             res.update({f.replace("_size_in_bytes", ""): int(getattr(m, f, -1)) for f in fields})
-        print(f"{variant}, {n} devices, per-device batch {per_device}, {length} frames: compiled in {seconds:.1f} s, "
-              f"{ {k: round(v / GIB, 2) for k, v in res.items() if k not in ('compile', 'available')} } GiB",
-              file=sys.stderr, flush=True)
+        print(
+            f"{variant}, {n} devices, per-device batch {per_device}, {length} frames: compiled in {seconds:.1f} s, "
+            f"{ {k: round(v / GIB, 2) for k, v in res.items() if k not in ('compile', 'available')} } GiB",
+            file=sys.stderr,
+            flush=True,
+        )
         return res
 
     for variant in variants:
@@ -551,8 +672,11 @@ def _memory_worker(out_path: str, devices: list[int], frames: int, text: int, sw
         config = dataclasses.replace(base, remat=remat, compute_dtype=dtype)
         out["variants"][variant] = {
             "compiles": {n: {b: compile_at(config, variant, n, b, frames) for b in (1, 2)} for n in devices},
-            "sweep": {length: compile_at(config, variant, devices[0], 1, length)  # the first variant's only
-                      for length in (sweep if variant == variants[0] else [])}}
+            "sweep": {
+                length: compile_at(config, variant, devices[0], 1, length)  # the first variant's only
+                for length in (sweep if variant == variants[0] else [])
+            },
+        }
     Path(out_path).write_text(json.dumps(out))
 
 
@@ -576,11 +700,19 @@ def _in_subprocess(worker: str, args: tuple, env: dict) -> tuple[dict, float]:
 def run_memory(frames: int, text: int, variants: list[str]) -> dict:
     load_before = load_average()
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={max(MEMORY_DEVICES)}"
-    res, wall = _in_subprocess("_memory_worker", (list(MEMORY_DEVICES), frames, text, list(SWEEP_FRAMES), variants),
-                               {"XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"})
+    res, wall = _in_subprocess(
+        "_memory_worker",
+        (list(MEMORY_DEVICES), frames, text, list(SWEEP_FRAMES), variants),
+        {"XLA_FLAGS": flags.strip(), "JAX_PLATFORMS": "cpu"},
+    )
     res["state"] = {int(n): s for n, s in res["state"].items()}
-    res["variants"] = {v: {"compiles": {int(n): {int(b): c for b, c in m.items()} for n, m in r["compiles"].items()},
-                           "sweep": {int(k): c for k, c in r["sweep"].items()}} for v, r in res["variants"].items()}
+    res["variants"] = {
+        v: {
+            "compiles": {int(n): {int(b): c for b, c in m.items()} for n, m in r["compiles"].items()},
+            "sweep": {int(k): c for k, c in r["sweep"].items()},
+        }
+        for v, r in res["variants"].items()
+    }
     return {**res, "wall": wall, "frames": frames, "text": text, "load": (load_before, load_average())}
 
 
@@ -597,21 +729,35 @@ def _fit_line(sweep: dict, lm: dict) -> list[str]:
     if len(points) < 4:
         return []
     c2, c1, c0 = np.polyfit(*zip(*points), 2)
-    return [f"A least-squares fit over these lengths, temp = a + b S + c S^2: a = {c0 / GIB:.2f} GiB, b = "
-            f"{c1 / (lm['dim'] * lm['num_layers'] * 4):.1f} x (width x layers x 4 bytes) per position, c = "
-            f"{c2 / (lm['num_heads'] * lm['num_layers'] * 4):.2f} x (heads x layers x 4 bytes), i.e. the bytes of "
-            f"about {c2 / (lm['num_heads'] * lm['num_layers'] * 4):.0f} float32 [heads, S, S] arrays per layer and "
-            f"{c1 / (lm['dim'] * lm['num_layers'] * 4):.0f} float32 vectors of the width per position and layer.", ""]
+    return [
+        f"A least-squares fit over these lengths, temp = a + b S + c S^2: a = {c0 / GIB:.2f} GiB, b = "
+        f"{c1 / (lm['dim'] * lm['num_layers'] * 4):.1f} x (width x layers x 4 bytes) per position, c = "
+        f"{c2 / (lm['num_heads'] * lm['num_layers'] * 4):.2f} x (heads x layers x 4 bytes), i.e. the bytes of "
+        f"about {c2 / (lm['num_heads'] * lm['num_layers'] * 4):.0f} float32 [heads, S, S] arrays per layer and "
+        f"{c1 / (lm['dim'] * lm['num_layers'] * 4):.0f} float32 vectors of the width per position and layer.",
+        "",
+    ]
 
 
 # what each step variant changes against another, for the closing paragraph: (from, to, the change)
 MEMORY_COMPARISONS = (
-    ("none/float32", "full/float32", "Rematerializing every layer (`remat=\"full\"`: the backward pass keeps only "
-     "the layer inputs and recomputes each layer's forward, about a third more FLOPs per step)"),
-    ("full/float32", "full/bfloat16", "bfloat16 compute on top (`compute_dtype=\"bfloat16\"`: the kept layer "
-     "inputs in half precision; master weights, gradients, softmax and logits stay float32)"),
-    ("full/bfloat16", "dots/bfloat16", "Keeping the projections' outputs instead (`remat=\"dots\"`: only "
-     "attention and the elementwise ops recomputed)"),
+    (
+        "none/float32",
+        "full/float32",
+        'Rematerializing every layer (`remat="full"`: the backward pass keeps only '
+        "the layer inputs and recomputes each layer's forward, about a third more FLOPs per step)",
+    ),
+    (
+        "full/float32",
+        "full/bfloat16",
+        'bfloat16 compute on top (`compute_dtype="bfloat16"`: the kept layer '
+        "inputs in half precision; master weights, gradients, softmax and logits stay float32)",
+    ),
+    (
+        "full/bfloat16",
+        "dots/bfloat16",
+        'Keeping the projections\' outputs instead (`remat="dots"`: only attention and the elementwise ops recomputed)',
+    ),
 )
 
 
@@ -622,24 +768,33 @@ def _memory_summary(res: dict, fits: dict) -> str:
     positions = frames + len(lm["delays"]) - 1
     attn = lm["num_heads"] * positions**2 * 4 * lm["num_layers"]
     per_example = {v: f[n][0] for v, f in fits.items() if n in f}
-    text = [f"Per example at {frames} frames ({frames / FRAME_RATE:g} s) on {n} devices: "
-            + ", ".join(f"{v} {b / GIB:.2f} GiB" for v, b in per_example.items()) + "."]
+    text = [
+        f"Per example at {frames} frames ({frames / FRAME_RATE:g} s) on {n} devices: "
+        + ", ".join(f"{v} {b / GIB:.2f} GiB" for v, b in per_example.items())
+        + "."
+    ]
     if "none/float32" in per_example:
-        text.append(f"Without rematerialization every layer's activations are kept for the backward pass, "
-                    f"{attn / GIB:.1f} GiB of attention matrices alone ({lm['num_heads']} x {positions}^2 float32 x "
-                    f"{lm['num_layers']} layers), growing quadratically with the crop.")
+        text.append(
+            f"Without rematerialization every layer's activations are kept for the backward pass, "
+            f"{attn / GIB:.1f} GiB of attention matrices alone ({lm['num_heads']} x {positions}^2 float32 x "
+            f"{lm['num_layers']} layers), growing quadratically with the crop."
+        )
     for a, b, change in MEMORY_COMPARISONS:
         if a in per_example and b in per_example:
             ratio = per_example[a] / per_example[b]
-            text.append(f"{change} takes it from {per_example[a] / GIB:.2f} to {per_example[b] / GIB:.2f} GiB ("
-                        + (f"{ratio:.1f}x less)." if ratio >= 1 else f"{1 / ratio:.1f}x more)."))
+            text.append(
+                f"{change} takes it from {per_example[a] / GIB:.2f} to {per_example[b] / GIB:.2f} GiB ("
+                + (f"{ratio:.1f}x less)." if ratio >= 1 else f"{1 / ratio:.1f}x more).")
+            )
     complete = [v for v, f in fits.items() if n in f and n0 in f]
     if complete:
         best = max(complete, key=lambda v: fits[v][n][1])
         (b16, b80), (b16_0, b80_0) = fits[best][n][1], fits[best][n0][1]
-        text.append(f"Recommended where memory sets the batch: {best}, which fits the most examples, a per-device "
-                    f"batch of up to {b16} on 16 GiB and {b80} on 80 GiB devices at {n} devices ({b16_0} / {b80_0} "
-                    f"at {n0}, where the state takes {sum(res['state'][n0].values()) / GIB:.2f} GiB per device).")
+        text.append(
+            f"Recommended where memory sets the batch: {best}, which fits the most examples, a per-device "
+            f"batch of up to {b16} on 16 GiB and {b80} on 80 GiB devices at {n} devices ({b16_0} / {b80_0} "
+            f"at {n0}, where the state takes {sum(res['state'][n0].values()) / GIB:.2f} GiB per device)."
+        )
     text.append("The state shrinks as 1/N under FSDP; the activations do not.")
     return " ".join(text)
 
@@ -663,7 +818,8 @@ def report_memory(res: dict, command: str) -> str:
             rows.append(
                 f"| {variant} | {n} | {c1['argument'] / GIB:.2f} | {c1['temp'] / GIB:.2f} | {c2['temp'] / GIB:.2f} "
                 f"| {_peak(c1) / GIB:.2f} | {cells[0][1] / GIB:.2f} | {cells[0][0]} | {cells[1][0]} "
-                f"| {c1['compile']:.0f} / {c2['compile']:.0f} |")
+                f"| {c1['compile']:.0f} / {c2['compile']:.0f} |"
+            )
     first = next(iter(res["variants"]))
     n0 = min(res["state"])
     sweep = {**res["variants"][first]["sweep"], frames: res["variants"][first]["compiles"][n0][1]}
@@ -672,13 +828,20 @@ def report_memory(res: dict, command: str) -> str:
         c = sweep[length]
         if c["available"]:
             p = length + len(lm["delays"]) - 1
-            sweep_rows.append(f"| {length} ({length / FRAME_RATE:g} s) | {c['temp'] / GIB:.2f} | {_peak(c) / GIB:.2f} "
-                              f"| {lm['num_heads'] * p**2 * 4 * lm['num_layers'] / GIB:.2f} |")
-    state = ", ".join(f"{n} devices {sum(s.values()) / GIB:.2f} ({s['params'] / GIB:.2f} / {s['opt_state'] / GIB:.2f} "
-                      f"/ {s['ema'] / GIB:.2f})" for n, s in res["state"].items())
+            sweep_rows.append(
+                f"| {length} ({length / FRAME_RATE:g} s) | {c['temp'] / GIB:.2f} | {_peak(c) / GIB:.2f} "
+                f"| {lm['num_heads'] * p**2 * 4 * lm['num_layers'] / GIB:.2f} |"
+            )
+    state = ", ".join(
+        f"{n} devices {sum(s.values()) / GIB:.2f} ({s['params'] / GIB:.2f} / {s['opt_state'] / GIB:.2f} "
+        f"/ {s['ema'] / GIB:.2f})"
+        for n, s in res["state"].items()
+    )
     lines = [
-        MEMORY_TITLE, "",
-        f"Command: `{command}`", "",
+        MEMORY_TITLE,
+        "",
+        f"Command: `{command}`",
+        "",
         *machine_lines(None, res["load"], f", flax {flax.__version__}"),
         f"- Model: musicgen-large's LM (width {lm['dim']}, {lm['num_heads']} heads, {lm['num_layers']} layers, ffn "
         f"{lm['ffn_dim']}, {len(lm['delays'])} codebooks x {lm['card']}, text width {lm['text_dim']}): "
@@ -709,12 +872,15 @@ def report_memory(res: dict, command: str) -> str:
         "| step (remat / compute) | devices (FSDP) | argument GiB | temp GiB, batch 1 | temp GiB, batch 2 "
         "| peak GiB, batch 1 | GiB per example | max batch, 16 GiB | max batch, 80 GiB | compile s (b1 / b2) |",
         "|---|---|---|---|---|---|---|---|---|---|",
-        *rows, "",
+        *rows,
+        "",
         f"Crop length, step {first}, at per-device batch 1 on {n0} devices (temporaries against the bytes of one "
-        f"float32 attention matrix [heads, S, S] per layer, S = frames + 3, x {lm['num_layers']} layers):", "",
+        f"float32 attention matrix [heads, S, S] per layer, S = frames + 3, x {lm['num_layers']} layers):",
+        "",
         "| frames | temp GiB | peak GiB | attention matrices x layers GiB |",
         "|---|---|---|---|",
-        *sweep_rows, "",
+        *sweep_rows,
+        "",
         *_fit_line(sweep, lm),
         _memory_summary(res, fits),
         "",
@@ -723,6 +889,7 @@ def report_memory(res: dict, command: str) -> str:
 
 
 # --- fine-tuning memory: musicgen-medium and -large on one device, full and with adapters ----------
+
 
 def _nbytes(tree) -> int:
     """Bytes of the arrays (or `jax.ShapeDtypeStruct`s) of `tree`: the sum of prod(shape) x itemsize."""
@@ -738,42 +905,81 @@ def _finetune_worker(out_path: str, frames: int, text: int, rank: int) -> None:
 
     from musicgen_jax.config import LMConfig
     from musicgen_jax.sharding import make_mesh, shardings
-    from musicgen_jax.train.trainer import OptimConfig, StepConfig, batch_sharding, compile_step, state_shapes, \
-        state_specs
+    from musicgen_jax.train.trainer import (
+        OptimConfig,
+        StepConfig,
+        batch_sharding,
+        compile_step,
+        state_shapes,
+        state_specs,
+    )
 
     mesh = make_mesh(data=1, fsdp=1, devices=jax.devices()[:1])
     bs = batch_sharding(mesh)
-    fields = ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes",
-              "generated_code_size_in_bytes")
+    fields = (
+        "argument_size_in_bytes",
+        "output_size_in_bytes",
+        "alias_size_in_bytes",
+        "temp_size_in_bytes",
+        "generated_code_size_in_bytes",
+    )
     models = {}
     for name, (model, max_norm, cfg_dropout) in FINETUNE_MODELS.items():
         lm = LMConfig(**model)
-        batch = {"codes": jax.ShapeDtypeStruct((1, lm.num_codebooks, frames), jnp.int32, sharding=bs),
-                 "mask": jax.ShapeDtypeStruct((1, lm.num_codebooks, frames), jnp.bool_, sharding=bs),
-                 "text_embeddings": jax.ShapeDtypeStruct((1, text, lm.text_dim), jnp.float32, sharding=bs),
-                 "text_mask": jax.ShapeDtypeStruct((1, text), jnp.int32, sharding=bs)}
+        batch = {
+            "codes": jax.ShapeDtypeStruct((1, lm.num_codebooks, frames), jnp.int32, sharding=bs),
+            "mask": jax.ShapeDtypeStruct((1, lm.num_codebooks, frames), jnp.bool_, sharding=bs),
+            "text_embeddings": jax.ShapeDtypeStruct((1, text, lm.text_dim), jnp.float32, sharding=bs),
+            "text_mask": jax.ShapeDtypeStruct((1, text), jnp.int32, sharding=bs),
+        }
         for mode, lora_rank in (("full", 0), ("lora", rank)):
-            config = StepConfig(lm, None, OptimConfig(max_norm=max_norm), cfg_dropout=cfg_dropout, scan_layers=True,
-                                remat="full", compute_dtype="bfloat16", lora_rank=lora_rank)
+            config = StepConfig(
+                lm,
+                None,
+                OptimConfig(max_norm=max_norm),
+                cfg_dropout=cfg_dropout,
+                scan_layers=True,
+                remat="full",
+                compute_dtype="bfloat16",
+                lora_rank=lora_rank,
+            )
             shapes = state_shapes(config)
-            state = jax.tree.map(lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h), shapes,
-                                 shardings(state_specs(config), mesh))
-            trainable = [x for path, x in jax.tree_util.tree_leaves_with_path(shapes["params"])
-                         if config.trainable(path)]
+            state = jax.tree.map(
+                lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h),
+                shapes,
+                shardings(state_specs(config), mesh),
+            )
+            trainable = [
+                x for path, x in jax.tree_util.tree_leaves_with_path(shapes["params"]) if config.trainable(path)
+            ]
             start = time.perf_counter()
             m = compile_step(config, mesh).lower(state, batch, {}).compile().memory_analysis()
-            res = {"compile": time.perf_counter() - start, "available": m is not None,
-                   "param_count": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])),
-                   "trainable_count": sum(int(np.prod(x.shape)) for x in trainable),
-                   "state": {part: _nbytes(shapes[part]) for part in ("params", "opt_state", "ema")}}
+            res = {
+                "compile": time.perf_counter() - start,
+                "available": m is not None,
+                "param_count": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])),
+                "trainable_count": sum(int(np.prod(x.shape)) for x in trainable),
+                "state": {part: _nbytes(shapes[part]) for part in ("params", "opt_state", "ema")},
+            }
             if m is not None:
                 res.update({f.replace("_size_in_bytes", ""): int(getattr(m, f, -1)) for f in fields})
-            print(f"{name}, {mode}: compiled in {res['compile']:.1f} s, "
-                  f"{ {k: round(v / GIB, 2) for k, v in res.items() if k in ('argument', 'temp', 'output', 'alias')} }"
-                  " GiB", file=sys.stderr, flush=True)
+            print(
+                f"{name}, {mode}: compiled in {res['compile']:.1f} s, "
+                f"{ {k: round(v / GIB, 2) for k, v in res.items() if k in ('argument', 'temp', 'output', 'alias')} }"
+                " GiB",
+                file=sys.stderr,
+                flush=True,
+            )
             models.setdefault(name, {})[mode] = res
-    Path(out_path).write_text(json.dumps({"models": models, "platform": jax.devices()[0].platform,
-                                          "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+    Path(out_path).write_text(
+        json.dumps(
+            {
+                "models": models,
+                "platform": jax.devices()[0].platform,
+                "ru_maxrss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20,
+            }
+        )
+    )
 
 
 def run_finetune(frames: int, text: int, rank: int) -> dict:
@@ -808,18 +1014,29 @@ def _finetune_summary(res: dict) -> str:
             f"{ls['opt_state'] / GIB:.2f} GiB, the EMA (of the adapters alone: a frozen weight's average is itself) "
             f"to {ls['ema'] / GIB:.2f} GiB, and no gradient of a frozen parameter is kept: the float32 parameters "
             f"({ls['params'] / GIB:.2f} GiB) are {ls['params'] / _peak(lora):.0%} of the "
-            f"{_peak(lora) / GIB:.2f} GiB peak.")
-    peaks = {(name, mode): _peak(c) for name, modes in res["models"].items() for mode, c in modes.items()
-             if c["available"]}
+            f"{_peak(lora) / GIB:.2f} GiB peak."
+        )
+    peaks = {
+        (name, mode): _peak(c) for name, modes in res["models"].items() for mode, c in modes.items() if c["available"]
+    }
     fits = []
     for cap in FINETUNE_CAPACITIES:
-        fit = [f"{name} {'full' if mode == 'full' else 'LoRA'} ({(cap * GIB - p) / GIB:.2f} GiB left)"
-               for (name, mode), p in peaks.items() if p <= cap * GIB]
+        fit = [
+            f"{name} {'full' if mode == 'full' else 'LoRA'} ({(cap * GIB - p) / GIB:.2f} GiB left)"
+            for (name, mode), p in peaks.items()
+            if p <= cap * GIB
+        ]
         fits.append(f"on a {cap} GiB device {', '.join(fit) or 'none'}")
     margins = [cap * GIB - p for cap in FINETUNE_CAPACITIES for p in peaks.values() if 0 <= cap * GIB - p < GIB]
-    return "\n\n".join([*text, f"What fits at batch 1 x {res['frames'] / FRAME_RATE:g} s (peak <= capacity): "
-                          + "; ".join(fits) + "." + (" Less than 1 GiB left is marginal on a real GPU (the caveat "
-                                                     "above)." if margins else "")])
+    return "\n\n".join(
+        [
+            *text,
+            f"What fits at batch 1 x {res['frames'] / FRAME_RATE:g} s (peak <= capacity): "
+            + "; ".join(fits)
+            + "."
+            + (" Less than 1 GiB left is marginal on a real GPU (the caveat above)." if margins else ""),
+        ]
+    )
 
 
 def report_finetune(res: dict, command: str) -> str:
@@ -833,25 +1050,33 @@ def report_finetune(res: dict, command: str) -> str:
         for mode, c in modes.items():
             label = "full" if mode == "full" else f"LoRA rank {rank}"
             s = c["state"]
-            cells = (f"| {name} | {label} | {c['trainable_count']:,} of {c['param_count']:,} | {s['params'] / GIB:.2f} "
-                     f"| {s['opt_state'] / GIB:.2f} | {s['ema'] / GIB:.2f} ")
+            cells = (
+                f"| {name} | {label} | {c['trainable_count']:,} of {c['param_count']:,} | {s['params'] / GIB:.2f} "
+                f"| {s['opt_state'] / GIB:.2f} | {s['ema'] / GIB:.2f} "
+            )
             if not c["available"]:
                 rows.append(cells + "| memory analysis unavailable |" + " |" * (5 + len(FINETUNE_CAPACITIES)))
                 continue
             peak = _peak(c)
             fits = " | ".join(_fit(peak, cap) for cap in FINETUNE_CAPACITIES)
-            rows.append(cells + f"| {c['argument'] / GIB:.2f} | {c['temp'] / GIB:.2f} | {c['output'] / GIB:.2f} "
-                        f"| {c['alias'] / GIB:.2f} | **{peak / GIB:.2f}** | {fits} | {c['compile']:.0f} |")
-    models = "; ".join(f"{name} (width {m['dim']}, {m['num_heads']} heads, {m['num_layers']} layers, ffn "
-                       f"{m['ffn_dim']}; clipping {max_norm:g}, guidance dropout {cfg:g})"
-                       for name, (m, max_norm, cfg) in FINETUNE_MODELS.items())
+            rows.append(
+                cells + f"| {c['argument'] / GIB:.2f} | {c['temp'] / GIB:.2f} | {c['output'] / GIB:.2f} "
+                f"| {c['alias'] / GIB:.2f} | **{peak / GIB:.2f}** | {fits} | {c['compile']:.0f} |"
+            )
+    models = "; ".join(
+        f"{name} (width {m['dim']}, {m['num_heads']} heads, {m['num_layers']} layers, ffn "
+        f"{m['ffn_dim']}; clipping {max_norm:g}, guidance dropout {cfg:g})"
+        for name, (m, max_norm, cfg) in FINETUNE_MODELS.items()
+    )
     lines = [
-        FINETUNE_TITLE, "",
-        f"Command: `{command}`", "",
+        FINETUNE_TITLE,
+        "",
+        f"Command: `{command}`",
+        "",
         *machine_lines(None, res["load"], f", flax {flax.__version__}"),
         f"- Models: the LMs of {models}; both {len(LARGE['delays'])} codebooks x {LARGE['card']}, delays "
         f"{tuple(LARGE['delays'])}, text width {LARGE['text_dim']}.",
-        "- Step: `compile_step(StepConfig(lm, t5=None, scan_layers=True, remat=\"full\", compute_dtype=\"bfloat16\", "
+        '- Step: `compile_step(StepConfig(lm, t5=None, scan_layers=True, remat="full", compute_dtype="bfloat16", '
         f"lora_rank=R))`, the configs' fine-tuning settings (`configs/musicgen_medium.py`, `musicgen_large.py`): "
         f"full fine-tuning (R = 0: every parameter trains, AdamW moments of all) or low-rank adapters (R = {rank}, "
         "`--config.lora_rank`: only the adapters of the layers' attention and feed-forward kernels train; the "
@@ -868,7 +1093,8 @@ def report_finetune(res: dict, command: str) -> str:
         "state's bytes from its shapes (sum of prod(shape) x itemsize per part; the optimizer state is the AdamW "
         "moments, its step counters a few bytes); argument, temp, output, alias = `compiled.memory_analysis()` "
         "(the state is donated: its outputs alias the arguments); peak = argument + temp + output - alias; fits "
-        + " / ".join(f"{cap}" for cap in FINETUNE_CAPACITIES) + " GiB: peak <= capacity.",
+        + " / ".join(f"{cap}" for cap in FINETUNE_CAPACITIES)
+        + " GiB: peak <= capacity.",
         "- Caveat: XLA:CPU's buffer assignments, to read as estimates for a GPU: XLA:GPU fuses and schedules "
         "differently, a GPU process also holds its CUDA context and cuBLAS / cuDNN workspaces, and JAX's GPU "
         "allocator preallocates 75% of the device's memory by default (JAX's \"GPU memory allocation\" notes: "
@@ -878,7 +1104,8 @@ def report_finetune(res: dict, command: str) -> str:
         "| model | fine-tuning | parameters trained | params GiB | optimizer state GiB | EMA GiB | argument GiB "
         f"| temp GiB | output GiB | alias GiB | peak GiB | {caps} | compile s |",
         "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * len(FINETUNE_CAPACITIES) + "---|",
-        *rows, "",
+        *rows,
+        "",
         _finetune_summary(res),
         "",
     ]
@@ -892,42 +1119,66 @@ def _variant(text: str) -> str:
 
     remat, _, dtype = text.partition("/")
     if remat not in REMAT_POLICIES or dtype not in COMPUTE_DTYPES:
-        raise argparse.ArgumentTypeError(f"{text!r}: expected REMAT/DTYPE with REMAT one of "
-                                         f"{', '.join(REMAT_POLICIES)} and DTYPE one of {', '.join(COMPUTE_DTYPES)}")
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: expected REMAT/DTYPE with REMAT one of "
+            f"{', '.join(REMAT_POLICIES)} and DTYPE one of {', '.join(COMPUTE_DTYPES)}"
+        )
     return text
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m benchmarks.train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS),
-                        help="which sections to measure (each is published on its own)")
+    parser = argparse.ArgumentParser(
+        prog="python -m benchmarks.train",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--sections",
+        nargs="+",
+        choices=SECTIONS,
+        default=list(SECTIONS),
+        help="which sections to measure (each is published on its own)",
+    )
     parser.add_argument("--batch", type=int, default=2, help="step: batch size")
     parser.add_argument("--frames", type=int, default=250, help="step: frames per crop (50 per second)")
     parser.add_argument("--steps", type=int, default=8, help="step: timed steps per framework")
     parser.add_argument("--layers", type=int, default=4, help="step: decoder layers (musicgen-small has 24)")
     parser.add_argument("--text-tokens", type=int, default=128, help="step: T5 tokens per prompt (padded)")
     parser.add_argument("--scan", action="store_true", help="step: JAX layers scanned (default unrolled, the recipe)")
-    parser.add_argument("--skip-parts", action="store_true",
-                        help="step: do not time the parts of the step apart (they need more memory: at --layers 24 "
-                             "the whole step section needs more than 24 GB of RAM with them)")
+    parser.add_argument(
+        "--skip-parts",
+        action="store_true",
+        help="step: do not time the parts of the step apart (they need more memory: at --layers 24 "
+        "the whole step section needs more than 24 GB of RAM with them)",
+    )
     parser.add_argument("--memory-frames", type=int, default=MEMORY_FRAMES, help="memory: frames per crop")
-    parser.add_argument("--memory-variants", nargs="+", type=_variant, default=list(MEMORY_VARIANTS),
-                        metavar="REMAT/DTYPE",
-                        help="memory: step variants REMAT/DTYPE (remat: none, full, dots; compute dtype: float32, "
-                             "bfloat16), compiled in this order on every mesh; the first also gets the crop-length "
-                             "sweep")
-    parser.add_argument("--lora-rank", type=int, default=FINETUNE_RANK,
-                        help="finetune: rank of the low-rank adapters compiled against full fine-tuning")
+    parser.add_argument(
+        "--memory-variants",
+        nargs="+",
+        type=_variant,
+        default=list(MEMORY_VARIANTS),
+        metavar="REMAT/DTYPE",
+        help="memory: step variants REMAT/DTYPE (remat: none, full, dots; compute dtype: float32, "
+        "bfloat16), compiled in this order on every mesh; the first also gets the crop-length "
+        "sweep",
+    )
+    parser.add_argument(
+        "--lora-rank",
+        type=int,
+        default=FINETUNE_RANK,
+        help="finetune: rank of the low-rank adapters compiled against full fine-tuning",
+    )
     parser.add_argument("--write", action="store_true", help=f"write the measured sections of {RESULTS}")
     args = parser.parse_args(argv)
     if min(args.batch, args.frames, args.steps, args.layers, args.text_tokens, args.memory_frames, args.lora_rank) < 1:
-        parser.error("--batch, --frames, --steps, --layers, --text-tokens, --memory-frames and --lora-rank must be "
-                     ">= 1")
+        parser.error(
+            "--batch, --frames, --steps, --layers, --text-tokens, --memory-frames and --lora-rank must be >= 1"
+        )
     command = command_line("benchmarks.train", argv)
     if "step" in args.sections:
-        res = run_step(args.batch, args.frames, args.steps, args.layers, args.text_tokens, args.scan,
-                       not args.skip_parts)
+        res = run_step(
+            args.batch, args.frames, args.steps, args.layers, args.text_tokens, args.scan, not args.skip_parts
+        )
         publish(report_step(res, command), args.write)
     if "memory" in args.sections:
         res = run_memory(args.memory_frames, MEMORY_TEXT, list(dict.fromkeys(args.memory_variants)))

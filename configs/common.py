@@ -20,8 +20,11 @@ def base_config() -> ml_collections.ConfigDict:
     config.eval_every = 0  # 0: no evaluation
     config.keep_checkpoints = 3
     config.generate_every = 0  # 0: no samples; else the EMA weights' samples every so many steps (WORKDIR/samples/)
-    config.sample_prompts = ("lofi hip hop beat with a mellow piano", "energetic rock song with electric guitars",
-                             "calm ambient pads with soft strings")
+    config.sample_prompts = (
+        "lofi hip hop beat with a mellow piano",
+        "energetic rock song with electric guitars",
+        "calm ambient pads with soft strings",
+    )
     config.sample_seconds = 10.0
     config.sample_seed = 0
     config.sample_dtype = "auto"  # the LM's dtype for samples: auto (bfloat16 on GPU / TPU, float32 on CPU) or a name
@@ -32,8 +35,9 @@ def base_config() -> ml_collections.ConfigDict:
     config.scan_layers = False  # the layers as one `lax.scan` (less to compile; rematerializes on every backend)
     config.remat = "none"  # rematerialize each layer in the backward pass: "none" | "full" | "dots"
     config.model = ml_collections.ConfigDict({"dim": 1024, "num_heads": 16, "num_layers": 24, "ffn_dim": 4096})
-    config.optim = ml_collections.ConfigDict({"lr": 1e-4, "b1": 0.9, "b2": 0.95, "eps": 1e-8, "weight_decay": 0.1,
-                                              "warmup_steps": 4000, "max_norm": 1.0})
+    config.optim = ml_collections.ConfigDict(
+        {"lr": 1e-4, "b1": 0.9, "b2": 0.95, "eps": 1e-8, "weight_decay": 0.1, "warmup_steps": 4000, "max_norm": 1.0}
+    )
     config.cfg_dropout = 0.3  # classifier-free guidance dropout: the whole batch gets the null text
     config.word_dropout = 0.3  # T5 word dropout: each word of a training text dropped with this probability
     config.melody = False  # a melody model: conditioned on the chroma of each crop (a dataset of `prepare --chroma`)

@@ -1,6 +1,6 @@
 """A tiny LM that trains on a CPU in about a minute (the smoke test of the whole training path).
 
-    python train.py --config configs/debug.py --workdir runs/debug --config.data_dir=DATA_DIR
+python train.py --config configs/debug.py --workdir runs/debug --config.data_dir=DATA_DIR
 """
 
 from configs import common

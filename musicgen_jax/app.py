@@ -29,9 +29,9 @@ import shutil
 import sys
 import tempfile
 import threading
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterator
 
 import jax
 import numpy as np
@@ -89,9 +89,20 @@ class Request:
         """The `sample.py` command line that generates the same audio (with the same uploads)."""
         args = ["python", "sample.py", "--model", self.model]
         args += list(itertools.chain.from_iterable(("--prompt", self.prompt) for _ in range(self.variations)))
-        args += ["--duration", f"{self.duration:g}", "--seed", str(self.seed), "--top-k", str(self.top_k),
-                 "--top-p", f"{self.top_p:g}", "--temperature", f"{self.temperature:g}",
-                 "--cfg-coef", f"{self.cfg_coef:g}"]
+        args += [
+            "--duration",
+            f"{self.duration:g}",
+            "--seed",
+            str(self.seed),
+            "--top-k",
+            str(self.top_k),
+            "--top-p",
+            f"{self.top_p:g}",
+            "--temperature",
+            f"{self.temperature:g}",
+            "--cfg-coef",
+            f"{self.cfg_coef:g}",
+        ]
         if self.melody:
             args += ["--melody", self.melody]
         if self.continuation:
@@ -137,11 +148,18 @@ class Studio:
 
     def _generate(self, request: Request, model: MusicGen, prompts, seeds, melody, start, progress: bool) -> Result:
         if melody is not None:
-            audio, codes = model.generate_with_chroma(prompts, [melody] * len(prompts), model.sample_rate,
-                                                      progress=progress, return_tokens=True, seed=seeds)
+            audio, codes = model.generate_with_chroma(
+                prompts, [melody] * len(prompts), model.sample_rate, progress=progress, return_tokens=True, seed=seeds
+            )
         elif start is not None:
-            audio, codes = model.generate_continuation(np.repeat(start[None], len(prompts), 0), model.sample_rate,
-                                                       prompts, progress=progress, return_tokens=True, seed=seeds)
+            audio, codes = model.generate_continuation(
+                np.repeat(start[None], len(prompts), 0),
+                model.sample_rate,
+                prompts,
+                progress=progress,
+                return_tokens=True,
+                seed=seeds,
+            )
         else:
             audio, codes = model.generate(prompts, progress=progress, return_tokens=True, seed=seeds)
         return self._save(request, model, audio, codes)
@@ -175,7 +193,7 @@ class Studio:
         """The first row's audio `[C, count * hop]` of the newest `count` of `frames` (`[B, K, 1]` each),
         decoded with the frames before them up to `STREAM_WINDOW`."""
         window = np.concatenate(frames[-STREAM_WINDOW:], axis=-1)[:1]
-        return model.generate_audio(window)[0, :, -count * model.sample_rate // model.frame_rate:]
+        return model.generate_audio(window)[0, :, -count * model.sample_rate // model.frame_rate :]
 
     def _prepare(self, request: Request):
         """(model, prompts, seeds, melody [T] or None, audio to continue [C, T] or None) of a checked request."""
@@ -185,27 +203,51 @@ class Studio:
         model = self.model(request.model)
         if request.melody and not model.lm_config.melody:
             raise ValueError(f"{request.model} is a text-to-music model, it takes no melody (choose a melody model)")
-        model.set_generation_params(use_sampling=True, top_k=request.top_k, top_p=request.top_p,
-                                    temperature=request.temperature, duration=request.duration,
-                                    cfg_coef=request.cfg_coef)
+        model.set_generation_params(
+            use_sampling=True,
+            top_k=request.top_k,
+            top_p=request.top_p,
+            temperature=request.temperature,
+            duration=request.duration,
+            cfg_coef=request.cfg_coef,
+        )
         prompts, seeds = [request.prompt] * request.variations, [request.seed + i for i in range(request.variations)]
         melody = read_audio(request.melody, model.sample_rate)[0] if request.melody else None
-        start = read_audio(request.continuation, model.sample_rate, model.audio_channels)[0] \
-            if request.continuation else None
+        start = (
+            read_audio(request.continuation, model.sample_rate, model.audio_channels)[0]
+            if request.continuation
+            else None
+        )
         return model, prompts, seeds, melody, start
 
     def _save(self, request: Request, model: MusicGen, audio: np.ndarray, codes: np.ndarray) -> Result:
         """Write the request's WAVs, codes and settings into a new folder of `out`."""
         folder = self.out / f"{next(self._count):04d}_{slug(request.prompt or 'untitled')}"
-        wavs = [write_audio(folder / f"{i:03d}_{slug(request.prompt or 'untitled')}.wav", wav, model.sample_rate,
-                            strategy="loudness") for i, wav in enumerate(audio)]
+        wavs = [
+            write_audio(
+                folder / f"{i:03d}_{slug(request.prompt or 'untitled')}.wav",
+                wav,
+                model.sample_rate,
+                strategy="loudness",
+            )
+            for i, wav in enumerate(audio)
+        ]
         save_npy(folder / "codes.npy", np.asarray(codes).astype(np.int16))
-        settings = {**asdict(request), "sample_rate": model.sample_rate, "codes_shape": list(np.shape(codes)),
-                    "command": request.command()}
+        settings = {
+            **asdict(request),
+            "sample_rate": model.sample_rate,
+            "codes_shape": list(np.shape(codes)),
+            "command": request.command(),
+        }
         save_json(folder / "settings.json", settings)
         mono = read_audio(wavs[0])[0].mean(axis=0)  # as written: normalized
-        return Result(wavs, folder / "codes.npy", folder / "settings.json", waveform_image(mono),
-                      spectrogram_image(mono, model.sample_rate))
+        return Result(
+            wavs,
+            folder / "codes.npy",
+            folder / "settings.json",
+            waveform_image(mono),
+            spectrogram_image(mono, model.sample_rate),
+        )
 
 
 def waveform_image(wav: np.ndarray, width: int = IMAGE_WIDTH, height: int = WAVEFORM_HEIGHT) -> np.ndarray:
@@ -220,14 +262,16 @@ def waveform_image(wav: np.ndarray, width: int = IMAGE_WIDTH, height: int = WAVE
     return image
 
 
-def spectrogram_image(wav: np.ndarray, sample_rate: int, width: int = IMAGE_WIDTH,
-                      height: int = SPECTROGRAM_HEIGHT) -> np.ndarray:
+def spectrogram_image(
+    wav: np.ndarray, sample_rate: int, width: int = IMAGE_WIDTH, height: int = SPECTROGRAM_HEIGHT
+) -> np.ndarray:
     """`wav [T]` -> RGB `[height, width, 3]` uint8: the 128-band mel spectrogram in dB (80 dB range), low
     frequencies at the bottom."""
     import librosa
 
-    mel = librosa.feature.melspectrogram(y=np.asarray(wav, np.float32), sr=sample_rate, n_fft=2048, hop_length=512,
-                                         n_mels=128)
+    mel = librosa.feature.melspectrogram(
+        y=np.asarray(wav, np.float32), sr=sample_rate, n_fft=2048, hop_length=512, n_mels=128
+    )
     db = librosa.power_to_db(mel + 1e-12, ref=max(float(mel.max()), 1e-12), top_db=80.0)  # [128, frames], <= 0
     level = (db + 80.0) / 80.0
     rows = np.linspace(0, 127, height).round().astype(int)
@@ -256,38 +300,83 @@ def build(studio: Studio):
         except (ValueError, AudioError, CheckpointError, MissingExtraError) as e:
             raise gr.Error(str(e)) from e
 
-    def page(model, prompt, melody, continuation, duration, variations, top_k, top_p, temperature, cfg_coef, seed,
-             stream, progress=gr.Progress(track_tqdm=True)):
-        request = Request(model, prompt or "", float(duration), int(seed), int(top_k), float(top_p),
-                          float(temperature), float(cfg_coef), int(variations), melody or None, continuation or None)
+    def page(
+        model,
+        prompt,
+        melody,
+        continuation,
+        duration,
+        variations,
+        top_k,
+        top_p,
+        temperature,
+        cfg_coef,
+        seed,
+        stream,
+        progress=gr.Progress(track_tqdm=True),  # noqa: B008 (gradio injects it)
+    ):
+        request = Request(
+            model,
+            prompt or "",
+            float(duration),
+            int(seed),
+            int(top_k),
+            float(top_p),
+            float(temperature),
+            float(cfg_coef),
+            int(variations),
+            melody or None,
+            continuation or None,
+        )
         for item in results(request, bool(stream)):
             if not isinstance(item, Result):  # the first variation's newest audio [C, n]
                 chunk = studio.model(request.model).sample_rate, to_pcm16(np.clip(item, -1.0, 1.0)).T  # [n, C]
                 yield chunk, *[gr.skip()] * (MAX_VARIATIONS + 4)
                 continue
-            players = [gr.Audio(value=str(item.wavs[i]) if i < len(item.wavs) else None,
-                                visible=i < len(item.wavs)) for i in range(MAX_VARIATIONS)]
+            players = [
+                gr.Audio(value=str(item.wavs[i]) if i < len(item.wavs) else None, visible=i < len(item.wavs))
+                for i in range(MAX_VARIATIONS)
+            ]
             files = [str(p) for p in (*item.wavs, item.codes, item.settings)]
             yield gr.skip(), *players, item.waveform, item.spectrogram, files, item.settings.read_text()
 
-    def api(prompt, duration, seed, top_k, top_p, temperature, cfg_coef, progress=gr.Progress(track_tqdm=True)):
-        request = Request(studio.sources[0], prompt or "", float(duration), int(seed), int(top_k), float(top_p),
-                          float(temperature), float(cfg_coef))
+    def api(prompt, duration, seed, top_k, top_p, temperature, cfg_coef, progress=gr.Progress(track_tqdm=True)):  # noqa: B008
+        request = Request(
+            studio.sources[0],
+            prompt or "",
+            float(duration),
+            int(seed),
+            int(top_k),
+            float(top_p),
+            float(temperature),
+            float(cfg_coef),
+        )
         result = next(results(request, stream=False))
         return str(result.wavs[0]), str(result.codes), result.settings.read_text()
 
     with gr.Blocks(title="MusicGen (JAX)") as demo:
-        gr.Markdown("# MusicGen in JAX\nText-to-music (and melody-conditioned music with a melody model). "
-                    f"Up to {MAX_DURATION:g} s: past 30 s the music is extended in windows.")
+        gr.Markdown(
+            "# MusicGen in JAX\nText-to-music (and melody-conditioned music with a melody model). "
+            f"Up to {MAX_DURATION:g} s: past 30 s the music is extended in windows."
+        )
         with gr.Row():
             with gr.Column():
                 model = gr.Dropdown(studio.sources, value=studio.sources[0], label="Model", elem_id="model")
-                prompt = gr.Textbox(label="Describe the music", lines=2, elem_id="prompt",
-                                    placeholder="lofi hip hop beat with a mellow jazzy piano, 90 bpm")
-                melody = gr.Audio(sources=["upload", "microphone"], type="filepath", elem_id="melody",
-                                  label="Melody to follow (melody models only, optional)")
-                continuation = gr.Audio(sources=["upload"], type="filepath", elem_id="continuation",
-                                        label="Audio to continue (optional)")
+                prompt = gr.Textbox(
+                    label="Describe the music",
+                    lines=2,
+                    elem_id="prompt",
+                    placeholder="lofi hip hop beat with a mellow jazzy piano, 90 bpm",
+                )
+                melody = gr.Audio(
+                    sources=["upload", "microphone"],
+                    type="filepath",
+                    elem_id="melody",
+                    label="Melody to follow (melody models only, optional)",
+                )
+                continuation = gr.Audio(
+                    sources=["upload"], type="filepath", elem_id="continuation", label="Audio to continue (optional)"
+                )
                 duration = gr.Slider(0.5, MAX_DURATION, value=10, step=0.5, label="Duration (s)", elem_id="duration")
                 variations = gr.Slider(1, MAX_VARIATIONS, value=1, step=1, label="Variations", elem_id="variations")
                 with gr.Row():
@@ -296,51 +385,107 @@ def build(studio: Studio):
                     temperature = gr.Number(1.0, label="Temperature", elem_id="temperature")
                     cfg_coef = gr.Number(3.0, label="Guidance (cfg)", elem_id="cfg_coef")
                     seed = gr.Number(0, label="Seed", precision=0, elem_id="seed")
-                stream = gr.Checkbox(STREAMING, interactive=STREAMING, elem_id="stream",
-                                     label="Play while generating (up to 30 s, not with audio to continue)" +
-                                     ("" if STREAMING else ": needs ffmpeg, not found"))
+                stream = gr.Checkbox(
+                    STREAMING,
+                    interactive=STREAMING,
+                    elem_id="stream",
+                    label="Play while generating (up to 30 s, not with audio to continue)"
+                    + ("" if STREAMING else ": needs ffmpeg, not found"),
+                )
                 generate = gr.Button("Generate", variant="primary", elem_id="generate")
             with gr.Column():
-                live = gr.Audio(label="While generating", streaming=True, autoplay=True, interactive=False,
-                                elem_id="live")
+                live = gr.Audio(
+                    label="While generating", streaming=True, autoplay=True, interactive=False, elem_id="live"
+                )
                 player = gr.WaveformOptions(show_recording_waveform=False)  # the browser's own <audio> player
-                players = [gr.Audio(type="filepath", label=f"Variation {i + 1}", interactive=False, visible=i == 0,
-                                    waveform_options=player, elem_id=f"result-{i}") for i in range(MAX_VARIATIONS)]
+                players = [
+                    gr.Audio(
+                        type="filepath",
+                        label=f"Variation {i + 1}",
+                        interactive=False,
+                        visible=i == 0,
+                        waveform_options=player,
+                        elem_id=f"result-{i}",
+                    )
+                    for i in range(MAX_VARIATIONS)
+                ]
                 waveform = gr.Image(label="Waveform", interactive=False, elem_id="waveform")
                 spectrogram = gr.Image(label="Spectrogram (mel, dB)", interactive=False, elem_id="spectrogram")
-                files = gr.File(label="Downloads: WAV, codes (.npy), settings (JSON)", file_count="multiple",
-                                elem_id="files")
+                files = gr.File(
+                    label="Downloads: WAV, codes (.npy), settings (JSON)", file_count="multiple", elem_id="files"
+                )
                 settings = gr.Code(label="Settings (reproduce with sample.py)", language="json", elem_id="settings")
-        generate.click(page, [model, prompt, melody, continuation, duration, variations, top_k, top_p, temperature,
-                              cfg_coef, seed, stream], [live, *players, waveform, spectrogram, files, settings],
-                       api_name="generate_page")
+        generate.click(
+            page,
+            [
+                model,
+                prompt,
+                melody,
+                continuation,
+                duration,
+                variations,
+                top_k,
+                top_p,
+                temperature,
+                cfg_coef,
+                seed,
+                stream,
+            ],
+            [live, *players, waveform, spectrogram, files, settings],
+            api_name="generate_page",
+        )
         api_button = gr.Button(visible=False)
-        api_button.click(api, [prompt, duration, seed, top_k, top_p, temperature, cfg_coef],
-                         [players[0], files, settings], api_name="generate")
+        api_button.click(
+            api,
+            [prompt, duration, seed, top_k, top_p, temperature, cfg_coef],
+            [players[0], files, settings],
+            api_name="generate",
+        )
     return demo
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m musicgen_jax.app", description=__doc__,
-                                formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", action="append", default=[],
-                   help=f"a model to offer: any source sample.py takes (repeatable; default {DEFAULT_MODEL})")
+    p = argparse.ArgumentParser(
+        prog="python -m musicgen_jax.app", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        help=f"a model to offer: any source sample.py takes (repeatable; default {DEFAULT_MODEL})",
+    )
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
     p.add_argument("--out", type=Path, help="where the results go (default a new temporary directory)")
-    p.add_argument("--dtype", choices=("auto", *INFERENCE_DTYPES), default="auto",
-                   help="the LMs' weights and matrix products (auto: bfloat16 on GPU / TPU, float32 on CPU)")
+    p.add_argument(
+        "--dtype",
+        choices=("auto", *INFERENCE_DTYPES),
+        default="auto",
+        help="the LMs' weights and matrix products (auto: bfloat16 on GPU / TPU, float32 on CPU)",
+    )
     p.add_argument("--queue-size", type=int, default=32, help="requests waiting at most (default 32)")
     return p
 
 
-def launch(studio: Studio, host: str = "127.0.0.1", port: int = 7860, share: bool = False, queue_size: int = 32,
-           block: bool = True):
+def launch(
+    studio: Studio,
+    host: str = "127.0.0.1",
+    port: int = 7860,
+    share: bool = False,
+    queue_size: int = 32,
+    block: bool = True,
+):
     """Serve the demo (requests queued, one generation at a time); `block=False` returns the running Blocks."""
     demo = build(studio).queue(default_concurrency_limit=1, max_size=queue_size)
-    demo.launch(server_name=host, server_port=port, share=share, allowed_paths=[str(studio.out)], show_error=True,
-                prevent_thread_lock=not block)
+    demo.launch(
+        server_name=host,
+        server_port=port,
+        share=share,
+        allowed_paths=[str(studio.out)],
+        show_error=True,
+        prevent_thread_lock=not block,
+    )
     return demo
 
 

@@ -305,8 +305,15 @@ def _normalize_loudness(wav: np.ndarray, sample_rate: int, headroom_db: float, c
     return out
 
 
-def normalize_audio(wav, sample_rate, strategy="peak", peak_clip_headroom_db=1.0, rms_headroom_db=18.0,
-                    loudness_headroom_db=14.0, loudness_compressor=False) -> np.ndarray:
+def normalize_audio(
+    wav,
+    sample_rate,
+    strategy="peak",
+    peak_clip_headroom_db=1.0,
+    rms_headroom_db=18.0,
+    loudness_headroom_db=14.0,
+    loudness_compressor=False,
+) -> np.ndarray:
     """Normalize `[C, T]` (or `[T]`) with one of `NORMALIZE_STRATEGIES`; returns float32 of the same shape.
 
     See the module docstring for the strategies (same as audiocraft's `normalize_audio`).
@@ -327,8 +334,9 @@ def normalize_audio(wav, sample_rate, strategy="peak", peak_clip_headroom_db=1.0
         mono_rms = float(np.sqrt(np.mean(x.mean(axis=0) ** 2))) if x.size else 0.0
         x = np.clip(x * (_db_to_gain(-rms_headroom_db) / max(mono_rms, _EPS)), -1.0, 1.0)
     elif strategy == "loudness":
-        x = np.clip(_normalize_loudness(x, _check_rate(sample_rate), loudness_headroom_db, loudness_compressor),
-                    -1.0, 1.0)
+        x = np.clip(
+            _normalize_loudness(x, _check_rate(sample_rate), loudness_headroom_db, loudness_compressor), -1.0, 1.0
+        )
     return x.astype(np.float32).reshape(shape)
 
 
@@ -355,8 +363,9 @@ def write_audio(path, wav: np.ndarray, sample_rate: int, strategy="peak", **norm
     path = pathlib.Path(path)
     suffix = path.suffix.lower()
     if suffix not in WRITE_FORMATS:
-        raise AudioError(f"cannot write audio file {path}: unsupported suffix {path.suffix!r}; "
-                         f"supported: {', '.join(WRITE_FORMATS)}")
+        raise AudioError(
+            f"cannot write audio file {path}: unsupported suffix {path.suffix!r}; supported: {', '.join(WRITE_FORMATS)}"
+        )
     sample_rate = _check_rate(sample_rate)
     x = _as_2d(wav)
     if x.shape[-1] == 0:

@@ -27,11 +27,18 @@ import numpy as np
 
 from musicgen_jax.config import ChromaConfig
 
-__all__ = ["chroma_filter_bank", "extract_chroma", "hann_window", "match_frames", "normalized_chroma", "num_frames",
-           "one_hot_chroma"]
+__all__ = [
+    "chroma_filter_bank",
+    "extract_chroma",
+    "hann_window",
+    "match_frames",
+    "normalized_chroma",
+    "num_frames",
+    "one_hot_chroma",
+]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def chroma_filter_bank(config: ChromaConfig) -> np.ndarray:
     """`[bins, n_fft // 2 + 1]` float32: `librosa.filters.chroma(sr, n_fft, tuning=0, n_chroma=bins)`, as audiocraft
     (transformers' `chroma_filter_bank` re-implementation agrees to 3e-8). Read-only: it is cached per config."""

@@ -59,8 +59,18 @@ class CodecConfig(_DictIO):
         object.__setattr__(self, "ratios", tuple(int(r) for r in self.ratios))
         if self.pad_mode not in PAD_MODES:
             raise ValueError(f"CodecConfig.pad_mode must be one of {PAD_MODES}, got {self.pad_mode!r}")
-        positive = ("sample_rate", "channels", "dimension", "n_filters", "kernel_size", "last_kernel_size",
-                    "residual_kernel_size", "compress", "num_codebooks", "codebook_size")
+        positive = (
+            "sample_rate",
+            "channels",
+            "dimension",
+            "n_filters",
+            "kernel_size",
+            "last_kernel_size",
+            "residual_kernel_size",
+            "compress",
+            "num_codebooks",
+            "codebook_size",
+        )
         bad = [name for name in positive if int(getattr(self, name)) <= 0]
         if bad or not self.ratios or min(self.ratios) <= 0:
             raise ValueError(f"CodecConfig has non-positive values: {bad or ['ratios']} in {self}")
@@ -80,7 +90,6 @@ class CodecConfig(_DictIO):
     def num_frames(self, num_samples: int) -> int:
         """Frames produced by encoding `num_samples` samples: ceil(samples / hop)."""
         return math.ceil(num_samples / self.hop_length)
-
 
 
 # The released facebook/encodec_32khz architecture (SPEC 1.1). pad_mode as in its HF hub config.
@@ -111,17 +120,20 @@ class T5Config(_DictIO):
 
     def __post_init__(self):
         if self.feed_forward_proj not in FEED_FORWARD_PROJS:
-            raise ValueError(f"T5Config.feed_forward_proj must be one of {FEED_FORWARD_PROJS}, "
-                             f"got {self.feed_forward_proj!r}")
-        bad = [f.name for f in dataclasses.fields(self)
-               if f.name not in ("feed_forward_proj", "layer_norm_epsilon") and int(getattr(self, f.name)) <= 0]
+            raise ValueError(
+                f"T5Config.feed_forward_proj must be one of {FEED_FORWARD_PROJS}, got {self.feed_forward_proj!r}"
+            )
+        bad = [
+            f.name
+            for f in dataclasses.fields(self)
+            if f.name not in ("feed_forward_proj", "layer_norm_epsilon") and int(getattr(self, f.name)) <= 0
+        ]
         if bad:
             raise ValueError(f"T5Config has non-positive values: {bad}")
 
     @property
     def gated(self) -> bool:
         return self.feed_forward_proj == "gated-gelu"
-
 
 
 # t5-base, the text encoder of every released MusicGen model (SPEC 4.1).
@@ -163,8 +175,9 @@ class LMConfig(_DictIO):
     def __post_init__(self):
         object.__setattr__(self, "delays", tuple(int(d) for d in self.delays))
         if self.chroma_bins < 0 or self.chroma_frames <= 0:
-            raise ValueError(f"LMConfig has invalid chroma_bins {self.chroma_bins} / chroma_frames "
-                             f"{self.chroma_frames}")
+            raise ValueError(
+                f"LMConfig has invalid chroma_bins {self.chroma_bins} / chroma_frames {self.chroma_frames}"
+            )
         if self.dim % self.num_heads or self.dim % 2:
             raise ValueError(f"LMConfig.dim {self.dim} must be even and divisible by num_heads {self.num_heads}")
         bad = [n for n in ("dim", "num_heads", "num_layers", "ffn_dim", "card", "text_dim") if getattr(self, n) <= 0]

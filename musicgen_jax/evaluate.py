@@ -17,8 +17,16 @@ import sys
 EVAL_FRAMES = 1500  # 30 s, the training crops
 
 
-def evaluate(model: str, data_dir: str, split: str = "valid", batch_size: int = 8, frames: int = EVAL_FRAMES,
-             text_length: int = 128, fmt: str = "auto", progress: bool = False) -> dict:
+def evaluate(
+    model: str,
+    data_dir: str,
+    split: str = "valid",
+    batch_size: int = 8,
+    frames: int = EVAL_FRAMES,
+    text_length: int = 128,
+    fmt: str = "auto",
+    progress: bool = False,
+) -> dict:
     """{"model", "data", "split", "examples", "frames", "eval_loss", "eval_ppl_k"...} of `model` on `split`."""
     from musicgen_jax.data import shards
     from musicgen_jax.musicgen import load_components
@@ -30,20 +38,32 @@ def evaluate(model: str, data_dir: str, split: str = "valid", batch_size: int = 
     components = load_components(model, fmt)
     check_dataset(components, info, model, data_dir)
     if components.lm_config.num_codebooks != info["num_codebooks"]:
-        raise ValueError(f"{model} predicts {components.lm_config.num_codebooks} codebooks, the dataset {data_dir} "
-                         f"holds {info['num_codebooks']} (mono and stereo)")
+        raise ValueError(
+            f"{model} predicts {components.lm_config.num_codebooks} codebooks, the dataset {data_dir} "
+            f"holds {info['num_codebooks']} (mono and stereo)"
+        )
     step_config = StepConfig(components.lm_config, components.text_encoder.config)
     text = components.text_encoder
-    evaluation = Evaluation(data_dir, split, step_config, make_mesh(), text.tokenizer, text.params, batch_size,
-                            frames, (text_length,))
+    evaluation = Evaluation(
+        data_dir, split, step_config, make_mesh(), text.tokenizer, text.params, batch_size, frames, (text_length,)
+    )
     metrics = evaluation(components.lm_params, progress)
-    return {"model": components.source, "data": str(data_dir), "split": split,
-            "examples": info["splits"][split]["examples"], "frames": frames, **metrics}
+    return {
+        "model": components.source,
+        "data": str(data_dir),
+        "split": split,
+        "examples": info["splits"][split]["examples"],
+        "frames": frames,
+        **metrics,
+    }
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m musicgen_jax.evaluate", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m musicgen_jax.evaluate",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--model", required=True, help="hub id, PyTorch / converted checkpoint directory, or run")
     parser.add_argument("--data", required=True, help="a dataset of `python -m musicgen_jax.data.prepare`")
     parser.add_argument("--split", default="valid", choices=("train", "valid"))
@@ -65,8 +85,16 @@ def main(argv=None) -> int:
             print(f"error: --{name.replace('_', '-')} must be at least 1", file=sys.stderr)
             return 2
     try:
-        result = evaluate(args.model, args.data, args.split, args.batch_size, args.frames, args.text_length,
-                          args.format, progress=not args.no_progress)
+        result = evaluate(
+            args.model,
+            args.data,
+            args.split,
+            args.batch_size,
+            args.frames,
+            args.text_length,
+            args.format,
+            progress=not args.no_progress,
+        )
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -33,15 +33,23 @@ def export(checkpoint: str, to: str, out: str, fmt: str = "auto", max_shard_size
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m musicgen_jax.export", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="a train.py run, a converted directory, a hub id or "
-                                                            "PyTorch checkpoint directory")
+    parser = argparse.ArgumentParser(
+        prog="python -m musicgen_jax.export",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--checkpoint",
+        required=True,
+        help="a train.py run, a converted directory, a hub id or PyTorch checkpoint directory",
+    )
     parser.add_argument("--to", required=True, choices=TARGETS, help="the format to write")
-    parser.add_argument("--format", default="auto", choices=("auto", "hf", "audiocraft"),
-                        help="of a PyTorch --checkpoint")
-    parser.add_argument("--max-shard-size", default="5GB", help="--to hf: safetensors shard size (transformers' "
-                                                                 "default)")
+    parser.add_argument(
+        "--format", default="auto", choices=("auto", "hf", "audiocraft"), help="of a PyTorch --checkpoint"
+    )
+    parser.add_argument(
+        "--max-shard-size", default="5GB", help="--to hf: safetensors shard size (transformers' default)"
+    )
     parser.add_argument("out", help="the output directory (replaced if it exists)")
     return parser
 

@@ -35,9 +35,11 @@ from musicgen_jax.fileio import atomic_file, slug
 
 RATINGS = range(1, 6)
 Z95 = 1.959964  # the normal distribution's two-sided 95% quantile
-SCHEMA = ("CREATE TABLE IF NOT EXISTS ratings (id INTEGER PRIMARY KEY, sample TEXT NOT NULL, system TEXT NOT NULL, "
-          "prompt TEXT NOT NULL, rating INTEGER NOT NULL CHECK (rating BETWEEN 1 AND 5), rater TEXT, "
-          "created REAL NOT NULL)")
+SCHEMA = (
+    "CREATE TABLE IF NOT EXISTS ratings (id INTEGER PRIMARY KEY, sample TEXT NOT NULL, system TEXT NOT NULL, "
+    "prompt TEXT NOT NULL, rating INTEGER NOT NULL CHECK (rating BETWEEN 1 AND 5), rater TEXT, "
+    "created REAL NOT NULL)"
+)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,8 +66,11 @@ def find_samples(directories: list[Path]) -> list[Sample]:
     samples = []
     for directory in directories:
         root = directory / "samples" if (directory / "samples").is_dir() else directory
-        steps = sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name)) \
-            if root.is_dir() else []
+        steps = (
+            sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
+            if root.is_dir()
+            else []
+        )
         found = []
         for folder in steps or [root]:
             prompts = []
@@ -75,8 +80,9 @@ def find_samples(directories: list[Path]) -> list[Sample]:
             for path in _numbered(folder):
                 index, _, rest = path.stem.partition("_")
                 named = int(index) < len(prompts)
-                found.append(Sample(path.resolve(), system, prompts[int(index)] if named else rest.replace("_", " "),
-                                    named))
+                found.append(
+                    Sample(path.resolve(), system, prompts[int(index)] if named else rest.replace("_", " "), named)
+                )
         if not found:
             raise ValueError(f"{directory}: no samples (NNN_<slug>.wav files, or a run's samples/STEP/ folders)")
         samples += found
@@ -94,8 +100,15 @@ def summary(connection: sqlite3.Connection) -> list[dict]:
     for system, ratings in by_system.items():
         n, mean = len(ratings), sum(ratings) / len(ratings)
         half = None if n < 2 else Z95 * math.sqrt(sum((r - mean) ** 2 for r in ratings) / (n - 1) / n)
-        out.append({"system": system, "count": n, "mean": mean,
-                    "low": None if half is None else mean - half, "high": None if half is None else mean + half})
+        out.append(
+            {
+                "system": system,
+                "count": n,
+                "mean": mean,
+                "low": None if half is None else mean - half,
+                "high": None if half is None else mean + half,
+            }
+        )
     return out
 
 
@@ -140,17 +153,22 @@ class ListeningApp:
         prompt = html.escape(next((s.prompt for s in group if s.named), group[0].prompt))
         rows = []
         for letter, index in zip("ABCDEFGHIJKLMNOPQRSTUVWXYZ", order):
-            choices = " ".join(f'<label><input type="radio" name="s{index}" value="{r}" required> {r}</label>'
-                               for r in RATINGS)
-            rows.append(f'<tr><td>{letter}</td><td><audio controls preload="none" src="/audio/{index}"></audio></td>'
-                        f"<td>{choices}</td></tr>")
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>musicgen-jax listening test</title></head>"
-                f"<body><h1>How good is each sample for this prompt?</h1><p><b>{prompt}</b></p>"
-                f"<p>1 = bad, 5 = excellent. The samples are shown in a random order, without their models.</p>"
-                f'<form method="post" action="/rate"><input type="hidden" name="key" value="{html.escape(key)}">'
-                f'<p>Your name (optional): <input name="rater"></p><table>{"".join(rows)}</table>'
-                f'<p><button type="submit">Submit and go to the next prompt</button></p></form>'
-                f'<p><a href="/summary">Summary</a> · <a href="/summary.csv">CSV</a></p></body></html>')
+            choices = " ".join(
+                f'<label><input type="radio" name="s{index}" value="{r}" required> {r}</label>' for r in RATINGS
+            )
+            rows.append(
+                f'<tr><td>{letter}</td><td><audio controls preload="none" src="/audio/{index}"></audio></td>'
+                f"<td>{choices}</td></tr>"
+            )
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>musicgen-jax listening test</title></head>"
+            f"<body><h1>How good is each sample for this prompt?</h1><p><b>{prompt}</b></p>"
+            f"<p>1 = bad, 5 = excellent. The samples are shown in a random order, without their models.</p>"
+            f'<form method="post" action="/rate"><input type="hidden" name="key" value="{html.escape(key)}">'
+            f'<p>Your name (optional): <input name="rater"></p><table>{"".join(rows)}</table>'
+            f'<p><button type="submit">Submit and go to the next prompt</button></p></form>'
+            f'<p><a href="/summary">Summary</a> · <a href="/summary.csv">CSV</a></p></body></html>'
+        )
 
     def rate(self, form: dict[str, list[str]]) -> int:
         """Store the ratings of a submitted form (fields s<index> = 1..5); ValueError for a bad field.
@@ -171,8 +189,9 @@ class ListeningApp:
         if not rows:
             raise ValueError("no ratings in the form")
         with self.database() as connection:
-            connection.executemany("INSERT INTO ratings (sample, system, prompt, rating, rater, created) "
-                                   "VALUES (?, ?, ?, ?, ?, ?)", rows)
+            connection.executemany(
+                "INSERT INTO ratings (sample, system, prompt, rating, rater, created) VALUES (?, ?, ?, ?, ?, ?)", rows
+            )
         return len(rows)
 
     def summary_page(self) -> str:
@@ -182,11 +201,16 @@ class ListeningApp:
         def cell(value):
             return "" if value is None else f"{value:.2f}"
 
-        body = "".join(f"<tr><td>{html.escape(r['system'])}</td><td>{r['count']}</td><td>{cell(r['mean'])}</td>"
-                       f"<td>{cell(r['low'])} to {cell(r['high'])}</td></tr>" for r in rows)
-        return (f"<!doctype html><html><head><meta charset='utf-8'><title>Summary</title></head><body>"
-                f"<h1>Ratings per system</h1><table><tr><th>system</th><th>count</th><th>mean</th>"
-                f"<th>95% interval</th></tr>{body}</table><p><a href='/'>Rate more</a></p></body></html>")
+        body = "".join(
+            f"<tr><td>{html.escape(r['system'])}</td><td>{r['count']}</td><td>{cell(r['mean'])}</td>"
+            f"<td>{cell(r['low'])} to {cell(r['high'])}</td></tr>"
+            for r in rows
+        )
+        return (
+            f"<!doctype html><html><head><meta charset='utf-8'><title>Summary</title></head><body>"
+            f"<h1>Ratings per system</h1><table><tr><th>system</th><th>count</th><th>mean</th>"
+            f"<th>95% interval</th></tr>{body}</table><p><a href='/'>Rate more</a></p></body></html>"
+        )
 
 
 def make_handler(app: ListeningApp):
@@ -238,8 +262,11 @@ def serve(app: ListeningApp, host: str, port: int) -> ThreadingHTTPServer:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m musicgen_jax.listen", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m musicgen_jax.listen",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     parser.add_argument("--samples", nargs="+", required=True, type=Path, help="directories of samples")
     parser.add_argument("--ratings", type=Path, default=Path("ratings.sqlite"), help="the SQLite file of ratings")
     parser.add_argument("--host", default="127.0.0.1")

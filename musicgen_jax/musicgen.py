@@ -18,8 +18,8 @@ import dataclasses
 import hashlib
 import os
 import re
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import jax
 import numpy as np
@@ -97,29 +97,38 @@ def load_components(name: str, fmt: str = "auto") -> pretrained.Components:
 class MusicGen:
     """A converted MusicGen model with its generation settings."""
 
-    def __init__(self, name: str, components: pretrained.Components, max_duration: float = MAX_DURATION,
-                 mesh: Mesh | None = None, dtype: str | None = None):
+    def __init__(
+        self,
+        name: str,
+        components: pretrained.Components,
+        max_duration: float = MAX_DURATION,
+        mesh: Mesh | None = None,
+        dtype: str | None = None,
+    ):
         self.name = name
         self.dtype = default_dtype() if dtype is None else dtype
         self.lm_config = components.lm_config
         self.mesh = mesh
-        self.lm_params = place(cast_params(components.lm_params, self.dtype), lambda: param_specs(self.lm_config),
-                               mesh)
+        self.lm_params = place(cast_params(components.lm_params, self.dtype), lambda: param_specs(self.lm_config), mesh)
         self.codec = components.codec if mesh is None else dataclasses.replace(components.codec, mesh=mesh)
-        self.text_encoder = (components.text_encoder if mesh is None else
-                             dataclasses.replace(components.text_encoder, mesh=mesh))
+        self.text_encoder = (
+            components.text_encoder if mesh is None else dataclasses.replace(components.text_encoder, mesh=mesh)
+        )
         self.max_duration = max_duration
         self.sampling = SamplingParams()
         self.duration = 15.0  # audiocraft's default after get_pretrained
         self.extend_stride = 18.0
         self._bar: tqdm | None = None
         if self.lm_config.num_codebooks != self.codec.num_codebooks:
-            raise ValueError(f"{name}: the LM models {self.lm_config.num_codebooks} codebooks, "
-                             f"the codec produces {self.codec.num_codebooks}")
+            raise ValueError(
+                f"{name}: the LM models {self.lm_config.num_codebooks} codebooks, "
+                f"the codec produces {self.codec.num_codebooks}"
+            )
 
     @staticmethod
-    def get_pretrained(name: str = DEFAULT_MODEL, fmt: str = "auto", mesh: Mesh | None = None,
-                       dtype: str | None = None) -> "MusicGen":
+    def get_pretrained(
+        name: str = DEFAULT_MODEL, fmt: str = "auto", mesh: Mesh | None = None, dtype: str | None = None
+    ) -> MusicGen:
         """The model of `name` (any source `load_components` takes). `mesh`: split it over these devices.
         `dtype` ("float32", "bfloat16", "float16"; None: `default_dtype()`): the LM's matrices stored on the
         device and multiplied in it, its norms, softmax, logits and the sampling in float32
@@ -138,9 +147,16 @@ class MusicGen:
     def audio_channels(self) -> int:
         return self.codec.channels
 
-    def set_generation_params(self, use_sampling: bool = True, top_k: int = 250, top_p: float = 0.0,
-                              temperature: float = 1.0, duration: float = 30.0, cfg_coef: float = 3.0,
-                              extend_stride: float = 18.0) -> None:
+    def set_generation_params(
+        self,
+        use_sampling: bool = True,
+        top_k: int = 250,
+        top_p: float = 0.0,
+        temperature: float = 1.0,
+        duration: float = 30.0,
+        cfg_coef: float = 3.0,
+        extend_stride: float = 18.0,
+    ) -> None:
         """audiocraft's generation settings (its defaults). `duration` beyond `max_duration` (30 s) is
         generated in windows that advance by `extend_stride` seconds."""
         if not duration > 0:
@@ -151,28 +167,42 @@ class MusicGen:
         self.duration = float(duration)
         self.extend_stride = float(extend_stride)
 
-    def generate(self, descriptions: Sequence[str | None], progress: bool = False, return_tokens: bool = False,
-                 seed: int | Sequence[int] = 0):
+    def generate(
+        self,
+        descriptions: Sequence[str | None],
+        progress: bool = False,
+        return_tokens: bool = False,
+        seed: int | Sequence[int] = 0,
+    ):
         """Audio `[B, C, T]` for text prompts (None or "" = unconditional), and the codes if asked."""
         tokens = self.generate_tokens(descriptions, progress=progress, seed=seed)
         return self._result(tokens, return_tokens)
 
-    def generate_unconditional(self, num_samples: int, progress: bool = False, return_tokens: bool = False,
-                               seed: int | Sequence[int] = 0):
+    def generate_unconditional(
+        self, num_samples: int, progress: bool = False, return_tokens: bool = False, seed: int | Sequence[int] = 0
+    ):
         if num_samples < 1:
             raise ValueError(f"num_samples must be at least 1, got {num_samples}")
         return self.generate([None] * num_samples, progress, return_tokens, seed)
 
-    def generate_continuation(self, prompt, prompt_sample_rate: int, descriptions: Sequence[str | None] | None = None,
-                              progress: bool = False, return_tokens: bool = False, seed: int | Sequence[int] = 0):
+    def generate_continuation(
+        self,
+        prompt,
+        prompt_sample_rate: int,
+        descriptions: Sequence[str | None] | None = None,
+        progress: bool = False,
+        return_tokens: bool = False,
+        seed: int | Sequence[int] = 0,
+    ):
         """Continue audio `prompt [B, C, T]` (or `[C, T]`); the output starts with the prompt's own codes."""
         prompt = np.asarray(prompt, np.float32)
         if prompt.ndim == 2:
             prompt = prompt[None]
         if prompt.ndim != 3:
             raise ValueError(f"prompt must be [B, C, T] or [C, T], got shape {prompt.shape}")
-        prompt = np.stack([convert_channels(resample(p, prompt_sample_rate, self.sample_rate), self.audio_channels)
-                           for p in prompt])
+        prompt = np.stack(
+            [convert_channels(resample(p, prompt_sample_rate, self.sample_rate), self.audio_channels) for p in prompt]
+        )
         descriptions = [None] * len(prompt) if descriptions is None else descriptions
         if isinstance(descriptions, str):
             raise ValueError(f"expected a list of descriptions, got {descriptions!r}")
@@ -182,9 +212,16 @@ class MusicGen:
         tokens = self.generate_tokens(descriptions, prompt_tokens, progress=progress, seed=seed)
         return self._result(tokens, return_tokens)
 
-    def generate_with_chroma(self, descriptions: Sequence[str | None], melody_wavs, melody_sample_rate: int,
-                             progress: bool = False, return_tokens: bool = False, seed: int | Sequence[int] = 0,
-                             stems: bool = False):
+    def generate_with_chroma(
+        self,
+        descriptions: Sequence[str | None],
+        melody_wavs,
+        melody_sample_rate: int,
+        progress: bool = False,
+        return_tokens: bool = False,
+        seed: int | Sequence[int] = 0,
+        stems: bool = False,
+    ):
         """Audio `[B, C, T]` for text prompts, each following a melody (melody models, SPEC 4.2).
 
         `melody_wavs`: `[B, C, T]`, `[C, T]`, or a list of `[C, T]` / `[T]` arrays of any lengths, one per
@@ -200,8 +237,10 @@ class MusicGen:
     def _melodies(self, melody_wavs, sample_rate: int, count: int, stems: bool) -> list[np.ndarray]:
         """`count` mono waveforms `[T]` at the codec's rate (`stems`: Demucs' vocals + other)."""
         if not self.lm_config.melody:
-            raise ValueError(f"{self.name} is a text-to-music model: it takes no melody (use a melody model, "
-                             "e.g. facebook/musicgen-melody)")
+            raise ValueError(
+                f"{self.name} is a text-to-music model: it takes no melody (use a melody model, "
+                "e.g. facebook/musicgen-melody)"
+            )
         batched = isinstance(melody_wavs, (list, tuple)) or np.ndim(melody_wavs) == 3
         wavs = list(melody_wavs) if batched else [melody_wavs]
         if len(wavs) not in (1, count):
@@ -214,8 +253,11 @@ class MusicGen:
             if not np.isfinite(wav).all():
                 raise ValueError(f"melody {i} contains NaN or infinite values")
             wav = np.atleast_2d(wav)
-            mono.append(melody_stems(wav, sample_rate, self.sample_rate) if stems else
-                        convert_channels(resample(wav, sample_rate, self.sample_rate), 1)[0])
+            mono.append(
+                melody_stems(wav, sample_rate, self.sample_rate)
+                if stems
+                else convert_channels(resample(wav, sample_rate, self.sample_rate), 1)[0]
+            )
         return mono * count if len(mono) == 1 else mono
 
     def _chroma(self, melodies: list[np.ndarray] | None, offset: float):
@@ -240,8 +282,14 @@ class MusicGen:
         audio = self.generate_audio(tokens)
         return (audio, np.asarray(tokens)) if return_tokens else audio
 
-    def generate_tokens(self, descriptions: Sequence[str | None], prompt_tokens=None, progress: bool = False,
-                        seed: int | Sequence[int] = 0, melodies: list[np.ndarray] | None = None) -> np.ndarray:
+    def generate_tokens(
+        self,
+        descriptions: Sequence[str | None],
+        prompt_tokens=None,
+        progress: bool = False,
+        seed: int | Sequence[int] = 0,
+        melodies: list[np.ndarray] | None = None,
+    ) -> np.ndarray:
         """Codes `[B, K, duration * frame_rate]` (windowed past `max_duration`, as audiocraft). `melodies`:
         one mono waveform `[T]` at the codec's rate per description (melody models; None: text alone).
 
@@ -254,25 +302,40 @@ class MusicGen:
             self._bar = tqdm(total=total, unit="frame", desc="generating")
         try:
             if self.duration <= self.max_duration:
-                return np.asarray(self._window(text, mask, key, total, prompt_tokens, progress,
-                                               self._chroma(melodies, 0.0)))
+                return np.asarray(
+                    self._window(text, mask, key, total, prompt_tokens, progress, self._chroma(melodies, 0.0))
+                )
             return self._extended(text, mask, key, total, prompt_tokens, progress, melodies)
         finally:
             if self._bar is not None:
                 self._bar.close()
                 self._bar = None
 
-    def stream_tokens(self, descriptions: Sequence[str | None], seed: int | Sequence[int] = 0,
-                      melodies: list[np.ndarray] | None = None) -> Iterator[np.ndarray]:
+    def stream_tokens(
+        self,
+        descriptions: Sequence[str | None],
+        seed: int | Sequence[int] = 0,
+        melodies: list[np.ndarray] | None = None,
+    ) -> Iterator[np.ndarray]:
         """The codes `generate_tokens` returns (a duration within `max_duration`, no audio prompt), yielded
         as each frame completes, `[B, K, 1]` (`sampling.stream_tokens`)."""
         if self.duration > self.max_duration:
-            raise ValueError(f"streaming generates up to {self.max_duration:g} s (one window), asked for "
-                             f"{self.duration:g} s")
+            raise ValueError(
+                f"streaming generates up to {self.max_duration:g} s (one window), asked for {self.duration:g} s"
+            )
         text, mask, key = self._conditions(descriptions, seed, None)
         frames = int(self.duration * self.frame_rate)
-        for frame in stream_tokens(self.lm_config, self.lm_params, text, mask, key, frames, self.sampling,
-                                   mesh=self.mesh, chroma=self._chroma(melodies, 0.0)):
+        for frame in stream_tokens(
+            self.lm_config,
+            self.lm_params,
+            text,
+            mask,
+            key,
+            frames,
+            self.sampling,
+            mesh=self.mesh,
+            chroma=self._chroma(melodies, 0.0),
+        ):
             yield np.asarray(frame)
 
     def _conditions(self, descriptions, seed, prompt_tokens):
@@ -281,8 +344,9 @@ class MusicGen:
             raise ValueError(f"expected a non-empty list of descriptions, got {descriptions!r}")
         window = int(min(self.duration, self.max_duration) * self.frame_rate)
         if prompt_tokens is not None and prompt_tokens.shape[-1] > window:
-            raise ValueError(f"the prompt ({prompt_tokens.shape[-1]} frames) is longer than the audio to generate "
-                             f"({window} frames)")
+            raise ValueError(
+                f"the prompt ({prompt_tokens.shape[-1]} frames) is longer than the audio to generate ({window} frames)"
+            )
         seeds = np.asarray(seed if np.ndim(seed) else seed + np.arange(len(descriptions)))
         if seeds.shape != (len(descriptions),):
             raise ValueError(f"{len(seeds)} seeds for {len(descriptions)} descriptions")
@@ -299,18 +363,37 @@ class MusicGen:
         while offset + prompt_len < total:
             chunk = min(self.duration - offset / self.frame_rate, self.max_duration)
             key, sub = split_rows(key)
-            tokens = np.asarray(self._window(text, mask, sub, int(chunk * self.frame_rate), prompt_tokens, progress,
-                                             self._chroma(melodies, offset / self.frame_rate)))
-            pieces.append(tokens if prompt_tokens is None else tokens[:, :, prompt_tokens.shape[-1]:])
+            tokens = np.asarray(
+                self._window(
+                    text,
+                    mask,
+                    sub,
+                    int(chunk * self.frame_rate),
+                    prompt_tokens,
+                    progress,
+                    self._chroma(melodies, offset / self.frame_rate),
+                )
+            )
+            pieces.append(tokens if prompt_tokens is None else tokens[:, :, prompt_tokens.shape[-1] :])
             prompt_tokens = tokens[:, :, stride:]
             prompt_len = prompt_tokens.shape[-1]
             offset += stride
         return np.concatenate(pieces, axis=-1)
 
     def _window(self, text, mask, key, frames, prompt_tokens, progress, chroma):
-        return generate_tokens(self.lm_config, self.lm_params, text, mask, key, frames, self.sampling,
-                               None if prompt_tokens is None else jax.numpy.asarray(prompt_tokens),
-                               self._progress if progress else None, mesh=self.mesh, chroma=chroma)
+        return generate_tokens(
+            self.lm_config,
+            self.lm_params,
+            text,
+            mask,
+            key,
+            frames,
+            self.sampling,
+            None if prompt_tokens is None else jax.numpy.asarray(prompt_tokens),
+            self._progress if progress else None,
+            mesh=self.mesh,
+            chroma=chroma,
+        )
 
     def _progress(self, steps: int) -> None:
         """Called by `sampling.generate_tokens` after each run of decode steps."""

@@ -9,7 +9,8 @@ cache can keep the programs.
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -39,8 +40,10 @@ class SamplingParams:
 
     def __post_init__(self):
         if self.top_k < 0 or not 0.0 <= self.top_p <= 1.0 or self.temperature <= 0:
-            raise ValueError(f"invalid sampling settings: top_k {self.top_k} (>= 0), top_p {self.top_p} (in [0, 1]), "
-                             f"temperature {self.temperature} (> 0)")
+            raise ValueError(
+                f"invalid sampling settings: top_k {self.top_k} (>= 0), top_p {self.top_p} (in [0, 1]), "
+                f"temperature {self.temperature} (> 0)"
+            )
 
 
 def sample_next(key: jax.Array, logits: jax.Array, sampling: SamplingParams) -> jax.Array:
@@ -93,9 +96,18 @@ def row_keys(seeds) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
 
 
-def _start(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, text_length: jax.Array,
-           chroma: jax.Array | None, keys: jax.Array, bucket: int, sampling: SamplingParams,
-           prompt: jax.Array | None) -> dict:
+def _start(
+    config: LMConfig,
+    params: Any,
+    text: jax.Array,
+    text_mask: jax.Array,
+    text_length: jax.Array,
+    chroma: jax.Array | None,
+    keys: jax.Array,
+    bucket: int,
+    sampling: SamplingParams,
+    prompt: jax.Array | None,
+) -> dict:
     """The decode state before the first sampled step: the conditioning context of the (doubled, with
     guidance) text and chroma, the token sequence (`bucket` frames long) with the prompt's positions
     filled in, and the KV cache after a one-call prefill of those positions (melody models: of the
@@ -117,8 +129,15 @@ def _start(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array,
         forced = pattern.valid_mask(steps, prompt_frames, config.delays)
         sequence = jnp.where(forced[None], pattern.build(padded, config.delays, config.special_token), sequence)
     if prompt_frames or config.melody:
-        _, cache = model.apply(params, _double(sequence[:, :, :prompt_frames], sampling), context, 0, cache,
-                               config.melody, method=LMModel.decode)
+        _, cache = model.apply(
+            params,
+            _double(sequence[:, :, :prompt_frames], sampling),
+            context,
+            0,
+            cache,
+            config.melody,
+            method=LMModel.decode,
+        )
     return {"sequence": sequence, "cache": cache, "keys": keys, "context": context}
 
 
@@ -140,8 +159,15 @@ def _double(x: jax.Array, sampling: SamplingParams) -> jax.Array:
     return jnp.repeat(x, 2, axis=0) if sampling.cfg_coef != 1.0 else x
 
 
-def _step(config: LMConfig, params: Any, sampling: SamplingParams, frames: jax.Array, prompt_frames: int,
-          state: dict, s: jax.Array) -> dict:
+def _step(
+    config: LMConfig,
+    params: Any,
+    sampling: SamplingParams,
+    frames: jax.Array,
+    prompt_frames: int,
+    state: dict,
+    s: jax.Array,
+) -> dict:
     """Run position `s` through the LM and write position `s + 1`: sampled where a frame of the
     generation sits, the prompt's token where it fixes one, the special token elsewhere."""
     sequence, batch = state["sequence"], state["sequence"].shape[0]
@@ -171,10 +197,19 @@ def frame_bucket(frames: int) -> int:
     return -(-frames // FRAME_BUCKET) * FRAME_BUCKET
 
 
-def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
-                    frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
-                    progress: Callable[[int], None] | None = None, mesh: Mesh | None = None,
-                    chroma: jax.Array | None = None) -> jax.Array:
+def generate_tokens(
+    config: LMConfig,
+    params: Any,
+    text: jax.Array,
+    text_mask: jax.Array,
+    keys: jax.Array,
+    frames: int,
+    sampling: SamplingParams,
+    prompt: jax.Array | None = None,
+    progress: Callable[[int], None] | None = None,
+    mesh: Mesh | None = None,
+    chroma: jax.Array | None = None,
+) -> jax.Array:
     """Codes `[B, K, frames]` int32 for text states `text [B, N, text_dim]` (mask `[B, N]`), sampled
     with one PRNG key per row (`keys [B]`, see `row_keys`). Melody models: `chroma [B, chroma_frames,
     chroma_bins]` one-hot (`chroma.match_frames`), or None for text alone (the null chroma).
@@ -201,31 +236,68 @@ def generate_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: j
     chunk = PROGRESS_EVERY if progress is not None else last
     for first in range(prompt_frames, last, chunk):
         stop = min(first + chunk, last)
-        state = _run_steps_jit(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(first),
-                               jnp.int32(stop), mesh=mesh)
+        state = _run_steps_jit(
+            config,
+            params,
+            sampling,
+            jnp.int32(frames),
+            prompt_frames,
+            state,
+            jnp.int32(first),
+            jnp.int32(stop),
+            mesh=mesh,
+        )
         if progress is not None:
             jax.block_until_ready(state["keys"])
             progress(stop - first)
     return _revert(state["sequence"], config.delays)[:, :, :frames]
 
 
-def lower_generate(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
-                   frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
-                   mesh: Mesh | None = None, chroma: jax.Array | None = None) -> jax.stages.Lowered:
+def lower_generate(
+    config: LMConfig,
+    params: Any,
+    text: jax.Array,
+    text_mask: jax.Array,
+    keys: jax.Array,
+    frames: int,
+    sampling: SamplingParams,
+    prompt: jax.Array | None = None,
+    mesh: Mesh | None = None,
+    chroma: jax.Array | None = None,
+) -> jax.stages.Lowered:
     """The decode loop `generate_tokens` runs for these arguments (`_run_steps`), traced and lowered:
     `.compile()` it to time or inspect the compilation (`.as_text()`, `.cost_analysis()`). Arguments
     may be `jax.ShapeDtypeStruct`s."""
     prompt_frames = _prompt_frames(prompt, frames)
-    state = _start_jit.eval_shape(config, params, *jax.eval_shape(padded_text, text, text_mask),
-                                  _checked(config, chroma), keys, frame_bucket(frames), sampling, prompt, mesh=mesh)
-    return _run_steps_jit.lower(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(0),
-                                jnp.int32(0), mesh=mesh)
+    state = _start_jit.eval_shape(
+        config,
+        params,
+        *jax.eval_shape(padded_text, text, text_mask),
+        _checked(config, chroma),
+        keys,
+        frame_bucket(frames),
+        sampling,
+        prompt,
+        mesh=mesh,
+    )
+    return _run_steps_jit.lower(
+        config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(0), jnp.int32(0), mesh=mesh
+    )
 
 
 def _started(config, params, text, text_mask, keys, frames: int, sampling, prompt, mesh, chroma) -> dict:
     """The state of `_start`, compiled, for `frames` frames of text states `text` padded to their bucket."""
-    return _start_jit(config, params, *padded_text(text, text_mask), _checked(config, chroma), keys,
-                      frame_bucket(frames), sampling, prompt, mesh=mesh)
+    return _start_jit(
+        config,
+        params,
+        *padded_text(text, text_mask),
+        _checked(config, chroma),
+        keys,
+        frame_bucket(frames),
+        sampling,
+        prompt,
+        mesh=mesh,
+    )
 
 
 def padded_text(text: jax.Array, text_mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
@@ -234,8 +306,7 @@ def padded_text(text: jax.Array, text_mask: jax.Array) -> tuple[jax.Array, jax.A
     gap), so the tokens are the same and every prompt length in a bucket shares the compiled programs
     (the text's keys are part of the loop's state)."""
     pad = length_bucket(text.shape[1]) - text.shape[1]
-    return (jnp.pad(text, ((0, 0), (0, pad), (0, 0))), jnp.pad(text_mask, ((0, 0), (0, pad))),
-            jnp.int32(text.shape[1]))
+    return (jnp.pad(text, ((0, 0), (0, pad), (0, 0))), jnp.pad(text_mask, ((0, 0), (0, pad))), jnp.int32(text.shape[1]))
 
 
 def _checked(config: LMConfig, chroma):
@@ -248,8 +319,9 @@ def _checked(config: LMConfig, chroma):
 
 def _run_steps(config, params, sampling, frames, prompt_frames, state, first, stop):
     """Steps `first..stop-1` of the decode loop (`first`, `stop` traced: one program for every range)."""
-    return lax.fori_loop(first, stop, lambda s, st: _step(config, params, sampling, frames, prompt_frames, st, s),
-                         state)
+    return lax.fori_loop(
+        first, stop, lambda s, st: _step(config, params, sampling, frames, prompt_frames, st, s), state
+    )
 
 
 _start_jit = jit_on_mesh(_start, ("config", "bucket", "sampling"))
@@ -257,17 +329,27 @@ _run_steps_jit = jit_on_mesh(_run_steps, ("config", "sampling", "prompt_frames")
 _revert = jax.jit(pattern.revert, static_argnames="delays")
 
 
-def stream_tokens(config: LMConfig, params: Any, text: jax.Array, text_mask: jax.Array, keys: jax.Array,
-                  frames: int, sampling: SamplingParams, prompt: jax.Array | None = None,
-                  mesh: Mesh | None = None, chroma: jax.Array | None = None) -> Iterator[jax.Array]:
+def stream_tokens(
+    config: LMConfig,
+    params: Any,
+    text: jax.Array,
+    text_mask: jax.Array,
+    keys: jax.Array,
+    frames: int,
+    sampling: SamplingParams,
+    prompt: jax.Array | None = None,
+    mesh: Mesh | None = None,
+    chroma: jax.Array | None = None,
+) -> Iterator[jax.Array]:
     """The same tokens as `generate_tokens`, yielded as each frame completes: `[B, K, 1]` per new frame
     (after the prompt's), from a Python loop over the same compiled decode loop, one step a call."""
     prompt_frames = _prompt_frames(prompt, frames)
     delay = max(config.delays)
     state = _started(config, params, text, text_mask, keys, frames, sampling, prompt, mesh, chroma)
     for s in range(prompt_frames, pattern.num_steps(frames, config.delays) - 1):
-        state = _run_steps_jit(config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(s),
-                               jnp.int32(s + 1), mesh=mesh)
+        state = _run_steps_jit(
+            config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(s), jnp.int32(s + 1), mesh=mesh
+        )
         frame = s - delay  # position s + 1 completes frame s - max_delay (its last codebook)
         if frame >= prompt_frames:
             window = lax.dynamic_slice_in_dim(state["sequence"], frame, delay + 2, axis=2)  # one frame's pattern

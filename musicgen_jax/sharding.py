@@ -20,7 +20,8 @@ from __future__ import annotations
 import contextlib
 import inspect
 import math
-from typing import Any, Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -69,8 +70,10 @@ def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[
             raise ValueError(f"{len(devices)} devices do not divide into a mesh with {known} devices per data row")
         sizes[sizes.index(-1)] = len(devices) // known
     if math.prod(sizes) != len(devices):
-        raise ValueError(f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs {math.prod(sizes)} "
-                         f"devices, there are {len(devices)}")
+        raise ValueError(
+            f"mesh data={sizes[0]} x fsdp={sizes[1]} x tensor={sizes[2]} needs {math.prod(sizes)} "
+            f"devices, there are {len(devices)}"
+        )
     return Mesh(np.asarray(devices).reshape(sizes), MESH_AXES)
 
 
@@ -86,8 +89,9 @@ def parse_mesh(spec: str) -> dict[str, int]:
         try:
             sizes[name] = int(value)
         except ValueError:
-            raise ValueError(f"mesh {spec!r}: the size of {name} must be an integer (-1: the rest of the devices), "
-                             f"got {value!r}") from None
+            raise ValueError(
+                f"mesh {spec!r}: the size of {name} must be an integer (-1: the rest of the devices), got {value!r}"
+            ) from None
     return sizes
 
 
@@ -105,13 +109,18 @@ def activation_sharding(mesh: Mesh | None, rules=LOGICAL_RULES) -> Iterator[None
 def jit_on_mesh(fn: Callable, static_argnames: tuple[str, ...] = (), **jit_kwargs) -> Callable:
     """`jax.jit(fn)` with one more static keyword argument, `mesh`: `fn` is traced with its model's
     logical constraints bound to that mesh (`activation_sharding`), so the mesh is part of the key."""
+
     def traced(*args, mesh: Mesh | None = None, **kwargs):
         with activation_sharding(mesh):
             return fn(*args, **kwargs)
 
     signature = inspect.signature(fn)  # jit maps the static names through it
-    traced.__signature__ = signature.replace(parameters=[
-        *signature.parameters.values(), inspect.Parameter("mesh", inspect.Parameter.KEYWORD_ONLY, default=None)])
+    traced.__signature__ = signature.replace(
+        parameters=[
+            *signature.parameters.values(),
+            inspect.Parameter("mesh", inspect.Parameter.KEYWORD_ONLY, default=None),
+        ]
+    )
     traced.__name__ = fn.__name__
     return jax.jit(traced, static_argnames=(*static_argnames, "mesh"), **jit_kwargs)
 
@@ -120,8 +129,11 @@ def shardings(logical_specs: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
     """Logical `PartitionSpec`s (a pytree, e.g. `musicgen_jax.lm.model.param_specs`) -> `NamedSharding`s, in
     the same tree structure: only `PartitionSpec`s are leaves, so other empty tuples (optax's `MaskedNode`
     of frozen parameters) stay empty nodes, as in the state they describe."""
-    return jax.tree.map(lambda spec: nn.logical_to_mesh_sharding(spec, mesh, rules), logical_specs,
-                        is_leaf=lambda x: isinstance(x, PartitionSpec))
+    return jax.tree.map(
+        lambda spec: nn.logical_to_mesh_sharding(spec, mesh, rules),
+        logical_specs,
+        is_leaf=lambda x: isinstance(x, PartitionSpec),
+    )
 
 
 def place(tree: Any, logical_specs: Callable[[], Any], mesh: Mesh | None, rules=LOGICAL_RULES) -> Any:
@@ -133,13 +145,16 @@ def place(tree: Any, logical_specs: Callable[[], Any], mesh: Mesh | None, rules=
 def shard(tree: Any, logical_specs: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
     """Place host arrays (the same full values on every process) as global arrays split by their
     logical specs; works across hosts, each process supplying its own devices' pieces."""
+
     def place(path, x, sharding: NamedSharding):
         x = np.asarray(x)
         try:
             sharding.shard_shape(x.shape)
         except ValueError as e:
-            raise ValueError(f"cannot split {jax.tree_util.keystr(path)} {x.shape} as {sharding.spec} over mesh "
-                             f"{dict(mesh.shape)}: {e}") from None
+            raise ValueError(
+                f"cannot split {jax.tree_util.keystr(path)} {x.shape} as {sharding.spec} over mesh "
+                f"{dict(mesh.shape)}: {e}"
+            ) from None
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
     return jax.tree_util.tree_map_with_path(place, tree, shardings(logical_specs, mesh, rules))

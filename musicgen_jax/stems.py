@@ -27,16 +27,18 @@ def _demucs():
         from demucs.audio import convert_audio
         from demucs.pretrained import get_model
     except ImportError as e:
-        raise MissingExtraError("melody stems need Demucs: pip install 'musicgen-jax[melody]' (the demucs "
-                                f"package; {e})") from e
+        raise MissingExtraError(
+            f"melody stems need Demucs: pip install 'musicgen-jax[melody]' (the demucs package; {e})"
+        ) from e
     return torch, get_model(DEMUCS_MODEL).eval(), apply_model, convert_audio
 
 
 def melody_stems(wav: np.ndarray, sample_rate: int, target_rate: int) -> np.ndarray:
     """`wav [C, T]` at `sample_rate` -> the sum of its `STEMS` `[T']`, mono at `target_rate` (float32)."""
     torch, model, apply_model, convert_audio = _demucs()
-    x = convert_audio(torch.from_numpy(np.asarray(wav, np.float32))[None], sample_rate, model.samplerate,
-                      model.audio_channels)
+    x = convert_audio(
+        torch.from_numpy(np.asarray(wav, np.float32))[None], sample_rate, model.samplerate, model.audio_channels
+    )
     with torch.no_grad():
         stems = apply_model(model, x, device="cpu")  # [1, sources, channels, T]
     mix = stems[:, [model.sources.index(name) for name in STEMS]].sum(1)

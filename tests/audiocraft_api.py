@@ -12,8 +12,24 @@ import sys
 import types
 
 # imported by audiocraft's package __init__s, not used to build or run the LM and EnCodec models
-UNUSED = ("av", "torchaudio", "xformers", "spacy", "laion_clap", "demucs", "num2words", "flashy", "hydra", "dora",
-          "treetable", "torchmetrics", "encodec", "gradio", "torchvision", "torchtext")
+UNUSED = (
+    "av",
+    "torchaudio",
+    "xformers",
+    "spacy",
+    "laion_clap",
+    "demucs",
+    "num2words",
+    "flashy",
+    "hydra",
+    "dora",
+    "treetable",
+    "torchmetrics",
+    "encodec",
+    "gradio",
+    "torchvision",
+    "torchtext",
+)
 
 
 class _Absent(types.ModuleType):
@@ -46,9 +62,9 @@ class _Finder(importlib.abc.MetaPathFinder, importlib.abc.Loader):
 
 @contextlib.contextmanager
 def audiocraft_models():
-    """`audiocraft.models` (`MusicGen`, `loaders`, ...), with the stand-ins importable only inside the block (other tests see the
-    real environment: no demucs, no torchaudio); AssertionError naming the install command if audiocraft is
-    absent. xformers' one function its attention calls with the torch backend, `ops.unbind`, is
+    """`audiocraft.models` (`MusicGen`, `loaders`, ...), with the stand-ins importable only inside the block
+    (other tests see the real environment: no demucs, no torchaudio); AssertionError naming the install
+    command if audiocraft is absent. xformers' one function its attention calls with the torch backend, `ops.unbind`, is
     `torch.unbind`."""
     import torch
 
@@ -61,8 +77,10 @@ def audiocraft_models():
         try:
             import audiocraft.models
         except ModuleNotFoundError as e:
-            raise AssertionError(f"audiocraft is not installed ({e}): make test installs it with "
-                                 "`pip install --no-deps audiocraft==1.3.0`") from e
+            raise AssertionError(
+                f"audiocraft is not installed ({e}): make test installs it with "
+                "`pip install --no-deps audiocraft==1.3.0`"
+            ) from e
         yield audiocraft.models
     finally:
         sys.meta_path.remove(finder)

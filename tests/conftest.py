@@ -62,9 +62,19 @@ def spiece_dir(tmp_path_factory):
     directory = tmp_path_factory.mktemp("spiece")
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(LINES * 20), model_writer=model, vocab_size=110, model_type="unigram",
-        hard_vocab_limit=False, pad_id=0, eos_id=1, unk_id=2, bos_id=-1, normalization_rule_name="nmt_nfkc",
-        character_coverage=1.0, minloglevel=2)
+        sentence_iterator=iter(LINES * 20),
+        model_writer=model,
+        vocab_size=110,
+        model_type="unigram",
+        hard_vocab_limit=False,
+        pad_id=0,
+        eos_id=1,
+        unk_id=2,
+        bos_id=-1,
+        normalization_rule_name="nmt_nfkc",
+        character_coverage=1.0,
+        minloglevel=2,
+    )
     (directory / "spiece.model").write_bytes(model.getvalue())
     return directory
 

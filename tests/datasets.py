@@ -41,8 +41,10 @@ def write_dataset(directory, lengths, text_dim=None, valid=0, codec=None, chroma
     examples, k_total = [], 2 * K if stereo else K
     for i, n in enumerate(lengths):
         codes = np.stack([code_value(i, k, np.arange(n)) for k in range(k_total)]).astype(np.int16)
-        meta = {name: None for name in ("title", "artist", "key", "bpm", "genre", "moods", "keywords",
-                                         "description", "instrument")}
+        meta = {
+            name: None
+            for name in ("title", "artist", "key", "bpm", "genre", "moods", "keywords", "description", "instrument")
+        }
         if i % 3 == 0:
             meta.update(description=DESCRIPTION, genre="jazz", bpm=90.0, moods=["calm"], key="c minor")
         examples.append({"codes": codes, "path": f"f{i:02d}.wav", "segment": 0, "metadata": meta})
@@ -52,18 +54,35 @@ def write_dataset(directory, lengths, text_dim=None, valid=0, codec=None, chroma
         if chroma:
             bins = np.random.default_rng([i, 1]).integers(0, CHROMA.bins, chroma_frames(n))
             examples[-1]["chroma"] = bins.astype(np.uint8)
-    train, held_out = examples[:len(examples) - valid], examples[len(examples) - valid:]
+    train, held_out = examples[: len(examples) - valid], examples[len(examples) - valid :]
     groups = [train[:10], [], train[10:]]
     for i, group in enumerate(groups):
         shards.write_shard(shards.shard_path(directory, "train", i, 3), k_total, group, text_dim, chroma)
-        shards.write_shard(shards.shard_path(directory, "valid", i, 3), k_total, held_out if i == 0 else [], text_dim,
-                           chroma)
-    shards.write_tfds_metadata(directory, k_total, {"train": [len(g) for g in groups], "valid": [len(held_out), 0, 0]},
-                               {"train": 0, "valid": 0}, "test", text_dim, chroma)
-    save_json(directory / shards.INFO_FILE, {
-        "num_codebooks": k_total, "card": 2048,
-        "splits": {"train": {"examples": len(train)}, "valid": {"examples": len(held_out)}},
-        "codec": {"source": codec and str(codec), "stereo": stereo, "sample_rate": SAMPLE_RATE,
-                  "frame_rate": FRAME_RATE},
-        "chroma": chroma_info(Settings("", "", chroma=chroma))})
+        shards.write_shard(
+            shards.shard_path(directory, "valid", i, 3), k_total, held_out if i == 0 else [], text_dim, chroma
+        )
+    shards.write_tfds_metadata(
+        directory,
+        k_total,
+        {"train": [len(g) for g in groups], "valid": [len(held_out), 0, 0]},
+        {"train": 0, "valid": 0},
+        "test",
+        text_dim,
+        chroma,
+    )
+    save_json(
+        directory / shards.INFO_FILE,
+        {
+            "num_codebooks": k_total,
+            "card": 2048,
+            "splits": {"train": {"examples": len(train)}, "valid": {"examples": len(held_out)}},
+            "codec": {
+                "source": codec and str(codec),
+                "stereo": stereo,
+                "sample_rate": SAMPLE_RATE,
+                "frame_rate": FRAME_RATE,
+            },
+            "chroma": chroma_info(Settings("", "", chroma=chroma)),
+        },
+    )
     return examples

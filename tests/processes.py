@@ -17,14 +17,19 @@ def device_env(devices: int, **extra: str) -> dict:
     """The environment of a process with `devices` host (CPU) devices that imports this repository (ahead of
     any PYTHONPATH of this process's)."""
     path = os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))
-    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONPATH": path,
-            **extra}
+    return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONPATH": path, **extra}
 
 
 def run_json(script: Path, *args: str, devices: int = 8) -> dict:
     """Run `script args` with `devices` host devices; the JSON object of its last stdout line."""
-    run = subprocess.run([sys.executable, str(script), *args], env=device_env(devices), cwd=REPO,
-                         capture_output=True, text=True, timeout=600)
+    run = subprocess.run(
+        [sys.executable, str(script), *args],
+        env=device_env(devices),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     return last_json(run.stdout)
 
@@ -43,8 +48,10 @@ def free_port() -> int:
 def run_together(commands: list[list[str]], envs: list[dict], timeout: float = 600) -> list[str]:
     """Start every command at once (e.g. the processes of one `jax.distributed` job), wait for all, check
     that each exits 0; their stdouts."""
-    procs = [subprocess.Popen(c, env=e, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-             for c, e in zip(commands, envs, strict=True)]
+    procs = [
+        subprocess.Popen(c, env=e, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for c, e in zip(commands, envs, strict=True)
+    ]
     try:
         outs = [p.communicate(timeout=timeout) for p in procs]
     finally:

@@ -102,8 +102,9 @@ def test_int16_pcm_read_is_scaled_to_unit_range(tmp_path):
     np.testing.assert_array_equal(back, pcm / 32768.0)
 
 
-@pytest.mark.skipif("VORBIS" not in soundfile.available_subtypes("OGG"),
-                    reason="libsndfile built without Ogg/Vorbis support")
+@pytest.mark.skipif(
+    "VORBIS" not in soundfile.available_subtypes("OGG"), reason="libsndfile built without Ogg/Vorbis support"
+)
 def test_ogg_read(tmp_path):
     sr = 44100
     wav = _sine(440, sr, 1.0, amp=0.5)
@@ -118,8 +119,9 @@ def test_ogg_read(tmp_path):
     assert abs(np.sqrt(np.mean(back[0] ** 2)) / (0.5 / np.sqrt(2)) - 1) < 0.12
 
 
-@pytest.mark.skipif("MPEG_LAYER_III" not in soundfile.available_subtypes("MP3"),
-                    reason="libsndfile built without MP3 support")
+@pytest.mark.skipif(
+    "MPEG_LAYER_III" not in soundfile.available_subtypes("MP3"), reason="libsndfile built without MP3 support"
+)
 def test_mp3_read(tmp_path):
     sr = 32000
     wav = _sine(1000, sr, 1.0, amp=0.4)
@@ -147,8 +149,9 @@ def test_resample_44100_to_32000_sine():
     assert abs(np.abs(out[0, 1000:-1000]).max() - 0.5) < 0.01
 
 
-@pytest.mark.parametrize("orig_sr, target_sr, length", [(44100, 32000, 44100), (48000, 32000, 12345),
-                                                      (16000, 32000, 777)])
+@pytest.mark.parametrize(
+    "orig_sr, target_sr, length", [(44100, 32000, 44100), (48000, 32000, 12345), (16000, 32000, 777)]
+)
 def test_resample_matches_librosa_soxr_hq(orig_sr, target_sr, length):
     import librosa
 
@@ -199,8 +202,9 @@ def _loudness_parity_signals(sr):
     """Name -> [C, 6 s] signal. 6 s is a whole number of 100 ms hops: see test_loudness_drops_incomplete_blocks."""
     n = 6 * sr
     quiet_fade = _stereo_music(sr, seconds=6.0, seed=9) * 5e-3 * _fade_out(sr, 6.0, 1.0, 12.0)
-    low_frequency = np.stack([_sine(20, sr, 6, 0.3) + _sine(45, sr, 6, 0.2),
-                              _sine(30, sr, 6, 0.3) + _sine(55, sr, 6, 0.2, phase=1.0)])
+    low_frequency = np.stack(
+        [_sine(20, sr, 6, 0.3) + _sine(45, sr, 6, 0.2), _sine(30, sr, 6, 0.3) + _sine(55, sr, 6, 0.2, phase=1.0)]
+    )
     return {
         "stereo_music": _stereo_music(sr, seconds=6.0, seed=5),
         "mono_noise": _noise((1, n), 0.1, seed=6),
@@ -229,8 +233,10 @@ def test_loudness_matches_pyloudnorm(sr):
     The signals reach both gates and the high-pass (test_loudness_parity_signals_reach_the_gates_and_the_high_pass).
     """
     meter = pyloudnorm.Meter(sr)
-    errors = {name: loudness(wav, sr) - meter.integrated_loudness(wav.T.astype(np.float64))
-              for name, wav in _loudness_parity_signals(sr).items()}
+    errors = {
+        name: loudness(wav, sr) - meter.integrated_loudness(wav.T.astype(np.float64))
+        for name, wav in _loudness_parity_signals(sr).items()
+    }
     assert max(map(abs, errors.values())) < 1e-3, errors
 
 
@@ -260,8 +266,10 @@ def test_loudness_parity_signals_reach_the_gates_and_the_high_pass(sr):
     assert _gated_loudness(blocks, relative_gate=-8.0) - loud > 0.1
 
     high_pass_60 = pyloudnorm.Meter(sr, filter_class="custom")
-    high_pass_60._filters = {"high_shelf": pyloudnorm.IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, sr, "high_shelf"),
-                             "high_pass": pyloudnorm.IIRfilter(0.0, 0.5, 60.0, sr, "high_pass")}
+    high_pass_60._filters = {
+        "high_shelf": pyloudnorm.IIRfilter(4.0, 1 / np.sqrt(2), 1500.0, sr, "high_shelf"),
+        "high_pass": pyloudnorm.IIRfilter(0.0, 0.5, 60.0, sr, "high_pass"),
+    }
     wav = signals["low_frequency"].T.astype(np.float64)
     assert meter.integrated_loudness(wav) - high_pass_60.integrated_loudness(wav) > 0.5
 

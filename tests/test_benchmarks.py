@@ -13,27 +13,51 @@ import pytest
 from benchmarks import sampling
 
 ROOT = Path(__file__).resolve().parent.parent
-NUMBERS = ["JAX steps/s", "transformers steps/s", "ratio JAX/transformers", "JAX real-time factor",
-           "transformers real-time factor", "JAX compile s", "bound steps/s"]
+NUMBERS = [
+    "JAX steps/s",
+    "transformers steps/s",
+    "ratio JAX/transformers",
+    "JAX real-time factor",
+    "transformers real-time factor",
+    "JAX compile s",
+    "bound steps/s",
+]
 
 
 def table(text: str) -> list[dict[str, str]]:
     """The rows of the section's table, each as {column title: cell}."""
     lines = [line for line in text.splitlines() if line.startswith("| ")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True))
-            for line in lines[1:]]
+    return [dict(zip(header, (cell.strip() for cell in line.strip("|").split("|")), strict=True)) for line in lines[1:]]
 
 
 @pytest.mark.slow
 def test_gpu_script_runs_on_the_cpu(tmp_path):
     out = tmp_path / "out"
-    env = {**os.environ, "OUT": str(out), "PYTHON": sys.executable, "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": "--xla_backend_optimization_level=0"}  # compiles in half the time; speed is not checked
-    arguments = ["--models", "tiny", "--batches", "1", "--dtypes", "float32,bfloat16", "--frames", "8",
-                 "--torch-frames", "4", "--runs", "1"]
-    done = subprocess.run([str(ROOT / "benchmarks" / "gpu.sh"), *arguments], env=env, capture_output=True, text=True,
-                          timeout=600)
+    env = {
+        **os.environ,
+        "OUT": str(out),
+        "PYTHON": sys.executable,
+        "JAX_PLATFORMS": "cpu",
+        "XLA_FLAGS": "--xla_backend_optimization_level=0",
+    }  # compiles in half the time; speed is not checked
+    arguments = [
+        "--models",
+        "tiny",
+        "--batches",
+        "1",
+        "--dtypes",
+        "float32,bfloat16",
+        "--frames",
+        "8",
+        "--torch-frames",
+        "4",
+        "--runs",
+        "1",
+    ]
+    done = subprocess.run(
+        [str(ROOT / "benchmarks" / "gpu.sh"), *arguments], env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     text = (out / "gpu_sampling.md").read_text()
     assert text.startswith(sampling.MATRIX_TITLE + "\n") and text in done.stdout  # written and printed
@@ -41,7 +65,9 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
     assert f"\nCommand: `benchmarks/gpu.sh {' '.join(arguments)}`\n" in text
     rows = table(text)
     assert [(r["model"], r["batch (rows with CFG)"], r["dtype"]) for r in rows] == [
-        ("tiny", "1 (2)", "float32"), ("tiny", "1 (2)", "bfloat16")]  # in the order asked for
+        ("tiny", "1 (2)", "float32"),
+        ("tiny", "1 (2)", "bfloat16"),
+    ]  # in the order asked for
     for row in rows:
         assert all(float(row[column].strip("*")) > 0 for column in NUMBERS), row
         rates = float(row["JAX steps/s"]) / float(row["transformers steps/s"])  # of 11 and 7 steps
@@ -56,8 +82,23 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
 
 def test_time_budget_skips_and_says_so(tmp_path):
     out = tmp_path / "gpu.md"
-    sampling.main(["--matrix", "--models", "tiny,small", "--batches", "1,2", "--dtypes", "bfloat16,float32",
-                   "--frames", "8", "--budget-seconds", "0.001", "--out", str(out)])
+    sampling.main(
+        [
+            "--matrix",
+            "--models",
+            "tiny,small",
+            "--batches",
+            "1,2",
+            "--dtypes",
+            "bfloat16,float32",
+            "--frames",
+            "8",
+            "--budget-seconds",
+            "0.001",
+            "--out",
+            str(out),
+        ]
+    )
     text = out.read_text()
     rows = table(text)
     assert len(rows) == 8 and "8 of 8 configurations skipped" in text
@@ -80,19 +121,23 @@ def test_each_row_is_written_as_it_comes():
 def test_estimates_scale_the_nearest_measured_configuration():
     frames = {"jax": 250, "torch": 64}
     assert sampling.estimate_seconds([], "large", 64, "float32", frames, 1, 1e12) == 0
-    done = [{"size": "small", "batch": 1, "dtype": "bfloat16", "warm": 2.0,
-             "step_seconds": {"jax": 0.01, "torch": 0.03}},
-            {"size": "tiny", "batch": 8, "dtype": "float32", "warm": 1.0, "step_seconds": {"jax": 0.001}}]
+    done = [
+        {"size": "small", "batch": 1, "dtype": "bfloat16", "warm": 2.0, "step_seconds": {"jax": 0.01, "torch": 0.03}},
+        {"size": "tiny", "batch": 8, "dtype": "float32", "warm": 1.0, "step_seconds": {"jax": 0.001}},
+    ]
     assert sampling.estimate_seconds(done, "small", 1, "bfloat16", frames, 2, 1e12) == pytest.approx(
-        2 + 2 * (253 * 0.01 + 67 * 0.03))
-    extra = (sampling.step_traffic("large", "bfloat16", 1, 250) - sampling.step_traffic("small", "bfloat16", 1, 250))
+        2 + 2 * (253 * 0.01 + 67 * 0.03)
+    )
+    extra = sampling.step_traffic("large", "bfloat16", 1, 250) - sampling.step_traffic("small", "bfloat16", 1, 250)
     assert sampling.estimate_seconds(done, "large", 1, "bfloat16", frames, 1, 1e12) == pytest.approx(
-        2 * 2 + 253 * (2 * 0.01 + extra / 1e12) + 67 * (2 * 0.03 + extra / 1e12))  # 48 layers against 24
+        2 * 2 + 253 * (2 * 0.01 + extra / 1e12) + 67 * (2 * 0.03 + extra / 1e12)
+    )  # 48 layers against 24
     assert sampling.estimate_compile({}, "large", 6) == 0
     assert sampling.estimate_compile({"tiny": (2, 1.0), "small": (6, 30.0)}, "large", 3) == pytest.approx(30)
     assert sampling.estimate_build({}, "large") == 0
     assert sampling.estimate_build({"small": 10.0, "tiny": 20.0}, "large") == pytest.approx(
-        10 * sampling.lm_step_bytes("large", "float32") / sampling.lm_step_bytes("small", "float32"))
+        10 * sampling.lm_step_bytes("large", "float32") / sampling.lm_step_bytes("small", "float32")
+    )
 
 
 def test_out_of_memory_is_reported_on_its_side(tmp_path, monkeypatch):
@@ -101,8 +146,9 @@ def test_out_of_memory_is_reported_on_its_side(tmp_path, monkeypatch):
 
     monkeypatch.setattr(sampling, "lower_generate", exhausted)
     out = tmp_path / "gpu.md"
-    sampling.main(["--matrix", "--models", "tiny", "--batches", "1", "--dtypes", "float32", "--frames", "4",
-                   "--out", str(out)])
+    sampling.main(
+        ["--matrix", "--models", "tiny", "--batches", "1", "--dtypes", "float32", "--frames", "4", "--out", str(out)]
+    )
     (row,) = table(out.read_text())
     assert row["JAX steps/s"] == row["JAX real-time factor"] == sampling.OOM and row["JAX compile s"] == "-"
     assert row["ratio JAX/transformers"] == "-" and float(row["transformers steps/s"]) > 0

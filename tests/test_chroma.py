@@ -54,9 +54,18 @@ class _Spectrogram(torch.nn.Module):
         self.window = torch.hann_window(n_fft)
 
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
-        spec = torch.stft(waveform, n_fft=self.n_fft, hop_length=self.hop_length, win_length=self.n_fft,
-                          window=self.window, center=True, pad_mode="reflect", normalized=False, onesided=True,
-                          return_complex=True)
+        spec = torch.stft(
+            waveform,
+            n_fft=self.n_fft,
+            hop_length=self.hop_length,
+            win_length=self.n_fft,
+            window=self.window,
+            center=True,
+            pad_mode="reflect",
+            normalized=False,
+            onesided=True,
+            return_complex=True,
+        )
         spec = spec / self.window.pow(2.0).sum().sqrt()
         return spec.abs().pow(2.0)
 
@@ -69,12 +78,11 @@ def _extractor(sample_rate: int, bank: np.ndarray) -> MusicgenMelodyFeatureExtra
     return extractor
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _references(sample_rate: int) -> dict[str, MusicgenMelodyFeatureExtractor]:
     """transformers' extractor (its own filter bank) at `sample_rate`, and at 32 kHz, the only rate audiocraft's
     melody models run at, the audiocraft one (librosa's)."""
-    hf_bank = hf_chroma_filter_bank(num_frequency_bins=CONFIG.n_fft, num_chroma=12, sampling_rate=sample_rate,
-                                    tuning=0)
+    hf_bank = hf_chroma_filter_bank(num_frequency_bins=CONFIG.n_fft, num_chroma=12, sampling_rate=sample_rate, tuning=0)
     references = {"transformers": _extractor(sample_rate, hf_bank)}
     if sample_rate == 32000:
         ac_bank = librosa.filters.chroma(sr=sample_rate, n_fft=CONFIG.n_fft, tuning=0, n_chroma=12)
@@ -112,8 +120,16 @@ def _top_two_margin(chroma: np.ndarray) -> np.ndarray:
     return top[..., -1] - top[..., -2]
 
 
-CASES = [(32000, 5000), (32000, 12345), (32000, 3 * 32000), (32000, 31 * 32000),
-         (44100, 5001), (44100, 2 * 44100), (48000, 12345), (48000, 2 * 48000 + 1)]
+CASES = [
+    (32000, 5000),
+    (32000, 12345),
+    (32000, 3 * 32000),
+    (32000, 31 * 32000),
+    (44100, 5001),
+    (44100, 2 * 44100),
+    (48000, 12345),
+    (48000, 2 * 48000 + 1),
+]
 
 
 @pytest.mark.parametrize("sample_rate, length", CASES)
@@ -153,20 +169,24 @@ def test_filter_bank_is_librosas_and_agrees_with_transformers(sample_rate):
     config = ChromaConfig(sample_rate=sample_rate)
     bank = chroma_filter_bank(config)
     assert bank.shape == (12, config.n_fft // 2 + 1) and bank.dtype == np.float32
-    np.testing.assert_array_equal(bank, librosa.filters.chroma(sr=sample_rate, n_fft=config.n_fft, tuning=0,
-                                                               n_chroma=12))
-    transformers_bank = hf_chroma_filter_bank(num_frequency_bins=config.n_fft, num_chroma=12,
-                                              sampling_rate=sample_rate, tuning=0)
+    np.testing.assert_array_equal(
+        bank, librosa.filters.chroma(sr=sample_rate, n_fft=config.n_fft, tuning=0, n_chroma=12)
+    )
+    transformers_bank = hf_chroma_filter_bank(
+        num_frequency_bins=config.n_fft, num_chroma=12, sampling_rate=sample_rate, tuning=0
+    )
     np.testing.assert_allclose(bank, transformers_bank, rtol=0, atol=1e-7)  # measured 3.0e-8
     assert chroma_filter_bank(ChromaConfig(sample_rate=sample_rate)) is bank  # cached per config
 
 
-@pytest.mark.parametrize("length, frames", [(1, 5), (16383, 5), (16384, 5), (20479, 5), (20480, 6),
-                                            (30 * 32000, 235), (31 * 32000, 243)])
+@pytest.mark.parametrize(
+    "length, frames", [(1, 5), (16383, 5), (16384, 5), (20479, 5), (20480, 6), (30 * 32000, 235), (31 * 32000, 243)]
+)
 def test_number_of_frames(length, frames):
     """1 + T // hop (inputs shorter than n_fft count as n_fft): 235 for 30 s at 32 kHz."""
-    shape = jax.eval_shape(functools.partial(one_hot_chroma, config=CONFIG),
-                           jax.ShapeDtypeStruct((2, length), np.float32)).shape
+    shape = jax.eval_shape(
+        functools.partial(one_hot_chroma, config=CONFIG), jax.ShapeDtypeStruct((2, length), np.float32)
+    ).shape
     assert shape == (2, frames, 12)
 
 
@@ -194,8 +214,9 @@ def test_match_frames_tiles_in_order_and_truncates():
 
 def test_extract_chroma_tiles_the_one_hot():
     wav = _signals(32000, 2 * 32000)[[0, 5]]
-    np.testing.assert_array_equal(extract_chroma(wav, CONFIG, frames=235),
-                                  np.asarray(match_frames(one_hot_chroma(wav, CONFIG), 235)))
+    np.testing.assert_array_equal(
+        extract_chroma(wav, CONFIG, frames=235), np.asarray(match_frames(one_hot_chroma(wav, CONFIG), 235))
+    )
     np.testing.assert_array_equal(extract_chroma(wav, CONFIG), np.asarray(one_hot_chroma(wav, CONFIG)))
 
 
@@ -205,8 +226,8 @@ def test_batch_rows_are_independent():
     batch, batch_normalized = np.asarray(one_hot_chroma(wav, CONFIG)), np.asarray(normalized_chroma(wav, CONFIG))
     compiled = None
     for row in range(len(wav)):
-        np.testing.assert_array_equal(np.asarray(one_hot_chroma(wav[row:row + 1], CONFIG))[0], batch[row])
-        single = np.asarray(normalized_chroma(wav[row:row + 1], CONFIG))[0]
+        np.testing.assert_array_equal(np.asarray(one_hot_chroma(wav[row : row + 1], CONFIG))[0], batch[row])
+        single = np.asarray(normalized_chroma(wav[row : row + 1], CONFIG))[0]
         # float32 FFT rounding differs with the batch size (1.6e-6 seen on an AMD EPYC); rows mixed would differ ~0.1
         np.testing.assert_allclose(single, batch_normalized[row], rtol=0, atol=1e-5)
         compiled = compiled or normalized_chroma._cache_size()
@@ -214,14 +235,17 @@ def test_batch_rows_are_independent():
     assert len({tuple(np.argmax(batch[row], -1)) for row in range(len(wav))}) == len(wav)
 
 
-@pytest.mark.parametrize("wav, message", [
-    (np.array([[0.0, np.nan, 0.0]]), r"non-finite values \(NaN or inf\) in rows \[0\]"),
-    (np.array([[0.0, 0.0], [np.inf, 0.0]]), r"non-finite values \(NaN or inf\) in rows \[1\]"),
-    (np.zeros((2, 0)), r"empty: shape \(2, 0\)"),
-    (np.zeros((0, 100)), r"empty: shape \(0, 100\)"),
-    (np.zeros(100), r"mono waveforms \[B, T\], got shape \(100,\)"),
-    (np.zeros((1, 2, 100)), r"mono waveforms \[B, T\], got shape \(1, 2, 100\)"),
-])
+@pytest.mark.parametrize(
+    "wav, message",
+    [
+        (np.array([[0.0, np.nan, 0.0]]), r"non-finite values \(NaN or inf\) in rows \[0\]"),
+        (np.array([[0.0, 0.0], [np.inf, 0.0]]), r"non-finite values \(NaN or inf\) in rows \[1\]"),
+        (np.zeros((2, 0)), r"empty: shape \(2, 0\)"),
+        (np.zeros((0, 100)), r"empty: shape \(0, 100\)"),
+        (np.zeros(100), r"mono waveforms \[B, T\], got shape \(100,\)"),
+        (np.zeros((1, 2, 100)), r"mono waveforms \[B, T\], got shape \(1, 2, 100\)"),
+    ],
+)
 def test_bad_input_raises(wav, message):
     with pytest.raises(ValueError, match=message):
         extract_chroma(wav, CONFIG)

@@ -58,7 +58,7 @@ def test_ratings_posted_through_the_page_land_in_sqlite_and_the_summary(sample_d
     try:
         given = {}
         rng = np.random.default_rng(0)
-        for round_ in range(4):
+        for _ in range(4):
             for prompt in PROMPTS:
                 status, page = fetch(f"{base}/?prompt={listen.slug(prompt)}")
                 assert status == 200 and prompt in page
@@ -96,8 +96,10 @@ def test_cli_summary_and_errors(sample_dirs, tmp_path, capsys):
     app = listen.ListeningApp(listen.find_samples(list(sample_dirs)), ratings, seed=1)
     key = listen.slug(PROMPTS[1])
     app.rate({"key": [key], **{f"s{i}": ["4"] for i in app.groups[key]}})
-    assert listen.main(["--samples", *map(str, sample_dirs), "--ratings", str(ratings), "--summary",
-                        "--csv", str(out)]) == 0
+    assert (
+        listen.main(["--samples", *map(str, sample_dirs), "--ratings", str(ratings), "--summary", "--csv", str(out)])
+        == 0
+    )
     assert out.read_text() == capsys.readouterr().out and out.read_text().count("\n") == 4
     assert listen.main(["--samples", str(tmp_path / "empty_missing")]) == 2
     assert "no samples" in capsys.readouterr().err

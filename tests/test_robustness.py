@@ -49,10 +49,12 @@ def write_half_then_fail(file, data: bytes):
 
 def half_then_disk_full(real):
     """A stand-in for a writer `real(file, ...)` (np.save, soundfile.write) that writes half of its output."""
+
     def write(file, *args, **kwargs):
         buffer = io.BytesIO()
         real(buffer, *args, **kwargs)
         write_half_then_fail(file, buffer.getvalue())
+
     return write
 
 
@@ -73,6 +75,7 @@ def failing_rename_onto(target: Path):
         if Path(destination) == target and ".old." not in self.name:
             raise disk_full()
         return rename(self, destination)
+
     return fake
 
 
@@ -245,6 +248,10 @@ def test_hub_is_offline(tmp_path):
     with pytest.raises((OfflineModeIsEnabled, LocalEntryNotFoundError)):
         huggingface_hub.hf_hub_download("facebook/musicgen-small", "config.json", cache_dir=tmp_path)
     assert time.time() - start < 5
-    child = subprocess.run([sys.executable, "-c", "import huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"],
-                           capture_output=True, text=True, check=True)
+    child = subprocess.run(
+        [sys.executable, "-c", "import huggingface_hub.constants as c; print(c.HF_HUB_OFFLINE)"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     assert child.stdout.strip() == "True"

@@ -31,8 +31,10 @@ def encode(args) -> str:
     wav, _ = read_audio(args.input, sample_rate=codec.sample_rate, channels=codec.channels)
     codes = np.asarray(codec.encode(wav[None])).astype(np.int16)
     save_npy(args.output, codes)
-    return (f"{args.input}: {wav.shape[-1] / codec.sample_rate:.2f} s -> codes {list(codes.shape)} "
-            f"({codec.frame_rate} Hz) in {args.output}")
+    return (
+        f"{args.input}: {wav.shape[-1] / codec.sample_rate:.2f} s -> codes {list(codes.shape)} "
+        f"({codec.frame_rate} Hz) in {args.output}"
+    )
 
 
 def decode(args) -> str:
@@ -50,8 +52,9 @@ def decode(args) -> str:
         paths = [args.output]
     for path, item in zip(paths, wav, strict=True):
         write_audio(path, item, codec.sample_rate, strategy=args.strategy)
-    return f"{args.input}: codes {list(codes.shape)} -> {wav.shape[-1] / codec.sample_rate:.2f} s in " + \
-        ", ".join(map(str, paths))
+    return f"{args.input}: codes {list(codes.shape)} -> {wav.shape[-1] / codec.sample_rate:.2f} s in " + ", ".join(
+        map(str, paths)
+    )
 
 
 def convert(args) -> str:
@@ -83,8 +86,10 @@ def roundtrip(args) -> str:
         from musicgen_jax.codec.model import Codec, init_params
         from musicgen_jax.config import ENCODEC_32KHZ
 
-        print(f"warning: {e}\nwarning: using RANDOM real-size weights instead: the reconstruction will be noise",
-              file=sys.stderr)
+        print(
+            f"warning: {e}\nwarning: using RANDOM real-size weights instead: the reconstruction will be noise",
+            file=sys.stderr,
+        )
         codec = Codec(ENCODEC_32KHZ, init_params(ENCODEC_32KHZ, jax.random.key(0)), bool(args.stereo))
         origin = "random weights"
     if args.input is None:
@@ -101,19 +106,27 @@ def roundtrip(args) -> str:
     save_npy(args.output / "codes.npy", np.asarray(codes).astype(np.int16))
     write_audio(args.output / "reconstruction.wav", out, codec.sample_rate, strategy="none")
     err = float(np.linalg.norm(out - wav) / max(np.linalg.norm(wav), 1e-12))
-    return (f"codec round trip of {origin_input} through {origin}: codes {list(codes.shape)} "
-            f"({codec.frame_rate} Hz x {codec.num_codebooks} codebooks), relative L2 error {err:.3f}; "
-            f"wrote input.wav, codes.npy, reconstruction.wav to {args.output}")
+    return (
+        f"codec round trip of {origin_input} through {origin}: codes {list(codes.shape)} "
+        f"({codec.frame_rate} Hz x {codec.num_codebooks} codebooks), relative L2 error {err:.3f}; "
+        f"wrote input.wav, codes.npy, reconstruction.wav to {args.output}"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m musicgen_jax.codec", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m musicgen_jax.codec", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     stereo = argparse.ArgumentParser(add_help=False)
     group = stereo.add_mutually_exclusive_group()
-    group.add_argument("--stereo", dest="stereo", action="store_true", default=None,
-                       help="code two channels with interleaved codebooks (default: from the checkpoint)")
+    group.add_argument(
+        "--stereo",
+        dest="stereo",
+        action="store_true",
+        default=None,
+        help="code two channels with interleaved codebooks (default: from the checkpoint)",
+    )
     group.add_argument("--mono", dest="stereo", action="store_false", help="force mono coding")
 
     p = sub.add_parser("encode", parents=[stereo], help="audio file -> codes .npy")
@@ -124,8 +137,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("decode", parents=[stereo], help="codes .npy -> audio file")
     p.add_argument("--codec", default=DEFAULT_CODEC, help=f"codec source (default {DEFAULT_CODEC})")
-    p.add_argument("--strategy", default="peak", choices=NORMALIZE_STRATEGIES,
-                   help="loudness normalization of the written audio (default peak, as audiocraft)")
+    p.add_argument(
+        "--strategy",
+        default="peak",
+        choices=NORMALIZE_STRATEGIES,
+        help="loudness normalization of the written audio (default peak, as audiocraft)",
+    )
     p.add_argument("input", type=Path, help=".npy of integer codes [B, K, T] or [K, T]")
     p.add_argument("output", type=Path, help="output .wav or .flac (batch items get _0, _1, ... suffixes)")
     p.set_defaults(run=decode)
@@ -139,8 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--codec", default=DEFAULT_CODEC, help=f"codec source (default {DEFAULT_CODEC})")
     p.add_argument("--input", type=Path, help="audio file (default: a generated clip)")
     p.add_argument("--seconds", type=float, default=5.0, help="length of the generated clip (default 5)")
-    p.add_argument("--fallback-random", action="store_true",
-                   help="if the codec cannot be loaded (e.g. no network), say so and use random weights")
+    p.add_argument(
+        "--fallback-random",
+        action="store_true",
+        help="if the codec cannot be loaded (e.g. no network), say so and use random weights",
+    )
     p.add_argument("output", type=Path, help="output directory")
     p.set_defaults(run=roundtrip)
     return parser

@@ -162,6 +162,7 @@ class Codec:
         if not np.issubdtype(codes.dtype, np.integer):
             raise ValueError(f"codes must be integers, got {codes.dtype}")
         if codes.min() < 0 or codes.max() >= self.config.codebook_size:
-            raise ValueError(f"codes must lie in [0, {self.config.codebook_size}), "
-                             f"got values in [{codes.min()}, {codes.max()}]")
+            raise ValueError(
+                f"codes must lie in [0, {self.config.codebook_size}), got values in [{codes.min()}, {codes.max()}]"
+            )
         return _decode(self.config, self.params, codes.astype(np.int32), self.stereo, mesh=self.mesh)

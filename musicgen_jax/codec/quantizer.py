@@ -16,9 +16,11 @@ class ResidualVectorQuantizer(nn.Module):
     dimension: int
 
     def setup(self):
-        self.codebooks = self.param("codebooks", nn.with_logical_partitioning(nn.initializers.normal(1.0),
-                                                                              ("codebooks", "bins", "channels")),
-                                    (self.num_codebooks, self.codebook_size, self.dimension))
+        self.codebooks = self.param(
+            "codebooks",
+            nn.with_logical_partitioning(nn.initializers.normal(1.0), ("codebooks", "bins", "channels")),
+            (self.num_codebooks, self.codebook_size, self.dimension),
+        )
 
     def encode(self, z: jax.Array) -> jax.Array:
         """`z [B, T, D] -> codes [B, K, T] int32`: nearest codeword per stage on the running residual."""

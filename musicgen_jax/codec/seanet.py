@@ -76,8 +76,9 @@ class Conv1d(nn.Module):
         bias = _param(self, "bias", (self.features,), ("channels",), bias=True)
         left, right = conv_padding(x.shape[1], self.kernel_size, self.stride, self.dilation, self.causal)
         x = pad1d(x, left, right, self.pad_mode)
-        y = lax.conv_general_dilated(x, kernel, (self.stride,), "VALID", rhs_dilation=(self.dilation,),
-                                     dimension_numbers=_DIMS)
+        y = lax.conv_general_dilated(
+            x, kernel, (self.stride,), "VALID", rhs_dilation=(self.dilation,), dimension_numbers=_DIMS
+        )
         return y + bias
 
 
@@ -110,7 +111,7 @@ class ConvTranspose1d(nn.Module):
         padding_total = k - s
         right = math.ceil(padding_total * self.trim_right_ratio) if self.causal else padding_total // 2
         left = padding_total - right
-        return full[:, left: full.shape[1] - right] + bias
+        return full[:, left : full.shape[1] - right] + bias
 
 
 class ResnetBlock(nn.Module):

@@ -25,8 +25,16 @@ from musicgen_jax.convert.musicgen import lm_params_from_hf_state_dict
 from musicgen_jax.convert.torch_io import CheckpointError, read_torch_pickle, tensors_to_numpy
 
 # d_model of the T5 encoders audiocraft's T5Conditioner can load (its MODELS / MODELS_DIMS).
-T5_DIMS = {"t5-small": 512, "t5-base": 768, "t5-large": 1024, "t5-3b": 1024, "t5-11b": 1024,
-           "google/flan-t5-small": 512, "google/flan-t5-base": 768, "google/flan-t5-large": 1024}
+T5_DIMS = {
+    "t5-small": 512,
+    "t5-base": 768,
+    "t5-large": 1024,
+    "t5-3b": 1024,
+    "t5-11b": 1024,
+    "google/flan-t5-small": 512,
+    "google/flan-t5-base": 768,
+    "google/flan-t5-large": 1024,
+}
 
 _DECODER = "decoder.model.decoder"
 _LAYER_NORMS = {"norm1": "self_attn_layer_norm", "norm_cross": "encoder_attn_layer_norm", "norm2": "final_layer_norm"}
@@ -40,26 +48,32 @@ CHROMA_WINDOW = "condition_provider.conditioners.self_wav.chroma.spec.window"
 # projection of a fused `in_proj_weight`.
 _FIELDS = {"i": r"\d+", "p": r"weight|bias", "mha": r"(?:\.mha)?", "qkv": r"[qkv]"}
 _AC_LAYER, _HF_LAYER = "transformer.layers.{i}", _DECODER + ".layers.{i}"
-_RULES = [("emb.{i}.weight", _DECODER + ".embed_tokens.{i}.weight"),
-          ("linears.{i}.weight", "decoder.lm_heads.{i}.weight"),
-          ("out_norm.{p}", _DECODER + ".layer_norm.{p}"),
-          ("condition_provider.conditioners.description.output_proj.{p}", "enc_to_dec_proj.{p}"),
-          ("condition_provider.conditioners.self_wav.output_proj.{p}", "audio_enc_to_dec_proj.{p}"),
-          (_AC_LAYER + ".linear1.weight", _HF_LAYER + ".fc1.weight"),
-          (_AC_LAYER + ".linear2.weight", _HF_LAYER + ".fc2.weight")]
-_RULES += [(f"{_AC_LAYER}.{ac}{{mha}}.out_proj.weight", f"{_HF_LAYER}.{hf}.out_proj.weight")
-           for ac, hf in _ATTENTION.items()]
+_RULES = [
+    ("emb.{i}.weight", _DECODER + ".embed_tokens.{i}.weight"),
+    ("linears.{i}.weight", "decoder.lm_heads.{i}.weight"),
+    ("out_norm.{p}", _DECODER + ".layer_norm.{p}"),
+    ("condition_provider.conditioners.description.output_proj.{p}", "enc_to_dec_proj.{p}"),
+    ("condition_provider.conditioners.self_wav.output_proj.{p}", "audio_enc_to_dec_proj.{p}"),
+    (_AC_LAYER + ".linear1.weight", _HF_LAYER + ".fc1.weight"),
+    (_AC_LAYER + ".linear2.weight", _HF_LAYER + ".fc2.weight"),
+]
+_RULES += [
+    (f"{_AC_LAYER}.{ac}{{mha}}.out_proj.weight", f"{_HF_LAYER}.{hf}.out_proj.weight") for ac, hf in _ATTENTION.items()
+]
 _RULES += [(f"{_AC_LAYER}.{ac}.{{p}}", f"{_HF_LAYER}.{hf}.{{p}}") for ac, hf in _LAYER_NORMS.items()]
 # Fused q | k | v rows (audiocraft) <-> three projections (transformers).
-_IN_PROJ = [(f"{_AC_LAYER}.{ac}{{mha}}.in_proj_weight", f"{_HF_LAYER}.{hf}.{{qkv}}_proj.weight")
-            for ac, hf in _ATTENTION.items()]
+_IN_PROJ = [
+    (f"{_AC_LAYER}.{ac}{{mha}}.in_proj_weight", f"{_HF_LAYER}.{hf}.{{qkv}}_proj.weight")
+    for ac, hf in _ATTENTION.items()
+]
 
 
 @functools.cache
 def _pattern(template: str) -> re.Pattern:
     parts = re.split(r"\{(\w+)\}", template)
-    return re.compile("".join(re.escape(part) if j % 2 == 0 else f"(?P<{part}>{_FIELDS[part]})"
-                              for j, part in enumerate(parts)))
+    return re.compile(
+        "".join(re.escape(part) if j % 2 == 0 else f"(?P<{part}>{_FIELDS[part]})" for j, part in enumerate(parts))
+    )
 
 
 def _match(template: str, key: str) -> dict[str, str] | None:
@@ -81,8 +95,7 @@ def t5_name_from_audiocraft(cfg: dict) -> str:
     """The T5 model audiocraft loads for the `description` conditioner (`conditioners.description.t5.name`)."""
     description = _get(cfg, "conditioners.description")
     if not isinstance(description, dict) or description.get("model") != "t5":
-        raise CheckpointError("audiocraft LM: only a T5 `description` conditioner is supported, got "
-                              f"{description!r}")
+        raise CheckpointError(f"audiocraft LM: only a T5 `description` conditioner is supported, got {description!r}")
     name = _get(description, "t5.name")
     if not isinstance(name, str):
         raise CheckpointError("audiocraft LM: xp.cfg lacks conditioners.description.t5.name")
@@ -100,8 +113,9 @@ def _chroma_settings(cfg: dict) -> dict:
     """`chroma_bins` / `chroma_frames` of a melody model's `self_wav` chroma_stem conditioner (SPEC 4.2)."""
     self_wav = _get(cfg, "conditioners.self_wav")
     if not isinstance(self_wav, dict) or self_wav.get("model") != "chroma_stem":
-        raise CheckpointError("audiocraft LM: only a `chroma_stem` (melody) `self_wav` conditioner is supported, got "
-                              f"{self_wav!r}")
+        raise CheckpointError(
+            f"audiocraft LM: only a `chroma_stem` (melody) `self_wav` conditioner is supported, got {self_wav!r}"
+        )
     stem = self_wav.get("chroma_stem") or {}
     inert = {"match_len_on_eval", "eval_wavs", "n_eval_wavs", "cache_path"}  # evaluation / training data only
     supported = {"sample_rate": _CHROMA.sample_rate, "radix2_exp": _CHROMA.n_fft.bit_length() - 1, "argmax": True}
@@ -115,12 +129,15 @@ def _chroma_settings(cfg: dict) -> dict:
     if type(stem["n_chroma"]) is not int or stem["n_chroma"] <= 0:
         bad["n_chroma"] = stem["n_chroma"]
     if bad:
-        raise CheckpointError(f"audiocraft LM: unsupported conditioners.self_wav.chroma_stem settings {bad}; "
-                              f"supported: {supported} and a positive n_chroma")
+        raise CheckpointError(
+            f"audiocraft LM: unsupported conditioners.self_wav.chroma_stem settings {bad}; "
+            f"supported: {supported} and a positive n_chroma"
+        )
     duration = _get(cfg, "dataset.segment_duration")
     if not isinstance(duration, (int, float)) or duration <= 0:
-        raise CheckpointError("audiocraft LM: a melody model needs dataset.segment_duration (the chroma length), "
-                              f"got {duration!r}")
+        raise CheckpointError(
+            f"audiocraft LM: a melody model needs dataset.segment_duration (the chroma length), got {duration!r}"
+        )
     # ChromaStemConditioner._get_chroma_len: the chroma frames of int(sample_rate * duration) zeros, padded to n_fft
     samples = max(int(_CHROMA.sample_rate * duration), _CHROMA.n_fft)
     return {"chroma_bins": stem["n_chroma"], "chroma_frames": 1 + samples // _CHROMA.hop_length}
@@ -132,21 +149,26 @@ def _check_conditioning(cfg: dict) -> dict:
     fuser = _get(cfg, "fuser") or {}
     others = sorted(set(conditioners) - {"description", "self_wav"})
     if others:
-        raise CheckpointError(f"audiocraft LM: unsupported conditioners {others}; only `description` (T5) and "
-                              "`self_wav` (chroma_stem) are")
+        raise CheckpointError(
+            f"audiocraft LM: unsupported conditioners {others}; only `description` (T5) and "
+            "`self_wav` (chroma_stem) are"
+        )
     t5 = _get(conditioners, "description.t5") or {}
     if t5.get("finetune") or t5.get("normalize_text"):
-        raise CheckpointError("audiocraft LM: fine-tuned T5 / text normalization (finetune, normalize_text) "
-                              "are not supported")
+        raise CheckpointError(
+            "audiocraft LM: fine-tuned T5 / text normalization (finetune, normalize_text) are not supported"
+        )
     melody = "self_wav" in conditioners
     cross, prepend = list(fuser.get("cross") or []), list(fuser.get("prepend") or [])
     expected = ([], ["self_wav", "description"]) if melody else (["description"], [])
     if (cross, prepend) != expected or fuser.get("sum") or fuser.get("input_interpolate"):
-        raise CheckpointError("audiocraft LM: only `description` fused by cross-attention (text-to-music) or "
-                              "prepend [self_wav, description] without cross-attention (melody) is supported, got "
-                              f"conditioners {sorted(conditioners)} and fuser cross={fuser.get('cross')} "
-                              f"prepend={fuser.get('prepend')} sum={fuser.get('sum')} "
-                              f"input_interpolate={fuser.get('input_interpolate')}")
+        raise CheckpointError(
+            "audiocraft LM: only `description` fused by cross-attention (text-to-music) or "
+            "prepend [self_wav, description] without cross-attention (melody) is supported, got "
+            f"conditioners {sorted(conditioners)} and fuser cross={fuser.get('cross')} "
+            f"prepend={fuser.get('prepend')} sum={fuser.get('sum')} "
+            f"input_interpolate={fuser.get('input_interpolate')}"
+        )
     if fuser.get("cross_attention_pos_emb"):
         raise CheckpointError("audiocraft LM: fuser.cross_attention_pos_emb is not supported")
     return _chroma_settings(cfg) if melody else {}
@@ -181,15 +203,27 @@ def lm_config_from_audiocraft(cfg: dict) -> LMConfig:
         raise CheckpointError("audiocraft LM: xp.cfg lacks the transformer_lm section")
     melody = _check_conditioning(cfg)
     unsupported = {  # setting: (value, default in audiocraft's classes, supported value)
-        "norm": ("layer_norm", "layer_norm"), "norm_first": (False, True), "activation": ("relu", "gelu"),
-        "bias_ff": (True, False), "bias_attn": (True, False), "bias_proj": (True, False),
-        "positional_embedding": ("sin", "sin"), "positional_scale": (1.0, 1.0), "causal": (False, True),
-        "past_context": (None, None), "layer_scale": (None, None), "qk_layer_norm": (False, False),
-        "qk_layer_norm_cross": (False, False), "kv_repeat": (1, 1)}
+        "norm": ("layer_norm", "layer_norm"),
+        "norm_first": (False, True),
+        "activation": ("relu", "gelu"),
+        "bias_ff": (True, False),
+        "bias_attn": (True, False),
+        "bias_proj": (True, False),
+        "positional_embedding": ("sin", "sin"),
+        "positional_scale": (1.0, 1.0),
+        "causal": (False, True),
+        "past_context": (None, None),
+        "layer_scale": (None, None),
+        "qk_layer_norm": (False, False),
+        "qk_layer_norm_cross": (False, False),
+        "kv_repeat": (1, 1),
+    }
     bad = {name: lm.get(name, default) for name, (default, ok) in unsupported.items() if lm.get(name, default) != ok}
     if bad:
-        raise CheckpointError(f"audiocraft LM: unsupported transformer_lm settings {bad}; supported: "
-                              f"{ {name: ok for name, (_, ok) in unsupported.items()} }")
+        raise CheckpointError(
+            f"audiocraft LM: unsupported transformer_lm settings {bad}; supported: "
+            f"{ {name: ok for name, (_, ok) in unsupported.items()} }"
+        )
     stereo = _get(cfg, "interleave_stereo_codebooks") or {}
     if stereo.get("use") and stereo.get("per_timestep"):
         raise CheckpointError("audiocraft LM: stereo codes interleaved per timestep are not supported")
@@ -197,10 +231,17 @@ def lm_config_from_audiocraft(cfg: dict) -> LMConfig:
         n_q, dim = int(lm["n_q"]), int(lm["dim"])
         if stereo.get("use") and n_q % 2:
             raise CheckpointError(f"audiocraft LM: a stereo model needs an even n_q, got {n_q}")
-        return LMConfig(dim=dim, num_heads=int(lm["num_heads"]), num_layers=int(lm["num_layers"]),
-                        ffn_dim=int(lm.get("hidden_scale", 4) * dim), card=int(lm["card"]),
-                        delays=_delays(cfg, n_q), text_dim=_t5_dim(t5_name_from_audiocraft(cfg)),
-                        max_period=float(lm.get("max_period", 10000.0)), **melody)
+        return LMConfig(
+            dim=dim,
+            num_heads=int(lm["num_heads"]),
+            num_layers=int(lm["num_layers"]),
+            ffn_dim=int(lm.get("hidden_scale", 4) * dim),
+            card=int(lm["card"]),
+            delays=_delays(cfg, n_q),
+            text_dim=_t5_dim(t5_name_from_audiocraft(cfg)),
+            max_period=float(lm.get("max_period", 10000.0)),
+            **melody,
+        )
     except KeyError as e:
         raise CheckpointError(f"audiocraft LM: xp.cfg lacks the setting transformer_lm.{e.args[0]}") from e
     except CheckpointError:
@@ -236,7 +277,7 @@ def lm_state_to_hf(best_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             hf, fields = fused
             d = np.shape(value)[0] // 3
             for j, qkv in enumerate("qkv"):
-                put(hf.format(**fields, qkv=qkv), value[j * d:(j + 1) * d], key)
+                put(hf.format(**fields, qkv=qkv), value[j * d : (j + 1) * d], key)
             continue
         put(_rename(key) or key, value, key)
     return out
@@ -272,8 +313,10 @@ def t5_name_for(text_config: T5Config, source: str | None) -> str:
         return name
     if text_config == T5Config():
         return "t5-base"
-    raise CheckpointError(f"audiocraft loads its T5 by hub name ({', '.join(sorted(T5_DIMS))}): this model's text "
-                          f"encoder (from {source}) is none of them")
+    raise CheckpointError(
+        f"audiocraft loads its T5 by hub name ({', '.join(sorted(T5_DIMS))}): this model's text "
+        f"encoder (from {source}) is none of them"
+    )
 
 
 def xp_cfg(config: LMConfig, t5_name: str, sample_rate: int, stereo: bool, cfg_dropout: float = 0.3) -> str:
@@ -281,44 +324,104 @@ def xp_cfg(config: LMConfig, t5_name: str, sample_rate: int, stereo: bool, cfg_d
     lm/musicgen_lm, conditioner text2music or chroma2music), that `lm_config_from_audiocraft` reads back as
     `config`."""
     melody = config.melody
-    conditioners = {"description": {"model": "t5", "t5": {"name": t5_name, "finetune": False,
-                                                          "word_dropout": cfg_dropout, "normalize_text": False}}}
+    conditioners = {
+        "description": {
+            "model": "t5",
+            "t5": {"name": t5_name, "finetune": False, "word_dropout": cfg_dropout, "normalize_text": False},
+        }
+    }
     if melody:
-        conditioners = {"self_wav": {"model": "chroma_stem", "chroma_stem": {
-            "sample_rate": "${sample_rate}", "n_chroma": config.chroma_bins,
-            "radix2_exp": _CHROMA.n_fft.bit_length() - 1, "argmax": True, "match_len_on_eval": False,
-            "eval_wavs": None, "n_eval_wavs": 100, "cache_path": None}},
-            **conditioners}
+        conditioners = {
+            "self_wav": {
+                "model": "chroma_stem",
+                "chroma_stem": {
+                    "sample_rate": "${sample_rate}",
+                    "n_chroma": config.chroma_bins,
+                    "radix2_exp": _CHROMA.n_fft.bit_length() - 1,
+                    "argmax": True,
+                    "match_len_on_eval": False,
+                    "eval_wavs": None,
+                    "n_eval_wavs": 100,
+                    "cache_path": None,
+                },
+            },
+            **conditioners,
+        }
     # the chroma frames come from the segment duration: the released models' 30 s where it gives them
     frames = config.chroma_frames
-    duration = next((d for d in (30, (frames - 1) * _CHROMA.hop_length / sample_rate)
-                     if 1 + max(int(sample_rate * d), _CHROMA.n_fft) // _CHROMA.hop_length == frames), 30)
+    duration = next(
+        (
+            d
+            for d in (30, (frames - 1) * _CHROMA.hop_length / sample_rate)
+            if 1 + max(int(sample_rate * d), _CHROMA.n_fft) // _CHROMA.hop_length == frames
+        ),
+        30,
+    )
     dim = config.dim
     cfg = {
-        "device": "cpu", "dtype": "float32", "solver": "musicgen", "sample_rate": sample_rate,
-        "channels": 2 if stereo else 1, "compression_model_checkpoint": None, "compression_model_n_q": None,
+        "device": "cpu",
+        "dtype": "float32",
+        "solver": "musicgen",
+        "sample_rate": sample_rate,
+        "channels": 2 if stereo else 1,
+        "compression_model_checkpoint": None,
+        "compression_model_n_q": None,
         "interleave_stereo_codebooks": {"use": stereo, "per_timestep": False},
         "dataset": {"segment_duration": duration},
         "classifier_free_guidance": {"training_dropout": cfg_dropout, "inference_coef": 3.0},
-        "attribute_dropout": ({"args": {"active_on_eval": False}, "text": {}, "wav": {"self_wav": 0.5}}
-                              if melody else {}),
-        "fuser": {"cross_attention_pos_emb": False, "cross_attention_pos_emb_scale": 1, "sum": [],
-                  "prepend": ["self_wav", "description"] if melody else [], "cross": [] if melody else ["description"],
-                  "input_interpolate": []},
+        "attribute_dropout": (
+            {"args": {"active_on_eval": False}, "text": {}, "wav": {"self_wav": 0.5}} if melody else {}
+        ),
+        "fuser": {
+            "cross_attention_pos_emb": False,
+            "cross_attention_pos_emb_scale": 1,
+            "sum": [],
+            "prepend": ["self_wav", "description"] if melody else [],
+            "cross": [] if melody else ["description"],
+            "input_interpolate": [],
+        },
         "conditioners": conditioners,
         "lm_model": "transformer_lm",
-        "codebooks_pattern": {"modeling": "delay", "delay": {"delays": list(config.delays), "flatten_first": 0,
-                                                             "empty_initial": 0}},
+        "codebooks_pattern": {
+            "modeling": "delay",
+            "delay": {"delays": list(config.delays), "flatten_first": 0, "empty_initial": 0},
+        },
         "transformer_lm": {
-            "dim": dim, "num_heads": config.num_heads, "num_layers": config.num_layers,
+            "dim": dim,
+            "num_heads": config.num_heads,
+            "num_layers": config.num_layers,
             "hidden_scale": config.ffn_dim // dim if config.ffn_dim % dim == 0 else config.ffn_dim / dim,
-            "n_q": config.num_codebooks, "card": config.card, "dropout": 0.0, "emb_lr": None, "activation": "gelu",
-            "norm_first": True, "bias_ff": False, "bias_attn": False, "bias_proj": False, "past_context": None,
-            "causal": True, "custom": False, "memory_efficient": True, "attention_as_float32": False,
-            "layer_scale": None, "positional_embedding": "sin", "max_period": config.max_period, "xpos": False,
-            "checkpointing": "none", "weight_init": "gaussian", "depthwise_init": "current", "zero_bias_init": True,
-            "norm": "layer_norm", "cross_attention": not melody, "qk_layer_norm": False,
-            "qk_layer_norm_cross": False, "attention_dropout": None, "kv_repeat": 1, "two_step_cfg": False}}
+            "n_q": config.num_codebooks,
+            "card": config.card,
+            "dropout": 0.0,
+            "emb_lr": None,
+            "activation": "gelu",
+            "norm_first": True,
+            "bias_ff": False,
+            "bias_attn": False,
+            "bias_proj": False,
+            "past_context": None,
+            "causal": True,
+            "custom": False,
+            "memory_efficient": True,
+            "attention_as_float32": False,
+            "layer_scale": None,
+            "positional_embedding": "sin",
+            "max_period": config.max_period,
+            "xpos": False,
+            "checkpointing": "none",
+            "weight_init": "gaussian",
+            "depthwise_init": "current",
+            "zero_bias_init": True,
+            "norm": "layer_norm",
+            "cross_attention": not melody,
+            "qk_layer_norm": False,
+            "qk_layer_norm_cross": False,
+            "attention_dropout": None,
+            "kv_repeat": 1,
+            "two_step_cfg": False,
+        },
+    }
     text = yaml.safe_dump(cfg, sort_keys=False)
     if lm_config_from_audiocraft(parse_audiocraft_cfg(text)) != config:
         raise CheckpointError(f"the LM {config} has no audiocraft config (its feed-forward width or chroma length)")
@@ -339,12 +442,15 @@ def _audiocraft_name(hf_key: str) -> str:
 def _check_window(window: np.ndarray | None) -> None:
     """The chroma spectrogram's window buffer: torch.hann_window(n_fft) (periodic), what this project uses."""
     if window is None:
-        raise CheckpointError(f"audiocraft LM: the melody package lacks {CHROMA_WINDOW} (the chroma spectrogram's "
-                              "window)")
+        raise CheckpointError(
+            f"audiocraft LM: the melody package lacks {CHROMA_WINDOW} (the chroma spectrogram's window)"
+        )
     n = _CHROMA.n_fft
     if np.shape(window) != (n,) or not np.allclose(window, hann_window(n), atol=1e-3):
-        raise CheckpointError(f"audiocraft LM: {CHROMA_WINDOW} (shape {np.shape(window)}) is not the periodic Hann "
-                              f"window of length {n} (n_fft = 2**radix2_exp) that the chroma extractor uses")
+        raise CheckpointError(
+            f"audiocraft LM: {CHROMA_WINDOW} (shape {np.shape(window)}) is not the periodic Hann "
+            f"window of length {n} (n_fft = 2**radix2_exp) that the chroma extractor uses"
+        )
 
 
 def _state_dict_path(path: str | os.PathLike) -> Path:
@@ -363,14 +469,17 @@ def load_audiocraft_lm(state_dict_bin_path: str | os.PathLike) -> tuple[LMConfig
     package = read_torch_pickle(path)
     if not isinstance(package, dict) or "best_state" not in package or "xp.cfg" not in package:
         found = sorted(package) if isinstance(package, dict) else type(package).__name__
-        raise CheckpointError(f"{path} is not an exported audiocraft package: expected 'best_state' and "
-                              f"'xp.cfg', found {found}")
+        raise CheckpointError(
+            f"{path} is not an exported audiocraft package: expected 'best_state' and 'xp.cfg', found {found}"
+        )
     best_state, xp_cfg = package["best_state"], package["xp.cfg"]
     if not isinstance(xp_cfg, str):
         raise CheckpointError(f"{path}: 'xp.cfg' is a {type(xp_cfg).__name__}, expected a YAML string")
     if not isinstance(best_state, dict) or not all(hasattr(v, "shape") for v in best_state.values()):
-        raise CheckpointError(f"{path}: 'best_state' is not a flat state dict of tensors (a training checkpoint? "
-                              "export it with audiocraft.utils.export first)")
+        raise CheckpointError(
+            f"{path}: 'best_state' is not a flat state dict of tensors (a training checkpoint? "
+            "export it with audiocraft.utils.export first)"
+        )
     cfg = parse_audiocraft_cfg(xp_cfg)
     config = lm_config_from_audiocraft(cfg)
     state = tensors_to_numpy(best_state)

@@ -38,8 +38,7 @@ def lm_package(components: Components) -> dict:
     state = ac.lm_state_from_hf(mg.hf_state_dict(jax.device_get(components.lm_params), lm))
     if lm.melody:  # the buffer audiocraft's chroma extractor holds: torchaudio's Spectrogram window, torch's own
         state[ac.CHROMA_WINDOW] = torch.hann_window(ChromaConfig().n_fft).numpy()
-    cfg = ac.xp_cfg(lm, ac.t5_name_for(text.config, text.source), components.codec.sample_rate,
-                    components.codec.stereo)
+    cfg = ac.xp_cfg(lm, ac.t5_name_for(text.config, text.source), components.codec.sample_rate, components.codec.stereo)
     return {"best_state": state, "xp.cfg": cfg, "version": VERSION, "exported": True}
 
 
@@ -51,15 +50,24 @@ def codec_package(codec: Codec) -> dict:
         try:
             package = read_torch_pickle(Path(codec.source))
             state = tensors_to_numpy(package["best_state"])
-            imported = enc.params_from_hf_state_dict({enc.audiocraft_to_hf_key(k): v for k, v in state.items()},
-                                                     codec.config)
+            imported = enc.params_from_hf_state_dict(
+                {enc.audiocraft_to_hf_key(k): v for k, v in state.items()}, codec.config
+            )
             if same_tree(params, imported):
-                return {"best_state": state, "xp.cfg": package["xp.cfg"], "version": package.get("version", VERSION),
-                        "exported": True}
+                return {
+                    "best_state": state,
+                    "xp.cfg": package["xp.cfg"],
+                    "version": package.get("version", VERSION),
+                    "exported": True,
+                }
         except (OSError, KeyError, TypeError, CheckpointError):
             pass
-    return {"best_state": enc.audiocraft_state_dict(params, codec.config), "xp.cfg": enc.audiocraft_cfg(codec.config),
-            "version": VERSION, "exported": True}
+    return {
+        "best_state": enc.audiocraft_state_dict(params, codec.config),
+        "xp.cfg": enc.audiocraft_cfg(codec.config),
+        "version": VERSION,
+        "exported": True,
+    }
 
 
 def export_audiocraft(components: Components, directory: str | os.PathLike) -> Path:

@@ -19,18 +19,36 @@ from musicgen_jax.config import CodecConfig
 from musicgen_jax.convert import encodec as enc
 from musicgen_jax.convert import native
 from musicgen_jax.convert.keymap import strip_prefix
-from musicgen_jax.convert.torch_io import (CheckpointError, fetch_hf_weights, hf_component, read_json,
-                                           read_torch_pickle, resolve, tensors_to_numpy)
+from musicgen_jax.convert.torch_io import (
+    CheckpointError,
+    fetch_hf_weights,
+    hf_component,
+    read_json,
+    read_torch_pickle,
+    resolve,
+    tensors_to_numpy,
+)
 
 NATIVE_FORMAT = "musicgen_jax.codec"
 COMPRESSION_FILE = "compression_state_dict.bin"
-_SMALL_FILES = ["config.json", COMPRESSION_FILE, f"codec/{native.CONFIG_FILE}", f"codec/{native.PARAMS_FILE}",
-                native.PARAMS_FILE]
+_SMALL_FILES = [
+    "config.json",
+    COMPRESSION_FILE,
+    f"codec/{native.CONFIG_FILE}",
+    f"codec/{native.PARAMS_FILE}",
+    native.PARAMS_FILE,
+]
+
 
 def save_codec(codec: Codec, directory: str | os.PathLike) -> Path:
     """Write `codec` in this project's format (`config.json` + `params.safetensors`)."""
-    meta = {"format": NATIVE_FORMAT, "version": 1, "stereo": codec.stereo, "config": codec.config.to_dict(),
-            "source": codec.source}
+    meta = {
+        "format": NATIVE_FORMAT,
+        "version": 1,
+        "stereo": codec.stereo,
+        "config": codec.config.to_dict(),
+        "source": codec.source,
+    }
     return native.save_tree(directory, jax.device_get(codec.params), meta)
 
 
@@ -89,8 +107,9 @@ def _from_audiocraft_package(file: Path, stereo: bool | None) -> Codec:
     if "pretrained" in pkg:
         return load_codec(pkg["pretrained"], stereo)
     if "best_state" not in pkg or "xp.cfg" not in pkg:
-        raise CheckpointError(f"{file}: an audiocraft package needs 'best_state' and 'xp.cfg' (or 'pretrained'), "
-                              f"found keys {sorted(pkg)}")
+        raise CheckpointError(
+            f"{file}: an audiocraft package needs 'best_state' and 'xp.cfg' (or 'pretrained'), found keys {sorted(pkg)}"
+        )
     config = enc.config_from_audiocraft(enc.parse_audiocraft_cfg(pkg["xp.cfg"]))
     state = {enc.audiocraft_to_hf_key(k): v for k, v in tensors_to_numpy(pkg["best_state"]).items()}
     return Codec(config, enc.params_from_hf_state_dict(state, config, str(file)), bool(stereo), str(file))

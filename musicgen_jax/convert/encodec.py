@@ -28,13 +28,17 @@ def config_from_hf(cfg: dict) -> CodecConfig:
     """CodecConfig from a transformers `EncodecConfig` dict (`config.json`)."""
     if cfg.get("model_type", "encodec") != "encodec":
         raise CheckpointError(f"expected an EnCodec config, got model_type {cfg.get('model_type')!r}")
-    unsupported = {"norm_type": (cfg.get("norm_type", "weight_norm"), "weight_norm"),
-                   "normalize": (bool(cfg.get("normalize", False)), False),
-                   "chunk_length_s": (cfg.get("chunk_length_s"), None)}
+    unsupported = {
+        "norm_type": (cfg.get("norm_type", "weight_norm"), "weight_norm"),
+        "normalize": (bool(cfg.get("normalize", False)), False),
+        "chunk_length_s": (cfg.get("chunk_length_s"), None),
+    }
     bad = {k: v for k, (v, ok) in unsupported.items() if v != ok}
     if bad:
-        raise CheckpointError(f"unsupported EnCodec settings {bad}: only the MusicGen-style codec "
-                              "(weight norm, no input renormalization, no chunking) is implemented")
+        raise CheckpointError(
+            f"unsupported EnCodec settings {bad}: only the MusicGen-style codec "
+            "(weight norm, no input renormalization, no chunking) is implemented"
+        )
     hidden = cfg.get("hidden_size", 128)
     if cfg.get("codebook_dim") not in (None, hidden):
         raise CheckpointError(f"codebook_dim {cfg['codebook_dim']} != hidden_size {hidden} (projections unsupported)")
@@ -45,28 +49,55 @@ def config_from_hf(cfg: dict) -> CodecConfig:
     bandwidths = cfg.get("target_bandwidths") or [1.5]
     num_codebooks = int(1000 * bandwidths[-1] // (frame_rate * math.ceil(math.log2(codebook_size))))
     return CodecConfig(
-        sample_rate=sample_rate, channels=cfg.get("audio_channels", 1), dimension=hidden,
-        n_filters=cfg.get("num_filters", 32), ratios=ratios, n_residual_layers=cfg.get("num_residual_layers", 1),
-        kernel_size=cfg.get("kernel_size", 7), last_kernel_size=cfg.get("last_kernel_size", 7),
-        residual_kernel_size=cfg.get("residual_kernel_size", 3), dilation_base=cfg.get("dilation_growth_rate", 2),
-        compress=cfg.get("compress", 2), lstm_layers=cfg.get("num_lstm_layers", 2),
-        pad_mode=cfg.get("pad_mode", "reflect"), causal=cfg.get("use_causal_conv", True),
-        true_skip=not cfg.get("use_conv_shortcut", True), trim_right_ratio=cfg.get("trim_right_ratio", 1.0),
-        num_codebooks=num_codebooks, codebook_size=codebook_size)
+        sample_rate=sample_rate,
+        channels=cfg.get("audio_channels", 1),
+        dimension=hidden,
+        n_filters=cfg.get("num_filters", 32),
+        ratios=ratios,
+        n_residual_layers=cfg.get("num_residual_layers", 1),
+        kernel_size=cfg.get("kernel_size", 7),
+        last_kernel_size=cfg.get("last_kernel_size", 7),
+        residual_kernel_size=cfg.get("residual_kernel_size", 3),
+        dilation_base=cfg.get("dilation_growth_rate", 2),
+        compress=cfg.get("compress", 2),
+        lstm_layers=cfg.get("num_lstm_layers", 2),
+        pad_mode=cfg.get("pad_mode", "reflect"),
+        causal=cfg.get("use_causal_conv", True),
+        true_skip=not cfg.get("use_conv_shortcut", True),
+        trim_right_ratio=cfg.get("trim_right_ratio", 1.0),
+        num_codebooks=num_codebooks,
+        codebook_size=codebook_size,
+    )
 
 
 def config_to_hf(config: CodecConfig) -> dict:
     """The transformers `EncodecConfig` dict of `config` (the inverse of `config_from_hf`)."""
     bandwidth = config.num_codebooks * config.frame_rate * math.ceil(math.log2(config.codebook_size)) / 1000
-    cfg = {"model_type": "encodec", "sampling_rate": config.sample_rate, "audio_channels": config.channels,
-           "hidden_size": config.dimension, "codebook_dim": config.dimension, "num_filters": config.n_filters,
-           "upsampling_ratios": list(config.ratios), "num_residual_layers": config.n_residual_layers,
-           "kernel_size": config.kernel_size, "last_kernel_size": config.last_kernel_size,
-           "residual_kernel_size": config.residual_kernel_size, "dilation_growth_rate": config.dilation_base,
-           "compress": config.compress, "num_lstm_layers": config.lstm_layers, "pad_mode": config.pad_mode,
-           "use_causal_conv": config.causal, "use_conv_shortcut": not config.true_skip,
-           "trim_right_ratio": config.trim_right_ratio, "codebook_size": config.codebook_size,
-           "target_bandwidths": [bandwidth], "norm_type": "weight_norm", "normalize": False, "chunk_length_s": None}
+    cfg = {
+        "model_type": "encodec",
+        "sampling_rate": config.sample_rate,
+        "audio_channels": config.channels,
+        "hidden_size": config.dimension,
+        "codebook_dim": config.dimension,
+        "num_filters": config.n_filters,
+        "upsampling_ratios": list(config.ratios),
+        "num_residual_layers": config.n_residual_layers,
+        "kernel_size": config.kernel_size,
+        "last_kernel_size": config.last_kernel_size,
+        "residual_kernel_size": config.residual_kernel_size,
+        "dilation_growth_rate": config.dilation_base,
+        "compress": config.compress,
+        "num_lstm_layers": config.lstm_layers,
+        "pad_mode": config.pad_mode,
+        "use_causal_conv": config.causal,
+        "use_conv_shortcut": not config.true_skip,
+        "trim_right_ratio": config.trim_right_ratio,
+        "codebook_size": config.codebook_size,
+        "target_bandwidths": [bandwidth],
+        "norm_type": "weight_norm",
+        "normalize": False,
+        "chunk_length_s": None,
+    }
     if config_from_hf(cfg) != config:
         raise CheckpointError(f"the codec {config} has no transformers EncodecConfig")
     return cfg
@@ -108,29 +139,47 @@ def config_from_audiocraft(cfg: dict) -> CodecConfig:
         seanet.update(seanet.pop("encoder", None) or {})
         decoder_only = seanet.pop("decoder", None) or {}
         if cfg["encodec"].get("renormalize") or seanet.get("norm") not in ("weight_norm", "none"):
-            raise CheckpointError(f"audiocraft package: unsupported renormalize/norm "
-                                  f"({cfg['encodec'].get('renormalize')}, {seanet.get('norm')})")
+            raise CheckpointError(
+                f"audiocraft package: unsupported renormalize/norm "
+                f"({cfg['encodec'].get('renormalize')}, {seanet.get('norm')})"
+            )
         if decoder_only.get("final_activation") or seanet.get("disable_norm_outer_blocks", 0):
             raise CheckpointError("audiocraft package: final activations / un-normalized outer blocks unsupported")
         if seanet.get("activation", "ELU") != "ELU" or (seanet.get("activation_params") or {}).get("alpha", 1.0) != 1.0:
             raise CheckpointError(f"audiocraft package: only ELU(alpha=1) is supported, got {seanet.get('activation')}")
         return CodecConfig(
-            sample_rate=cfg["sample_rate"], channels=cfg["channels"], dimension=seanet["dimension"],
-            n_filters=seanet["n_filters"], ratios=tuple(seanet["ratios"]),
-            n_residual_layers=seanet["n_residual_layers"], kernel_size=seanet["kernel_size"],
-            last_kernel_size=seanet["last_kernel_size"], residual_kernel_size=seanet["residual_kernel_size"],
-            dilation_base=seanet["dilation_base"], compress=seanet["compress"], lstm_layers=seanet["lstm"],
-            pad_mode=seanet["pad_mode"], causal=seanet["causal"], true_skip=seanet["true_skip"],
+            sample_rate=cfg["sample_rate"],
+            channels=cfg["channels"],
+            dimension=seanet["dimension"],
+            n_filters=seanet["n_filters"],
+            ratios=tuple(seanet["ratios"]),
+            n_residual_layers=seanet["n_residual_layers"],
+            kernel_size=seanet["kernel_size"],
+            last_kernel_size=seanet["last_kernel_size"],
+            residual_kernel_size=seanet["residual_kernel_size"],
+            dilation_base=seanet["dilation_base"],
+            compress=seanet["compress"],
+            lstm_layers=seanet["lstm"],
+            pad_mode=seanet["pad_mode"],
+            causal=seanet["causal"],
+            true_skip=seanet["true_skip"],
             trim_right_ratio=decoder_only.get("trim_right_ratio", 1.0),
-            num_codebooks=cfg["rvq"]["n_q"], codebook_size=cfg["rvq"]["bins"])
+            num_codebooks=cfg["rvq"]["n_q"],
+            codebook_size=cfg["rvq"]["bins"],
+        )
     except KeyError as e:
         raise CheckpointError(f"audiocraft package: xp.cfg lacks the setting {e}") from e
 
 
 def audiocraft_to_hf_key(key: str) -> str:
     """`encoder.model.3.conv.conv.weight_g` -> `encoder.layers.3.conv.weight_g` (SPEC 1.8)."""
-    for old, new in ((".model.", ".layers."), (".conv.conv.", ".conv."), (".convtr.convtr.", ".conv."),
-                     ("quantizer.vq.layers.", "quantizer.layers."), ("._codebook.", ".codebook.")):
+    for old, new in (
+        (".model.", ".layers."),
+        (".conv.conv.", ".conv."),
+        (".convtr.convtr.", ".conv."),
+        ("quantizer.vq.layers.", "quantizer.layers."),
+        ("._codebook.", ".codebook."),
+    ):
         key = key.replace(old, new)
     return key
 
@@ -138,22 +187,55 @@ def audiocraft_to_hf_key(key: str) -> str:
 def audiocraft_cfg(config: CodecConfig) -> str:
     """The `xp.cfg` YAML of an audiocraft EnCodec package for `config` (the inverse of
     `config_from_audiocraft`), laid out as audiocraft's compression config (encodec / seanet / rvq)."""
-    cfg = {"sample_rate": config.sample_rate, "channels": config.channels, "compression_model": "encodec",
-           "encodec": {"autoencoder": "seanet", "quantizer": "rvq", "sample_rate": "${sample_rate}",
-                       "channels": "${channels}", "causal": config.causal, "renormalize": False},
-           "seanet": {"dimension": config.dimension, "channels": "${channels}", "causal": "${encodec.causal}",
-                      "n_filters": config.n_filters, "n_residual_layers": config.n_residual_layers,
-                      "ratios": list(config.ratios), "activation": "ELU", "activation_params": {"alpha": 1.0},
-                      "norm": "weight_norm", "norm_params": {}, "kernel_size": config.kernel_size,
-                      "residual_kernel_size": config.residual_kernel_size, "last_kernel_size": config.last_kernel_size,
-                      "dilation_base": config.dilation_base, "pad_mode": config.pad_mode,
-                      "true_skip": config.true_skip, "compress": config.compress, "lstm": config.lstm_layers,
-                      "disable_norm_outer_blocks": 0,
-                      "decoder": {"trim_right_ratio": config.trim_right_ratio, "final_activation": None,
-                                  "final_activation_params": None},
-                      "encoder": {}},
-           "rvq": {"n_q": config.num_codebooks, "q_dropout": False, "bins": config.codebook_size, "decay": 0.99,
-                   "kmeans_init": True, "kmeans_iters": 50, "threshold_ema_dead_code": 2}}
+    cfg = {
+        "sample_rate": config.sample_rate,
+        "channels": config.channels,
+        "compression_model": "encodec",
+        "encodec": {
+            "autoencoder": "seanet",
+            "quantizer": "rvq",
+            "sample_rate": "${sample_rate}",
+            "channels": "${channels}",
+            "causal": config.causal,
+            "renormalize": False,
+        },
+        "seanet": {
+            "dimension": config.dimension,
+            "channels": "${channels}",
+            "causal": "${encodec.causal}",
+            "n_filters": config.n_filters,
+            "n_residual_layers": config.n_residual_layers,
+            "ratios": list(config.ratios),
+            "activation": "ELU",
+            "activation_params": {"alpha": 1.0},
+            "norm": "weight_norm",
+            "norm_params": {},
+            "kernel_size": config.kernel_size,
+            "residual_kernel_size": config.residual_kernel_size,
+            "last_kernel_size": config.last_kernel_size,
+            "dilation_base": config.dilation_base,
+            "pad_mode": config.pad_mode,
+            "true_skip": config.true_skip,
+            "compress": config.compress,
+            "lstm": config.lstm_layers,
+            "disable_norm_outer_blocks": 0,
+            "decoder": {
+                "trim_right_ratio": config.trim_right_ratio,
+                "final_activation": None,
+                "final_activation_params": None,
+            },
+            "encoder": {},
+        },
+        "rvq": {
+            "n_q": config.num_codebooks,
+            "q_dropout": False,
+            "bins": config.codebook_size,
+            "decay": 0.99,
+            "kmeans_init": True,
+            "kmeans_iters": 50,
+            "threshold_ema_dead_code": 2,
+        },
+    }
     text = yaml.safe_dump(cfg, sort_keys=False)
     if config_from_audiocraft(parse_audiocraft_cfg(text)) != config:
         raise CheckpointError(f"the codec {config} has no audiocraft config")
@@ -167,12 +249,13 @@ def audiocraft_state_dict(params, config: CodecConfig) -> dict[str, np.ndarray]:
     out = {}
     for key, value in hf_state_dict(params, config).items():
         hf_name = key.replace(".parametrizations.weight.original0", ".weight_g").replace(
-            ".parametrizations.weight.original1", ".weight_v")
+            ".parametrizations.weight.original1", ".weight_v"
+        )
         name = hf_name.replace("quantizer.layers.", "quantizer.vq.layers.").replace(".codebook.", "._codebook.")
         if layer := re.fullmatch(r"(encoder|decoder)\.layers\.(\d+)\.(.*)", name):
             part, index, rest = layer.groups()
             conv = "convtr.convtr." if part == "decoder" and int(index) in convtr else "conv.conv."
-            rest = re.sub(r"^((?:block\.\d+\.|shortcut\.)?)conv\.", lambda m: m.group(1) + conv, rest)
+            rest = re.sub(r"^((?:block\.\d+\.|shortcut\.)?)conv\.", lambda m, conv=conv: m.group(1) + conv, rest)
             name = f"{part}.model.{index}.{rest}"
         if audiocraft_to_hf_key(name) != hf_name:
             raise CheckpointError(f"no audiocraft name for the codec tensor {key} (got {name})")
@@ -193,7 +276,7 @@ def fold_weight_norm(state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             out[key] = value
     for base, parts in pairs.items():
         if set(parts) != {"g", "v"}:
-            (key, value), = parts.values()
+            ((key, value),) = parts.values()
             out[key] = value  # an unpaired half: reported as unexpected, its partner as missing
             continue
         g, v = parts["g"][1].astype(np.float32), parts["v"][1].astype(np.float32)
@@ -208,9 +291,12 @@ def hf_key_map(config: CodecConfig) -> dict[str, Target]:
     for part, layers in (("encoder", encoder_layers(config)), ("decoder", decoder_layers(config))):
         for i, (kind, kwargs) in enumerate(layers):
             hf, ours = f"{part}.layers.{i}", (part, f"layers_{i}")
-            convs = {"conv": [("conv", (), "conv")], "convtr": [("conv", (), "convtr")],
-                     "res": [(f"block.{j}.conv", (f"block_{j}",), "conv") for j in (1, 3)]
-                     + ([] if config.true_skip else [("shortcut.conv", ("shortcut",), "conv")])}.get(kind, [])
+            convs = {
+                "conv": [("conv", (), "conv")],
+                "convtr": [("conv", (), "convtr")],
+                "res": [(f"block.{j}.conv", (f"block_{j}",), "conv") for j in (1, 3)]
+                + ([] if config.true_skip else [("shortcut.conv", ("shortcut",), "conv")]),
+            }.get(kind, [])
             for name, sub, layout in convs:
                 keys[f"{hf}.{name}.weight"] = Target(ours + sub + ("kernel",), layout)
                 keys[f"{hf}.{name}.bias"] = Target(ours + sub + ("bias",))
@@ -235,7 +321,7 @@ def hf_state_dict(params, config: CodecConfig) -> dict[str, np.ndarray]:
     state = {}
     for key, value in disassemble(params, keys).items():
         if key.endswith(".weight") and keys[key].layout in ("conv", "convtr"):
-            base = key[:-len(".weight")] + ".parametrizations.weight"
+            base = key[: -len(".weight")] + ".parametrizations.weight"
             state[f"{base}.original0"] = np.sqrt(np.sum(value * value, axis=(1, 2), keepdims=True))
             state[f"{base}.original1"] = value
         else:
@@ -250,21 +336,27 @@ def hf_state_dict(params, config: CodecConfig) -> dict[str, np.ndarray]:
 
 def expected_shapes(config: CodecConfig) -> dict[tuple[str, ...], tuple[int, ...]]:
     """Shape of every codec parameter, keyed by its path below "params"."""
-    return param_shapes(lambda: EncodecModel(config).init(
-        jax.random.key(0), np.zeros((1, config.channels, config.hop_length), np.float32)))
+    return param_shapes(
+        lambda: EncodecModel(config).init(
+            jax.random.key(0), np.zeros((1, config.channels, config.hop_length), np.float32)
+        )
+    )
 
 
 def describe(config: CodecConfig, source: str) -> str:
-    return (f"{source} (EnCodec, {config.num_codebooks} codebooks, {config.n_filters} filters, "
-            f"ratios {list(config.ratios)})")
+    return (
+        f"{source} (EnCodec, {config.num_codebooks} codebooks, {config.n_filters} filters, "
+        f"ratios {list(config.ratios)})"
+    )
 
 
 def params_from_hf_state_dict(state: dict[str, np.ndarray], config: CodecConfig, source: str = "checkpoint"):
     """Codec parameters from HF-named EnCodec tensors (weight norm folded here); raises CheckpointError
     listing every missing key, unexpected key and wrong shape."""
     unused = [f"quantizer.layers.{q}.codebook.{b}" for q in range(config.num_codebooks) for b in TRAINING_BUFFERS]
-    return assemble(fold_weight_norm(state), hf_key_map(config), expected_shapes(config),
-                    describe(config, source), unused)
+    return assemble(
+        fold_weight_norm(state), hf_key_map(config), expected_shapes(config), describe(config, source), unused
+    )
 
 
 def check_params(params, config: CodecConfig, source: str):

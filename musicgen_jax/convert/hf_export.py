@@ -24,11 +24,9 @@ import numpy as np
 
 from musicgen_jax.codec.model import Codec
 from musicgen_jax.config import ChromaConfig
-from musicgen_jax.convert import codec_loader
+from musicgen_jax.convert import codec_loader, native, t5
 from musicgen_jax.convert import encodec as enc
 from musicgen_jax.convert import musicgen as mg
-from musicgen_jax.convert import native
-from musicgen_jax.convert import t5
 from musicgen_jax.convert.keymap import same_tree
 from musicgen_jax.convert.pretrained import Components
 from musicgen_jax.convert.torch_io import CheckpointError
@@ -67,57 +65,89 @@ def hf_config(components: Components) -> dict:
     from transformers import MusicgenConfig, MusicgenMelodyConfig
 
     lm = components.lm_config
-    cfg = mg.config_to_hf(lm, t5.config_to_hf(components.text_encoder.config),
-                          enc.config_to_hf(components.codec.config))
-    cls, architecture = ((MusicgenMelodyConfig, "MusicgenMelodyForConditionalGeneration") if lm.melody
-                         else (MusicgenConfig, "MusicgenForConditionalGeneration"))
+    cfg = mg.config_to_hf(
+        lm, t5.config_to_hf(components.text_encoder.config), enc.config_to_hf(components.codec.config)
+    )
+    cls, architecture = (
+        (MusicgenMelodyConfig, "MusicgenMelodyForConditionalGeneration")
+        if lm.melody
+        else (MusicgenConfig, "MusicgenForConditionalGeneration")
+    )
     return cls(**{k: v for k, v in cfg.items() if k != "model_type"}, architectures=[architecture]).to_diff_dict()
 
 
 def _generation_config(components: Components) -> dict:
     card = components.lm_config.card
-    return {"decoder_start_token_id": card, "pad_token_id": card, "bos_token_id": card, "do_sample": True,
-            "guidance_scale": 3.0, "max_length": GENERATION_SECONDS * components.codec.frame_rate}
+    return {
+        "decoder_start_token_id": card,
+        "pad_token_id": card,
+        "bos_token_id": card,
+        "do_sample": True,
+        "guidance_scale": 3.0,
+        "max_length": GENERATION_SECONDS * components.codec.frame_rate,
+    }
 
 
 def _preprocessor_config(components: Components) -> dict:
     rate, lm = components.codec.sample_rate, components.lm_config
     if lm.melody:
         chroma = ChromaConfig(sample_rate=rate, bins=lm.chroma_bins)
-        return {"feature_extractor_type": "MusicgenMelodyFeatureExtractor",
-                "processor_class": "MusicgenMelodyProcessor", "feature_size": chroma.bins, "num_chroma": chroma.bins,
-                "sampling_rate": rate,
-                "hop_length": chroma.hop_length, "n_fft": chroma.n_fft, "chunk_length": GENERATION_SECONDS,
-                "padding_value": 0.0, "return_attention_mask": True, "stem_indices": [3, 2]}
-    return {"feature_extractor_type": "EncodecFeatureExtractor", "processor_class": "MusicgenProcessor",
-            "feature_size": 2 if components.codec.stereo else 1, "sampling_rate": rate, "padding_side": "left",
-            "padding_value": 0.0, "return_attention_mask": True, "chunk_length_s": None, "overlap": None}
+        return {
+            "feature_extractor_type": "MusicgenMelodyFeatureExtractor",
+            "processor_class": "MusicgenMelodyProcessor",
+            "feature_size": chroma.bins,
+            "num_chroma": chroma.bins,
+            "sampling_rate": rate,
+            "hop_length": chroma.hop_length,
+            "n_fft": chroma.n_fft,
+            "chunk_length": GENERATION_SECONDS,
+            "padding_value": 0.0,
+            "return_attention_mask": True,
+            "stem_indices": [3, 2],
+        }
+    return {
+        "feature_extractor_type": "EncodecFeatureExtractor",
+        "processor_class": "MusicgenProcessor",
+        "feature_size": 2 if components.codec.stereo else 1,
+        "sampling_rate": rate,
+        "padding_side": "left",
+        "padding_value": 0.0,
+        "return_attention_mask": True,
+        "chunk_length_s": None,
+        "overlap": None,
+    }
 
 
 def _write_weights(directory: Path, state: dict[str, np.ndarray], max_shard_size: int | str) -> None:
     from huggingface_hub import split_state_dict_into_shards_factory
     from safetensors.numpy import save_file
 
-    split = split_state_dict_into_shards_factory(state, get_storage_size=lambda a: a.nbytes,
-                                                 filename_pattern="model{suffix}.safetensors",
-                                                 max_shard_size=max_shard_size)
+    split = split_state_dict_into_shards_factory(
+        state,
+        get_storage_size=lambda a: a.nbytes,
+        filename_pattern="model{suffix}.safetensors",
+        max_shard_size=max_shard_size,
+    )
     for filename, keys in split.filename_to_tensors.items():
         save_file({k: state[k] for k in keys}, str(directory / filename), metadata={"format": "pt"})
     if split.is_sharded:
-        index = {"metadata": {"total_size": sum(a.nbytes for a in state.values())},
-                 "weight_map": split.tensor_to_filename}
+        index = {
+            "metadata": {"total_size": sum(a.nbytes for a in state.values())},
+            "weight_map": split.tensor_to_filename,
+        }
         (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
-def export_hf(components: Components, directory: str | os.PathLike,
-              max_shard_size: int | str = MAX_SHARD_SIZE) -> Path:
+def export_hf(components: Components, directory: str | os.PathLike, max_shard_size: int | str = MAX_SHARD_SIZE) -> Path:
     """Write `components` in transformers' format to `directory`, atomically (replacing it if it exists)."""
     config, state = hf_config(components), hf_state_dict(components)
     with native.atomic_directory(directory) as tmp:
-        for name, content in (("config.json", config), ("generation_config.json", _generation_config(components)),
-                              ("preprocessor_config.json", _preprocessor_config(components))):
+        for name, content in (
+            ("config.json", config),
+            ("generation_config.json", _generation_config(components)),
+            ("preprocessor_config.json", _preprocessor_config(components)),
+        ):
             (tmp / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
         _write_weights(tmp, state, max_shard_size)
         components.text_encoder.tokenizer.save(tmp)
     return Path(directory)
-

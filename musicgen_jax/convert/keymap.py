@@ -9,7 +9,7 @@ in this project's own format.
 from __future__ import annotations
 
 import dataclasses
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import flax.linen as nn
 import jax
@@ -34,10 +34,17 @@ class Target:
     index: int = 0
 
 
-_TO_TORCH_SHAPE = {"conv": lambda s: (s[2], s[1], s[0]), "convtr": lambda s: (s[1], s[2], s[0]),
-                   "linear": lambda s: (s[1], s[0]), "stack": lambda s: s[1:]}
-_FROM_TORCH = {"conv": lambda v: v.transpose(2, 1, 0), "convtr": lambda v: v.transpose(2, 0, 1),
-               "linear": lambda v: v.T}
+_TO_TORCH_SHAPE = {
+    "conv": lambda s: (s[2], s[1], s[0]),
+    "convtr": lambda s: (s[1], s[2], s[0]),
+    "linear": lambda s: (s[1], s[0]),
+    "stack": lambda s: s[1:],
+}
+_FROM_TORCH = {
+    "conv": lambda v: v.transpose(2, 1, 0),
+    "convtr": lambda v: v.transpose(2, 0, 1),
+    "linear": lambda v: v.T,
+}
 
 
 def param_shapes(init: Callable[[], dict]) -> dict[Path, tuple[int, ...]]:
@@ -56,15 +63,23 @@ def _mismatch(what: str, missing: list, unexpected: list, wrong: list) -> None:
     raise CheckpointError("\n".join(lines))
 
 
-def assemble(state: dict[str, np.ndarray], key_map: dict[str, Target], shapes: dict[Path, tuple[int, ...]],
-             what: str, unused: Iterable[str] = ()) -> dict:
+def assemble(
+    state: dict[str, np.ndarray],
+    key_map: dict[str, Target],
+    shapes: dict[Path, tuple[int, ...]],
+    what: str,
+    unused: Iterable[str] = (),
+) -> dict:
     """`{"params": tree}` from checkpoint tensors. `unused`: keys a checkpoint may carry that the model
     does not use by design (e.g. training-only buffers); any other key not in `key_map` is an error."""
     missing = sorted(set(key_map) - set(state))
     unexpected = sorted(set(state) - set(key_map) - set(unused))
     torch_shape = {key: _TO_TORCH_SHAPE.get(t.layout, lambda s: s)(shapes[t.path]) for key, t in key_map.items()}
-    wrong = [f"{key}: {tuple(state[key].shape)} (expected {tuple(torch_shape[key])})"
-             for key in key_map if key in state and tuple(state[key].shape) != tuple(torch_shape[key])]
+    wrong = [
+        f"{key}: {tuple(state[key].shape)} (expected {tuple(torch_shape[key])})"
+        for key in key_map
+        if key in state and tuple(state[key].shape) != tuple(torch_shape[key])
+    ]
     _mismatch(f"{what} does not match its config", missing, unexpected, wrong)
     flat = {path: np.zeros(shape, np.float32) for path, shape in shapes.items()}
     for key, target in key_map.items():
@@ -78,8 +93,7 @@ def assemble(state: dict[str, np.ndarray], key_map: dict[str, Target], shapes: d
     return {"params": unflatten_dict(flat)}
 
 
-_TO_TORCH = {"conv": lambda v: v.transpose(2, 1, 0), "convtr": lambda v: v.transpose(1, 2, 0),
-             "linear": lambda v: v.T}
+_TO_TORCH = {"conv": lambda v: v.transpose(2, 1, 0), "convtr": lambda v: v.transpose(1, 2, 0), "linear": lambda v: v.T}
 
 
 def disassemble(params, key_map: dict[str, Target]) -> dict[str, np.ndarray]:
@@ -115,12 +129,15 @@ def check_tree(params, shapes: dict[Path, tuple[int, ...]], what: str) -> dict:
     flat = flatten_dict(params.get("params", {}) if isinstance(params, dict) else {})
     missing = sorted("/".join(p) for p in set(shapes) - set(flat))
     unexpected = sorted("/".join(p) for p in set(flat) - set(shapes))
-    wrong = [f"{'/'.join(p)}: {tuple(np.shape(v))} (expected {shapes[p]})"
-             for p, v in flat.items() if p in shapes and tuple(np.shape(v)) != tuple(shapes[p])]
+    wrong = [
+        f"{'/'.join(p)}: {tuple(np.shape(v))} (expected {shapes[p]})"
+        for p, v in flat.items()
+        if p in shapes and tuple(np.shape(v)) != tuple(shapes[p])
+    ]
     _mismatch(f"{what} does not match its config", missing, unexpected, wrong)
     return {"params": unflatten_dict({p: np.asarray(v, np.float32) for p, v in flat.items()})}
 
 
 def strip_prefix(state: dict[str, np.ndarray], prefix: str) -> dict[str, np.ndarray]:
     """The tensors under `prefix` (e.g. `audio_encoder.` in a MusicGen checkpoint), prefix removed."""
-    return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+    return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}

@@ -26,8 +26,7 @@ from musicgen_jax.codec.model import Codec
 from musicgen_jax.config import LMConfig, T5Config
 from musicgen_jax.convert import encodec as enc
 from musicgen_jax.convert import musicgen as mg
-from musicgen_jax.convert import native
-from musicgen_jax.convert import t5
+from musicgen_jax.convert import native, t5
 from musicgen_jax.convert.codec_loader import load_codec, save_codec
 from musicgen_jax.convert.keymap import check_tree, strip_prefix
 from musicgen_jax.convert.torch_io import CheckpointError, fetch_hf_weights, read_json, resolve
@@ -77,8 +76,9 @@ def convert(source: str | os.PathLike, fmt: str = "auto") -> Components:
     path = resolve(source, _SMALL_FILES)
     if path.is_file():
         path = path.parent
-    has_hf = (path / "config.json").exists() and str(read_json(path / "config.json").get("model_type", "")
-                                                      ).startswith("musicgen")
+    has_hf = (path / "config.json").exists() and str(read_json(path / "config.json").get("model_type", "")).startswith(
+        "musicgen"
+    )
     if fmt == "hf" or (fmt == "auto" and has_hf):
         if not has_hf:
             raise CheckpointError(f"{source}: no MusicGen config.json (transformers format) in {path}")
@@ -91,9 +91,12 @@ def _convert_hf(source, path: Path) -> Components:
     lm_config = mg.lm_config_from_hf(cfg)
     state = fetch_hf_weights(source, path)  # read once, split between the three converters
     codec_config = enc.config_from_hf(cfg.get("audio_encoder") or {})
-    codec = Codec(codec_config, enc.params_from_hf_state_dict(strip_prefix(state, "audio_encoder."), codec_config,
-                                                              f"{source} audio_encoder"),
-                  stereo=lm_config.num_codebooks == 2 * codec_config.num_codebooks, source=str(source))
+    codec = Codec(
+        codec_config,
+        enc.params_from_hf_state_dict(strip_prefix(state, "audio_encoder."), codec_config, f"{source} audio_encoder"),
+        stereo=lm_config.num_codebooks == 2 * codec_config.num_codebooks,
+        source=str(source),
+    )
     t5_config = t5.config_from_hf(cfg.get("text_encoder") or {})
     t5_params = t5.params_from_hf_state_dict(strip_prefix(state, "text_encoder."), t5_config, f"{source} text_encoder")
     text_encoder = T5TextEncoder(t5_config, t5_params, T5Tokenizer.from_pretrained(path))
@@ -120,14 +123,24 @@ def save(components: Components, directory: str | os.PathLike) -> Path:
         save_codec(components.codec, tmp / "codec")
         text = components.text_encoder
         (tmp / "text").mkdir()
-        native.write_tree(tmp / "text", jax.device_get(text.params),
-                          {"format": "musicgen_jax.t5", "config": text.config.to_dict(), "source": text.source})
+        native.write_tree(
+            tmp / "text",
+            jax.device_get(text.params),
+            {"format": "musicgen_jax.t5", "config": text.config.to_dict(), "source": text.source},
+        )
         text.tokenizer.save(tmp / "text")
         (tmp / "lm").mkdir()
-        native.write_tree(tmp / "lm", jax.device_get(components.lm_params), {
-            "format": "musicgen_jax.lm", "config": components.lm_config.to_dict()})
-        meta = {"format": MODEL_FORMAT, "version": MODEL_VERSION, "source": components.source,
-                "stereo": components.codec.stereo}
+        native.write_tree(
+            tmp / "lm",
+            jax.device_get(components.lm_params),
+            {"format": "musicgen_jax.lm", "config": components.lm_config.to_dict()},
+        )
+        meta = {
+            "format": MODEL_FORMAT,
+            "version": MODEL_VERSION,
+            "source": components.source,
+            "stereo": components.codec.stereo,
+        }
         (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n")
     return Path(directory)
 
@@ -139,15 +152,18 @@ def load(directory: str | os.PathLike) -> Components:
     if meta.get("format") != MODEL_FORMAT:
         raise CheckpointError(f"{directory / MODEL_FILE}: not a converted MusicGen (format {meta.get('format')!r})")
     if meta.get("version") != MODEL_VERSION:
-        raise CheckpointError(f"{directory}: converted by another musicgen_jax version (format version "
-                              f"{meta.get('version')!r}, this one reads {MODEL_VERSION}); convert it again: "
-                              f"python convert_torch_weights.py SOURCE {directory}")
+        raise CheckpointError(
+            f"{directory}: converted by another musicgen_jax version (format version "
+            f"{meta.get('version')!r}, this one reads {MODEL_VERSION}); convert it again: "
+            f"python convert_torch_weights.py SOURCE {directory}"
+        )
     codec = load_codec(directory / "codec")
     t5_params, t5_meta = native.load_tree(directory / "text")
     t5_config = T5Config.from_dict(t5_meta["config"])
     t5_params = check_tree(t5_params, t5.expected_shapes(t5_config), f"{directory / 'text'} (T5 encoder)")
-    text_encoder = T5TextEncoder(t5_config, t5_params, T5Tokenizer.from_pretrained(directory / "text"),
-                                 t5_meta.get("source"))
+    text_encoder = T5TextEncoder(
+        t5_config, t5_params, T5Tokenizer.from_pretrained(directory / "text"), t5_meta.get("source")
+    )
     lm_params, lm_meta = native.load_tree(directory / "lm")
     lm_config = LMConfig.from_dict(lm_meta["config"])
     lm_params = check_tree(lm_params, mg.expected_shapes(lm_config), f"{directory / 'lm'} (LM)")

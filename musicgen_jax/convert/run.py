@@ -32,14 +32,25 @@ def run_lm_config(config: dict, info: dict, text_dim: int) -> LMConfig:
     if config.get("melody"):
         chroma = info.get("chroma")
         if not chroma:
-            raise ValueError(f"config.melody needs a dataset with chroma; {config['data_dir']} has none (prepare "
-                             f"it with --chroma)")
+            raise ValueError(
+                f"config.melody needs a dataset with chroma; {config['data_dir']} has none (prepare it with --chroma)"
+            )
         codec = info["codec"]
         samples = config["frames"] * codec["sample_rate"] // codec["frame_rate"]
-        melody = {"chroma_bins": chroma["bins"],
-                  "chroma_frames": num_frames(samples, ChromaConfig(**{name: chroma[name] for name in CHROMA_FIELDS}))}
-    return LMConfig(dim=model["dim"], num_heads=model["num_heads"], num_layers=model["num_layers"],
-                    ffn_dim=model["ffn_dim"], card=info["card"], delays=delays, text_dim=text_dim, **melody)
+        melody = {
+            "chroma_bins": chroma["bins"],
+            "chroma_frames": num_frames(samples, ChromaConfig(**{name: chroma[name] for name in CHROMA_FIELDS})),
+        }
+    return LMConfig(
+        dim=model["dim"],
+        num_heads=model["num_heads"],
+        num_layers=model["num_layers"],
+        ffn_dim=model["ffn_dim"],
+        card=info["card"],
+        delays=delays,
+        text_dim=text_dim,
+        **melody,
+    )
 
 
 def _steps(directory: Path) -> list[int]:
@@ -86,5 +97,10 @@ def load_run(workdir: str | os.PathLike):
     if config.get("scan_layers"):
         params = unstack_layers(params)
     codec = load_codec(codec_source, stereo=stereo)
-    return Components(codec, text_encoder, run_lm_config(config, info, text_encoder.config.d_model), params,
-                      f"{workdir} (step {step}, EMA weights)")
+    return Components(
+        codec,
+        text_encoder,
+        run_lm_config(config, info, text_encoder.config.d_model),
+        params,
+        f"{workdir} (step {step}, EMA weights)",
+    )

@@ -15,6 +15,7 @@ from musicgen_jax.text.t5 import T5Encoder
 
 _SMALL_FILES = ["config.json"]
 
+
 def config_from_hf(cfg: dict) -> T5Config:
     """T5Config from a transformers T5 config dict."""
     if cfg.get("model_type", "t5") != "t5":
@@ -23,21 +24,36 @@ def config_from_hf(cfg: dict) -> T5Config:
     if proj not in ("relu", "gated-gelu"):
         raise CheckpointError(f"unsupported T5 feed_forward_proj {proj!r} (relu and gated-gelu are implemented)")
     d_model = cfg.get("d_model", 512)
-    return T5Config(vocab_size=cfg.get("vocab_size", 32128), d_model=d_model, d_kv=cfg.get("d_kv", 64),
-                    d_ff=cfg.get("d_ff", 2048), num_layers=cfg.get("num_layers", 6), num_heads=cfg.get("num_heads", 8),
-                    relative_attention_num_buckets=cfg.get("relative_attention_num_buckets", 32),
-                    relative_attention_max_distance=cfg.get("relative_attention_max_distance", 128),
-                    layer_norm_epsilon=cfg.get("layer_norm_epsilon", 1e-6), feed_forward_proj=proj)
+    return T5Config(
+        vocab_size=cfg.get("vocab_size", 32128),
+        d_model=d_model,
+        d_kv=cfg.get("d_kv", 64),
+        d_ff=cfg.get("d_ff", 2048),
+        num_layers=cfg.get("num_layers", 6),
+        num_heads=cfg.get("num_heads", 8),
+        relative_attention_num_buckets=cfg.get("relative_attention_num_buckets", 32),
+        relative_attention_max_distance=cfg.get("relative_attention_max_distance", 128),
+        layer_norm_epsilon=cfg.get("layer_norm_epsilon", 1e-6),
+        feed_forward_proj=proj,
+    )
 
 
 def config_to_hf(config: T5Config) -> dict:
     """The transformers `T5Config` dict of the encoder `config` (the inverse of `config_from_hf`)."""
-    return {"model_type": "t5", "vocab_size": config.vocab_size, "d_model": config.d_model, "d_kv": config.d_kv,
-            "d_ff": config.d_ff, "num_layers": config.num_layers, "num_heads": config.num_heads,
-            "relative_attention_num_buckets": config.relative_attention_num_buckets,
-            "relative_attention_max_distance": config.relative_attention_max_distance,
-            "layer_norm_epsilon": config.layer_norm_epsilon, "feed_forward_proj": config.feed_forward_proj,
-            "dropout_rate": 0.0}
+    return {
+        "model_type": "t5",
+        "vocab_size": config.vocab_size,
+        "d_model": config.d_model,
+        "d_kv": config.d_kv,
+        "d_ff": config.d_ff,
+        "num_layers": config.num_layers,
+        "num_heads": config.num_heads,
+        "relative_attention_num_buckets": config.relative_attention_num_buckets,
+        "relative_attention_max_distance": config.relative_attention_max_distance,
+        "layer_norm_epsilon": config.layer_norm_epsilon,
+        "feed_forward_proj": config.feed_forward_proj,
+        "dropout_rate": 0.0,
+    }
 
 
 def hf_state_dict(params, config: T5Config) -> dict[str, np.ndarray]:
@@ -48,10 +64,11 @@ def hf_state_dict(params, config: T5Config) -> dict[str, np.ndarray]:
 
 def hf_key_map(config: T5Config) -> dict[str, Target]:
     """Every transformers T5 encoder key, mapped to its parameter."""
-    keys = {"shared.weight": Target(("shared", "embedding")),
-            "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight":
-                Target(("relative_attention_bias",)),
-            "encoder.final_layer_norm.weight": Target(("final_norm", "scale"))}
+    keys = {
+        "shared.weight": Target(("shared", "embedding")),
+        "encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight": Target(("relative_attention_bias",)),
+        "encoder.final_layer_norm.weight": Target(("final_norm", "scale")),
+    }
     mlp = ("wi_0", "wi_1", "wo") if config.gated else ("wi", "wo")
     for i in range(config.num_layers):
         hf, ours = f"encoder.block.{i}.layer", (f"block_{i}",)

@@ -103,12 +103,15 @@ def read_hf_weights(directory: Path, prefix: str = "") -> dict[str, np.ndarray]:
             for shard in shards:
                 weights.update(reader(directory / shard, prefix))
             return weights
-    raise CheckpointError(f"no weights in {directory}: expected model.safetensors, pytorch_model.bin "
-                          "or a sharded index of either")
+    raise CheckpointError(
+        f"no weights in {directory}: expected model.safetensors, pytorch_model.bin or a sharded index of either"
+    )
 
 
-_WEIGHT_PATTERNS = (["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"],
-                    ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"])
+_WEIGHT_PATTERNS = (
+    ["model.safetensors", "model.safetensors.index.json", "model-*.safetensors"],
+    ["pytorch_model.bin", "pytorch_model.bin.index.json", "pytorch_model-*.bin"],
+)
 
 
 def fetch_hf_weights(source: str | os.PathLike, path: Path, prefix: str = "") -> dict[str, np.ndarray]:

@@ -19,7 +19,7 @@ import math
 import numbers
 import random
 import re
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 FIELDS = ("title", "artist", "key", "bpm", "genre", "moods", "keywords", "description", "instrument")
 _MERGED = ("key", "bpm", "genre", "moods", "keywords", "instrument")  # the fields merged into the text, FIELDS order
@@ -70,8 +70,15 @@ def _keyword_list(values: object) -> list[str] | None:
 
 
 _NORMALIZERS: dict[str, Callable[[object], object]] = {
-    "title": _string, "artist": _string, "key": _musical_key, "bpm": _bpm, "genre": _keyword,
-    "moods": _keyword_list, "keywords": _keyword_list, "description": _string, "instrument": _keyword,
+    "title": _string,
+    "artist": _string,
+    "key": _musical_key,
+    "bpm": _bpm,
+    "genre": _keyword,
+    "moods": _keyword_list,
+    "keywords": _keyword_list,
+    "description": _string,
+    "instrument": _keyword,
 }
 
 
@@ -88,8 +95,9 @@ def _text(value: object) -> str:
     return ", ".join(value) if isinstance(value, list) else str(value)
 
 
-def describe(info: Mapping, rng: random.Random, merge_text_p: float = 0.0, drop_desc_p: float = 0.0,
-             drop_other_p: float = 0.0) -> str | None:
+def describe(
+    info: Mapping, rng: random.Random, merge_text_p: float = 0.0, drop_desc_p: float = 0.0, drop_other_p: float = 0.0
+) -> str | None:
     """The training text (str or None) of normalized metadata `info`, as audiocraft's
     `augment_music_info_description`, with all randomness drawn from `rng`.
 

@@ -66,25 +66,37 @@ class PipelineConfig:
     def __post_init__(self):
         for name in ("batch_size", "frames", "prefetch", "threads", "chroma_frames"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) \
-                    or value < (0 if name in ("prefetch", "chroma_frames") else 1):
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, int)
+                or value < (0 if name in ("prefetch", "chroma_frames") else 1)
+            ):
                 raise ValueError(f"invalid PipelineConfig.{name}: {value!r}")
         if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
             raise ValueError(f"invalid PipelineConfig.seed: {self.seed!r} (a non-negative integer)")
         lengths = tuple(self.text_lengths)
-        if not lengths or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in lengths) \
-                or list(lengths) != sorted(set(lengths)):
-            raise ValueError(f"invalid PipelineConfig.text_lengths: {self.text_lengths!r} (increasing positive "
-                             f"integers)")
+        if (
+            not lengths
+            or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in lengths)
+            or list(lengths) != sorted(set(lengths))
+        ):
+            raise ValueError(
+                f"invalid PipelineConfig.text_lengths: {self.text_lengths!r} (increasing positive integers)"
+            )
         if not isinstance(self.text, TextAugmentation):
             raise ValueError(f"PipelineConfig.text must be a TextAugmentation, got {type(self.text).__name__}")
-        if isinstance(self.word_dropout, bool) or not isinstance(self.word_dropout, (int, float)) \
-                or not 0 <= self.word_dropout <= 1:
+        if (
+            isinstance(self.word_dropout, bool)
+            or not isinstance(self.word_dropout, (int, float))
+            or not 0 <= self.word_dropout <= 1
+        ):
             raise ValueError(f"invalid PipelineConfig.word_dropout: {self.word_dropout!r} (a probability)")
         if self.text_embeddings and (self.text.merge_text_p or self.word_dropout):
-            raise ValueError("precomputed text embeddings fix each example's text to its description: set "
-                             "text.merge_text_p = 0 and word_dropout = 0, or text_embeddings = False to build texts "
-                             "from metadata")
+            raise ValueError(
+                "precomputed text embeddings fix each example's text to its description: set "
+                "text.merge_text_p = 0 and word_dropout = 0, or text_embeddings = False to build texts "
+                "from metadata"
+            )
         object.__setattr__(self, "text_lengths", lengths)
 
 
@@ -116,8 +128,9 @@ def _host(process_index: int | None, process_count: int | None) -> tuple[int, in
     return process_index, process_count
 
 
-def load_host_examples(data_dir, split: str = "train", process_index: int | None = None,
-                       process_count: int | None = None) -> HostExamples:
+def load_host_examples(
+    data_dir, split: str = "train", process_index: int | None = None, process_count: int | None = None
+) -> HostExamples:
     """Read this host's part of `split` (`shards.part_bounds`) into memory."""
     part = _host(process_index, process_count)
     info = shards.dataset_info(data_dir)
@@ -127,9 +140,16 @@ def load_host_examples(data_dir, split: str = "train", process_index: int | None
         raise ValueError(f"{data_dir}: split {split!r} has {total} examples, none for host {part[0]} of {part[1]}")
     embeddings = [ex["text_embedding"] for ex in examples] if "text_embedding" in examples[0] else None
     chroma = [ex["chroma"] for ex in examples] if info.get("chroma") else None
-    return HostExamples([ex["codes"] for ex in examples], [ex["metadata"] for ex in examples],
-                        shards.part_bounds(total, part)[0], info["num_codebooks"], part, embeddings, chroma,
-                        None if chroma is None else _chroma_step(info))
+    return HostExamples(
+        [ex["codes"] for ex in examples],
+        [ex["metadata"] for ex in examples],
+        shards.part_bounds(total, part)[0],
+        info["num_codebooks"],
+        part,
+        embeddings,
+        chroma,
+        None if chroma is None else _chroma_step(info),
+    )
 
 
 def _chroma_step(info: dict) -> tuple[int, int]:
@@ -137,8 +157,10 @@ def _chroma_step(info: dict) -> tuple[int, int]:
     and both run at one sample rate."""
     codec, chroma = info["codec"], info["chroma"]
     if codec["sample_rate"] % codec["frame_rate"] or codec["sample_rate"] != chroma["sample_rate"]:
-        raise ValueError(f"chroma at {chroma['sample_rate']} Hz cannot be cropped with codes at "
-                         f"{codec['frame_rate']} frames per second of {codec['sample_rate']} Hz")
+        raise ValueError(
+            f"chroma at {chroma['sample_rate']} Hz cannot be cropped with codes at "
+            f"{codec['frame_rate']} frames per second of {codec['sample_rate']} Hz"
+        )
     return codec["sample_rate"] // codec["frame_rate"], chroma["hop_length"]
 
 
@@ -151,8 +173,11 @@ def drop_words(text: str | None, p: float, rng: random.Random) -> str | None:
 
 def _fields(config: PipelineConfig, evaluation: bool) -> tuple[str, ...]:
     text = "text_embeddings" if config.text_embeddings else "text_ids"
-    return (("codes", "mask", text, "text_mask", "example") + (("chroma",) if config.chroma_frames else ())
-            + (("valid",) if evaluation else ()))
+    return (
+        ("codes", "mask", text, "text_mask", "example")
+        + (("chroma",) if config.chroma_frames else ())
+        + (("valid",) if evaluation else ())
+    )
 
 
 _PERMUTATION, _ITEM = 0, 1  # stream tags of the random draws
@@ -163,11 +188,14 @@ class _Assembler:
 
     def __init__(self, examples: HostExamples, config: PipelineConfig, tokenizer):
         if config.text_embeddings and examples.text_embeddings is None:
-            raise ValueError("text_embeddings=True needs a dataset prepared with --text-encoder; this one stores "
-                             "no text embeddings")
+            raise ValueError(
+                "text_embeddings=True needs a dataset prepared with --text-encoder; this one stores no text embeddings"
+            )
         if config.chroma_frames and examples.chroma is None:
-            raise ValueError(f"chroma_frames = {config.chroma_frames} needs a dataset prepared with "
-                             f"`prepare --chroma`; this one stores no chroma")
+            raise ValueError(
+                f"chroma_frames = {config.chroma_frames} needs a dataset prepared with "
+                f"`prepare --chroma`; this one stores no chroma"
+            )
         self.examples, self.config, self.tokenizer = examples, config, tokenizer
         self._permutations: dict[int, np.ndarray] = {}
         self._lock = threading.Lock()
@@ -213,8 +241,8 @@ class _Assembler:
         for row, item in enumerate(items):
             if item is not None:
                 first = item[1] * codec_hop // chroma_hop
-                piece = self.examples.chroma[item[0]][first:first + self.config.chroma_frames]
-                chroma[row, :len(piece)] = piece
+                piece = self.examples.chroma[item[0]][first : first + self.config.chroma_frames]
+                chroma[row, : len(piece)] = piece
         return chroma
 
     def _assemble(self, items: list[tuple[int, int, str | None] | None]) -> dict[str, np.ndarray]:
@@ -227,9 +255,9 @@ class _Assembler:
             if item is None:
                 continue
             index, start, _ = item
-            crop = self.examples.codes[index][:, start:start + f]
-            codes[row, :, :crop.shape[-1]] = crop
-            mask[row, :, :crop.shape[-1]] = True
+            crop = self.examples.codes[index][:, start : start + f]
+            codes[row, :, : crop.shape[-1]] = crop
+            mask[row, :, : crop.shape[-1]] = True
             example[row] = self.examples.first + index
         if self.config.text_embeddings:
             text, text_mask = self._embeddings([item[0] if item else None for item in items])
@@ -251,16 +279,16 @@ class _Assembler:
             spare = self.examples.codes[index].shape[-1] - f
             start = int(rng.integers(0, spare + 1)) if spare > 0 else 0
             text_rng = random.Random(int(rng.integers(2**63)))
-            text = drop_words(self.config.text.describe(self.examples.metadata[index], text_rng),
-                              self.config.word_dropout, text_rng)
+            text = drop_words(
+                self.config.text.describe(self.examples.metadata[index], text_rng), self.config.word_dropout, text_rng
+            )
             items.append((index, start, text))
         return self._assemble(items)
 
     def eval_batch(self, step: int) -> dict[str, np.ndarray]:
         """Batch `step` of one ordered pass: the first `frames` frames, the plain description."""
         indices = range(step * self.config.batch_size, (step + 1) * self.config.batch_size)
-        items = [(i, 0, self.examples.metadata[i]["description"]) if i < len(self.examples) else None
-                 for i in indices]
+        items = [(i, 0, self.examples.metadata[i]["description"]) if i < len(self.examples) else None for i in indices]
         batch = self._assemble(items)
         batch["valid"] = np.array([item is not None for item in items])
         return batch
@@ -270,8 +298,16 @@ def _tf_batches(build, fields: tuple[str, ...], start: int, stop: int, config: P
     """tf.data over steps [start, stop): `build(step)` on `config.threads` threads, in order, prefetched."""
     tf = shards.host_tensorflow()
 
-    dtypes = {"codes": tf.int32, "mask": tf.bool, "text_ids": tf.int32, "text_embeddings": tf.float32,
-              "text_mask": tf.int32, "example": tf.int32, "chroma": tf.int32, "valid": tf.bool}
+    dtypes = {
+        "codes": tf.int32,
+        "mask": tf.bool,
+        "text_ids": tf.int32,
+        "text_embeddings": tf.float32,
+        "text_mask": tf.int32,
+        "example": tf.int32,
+        "chroma": tf.int32,
+        "valid": tf.bool,
+    }
 
     def arrays(step):
         batch = build(int(step))
@@ -279,7 +315,9 @@ def _tf_batches(build, fields: tuple[str, ...], start: int, stop: int, config: P
 
     dataset = tf.data.Dataset.range(start, stop).map(
         lambda step: tf.numpy_function(arrays, [step], [dtypes[name] for name in fields], stateful=False),
-        num_parallel_calls=config.threads, deterministic=True)
+        num_parallel_calls=config.threads,
+        deterministic=True,
+    )
     return (dict(zip(fields, batch)) for batch in dataset.prefetch(config.prefetch).as_numpy_iterator())
 
 
@@ -291,8 +329,9 @@ class TrainBatches:
 
     _STOP = 2**62
 
-    def __init__(self, examples: HostExamples, config: PipelineConfig, tokenizer, state: dict | None = None, *,
-                 start: int = 0):
+    def __init__(
+        self, examples: HostExamples, config: PipelineConfig, tokenizer, state: dict | None = None, *, start: int = 0
+    ):
         self._assembler = _Assembler(examples, config, tokenizer)
         if isinstance(start, bool) or not isinstance(start, int) or start < 0:
             raise ValueError(f"invalid start step {start!r} (a non-negative integer)")
@@ -305,17 +344,28 @@ class TrainBatches:
         """The step of `state`; ValueError unless it is a position of this pipeline."""
         expected = self._identity()
         mismatched = [key for key in expected if state.get(key) != expected[key]]
-        if mismatched or isinstance(state.get("step"), bool) or not isinstance(state.get("step"), int) \
-                or state["step"] < 0:
+        if (
+            mismatched
+            or isinstance(state.get("step"), bool)
+            or not isinstance(state.get("step"), int)
+            or state["step"] < 0
+        ):
             what = ", ".join(f"{key} {state.get(key)!r} (here {expected[key]!r})" for key in mismatched)
-            raise ValueError(f"cannot resume the data pipeline from {state!r}: "
-                             f"{what or 'the step must be a non-negative integer'}")
+            raise ValueError(
+                f"cannot resume the data pipeline from {state!r}: {what or 'the step must be a non-negative integer'}"
+            )
         return state["step"]
 
     def _identity(self) -> dict:
         a = self._assembler
-        return {"seed": a.config.seed, "batch_size": a.config.batch_size, "frames": a.config.frames,
-                "host": list(a.examples.part), "examples": len(a.examples), "first": a.examples.first}
+        return {
+            "seed": a.config.seed,
+            "batch_size": a.config.batch_size,
+            "frames": a.config.frames,
+            "host": list(a.examples.part),
+            "examples": len(a.examples),
+            "first": a.examples.first,
+        }
 
     def state(self) -> dict:
         """The position: the next batch is batch `step` of this host's stream."""
@@ -331,8 +381,9 @@ class TrainBatches:
     def __next__(self) -> dict[str, np.ndarray]:
         if self._iterator is None:
             config = self._assembler.config
-            self._iterator = _tf_batches(self._assembler.train_batch, _fields(config, False), self.step, self._STOP,
-                                         config)
+            self._iterator = _tf_batches(
+                self._assembler.train_batch, _fields(config, False), self.step, self._STOP, config
+            )
         batch = next(self._iterator)
         self.step += 1
         return batch
@@ -349,7 +400,14 @@ def eval_batches(examples: HostExamples, config: PipelineConfig, tokenizer, num_
     return _tf_batches(assembler.eval_batch, _fields(config, True), 0, num_batches or needed, config)
 
 
-def train_batches(data_dir, config: PipelineConfig, tokenizer, state: dict | None = None, split: str = "train",
-                  process_index: int | None = None, process_count: int | None = None) -> TrainBatches:
+def train_batches(
+    data_dir,
+    config: PipelineConfig,
+    tokenizer,
+    state: dict | None = None,
+    split: str = "train",
+    process_index: int | None = None,
+    process_count: int | None = None,
+) -> TrainBatches:
     """`TrainBatches` over this host's part of `split` of the prepared dataset in `data_dir`."""
     return TrainBatches(load_host_examples(data_dir, split, process_index, process_count), config, tokenizer, state)

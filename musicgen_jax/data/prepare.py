@@ -66,9 +66,13 @@ class Settings:
     melody_stems: bool = False  # of Demucs' melody stems instead of the mix (needs chroma)
 
     def __post_init__(self):
-        checks = [("segment_seconds", self.segment_seconds >= 0), ("valid_fraction", 0 <= self.valid_fraction <= 1),
-                  ("files_per_shard", self.files_per_shard >= 1), ("min_seconds", self.min_seconds >= 0),
-                  ("length_step", self.length_step > 0)]
+        checks = [
+            ("segment_seconds", self.segment_seconds >= 0),
+            ("valid_fraction", 0 <= self.valid_fraction <= 1),
+            ("files_per_shard", self.files_per_shard >= 1),
+            ("min_seconds", self.min_seconds >= 0),
+            ("length_step", self.length_step > 0),
+        ]
         for name, ok in checks:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not np.isfinite(value) or not ok:
@@ -100,8 +104,10 @@ def _frames(seconds: float, frame_rate: int, what: str) -> int:
 
 def segment_lengths(settings: Settings, hop: int, frame_rate: int) -> tuple[int, int]:
     """`(segment, step)` in samples (segment 0: whole files); ValueError unless both are whole frames."""
-    return (_frames(settings.segment_seconds, frame_rate, "segment_seconds") * hop,
-            _frames(settings.length_step, frame_rate, "length_step") * hop)
+    return (
+        _frames(settings.segment_seconds, frame_rate, "segment_seconds") * hop,
+        _frames(settings.length_step, frame_rate, "length_step") * hop,
+    )
 
 
 def segment_bounds(num_samples: int, hop: int, frame_rate: int, settings: Settings) -> list[tuple[int, int]]:
@@ -121,8 +127,10 @@ def chroma_config(codec) -> ChromaConfig:
     at their sample rate."""
     config = ChromaConfig()
     if codec.sample_rate != config.sample_rate:
-        raise ValueError(f"--chroma needs a codec at {config.sample_rate} Hz, the melody models' chroma rate; "
-                         f"this codec runs at {codec.sample_rate} Hz")
+        raise ValueError(
+            f"--chroma needs a codec at {config.sample_rate} Hz, the melody models' chroma rate; "
+            f"this codec runs at {codec.sample_rate} Hz"
+        )
     return config
 
 
@@ -131,8 +139,13 @@ def chroma_info(settings: Settings) -> dict | None:
     if not settings.chroma:
         return None
     config = ChromaConfig()
-    return {"bins": config.bins, "n_fft": config.n_fft, "hop_length": config.hop_length,
-            "sample_rate": config.sample_rate, "stems": settings.melody_stems}
+    return {
+        "bins": config.bins,
+        "n_fft": config.n_fft,
+        "hop_length": config.hop_length,
+        "sample_rate": config.sample_rate,
+        "stems": settings.melody_stems,
+    }
 
 
 def chroma_bins(melody: np.ndarray, config: ChromaConfig) -> np.ndarray:
@@ -147,7 +160,7 @@ def melody_source(wav: np.ndarray, sample_rate: int, separate: bool) -> np.ndarr
     channels), or with `separate` the sum of Demucs' melody stems, cut or zero-padded to T samples."""
     if not separate:
         return wav.mean(axis=0, dtype=np.float32)
-    mix = stems.melody_stems(wav, sample_rate, sample_rate)[:wav.shape[-1]]
+    mix = stems.melody_stems(wav, sample_rate, sample_rate)[: wav.shape[-1]]
     return np.pad(mix, (0, wav.shape[-1] - len(mix)))
 
 
@@ -191,9 +204,16 @@ class _BatchEncoder:
 
 def codec_info(codec, source: str) -> dict:
     """What `dataset.json` records about the codec the codes come from."""
-    return {"source": source, "config": codec.config.to_dict(), "stereo": codec.stereo,
-            "sample_rate": codec.sample_rate, "channels": codec.channels, "frame_rate": codec.frame_rate,
-            "num_codebooks": codec.num_codebooks, "card": codec.config.codebook_size}
+    return {
+        "source": source,
+        "config": codec.config.to_dict(),
+        "stereo": codec.stereo,
+        "sample_rate": codec.sample_rate,
+        "channels": codec.channels,
+        "frame_rate": codec.frame_rate,
+        "num_codebooks": codec.num_codebooks,
+        "card": codec.config.codebook_size,
+    }
 
 
 def _unit_record_path(out: Path, unit: int) -> Path:
@@ -208,8 +228,9 @@ def _text_embedding(text_encoder, description: str | None) -> np.ndarray:
     return np.asarray(hidden[0, : int(mask[0].sum())], np.float32)
 
 
-def _prepare_unit(unit: int, inputs: list[AudioInput], plan: dict, codec, text_encoder, batch_size: int,
-                  out: Path, report) -> dict:
+def _prepare_unit(
+    unit: int, inputs: list[AudioInput], plan: dict, codec, text_encoder, batch_size: int, out: Path, report
+) -> dict:
     """Encode the files of one unit, write its shards, then its record (returned)."""
     settings = Settings(**plan["settings"])
     hop = codec.config.hop_length
@@ -228,8 +249,10 @@ def _prepare_unit(unit: int, inputs: list[AudioInput], plan: dict, codec, text_e
             audio_seconds += wav.shape[-1] / codec.sample_rate
             bounds = segment_bounds(wav.shape[-1], hop, codec.frame_rate, settings)
             if not bounds:
-                reason = (f"too short: {wav.shape[-1] / codec.sample_rate:.2f} s, a segment needs at least "
-                          f"{max(settings.min_seconds, settings.length_step)} s")
+                reason = (
+                    f"too short: {wav.shape[-1] / codec.sample_rate:.2f} s, a segment needs at least "
+                    f"{max(settings.min_seconds, settings.length_step)} s"
+                )
         if reason is not None:
             skipped.append({"path": item.path, "reason": reason})
             report(item, 0.0, reason)
@@ -251,13 +274,22 @@ def _prepare_unit(unit: int, inputs: list[AudioInput], plan: dict, codec, text_e
             stats[split]["examples"] += 1
             stats[split]["frames"] += entry["codes"].shape[-1]
         path = shards.shard_path(out, split, unit, plan["units"])
-        shard_bytes[split] = shards.write_shard(path, codec.num_codebooks, entries[split], _text_dim(text_encoder),
-                                                settings.chroma)
-    record = {"unit": unit, "plan": plan["fingerprint"], "codec": codec_info(codec, settings.codec),
-              "text_encoder": None if text_encoder is None else {"source": settings.text_encoder,
-                                                                 "d_model": _text_dim(text_encoder)},
-              "chroma": chroma_info(settings), "splits": stats, "bytes": shard_bytes, "skipped": skipped,
-              "audio_seconds": audio_seconds}
+        shard_bytes[split] = shards.write_shard(
+            path, codec.num_codebooks, entries[split], _text_dim(text_encoder), settings.chroma
+        )
+    record = {
+        "unit": unit,
+        "plan": plan["fingerprint"],
+        "codec": codec_info(codec, settings.codec),
+        "text_encoder": None
+        if text_encoder is None
+        else {"source": settings.text_encoder, "d_model": _text_dim(text_encoder)},
+        "chroma": chroma_info(settings),
+        "splits": stats,
+        "bytes": shard_bytes,
+        "skipped": skipped,
+        "audio_seconds": audio_seconds,
+    }
     save_json(_unit_record_path(out, unit), record)
     return record
 
@@ -273,16 +305,21 @@ def _fingerprint(settings: Settings, inputs: list[AudioInput]) -> str:
 
 def make_plan(settings: Settings, inputs: list[AudioInput], out: Path) -> dict:
     """The plan of `out` (units and settings), written by the first run; a later run must match it."""
-    plan = {"settings": dataclasses.asdict(settings), "fingerprint": _fingerprint(settings, inputs),
-            "files": len(inputs), "units": -(-len(inputs) // settings.files_per_shard)}
+    plan = {
+        "settings": dataclasses.asdict(settings),
+        "fingerprint": _fingerprint(settings, inputs),
+        "files": len(inputs),
+        "units": -(-len(inputs) // settings.files_per_shard),
+    }
     path = out / PLAN_FILE
     if path.is_file():
         previous = json.loads(path.read_text())
         if previous != plan:
             changed = [k for k in plan["settings"] if plan["settings"][k] != previous.get("settings", {}).get(k)]
             what = f"different settings ({', '.join(changed)})" if changed else "a different set of audio files"
-            raise ValueError(f"{out} was prepared with {what}: repeat the first command's arguments, "
-                             f"or use a new --out")
+            raise ValueError(
+                f"{out} was prepared with {what}: repeat the first command's arguments, or use a new --out"
+            )
     else:
         save_json(path, plan)
     return plan
@@ -307,8 +344,10 @@ def merge(out: str | Path) -> dict:
     missing = [unit for unit, record in enumerate(records) if record is None]
     if missing:
         shown = ", ".join(map(str, missing[:20])) + (" ..." if len(missing) > 20 else "")
-        raise ValueError(f"{out}: {len(missing)} of {plan['units']} units are not prepared yet ({shown}); "
-                         f"run the missing --part(s) again, then --merge")
+        raise ValueError(
+            f"{out}: {len(missing)} of {plan['units']} units are not prepared yet ({shown}); "
+            f"run the missing --part(s) again, then --merge"
+        )
     skipped = [s for r in records for s in r["skipped"]]
     if not any(r["splits"][split]["examples"] for r in records for split in shards.SPLITS):
         reasons = "; ".join(f"{s['path']}: {s['reason']}" for s in skipped[:5])
@@ -317,19 +356,35 @@ def merge(out: str | Path) -> dict:
     splits = {}
     for split in shards.SPLITS:
         totals = {key: sum(r["splits"][split][key] for r in records) for key in ("files", "examples", "frames")}
-        splits[split] = {"files": totals["files"], "examples": totals["examples"],
-                         "hours": totals["frames"] / codec["frame_rate"] / 3600}
-    shards.write_tfds_metadata(out, codec["num_codebooks"],
-                               {split: [r["splits"][split]["examples"] for r in records] for split in shards.SPLITS},
-                               {split: sum(r["bytes"][split] for r in records) for split in shards.SPLITS},
-                               description=f"EnCodec tokens of {plan['settings']['audio']} (musicgen_jax)",
-                               text_dim=records[0]["text_encoder"] and records[0]["text_encoder"]["d_model"],
-                               chroma=records[0]["chroma"] is not None)
-    info = {"format": shards.FORMAT, "version": 1, "codec": codec, "text_encoder": records[0]["text_encoder"],
-            "chroma": records[0]["chroma"], "settings": plan["settings"],
-            "frame_rate": codec["frame_rate"], "num_codebooks": codec["num_codebooks"], "card": codec["card"],
-            "files": plan["files"], "splits": splits, "audio_hours": sum(r["audio_seconds"] for r in records) / 3600,
-            "skipped": skipped}
+        splits[split] = {
+            "files": totals["files"],
+            "examples": totals["examples"],
+            "hours": totals["frames"] / codec["frame_rate"] / 3600,
+        }
+    shards.write_tfds_metadata(
+        out,
+        codec["num_codebooks"],
+        {split: [r["splits"][split]["examples"] for r in records] for split in shards.SPLITS},
+        {split: sum(r["bytes"][split] for r in records) for split in shards.SPLITS},
+        description=f"EnCodec tokens of {plan['settings']['audio']} (musicgen_jax)",
+        text_dim=records[0]["text_encoder"] and records[0]["text_encoder"]["d_model"],
+        chroma=records[0]["chroma"] is not None,
+    )
+    info = {
+        "format": shards.FORMAT,
+        "version": 1,
+        "codec": codec,
+        "text_encoder": records[0]["text_encoder"],
+        "chroma": records[0]["chroma"],
+        "settings": plan["settings"],
+        "frame_rate": codec["frame_rate"],
+        "num_codebooks": codec["num_codebooks"],
+        "card": codec["card"],
+        "files": plan["files"],
+        "splits": splits,
+        "audio_hours": sum(r["audio_seconds"] for r in records) / 3600,
+        "skipped": skipped,
+    }
     save_json(out / shards.INFO_FILE, info)
     for stale in [*out.glob(".*.tmp"), *(out / UNITS_DIR).glob(".*.tmp")]:  # left by killed runs
         stale.unlink()
@@ -358,8 +413,9 @@ class _Progress:
         return time.perf_counter() - self.start
 
 
-def prepare(settings: Settings, out: str | Path, batch_size: int = 8, part: tuple[int, int] = (0, 1),
-            progress: bool = True) -> dict | None:
+def prepare(
+    settings: Settings, out: str | Path, batch_size: int = 8, part: tuple[int, int] = (0, 1), progress: bool = True
+) -> dict | None:
     """Prepare (or resume) part `part = (I, N)` of the dataset of `settings` in `out`; returns the contents
     of `dataset.json` when this completed the dataset, else None (other parts are still missing)."""
     from musicgen_jax.convert.codec_loader import load_codec
@@ -383,15 +439,17 @@ def prepare(settings: Settings, out: str | Path, batch_size: int = 8, part: tupl
             stems._demucs()  # a missing Demucs is one error here, not one per file
         text_encoder = settings.text_encoder and T5TextEncoder.from_pretrained(settings.text_encoder)
         size = settings.files_per_shard
-        work = {unit: inputs[unit * size:(unit + 1) * size] for unit in units}
+        work = {unit: inputs[unit * size : (unit + 1) * size] for unit in units}
         files = sum(map(len, work.values()))
         bar = _Progress(files, progress)
         for unit, unit_inputs in work.items():
             _prepare_unit(unit, unit_inputs, plan, codec, text_encoder, batch_size, out, bar)
         wall = bar.close()
-        print(f"part {index}/{count}: {files} files, "
-              f"{bar.seconds / 3600:.3f} h of audio in {wall:.1f} s ({bar.seconds / max(wall, 1e-9):.1f}x real time)",
-              file=sys.stderr)
+        print(
+            f"part {index}/{count}: {files} files, "
+            f"{bar.seconds / 3600:.3f} h of audio in {wall:.1f} s ({bar.seconds / max(wall, 1e-9):.1f}x real time)",
+            file=sys.stderr,
+        )
     if all(_load_record(out, u, plan) is not None for u in range(plan["units"])):
         return merge(out)
     return None
@@ -399,8 +457,9 @@ def prepare(settings: Settings, out: str | Path, batch_size: int = 8, part: tupl
 
 def summary(info: dict, out) -> str:
     """One line about a completed dataset."""
-    splits = ", ".join(f"{s} {v['examples']} examples / {v['files']} files / {v['hours']:.3f} h"
-                       for s, v in info["splits"].items())
+    splits = ", ".join(
+        f"{s} {v['examples']} examples / {v['files']} files / {v['hours']:.3f} h" for s, v in info["splits"].items()
+    )
     return f"{out}: {splits}; {len(info['skipped'])} of {info['files']} files skipped (see {shards.INFO_FILE})"
 
 
@@ -415,37 +474,78 @@ def _part(text: str) -> tuple[int, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m musicgen_jax.data.prepare", description=__doc__.split("\n\n")[0],
-                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--audio", help="folder of wav/flac/mp3/ogg files (recursive; sidecar .json metadata) "
-                                   "or an audiocraft-style .jsonl / .jsonl.gz manifest")
-    p.add_argument("--codec", help="codec source: anything load_codec takes (an EnCodec or MusicGen checkpoint, "
-                                   "hub id or path; stereo MusicGen checkpoints code stereo)")
+    p = argparse.ArgumentParser(
+        prog="python -m musicgen_jax.data.prepare",
+        description=__doc__.split("\n\n")[0],
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument(
+        "--audio",
+        help="folder of wav/flac/mp3/ogg files (recursive; sidecar .json metadata) "
+        "or an audiocraft-style .jsonl / .jsonl.gz manifest",
+    )
+    p.add_argument(
+        "--codec",
+        help="codec source: anything load_codec takes (an EnCodec or MusicGen checkpoint, "
+        "hub id or path; stereo MusicGen checkpoints code stereo)",
+    )
     p.add_argument("--out", type=Path, help="output dataset folder (re-running the same command resumes)")
-    p.add_argument("--merge", type=Path, metavar="DATA_DIR",
-                   help="only write the metadata of DATA_DIR, whose parts are all done")
+    p.add_argument(
+        "--merge", type=Path, metavar="DATA_DIR", help="only write the metadata of DATA_DIR, whose parts are all done"
+    )
     defaults = Settings("", "")
-    p.add_argument("--segment-seconds", type=float, default=defaults.segment_seconds,
-                   help="cut files into segments of this length (0: whole files)")
-    p.add_argument("--valid-fraction", type=float, default=defaults.valid_fraction,
-                   help="fraction of files in the valid split")
+    p.add_argument(
+        "--segment-seconds",
+        type=float,
+        default=defaults.segment_seconds,
+        help="cut files into segments of this length (0: whole files)",
+    )
+    p.add_argument(
+        "--valid-fraction", type=float, default=defaults.valid_fraction, help="fraction of files in the valid split"
+    )
     p.add_argument("--seed", type=int, default=defaults.seed, help="seed of the train / valid split")
-    p.add_argument("--files-per-shard", type=int, default=defaults.files_per_shard,
-                   help="files per work unit (one shard per split)")
-    p.add_argument("--min-seconds", type=float, default=defaults.min_seconds,
-                   help="drop last segments (and skip files) shorter than this")
-    p.add_argument("--length-step", type=float, default=defaults.length_step,
-                   help="last segments are cut down to a multiple of this (one compiled encoder per length)")
-    p.add_argument("--text-encoder", metavar="SRC",
-                   help="also store the frozen T5's hidden states of each description (a T5 or MusicGen checkpoint)")
-    p.add_argument("--chroma", action="store_true",
-                   help="also store each segment's chroma (argmax bins) for melody models (needs a 32 kHz codec)")
-    p.add_argument("--melody-stems", action="store_true",
-                   help="with --chroma: the chroma of Demucs' vocals + other stems, as audiocraft's melody models "
-                        "(needs the melody extra)")
+    p.add_argument(
+        "--files-per-shard",
+        type=int,
+        default=defaults.files_per_shard,
+        help="files per work unit (one shard per split)",
+    )
+    p.add_argument(
+        "--min-seconds",
+        type=float,
+        default=defaults.min_seconds,
+        help="drop last segments (and skip files) shorter than this",
+    )
+    p.add_argument(
+        "--length-step",
+        type=float,
+        default=defaults.length_step,
+        help="last segments are cut down to a multiple of this (one compiled encoder per length)",
+    )
+    p.add_argument(
+        "--text-encoder",
+        metavar="SRC",
+        help="also store the frozen T5's hidden states of each description (a T5 or MusicGen checkpoint)",
+    )
+    p.add_argument(
+        "--chroma",
+        action="store_true",
+        help="also store each segment's chroma (argmax bins) for melody models (needs a 32 kHz codec)",
+    )
+    p.add_argument(
+        "--melody-stems",
+        action="store_true",
+        help="with --chroma: the chroma of Demucs' vocals + other stems, as audiocraft's melody models "
+        "(needs the melody extra)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="segments per encoder call")
-    p.add_argument("--part", type=_part, default=(0, 1), metavar="I/N",
-                   help="prepare the I-th (0-based) of N disjoint parts; the last to finish writes the metadata")
+    p.add_argument(
+        "--part",
+        type=_part,
+        default=(0, 1),
+        metavar="I/N",
+        help="prepare the I-th (0-based) of N disjoint parts; the last to finish writes the metadata",
+    )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     return p
 
@@ -462,16 +562,28 @@ def main(argv=None) -> int:
         if args.merge is not None:
             info, out = merge(args.merge), args.merge
         else:
-            settings = Settings(str(Path(args.audio).expanduser().absolute()), args.codec, args.segment_seconds,
-                                args.valid_fraction, args.seed, args.files_per_shard, args.min_seconds,
-                                args.length_step, args.text_encoder, args.chroma, args.melody_stems)
+            settings = Settings(
+                str(Path(args.audio).expanduser().absolute()),
+                args.codec,
+                args.segment_seconds,
+                args.valid_fraction,
+                args.seed,
+                args.files_per_shard,
+                args.min_seconds,
+                args.length_step,
+                args.text_encoder,
+                args.chroma,
+                args.melody_stems,
+            )
             info, out = prepare(settings, args.out, args.batch_size, args.part, not args.no_progress), args.out
     except (ValueError, CheckpointError, AudioError, stems.MissingExtraError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if info is None:
-        print(f"part {args.part[0]}/{args.part[1]} done; the dataset is complete when every part is "
-              f"(then the last part, or --merge {out}, writes its metadata)")
+        print(
+            f"part {args.part[0]}/{args.part[1]} done; the dataset is complete when every part is "
+            f"(then the last part, or --merge {out}, writes its metadata)"
+        )
     else:
         print(summary(info, out))
     return 0

@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 
@@ -56,8 +56,11 @@ def features(num_codebooks: int, text_dim: int | None = None, chroma: bool = Fal
     width `text_dim`, when given; and chroma bins with `chroma`)."""
     import tensorflow_datasets as tfds
 
-    spec = {"codes": tfds.features.Tensor(shape=(num_codebooks, None), dtype=np.int16),
-            "path": tfds.features.Text(), "segment": tfds.features.Scalar(dtype=np.int32)}
+    spec = {
+        "codes": tfds.features.Tensor(shape=(num_codebooks, None), dtype=np.int16),
+        "path": tfds.features.Text(),
+        "segment": tfds.features.Scalar(dtype=np.int32),
+    }
     for name in FIELDS:
         if name in LIST_FIELDS:
             spec[name] = tfds.features.Sequence(tfds.features.Text())
@@ -95,8 +98,9 @@ def _stored(example: dict) -> dict:
     return out
 
 
-def write_shard(path: Path, num_codebooks: int, examples: list[dict], text_dim: int | None = None,
-                chroma: bool = False) -> int:
+def write_shard(
+    path: Path, num_codebooks: int, examples: list[dict], text_dim: int | None = None, chroma: bool = False
+) -> int:
     """Write `examples` (dicts with `codes [K, T]`, `path`, `segment`, `metadata`, `text_embedding [N, D]`
     when `text_dim` is given, `chroma [Fc]` with `chroma`) as one TFRecord file, atomically (`atomic_file`:
     a shard that was being written when the process died never exists), with the same bytes for the same
@@ -112,17 +116,30 @@ def write_shard(path: Path, num_codebooks: int, examples: list[dict], text_dim: 
         return tmp.stat().st_size
 
 
-def write_tfds_metadata(data_dir: Path, num_codebooks: int, shard_lengths: dict[str, list[int]],
-                        shard_bytes: dict[str, int], description: str, text_dim: int | None = None,
-                        chroma: bool = False) -> None:
+def write_tfds_metadata(
+    data_dir: Path,
+    num_codebooks: int,
+    shard_lengths: dict[str, list[int]],
+    shard_bytes: dict[str, int],
+    description: str,
+    text_dim: int | None = None,
+    chroma: bool = False,
+) -> None:
     """TFDS's `dataset_info.json` and `features.json` for the shards already in `data_dir`."""
     import tensorflow_datasets as tfds
 
-    split_infos = [tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths[split], num_bytes=shard_bytes[split])
-                   for split in SPLITS]
-    tfds.folder_dataset.write_metadata(data_dir=str(data_dir), features=features(num_codebooks, text_dim, chroma),
-                                       split_infos=split_infos, filename_template=FILENAME_TEMPLATE,
-                                       description=description, check_data=False)
+    split_infos = [
+        tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths[split], num_bytes=shard_bytes[split])
+        for split in SPLITS
+    ]
+    tfds.folder_dataset.write_metadata(
+        data_dir=str(data_dir),
+        features=features(num_codebooks, text_dim, chroma),
+        split_infos=split_infos,
+        filename_template=FILENAME_TEMPLATE,
+        description=description,
+        check_data=False,
+    )
 
 
 def _loaded(record: dict) -> dict:
@@ -136,8 +153,12 @@ def _loaded(record: dict) -> dict:
             metadata[name] = None if math.isnan(value) else float(value)
         else:
             metadata[name] = value.decode() or None
-    example = {"codes": record["codes"], "path": record["path"].decode(), "segment": int(record["segment"]),
-               "metadata": metadata}
+    example = {
+        "codes": record["codes"],
+        "path": record["path"].decode(),
+        "segment": int(record["segment"]),
+        "metadata": metadata,
+    }
     if "text_embedding" in record:
         example["text_embedding"] = record["text_embedding"]
     if "chroma" in record:
@@ -149,8 +170,10 @@ def _info_path(data_dir: str | os.PathLike) -> Path:
     """Where the `dataset.json` of a complete prepared dataset is; ValueError when there is none."""
     path = Path(data_dir) / INFO_FILE
     if not path.is_file():
-        raise ValueError(f"{data_dir}: not a prepared dataset (no {INFO_FILE}); prepare it with "
-                         f"`python -m musicgen_jax.data.prepare`, or finish it with `--merge`")
+        raise ValueError(
+            f"{data_dir}: not a prepared dataset (no {INFO_FILE}); prepare it with "
+            f"`python -m musicgen_jax.data.prepare`, or finish it with `--merge`"
+        )
     return path
 
 

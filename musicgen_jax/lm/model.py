@@ -32,8 +32,8 @@ from musicgen_jax.lm.transformer import (
     NEG_INF,
     TOKENS_AXES,
     DecoderLayer,
-    cache_blocks,
     Linear,
+    cache_blocks,
     initializer,
     layer_norm,
     products,
@@ -66,8 +66,10 @@ class LMModel(nn.Module):
         c = self.config
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"unknown remat policy {self.remat!r}; one of {', '.join(REMAT_POLICIES)}")
-        self.embeddings = [nn.Embed(c.card + 1, c.dim, embedding_init=initializer(None, "embed"), dtype=self.dtype)
-                           for _ in range(c.num_codebooks)]  # card + 1: odd
+        self.embeddings = [
+            nn.Embed(c.card + 1, c.dim, embedding_init=initializer(None, "embed"), dtype=self.dtype)
+            for _ in range(c.num_codebooks)
+        ]  # card + 1: odd
         self.text_projection = Linear(c.dim, c.text_dim, ("embed", "text_embed"), use_bias=True)
         if c.melody:
             self.chroma_projection = Linear(c.dim, c.chroma_bins, ("embed", "chroma"), use_bias=True)
@@ -81,8 +83,9 @@ class LMModel(nn.Module):
     def _scan(self, body, carry, *xs, in_axes):
         return nn.scan(body, in_axes=in_axes, length=self.config.num_layers, **_SCAN)(self.layers, carry, *xs)
 
-    def condition(self, text: jax.Array, text_mask: jax.Array, chroma: jax.Array | None = None,
-                  text_length=None) -> dict:
+    def condition(
+        self, text: jax.Array, text_mask: jax.Array, chroma: jax.Array | None = None, text_length=None
+    ) -> dict:
         """The conditioning `context` of `decode`, from `text [B, N, text_dim]`, `text_mask [B, N]`.
 
         The projected text is zeroed where the mask is 0 (both references), so an all-zero mask (the null
@@ -144,12 +147,18 @@ class LMModel(nn.Module):
                 x, layer_cache = body(layer, x, kv, layer_cache)
                 new_cache.append(layer_cache)
             cache = None if cache is None else new_cache
-        x = self.out_norm(x[:, x.shape[1] - t:])
+        x = self.out_norm(x[:, x.shape[1] - t :])
         logits = jnp.stack(products(self.heads, x), axis=1).astype(jnp.float32)
         return nn.with_logical_constraint(logits, ("batch", None, "length", "vocab")), cache
 
-    def __call__(self, sequence: jax.Array, text: jax.Array, text_mask: jax.Array,
-                 chroma: jax.Array | None = None, text_length=None) -> jax.Array:
+    def __call__(
+        self,
+        sequence: jax.Array,
+        text: jax.Array,
+        text_mask: jax.Array,
+        chroma: jax.Array | None = None,
+        text_length=None,
+    ) -> jax.Array:
         """Teacher-forced logits `[B, K, S, card]` of a whole delay-pattern sequence `[B, K, S]`
         (melody models: `chroma [B, chroma_frames, chroma_bins]`; `text_length` as in `condition`)."""
         context = self.condition(text, text_mask, chroma, text_length)
@@ -162,8 +171,9 @@ def null_chroma(config: LMConfig, batch: int) -> jax.Array:
     return jax.nn.one_hot(jnp.zeros((batch, config.chroma_frames), jnp.int32), config.chroma_bins)
 
 
-def init_cache(config: LMConfig, batch: int, length: int, dtype=jnp.float32, scan_layers: bool = False,
-               block: int = CACHE_BLOCK):
+def init_cache(
+    config: LMConfig, batch: int, length: int, dtype=jnp.float32, scan_layers: bool = False, block: int = CACHE_BLOCK
+):
     """Zeroed self-attention KV cache for `length` positions in blocks (`cache_blocks(length, block)`):
     per layer {"k", "v": [[B, H, n_i, Dh], ...]}, or (scanned) one such tree with a leading layer axis
     on every block."""
@@ -252,8 +262,12 @@ def stereo_from_mono(params):
     inner = dict(params["params"])
     for name in ("embeddings", "heads"):
         pattern = re.compile(rf"{name}_(\d+)$")
-        old = [inner.pop(key) for key in sorted((k for k in list(inner) if pattern.match(k)),
-                                                key=lambda k: int(pattern.match(k).group(1)))]
+        old = [
+            inner.pop(key)
+            for key in sorted(
+                (k for k in list(inner) if pattern.match(k)), key=lambda k: int(pattern.match(k).group(1))
+            )
+        ]
         inner.update({f"{name}_{k}": old[k // 2] for k in range(2 * len(old))})
     return {**params, "params": inner}
 
@@ -266,6 +280,7 @@ def is_lora(path: tuple) -> bool:
 def merge_lora(params):
     """Parameters with adapters (`lora_rank` > 0, either layout) -> the plain model's: each adapted kernel
     becomes `kernel + B A`, the adapters dropped (what sampling and export load)."""
+
     def merge(tree):
         if not isinstance(tree, dict):
             return tree

@@ -62,8 +62,9 @@ class Linear(nn.Module):
         self.kernel = self.param("kernel", initializer(*self.axes), (self.features, self.in_features))
         if self.lora_rank:
             self.lora_a = self.param("lora_a", initializer(None, self.axes[1]), (self.lora_rank, self.in_features))
-            self.lora_b = self.param("lora_b", initializer(self.axes[0], None, init=nn.initializers.zeros),
-                                     (self.features, self.lora_rank))
+            self.lora_b = self.param(
+                "lora_b", initializer(self.axes[0], None, init=nn.initializers.zeros), (self.features, self.lora_rank)
+            )
         if self.use_bias:
             self.bias = self.param("bias", initializer(self.axes[0], init=nn.initializers.zeros), (self.features,))
 
@@ -111,9 +112,14 @@ def sinusoidal_embedding(positions: jax.Array, dim: int, max_period: float) -> j
 
 def layer_norm(config: LMConfig, dtype=jnp.float32, name: str | None = None) -> nn.LayerNorm:
     """LayerNorm over `embed` with float32 parameters and statistics, its output in `dtype`."""
-    return nn.LayerNorm(epsilon=config.norm_eps, use_fast_variance=False, name=name, dtype=dtype,
-                        scale_init=initializer("embed", init=nn.initializers.ones),
-                        bias_init=initializer("embed", init=nn.initializers.zeros))
+    return nn.LayerNorm(
+        epsilon=config.norm_eps,
+        use_fast_variance=False,
+        name=name,
+        dtype=dtype,
+        scale_init=initializer("embed", init=nn.initializers.ones),
+        bias_init=initializer("embed", init=nn.initializers.zeros),
+    )
 
 
 class Attention(nn.Module):
@@ -179,6 +185,7 @@ def attend(q: jax.Array, k: list[jax.Array], v: list[jax.Array], bias: jax.Array
     `last`: the last query position (an int, or traced inside the decode loop), or None. Blocks that
     start after it are skipped (statically, or by `lax.cond`): the causal bias masks all their scores,
     so the result is softmax attention over the whole length, without reading those blocks."""
+
     def reached(start, fn, shape):
         if last is None or start == 0:
             return fn()
@@ -187,14 +194,18 @@ def attend(q: jax.Array, k: list[jax.Array], v: list[jax.Array], bias: jax.Array
         return lax.cond(start <= last, fn, lambda: jnp.zeros(shape, q.dtype))
 
     starts = _block_starts(k)
-    scores = [reached(s, lambda kb=kb: jnp.einsum("bhtd,bhld->bhtl", q, kb), q.shape[:-1] + kb.shape[-2:-1])
-              for s, kb in zip(starts, k, strict=True)]
+    scores = [
+        reached(s, lambda kb=kb: jnp.einsum("bhtd,bhld->bhtl", q, kb), q.shape[:-1] + kb.shape[-2:-1])
+        for s, kb in zip(starts, k, strict=True)
+    ]
     # float32 softmax (bfloat16 scores too): `bias`' finfo(float32).min would round to -inf in bfloat16 and
     # turn a row with no visible key (a melody prefix's padding slots) into NaN
     scores = jnp.concatenate(scores, axis=-1).astype(jnp.float32) + bias
     probs = jax.nn.softmax(scores, axis=-1).astype(q.dtype)
-    return sum(reached(s, lambda s=s, vb=vb: jnp.einsum("bhtl,bhld->bhtd", probs[..., s:s + vb.shape[-2]], vb), q.shape)
-               for s, vb in zip(starts, v, strict=True))
+    return sum(
+        reached(s, lambda s=s, vb=vb: jnp.einsum("bhtl,bhld->bhtd", probs[..., s : s + vb.shape[-2]], vb), q.shape)
+        for s, vb in zip(starts, v, strict=True)
+    )
 
 
 def write_cache(blocks: list[jax.Array], new: jax.Array, start) -> list[jax.Array]:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import jax
 import jax.numpy as jnp
@@ -56,7 +57,7 @@ class T5TextEncoder:
         object.__setattr__(self, "params", place(self.params, lambda: param_specs(self.config), self.mesh))
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> "T5TextEncoder":
+    def from_pretrained(cls, source: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> T5TextEncoder:
         """From a hub id or local directory of a transformers T5 (t5-base, google-t5/t5-base, ...) or
         MusicGen checkpoint; the tokenizer from `tokenizer` or else from the same place."""
         from musicgen_jax.convert.t5 import load_t5  # here: convert.t5 itself imports this package's t5 module
@@ -67,11 +68,18 @@ class T5TextEncoder:
     def __call__(self, texts: Sequence[str | None]) -> tuple[jax.Array, jax.Array]:
         ids, mask = self.tokenizer(texts)
         if ids.max() >= self.config.vocab_size:
-            raise ValueError(f"token id {ids.max()} is outside the T5 vocabulary ({self.config.vocab_size}): "
-                             "the tokenizer does not belong to these weights")
+            raise ValueError(
+                f"token id {ids.max()} is outside the T5 vocabulary ({self.config.vocab_size}): "
+                "the tokenizer does not belong to these weights"
+            )
         n = ids.shape[1]
         padded = length_bucket(n)
         pad = ((0, 0), (0, padded - n))
-        hidden = encode_ids(self.config, self.params, np.pad(ids, pad, constant_values=self.tokenizer.pad_id),
-                            np.pad(mask, pad), mesh=self.mesh)
+        hidden = encode_ids(
+            self.config,
+            self.params,
+            np.pad(ids, pad, constant_values=self.tokenizer.pad_id),
+            np.pad(mask, pad),
+            mesh=self.mesh,
+        )
         return hidden[:, :n], jnp.asarray(mask)

@@ -119,13 +119,21 @@ class T5Encoder(nn.Module):
     def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
         c = self.config
         ids = nn.with_logical_constraint(ids, ("batch", "length"))
-        x = nn.Embed(c.vocab_size, c.d_model, name="shared",
-                     embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")))(ids)
+        x = nn.Embed(
+            c.vocab_size,
+            c.d_model,
+            name="shared",
+            embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
+        )(ids)
         x = nn.with_logical_constraint(x, TOKENS_AXES)
-        table = self.param("relative_attention_bias", nn.with_logical_partitioning(_dense_init, (None, None)),
-                           (c.relative_attention_num_buckets, c.num_heads))
-        buckets = relative_position_buckets(ids.shape[1], c.relative_attention_num_buckets,
-                                            c.relative_attention_max_distance)
+        table = self.param(
+            "relative_attention_bias",
+            nn.with_logical_partitioning(_dense_init, (None, None)),
+            (c.relative_attention_num_buckets, c.num_heads),
+        )
+        buckets = relative_position_buckets(
+            ids.shape[1], c.relative_attention_num_buckets, c.relative_attention_max_distance
+        )
         position_bias = jnp.transpose(table[buckets], (2, 0, 1))[None]  # [1, H, N, N]
         mask_bias = (1.0 - mask[:, None, None, :].astype(jnp.float32)) * jnp.finfo(jnp.float32).min
         bias = position_bias + mask_bias

@@ -10,8 +10,8 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -36,7 +36,7 @@ class T5Tokenizer:
             (Path(directory) / name).write_bytes(content)
 
     @classmethod
-    def from_spiece(cls, path: str | os.PathLike, extra_ids: int = 100) -> "T5Tokenizer":
+    def from_spiece(cls, path: str | os.PathLike, extra_ids: int = 100) -> T5Tokenizer:
         """From a sentencepiece model. Special tokens written in the text (`<pad>`, `</s>`, `<unk>`,
         `<extra_id_N>` with N < extra_ids, numbered down from the top of the vocabulary) are single
         tokens, as in transformers."""
@@ -56,12 +56,14 @@ class T5Tokenizer:
                 ids += [specials[segment]] if i % 2 else sp.encode(segment)
             return ids + [specials[EOS]]
 
-        files = {"spiece.model": Path(path).read_bytes(),
-                 "tokenizer_config.json": json.dumps({"extra_ids": extra_ids}).encode()}
+        files = {
+            "spiece.model": Path(path).read_bytes(),
+            "tokenizer_config.json": json.dumps({"extra_ids": extra_ids}).encode(),
+        }
         return cls(encode, pad_id=specials[PAD], eos_id=specials[EOS], files=files)
 
     @classmethod
-    def from_tokenizer_json(cls, path: str | os.PathLike) -> "T5Tokenizer":
+    def from_tokenizer_json(cls, path: str | os.PathLike) -> T5Tokenizer:
         """From a `tokenizers` JSON file, with transformers' T5 post-processing (`</s>` appended)."""
         from tokenizers import Tokenizer, processors
 
@@ -75,11 +77,15 @@ class T5Tokenizer:
         tok.post_processor = processors.TemplateProcessing(single=["$A", EOS], special_tokens=[(EOS, eos_id)])
         tok.no_padding()
         tok.no_truncation()
-        return cls(lambda text: tok.encode(text).ids, pad_id=pad_id, eos_id=eos_id,
-                   files={"tokenizer.json": Path(path).read_bytes()})
+        return cls(
+            lambda text: tok.encode(text).ids,
+            pad_id=pad_id,
+            eos_id=eos_id,
+            files={"tokenizer.json": Path(path).read_bytes()},
+        )
 
     @classmethod
-    def from_pretrained(cls, source: str | os.PathLike) -> "T5Tokenizer":
+    def from_pretrained(cls, source: str | os.PathLike) -> T5Tokenizer:
         """From a hub id or local directory holding `spiece.model` (preferred) or `tokenizer.json`."""
         path = resolve(source, _FILES)
         directory = path.parent if path.is_file() else path
@@ -95,8 +101,9 @@ class T5Tokenizer:
         """Token ids of one prompt, `</s>` appended."""
         return self._encode(text)
 
-    def __call__(self, texts: Sequence[str | None], length: int | None = None,
-                 truncate: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    def __call__(
+        self, texts: Sequence[str | None], length: int | None = None, truncate: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
         """`(ids [B, N] int32, mask [B, N] int32)`, N the longest prompt (or `length`, if given, >= it).
 
         An empty or None prompt keeps its ids (`</s>` then padding) but has an all-zero mask row. A prompt

@@ -32,13 +32,31 @@ from musicgen_jax.data.pipeline import PipelineConfig, TrainBatches, eval_batche
 from musicgen_jax.fileio import atomic_file
 from musicgen_jax.sharding import make_mesh, shardings
 from musicgen_jax.train.samples import Samples
-from musicgen_jax.train.trainer import (OptimConfig, StepConfig, compile_eval, compile_step, global_batch, init_state,
-                                        state_shapes, state_specs)
+from musicgen_jax.train.trainer import (
+    OptimConfig,
+    StepConfig,
+    compile_eval,
+    compile_step,
+    global_batch,
+    init_state,
+    state_shapes,
+    state_specs,
+)
 
 CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
-_BINDING_EXCLUDED = ("log_every", "checkpoint_every", "eval_every", "keep_checkpoints", "total_steps", "generate_every",
-                     "sample_prompts", "sample_seconds", "sample_seed", "sample_dtype")
+_BINDING_EXCLUDED = (
+    "log_every",
+    "checkpoint_every",
+    "eval_every",
+    "keep_checkpoints",
+    "total_steps",
+    "generate_every",
+    "sample_prompts",
+    "sample_seconds",
+    "sample_seed",
+    "sample_dtype",
+)
 
 
 class TrainingError(ValueError):
@@ -59,12 +77,20 @@ class _TrainData:
     def __init__(self, config, parts: int, start: int, tokenizer, chroma_frames: int):
         count, index = jax.process_count(), jax.process_index()
         if parts < 1 or parts % count or config.batch_size % parts:
-            raise TrainingError(f"{parts} data parts must be a multiple of the {count} processes and divide "
-                                f"config.batch_size {config.batch_size}")
-        pipeline = PipelineConfig(config.batch_size // parts, config.frames, config.seed,
-                                  TextAugmentation(**config.text), text_lengths=(config.text_length,),
-                                  text_embeddings=config.text_embeddings, word_dropout=config.word_dropout,
-                                  chroma_frames=chroma_frames)
+            raise TrainingError(
+                f"{parts} data parts must be a multiple of the {count} processes and divide "
+                f"config.batch_size {config.batch_size}"
+            )
+        pipeline = PipelineConfig(
+            config.batch_size // parts,
+            config.frames,
+            config.seed,
+            TextAugmentation(**config.text),
+            text_lengths=(config.text_length,),
+            text_embeddings=config.text_embeddings,
+            word_dropout=config.word_dropout,
+            chroma_frames=chroma_frames,
+        )
         self.parts, self.streams = parts, []
         for part in range(index * parts // count, (index + 1) * parts // count):
             examples = load_host_examples(config.data_dir, "train", part, parts)
@@ -83,17 +109,36 @@ class Evaluation:
     of each example, its plain description); `__call__(params)` -> the metrics of `params`: `eval_loss`
     and per-codebook `eval_ppl_k` (the trainer's evaluation of its EMA weights, and `evaluate.py`'s)."""
 
-    def __init__(self, data_dir, split: str, step_config: StepConfig, mesh, tokenizer, t5_params, batch_size: int,
-                 frames: int, text_lengths: tuple[int, ...] = (128,), text_embeddings: bool = False):
+    def __init__(
+        self,
+        data_dir,
+        split: str,
+        step_config: StepConfig,
+        mesh,
+        tokenizer,
+        t5_params,
+        batch_size: int,
+        frames: int,
+        text_lengths: tuple[int, ...] = (128,),
+        text_embeddings: bool = False,
+    ):
         total = shards.dataset_info(data_dir)["splits"].get(split, {}).get("examples", 0)
         if total < jax.process_count():
-            raise TrainingError(f"the {split} split of {data_dir} has {total} examples, fewer than the "
-                                f"{jax.process_count()} processes (prepare with --valid-fraction)")
+            raise TrainingError(
+                f"the {split} split of {data_dir} has {total} examples, fewer than the "
+                f"{jax.process_count()} processes (prepare with --valid-fraction)"
+            )
         local = batch_size // jax.process_count()
-        self.pipeline = PipelineConfig(local, frames, text_lengths=text_lengths, text_embeddings=text_embeddings,
-                                       chroma_frames=_chroma_frames(step_config))
+        self.pipeline = PipelineConfig(
+            local,
+            frames,
+            text_lengths=text_lengths,
+            text_embeddings=text_embeddings,
+            chroma_frames=_chroma_frames(step_config),
+        )
         self.examples = load_host_examples(data_dir, split)
-        self.num_batches = -(-(-(-total // jax.process_count())) // local)
+        per_process = -(-total // jax.process_count())  # ceil divisions
+        self.num_batches = -(-per_process // local)
         self.evaluate = compile_eval(step_config, mesh)
         self.mesh, self.tokenizer, self.t5_params = mesh, tokenizer, t5_params
 
@@ -102,8 +147,13 @@ class Evaluation:
 
         total = count = 0.0
         batches = eval_batches(self.examples, self.pipeline, self.tokenizer, self.num_batches)
-        for local in tqdm(batches, total=self.num_batches, desc="evaluating", unit="batch",
-                          disable=not progress or jax.process_index() != 0):
+        for local in tqdm(
+            batches,
+            total=self.num_batches,
+            desc="evaluating",
+            unit="batch",
+            disable=not progress or jax.process_index() != 0,
+        ):
             local.pop("valid")
             sums, counts = jax.device_get(self.evaluate(params, global_batch(local, self.mesh), self.t5_params))
             total, count = total + sums, count + counts
@@ -120,17 +170,27 @@ def _check(config: ml_collections.ConfigDict) -> None:
     for key in ("eval_every", "generate_every"):
         if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 0:
             raise TrainingError(f"config.{key} must be a non-negative integer (0: never), got {config[key]!r}")
-    for key in ("total_steps", "batch_size", "log_every", "checkpoint_every", "keep_checkpoints", "frames",
-                "text_length"):
+    for key in (
+        "total_steps",
+        "batch_size",
+        "log_every",
+        "checkpoint_every",
+        "keep_checkpoints",
+        "frames",
+        "text_length",
+    ):
         value = config[key]
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise TrainingError(f"config.{key} must be a positive integer, got {value!r}")
     if not config.data_dir:
-        raise TrainingError("config.data_dir is not set: --config.data_dir=DIR (a dataset made by "
-                            "`python -m musicgen_jax.data.prepare`)")
+        raise TrainingError(
+            "config.data_dir is not set: --config.data_dir=DIR (a dataset made by "
+            "`python -m musicgen_jax.data.prepare`)"
+        )
     if config.batch_size % jax.process_count():
-        raise TrainingError(f"config.batch_size {config.batch_size} does not divide over {jax.process_count()} "
-                            f"processes")
+        raise TrainingError(
+            f"config.batch_size {config.batch_size} does not divide over {jax.process_count()} processes"
+        )
 
 
 def _binding(config: ml_collections.ConfigDict) -> dict:
@@ -193,17 +253,24 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
         step_config = StepConfig(
             lm_config(config, info, text_encoder.config.d_model),
             None if config.text_embeddings else text_encoder.config,
-            OptimConfig(**config.optim, total_steps=config.total_steps), cfg_dropout=config.cfg_dropout,
+            OptimConfig(**config.optim, total_steps=config.total_steps),
+            cfg_dropout=config.cfg_dropout,
             melody_dropout=config.melody_dropout,
-            ema_decay=config.ema.decay, ema_every=config.ema.every, scan_layers=config.scan_layers,
-            remat=config.remat, compute_dtype=config.compute_dtype, lora_rank=config.lora_rank,
-            lora_text_projection=config.lora_text_projection)
+            ema_decay=config.ema.decay,
+            ema_every=config.ema.every,
+            scan_layers=config.scan_layers,
+            remat=config.remat,
+            compute_dtype=config.compute_dtype,
+            lora_rank=config.lora_rank,
+            lora_text_projection=config.lora_text_projection,
+        )
         mesh = make_mesh(**config.mesh)
     except (ValueError, TypeError) as e:
         raise TrainingError(f"bad config: {e}") from e
     manager = ocp.CheckpointManager(
         (workdir / CHECKPOINTS).absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True))
+        options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True),
+    )
     state_sharding = shardings(state_specs(step_config), mesh)
     latest = manager.latest_step()
     if latest is None:
@@ -217,18 +284,41 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
     step_fn = compile_step(step_config, mesh)
     t5_params = {} if config.text_embeddings else text_encoder.params
     evaluation = config.eval_every and Evaluation(
-        config.data_dir, "valid", step_config, mesh, text_encoder.tokenizer, t5_params, config.batch_size,
-        config.frames, (config.text_length,), config.text_embeddings)
+        config.data_dir,
+        "valid",
+        step_config,
+        mesh,
+        text_encoder.tokenizer,
+        t5_params,
+        config.batch_size,
+        config.frames,
+        (config.text_length,),
+        config.text_embeddings,
+    )
     try:
-        samples = config.generate_every and Samples(workdir, info, step_config.lm, text_encoder, config.sample_prompts,
-                                                     config.sample_seconds, config.sample_seed, config.scan_layers,
-                                                     config.lora_rank > 0, config.sample_dtype)
+        samples = config.generate_every and Samples(
+            workdir,
+            info,
+            step_config.lm,
+            text_encoder,
+            config.sample_prompts,
+            config.sample_seconds,
+            config.sample_seed,
+            config.scan_layers,
+            config.lora_rank > 0,
+            config.sample_dtype,
+        )
     except (OSError, ValueError) as e:
         raise TrainingError(f"samples during training (config.generate_every): {e}") from e
     metrics_file = _Metrics(workdir / METRICS, start)
     stop = _Stop()
-    bar = tqdm(total=config.total_steps, initial=start, unit="step", desc="training",
-               disable=not progress or jax.process_index() != 0)
+    bar = tqdm(
+        total=config.total_steps,
+        initial=start,
+        unit="step",
+        desc="training",
+        disable=not progress or jax.process_index() != 0,
+    )
     last = {}
     tick, tokens = time.perf_counter(), 0
     try:
@@ -241,10 +331,14 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
             if evaluate or done % config.log_every == 0 or done == config.total_steps:
                 values = jax.device_get(metrics)
                 now = time.perf_counter()
-                last = {"step": done, "loss": float(values["loss"]),
-                        **{f"ce_{k}": float(v) for k, v in enumerate(values["ce"])},
-                        "lr": float(values["lr"]), "grad_norm": float(values["grad_norm"]),
-                        "tokens_per_s": tokens / (now - tick)}
+                last = {
+                    "step": done,
+                    "loss": float(values["loss"]),
+                    **{f"ce_{k}": float(v) for k, v in enumerate(values["ce"])},
+                    "lr": float(values["lr"]),
+                    "grad_norm": float(values["grad_norm"]),
+                    "tokens_per_s": tokens / (now - tick),
+                }
                 tick, tokens = now, 0
                 _check_finite(done, values, manager.latest_step())
                 if evaluate:
@@ -273,9 +367,11 @@ def _check_finite(step: int, metrics: dict, saved: int | None) -> None:
     loss, norm = float(metrics["loss"]), float(metrics["grad_norm"])
     if not (math.isfinite(loss) and math.isfinite(norm)):
         kept = f"the latest checkpoint, step {saved}, is intact" if saved is not None else "no checkpoint was saved"
-        raise TrainingError(f"step {step}: the loss is {loss} and the gradient norm {norm} (not finite); nothing of "
-                            f"this state is saved ({kept}): lower optim.lr or use compute_dtype=float32, then run "
-                            "again (it resumes from the latest checkpoint)")
+        raise TrainingError(
+            f"step {step}: the loss is {loss} and the gradient norm {norm} (not finite); nothing of "
+            f"this state is saved ({kept}): lower optim.lr or use compute_dtype=float32, then run "
+            "again (it resumes from the latest checkpoint)"
+        )
 
 
 def check_dataset(components, info: dict, source: str, data_dir) -> None:
@@ -284,13 +380,19 @@ def check_dataset(components, info: dict, source: str, data_dir) -> None:
     rates."""
     codec, model = info["codec"], components.codec
     theirs = (model.config.num_codebooks, model.config.codebook_size, model.sample_rate, model.frame_rate)
-    ours = (info["num_codebooks"] // (2 if codec.get("stereo") else 1), info["card"], codec["sample_rate"],
-            codec["frame_rate"])
+    ours = (
+        info["num_codebooks"] // (2 if codec.get("stereo") else 1),
+        info["card"],
+        codec["sample_rate"],
+        codec["frame_rate"],
+    )
     if theirs != ours:
-        raise TrainingError(f"{source} has a codec of {theirs[0]} codebooks x {theirs[1]} per channel at "
-                            f"{theirs[2]} Hz, {theirs[3]} frames per second; the dataset {data_dir} holds "
-                            f"{ours[0]} x {ours[1]} at {ours[2]} Hz, {ours[3]} per second: prepare it with this "
-                            f"model's codec")
+        raise TrainingError(
+            f"{source} has a codec of {theirs[0]} codebooks x {theirs[1]} per channel at "
+            f"{theirs[2]} Hz, {theirs[3]} frames per second; the dataset {data_dir} holds "
+            f"{ours[0]} x {ours[1]} at {ours[2]} Hz, {ours[3]} per second: prepare it with this "
+            f"model's codec"
+        )
 
 
 def _initial_params(config: ml_collections.ConfigDict, step_config: StepConfig, info: dict):
@@ -309,15 +411,18 @@ def _initial_params(config: ml_collections.ConfigDict, step_config: StepConfig, 
         raise TrainingError(f"config.init_from {source!r} cannot be loaded: {e}") from e
     check_dataset(components, info, source, config.data_dir)
     lm, params = components.lm_config, components.lm_params
-    if lm.delays == interleaved_delays(lm.num_codebooks) \
-            and step_config.lm.delays == interleaved_delays(2 * lm.num_codebooks, 2):  # a stereo run from mono
+    if lm.delays == interleaved_delays(lm.num_codebooks) and step_config.lm.delays == interleaved_delays(
+        2 * lm.num_codebooks, 2
+    ):  # a stereo run from mono
         lm, params = dataclasses.replace(lm, delays=step_config.lm.delays), stereo_from_mono(params)
     theirs, ours = dataclasses.asdict(lm), dataclasses.asdict(step_config.lm)
     changed = [f"{name} {ours[name]!r} (checkpoint: {theirs[name]!r})" for name in ours if ours[name] != theirs[name]]
     if changed:
-        raise TrainingError(f"config.init_from {source!r} is another architecture than this run's: "
-                            f"{', '.join(changed)}; set config.model (and config.text_encoder, config.melody) to "
-                            f"the checkpoint's, and use a dataset coded with its codec")
+        raise TrainingError(
+            f"config.init_from {source!r} is another architecture than this run's: "
+            f"{', '.join(changed)}; set config.model (and config.text_encoder, config.melody) to "
+            f"the checkpoint's, and use a dataset coded with its codec"
+        )
     return stack_layers(params) if step_config.scan_layers else params
 
 
@@ -328,8 +433,11 @@ def _meta(config: ml_collections.ConfigDict, batches: _TrainData) -> dict:
 def _save(manager, step: int, state: dict, config, batches: _TrainData) -> None:
     import orbax.checkpoint as ocp
 
-    manager.save(step, args=ocp.args.Composite(state=ocp.args.StandardSave(state),
-                                               meta=ocp.args.JsonSave(_meta(config, batches))), force=True)
+    manager.save(
+        step,
+        args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(_meta(config, batches))),
+        force=True,
+    )
 
 
 def _restore(manager, step: int, config, step_config: StepConfig, state_sharding) -> tuple[dict, dict]:
@@ -340,21 +448,26 @@ def _restore(manager, step: int, config, step_config: StepConfig, state_sharding
     try:
         meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is one clear error
-        raise TrainingError(f"checkpoint {directory} is unreadable ({type(e).__name__}: {e}); remove it to "
-                            f"resume from an earlier one") from e
+        raise TrainingError(
+            f"checkpoint {directory} is unreadable ({type(e).__name__}: {e}); remove it to resume from an earlier one"
+        ) from e
     saved = {k: v for k, v in meta["config"].items() if k not in _BINDING_EXCLUDED}
     current = _binding(config)
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if changed:
-        raise TrainingError(f"{manager.directory} holds a run with other settings ({', '.join(changed)}); use "
-                            f"the same config, or another --workdir")
-    abstract = jax.tree.map(lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh),
-                            state_shapes(step_config), state_sharding)
+        raise TrainingError(
+            f"{manager.directory} holds a run with other settings ({', '.join(changed)}); use "
+            f"the same config, or another --workdir"
+        )
+    abstract = jax.tree.map(
+        lambda s, sh: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=sh), state_shapes(step_config), state_sharding
+    )
     try:
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     except Exception as e:  # noqa: BLE001
-        raise TrainingError(f"checkpoint {directory} is unreadable ({type(e).__name__}: {e}); remove it to "
-                            f"resume from an earlier one") from e
+        raise TrainingError(
+            f"checkpoint {directory} is unreadable ({type(e).__name__}: {e}); remove it to resume from an earlier one"
+        ) from e
     state = restored["state"]
     if int(jax.device_get(state["step"])) != step:
         raise TrainingError(f"checkpoint {directory} holds step {int(jax.device_get(state['step']))}, not {step}")
@@ -369,9 +482,11 @@ def maybe_initialize_distributed() -> None:
 
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes only; GPUs / TPUs unaffected
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
-        jax.distributed.initialize(coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
-                                   num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
-                                   process_id=int(os.environ["JAX_PROCESS_ID"]))
+        jax.distributed.initialize(
+            coordinator_address=os.environ["JAX_COORDINATOR_ADDRESS"],
+            num_processes=int(os.environ["JAX_NUM_PROCESSES"]),
+            process_id=int(os.environ["JAX_PROCESS_ID"]),
+        )
     elif "," in os.environ.get("TPU_WORKER_HOSTNAMES", "") or int(os.environ.get("SLURM_NTASKS", "1")) > 1:
         jax.distributed.initialize()
 
@@ -380,4 +495,3 @@ def metrics_lines(workdir: str | Path) -> list[dict]:
     """The records of `WORKDIR/metrics.jsonl`."""
     path = Path(workdir) / METRICS
     return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
-

@@ -11,7 +11,7 @@ audiocraft's solver and of transformers' `MusicgenForCausalLM` loss (labels at t
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import jax
 import jax.numpy as jnp
@@ -20,8 +20,9 @@ import optax
 from musicgen_jax.lm import pattern
 
 
-def training_sequences(codes: jax.Array, mask: jax.Array, delays: Sequence[int],
-                       special: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+def training_sequences(
+    codes: jax.Array, mask: jax.Array, delays: Sequence[int], special: int
+) -> tuple[jax.Array, jax.Array, jax.Array]:
     """`codes, mask [B, K, T]` -> `(inputs, targets [B, K, S - 1] int32, valid [B, K, S - 1] bool)`."""
     codes = jnp.where(mask, codes, special).astype(jnp.int32)
     sequence = pattern.build(codes, delays, special)

@@ -26,8 +26,19 @@ class Samples:
     """`__call__(step, ema)` writes the samples of the EMA weights `ema` (`convert.run.ema_weights`, any layout) at
     `step`."""
 
-    def __init__(self, workdir: Path, info: dict, lm_config: LMConfig, text_encoder, prompts, seconds: float,
-                 seed: int, scan_layers: bool, lora: bool = False, dtype: str = "auto"):
+    def __init__(
+        self,
+        workdir: Path,
+        info: dict,
+        lm_config: LMConfig,
+        text_encoder,
+        prompts,
+        seconds: float,
+        seed: int,
+        scan_layers: bool,
+        lora: bool = False,
+        dtype: str = "auto",
+    ):
         from musicgen_jax.convert.codec_loader import load_codec
 
         prompts = [str(p) for p in prompts]
@@ -61,17 +72,28 @@ class Samples:
         if self.scan_layers:
             params = unstack_layers(params)
         name = f"{self.root.parent} (step {step}, EMA weights)"
-        model = MusicGen(name, Components(self.codec, self.text_encoder, self.lm_config, params, name), dtype=self.dtype)
+        components = Components(self.codec, self.text_encoder, self.lm_config, params, name)
+        model = MusicGen(name, components, dtype=self.dtype)
         model.set_generation_params(duration=self.seconds)
         audio = model.generate(self.prompts, seed=self.seed)
         final, tmp = self.root / str(step), self.root / f"{step}.tmp"
         shutil.rmtree(tmp, ignore_errors=True)
         for i, (prompt, wav) in enumerate(zip(self.prompts, audio, strict=True)):
             write_audio(tmp / f"{i:03d}_{slug(prompt)}.wav", wav, model.sample_rate, strategy="loudness")
-        save_json(tmp / "settings.json", {"step": step, "weights": "ema", "prompts": self.prompts,
-                                          "seconds": self.seconds, "seed": self.seed, "dtype": model.dtype,
-                                          "sampling": dataclasses.asdict(model.sampling),
-                                          "sample_rate": model.sample_rate, "normalization": "loudness"})
+        save_json(
+            tmp / "settings.json",
+            {
+                "step": step,
+                "weights": "ema",
+                "prompts": self.prompts,
+                "seconds": self.seconds,
+                "seed": self.seed,
+                "dtype": model.dtype,
+                "sampling": dataclasses.asdict(model.sampling),
+                "sample_rate": model.sample_rate,
+                "normalization": "loudness",
+            },
+        )
         shutil.rmtree(final, ignore_errors=True)
         os.replace(tmp, final)
         return final

@@ -59,16 +59,20 @@ class OptimConfig:
         if self.total_steps < 1 or not (self.b1 < 1 and self.b2 < 1):
             raise ValueError(f"invalid optimizer settings: {self}")
         if self.warmup_steps >= self.total_steps:
-            raise ValueError(f"the warm-up ({self.warmup_steps} steps) must end before the last step (total_steps "
-                             f"{self.total_steps}): the cosine decay needs at least one step")
+            raise ValueError(
+                f"the warm-up ({self.warmup_steps} steps) must end before the last step (total_steps "
+                f"{self.total_steps}): the cosine decay needs at least one step"
+            )
 
     def schedule(self) -> optax.Schedule:
         """audiocraft's cosine schedule: `lr * s / warmup` for s < warmup, then a half cosine to 0 at total."""
         return optax.warmup_cosine_decay_schedule(0.0, self.lr, self.warmup_steps, self.total_steps, 0.0)
 
     def optimizer(self) -> optax.GradientTransformation:
-        return optax.chain(optax.clip_by_global_norm(self.max_norm),
-                           optax.adamw(self.schedule(), self.b1, self.b2, self.eps, weight_decay=self.weight_decay))
+        return optax.chain(
+            optax.clip_by_global_norm(self.max_norm),
+            optax.adamw(self.schedule(), self.b1, self.b2, self.eps, weight_decay=self.weight_decay),
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -89,10 +93,16 @@ class StepConfig:
     lora_text_projection: bool = False
 
     def __post_init__(self):
-        if not 0 <= self.cfg_dropout <= 1 or not 0 <= self.melody_dropout <= 1 or not 0 <= self.ema_decay < 1 \
-                or self.ema_every < 1:
-            raise ValueError(f"invalid cfg_dropout {self.cfg_dropout}, melody_dropout {self.melody_dropout}, "
-                             f"ema_decay {self.ema_decay} or ema_every {self.ema_every}")
+        if (
+            not 0 <= self.cfg_dropout <= 1
+            or not 0 <= self.melody_dropout <= 1
+            or not 0 <= self.ema_decay < 1
+            or self.ema_every < 1
+        ):
+            raise ValueError(
+                f"invalid cfg_dropout {self.cfg_dropout}, melody_dropout {self.melody_dropout}, "
+                f"ema_decay {self.ema_decay} or ema_every {self.ema_every}"
+            )
         if self.remat not in REMAT_POLICIES:
             raise ValueError(f"invalid remat {self.remat!r}: one of {', '.join(REMAT_POLICIES)}")
         if self.compute_dtype not in COMPUTE_DTYPES:
@@ -124,8 +134,10 @@ class StepConfig:
             return self.optim.optimizer()
         return optax.multi_transform(
             {"train": self.optim.optimizer(), "frozen": optax.set_to_zero()},
-            lambda params: jax.tree_util.tree_map_with_path(lambda p, _: "train" if self.trainable(p) else "frozen",
-                                                            params))
+            lambda params: jax.tree_util.tree_map_with_path(
+                lambda p, _: "train" if self.trainable(p) else "frozen", params
+            ),
+        )
 
 
 def _boxed_state(config: StepConfig, key: jax.Array) -> dict:
@@ -136,8 +148,14 @@ def _boxed_state(config: StepConfig, key: jax.Array) -> dict:
     # AdamW moments split like their parameters (initialized from the boxed ones); with adapters, whose
     # masked optimizer state does not keep the boxes' structure, from the plain arrays: replicated (small)
     opt_state = config.optimizer().init(nn.unbox(params) if config.lora_rank else params)
-    return {"step": jnp.zeros((), jnp.int32), "params": params, "opt_state": opt_state,
-            "ema": config.trained(params), "ema_count": jnp.zeros((), jnp.float32), "rng": jax.random.key_data(rng)}
+    return {
+        "step": jnp.zeros((), jnp.int32),
+        "params": params,
+        "opt_state": opt_state,
+        "ema": config.trained(params),
+        "ema_count": jnp.zeros((), jnp.float32),
+        "rng": jax.random.key_data(rng),
+    }
 
 
 def state_specs(config: StepConfig) -> Any:
@@ -163,13 +181,18 @@ def _overlay(fresh: Any, given: Any) -> Any:
 def init_state(config: StepConfig, seed: int, mesh, params: Any = None) -> dict:
     """A fresh state from `seed` (random parameters, or the given `params`, e.g. a converted checkpoint's,
     to fine-tune; with adapters, those stay fresh), created directly split over `mesh`."""
+
     def create(params):
         with activation_sharding(mesh):
             state = nn.unbox(_boxed_state(config, jax.random.key(seed)))
             if params is not None:
                 params = _overlay(state["params"], params)
-                state = {**state, "params": params, "opt_state": config.optimizer().init(params),
-                         "ema": config.trained(params)}
+                state = {
+                    **state,
+                    "params": params,
+                    "opt_state": config.optimizer().init(params),
+                    "ema": config.trained(params),
+                }
             return state
 
     return jax.jit(create, out_shardings=shardings(state_specs(config), mesh))(params)
@@ -178,13 +201,13 @@ def init_state(config: StepConfig, seed: int, mesh, params: Any = None) -> dict:
 def _ema(state: dict, params: Any, config: StepConfig) -> tuple[Any, jax.Array]:
     """audiocraft's unbiased EMA (`count = count * decay + 1`, weight `1 / count`) of the trained
     parameters every `ema_every` steps (a `lax.cond`: the other steps do not touch the EMA's memory)."""
+
     def blend():
         count = state["ema_count"] * config.ema_decay + 1.0
         weight = 1.0 / count
         return jax.tree.map(lambda e, p: e * (1.0 - weight) + p * weight, state["ema"], config.trained(params)), count
 
-    return jax.lax.cond((state["step"] + 1) % config.ema_every == 0, blend,
-                        lambda: (state["ema"], state["ema_count"]))
+    return jax.lax.cond((state["step"] + 1) % config.ema_every == 0, blend, lambda: (state["ema"], state["ema_count"]))
 
 
 def text_states(config: StepConfig, t5_params: Any, batch: dict) -> jax.Array:
@@ -210,16 +233,18 @@ def text_length(config: StepConfig, batch: dict) -> jax.Array | None:
     return jnp.max(jnp.sum(batch["text_mask"], axis=1)) if config.lm.melody else None
 
 
-def _nll_sums(params: Any, config: StepConfig, batch: dict, text: jax.Array, text_mask: jax.Array,
-              chroma: jax.Array | None) -> tuple[jax.Array, jax.Array]:
+def _nll_sums(
+    params: Any, config: StepConfig, batch: dict, text: jax.Array, text_mask: jax.Array, chroma: jax.Array | None
+) -> tuple[jax.Array, jax.Array]:
     """`(nll sum [K], count [K])` of the LM on `batch`'s delay-pattern sequences (`loss.nll_sums`)."""
     inputs, targets, valid = training_sequences(batch["codes"], batch["mask"], config.lm.delays, config.lm.card)
     logits = config.model().apply(params, inputs, text, text_mask, chroma, text_length(config, batch))
     return nll_sums(logits, targets, valid)
 
 
-def loss_fn(params: Any, config: StepConfig, batch: dict, text: jax.Array, text_mask: jax.Array,
-            chroma: jax.Array | None = None):
+def loss_fn(
+    params: Any, config: StepConfig, batch: dict, text: jax.Array, text_mask: jax.Array, chroma: jax.Array | None = None
+):
     """`(loss, ce [K])` of the LM on `batch` (codes / mask `[B, K, F]`) with the given text condition
     (and, melody models, `chroma [B, chroma_frames, bins]`)."""
     return mean_cross_entropy(*_nll_sums(params, config, batch, text, text_mask, chroma))
@@ -234,19 +259,33 @@ def train_step(state: dict, batch: dict, t5_params: Any, config: StepConfig, mes
         no_melody = null | jax.random.bernoulli(melody_key, config.melody_dropout)
         text_mask = jnp.where(null, 0, batch["text_mask"])
         chroma = melody_condition(config, batch, no_melody)
+
         def frozen_loss(params):  # no gradient computed for frozen parameters
             params = jax.tree_util.tree_map_with_path(
-                lambda p, x: x if config.trainable(p) else jax.lax.stop_gradient(x), params)
+                lambda p, x: x if config.trainable(p) else jax.lax.stop_gradient(x), params
+            )
             return loss_fn(params, config, batch, text, text_mask, chroma)
 
         (loss, ce), grads = jax.value_and_grad(frozen_loss, has_aux=True)(state["params"])
         updates, opt_state = config.optimizer().update(grads, state["opt_state"], state["params"])
         params = optax.apply_updates(state["params"], updates)
         ema, ema_count = _ema(state, params, config)
-    metrics = {"loss": loss, "ce": ce, "grad_norm": optax.tree.norm(grads),
-               "lr": config.optim.schedule()(state["step"]), "null_text": null, "null_melody": no_melody}
-    new_state = {"step": state["step"] + 1, "params": params, "opt_state": opt_state, "ema": ema,
-                 "ema_count": ema_count, "rng": jax.random.key_data(rng)}
+    metrics = {
+        "loss": loss,
+        "ce": ce,
+        "grad_norm": optax.tree.norm(grads),
+        "lr": config.optim.schedule()(state["step"]),
+        "null_text": null,
+        "null_melody": no_melody,
+    }
+    new_state = {
+        "step": state["step"] + 1,
+        "params": params,
+        "opt_state": opt_state,
+        "ema": ema,
+        "ema_count": ema_count,
+        "rng": jax.random.key_data(rng),
+    }
     return new_state, metrics
 
 
@@ -260,9 +299,12 @@ def compile_step(config: StepConfig, mesh):
     the batch split over data x fsdp, T5 and the metrics replicated, and the state donated."""
     state_sharding = shardings(state_specs(config), mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(functools.partial(train_step, config=config, mesh=mesh),
-                   in_shardings=(state_sharding, batch_sharding(mesh), replicated),
-                   out_shardings=(state_sharding, replicated), donate_argnums=0)
+    return jax.jit(
+        functools.partial(train_step, config=config, mesh=mesh),
+        in_shardings=(state_sharding, batch_sharding(mesh), replicated),
+        out_shardings=(state_sharding, replicated),
+        donate_argnums=0,
+    )
 
 
 def eval_step(params: Any, batch: dict, t5_params: Any, config: StepConfig, mesh=None) -> tuple[jax.Array, jax.Array]:
@@ -276,8 +318,11 @@ def compile_eval(config: StepConfig, mesh):
     """`evaluate(params, batch, t5_params) -> (nll sum [K], count [K])`, jitted like `compile_step`."""
     param_sharding = shardings(state_specs(config)["params"], mesh)
     replicated = NamedSharding(mesh, PartitionSpec())
-    return jax.jit(functools.partial(eval_step, config=config, mesh=mesh),
-                   in_shardings=(param_sharding, batch_sharding(mesh), replicated), out_shardings=replicated)
+    return jax.jit(
+        functools.partial(eval_step, config=config, mesh=mesh),
+        in_shardings=(param_sharding, batch_sharding(mesh), replicated),
+        out_shardings=replicated,
+    )
 
 
 def global_batch(local: dict, mesh) -> dict:

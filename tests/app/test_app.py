@@ -62,16 +62,20 @@ def test_api_greedy_codes_equal_transformers(client, hf_musicgen, hf_tokenizer):
     assert sr == 32000 and wav.shape == (75 * 640, 1) and np.abs(wav).max() > 0.01
     settings = json.loads(settings)
     assert settings["top_k"] == 1 and settings["codes_shape"] == [1, 4, 75]
-    assert settings["command"].startswith("python sample.py --model ") and "--prompt 'calm piano melody'" in \
-        settings["command"]
+    assert (
+        settings["command"].startswith("python sample.py --model ")
+        and "--prompt 'calm piano melody'" in settings["command"]
+    )
 
 
 def test_three_concurrent_requests(client, converted):
     """Submitted together, queued by the app, each comes back with its own duration, and with the codes
     `MusicGen.generate` samples with the request's seed and settings (those of `sample.py --seed`)."""
     durations, seeds = (0.5, 1.0, 2.0), (4, 5, 6)
-    jobs = [client.submit("request", d, seed, 50, 0.0, 1.0, 3.0, api_name="/generate")
-            for d, seed in zip(durations, seeds, strict=True)]
+    jobs = [
+        client.submit("request", d, seed, 50, 0.0, 1.0, 3.0, api_name="/generate")
+        for d, seed in zip(durations, seeds, strict=True)
+    ]
     model = MusicGen.get_pretrained(str(converted))
     for job, duration, seed in zip(jobs, durations, seeds, strict=True):
         wav_path, codes_path, _ = job.result(timeout=300)
@@ -80,12 +84,15 @@ def test_three_concurrent_requests(client, converted):
         np.testing.assert_array_equal(np.load(codes_path), model.generate_tokens(["request"], seed=seed))
 
 
-@pytest.mark.parametrize("args, message", [
-    ((2.0, 0, 250, 2.0, 1.0, 3.0), "top_p 2.0"),
-    ((1000.0, 0, 250, 0.0, 1.0, 3.0), "Value 1000.0 is greater than maximum value 300.0"),  # the slider's check
-    ((1.0, 0, 250, 0.0, 0.0, 3.0), "temperature 0.0"),
-    ((1.0, 0, -3, 0.0, 1.0, 3.0), "top_k -3"),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        ((2.0, 0, 250, 2.0, 1.0, 3.0), "top_p 2.0"),
+        ((1000.0, 0, 250, 0.0, 1.0, 3.0), "Value 1000.0 is greater than maximum value 300.0"),  # the slider's check
+        ((1.0, 0, 250, 0.0, 0.0, 3.0), "temperature 0.0"),
+        ((1.0, 0, -3, 0.0, 1.0, 3.0), "top_k -3"),
+    ],
+)
 def test_bad_values_come_back_as_messages(client, args, message):
     with pytest.raises(gradio_client.exceptions.AppError, match=None) as error:
         client.predict("piano", *args, api_name="/generate")
@@ -101,6 +108,7 @@ def test_request_errors(app, tmp_path):
     with pytest.raises(ValueError, match="text-to-music model, it takes no melody"):
         studio.generate(Request(text_model, "piano", 1.0, melody=str(broken)))
     from musicgen_jax.audio import AudioError
+
     with pytest.raises(AudioError, match="cannot read audio file .*broken.wav"):
         studio.generate(Request(melody_model, "piano", 1.0, melody=str(broken)))
     with pytest.raises(ValueError, match="unknown model 'nope'"):
@@ -119,6 +127,7 @@ def test_images():
     assert drawn[50, 90] and drawn[:, 90].sum() <= 3  # silence: the zero line only
     spectrogram = spectrogram_image(wav, 32000, width=100, height=128).astype(int).sum(-1)
     import librosa
+
     row = 127 - int(np.argmin(np.abs(librosa.mel_frequencies(128, fmax=16000) - 440)))
     assert abs(int(np.argmax(spectrogram[:, 20])) - row) <= 2
     assert spectrogram[:, 80].max() < spectrogram[row, 20]  # the silent half is dark
@@ -130,15 +139,21 @@ def _browser():
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
-    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--window-size=1400,1800",
-                 "--autoplay-policy=no-user-gesture-required"):
+    for flag in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--window-size=1400,1800",
+        "--autoplay-policy=no-user-gesture-required",
+    ):
         options.add_argument(flag)
     return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
-@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER and FFMPEG) and not os.environ.get("MUSICGEN_JAX_REQUIRE_BROWSER"),
-                    reason="no chromium / chromedriver / ffmpeg (apt-get install chromium chromium-driver ffmpeg; "
-                           ".ci/run does)")
+@pytest.mark.skipif(
+    not (CHROMIUM and CHROMEDRIVER and FFMPEG) and not os.environ.get("MUSICGEN_JAX_REQUIRE_BROWSER"),
+    reason="no chromium / chromedriver / ffmpeg (apt-get install chromium chromium-driver ffmpeg; .ci/run does)",
+)
 def test_page_in_headless_chromium(app):
     """Type a prompt, set 1.5 s, generate (played while generating: gradio streams it, encoded by ffmpeg):
     the streaming player holds about 1.5 s, then an <audio> element appears whose WAV (fetched by the
@@ -149,8 +164,9 @@ def test_page_in_headless_chromium(app):
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
 
-    assert CHROMIUM and CHROMEDRIVER and FFMPEG, \
+    assert CHROMIUM and CHROMEDRIVER and FFMPEG, (
         "MUSICGEN_JAX_REQUIRE_BROWSER is set, but chromium / chromedriver / ffmpeg are not on PATH"
+    )
     _, url = app
     browser = _browser()
     try:
@@ -166,11 +182,14 @@ def test_page_in_headless_chromium(app):
         media_duration = browser.execute_async_script(
             "const [audio, done] = arguments;"
             "if (audio.readyState >= 1) done(audio.duration);"
-            "else { audio.addEventListener('loadedmetadata', () => done(audio.duration)); audio.load(); }", audio)
+            "else { audio.addEventListener('loadedmetadata', () => done(audio.duration)); audio.load(); }",
+            audio,
+        )
         wav_base64 = browser.execute_async_script(
             "const [src, done] = arguments; fetch(src).then(r => r.arrayBuffer()).then(b => {"
             "let s = ''; new Uint8Array(b).forEach(c => s += String.fromCharCode(c)); done(btoa(s)); });",
-            audio.get_attribute("src"))
+            audio.get_attribute("src"),
+        )
         wait.until(ec.presence_of_element_located((By.CSS_SELECTOR, "#spectrogram img")))
         live = "const d = document.querySelector('#live audio')?.duration; return Number.isFinite(d) ? d : 0"
         try:  # the streaming player's playlist grows segment by segment (slowly on a loaded machine)
@@ -192,8 +211,9 @@ def test_page_in_headless_chromium(app):
 
 
 def test_help():
-    result = subprocess.run([sys.executable, "-m", "musicgen_jax.app", "--help"], capture_output=True, text=True,
-                            check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "musicgen_jax.app", "--help"], capture_output=True, text=True, check=True
+    )
     assert "/generate" in result.stdout and "--model" in result.stdout
 
 
@@ -212,7 +232,7 @@ def test_streamed_audio(app):
     peak, hop = np.abs(decoded).max(), 50 * 640
     # the first hop, decoded without the frames after it, departs near its end only (measured: 2.4e-4 of a
     # 0.088 peak up to 62.5 ms before its end, 0.018 at it); the second, decoded with all 75 frames, is exact
-    np.testing.assert_allclose(streamed[:, :hop - 2000], decoded[:, :hop - 2000], atol=0.01 * peak)
+    np.testing.assert_allclose(streamed[:, : hop - 2000], decoded[:, : hop - 2000], atol=0.01 * peak)
     np.testing.assert_allclose(streamed[:, hop:], decoded[:, hop:], atol=1e-6)
     assert np.linalg.norm(streamed - decoded) < 0.1 * np.linalg.norm(decoded)
 

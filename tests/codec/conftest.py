@@ -12,10 +12,21 @@ HIDDEN = 16
 
 
 def tiny_hf_config(pad_mode: str = "reflect", **overrides) -> EncodecConfig:
-    kwargs = dict(sampling_rate=32000, audio_channels=1, num_filters=4, hidden_size=HIDDEN,
-                  upsampling_ratios=[8, 5, 4, 4], target_bandwidths=[2.2], codebook_size=CODEBOOK_SIZE,
-                  use_causal_conv=False, use_conv_shortcut=False, pad_mode=pad_mode, normalize=False,
-                  num_lstm_layers=2, compress=2)
+    kwargs = dict(
+        sampling_rate=32000,
+        audio_channels=1,
+        num_filters=4,
+        hidden_size=HIDDEN,
+        upsampling_ratios=[8, 5, 4, 4],
+        target_bandwidths=[2.2],
+        codebook_size=CODEBOOK_SIZE,
+        use_causal_conv=False,
+        use_conv_shortcut=False,
+        pad_mode=pad_mode,
+        normalize=False,
+        num_lstm_layers=2,
+        compress=2,
+    )
     return EncodecConfig(**{**kwargs, **overrides})
 
 

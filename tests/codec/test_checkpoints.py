@@ -48,13 +48,14 @@ def audiocraft_state(hf_model) -> dict:
     state = {}
     for key, value in hf_model.state_dict().items():
         key = key.replace("parametrizations.weight.original0", "weight_g").replace(
-            "parametrizations.weight.original1", "weight_v")
+            "parametrizations.weight.original1", "weight_v"
+        )
         m = re.match(r"(encoder|decoder)\.layers\.(\d+)\.(.*)", key)
         if m:
             part, i, rest = m.group(1), int(m.group(2)), m.group(3)
             if rest.startswith("conv."):
                 wrap = "convtr.convtr." if part == "decoder" and i in convtr else "conv.conv."
-                rest = wrap + rest[len("conv."):]
+                rest = wrap + rest[len("conv.") :]
             else:
                 rest = rest.replace(".conv.", ".conv.conv.")
             key = f"{part}.model.{i}.{rest}"
@@ -127,8 +128,10 @@ def test_audiocraft_pointer_resolves_through_hub(hf_model, hf_dir, tmp_path, mon
     add_repo(tmp_path / "cache", "facebook/encodec_32khz", hf_dir)
     repo = tmp_path / "musicgen"
     repo.mkdir()
-    torch.save({"pretrained": "facebook/encodec_32khz", "exported": True, "version": "1.0"},
-               repo / "compression_state_dict.bin")
+    torch.save(
+        {"pretrained": "facebook/encodec_32khz", "exported": True, "version": "1.0"},
+        repo / "compression_state_dict.bin",
+    )
     codec = load_codec(repo)
     np.testing.assert_array_equal(np.asarray(codec.encode(WAV)), hf_encode(hf_model, WAV))
     assert_same_params(codec, load_codec("facebook/encodec_32khz"))
@@ -139,8 +142,12 @@ def test_hf_musicgen_checkpoint_prefix_and_stereo(hf_model, hf_dir, tmp_path, mo
     from safetensors.torch import save_file
 
     codec_cfg = json.loads((hf_dir / "config.json").read_text())
-    config = {"model_type": "musicgen", "audio_encoder": codec_cfg, "decoder": {"audio_channels": 2},
-              "text_encoder": {"model_type": "t5"}}
+    config = {
+        "model_type": "musicgen",
+        "audio_encoder": codec_cfg,
+        "decoder": {"audio_channels": 2},
+        "text_encoder": {"model_type": "t5"},
+    }
     (tmp_path / "config.json").write_text(json.dumps(config))
     state = {f"audio_encoder.{k}": v.contiguous() for k, v in hf_model.state_dict().items()}
     state["decoder.model.decoder.embed_tokens.0.weight"] = torch.zeros(3, 2)

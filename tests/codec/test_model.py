@@ -11,10 +11,18 @@ from musicgen_jax.codec.seanet import conv_padding
 from musicgen_jax.config import ENCODEC_32KHZ, CodecConfig
 
 
-@pytest.mark.parametrize("kernel,stride,length,expected", [
-    (7, 1, 100, (3, 3)), (3, 1, 5, (1, 1)), (1, 1, 5, (0, 0)),
-    (8, 4, 16, (2, 2)), (8, 4, 17, (2, 5)), (10, 5, 13, (3, 4)), (16, 8, 3, (4, 9)),
-])
+@pytest.mark.parametrize(
+    "kernel,stride,length,expected",
+    [
+        (7, 1, 100, (3, 3)),
+        (3, 1, 5, (1, 1)),
+        (1, 1, 5, (0, 0)),
+        (8, 4, 16, (2, 2)),
+        (8, 4, 17, (2, 5)),
+        (10, 5, 13, (3, 4)),
+        (16, 8, 3, (4, 9)),
+    ],
+)
 def test_conv_padding_matches_spec(kernel, stride, length, expected):
     """SPEC 1.3: k8 s4 -> (2, 2 + extra), k10 s5 -> (3, 2 + extra), k16 s8 -> (4, 4 + extra)."""
     left, right = conv_padding(length, kernel, stride, 1, causal=False)
@@ -52,22 +60,28 @@ def tiny_codec():
     return Codec(config, init_params(config, jax.random.key(1)))
 
 
-@pytest.mark.parametrize("wav,message", [
-    (np.zeros((1, 2, 100)), r"expected audio of shape \[batch, 1, samples > 0\]"),
-    (np.zeros((100,)), "expected audio of shape"),
-    (np.zeros((1, 1, 0)), "expected audio of shape"),
-    (np.full((1, 1, 100), np.nan), "NaN or infinite"),
-])
+@pytest.mark.parametrize(
+    "wav,message",
+    [
+        (np.zeros((1, 2, 100)), r"expected audio of shape \[batch, 1, samples > 0\]"),
+        (np.zeros((100,)), "expected audio of shape"),
+        (np.zeros((1, 1, 0)), "expected audio of shape"),
+        (np.full((1, 1, 100), np.nan), "NaN or infinite"),
+    ],
+)
 def test_bad_audio_input(tiny_codec, wav, message):
     with pytest.raises(ValueError, match=message):
         tiny_codec.encode(wav)
 
 
-@pytest.mark.parametrize("codes,message", [
-    (np.zeros((1, 3, 5), np.int32), r"expected codes of shape \[batch, 4, frames > 0\]"),
-    (np.zeros((1, 4, 5), np.float32), "codes must be integers"),
-    (np.full((1, 4, 5), -1), r"codes must lie in \[0, 16\)"),
-])
+@pytest.mark.parametrize(
+    "codes,message",
+    [
+        (np.zeros((1, 3, 5), np.int32), r"expected codes of shape \[batch, 4, frames > 0\]"),
+        (np.zeros((1, 4, 5), np.float32), "codes must be integers"),
+        (np.full((1, 4, 5), -1), r"codes must lie in \[0, 16\)"),
+    ],
+)
 def test_bad_codes_input(tiny_codec, codes, message):
     with pytest.raises(ValueError, match=message):
         tiny_codec.decode(codes)

@@ -51,9 +51,12 @@ def test_codes_and_audio_match_transformers(saved, length):
 def test_weight_g_weight_v_spelling(saved, tmp_path):
     """Hub safetensors converted in 2023 store weight norm as weight_g / weight_v."""
     _, model, directory = saved
-    state = {k.replace("parametrizations.weight.original0", "weight_g")
-              .replace("parametrizations.weight.original1", "weight_v"): v.contiguous()
-             for k, v in model.state_dict().items()}
+    state = {
+        k.replace("parametrizations.weight.original0", "weight_g").replace(
+            "parametrizations.weight.original1", "weight_v"
+        ): v.contiguous()
+        for k, v in model.state_dict().items()
+    }
     assert any(k.endswith("weight_g") for k in state)
     save_file(state, str(tmp_path / "model.safetensors"))
     (tmp_path / "config.json").write_text((directory / "config.json").read_text())

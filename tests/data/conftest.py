@@ -63,10 +63,22 @@ SKIPPED = {  # relative path -> a piece of the reason
     "broken/bad_json.wav": "unreadable metadata bad_json.json",
 }
 SIDECARS = {
-    "tones/a440.json": {"description": "A calm sine. ", "genre": " Ambient ", "moods": "Calm, soft", "bpm": "60",
-                        "key": "A Major", "title": "Sine 440", "artist": "the tests", "extra": 1},
-    "noise/stereo48k.json": {"description": "Hiss", "keywords": ["Noise", "White"], "key": "C, D",
-                             "instrument": "Synth"},
+    "tones/a440.json": {
+        "description": "A calm sine. ",
+        "genre": " Ambient ",
+        "moods": "Calm, soft",
+        "bpm": "60",
+        "key": "A Major",
+        "title": "Sine 440",
+        "artist": "the tests",
+        "extra": 1,
+    },
+    "noise/stereo48k.json": {
+        "description": "Hiss",
+        "keywords": ["Noise", "White"],
+        "key": "C, D",
+        "instrument": "Synth",
+    },
 }
 
 

@@ -11,8 +11,14 @@ from musicgen_jax.data.metadata import AUDIOCRAFT_DEFAULTS, FIELDS, TextAugmenta
 
 DRAWS = 20000
 MERGED = ("key", "bpm", "genre", "moods", "keywords", "instrument")
-ALL_SET = {"key": "c major", "bpm": 120.0, "genre": "rock", "moods": ["happy", "sad"], "keywords": ["live"],
-           "instrument": "guitar"}
+ALL_SET = {
+    "key": "c major",
+    "bpm": 120.0,
+    "genre": "rock",
+    "moods": ["happy", "sad"],
+    "keywords": ["live"],
+    "instrument": "guitar",
+}
 
 
 class _Fixed(random.Random):
@@ -56,28 +62,47 @@ def test_normalize_rejects_non_mapping(raw):
 
 
 @pytest.mark.parametrize("name", ["title", "artist", "description"])
-@pytest.mark.parametrize("value, expected", [(" My Song ", "My Song"), ("None", None), ("", None), ("   ", None),
-                                             (None, None), (5, None), (["a"], None)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [(" My Song ", "My Song"), ("None", None), ("", None), ("   ", None), (None, None), (5, None), (["a"], None)],
+)
 def test_normalize_string(name, value, expected):
     assert normalize({name: value})[name] == expected
 
 
 @pytest.mark.parametrize("name", ["genre", "instrument"])
-@pytest.mark.parametrize("value, expected", [(" Rock ", "rock"), ("Hip Hop", "hip hop"), ("None", None), ("", None),
-                                             (None, None), (1.0, None)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [(" Rock ", "rock"), ("Hip Hop", "hip hop"), ("None", None), ("", None), (None, None), (1.0, None)],
+)
 def test_normalize_keyword(name, value, expected):
     assert normalize({name: value})[name] == expected
 
 
-@pytest.mark.parametrize("value, expected", [(" C Major ", "c major"), ("C major, A minor", None), ("None", None),
-                                             ("", None), (None, None), (7, None)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [(" C Major ", "c major"), ("C major, A minor", None), ("None", None), ("", None), (None, None), (7, None)],
+)
 def test_normalize_key(value, expected):
     assert normalize({"key": value})["key"] == expected
 
 
-@pytest.mark.parametrize("value, expected", [("120", 120.0), (" 92.5 ", 92.5), (128, 128.0), (99.5, 99.5),
-                                             ("fast", None), (None, None), ([120], None), ({"bpm": 1}, None),
-                                             (float("nan"), None), ("inf", None), (float("-inf"), None)])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("120", 120.0),
+        (" 92.5 ", 92.5),
+        (128, 128.0),
+        (99.5, 99.5),
+        ("fast", None),
+        (None, None),
+        ([120], None),
+        ({"bpm": 1}, None),
+        (float("nan"), None),
+        ("inf", None),
+        (float("-inf"), None),
+    ],
+)
 def test_normalize_bpm(value, expected):
     bpm = normalize({"bpm": value})["bpm"]
     assert bpm == expected
@@ -85,17 +110,20 @@ def test_normalize_bpm(value, expected):
 
 
 @pytest.mark.parametrize("name", ["moods", "keywords"])
-@pytest.mark.parametrize("value, expected", [
-    ("Happy, sad  chill", ["happy", "sad", "chill"]),
-    ("calm", ["calm"]),
-    ([" Happy ", "None", "", 3, "Sad"], ["happy", "sad"]),
-    (float("nan"), None),
-    ([], None),
-    ("", None),
-    (", ,", None),
-    (None, None),
-    (5, ["5"]),
-])
+@pytest.mark.parametrize(
+    "value, expected",
+    [
+        ("Happy, sad  chill", ["happy", "sad", "chill"]),
+        ("calm", ["calm"]),
+        ([" Happy ", "None", "", 3, "Sad"], ["happy", "sad"]),
+        (float("nan"), None),
+        ([], None),
+        ("", None),
+        (", ,", None),
+        (None, None),
+        (5, ["5"]),
+    ],
+)
 def test_normalize_keyword_list(name, value, expected):
     assert normalize({name: value})[name] == expected
 
@@ -115,12 +143,22 @@ def test_describe_drops_description():
 def test_describe_values_as_text():
     info = _info(description="Desc", **ALL_SET)
     text = describe(info, _Fixed(0.5), merge_text_p=1, drop_desc_p=0, drop_other_p=1)
-    assert text == ("Desc. key: c major. bpm: 120.0. genre: rock. moods: happy, sad. keywords: live. "
-                    "instrument: guitar")
+    assert text == (
+        "Desc. key: c major. bpm: 120.0. genre: rock. moods: happy, sad. keywords: live. instrument: guitar"
+    )
     text = describe(info, random.Random(3), merge_text_p=1, drop_desc_p=0, drop_other_p=1)
     assert text.startswith("Desc. ")
-    assert sorted(text.split(". ")) == sorted(["Desc", "key: c major", "bpm: 120.0", "genre: rock",
-                                               "moods: happy, sad", "keywords: live", "instrument: guitar"])
+    assert sorted(text.split(". ")) == sorted(
+        [
+            "Desc",
+            "key: c major",
+            "bpm: 120.0",
+            "genre: rock",
+            "moods: happy, sad",
+            "keywords: live",
+            "instrument: guitar",
+        ]
+    )
 
 
 @pytest.mark.parametrize("description", ["Happy rock", "Happy rock.", None])
@@ -158,10 +196,12 @@ def test_describe_outcome_probabilities():
     info = _info(description="Desc", key="c major")
     rng = random.Random(1234)
     texts = [describe(info, rng, merge, drop_desc, keep) for _ in range(DRAWS)]
-    expected = {"Desc.": 1 - merge + merge * (1 - drop_desc) * (1 - keep),
-                "Desc. key: c major": merge * (1 - drop_desc) * keep,
-                "key: c major": merge * drop_desc * keep,
-                None: merge * drop_desc * (1 - keep)}
+    expected = {
+        "Desc.": 1 - merge + merge * (1 - drop_desc) * (1 - keep),
+        "Desc. key: c major": merge * (1 - drop_desc) * keep,
+        "key: c major": merge * drop_desc * keep,
+        None: merge * drop_desc * (1 - keep),
+    }
     assert set(texts) == set(expected)
     for text, p in expected.items():
         _assert_fraction(texts.count(text), DRAWS, p)
@@ -186,7 +226,7 @@ def test_describe_field_keep_probability():
     names = [{pair.split(":")[0] for pair in text.split(". ")} if text else set() for text in texts]
     for name in MERGED:
         _assert_fraction(sum(name in kept for kept in names), DRAWS, keep)
-    _assert_fraction(sum(len(kept) == 6 for kept in names), DRAWS, keep ** 6)
+    _assert_fraction(sum(len(kept) == 6 for kept in names), DRAWS, keep**6)
 
 
 def test_describe_shuffles_fields_uniformly():
@@ -210,10 +250,14 @@ def test_text_augmentation():
     assert TextAugmentation() == TextAugmentation(0.0, 0.0, 0.0)
     assert TextAugmentation(0, 1, 0.5).drop_desc_p == 1
     assert (AUDIOCRAFT_DEFAULTS.merge_text_p, AUDIOCRAFT_DEFAULTS.drop_desc_p, AUDIOCRAFT_DEFAULTS.drop_other_p) == (
-        0.25, 0.5, 0.5)
+        0.25,
+        0.5,
+        0.5,
+    )
     with pytest.raises(AttributeError):
         AUDIOCRAFT_DEFAULTS.merge_text_p = 1.0
     info = _info(description="Desc", **ALL_SET)
     augmentation = TextAugmentation(0.5, 0.3, 0.7)
     assert [augmentation.describe(info, random.Random(seed)) for seed in range(20)] == [
-        describe(info, random.Random(seed), 0.5, 0.3, 0.7) for seed in range(20)]
+        describe(info, random.Random(seed), 0.5, 0.3, 0.7) for seed in range(20)
+    ]

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 
 from musicgen_jax.data.metadata import TextAugmentation
-from musicgen_jax.data.pipeline import (PipelineConfig, TrainBatches, eval_batches, load_host_examples,
-                                        train_batches)
+from musicgen_jax.data.pipeline import PipelineConfig, TrainBatches, eval_batches, load_host_examples, train_batches
 from musicgen_jax.text.tokenizer import T5Tokenizer
-from tests.datasets import CHROMA, DESCRIPTION, FRAME_RATE, K, SAMPLE_RATE, chroma_frames, code_value, write_dataset
+from tests.datasets import CHROMA, DESCRIPTION, FRAME_RATE, SAMPLE_RATE, K, chroma_frames, code_value, write_dataset
 
 FRAMES = 12
 LENGTHS = [30, 12, 7, 18, 25, 12, 3, 40, 12, 16, 9, 21, 12, 33, 5, 12, 28, 14, 12, 19, 11, 26, 12]  # 23 examples
@@ -42,7 +41,7 @@ def test_hosts_see_disjoint_parts_that_cover_the_split(dataset, tokenizer):
     for host in range(2):
         examples = load_host_examples(directory, "train", host, 2)
         batches = TrainBatches(examples, PipelineConfig(batch_size=4, frames=FRAMES), tokenizer)
-        stream = np.concatenate([batches.batch(step)["example"] for step in range(3)])[:len(examples)]
+        stream = np.concatenate([batches.batch(step)["example"] for step in range(3)])[: len(examples)]
         assert len(examples) == (11, 12)[host] and examples.first == (0, 11)[host]
         assert sorted(stream) == list(range(examples.first, examples.first + len(examples)))
         assert list(stream) != sorted(stream)  # shuffled
@@ -58,7 +57,7 @@ def test_each_epoch_is_a_new_permutation_on_each_host(dataset, tokenizer):
         examples = load_host_examples(directory, "train", host, 2)
         n, batches = len(examples), TrainBatches(examples, PipelineConfig(batch_size=5, frames=FRAMES), tokenizer)
         stream = np.concatenate([batches.batch(step)["example"] for step in range(-(-4 * n // 5))])
-        epochs = [tuple(stream[e * n:(e + 1) * n]) for e in range(4)]
+        epochs = [tuple(stream[e * n : (e + 1) * n]) for e in range(4)]
         for epoch in epochs:
             assert sorted(epoch) == list(range(examples.first, examples.first + n))
         assert len(set(epochs)) == 4, epochs
@@ -79,7 +78,7 @@ def test_crops_are_windows_of_the_example_and_padding_is_masked(dataset, tokeniz
             n = min(full.shape[-1], FRAMES)
             start = crop_start(batch, row)
             assert 0 <= start <= max(full.shape[-1] - FRAMES, 0)
-            np.testing.assert_array_equal(batch["codes"][row, :, :n], full[:, start:start + n])
+            np.testing.assert_array_equal(batch["codes"][row, :, :n], full[:, start : start + n])
             assert not batch["codes"][row, :, n:].any()
             assert batch["mask"][row, :, :n].all() and not batch["mask"][row, :, n:].any()
             if batch["example"][row] == 7:  # 40 frames: starts 0..28
@@ -131,8 +130,14 @@ def test_a_state_from_another_pipeline_is_refused(dataset, tokenizer):
     with pytest.raises(ValueError, match=r"batch_size 5 \(here 4\)"):
         TrainBatches(examples, PipelineConfig(batch_size=4, frames=FRAMES), tokenizer, state=state)
     with pytest.raises(ValueError, match=r"host \[0, 1\] \(here \[1, 2\]\)"):
-        train_batches(directory, PipelineConfig(batch_size=5, frames=FRAMES), tokenizer, state=state,
-                      process_index=1, process_count=2)
+        train_batches(
+            directory,
+            PipelineConfig(batch_size=5, frames=FRAMES),
+            tokenizer,
+            state=state,
+            process_index=1,
+            process_count=2,
+        )
     with pytest.raises(ValueError, match="non-negative integer"):
         TrainBatches(examples, PipelineConfig(batch_size=5, frames=FRAMES), tokenizer, state={**state, "step": -1})
     with pytest.raises(ValueError, match="invalid start step -1"):
@@ -163,7 +168,7 @@ def test_text_follows_the_augmentation_probabilities(dataset, tokenizer):
             described += 1
             if ids != plain:
                 merged += 1
-                dropped += ids[:len(description)] != description
+                dropped += ids[: len(description)] != description
         mixed_batches += 0 < merged - merged_before < described - described_before
     assert mixed_batches > 40
     for count, total, p in ((merged, described, 0.25), (dropped, merged, 0.3)):
@@ -220,7 +225,7 @@ def test_precomputed_text_embeddings(tmp_path, dataset, tokenizer):
         longest = max(len(examples[i]["text_embedding"]) for i in batch["example"])
         assert batch["text_embeddings"].shape == (8, 4 if longest <= 4 else 6, 6)
         for row, index in enumerate(batch["example"]):
-            stored = examples[index]["text_embedding"][:batch["text_embeddings"].shape[1]]
+            stored = examples[index]["text_embedding"][: batch["text_embeddings"].shape[1]]
             n = len(stored)
             np.testing.assert_array_equal(batch["text_embeddings"][row, :n], stored)
             assert not batch["text_embeddings"][row, n:].any()
@@ -231,15 +236,18 @@ def test_precomputed_text_embeddings(tmp_path, dataset, tokenizer):
         TrainBatches(load_host_examples(dataset[0], "train", 0, 1), config, tokenizer)
 
 
-@pytest.mark.parametrize("kwargs, message", [
-    ({"batch_size": 0}, "PipelineConfig.batch_size: 0"),
-    ({"batch_size": 2, "frames": 1.5}, "PipelineConfig.frames: 1.5"),
-    ({"batch_size": 2, "seed": -1}, "PipelineConfig.seed: -1"),
-    ({"batch_size": 2, "text_lengths": (64, 32)}, "text_lengths: (64, 32)"),
-    ({"batch_size": 2, "text": {"merge_text_p": 0.2}}, "must be a TextAugmentation"),
-    ({"batch_size": 2, "chroma_frames": -1}, "PipelineConfig.chroma_frames: -1"),
-    ({"batch_size": 2, "chroma_frames": True}, "PipelineConfig.chroma_frames: True"),
-])
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"batch_size": 0}, "PipelineConfig.batch_size: 0"),
+        ({"batch_size": 2, "frames": 1.5}, "PipelineConfig.frames: 1.5"),
+        ({"batch_size": 2, "seed": -1}, "PipelineConfig.seed: -1"),
+        ({"batch_size": 2, "text_lengths": (64, 32)}, "text_lengths: (64, 32)"),
+        ({"batch_size": 2, "text": {"merge_text_p": 0.2}}, "must be a TextAugmentation"),
+        ({"batch_size": 2, "chroma_frames": -1}, "PipelineConfig.chroma_frames: -1"),
+        ({"batch_size": 2, "chroma_frames": True}, "PipelineConfig.chroma_frames: True"),
+    ],
+)
 def test_bad_config_values(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
         PipelineConfig(**kwargs)
@@ -260,8 +268,11 @@ def test_word_dropout_drops_each_word_with_its_probability(dataset, tokenizer):
     config = PipelineConfig(batch_size=64, frames=FRAMES, seed=2, word_dropout=0.3)
     batches = TrainBatches(load_host_examples(directory, "train", 0, 1), config, tokenizer)
     words = DESCRIPTION.split(" ")
-    variants = {tuple(tokenizer.encode(" ".join(w for w, keep in zip(words, mask) if keep))): mask
-                for mask in np.ndindex(2, 2, 2) if any(mask)}
+    variants = {
+        tuple(tokenizer.encode(" ".join(w for w, keep in zip(words, mask) if keep))): mask
+        for mask in np.ndindex(2, 2, 2)
+        if any(mask)
+    }
     kept, total, null = np.zeros(3), 0, 0
     for step in range(30):
         batch = batches.batch(step)
@@ -289,7 +300,7 @@ def expected_chroma(stored: np.ndarray, start: int, frames: int) -> np.ndarray:
     """The stored bins of a crop at code frame `start`: from chroma frame start * 640 // 4096 (the sample of
     its first code frame over the chroma hop), bin 0 past the stored frames."""
     first = start * (SAMPLE_RATE // FRAME_RATE) // CHROMA.hop_length
-    piece = stored[first:first + frames]
+    piece = stored[first : first + frames]
     return np.pad(piece, (0, frames - len(piece)))
 
 
@@ -320,9 +331,9 @@ def test_chroma_follows_the_crop(chroma_dataset, tokenizer):
     evaluation = list(eval_batches(host, config, tokenizer))
     assert len(evaluation) == 5 and all(b["chroma"].dtype == np.int32 for b in evaluation)
     rows = np.concatenate([b["chroma"] for b in evaluation])
-    for index, chroma in enumerate(rows[:len(LENGTHS)]):
+    for index, chroma in enumerate(rows[: len(LENGTHS)]):
         np.testing.assert_array_equal(chroma, expected_chroma(examples[index]["chroma"], 0, 6))
-    assert not rows[len(LENGTHS):].any()  # 2 padding rows
+    assert not rows[len(LENGTHS) :].any()  # 2 padding rows
 
 
 def test_chroma_needs_a_dataset_prepared_with_it(dataset, chroma_dataset, tokenizer, tmp_path):
@@ -342,6 +353,7 @@ def test_chroma_needs_a_dataset_prepared_with_it(dataset, chroma_dataset, tokeni
     info = json.loads((tmp_path / "dataset.json").read_text())
     info["chroma"]["sample_rate"] = 44100
     (tmp_path / "dataset.json").write_text(json.dumps(info))
-    with pytest.raises(ValueError, match="chroma at 44100 Hz cannot be cropped with codes at 50 frames per second "
-                                         "of 32000 Hz"):
+    with pytest.raises(
+        ValueError, match="chroma at 44100 Hz cannot be cropped with codes at 50 frames per second of 32000 Hz"
+    ):
         load_host_examples(tmp_path, "train", 0, 1)

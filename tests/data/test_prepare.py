@@ -29,10 +29,28 @@ from tests.data.conftest import GOOD, SKIPPED, SR
 from tests.test_chroma import _Spectrogram
 
 HOP = 640
-SEGMENTS = {"tones/a440.wav": 3, "tones/low.flac": 1, "tones/deep/a220_44k.flac": 3, "noise/stereo48k.wav": 2,
-            "noise/mono16k.ogg": 2, "silence.wav": 2, "whole.mp3": 1}
-ARGS = ["--segment-seconds", "1", "--length-step", "0.5", "--min-seconds", "0.5", "--valid-fraction", "0.3",
-        "--seed", "1", "--no-progress"]
+SEGMENTS = {
+    "tones/a440.wav": 3,
+    "tones/low.flac": 1,
+    "tones/deep/a220_44k.flac": 3,
+    "noise/stereo48k.wav": 2,
+    "noise/mono16k.ogg": 2,
+    "silence.wav": 2,
+    "whole.mp3": 1,
+}
+ARGS = [
+    "--segment-seconds",
+    "1",
+    "--length-step",
+    "0.5",
+    "--min-seconds",
+    "0.5",
+    "--valid-fraction",
+    "0.3",
+    "--seed",
+    "1",
+    "--no-progress",
+]
 
 
 def prepare(audio, codec, out, *extra):
@@ -46,8 +64,9 @@ def all_examples(data_dir):
 def reference_codes(model, wav: np.ndarray) -> np.ndarray:
     """transformers' codes of `[C, T]` audio: each channel coded alone, codebooks interleaved [L0, R0, ...]."""
     with torch.no_grad():
-        codes = [model.encode(torch.from_numpy(np.ascontiguousarray(ch[None, None]))).audio_codes[0, 0].numpy()
-                 for ch in wav]
+        codes = [
+            model.encode(torch.from_numpy(np.ascontiguousarray(ch[None, None]))).audio_codes[0, 0].numpy() for ch in wav
+        ]
     return np.stack(codes, axis=1).reshape(-1, codes[0].shape[-1])
 
 
@@ -69,7 +88,7 @@ def test_codes_equal_the_reference_codec_on_each_slice(prepared, audio_dir, code
             assert split_of(ex["path"], 1, 0.3) == split
             wav, _ = read_audio(audio_dir / ex["path"], SR, 1)
             start = ex["segment"] * SR
-            expected = reference_codes(model, wav[:, start:start + ex["codes"].shape[-1] * HOP])
+            expected = reference_codes(model, wav[:, start : start + ex["codes"].shape[-1] * HOP])
             assert ex["codes"].dtype == np.int16 and ex["codes"].shape == expected.shape
             np.testing.assert_array_equal(ex["codes"], expected, err_msg=f"{ex['path']} segment {ex['segment']}")
             seen.setdefault(ex["path"], []).append((ex["segment"], ex["codes"].shape[-1]))
@@ -86,8 +105,16 @@ def test_metadata_and_reports(prepared):
     examples = all_examples(prepared)
     by_path = {ex["path"]: ex["metadata"] for items in examples.values() for ex in items}
     assert by_path["tones/a440.wav"] == {
-        "title": "Sine 440", "artist": "the tests", "key": "a major", "bpm": 60.0, "genre": "ambient",
-        "moods": ["calm", "soft"], "keywords": None, "description": "A calm sine.", "instrument": None}
+        "title": "Sine 440",
+        "artist": "the tests",
+        "key": "a major",
+        "bpm": 60.0,
+        "genre": "ambient",
+        "moods": ["calm", "soft"],
+        "keywords": None,
+        "description": "A calm sine.",
+        "instrument": None,
+    }
     assert by_path["noise/stereo48k.wav"]["key"] is None  # several keys: dropped, as audiocraft does
     assert by_path["noise/stereo48k.wav"]["keywords"] == ["noise", "white"]
     assert set(by_path["silence.wav"].values()) == {None}
@@ -121,10 +148,10 @@ def test_stereo_codec_interleaves_each_channel(audio_dir, stereo_codec_dir, melo
             continue
         wav, _ = read_audio(audio_dir / ex["path"], SR, 2)
         start = ex["segment"] * SR
-        expected = reference_codes(model, wav[:, start:start + ex["codes"].shape[-1] * HOP])
+        expected = reference_codes(model, wav[:, start : start + ex["codes"].shape[-1] * HOP])
         assert ex["codes"].shape[0] == 8
         np.testing.assert_array_equal(ex["codes"], expected)
-        check_chroma([ex], lambda path: wav.mean(axis=0), melody_extractor)
+        check_chroma([ex], lambda path, wav=wav: wav.mean(axis=0), melody_extractor)
     assert json.loads((tmp_path / "data/dataset.json").read_text())["num_codebooks"] == 8
 
 
@@ -180,8 +207,20 @@ def test_killed_run_resumes_to_the_uninterrupted_result(audio_dir, codec_dir, pr
     one uninterrupted run's (shards byte for byte, dataset.json), finished shards are kept as they were, and
     no temporary file remains."""
     out = tmp_path / "data"
-    command = [sys.executable, "-m", "musicgen_jax.data.prepare", "--audio", str(audio_dir), "--codec",
-               str(codec_dir[1]), "--out", str(out), *ARGS, "--files-per-shard", "1"]
+    command = [
+        sys.executable,
+        "-m",
+        "musicgen_jax.data.prepare",
+        "--audio",
+        str(audio_dir),
+        "--codec",
+        str(codec_dir[1]),
+        "--out",
+        str(out),
+        *ARGS,
+        "--files-per-shard",
+        "1",
+    ]
     proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while not list((out / "units").glob("unit-*.json")) and time.monotonic() < deadline and proc.poll() is None:
@@ -198,17 +237,50 @@ def test_killed_run_resumes_to_the_uninterrupted_result(audio_dir, codec_dir, pr
     with_one_unit_per_file = tmp_path / "reference"
     prepare(audio_dir, codec_dir[1], with_one_unit_per_file, "--files-per-shard", "1")
     assert shard_bytes(out) == shard_bytes(with_one_unit_per_file)
-    assert (json.loads((out / "dataset.json").read_text())
-            == json.loads((with_one_unit_per_file / "dataset.json").read_text()))
+    assert json.loads((out / "dataset.json").read_text()) == json.loads(
+        (with_one_unit_per_file / "dataset.json").read_text()
+    )
 
 
 def test_changed_settings_are_refused(audio_dir, codec_dir, prepared, capsys):
     """Resuming into a folder prepared with other settings is one error naming them."""
-    assert main(["--audio", str(audio_dir), "--codec", str(codec_dir[1]), "--out", str(prepared),
-                 *ARGS[:-3], "--seed", "2", "--no-progress"]) == 2
+    assert (
+        main(
+            [
+                "--audio",
+                str(audio_dir),
+                "--codec",
+                str(codec_dir[1]),
+                "--out",
+                str(prepared),
+                *ARGS[:-3],
+                "--seed",
+                "2",
+                "--no-progress",
+            ]
+        )
+        == 2
+    )
     assert "prepared with different settings (seed, files_per_shard)" in capsys.readouterr().err
-    assert main(["--audio", str(audio_dir), "--codec", str(codec_dir[1]), "--out", str(prepared), *ARGS,
-                 "--batch-size", "3", "--files-per-shard", "4", "--chroma"]) == 2
+    assert (
+        main(
+            [
+                "--audio",
+                str(audio_dir),
+                "--codec",
+                str(codec_dir[1]),
+                "--out",
+                str(prepared),
+                *ARGS,
+                "--batch-size",
+                "3",
+                "--files-per-shard",
+                "4",
+                "--chroma",
+            ]
+        )
+        == 2
+    )
     assert "prepared with different settings (chroma)" in capsys.readouterr().err
 
 
@@ -231,8 +303,21 @@ def test_bad_inputs_are_one_clear_error(case, codec_dir, tmp_path, capsys):
         (audio / "a.wav").write_bytes(b"junk")
         extra = ["--segment-seconds", "0.333"]
         message = "segment_seconds = 0.333 s is not a whole number of codec frames (50 per second)"
-    assert main(["--audio", str(audio), "--codec", str(codec_dir[1]), "--out", str(tmp_path / "out"),
-                 "--no-progress", *extra]) == 2
+    assert (
+        main(
+            [
+                "--audio",
+                str(audio),
+                "--codec",
+                str(codec_dir[1]),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-progress",
+                *extra,
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert re.search(re.escape(message), err), err
     assert not (tmp_path / "out" / "dataset.json").exists()
@@ -308,7 +393,7 @@ def check_chroma(examples, melody, extractor) -> int:
     frames = 0
     for ex in examples:
         start = ex["segment"] * SR
-        expected = reference_bins(extractor, melody(ex["path"])[start:start + ex["codes"].shape[-1] * HOP])
+        expected = reference_bins(extractor, melody(ex["path"])[start : start + ex["codes"].shape[-1] * HOP])
         assert ex["chroma"].dtype == np.uint8
         np.testing.assert_array_equal(ex["chroma"], expected, err_msg=f"{ex['path']} segment {ex['segment']}")
         frames += len(expected)
@@ -318,8 +403,9 @@ def check_chroma(examples, melody, extractor) -> int:
 CHROMA_INFO = {"bins": 12, "n_fft": 16384, "hop_length": 4096, "sample_rate": SR}
 
 
-def test_chroma_is_transformers_melody_chroma_of_each_segment(audio_dir, codec_dir, prepared, melody_extractor,
-                                                             tmp_path):
+def test_chroma_is_transformers_melody_chroma_of_each_segment(
+    audio_dir, codec_dir, prepared, melody_extractor, tmp_path
+):
     """--chroma stores, per example, exactly the argmax of transformers' MusicgenMelodyFeatureExtractor chroma
     of the mono slice it encodes (8 frames for 1 s segments, 5 for the 0.5 s tails, all 5 shorter than
     n_fft), silence bin 0 throughout; the codes and metadata are those of a run without chroma."""
@@ -336,8 +422,7 @@ def test_chroma_is_transformers_melody_chroma_of_each_segment(audio_dir, codec_d
     assert shards.dataset_info(tmp_path / "data")["chroma"] == {**CHROMA_INFO, "stems": False}
 
 
-def test_melody_stems_give_the_chroma_of_the_files_stems(audio_dir, codec_dir, melody_extractor, tmp_path,
-                                                       monkeypatch):
+def test_melody_stems_give_the_chroma_of_the_files_stems(audio_dir, codec_dir, melody_extractor, tmp_path, monkeypatch):
     """--melody-stems: `stems.melody_stems` runs once per file on the whole waveform (here a stand-in for
     Demucs: the file reversed, 7 samples short) and each segment's chroma is the reference's of its slice of
     that, zero-padded to the file's length."""
@@ -366,18 +451,35 @@ def test_melody_stems_give_the_chroma_of_the_files_stems(audio_dir, codec_dir, m
     assert shards.dataset_info(tmp_path / "data")["chroma"] == {**CHROMA_INFO, "stems": True}
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--melody-stems"], "--melody-stems requires --chroma"),
-    (["--chroma", "--melody-stems"], "melody stems need Demucs: pip install 'musicgen-jax[melody]'"),
-])
-def test_melody_stems_without_chroma_or_demucs_is_one_clear_error(flags, message, audio_dir, codec_dir, tmp_path,
-                                                                 capsys, monkeypatch):
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--melody-stems"], "--melody-stems requires --chroma"),
+        (["--chroma", "--melody-stems"], "melody stems need Demucs: pip install 'musicgen-jax[melody]'"),
+    ],
+)
+def test_melody_stems_without_chroma_or_demucs_is_one_clear_error(
+    flags, message, audio_dir, codec_dir, tmp_path, capsys, monkeypatch
+):
     """Checked before any file is read. Demucs is made unimportable (sys.modules None)."""
     monkeypatch.setitem(sys.modules, "demucs", None)
     monkeypatch.setattr(sys.modules[main.__module__], "read_audio", lambda *args: pytest.fail("a file was read"))
     stems._demucs.cache_clear()
-    assert main(["--audio", str(audio_dir), "--codec", str(codec_dir[1]), "--out", str(tmp_path / "out"),
-                 "--no-progress", *flags]) == 2
+    assert (
+        main(
+            [
+                "--audio",
+                str(audio_dir),
+                "--codec",
+                str(codec_dir[1]),
+                "--out",
+                str(tmp_path / "out"),
+                "--no-progress",
+                *flags,
+            ]
+        )
+        == 2
+    )
     stems._demucs.cache_clear()
     err = capsys.readouterr().err
     assert err.count("error:") == 1 and message in err, err

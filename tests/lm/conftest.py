@@ -5,8 +5,14 @@ from __future__ import annotations
 
 import pytest
 import torch
-from transformers import (MusicgenConfig, MusicgenDecoderConfig, MusicgenForConditionalGeneration, MusicgenMelodyConfig,
-                          MusicgenMelodyDecoderConfig, MusicgenMelodyForConditionalGeneration)
+from transformers import (
+    MusicgenConfig,
+    MusicgenDecoderConfig,
+    MusicgenForConditionalGeneration,
+    MusicgenMelodyConfig,
+    MusicgenMelodyDecoderConfig,
+    MusicgenMelodyForConditionalGeneration,
+)
 from transformers import T5Config as HFT5Config
 
 from musicgen_jax.convert import pretrained
@@ -16,8 +22,7 @@ from tests.torch_init import constant_parameters, randomize_constants
 TEXT_VOCAB = 210  # the len() of the shared test tokenizer: 110 sentencepiece pieces + 100 extra ids
 
 
-def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1, melody: bool = False,
-                     chroma_frames: int = 24):
+def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1, melody: bool = False, chroma_frames: int = 24):
     """A `MusicgenForConditionalGeneration` (melody: `MusicgenMelodyForConditionalGeneration`, 12 chroma bins,
     `chroma_frames` chroma frames: the released models have 235, fewer here give the few text positions
     after them a share of the attention that moves the logits), with the codec of `tiny_hf_model`. Random
@@ -27,17 +32,30 @@ def tiny_hf_musicgen(seed: int = 0, audio_channels: int = 1, melody: bool = Fals
     paths scaled up so that the prompt (and the melody) change the logits."""
     torch.manual_seed(seed)
     text = HFT5Config(vocab_size=TEXT_VOCAB, d_model=32, d_kv=8, num_heads=4, d_ff=64, num_layers=2, dropout_rate=0.0)
-    sizes = dict(vocab_size=2048, hidden_size=64, num_attention_heads=4, num_hidden_layers=2, ffn_dim=256,
-                 num_codebooks=4 * audio_channels, audio_channels=audio_channels, dropout=0.0)
+    sizes = dict(
+        vocab_size=2048,
+        hidden_size=64,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        ffn_dim=256,
+        num_codebooks=4 * audio_channels,
+        audio_channels=audio_channels,
+        dropout=0.0,
+    )
     if melody:
-        config = MusicgenMelodyConfig(text_encoder=text, audio_encoder=tiny_hf_config(),
-                                      decoder=MusicgenMelodyDecoderConfig(**sizes), num_chroma=12,
-                                      chroma_length=chroma_frames)
+        config = MusicgenMelodyConfig(
+            text_encoder=text,
+            audio_encoder=tiny_hf_config(),
+            decoder=MusicgenMelodyDecoderConfig(**sizes),
+            num_chroma=12,
+            chroma_length=chroma_frames,
+        )
         model = MusicgenMelodyForConditionalGeneration(config).eval()
         projections = (model.enc_to_dec_proj, model.audio_enc_to_dec_proj)
     else:
-        config = MusicgenConfig(text_encoder=text, audio_encoder=tiny_hf_config(),
-                                decoder=MusicgenDecoderConfig(**sizes))
+        config = MusicgenConfig(
+            text_encoder=text, audio_encoder=tiny_hf_config(), decoder=MusicgenDecoderConfig(**sizes)
+        )
         model = MusicgenForConditionalGeneration(config).eval()
         projections = (model.enc_to_dec_proj,)
     for i, part in enumerate((model.text_encoder, model.decoder, *projections)):

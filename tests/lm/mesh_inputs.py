@@ -10,8 +10,12 @@ import numpy as np
 
 from musicgen_jax.convert import pretrained
 
-PROMPTS = ["calm piano", "Energetic rock song with electric guitars and drums!", "lofi hip hop beat, 90 bpm",
-           "epic brass"]
+PROMPTS = [
+    "calm piano",
+    "Energetic rock song with electric guitars and drums!",
+    "lofi hip hop beat, 90 bpm",
+    "epic brass",
+]
 
 
 def load(directory: str):

@@ -35,13 +35,21 @@ def main(process_id: int, port: int, directory: str):
     split = generate_tokens(config, sharded, text[:2], mask[:2], keys, 16, sampling, mesh=mesh)
     split = multihost_utils.process_allgather(split, tiled=True)
     if process_id == 0:
-        print(json.dumps({
-            "processes": jax.process_count(), "devices": jax.device_count(), "local": jax.local_device_count(),
-            "fc1_local_shards": len(sharded["params"]["layers_0"]["fc1"]["kernel"].addressable_shards),
-            "logits_diff": float(np.abs(logits - reference).max()), "logits_scale": float(np.abs(reference).max()),
-            "tokens_equal": bool((split == single).all()), "tokens_shape": list(split.shape),
-            "greedy_text_effect": mesh_inputs.differing(single),
-        }))
+        print(
+            json.dumps(
+                {
+                    "processes": jax.process_count(),
+                    "devices": jax.device_count(),
+                    "local": jax.local_device_count(),
+                    "fc1_local_shards": len(sharded["params"]["layers_0"]["fc1"]["kernel"].addressable_shards),
+                    "logits_diff": float(np.abs(logits - reference).max()),
+                    "logits_scale": float(np.abs(reference).max()),
+                    "tokens_equal": bool((split == single).all()),
+                    "tokens_shape": list(split.shape),
+                    "greedy_text_effect": mesh_inputs.differing(single),
+                }
+            )
+        )
     jax.distributed.shutdown()
 
 

@@ -12,15 +12,22 @@ import jax
 import numpy as np
 
 import sample
-
 from musicgen_jax.codec.model import _decode
 from musicgen_jax.musicgen import MusicGen
 from musicgen_jax.sampling import generate_tokens, lower_generate, row_keys
 from musicgen_jax.sharding import make_mesh
 from musicgen_jax.text.encoder import encode_ids
 
-PROMPTS = ["warm jazz piano trio", "fast techno", "a slow cello solo", "ambient drones with rain",
-           "rock guitar riff", "", "lofi hip hop beat", "brass fanfare in a big hall"]
+PROMPTS = [
+    "warm jazz piano trio",
+    "fast techno",
+    "a slow cello solo",
+    "ambient drones with rain",
+    "rock guitar riff",
+    "",
+    "lofi hip hop beat",
+    "brass fanfare in a big hall",
+]
 FRAMES = 16
 COLLECTIVES = ("all-reduce", "all-gather", "reduce-scatter", "all-to-all", "collective-permute")
 
@@ -41,19 +48,26 @@ def run(model: MusicGen) -> dict:
     # each stage alone, as generate runs it, to see where its outputs lie
     text, mask = model.text_encoder(PROMPTS)
     keys = row_keys(5 + np.arange(len(PROMPTS)))
-    tokens = generate_tokens(model.lm_config, model.lm_params, text, mask, keys, FRAMES, model.sampling,
-                             mesh=model.mesh)
+    tokens = generate_tokens(
+        model.lm_config, model.lm_params, text, mask, keys, FRAMES, model.sampling, mesh=model.mesh
+    )
     audio = model.codec.decode(np.asarray(tokens))
     ids, ids_mask = model.text_encoder.tokenizer(PROMPTS)
-    t5 = encode_ids.lower(model.text_encoder.config, model.text_encoder.params, ids, ids_mask,
-                          mesh=model.mesh).compile()
+    t5 = encode_ids.lower(
+        model.text_encoder.config, model.text_encoder.params, ids, ids_mask, mesh=model.mesh
+    ).compile()
     codec = _decode.lower(model.codec.config, model.codec.params, np.asarray(tokens), False, mesh=model.mesh).compile()
-    lm = lower_generate(model.lm_config, model.lm_params, text, mask, keys, FRAMES, model.sampling,
-                        mesh=model.mesh).compile()
+    lm = lower_generate(
+        model.lm_config, model.lm_params, text, mask, keys, FRAMES, model.sampling, mesh=model.mesh
+    ).compile()
     lm_params, t5_params = model.lm_params["params"], model.text_encoder.params["params"]
     return {
-        "codes": codes.tolist(), "wav": wav, "stage_codes_equal": bool((np.asarray(tokens) == codes).all()),
-        "text": split(text), "tokens": split(tokens), "audio": split(audio),
+        "codes": codes.tolist(),
+        "wav": wav,
+        "stage_codes_equal": bool((np.asarray(tokens) == codes).all()),
+        "text": split(text),
+        "tokens": split(tokens),
+        "audio": split(audio),
         "collectives": {"t5": collectives(t5), "lm": collectives(lm), "codec": collectives(codec)},
         "lm_fc1": split(lm_params["layers_0"]["fc1"]["kernel"]),
         "t5_wi": split(t5_params["block_0"]["mlp"]["wi"]["kernel"]),
@@ -63,8 +77,24 @@ def run(model: MusicGen) -> dict:
 
 def sample_py(directory: str, out: Path) -> list:
     """The codes `sample.py --mesh data=8` saves for PROMPTS, as `run` samples them."""
-    args = ["--model", directory, "--duration", str(FRAMES / 50), "--top-k", "8", "--seed", "5", "--mesh", "data=8",
-            "--dtype", "float32", "--out", str(out / "audio"), "--save-codes", str(out / "codes.npy")]
+    args = [
+        "--model",
+        directory,
+        "--duration",
+        str(FRAMES / 50),
+        "--top-k",
+        "8",
+        "--seed",
+        "5",
+        "--mesh",
+        "data=8",
+        "--dtype",
+        "float32",
+        "--out",
+        str(out / "audio"),
+        "--save-codes",
+        str(out / "codes.npy"),
+    ]
     assert sample.main(args + [arg for prompt in PROMPTS for arg in ("--prompt", prompt)]) == 0
     return np.load(out / "codes.npy").tolist()
 
@@ -77,9 +107,11 @@ def main(directory: str):
     for name, mesh in (("data", make_mesh(data=8)), ("tensor", make_mesh(data=4, tensor=2))):
         got = run(MusicGen.get_pretrained(directory, dtype="float32", mesh=mesh))
         scale = float(np.abs(single["wav"]).max())
-        out[name] = {**{k: v for k, v in got.items() if k not in ("codes", "wav")},
-                     "codes_equal": got["codes"] == single["codes"],
-                     "wav_diff": float(np.abs(got["wav"] - single["wav"]).max()) / scale}
+        out[name] = {
+            **{k: v for k, v in got.items() if k not in ("codes", "wav")},
+            "codes_equal": got["codes"] == single["codes"],
+            "wav_diff": float(np.abs(got["wav"] - single["wav"]).max()) / scale,
+        }
     out["single"] = {k: single[k] for k in ("text", "tokens", "audio", "codec_kernel")}
     print(json.dumps(out))
 

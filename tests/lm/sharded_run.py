@@ -52,22 +52,28 @@ def main(directory: str):
         single = generate_tokens(config, params, text[:2], mask[:2], keys, 20, sampling)
         split = generate_tokens(config, sharded, text[:2], mask[:2], keys, 20, sampling, mesh=mesh)
         tokens[name] = [np.asarray(single).tolist(), np.asarray(split).tolist()]
-    print(json.dumps({
-        "devices": len(jax.devices()),
-        "mesh": dict(mesh.shape),
-        "fc1_spec": [str(a) for a in fc1.sharding.spec],
-        "fc1_shard_shape": list(fc1.addressable_shards[0].data.shape),
-        "stacked_fc1_spec": [str(a) for a in stacked["params"]["layers"]["fc1"]["kernel"].sharding.spec],
-        "constraints": [unconstrained, constraints],
-        "collectives": sum(hlo.count(op) for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all")),
-        "logits_scale": float(np.abs(reference).max()),
-        "sharded_diff": float(np.abs(got - reference).max()),
-        "scanned_diff": float(np.abs(scanned - reference).max()),
-        "text_effect": float(np.abs(reference[0] - reference[1]).max()),
-        "greedy_text_effect": mesh_inputs.differing(tokens["greedy"][0]),
-        "tokens": tokens,
-        "indivisible_error": indivisible,
-    }))
+    print(
+        json.dumps(
+            {
+                "devices": len(jax.devices()),
+                "mesh": dict(mesh.shape),
+                "fc1_spec": [str(a) for a in fc1.sharding.spec],
+                "fc1_shard_shape": list(fc1.addressable_shards[0].data.shape),
+                "stacked_fc1_spec": [str(a) for a in stacked["params"]["layers"]["fc1"]["kernel"].sharding.spec],
+                "constraints": [unconstrained, constraints],
+                "collectives": sum(
+                    hlo.count(op) for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all")
+                ),
+                "logits_scale": float(np.abs(reference).max()),
+                "sharded_diff": float(np.abs(got - reference).max()),
+                "scanned_diff": float(np.abs(scanned - reference).max()),
+                "text_effect": float(np.abs(reference[0] - reference[1]).max()),
+                "greedy_text_effect": mesh_inputs.differing(tokens["greedy"][0]),
+                "tokens": tokens,
+                "indivisible_error": indivisible,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

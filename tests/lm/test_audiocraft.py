@@ -189,12 +189,21 @@ TINY_SEGMENT = 3
 WINDOW = "condition_provider.conditioners.self_wav.chroma.spec.window"
 
 
-def xp_cfg(dim=64, heads=4, layers=2, delays=(0, 1, 2, 3), stereo=False, melody=False, t5=TINY_T5,
-           segment_duration=30) -> str:
+def xp_cfg(
+    dim=64, heads=4, layers=2, delays=(0, 1, 2, 3), stereo=False, melody=False, t5=TINY_T5, segment_duration=30
+) -> str:
     conditioning = (MELODY_CONDITIONING if melody else TEXT_CONDITIONING).format(t5=t5)
-    return XP_CFG.format(dim=dim, heads=heads, layers=layers, n_q=len(delays), delays=list(delays),
-                         stereo=str(stereo).lower(), channels=2 if stereo else 1, conditioning=conditioning,
-                         segment_duration=segment_duration)
+    return XP_CFG.format(
+        dim=dim,
+        heads=heads,
+        layers=layers,
+        n_q=len(delays),
+        delays=list(delays),
+        stereo=str(stereo).lower(),
+        channels=2 if stereo else 1,
+        conditioning=conditioning,
+        segment_duration=segment_duration,
+    )
 
 
 def audiocraft_state(hf_state: dict[str, torch.Tensor], num_layers: int, num_codebooks: int) -> dict:
@@ -213,7 +222,8 @@ def audiocraft_state(hf_state: dict[str, torch.Tensor], num_layers: int, num_cod
         hf, ac = f"{dec}.layers.{i}", f"transformer.layers.{i}"
         for hf_attn, ac_attn in attentions:
             state[f"{ac}.{ac_attn}.in_proj_weight"] = torch.cat(
-                [hf_state[f"{hf}.{hf_attn}.{p}_proj.weight"] for p in "qkv"], dim=0)
+                [hf_state[f"{hf}.{hf_attn}.{p}_proj.weight"] for p in "qkv"], dim=0
+            )
             state[f"{ac}.{ac_attn}.out_proj.weight"] = hf_state[f"{hf}.{hf_attn}.out_proj.weight"]
         state[f"{ac}.linear1.weight"] = hf_state[f"{hf}.fc1.weight"]
         state[f"{ac}.linear2.weight"] = hf_state[f"{hf}.fc2.weight"]
@@ -226,7 +236,7 @@ def audiocraft_state(hf_state: dict[str, torch.Tensor], num_layers: int, num_cod
         if melody:
             state[f"condition_provider.conditioners.self_wav.output_proj.{p}"] = hf_state[f"audio_enc_to_dec_proj.{p}"]
     if melody:
-        state[WINDOW] = torch.hann_window(2 ** 14)
+        state[WINDOW] = torch.hann_window(2**14)
     return {key: value.detach().clone().contiguous() for key, value in state.items()}
 
 
@@ -248,8 +258,9 @@ def twin_state(hf_musicgen):
 
 def test_twin_converts_to_the_transformers_parameters(hf_musicgen, twin_state, tmp_path, tiny_t5):
     _, directory = hf_musicgen
-    config, params, t5_name, stereo = load_audiocraft_lm(write_package(tmp_path / "state_dict.bin", twin_state,
-                                                                       xp_cfg()))
+    config, params, t5_name, stereo = load_audiocraft_lm(
+        write_package(tmp_path / "state_dict.bin", twin_state, xp_cfg())
+    )
     hf_config, hf_params = load(directory)
     assert config == hf_config
     assert (t5_name, stereo) == (TINY_T5, False)
@@ -268,26 +279,44 @@ def test_in_proj_split_rows():
     prefix = "decoder.model.decoder.layers.3.encoder_attn"
     assert sorted(out) == [f"{prefix}.{p}_proj.weight" for p in "kqv"]
     for i, p in enumerate("qkv"):
-        np.testing.assert_array_equal(out[f"{prefix}.{p}_proj.weight"], w[4 * i:4 * (i + 1)])
+        np.testing.assert_array_equal(out[f"{prefix}.{p}_proj.weight"], w[4 * i : 4 * (i + 1)])
     # audiocraft's non-custom attention (nn.MultiheadAttention) stores the same tensors under `.mha.`
-    mha = lm_state_to_hf({"transformer.layers.0.self_attn.mha.in_proj_weight": w,
-                          "transformer.layers.0.self_attn.mha.out_proj.weight": w[:4]})
+    mha = lm_state_to_hf(
+        {
+            "transformer.layers.0.self_attn.mha.in_proj_weight": w,
+            "transformer.layers.0.self_attn.mha.out_proj.weight": w[:4],
+        }
+    )
     assert sorted(mha) == [f"decoder.model.decoder.layers.0.self_attn.{p}_proj.weight" for p in ("k", "out", "q", "v")]
 
 
 def test_unrecognized_keys_pass_through_unchanged():
     """Anchored rules: look-alike keys are not renamed (no substring replacement)."""
-    keys = ["emb.0.weight.extra", "xemb.0.weight", "transformer.layers.0.linear10.weight", "linears.0.bias",
-            "transformer.layers.0.norm3.weight", "my_transformer.layers.0.norm1.weight",
-            WINDOW, "condition_provider.conditioners.self_wav.output_proj.weight.extra",
-            "transformer.layers.0.self_attn.in_proj_weight"]
+    keys = [
+        "emb.0.weight.extra",
+        "xemb.0.weight",
+        "transformer.layers.0.linear10.weight",
+        "linears.0.bias",
+        "transformer.layers.0.norm3.weight",
+        "my_transformer.layers.0.norm1.weight",
+        WINDOW,
+        "condition_provider.conditioners.self_wav.output_proj.weight.extra",
+        "transformer.layers.0.self_attn.in_proj_weight",
+    ]
     state = {k: np.zeros((4, 2), np.float32) for k in keys}  # 4 rows: not a fused q|k|v
     assert lm_state_to_hf(state).keys() == set(keys)
-    renamed = lm_state_to_hf({"emb.12.weight": np.zeros(1), "transformer.layers.7.norm_cross.bias": np.zeros(1),
-                              "condition_provider.conditioners.self_wav.output_proj.bias": np.zeros(1)})
-    assert renamed.keys() == {"decoder.model.decoder.embed_tokens.12.weight",
-                              "decoder.model.decoder.layers.7.encoder_attn_layer_norm.bias",
-                              "audio_enc_to_dec_proj.bias"}
+    renamed = lm_state_to_hf(
+        {
+            "emb.12.weight": np.zeros(1),
+            "transformer.layers.7.norm_cross.bias": np.zeros(1),
+            "condition_provider.conditioners.self_wav.output_proj.bias": np.zeros(1),
+        }
+    )
+    assert renamed.keys() == {
+        "decoder.model.decoder.embed_tokens.12.weight",
+        "decoder.model.decoder.layers.7.encoder_attn_layer_norm.bias",
+        "audio_enc_to_dec_proj.bias",
+    }
 
 
 def test_extra_and_missing_keys_are_named(twin_state, tmp_path, tiny_t5):
@@ -326,17 +355,23 @@ def tiny_random_state(num_codebooks: int, dim: int = 16, layers: int = 1, text_d
         for norm in ("norm1", "norm2", "norm_cross"):
             state[f"transformer.layers.{i}.{norm}.weight"] = r(dim)
             state[f"transformer.layers.{i}.{norm}.bias"] = r(dim)
-    state.update({"out_norm.weight": r(dim), "out_norm.bias": r(dim),
-                  "condition_provider.conditioners.description.output_proj.weight": r(dim, text_dim),
-                  "condition_provider.conditioners.description.output_proj.bias": r(dim)})
+    state.update(
+        {
+            "out_norm.weight": r(dim),
+            "out_norm.bias": r(dim),
+            "condition_provider.conditioners.description.output_proj.weight": r(dim, text_dim),
+            "condition_provider.conditioners.description.output_proj.bias": r(dim),
+        }
+    )
     return state
 
 
 def test_stereo(tmp_path):
     delays = (0, 0, 1, 1, 2, 2, 3, 3)
     state = tiny_random_state(8)
-    path = write_package(tmp_path / "state_dict.bin", state,
-                         xp_cfg(dim=16, heads=2, layers=1, delays=delays, stereo=True, t5="t5-base"))
+    path = write_package(
+        tmp_path / "state_dict.bin", state, xp_cfg(dim=16, heads=2, layers=1, delays=delays, stereo=True, t5="t5-base")
+    )
     config, params, t5_name, stereo = load_audiocraft_lm(path)
     assert stereo is True and t5_name == "t5-base"
     assert config.delays == delays and config.num_codebooks == 8
@@ -349,10 +384,12 @@ def assert_placed(state: dict, params: dict, num_codebooks: int, layers: int):
     kernels keep PyTorch's [out, in]), and every parameter filled: catches swapped norms / projections
     that equal-valued weights would hide."""
     flat = flatten_dict(params["params"])
-    expected = {("out_norm", "scale"): state["out_norm.weight"], ("out_norm", "bias"): state["out_norm.bias"],
-                ("text_projection", "kernel"):
-                    state["condition_provider.conditioners.description.output_proj.weight"],
-                ("text_projection", "bias"): state["condition_provider.conditioners.description.output_proj.bias"]}
+    expected = {
+        ("out_norm", "scale"): state["out_norm.weight"],
+        ("out_norm", "bias"): state["out_norm.bias"],
+        ("text_projection", "kernel"): state["condition_provider.conditioners.description.output_proj.weight"],
+        ("text_projection", "bias"): state["condition_provider.conditioners.description.output_proj.bias"],
+    }
     for k in range(num_codebooks):
         expected[(f"embeddings_{k}", "embedding")] = state[f"emb.{k}.weight"]
         expected[(f"heads_{k}", "kernel")] = state[f"linears.{k}.weight"]
@@ -362,7 +399,7 @@ def assert_placed(state: dict, params: dict, num_codebooks: int, layers: int):
             fused = state[f"{ac}.{ac_attn}.in_proj_weight"]
             d = fused.shape[1]
             for j, name in enumerate("qkv"):
-                expected[(ours, attn, name, "kernel")] = fused[j * d:(j + 1) * d]
+                expected[(ours, attn, name, "kernel")] = fused[j * d : (j + 1) * d]
             expected[(ours, attn, "out", "kernel")] = state[f"{ac}.{ac_attn}.out_proj.weight"]
         for ac_norm, norm in (("norm1", "norm_self"), ("norm_cross", "norm_cross"), ("norm2", "norm_ffn")):
             expected[(ours, norm, "scale")] = state[f"{ac}.{ac_norm}.weight"]
@@ -403,21 +440,24 @@ def test_config_fields_and_t5_names():
         lm_config_from_audiocraft(base_cfg(**{"conditioners/description/t5/name": "bert-base"}))
 
 
-@pytest.mark.parametrize("setting, value, match", [
-    ("codebooks_pattern/modeling", "parallel", "only the delay codebook pattern"),
-    ("transformer_lm/n_q", 8, "n_q 8 != 4 delays"),
-    ("transformer_lm/norm", "rms_norm", "'norm': 'rms_norm'"),
-    ("transformer_lm/activation", "relu", "'activation': 'relu'"),
-    ("transformer_lm/bias_ff", True, "'bias_ff': True"),
-    ("transformer_lm/bias_attn", True, "'bias_attn': True"),
-    ("transformer_lm/bias_proj", True, "'bias_proj': True"),
-    ("transformer_lm/positional_embedding", "rope", "'positional_embedding': 'rope'"),
-    ("transformer_lm/qk_layer_norm", True, "'qk_layer_norm': True"),
-    ("transformer_lm/kv_repeat", 2, "'kv_repeat': 2"),
-    ("transformer_lm/norm_first", False, "'norm_first': False"),
-    ("fuser/cross", [], "cross-attention"),
-    ("lm_model", "transformer_lm_magnet", "lm_model"),
-])
+@pytest.mark.parametrize(
+    "setting, value, match",
+    [
+        ("codebooks_pattern/modeling", "parallel", "only the delay codebook pattern"),
+        ("transformer_lm/n_q", 8, "n_q 8 != 4 delays"),
+        ("transformer_lm/norm", "rms_norm", "'norm': 'rms_norm'"),
+        ("transformer_lm/activation", "relu", "'activation': 'relu'"),
+        ("transformer_lm/bias_ff", True, "'bias_ff': True"),
+        ("transformer_lm/bias_attn", True, "'bias_attn': True"),
+        ("transformer_lm/bias_proj", True, "'bias_proj': True"),
+        ("transformer_lm/positional_embedding", "rope", "'positional_embedding': 'rope'"),
+        ("transformer_lm/qk_layer_norm", True, "'qk_layer_norm': True"),
+        ("transformer_lm/kv_repeat", 2, "'kv_repeat': 2"),
+        ("transformer_lm/norm_first", False, "'norm_first': False"),
+        ("fuser/cross", [], "cross-attention"),
+        ("lm_model", "transformer_lm_magnet", "lm_model"),
+    ],
+)
 def test_unsupported_settings(setting, value, match):
     with pytest.raises(CheckpointError, match=match):
         lm_config_from_audiocraft(base_cfg(**{setting: value}))
@@ -442,8 +482,10 @@ def hf_musicgen_stereo_melody(tmp_path_factory):
     return model, directory
 
 
-MELODY_TWINS = {"mono": ("hf_musicgen_melody", (0, 1, 2, 3)),
-                "stereo": ("hf_musicgen_stereo_melody", (0, 0, 1, 1, 2, 2, 3, 3))}
+MELODY_TWINS = {
+    "mono": ("hf_musicgen_melody", (0, 1, 2, 3)),
+    "stereo": ("hf_musicgen_stereo_melody", (0, 0, 1, 1, 2, 2, 3, 3)),
+}
 
 
 @pytest.mark.parametrize("channels", MELODY_TWINS)
@@ -466,8 +508,10 @@ def test_melody_twin_converts_to_the_transformers_parameters(request, channels, 
         np.testing.assert_array_equal(ours[path], theirs[path], err_msg="/".join(path))
 
 
-@pytest.mark.parametrize("segment_duration, frames", [(30, 235), (TINY_SEGMENT, 24), (23 * 4096 / 32000, 24),
-                                                      ((23 * 4096 - 1) / 32000, 23), (0.25, 5)])
+@pytest.mark.parametrize(
+    "segment_duration, frames",
+    [(30, 235), (TINY_SEGMENT, 24), (23 * 4096 / 32000, 24), ((23 * 4096 - 1) / 32000, 23), (0.25, 5)],
+)
 def test_chroma_frames_from_the_segment_duration(segment_duration, frames):
     """audiocraft's chroma_len: 1 + int(32000 * duration) // 4096, the zeros padded to n_fft (16384) first."""
     config = lm_config_from_audiocraft(base_cfg(melody=True, **{"dataset/segment_duration": segment_duration}))
@@ -480,26 +524,37 @@ def melody_state(hf_musicgen_melody):
     return audiocraft_state(hf_musicgen_melody[0].state_dict(), num_layers=2, num_codebooks=4)
 
 
-@pytest.mark.parametrize("change, match", [
-    ({"drop": "condition_provider.conditioners.self_wav.output_proj.weight"},
-     r"missing keys \(1\): condition_provider\.conditioners\.self_wav\.output_proj\.weight"),
-    ({"drop": WINDOW}, "melody package lacks condition_provider.conditioners.self_wav.chroma.spec.window"),
-    ({WINDOW: torch.hann_window(2 ** 12)},
-     r"window \(shape \(4096,\)\) is not the periodic Hann window of length 16384"),
-    ({WINDOW: torch.hamming_window(2 ** 14)}, "is not the periodic Hann window"),
-    ({"transformer.layers.1.cross_attention.out_proj.weight": torch.zeros(64, 64)},
-     r"unexpected keys \(1\): transformer\.layers\.1\.cross_attention\.out_proj\.weight"),
-], ids=["no-chroma-projection", "no-window", "short-window", "hamming-window", "cross-attention"])
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (
+            {"drop": "condition_provider.conditioners.self_wav.output_proj.weight"},
+            r"missing keys \(1\): condition_provider\.conditioners\.self_wav\.output_proj\.weight",
+        ),
+        ({"drop": WINDOW}, "melody package lacks condition_provider.conditioners.self_wav.chroma.spec.window"),
+        (
+            {WINDOW: torch.hann_window(2**12)},
+            r"window \(shape \(4096,\)\) is not the periodic Hann window of length 16384",
+        ),
+        ({WINDOW: torch.hamming_window(2**14)}, "is not the periodic Hann window"),
+        (
+            {"transformer.layers.1.cross_attention.out_proj.weight": torch.zeros(64, 64)},
+            r"unexpected keys \(1\): transformer\.layers\.1\.cross_attention\.out_proj\.weight",
+        ),
+    ],
+    ids=["no-chroma-projection", "no-window", "short-window", "hamming-window", "cross-attention"],
+)
 def test_melody_key_errors_are_named(melody_state, change, match, tmp_path, tiny_t5):
     state = {k: v for k, v in melody_state.items() if k != change.get("drop")}
     state.update({k: v for k, v in change.items() if k != "drop"})
     with pytest.raises(CheckpointError, match=match):
-        load_audiocraft_lm(write_package(tmp_path / "state_dict.bin", state,
-                                         xp_cfg(melody=True, segment_duration=TINY_SEGMENT)))
+        load_audiocraft_lm(
+            write_package(tmp_path / "state_dict.bin", state, xp_cfg(melody=True, segment_duration=TINY_SEGMENT))
+        )
 
 
 def test_window_of_a_text_model_is_unexpected(twin_state, tmp_path, tiny_t5):
-    state = {**twin_state, WINDOW: torch.hann_window(2 ** 14)}
+    state = {**twin_state, WINDOW: torch.hann_window(2**14)}
     with pytest.raises(CheckpointError, match=rf"unexpected keys \(1\): {WINDOW}"):
         load_audiocraft_lm(write_package(tmp_path / "state_dict.bin", state, xp_cfg()))
 
@@ -507,21 +562,28 @@ def test_window_of_a_text_model_is_unexpected(twin_state, tmp_path, tiny_t5):
 STEM = "conditioners/self_wav/chroma_stem"
 
 
-@pytest.mark.parametrize("setting, value, match", [
-    ("conditioners/self_wav/model", "style", "only a `chroma_stem` \\(melody\\) `self_wav` conditioner"),
-    (f"{STEM}/radix2_exp", 12, "'radix2_exp': 12"),
-    (f"{STEM}/sample_rate", 44100, "'sample_rate': 44100"),
-    (f"{STEM}/argmax", False, "'argmax': False"),
-    (f"{STEM}/n_chroma", 0, "'n_chroma': 0"),
-    (f"{STEM}/winhop", 2048, r"unsupported conditioners\.self_wav\.chroma_stem settings \['winhop'\]"),
-    (STEM, {"sample_rate": 32000, "radix2_exp": 14, "argmax": True}, r"lacks .*chroma_stem settings \['n_chroma'\]"),
-    ("dataset/segment_duration", None, "needs dataset.segment_duration"),
-    ("fuser/prepend", ["description"], r"prepend \[self_wav, description\].*prepend=\['description'\]"),
-    ("fuser/prepend", ["description", "self_wav"], r"prepend=\['description', 'self_wav'\]"),
-    ("fuser/cross", ["description"], r"cross=\['description'\]"),
-    ("fuser/sum", ["self_wav"], r"sum=\['self_wav'\]"),
-    ("conditioners/style", {"model": "style"}, r"unsupported conditioners \['style'\]"),
-])
+@pytest.mark.parametrize(
+    "setting, value, match",
+    [
+        ("conditioners/self_wav/model", "style", "only a `chroma_stem` \\(melody\\) `self_wav` conditioner"),
+        (f"{STEM}/radix2_exp", 12, "'radix2_exp': 12"),
+        (f"{STEM}/sample_rate", 44100, "'sample_rate': 44100"),
+        (f"{STEM}/argmax", False, "'argmax': False"),
+        (f"{STEM}/n_chroma", 0, "'n_chroma': 0"),
+        (f"{STEM}/winhop", 2048, r"unsupported conditioners\.self_wav\.chroma_stem settings \['winhop'\]"),
+        (
+            STEM,
+            {"sample_rate": 32000, "radix2_exp": 14, "argmax": True},
+            r"lacks .*chroma_stem settings \['n_chroma'\]",
+        ),
+        ("dataset/segment_duration", None, "needs dataset.segment_duration"),
+        ("fuser/prepend", ["description"], r"prepend \[self_wav, description\].*prepend=\['description'\]"),
+        ("fuser/prepend", ["description", "self_wav"], r"prepend=\['description', 'self_wav'\]"),
+        ("fuser/cross", ["description"], r"cross=\['description'\]"),
+        ("fuser/sum", ["self_wav"], r"sum=\['self_wav'\]"),
+        ("conditioners/style", {"model": "style"}, r"unsupported conditioners \['style'\]"),
+    ],
+)
 def test_unsupported_melody_settings(setting, value, match):
     with pytest.raises(CheckpointError, match=match):
         lm_config_from_audiocraft(base_cfg(melody=True, **{setting: value}))
@@ -529,8 +591,11 @@ def test_unsupported_melody_settings(setting, value, match):
 
 def test_text_model_prepending_self_wav_is_rejected():
     """fuser.prepend [self_wav, description] without a `self_wav` conditioner is neither kind of model."""
-    with pytest.raises(CheckpointError, match=r"got conditioners \['description'\] and fuser cross=\[\] "
-                                              r"prepend=\['self_wav', 'description'\]"):
+    with pytest.raises(
+        CheckpointError,
+        match=r"got conditioners \['description'\] and fuser cross=\[\] "
+        r"prepend=\['self_wav', 'description'\]",
+    ):
         lm_config_from_audiocraft(base_cfg(**{"fuser/cross": [], "fuser/prepend": ["self_wav", "description"]}))
 
 
@@ -547,9 +612,15 @@ def audiocraft_directory(model, hf_directory, root, monkeypatch, cfg: str, num_c
     ac = root / "audiocraft"
     ac.mkdir()
     write_package(ac / "state_dict.bin", audiocraft_state(model.state_dict(), 2, num_codebooks), cfg)
-    torch.save({"best_state": codec_state(model.audio_encoder), "xp.cfg": AUDIOCRAFT_CFG.replace(
-        "pad_mode: constant", "pad_mode: reflect"), "version": "1.0", "exported": True},
-        ac / "compression_state_dict.bin")
+    torch.save(
+        {
+            "best_state": codec_state(model.audio_encoder),
+            "xp.cfg": AUDIOCRAFT_CFG.replace("pad_mode: constant", "pad_mode: reflect"),
+            "version": "1.0",
+            "exported": True,
+        },
+        ac / "compression_state_dict.bin",
+    )
     return ac
 
 
@@ -564,40 +635,63 @@ def test_audiocraft_directory_converts_like_its_transformers_twin(request, kind,
     from_ac, from_hf = pretrained.load(tmp_path / "from_ac"), pretrained.convert(directory)
     assert from_ac.lm_config == from_hf.lm_config and from_ac.lm_config.melody == (kind == "melody")
     assert from_ac.codec.config == from_hf.codec.config and not from_ac.codec.stereo
-    for a, b in ((from_ac.lm_params, from_hf.lm_params), (from_ac.text_encoder.params, from_hf.text_encoder.params),
-                 (from_ac.codec.params, from_hf.codec.params)):
+    for a, b in (
+        (from_ac.lm_params, from_hf.lm_params),
+        (from_ac.text_encoder.params, from_hf.text_encoder.params),
+        (from_ac.codec.params, from_hf.codec.params),
+    ):
         fa, fb = flatten_dict(a), flatten_dict(b)
         assert fa.keys() == fb.keys()
         for key in fa:
             np.testing.assert_array_equal(np.asarray(fa[key]), np.asarray(fb[key]), err_msg=str(key))
 
 
-
-def test_audiocraft_melody_twin_samples_like_its_transformers_twin(hf_musicgen_melody, tmp_path, monkeypatch,
-                                                                     tiny_t5):
+def test_audiocraft_melody_twin_samples_like_its_transformers_twin(hf_musicgen_melody, tmp_path, monkeypatch, tiny_t5):
     """`sample.py --melody` on the audiocraft melody package gives the greedy codes it gives on the transformers
     twin (which equal transformers' own: tests/lm/test_melody.py)."""
     model, directory = hf_musicgen_melody
     monkeypatch.setenv("MUSICGEN_JAX_CACHE", str(tmp_path / "cache"))
-    ac = audiocraft_directory(model, directory, tmp_path, monkeypatch,
-                              xp_cfg(melody=True, segment_duration=TINY_SEGMENT), num_codebooks=4)
+    ac = audiocraft_directory(
+        model, directory, tmp_path, monkeypatch, xp_cfg(melody=True, segment_duration=TINY_SEGMENT), num_codebooks=4
+    )
     clip = tmp_path / "melody.wav"
     t = np.arange(32000) / 32000
-    write_audio(clip, (0.3 * np.sin(2 * np.pi * np.where(t < 0.5, 262.0, 392.0) * t)).astype(np.float32), 32000,
-                strategy="none")
+    write_audio(
+        clip, (0.3 * np.sin(2 * np.pi * np.where(t < 0.5, 262.0, 392.0) * t)).astype(np.float32), 32000, strategy="none"
+    )
     codes = {}
     for name, source in (("audiocraft", ac), ("transformers", directory)):
-        assert sample.main(["--model", str(source), "--prompt", "calm piano", "--duration", "1", "--top-k", "1",
-                            "--melody", str(clip), "--save-codes", str(tmp_path / f"{name}.npy"),
-                            "--out", str(tmp_path / f"{name}.wav")]) == 0
+        assert (
+            sample.main(
+                [
+                    "--model",
+                    str(source),
+                    "--prompt",
+                    "calm piano",
+                    "--duration",
+                    "1",
+                    "--top-k",
+                    "1",
+                    "--melody",
+                    str(clip),
+                    "--save-codes",
+                    str(tmp_path / f"{name}.npy"),
+                    "--out",
+                    str(tmp_path / f"{name}.wav"),
+                ]
+            )
+            == 0
+        )
         codes[name] = np.load(tmp_path / f"{name}.npy")
     assert codes["audiocraft"].shape == (1, 4, 50)
     np.testing.assert_array_equal(codes["audiocraft"], codes["transformers"])
 
 
 def packages(directory) -> dict:
-    return {name: torch.load(directory / name, weights_only=True)
-            for name in ("state_dict.bin", "compression_state_dict.bin")}
+    return {
+        name: torch.load(directory / name, weights_only=True)
+        for name in ("state_dict.bin", "compression_state_dict.bin")
+    }
 
 
 @pytest.mark.parametrize("kind", ["text", "melody"])
@@ -639,8 +733,9 @@ def test_a_transformers_checkpoint_exports_to_the_audiocraft_layout(request, cha
 
     model, directory = request.getfixturevalue("hf_musicgen" if channels == "mono" else "hf_musicgen_stereo")
     components = pretrained.convert(directory)
-    components = dataclasses.replace(components, text_encoder=dataclasses.replace(components.text_encoder,
-                                                                                  source=TINY_T5))
+    components = dataclasses.replace(
+        components, text_encoder=dataclasses.replace(components.text_encoder, source=TINY_T5)
+    )
     out = export_audiocraft(components, tmp_path / "exported")
     ours = packages(out)
     twin = audiocraft_state(model.state_dict(), num_layers=2, num_codebooks=components.lm_config.num_codebooks)
@@ -688,8 +783,9 @@ def test_audiocraft_loads_the_export(hf_musicgen, tmp_path, monkeypatch, tiny_t5
     model, directory = hf_musicgen
     audiocraft_directory(model, directory, tmp_path, monkeypatch, xp_cfg(), num_codebooks=4)  # T5 on the hub
     components = pretrained.convert(directory)
-    components = dataclasses.replace(components, text_encoder=dataclasses.replace(components.text_encoder,
-                                                                                  source=TINY_T5))
+    components = dataclasses.replace(
+        components, text_encoder=dataclasses.replace(components.text_encoder, source=TINY_T5)
+    )
     out = export_audiocraft(components, tmp_path / "exported")
     codes = torch.randint(0, 2048, (1, 4, 12), generator=torch.Generator().manual_seed(0))
     prompt = "calm piano melody"
@@ -702,18 +798,28 @@ def test_audiocraft_loads_the_export(hf_musicgen, tmp_path, monkeypatch, tiny_t5
         theirs_model.set_generation_params(use_sampling=False, duration=GREEDY_FRAMES / 50, cfg_coef=3.0)
         with torch.no_grad():
             theirs = theirs_model.lm.compute_predictions(
-                codes, [ConditioningAttributes(text={"description": prompt})]).logits.numpy()
+                codes, [ConditioningAttributes(text={"description": prompt})]
+            ).logits.numpy()
             wav, greedy = theirs_model.generate([prompt], return_tokens=True)
     text, mask = components.text_encoder([prompt])
     sequence = np.asarray(pattern.build(codes.numpy(), (0, 1, 2, 3), 2048))[..., :-1]
     ours = np.asarray(LMModel(components.lm_config).apply(components.lm_params, sequence, text, mask))
-    ours = np.stack([ours[:, k, k:k + codes.shape[-1]] for k in range(4)], axis=1)  # frame t of k: step t + k
+    ours = np.stack([ours[:, k, k : k + codes.shape[-1]] for k in range(4)], axis=1)  # frame t of k: step t + k
     # audiocraft's pattern spans the T frames' steps: codebook k's last k frames fall past it (NaN)
     valid = np.arange(codes.shape[-1])[None, :] < codes.shape[-1] - np.arange(4)[:, None]  # [K, T]
     np.testing.assert_array_equal(np.isnan(theirs).all(-1)[0], ~valid)
     np.testing.assert_allclose(theirs[0][valid], ours[0][valid], atol=1e-4 * np.abs(ours).max())
-    expected = np.asarray(generate_tokens(components.lm_config, components.lm_params, text, mask, row_keys([0]),
-                                          GREEDY_FRAMES, SamplingParams(top_k=1, cfg_coef=3.0)))
+    expected = np.asarray(
+        generate_tokens(
+            components.lm_config,
+            components.lm_params,
+            text,
+            mask,
+            row_keys([0]),
+            GREEDY_FRAMES,
+            SamplingParams(top_k=1, cfg_coef=3.0),
+        )
+    )
     assert len(np.unique(expected)) > 20  # not a degenerate sequence
     np.testing.assert_array_equal(greedy.numpy(), expected)
     decoded = np.asarray(components.codec.decode(expected))

@@ -25,12 +25,25 @@ def model(converted):
 @pytest.fixture
 def run_sample(converted, tmp_path, capsys):
     """sample.main on the tiny model for a 0.4 s prompt (plus `args`) -> (exit status, its `error:` lines)."""
+
     def run(*args: str) -> tuple[int, list[str]]:
-        status = sample.main(["--model", str(converted), "--prompt", "calm piano", "--duration", "0.4",
-                              "--out", str(tmp_path / "out.wav"), *args])
+        status = sample.main(
+            [
+                "--model",
+                str(converted),
+                "--prompt",
+                "calm piano",
+                "--duration",
+                "0.4",
+                "--out",
+                str(tmp_path / "out.wav"),
+                *args,
+            ]
+        )
         err = capsys.readouterr().err
         assert "Traceback" not in err
         return status, [line for line in err.splitlines() if line.startswith("error")]
+
     return run
 
 
@@ -39,12 +52,15 @@ def test_batch_size_zero(run_sample):
     assert run_sample("--batch-size", "0") == (2, ["error: --batch-size must be at least 1, got 0"])
 
 
-@pytest.mark.parametrize("content, message", [
-    (None, "No such file or directory"),
-    ("directory", "Is a directory"),
-    ("\n  \n\t\n", "is empty (no non-blank line)"),
-    (b"\xff\xfe\x00prompt", "'utf-8' codec can't decode"),
-])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (None, "No such file or directory"),
+        ("directory", "Is a directory"),
+        ("\n  \n\t\n", "is empty (no non-blank line)"),
+        (b"\xff\xfe\x00prompt", "'utf-8' codec can't decode"),
+    ],
+)
 def test_unreadable_prompts_file(run_sample, tmp_path, content, message):
     """--prompts-file missing, a directory, blank or not text: one error naming --prompts-file and the cause."""
     path = tmp_path / "prompts.txt"
@@ -70,11 +86,14 @@ def test_unreadable_continuation(run_sample, tmp_path, exists, message):
     assert errors[0].startswith(f"error: cannot read audio file {path}: ") and message in errors[0]
 
 
-@pytest.mark.parametrize("flag, value, message", [
-    ("--top-k", "-1", "top_k -1 (>= 0)"),
-    ("--temperature", "0", "temperature 0.0 (> 0)"),
-    ("--top-p", "1.5", "top_p 1.5 (in [0, 1])"),
-])
+@pytest.mark.parametrize(
+    "flag, value, message",
+    [
+        ("--top-k", "-1", "top_k -1 (>= 0)"),
+        ("--temperature", "0", "temperature 0.0 (> 0)"),
+        ("--top-p", "1.5", "top_p 1.5 (in [0, 1])"),
+    ],
+)
 def test_invalid_sampling_settings(run_sample, flag, value, message):
     """Out-of-range sampling settings: one error giving the bad value and its valid range."""
     status, errors = run_sample(flag, value)

@@ -12,7 +12,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 from safetensors.numpy import load_file
 from transformers import MusicgenMelodyForConditionalGeneration
 
@@ -75,8 +74,13 @@ def check_processor(directory, model) -> None:
         chroma = ChromaConfig(sample_rate=rate, bins=model.config.num_chroma)
         assert saved["feature_extractor_type"] == "MusicgenMelodyFeatureExtractor"
         assert saved["processor_class"] == "MusicgenMelodyProcessor"
-        assert (saved["sampling_rate"], saved["num_chroma"], saved["feature_size"], saved["hop_length"],
-                saved["n_fft"]) == (rate, chroma.bins, chroma.bins, chroma.hop_length, chroma.n_fft)
+        assert (
+            saved["sampling_rate"],
+            saved["num_chroma"],
+            saved["feature_size"],
+            saved["hop_length"],
+            saved["n_fft"],
+        ) == (rate, chroma.bins, chroma.bins, chroma.hop_length, chroma.n_fft)
         accepted = inspect.signature(MusicgenMelodyFeatureExtractor.__init__).parameters
         assert not set(saved) - set(accepted) - {"feature_extractor_type", "processor_class"}
         return
@@ -84,6 +88,7 @@ def check_processor(directory, model) -> None:
     assert type(processor).__name__ == "MusicgenProcessor"
     assert processor.feature_extractor.sampling_rate == rate and processor.feature_extractor.feature_size == channels
     audio = np.random.default_rng(0).normal(size=(channels, rate // 2)).astype(np.float32)
-    values = processor(audio=audio if channels == 2 else audio[0], sampling_rate=rate,
-                       return_tensors="np")["input_values"]
+    values = processor(audio=audio if channels == 2 else audio[0], sampling_rate=rate, return_tensors="np")[
+        "input_values"
+    ]
     np.testing.assert_array_equal(values, audio[None])

@@ -34,9 +34,15 @@ def hf_generate_codes(model, ids, mask, frames, **inputs):
     try:
         torch.manual_seed(0)
         with torch.no_grad():
-            model.generate(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long(),
-                           do_sample=True, top_k=1, guidance_scale=3.0,
-                           max_length=length, **inputs)
+            model.generate(
+                input_ids=torch.from_numpy(ids).long(),
+                attention_mask=torch.from_numpy(mask).long(),
+                do_sample=True,
+                top_k=1,
+                guidance_scale=3.0,
+                max_length=length,
+                **inputs,
+            )
     finally:
         model.audio_encoder.decode = decode
     if len(captured) == 1:
@@ -56,8 +62,9 @@ def test_greedy_tokens_equal_transformers(hf_musicgen, prompt):
     t5_config, t5_params = load_t5(directory)
     config, params = load(directory)
     text = encode_ids(t5_config, t5_params, ids, mask)
-    codes = np.asarray(generate_tokens(config, params, text, mask, row_keys([0]), FRAMES,
-                                       SamplingParams(top_k=1, cfg_coef=3.0)))
+    codes = np.asarray(
+        generate_tokens(config, params, text, mask, row_keys([0]), FRAMES, SamplingParams(top_k=1, cfg_coef=3.0))
+    )
     assert codes.shape == expected.shape == (1, 4, FRAMES)
     assert len(np.unique(expected)) > 20  # not a degenerate constant sequence
     np.testing.assert_array_equal(codes, expected)
@@ -108,8 +115,9 @@ def test_streaming_progress_and_continuation_equal_generation(hf_musicgen):
     sampling = SamplingParams(top_k=40)
     full = np.asarray(generate_tokens(config, params, text, mask, row_keys([7]), 24, sampling))
     reported = []
-    chunked = np.asarray(generate_tokens(config, params, text, mask, row_keys([7]), 24, sampling,
-                                         progress=reported.append))
+    chunked = np.asarray(
+        generate_tokens(config, params, text, mask, row_keys([7]), 24, sampling, progress=reported.append)
+    )
     assert reported == [PROGRESS_EVERY, PROGRESS_EVERY, 7]  # steps 0..26 produce positions 1..27 of 24 + 4
     np.testing.assert_array_equal(chunked, full)
     streamed = list(stream_tokens(config, params, text, mask, row_keys([7]), 24, sampling))
@@ -141,8 +149,12 @@ def test_lengths_in_one_bucket_share_a_compilation(hf_musicgen):
     generate_tokens(config, params, *longer_text, row_keys([0]), 12, greedy)
     assert (_run_steps_jit._cache_size(), _start_jit._cache_size()) == compiled
     assert frame_bucket(12) == frame_bucket(30) == 250
-    lowered = {n: lower_generate(config, params, jax.ShapeDtypeStruct(text.shape, text.dtype), mask, row_keys([0]), n,
-                                 greedy).as_text() for n in (12, 30, 260)}
+    lowered = {
+        n: lower_generate(
+            config, params, jax.ShapeDtypeStruct(text.shape, text.dtype), mask, row_keys([0]), n, greedy
+        ).as_text()
+        for n in (12, 30, 260)
+    }
     assert lowered[12] == lowered[30] != lowered[260]  # one program per length bucket
     assert short.shape == (1, 4, 12)
     # greedy and causal: the first frames agree, except the last max_delay frames of the short run,

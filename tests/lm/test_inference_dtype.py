@@ -83,6 +83,7 @@ def test_the_decode_loop_computes_in_the_dtype(models, dtype):
 
     model = models[dtype]
     text, mask = model.text_encoder(PROMPTS)
-    state = _started(model.lm_config, model.lm_params, text, mask, row_keys([0, 1]), 10, SamplingParams(), None,
-                     None, None)
+    state = _started(
+        model.lm_config, model.lm_params, text, mask, row_keys([0, 1]), 10, SamplingParams(), None, None, None
+    )
     assert {x.dtype for x in jax.tree.leaves(state["cache"])} == {jnp.dtype(dtype)}

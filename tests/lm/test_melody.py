@@ -28,24 +28,27 @@ from tests.lm.conftest import save_hub_layout, tiny_hf_musicgen
 from tests.lm.test_generate import hf_generate_codes
 from tests.lm.test_parity import cached_logits, inputs, load, rel_max
 
-
 CHROMA_FRAMES = 24  # the fixture's chroma_length (released models: 235)
 
 
 def random_chroma(seed: int, batch: int, frames: int = CHROMA_FRAMES) -> np.ndarray:
     """One-hot `[batch, frames, 12]` float32: a random bin held for 4 to 12 frames at a time, like a melody."""
     rng = np.random.default_rng(seed)
-    bins = np.concatenate([np.full((batch, rng.integers(4, 13)), rng.integers(0, 12, (batch, 1)))
-                           for _ in range(frames // 4 + 1)], axis=1)[:, :frames]
+    bins = np.concatenate(
+        [np.full((batch, rng.integers(4, 13)), rng.integers(0, 12, (batch, 1))) for _ in range(frames // 4 + 1)], axis=1
+    )[:, :frames]
     return np.eye(12, dtype=np.float32)[bins]
 
 
 def hf_melody_logits(model, ids, mask, chroma, sequence):
     b, k, s = sequence.shape
     with torch.no_grad():
-        out = model(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long(),
-                    input_features=torch.from_numpy(chroma), decoder_input_ids=torch.from_numpy(
-                        np.array(sequence).reshape(b * k, s)).long())
+        out = model(
+            input_ids=torch.from_numpy(ids).long(),
+            attention_mask=torch.from_numpy(mask).long(),
+            input_features=torch.from_numpy(chroma),
+            decoder_input_ids=torch.from_numpy(np.array(sequence).reshape(b * k, s)).long(),
+        )
     return out.logits.reshape(b, k, -1, out.logits.shape[-1])[:, :, -s:].numpy()
 
 
@@ -96,8 +99,9 @@ def test_kv_cache_decoding_equals_teacher_forcing(hf_musicgen_melody, melody_inp
     text = encode_ids(t5_config, t5_params, ids, mask)
     n = text.shape[1]
     text = jnp.pad(text, ((0, 0), (0, padding), (0, 0)))
-    context = model.apply(params, text, jnp.pad(mask, ((0, 0), (0, padding))), chroma, jnp.int32(n),
-                          method=LMModel.condition)
+    context = model.apply(
+        params, text, jnp.pad(mask, ((0, 0), (0, padding))), chroma, jnp.int32(n), method=LMModel.condition
+    )
     assert context["prefix"].shape[1] == CHROMA_FRAMES + n + padding
     cache = init_cache(config, 2, CHROMA_FRAMES + n + padding + sequence.shape[-1], block=8)  # prefill: 5 blocks
     assert rel_max(cached_logits(model, params, sequence, context, cache, prefix=True), full) < 1e-5
@@ -116,9 +120,18 @@ def generate(directory, ids, mask, chroma, frames=50, seeds=(0, 1)):
     t5_config, t5_params = load_t5(directory)
     config, params = load(directory)
     text = encode_ids(t5_config, t5_params, ids, mask)
-    return np.asarray(generate_tokens(config, params, text, mask, row_keys(list(seeds[:len(ids)])), frames,
-                                      SamplingParams(top_k=1, cfg_coef=3.0),
-                                      chroma=None if chroma is None else jnp.asarray(chroma)))
+    return np.asarray(
+        generate_tokens(
+            config,
+            params,
+            text,
+            mask,
+            row_keys(list(seeds[: len(ids)])),
+            frames,
+            SamplingParams(top_k=1, cfg_coef=3.0),
+            chroma=None if chroma is None else jnp.asarray(chroma),
+        )
+    )
 
 
 def test_greedy_tokens_equal_transformers(hf_musicgen_melody, melody_inputs):
@@ -170,10 +183,28 @@ def test_sample_py_melody_equals_transformers(hf_musicgen_melody, hf_tokenizer, 
     write_audio(files[0], melody_clip(1.5, 32000, 1, (262.0, 330.0, 392.0)), 32000, strategy="none")
     write_audio(files[1], melody_clip(2.0, 44100, 2, (440.0, 494.0, 587.0, 659.0)), 44100, strategy="none")
     prompts = ["calm piano melody", "Energetic rock song with electric guitars and drums!"]
-    args = ["--model", str(directory), "--prompt", prompts[0], "--prompt", prompts[1], "--duration", "1",
-            "--top-k", "1", "--cfg-coef", "3", "--out", str(tmp_path / "out")]
-    assert sample.main(args + ["--melody", str(files[0]), "--melody", str(files[1]),
-                               "--save-codes", str(tmp_path / "codes.npy")]) == 0
+    args = [
+        "--model",
+        str(directory),
+        "--prompt",
+        prompts[0],
+        "--prompt",
+        prompts[1],
+        "--duration",
+        "1",
+        "--top-k",
+        "1",
+        "--cfg-coef",
+        "3",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    assert (
+        sample.main(
+            args + ["--melody", str(files[0]), "--melody", str(files[1]), "--save-codes", str(tmp_path / "codes.npy")]
+        )
+        == 0
+    )
     codes = np.load(tmp_path / "codes.npy")
     wavs = [read_audio(f, 32000, 1)[0][0] for f in files]
     batch = np.stack([np.pad(w, (0, max(map(len, wavs)) - len(w))) for w in wavs])
@@ -214,13 +245,31 @@ def test_melody_errors(converted_melody, converted, tmp_path, capsys):
     clip = tmp_path / "m.wav"
     write_audio(clip, melody_clip(0.5, 32000, 1, (440.0,)), 32000, strategy="none")
     (tmp_path / "bad.wav").write_bytes(b"not audio at all")
-    cases = [(converted, ["--melody", str(clip)], "is a text-to-music model, it takes no melody"),
-             (converted_melody, ["--melody", str(clip)] * 3, "--melody given 3 times for 2 prompts"),
-             (converted_melody, ["--melody", str(tmp_path / "bad.wav")], "bad.wav"),
-             (converted_melody, ["--melody", str(clip), "--continuation", str(clip)], "cannot be combined")]
+    cases = [
+        (converted, ["--melody", str(clip)], "is a text-to-music model, it takes no melody"),
+        (converted_melody, ["--melody", str(clip)] * 3, "--melody given 3 times for 2 prompts"),
+        (converted_melody, ["--melody", str(tmp_path / "bad.wav")], "bad.wav"),
+        (converted_melody, ["--melody", str(clip), "--continuation", str(clip)], "cannot be combined"),
+    ]
     for directory, flags, message in cases:
-        assert sample.main(["--model", str(directory), "--prompt", "a", "--prompt", "b", "--duration", "0.2",
-                            "--out", str(tmp_path / "out"), *flags]) == 2
+        assert (
+            sample.main(
+                [
+                    "--model",
+                    str(directory),
+                    "--prompt",
+                    "a",
+                    "--prompt",
+                    "b",
+                    "--duration",
+                    "0.2",
+                    "--out",
+                    str(tmp_path / "out"),
+                    *flags,
+                ]
+            )
+            == 2
+        )
         err = capsys.readouterr().err
         assert message in err and err.count("error:") == 1, err
 
@@ -249,10 +298,12 @@ class FakeDemucs:
             cls.calls.append(("get_model", name))
             return types.SimpleNamespace(eval=lambda: cls)
 
-        return {"demucs": types.ModuleType("demucs"),
-                "demucs.apply": types.SimpleNamespace(apply_model=apply_model),
-                "demucs.audio": types.SimpleNamespace(convert_audio=convert_audio),
-                "demucs.pretrained": types.SimpleNamespace(get_model=get_model)}
+        return {
+            "demucs": types.ModuleType("demucs"),
+            "demucs.apply": types.SimpleNamespace(apply_model=apply_model),
+            "demucs.audio": types.SimpleNamespace(convert_audio=convert_audio),
+            "demucs.pretrained": types.SimpleNamespace(get_model=get_model),
+        }
 
 
 @pytest.fixture
@@ -277,17 +328,36 @@ def test_melody_stems_take_vocals_and_other(converted_melody, monkeypatch, no_de
     np.testing.assert_array_equal(separated, plain)
     _, drums = model.generate_with_chroma(["calm piano"], clip[:, ::-1], 32000, return_tokens=True)
     assert (drums != plain).any()  # the stand-in's other stems carry another melody
-    assert FakeDemucs.calls == [("get_model", "htdemucs"), ("convert", (1, 2, 32000), 32000, 44100, 2),
-                                ("apply", (1, 2, 44100), "cpu"), ("convert", (1, 2, 44100), 44100, 32000, 1)]
+    assert FakeDemucs.calls == [
+        ("get_model", "htdemucs"),
+        ("convert", (1, 2, 32000), 32000, 44100, 2),
+        ("apply", (1, 2, 44100), "cpu"),
+        ("convert", (1, 2, 44100), 44100, 32000, 1),
+    ]
 
 
-def test_melody_stems_without_demucs_name_the_extra(converted_melody, tmp_path, monkeypatch, capsys,
-                                                    no_demucs_cache):
+def test_melody_stems_without_demucs_name_the_extra(converted_melody, tmp_path, monkeypatch, capsys, no_demucs_cache):
     monkeypatch.setitem(sys.modules, "demucs", None)  # import demucs fails
     clip = tmp_path / "m.wav"
     write_audio(clip, melody_clip(0.5, 32000, 1, (440.0,)), 32000, strategy="none")
-    assert sample.main(["--model", str(converted_melody), "--prompt", "a", "--duration", "0.2", "--melody", str(clip),
-                        "--melody-stems", "--out", str(tmp_path / "out.wav")]) == 2
+    assert (
+        sample.main(
+            [
+                "--model",
+                str(converted_melody),
+                "--prompt",
+                "a",
+                "--duration",
+                "0.2",
+                "--melody",
+                str(clip),
+                "--melody-stems",
+                "--out",
+                str(tmp_path / "out.wav"),
+            ]
+        )
+        == 2
+    )
     err = capsys.readouterr().err
     assert "pip install 'musicgen-jax[melody]'" in err and err.count("error:") == 1
 
@@ -321,6 +391,6 @@ def test_windows_past_max_duration_follow_the_looped_melody(converted_melody):
         end = min(start + window, 65)
         looped = melody[(int(start / 50 * 32000) + np.arange(16000)) % len(melody)]
         model.set_generation_params(top_k=1, duration=(end - start) / 50)
-        prompt = None if start == 0 else long[:, :, start:start + window - stride]
+        prompt = None if start == 0 else long[:, :, start : start + window - stride]
         expected = model.generate_tokens(["calm piano"], prompt, melodies=[looped])
         np.testing.assert_array_equal(long[:, :, start:end], expected, err_msg=f"window at frame {start}")

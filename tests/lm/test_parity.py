@@ -37,8 +37,11 @@ def inputs(seed: int = 0, frames: int = 12):
 def hf_logits(model, ids, mask, sequence):
     b, k, s = sequence.shape
     with torch.no_grad():
-        out = model(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(mask).long(),
-                    decoder_input_ids=torch.from_numpy(np.array(sequence).reshape(b * k, s)).long())
+        out = model(
+            input_ids=torch.from_numpy(ids).long(),
+            attention_mask=torch.from_numpy(mask).long(),
+            decoder_input_ids=torch.from_numpy(np.array(sequence).reshape(b * k, s)).long(),
+        )
     return out.logits.reshape(b, k, s, -1).numpy()
 
 
@@ -106,7 +109,7 @@ def cached_logits(model, params, sequence, context, cache, prefix: bool = False)
     decode = jax.jit(lambda column, t, cache: model.apply(params, column, context, t, cache, method=LMModel.decode))
     steps = [prefill]
     for t in range(5, sequence.shape[-1]):
-        step, cache = decode(sequence[:, :, t:t + 1], jnp.int32(t), cache)
+        step, cache = decode(sequence[:, :, t : t + 1], jnp.int32(t), cache)
         steps.append(step)
     return np.concatenate(steps, axis=2)
 

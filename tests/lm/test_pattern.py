@@ -14,12 +14,14 @@ S = 2048
 def test_layout_matches_spec_example():
     codes = np.arange(1, 17).reshape(1, 4, 4)  # c_{q,t} = 4q + t + 1
     seq = np.asarray(pattern.build(codes, (0, 1, 2, 3), S))
-    expected = np.array([
-        [S, 1, 2, 3, 4, S, S, S],
-        [S, S, 5, 6, 7, 8, S, S],
-        [S, S, S, 9, 10, 11, 12, S],
-        [S, S, S, S, 13, 14, 15, 16],
-    ])
+    expected = np.array(
+        [
+            [S, 1, 2, 3, 4, S, S, S],
+            [S, S, 5, 6, 7, 8, S, S],
+            [S, S, S, 9, 10, 11, 12, S],
+            [S, S, S, S, 13, 14, 15, 16],
+        ]
+    )
     np.testing.assert_array_equal(seq[0], expected)
     np.testing.assert_array_equal(pattern.valid_mask(8, 4, (0, 1, 2, 3)), expected != S)
 

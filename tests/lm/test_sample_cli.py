@@ -38,8 +38,29 @@ def test_greedy_codes_equal_transformers_through_sample_py(request, hf_tokenizer
     block), each equal to transformers' greedy `generate` for that prompt alone; stereo writes 2 channels."""
     model, directory = request.getfixturevalue("hf_musicgen" if channels == 1 else "hf_musicgen_stereo")
     codes_file, out = tmp_path / "codes.npy", tmp_path / "songs"
-    assert sample.main(["--model", str(directory), "--prompt", PROMPTS[0], "--prompt", PROMPTS[1], "--duration", "1.5",
-                        "--top-k", "1", "--cfg-coef", "3", "--save-codes", str(codes_file), "--out", str(out)]) == 0
+    assert (
+        sample.main(
+            [
+                "--model",
+                str(directory),
+                "--prompt",
+                PROMPTS[0],
+                "--prompt",
+                PROMPTS[1],
+                "--duration",
+                "1.5",
+                "--top-k",
+                "1",
+                "--cfg-coef",
+                "3",
+                "--save-codes",
+                str(codes_file),
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     codes = np.load(codes_file)
     assert codes.shape == (2, 4 * channels, 75)
     for row, prompt in enumerate(PROMPTS):
@@ -60,12 +81,31 @@ def test_converted_directory_and_batching(hf_musicgen, tmp_path, model_cache):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("calm piano\n\nlofi hip hop beat\nepic brass\n")
     args = ["--model", str(converted), "--prompts-file", str(prompts), "--duration", "0.4", "--top-k", "20"]
-    assert sample.main(args + ["--out", str(tmp_path / "a"), "--save-codes", str(tmp_path / "a.npy"),
-                               "--format", "flac", "--strategy", "none"]) == 0
+    assert (
+        sample.main(
+            args
+            + [
+                "--out",
+                str(tmp_path / "a"),
+                "--save-codes",
+                str(tmp_path / "a.npy"),
+                "--format",
+                "flac",
+                "--strategy",
+                "none",
+            ]
+        )
+        == 0
+    )
     assert sorted(p.name for p in (tmp_path / "a").iterdir()) == [
-        "000_calm_piano.flac", "001_lofi_hip_hop_beat.flac", "002_epic_brass.flac"]
-    assert sample.main(args + ["--out", str(tmp_path / "b"), "--save-codes", str(tmp_path / "b.npy"),
-                               "--batch-size", "2"]) == 0
+        "000_calm_piano.flac",
+        "001_lofi_hip_hop_beat.flac",
+        "002_epic_brass.flac",
+    ]
+    assert (
+        sample.main(args + ["--out", str(tmp_path / "b"), "--save-codes", str(tmp_path / "b.npy"), "--batch-size", "2"])
+        == 0
+    )
     # prompt i uses seed + i whatever the batching: sampled codes are identical
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
     assert not model_cache.exists()  # a converted directory is used in place
@@ -118,8 +158,13 @@ def test_greedy_continuation_equals_transformers(hf_musicgen, converted, hf_toke
     np.testing.assert_array_equal(codes[:, :, :20], np.asarray(model.codec.encode(audio)))
     for row, prompt in enumerate(PROMPTS):
         batch = hf_tokenizer([prompt])
-        expected = hf_generate_codes(reference, np.array(batch["input_ids"]), np.array(batch["attention_mask"]), 75,
-                                     input_values=audio[row:row + 1])
+        expected = hf_generate_codes(
+            reference,
+            np.array(batch["input_ids"]),
+            np.array(batch["attention_mask"]),
+            75,
+            input_values=audio[row : row + 1],
+        )
         np.testing.assert_array_equal(codes[row], expected[0], err_msg=prompt)
 
 
@@ -132,11 +177,14 @@ def test_streamed_tokens_equal_transformers_and_generation(hf_musicgen, converte
     assert len(frames) == 30 and frames[0].shape == (2, 4, 1)
     for row, prompt in enumerate(PROMPTS):
         batch = hf_tokenizer([prompt])
-        expected = hf_generate_codes(hf_musicgen[0], np.array(batch["input_ids"]), np.array(batch["attention_mask"]), 30)
+        ids, mask = np.array(batch["input_ids"]), np.array(batch["attention_mask"])
+        expected = hf_generate_codes(hf_musicgen[0], ids, mask, 30)
         np.testing.assert_array_equal(np.concatenate(frames, axis=-1)[row], expected[0], err_msg=prompt)
     model.set_generation_params(top_k=50, duration=0.6)
-    np.testing.assert_array_equal(np.concatenate(list(model.stream_tokens(PROMPTS, seed=[3, 9])), axis=-1),
-                                  model.generate_tokens(PROMPTS, seed=[3, 9]))
+    np.testing.assert_array_equal(
+        np.concatenate(list(model.stream_tokens(PROMPTS, seed=[3, 9])), axis=-1),
+        model.generate_tokens(PROMPTS, seed=[3, 9]),
+    )
     model.set_generation_params(duration=31)
     with pytest.raises(ValueError, match="streaming generates up to 30 s"):
         next(model.stream_tokens(PROMPTS))
@@ -159,7 +207,7 @@ def test_windowed_extension_prompts_each_window_with_the_previous_tail(converted
     for start in range(stride, total - (window - stride), stride):
         end = min(start + window, total)
         model.set_generation_params(top_k=1, duration=(end - start) / 50)
-        expected = model.generate_tokens(["calm piano"], long[:, :, start:start + window - stride])
+        expected = model.generate_tokens(["calm piano"], long[:, :, start : start + window - stride])
         np.testing.assert_array_equal(long[:, :, start:end], expected, err_msg=f"window at frame {start}")
 
 
@@ -172,8 +220,9 @@ def test_mesh_argument(hf_musicgen):
     assert kernel.sharding.mesh.axis_names == ("data", "fsdp", "tensor")
     for model in (plain, meshed):
         model.set_generation_params(top_k=5, duration=0.4)
-    np.testing.assert_array_equal(plain.generate_tokens(["calm piano", "rock"], seed=3),
-                                  meshed.generate_tokens(["calm piano", "rock"], seed=3))
+    np.testing.assert_array_equal(
+        plain.generate_tokens(["calm piano", "rock"], seed=3), meshed.generate_tokens(["calm piano", "rock"], seed=3)
+    )
 
 
 def test_bad_inputs(hf_musicgen, tmp_path, capsys):
@@ -182,8 +231,11 @@ def test_bad_inputs(hf_musicgen, tmp_path, capsys):
     assert "--duration must be positive" in capsys.readouterr().err
     assert sample.main(["--model", str(directory)]) == 2
     assert "no prompts" in capsys.readouterr().err
-    for mesh, message in (("model=2", "'model' is not one of data, fsdp, tensor"), ("data=x", "must be an integer"),
-                          ("data=1,tensor=2", "needs 2 devices, there are 1")):
+    for mesh, message in (
+        ("model=2", "'model' is not one of data, fsdp, tensor"),
+        ("data=x", "must be an integer"),
+        ("data=1,tensor=2", "needs 2 devices, there are 1"),
+    ):
         assert sample.main(["--model", str(directory), "--prompt", "x", "--mesh", mesh]) == 2
         assert message in capsys.readouterr().err, mesh
     codec_only = tmp_path / "encodec"
@@ -201,12 +253,35 @@ def test_bad_inputs(hf_musicgen, tmp_path, capsys):
 def _sample_process(directory, tmp_path, name: str, *flags: str, **env: str) -> subprocess.CompletedProcess:
     """sample.py in a fresh process (the persistent cache is process-wide state), logging JAX's persistent
     cache hits and misses; every program is eligible for the cache (the tiny model compiles under 1 s)."""
-    env = {**os.environ, "JAX_EXPLAIN_CACHE_MISSES": "1", "JAX_LOG_COMPILES": "1",
-           "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0", **env}
-    result = subprocess.run([sys.executable, sample.__file__, "--model", str(directory), "--prompt", "calm piano",
-                             "--duration", "0.4", "--top-k", "20", "--out", str(tmp_path / f"{name}.wav"),
-                             "--save-codes", str(tmp_path / f"{name}.npy"), *flags], env=env, capture_output=True,
-                            text=True)
+    env = {
+        **os.environ,
+        "JAX_EXPLAIN_CACHE_MISSES": "1",
+        "JAX_LOG_COMPILES": "1",
+        "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0",
+        **env,
+    }
+    result = subprocess.run(
+        [
+            sys.executable,
+            sample.__file__,
+            "--model",
+            str(directory),
+            "--prompt",
+            "calm piano",
+            "--duration",
+            "0.4",
+            "--top-k",
+            "20",
+            "--out",
+            str(tmp_path / f"{name}.wav"),
+            "--save-codes",
+            str(tmp_path / f"{name}.npy"),
+            *flags,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 
@@ -219,8 +294,9 @@ def test_compilation_cache_serves_the_decode_loop(converted, tmp_path):
     persistent cache, the decode loop included: JAX logs a hit for it and no persistent-cache miss at all.
     The directory named by --compilation-cache wins over JAX_COMPILATION_CACHE_DIR."""
     xla, ignored = tmp_path / "xla", tmp_path / "jax_env_dir"
-    first = _sample_process(converted, tmp_path, "a", "--compilation-cache", str(xla),
-                            JAX_COMPILATION_CACHE_DIR=str(ignored))
+    first = _sample_process(
+        converted, tmp_path, "a", "--compilation-cache", str(xla), JAX_COMPILATION_CACHE_DIR=str(ignored)
+    )
     assert f"compiled programs cached in {xla}" in first.stdout
     assert f"PERSISTENT COMPILATION CACHE MISS for '{DECODE_LOOP}'" in first.stderr
     assert "Not writing persistent cache entry" not in first.stderr  # e.g. "because it uses host callbacks"

@@ -87,16 +87,27 @@ CASES = {
     "top-3 T=2": (TOP_K, SamplingParams(top_k=3, temperature=2.0), {"logits * T": reference(TOP_K, 0.5, top_k=3)}),
     # strict top-3: the top entry and two of the four tied
     "top-3 tie T=1": (TIE, SamplingParams(top_k=3), {"ties dropped": np.pad(reference(TIE[:3], 1.0), (0, 3))}),
-    "top-3 tie T=2": (TIE, SamplingParams(top_k=3, temperature=2.0),
-                      {"ties dropped": np.pad(reference(TIE[:3], 2.0), (0, 3))}),
-    "top-p T=1": (TOP_P, SamplingParams(top_k=2, top_p=0.6),
-                  {"top-k first, or one entry short": reference(TOP_P, 1.0, top_k=2)}),
-    "top-p T=2": (TOP_P, SamplingParams(top_k=2, top_p=0.6, temperature=2.0), {
-        "top-k first": reference(TOP_P, 2.0, top_k=2),
-        "one entry short": reference(TOP_P, 2.0, top_k=3),
-        "logits * T": reference(TOP_P, 0.5, top_p=0.6),
-        # the kept set chosen on the untempered distribution (T=1's three), then sampled tempered
-        "untempered set": renormalized(reference(TOP_P, 2.0), reference(TOP_P, 1.0, top_p=0.6) > 0)}),
+    "top-3 tie T=2": (
+        TIE,
+        SamplingParams(top_k=3, temperature=2.0),
+        {"ties dropped": np.pad(reference(TIE[:3], 2.0), (0, 3))},
+    ),
+    "top-p T=1": (
+        TOP_P,
+        SamplingParams(top_k=2, top_p=0.6),
+        {"top-k first, or one entry short": reference(TOP_P, 1.0, top_k=2)},
+    ),
+    "top-p T=2": (
+        TOP_P,
+        SamplingParams(top_k=2, top_p=0.6, temperature=2.0),
+        {
+            "top-k first": reference(TOP_P, 2.0, top_k=2),
+            "one entry short": reference(TOP_P, 2.0, top_k=3),
+            "logits * T": reference(TOP_P, 0.5, top_p=0.6),
+            # the kept set chosen on the untempered distribution (T=1's three), then sampled tempered
+            "untempered set": renormalized(reference(TOP_P, 2.0), reference(TOP_P, 1.0, top_p=0.6) > 0),
+        },
+    ),
 }
 
 
@@ -125,8 +136,9 @@ def test_kept_sets():
 BATCH_LOGITS = np.random.default_rng(4).permuted(np.tile(TOP_P, (12, 1)), axis=1).reshape(3, 4, 6)
 
 
-@pytest.mark.parametrize("sampling", [SamplingParams(top_k=3, temperature=2.0),
-                                      SamplingParams(top_k=2, top_p=0.6)], ids=["top-k", "top-p"])
+@pytest.mark.parametrize(
+    "sampling", [SamplingParams(top_k=3, temperature=2.0), SamplingParams(top_k=2, top_p=0.6)], ids=["top-k", "top-p"]
+)
 def test_batched_rows_sampled_independently(sampling):
     """Logits `[3, 4, 6]`: each (row, codebook) within `tv_bound(6, 20000)` = 0.0265 of its own exact
     distribution (12 rows: a random seed fails with probability < 1.2e-5); the rows' distributions are
@@ -153,8 +165,22 @@ SEED, DURATION = 11, 0.6  # prompt i: seed 11 + i; 30 frames, the first 10 the c
 # sample.py's flags away from their defaults (--top-k is overridden by --top-p, so it cannot matter); one
 # prompt a batch, so that the second prompt's seed comes from the batch offset
 SETTINGS = {"temperature": 0.7, "top_k": 5, "top_p": 0.8, "cfg_coef": 2.0}
-FLAGS = ["--temperature", "0.7", "--top-k", "5", "--top-p", "0.8", "--cfg-coef", "2", "--seed", str(SEED),
-         "--duration", str(DURATION), "--batch-size", "1"]
+FLAGS = [
+    "--temperature",
+    "0.7",
+    "--top-k",
+    "5",
+    "--top-p",
+    "0.8",
+    "--cfg-coef",
+    "2",
+    "--seed",
+    str(SEED),
+    "--duration",
+    str(DURATION),
+    "--batch-size",
+    "1",
+]
 DEFAULTS = {"temperature": 1.0, "top_p": 0.0, "cfg_coef": 3.0}
 
 
@@ -166,8 +192,9 @@ def api_codes(converted, audio: np.ndarray | None, seed: int = SEED, **changes) 
     model = MusicGen.get_pretrained(str(converted))
     model.set_generation_params(duration=DURATION, **{**SETTINGS, **changes})
     generate = model.generate if audio is None else functools.partial(model.generate_continuation, audio[None], 32000)
-    return np.concatenate([generate([prompt], return_tokens=True, seed=[seed + i])[1]
-                           for i, prompt in enumerate(PROMPTS)])
+    return np.concatenate(
+        [generate([prompt], return_tokens=True, seed=[seed + i])[1] for i, prompt in enumerate(PROMPTS)]
+    )
 
 
 @pytest.fixture(scope="module")
@@ -180,8 +207,23 @@ def cli_run(converted, tmp_path_factory):
     prompts = [arg for prompt in PROMPTS for arg in ("--prompt", prompt)]
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("MUSICGEN_JAX_CACHE", str(directory / "cache"))
-        assert sample.main(["--model", str(converted), *prompts, *FLAGS, "--continuation", str(directory / "clip.wav"),
-                            "--save-codes", str(directory / "codes.npy"), "--out", str(directory / "out")]) == 0
+        assert (
+            sample.main(
+                [
+                    "--model",
+                    str(converted),
+                    *prompts,
+                    *FLAGS,
+                    "--continuation",
+                    str(directory / "clip.wav"),
+                    "--save-codes",
+                    str(directory / "codes.npy"),
+                    "--out",
+                    str(directory / "out"),
+                ]
+            )
+            == 0
+        )
     assert not (directory / "cache").exists()
     audio, _ = read_audio(directory / "clip.wav", 32000, 1)
     np.testing.assert_array_equal(audio, clip)
@@ -205,7 +247,8 @@ def test_each_flag_changes_the_codes(cli_run, converted, default):
     codes than sample.py's in every row: a flag that sample.py dropped would fail the comparison above."""
     codes, audio = cli_run
     changes = {default: DEFAULTS[default]} if default in DEFAULTS else {}
-    changed = api_codes(converted, None if default == "continuation" else audio, 0 if default == "seed" else SEED,
-                        **changes)
+    changed = api_codes(
+        converted, None if default == "continuation" else audio, 0 if default == "seed" else SEED, **changes
+    )
     assert changed.shape == codes.shape
     assert not any(np.array_equal(row, other) for row, other in zip(changed, codes))

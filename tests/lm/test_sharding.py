@@ -67,8 +67,9 @@ def test_two_processes_share_one_mesh(hf_musicgen):
     (each process its own pieces), logits and greedy tokens equal one device's, with the weights of the
     parity tests, under which the two prompts' greedy tokens differ."""
     script, port = str(Path(__file__).with_name("multihost_run.py")), str(free_port())
-    outs = run_together([[sys.executable, script, str(i), port, str(hf_musicgen[1])] for i in range(2)],
-                        [device_env(4)] * 2)
+    outs = run_together(
+        [[sys.executable, script, str(i), port, str(hf_musicgen[1])] for i in range(2)], [device_env(4)] * 2
+    )
     result = last_json(outs[0])
     assert (result["processes"], result["devices"], result["local"]) == (2, 8, 4)
     assert result["fc1_local_shards"] == 4

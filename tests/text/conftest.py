@@ -13,8 +13,16 @@ from tests.torch_init import randomize_constants
 def tiny_hf_t5(vocab_size: int, feed_forward_proj: str = "relu", seed: int = 0) -> T5EncoderModel:
     """Random init, RMSNorm scales included (`randomize_constants`)."""
     torch.manual_seed(seed)
-    config = HFT5Config(vocab_size=vocab_size, d_model=768, d_kv=64, num_heads=12, d_ff=256, num_layers=2,
-                        feed_forward_proj=feed_forward_proj, dropout_rate=0.0)
+    config = HFT5Config(
+        vocab_size=vocab_size,
+        d_model=768,
+        d_kv=64,
+        num_heads=12,
+        d_ff=256,
+        num_layers=2,
+        feed_forward_proj=feed_forward_proj,
+        dropout_rate=0.0,
+    )
     config._attn_implementation = "eager"
     model = T5EncoderModel(config).eval()
     randomize_constants(model, seed)

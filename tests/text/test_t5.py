@@ -19,8 +19,12 @@ from musicgen_jax.text.t5 import relative_position_buckets
 from tests.hub import add_repo, use_offline_cache
 from tests.text.conftest import tiny_hf_t5
 
-PROMPTS = ["calm piano", "Energetic rock song with electric guitars, drums and a screaming solo at 140 bpm!",
-           "lofi hip hop", "Orchestral film score: epic, dramatic; brass & timpani. " * 3]
+PROMPTS = [
+    "calm piano",
+    "Energetic rock song with electric guitars, drums and a screaming solo at 140 bpm!",
+    "lofi hip hop",
+    "Orchestral film score: epic, dramatic; brass & timpani. " * 3,
+]
 
 
 def hf_hidden(model, hf_tokenizer, texts):
@@ -73,18 +77,27 @@ def test_full_t5_and_musicgen_checkpoints_load_the_same(hf_t5_dir, hf_tokenizer,
 
     full = tmp_path / "full"
     full.mkdir()
-    full_state = {**state, "decoder.block.0.layer.0.SelfAttention.q.weight": torch.zeros(4, 4),
-                  "lm_head.weight": torch.zeros(3, 3)}
+    full_state = {
+        **state,
+        "decoder.block.0.layer.0.SelfAttention.q.weight": torch.zeros(4, 4),
+        "lm_head.weight": torch.zeros(3, 3),
+    }
     full_state.pop("shared.weight")  # the tied embedding stored only under the encoder's name
     torch.save(full_state, full / "pytorch_model.bin")
     (full / "config.json").write_text((directory / "config.json").read_text())
 
     musicgen = tmp_path / "musicgen"
     musicgen.mkdir()
-    save_file({f"text_encoder.{k}": v for k, v in state.items()} | {"decoder.lm_heads.0.weight": torch.zeros(2, 2)},
-              str(musicgen / "model.safetensors"))
-    config = {"model_type": "musicgen", "text_encoder": json.loads((directory / "config.json").read_text()),
-              "audio_encoder": {}, "decoder": {}}
+    save_file(
+        {f"text_encoder.{k}": v for k, v in state.items()} | {"decoder.lm_heads.0.weight": torch.zeros(2, 2)},
+        str(musicgen / "model.safetensors"),
+    )
+    config = {
+        "model_type": "musicgen",
+        "text_encoder": json.loads((directory / "config.json").read_text()),
+        "audio_encoder": {},
+        "decoder": {},
+    }
     (musicgen / "config.json").write_text(json.dumps(config))
 
     for source in (full, musicgen):

@@ -9,11 +9,21 @@ from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.text.tokenizer import T5Tokenizer
 
 TRICKY = [
-    "", " ", "hello world", "  leading and   repeated   spaces  ", "tabs\tand\nnewlines\r\n",
-    "ÉÀÇ café naïve résumé 😀 漢字 ﬁ ｆｕｌｌｗｉｄｔｈ", "a\u0301 combining accents", "\u00a0nbsp\u2003em space",
-    "12345 3.14159 1,000,000 -42 4/4 120BPM", "!!! ??? ... ;;; --- (( )) [[ ]] {{ }} @#$%^&*_+=|\\~`",
-    "Ünïcödé™ ® © ½ ² x²", "<pad> </s> <unk> <extra_id_0> <extra_id_99>", "a<pad>b x</s>y <extra_id_100>",
-    "zzzzqqq xylophone", "piano " * 400,
+    "",
+    " ",
+    "hello world",
+    "  leading and   repeated   spaces  ",
+    "tabs\tand\nnewlines\r\n",
+    "ÉÀÇ café naïve résumé 😀 漢字 ﬁ ｆｕｌｌｗｉｄｔｈ",
+    "a\u0301 combining accents",
+    "\u00a0nbsp\u2003em space",
+    "12345 3.14159 1,000,000 -42 4/4 120BPM",
+    "!!! ??? ... ;;; --- (( )) [[ ]] {{ }} @#$%^&*_+=|\\~`",
+    "Ünïcödé™ ® © ½ ² x²",
+    "<pad> </s> <unk> <extra_id_0> <extra_id_99>",
+    "a<pad>b x</s>y <extra_id_100>",
+    "zzzzqqq xylophone",
+    "piano " * 400,
 ]
 
 

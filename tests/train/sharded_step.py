@@ -34,24 +34,33 @@ def run(config, components, mesh, data):
 
 def main(directory: str):
     components = pretrained.convert(directory)
-    config = StepConfig(components.lm_config, components.text_encoder.config,
-                        OptimConfig(lr=1e-3, warmup_steps=0, total_steps=10), cfg_dropout=0.5, ema_every=1)
+    config = StepConfig(
+        components.lm_config,
+        components.text_encoder.config,
+        OptimConfig(lr=1e-3, warmup_steps=0, total_steps=10),
+        cfg_dropout=0.5,
+        ema_every=1,
+    )
     data = batch(components)
     one = make_mesh(devices=jax.devices()[:1])
     loss, params, _, _ = run(config, components, one, data)
     initial = jax.tree.leaves(jax.device_get(components.lm_params))
-    out = {"devices": jax.device_count(), "loss": loss,
-           "moved": max(float(np.abs(a - b).max()) for a, b in zip(params, initial))}
+    out = {
+        "devices": jax.device_count(),
+        "loss": loss,
+        "moved": max(float(np.abs(a - b).max()) for a, b in zip(params, initial)),
+    }
     for name, mesh in (("fsdp", make_mesh(data=2, fsdp=4)), ("tensor", make_mesh(data=2, tensor=4))):
         got, got_params, state, step = run(config, components, mesh, data)
         kernel = state["params"]["params"]["layers_0"]["fc1"]["kernel"]
         moment = state["opt_state"][1][0].mu["params"]["layers_0"]["fc1"]["kernel"]
-        out[name] = {"loss": got, "param_rel": max(float(np.linalg.norm(a - b) / np.linalg.norm(b))
-                                                   for a, b in zip(got_params, params)),
-                     "kernel_shard": list(kernel.sharding.shard_shape(kernel.shape)),
-                     "moment_shard": list(moment.sharding.shard_shape(moment.shape)),
-                     "ema_shard": list(state["ema"]["params"]["layers_0"]["fc1"]["kernel"].sharding.shard_shape(
-                         kernel.shape))}
+        out[name] = {
+            "loss": got,
+            "param_rel": max(float(np.linalg.norm(a - b) / np.linalg.norm(b)) for a, b in zip(got_params, params)),
+            "kernel_shard": list(kernel.sharding.shard_shape(kernel.shape)),
+            "moment_shard": list(moment.sharding.shard_shape(moment.shape)),
+            "ema_shard": list(state["ema"]["params"]["layers_0"]["fc1"]["kernel"].sharding.shard_shape(kernel.shape)),
+        }
     print(json.dumps(out))
 
 

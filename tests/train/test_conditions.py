@@ -12,26 +12,38 @@ from musicgen_jax.config import LMConfig
 from musicgen_jax.sharding import make_mesh
 from musicgen_jax.train.trainer import OptimConfig, StepConfig, compile_step, init_state
 
-MELODY = LMConfig(dim=32, num_heads=2, num_layers=1, ffn_dim=64, card=16, text_dim=8, chroma_bins=12,
-                  chroma_frames=6)
+MELODY = LMConfig(dim=32, num_heads=2, num_layers=1, ffn_dim=64, card=16, text_dim=8, chroma_bins=12, chroma_frames=6)
 
 
 def step(cfg_dropout: float, melody_dropout: float):
     """(metrics, chroma projection kernel [D, 12] before / after, text projection kernel before / after)."""
-    config = StepConfig(MELODY, None, OptimConfig(lr=1e-2, weight_decay=0.0, warmup_steps=0, total_steps=4),
-                        cfg_dropout=cfg_dropout, melody_dropout=melody_dropout)
+    config = StepConfig(
+        MELODY,
+        None,
+        OptimConfig(lr=1e-2, weight_decay=0.0, warmup_steps=0, total_steps=4),
+        cfg_dropout=cfg_dropout,
+        melody_dropout=melody_dropout,
+    )
     mesh = make_mesh(devices=jax.devices()[:1])
     state = init_state(config, 0, mesh)
     before = jax.device_get(state["params"]["params"])
     rng = np.random.default_rng(0)
-    batch = {"codes": rng.integers(0, MELODY.card, (2, 4, 8)).astype(np.int32), "mask": np.ones((2, 4, 8), bool),
-             "text_embeddings": rng.normal(size=(2, 3, MELODY.text_dim)).astype(np.float32),
-             "text_mask": np.ones((2, 3), np.int32),
-             "chroma": np.tile(np.arange(1, 7, dtype=np.int32), (2, 1))}  # bins 1..6, never 0
+    batch = {
+        "codes": rng.integers(0, MELODY.card, (2, 4, 8)).astype(np.int32),
+        "mask": np.ones((2, 4, 8), bool),
+        "text_embeddings": rng.normal(size=(2, 3, MELODY.text_dim)).astype(np.float32),
+        "text_mask": np.ones((2, 3), np.int32),
+        "chroma": np.tile(np.arange(1, 7, dtype=np.int32), (2, 1)),
+    }  # bins 1..6, never 0
     state, metrics = compile_step(config, mesh)(state, batch, {})
     after = jax.device_get(state["params"]["params"])
-    return (jax.device_get(metrics), before["chroma_projection"]["kernel"], after["chroma_projection"]["kernel"],
-            before["text_projection"]["kernel"], after["text_projection"]["kernel"])
+    return (
+        jax.device_get(metrics),
+        before["chroma_projection"]["kernel"],
+        after["chroma_projection"]["kernel"],
+        before["text_projection"]["kernel"],
+        after["text_projection"]["kernel"],
+    )
 
 
 def moved(a, b) -> np.ndarray:

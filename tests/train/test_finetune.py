@@ -31,9 +31,19 @@ def finetune_config(data, directory, **model):
     from configs.debug import get_config
 
     config = get_config()
-    config.update(data_dir=str(data), text_encoder=str(directory), init_from=str(directory), total_steps=STEPS,
-                  batch_size=EXAMPLES, frames=FRAMES, log_every=1, checkpoint_every=STEPS, cfg_dropout=0.0,
-                  word_dropout=0.0, eval_every=STEPS)
+    config.update(
+        data_dir=str(data),
+        text_encoder=str(directory),
+        init_from=str(directory),
+        total_steps=STEPS,
+        batch_size=EXAMPLES,
+        frames=FRAMES,
+        log_every=1,
+        checkpoint_every=STEPS,
+        cfg_dropout=0.0,
+        word_dropout=0.0,
+        eval_every=STEPS,
+    )
     config.text.update(merge_text_p=0.0)  # each text is its example's description
     config.optim.update(warmup_steps=1, lr=3e-3)
     config.model.update(model)
@@ -83,9 +93,24 @@ def test_evaluate_cli_on_a_run_gives_the_trainers_numbers(finetune_inputs, finet
 
     workdir, records = finetuned
     out = tmp_path / "eval.json"
-    run = subprocess.run([sys.executable, "-m", "musicgen_jax.evaluate", "--model", str(workdir), "--data",
-                          str(finetune_inputs[0]), "--frames", str(FRAMES), "--out", str(out), "--no-progress"],
-                         capture_output=True, text=True)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "musicgen_jax.evaluate",
+            "--model",
+            str(workdir),
+            "--data",
+            str(finetune_inputs[0]),
+            "--frames",
+            str(FRAMES),
+            "--out",
+            str(out),
+            "--no-progress",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     result = json.loads(out.read_text())
     for key in ("eval_loss", *(f"eval_ppl_{k}" for k in range(4))):
@@ -96,8 +121,11 @@ def test_another_architecture_is_refused_before_compiling(finetune_inputs, tmp_p
     from musicgen_jax.train.loop import TrainingError, train
 
     data, _, directory = finetune_inputs
-    with pytest.raises(TrainingError, match=r"another architecture than this run's: dim 32 \(checkpoint: 64\), "
-                                            r"num_heads 2 \(checkpoint: 4\)"):
+    with pytest.raises(
+        TrainingError,
+        match=r"another architecture than this run's: dim 32 \(checkpoint: 64\), "
+        r"num_heads 2 \(checkpoint: 4\)",
+    ):
         train(finetune_config(data, directory, dim=32, num_heads=2), tmp_path, progress=False)
     assert not (tmp_path / "metrics.jsonl").exists()
 
@@ -181,8 +209,9 @@ def test_lora_finetuning_starts_from_the_checkpoint_and_loads_merged(hf_musicgen
     assert losses[0] == pytest.approx(checkpoint_loss(hf_musicgen, examples), rel=1e-5) and losses[-1] < losses[0]
     state = ocp.StandardCheckpointer().restore(lora_run / "checkpoints" / str(STEPS) / "state")
     mono = pretrained.convert(directory).lm_params["params"]
-    np.testing.assert_array_equal(state["params"]["params"]["layers_0"]["fc1"]["kernel"],
-                                  mono["layers_0"]["fc1"]["kernel"])
+    np.testing.assert_array_equal(
+        state["params"]["params"]["layers_0"]["fc1"]["kernel"], mono["layers_0"]["fc1"]["kernel"]
+    )
     assert all(is_lora(path) for path in flatten_dict(state["ema"])) and flatten_dict(state["ema"])
     model = MusicGen.get_pretrained(str(lora_run))
     for a, b in zip(jax_leaves(model.lm_params), jax_leaves(merge_lora(ema_weights(state))), strict=True):
@@ -207,8 +236,27 @@ def test_hf_export_of_a_run_generates_the_tokens_of_sample_py(hf_musicgen, finet
     source = hf_musicgen[0].decoder.model.decoder.layers[0].fc1.weight
     assert not torch.equal(model.decoder.model.decoder.layers[0].fc1.weight, source)
     prompt = "calm piano melody"
-    assert sample.main(["--model", str(workdir), "--prompt", prompt, "--duration", "1", "--top-k", "1",
-                        "--cfg-coef", "3", "--save-codes", str(codes_file), "--out", str(tmp_path / "songs")]) == 0
+    assert (
+        sample.main(
+            [
+                "--model",
+                str(workdir),
+                "--prompt",
+                prompt,
+                "--duration",
+                "1",
+                "--top-k",
+                "1",
+                "--cfg-coef",
+                "3",
+                "--save-codes",
+                str(codes_file),
+                "--out",
+                str(tmp_path / "songs"),
+            ]
+        )
+        == 0
+    )
     batch = AutoTokenizer.from_pretrained(out)([prompt])
     expected = hf_generate_codes(model.eval(), np.array(batch["input_ids"]), np.array(batch["attention_mask"]), 50)
     assert len(np.unique(expected)) > 20  # not a degenerate sequence

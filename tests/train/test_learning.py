@@ -27,18 +27,38 @@ def clip(which: int) -> np.ndarray:
 def test_the_debug_model_learns_two_clips_and_follows_its_text(inputs, tmp_path):
     data = tmp_path / "data"
     empty = {name: None for name in ("title", "artist", "key", "bpm", "genre", "moods", "keywords", "instrument")}
-    examples = [{"codes": clip(i), "path": f"clip{i}.wav", "segment": 0, "metadata": {**empty, "description": p}}
-                for i, p in enumerate(PROMPTS)]
+    examples = [
+        {"codes": clip(i), "path": f"clip{i}.wav", "segment": 0, "metadata": {**empty, "description": p}}
+        for i, p in enumerate(PROMPTS)
+    ]
     shards.write_shard(shards.shard_path(data, "train", 0, 1), 4, examples)
     shards.write_shard(shards.shard_path(data, "valid", 0, 1), 4, [])
     shards.write_tfds_metadata(data, 4, {"train": [2], "valid": [0]}, {"train": 0, "valid": 0}, "two clips")
     codec = json.loads((inputs[0] / "dataset.json").read_text())["codec"]
-    save_json(data / "dataset.json", {"num_codebooks": 4, "card": 2048, "codec": codec,
-                                      "splits": {"train": {"examples": 2}, "valid": {"examples": 0}}})
+    save_json(
+        data / "dataset.json",
+        {
+            "num_codebooks": 4,
+            "card": 2048,
+            "codec": codec,
+            "splits": {"train": {"examples": 2}, "valid": {"examples": 0}},
+        },
+    )
     workdir = tmp_path / "run"
-    subprocess.run(command((data, inputs[1]), workdir, "--config.total_steps=150", "--config.eval_every=0",
-                           "--config.word_dropout=0", "--config.checkpoint_every=150", "--config.log_every=10"),
-                   check=True, capture_output=True, cwd=REPO)
+    subprocess.run(
+        command(
+            (data, inputs[1]),
+            workdir,
+            "--config.total_steps=150",
+            "--config.eval_every=0",
+            "--config.word_dropout=0",
+            "--config.checkpoint_every=150",
+            "--config.log_every=10",
+        ),
+        check=True,
+        capture_output=True,
+        cwd=REPO,
+    )
     losses = [json.loads(line)["loss"] for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert losses[-1] < losses[0] / 2, losses
 

@@ -29,8 +29,11 @@ def randomized(tree, seed: int):
 
 def inputs():
     rng = np.random.default_rng(0)
-    return (jnp.asarray(rng.integers(0, CONFIG.card + 1, (2, 4, 9))), jnp.asarray(rng.normal(size=(2, 3, 8))),
-            jnp.ones((2, 3), jnp.int32))
+    return (
+        jnp.asarray(rng.integers(0, CONFIG.card + 1, (2, 4, 9))),
+        jnp.asarray(rng.normal(size=(2, 3, 8))),
+        jnp.ones((2, 3), jnp.int32),
+    )
 
 
 @pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
@@ -52,13 +55,22 @@ def test_adapters_start_plain_and_merge_exactly(scan):
 
 @pytest.mark.parametrize("text_projection", [False, True])
 def test_a_step_trains_only_the_adapters(text_projection):
-    config = StepConfig(CONFIG, None, OptimConfig(lr=1e-2, warmup_steps=0, total_steps=4), lora_rank=RANK,
-                        lora_text_projection=text_projection)
+    config = StepConfig(
+        CONFIG,
+        None,
+        OptimConfig(lr=1e-2, warmup_steps=0, total_steps=4),
+        lora_rank=RANK,
+        lora_text_projection=text_projection,
+    )
     mesh = make_mesh(devices=jax.devices()[:1])
     state = init_state(config, 0, mesh)
     rng = np.random.default_rng(0)
-    batch = {"codes": rng.integers(0, CONFIG.card, (2, 4, 8)).astype(np.int32), "mask": np.ones((2, 4, 8), bool),
-             "text_embeddings": rng.normal(size=(2, 3, 8)).astype(np.float32), "text_mask": np.ones((2, 3), np.int32)}
+    batch = {
+        "codes": rng.integers(0, CONFIG.card, (2, 4, 8)).astype(np.int32),
+        "mask": np.ones((2, 4, 8), bool),
+        "text_embeddings": rng.normal(size=(2, 3, 8)).astype(np.float32),
+        "text_mask": np.ones((2, 3), np.int32),
+    }
     before = flatten_dict(jax.device_get(state["params"]))
     state, _ = compile_step(config, mesh)(state, batch, {})
     after = flatten_dict(jax.device_get(state["params"]))

@@ -44,8 +44,13 @@ def reference_loss(model, ids, text_mask, codes, mask, chroma=None) -> float:
     decoder_input_ids = model.prepare_decoder_input_ids_from_labels(labels)
     melody = {} if chroma is None else {"input_features": torch.from_numpy(chroma)}
     with torch.no_grad():
-        out = model(input_ids=torch.from_numpy(ids).long(), attention_mask=torch.from_numpy(text_mask).long(),
-                    decoder_input_ids=decoder_input_ids.reshape(-1, labels.shape[1]), labels=labels, **melody)
+        out = model(
+            input_ids=torch.from_numpy(ids).long(),
+            attention_mask=torch.from_numpy(text_mask).long(),
+            decoder_input_ids=decoder_input_ids.reshape(-1, labels.shape[1]),
+            labels=labels,
+            **melody,
+        )
     return float(out.loss)
 
 
@@ -72,8 +77,13 @@ def test_the_crop_mask_matters(hf_musicgen):
     model, directory = hf_musicgen
     ids, text_mask, codes, mask = batch()
     full = np.ones_like(mask)
-    assert abs(float(jax_loss(directory, ids, text_mask, codes, full)[0])
-               - float(jax_loss(directory, ids, text_mask, codes, mask)[0])) > 1e-3
+    assert (
+        abs(
+            float(jax_loss(directory, ids, text_mask, codes, full)[0])
+            - float(jax_loss(directory, ids, text_mask, codes, mask)[0])
+        )
+        > 1e-3
+    )
 
 
 def test_training_sequences_layout():

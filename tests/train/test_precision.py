@@ -16,15 +16,14 @@ from musicgen_jax.sharding import make_mesh
 from musicgen_jax.train.trainer import OptimConfig, StepConfig, compile_step, init_state, loss_fn
 
 CONFIG = LMConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, card=32, text_dim=16)
-MELODY = LMConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, card=32, text_dim=16, chroma_bins=12,
-                  chroma_frames=5)
+MELODY = LMConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, card=32, text_dim=16, chroma_bins=12, chroma_frames=5)
 
 
 def batch(frames: int = 60, size: int = 3) -> tuple[dict, jax.Array, jax.Array]:
     rng = np.random.default_rng(0)
     codes = rng.integers(0, CONFIG.card, (size, CONFIG.num_codebooks, frames)).astype(np.int32)
     mask = np.ones(codes.shape, bool)
-    mask[1, :, frames // 2:] = False
+    mask[1, :, frames // 2 :] = False
     text = rng.normal(size=(size, 7, CONFIG.text_dim)).astype(np.float32)
     text_mask = np.ones((size, 7), np.int32)
     text_mask[0, 4:] = 0
@@ -48,8 +47,10 @@ def loss_and_grads(config: StepConfig, p, frames: int = 60):
 
 def relative(a, b) -> float:
     """The largest L2-relative difference over the leaves of two trees."""
-    return max(float(jnp.linalg.norm((x - y).astype(jnp.float32)) / jnp.linalg.norm(y.astype(jnp.float32)))
-               for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True))
+    return max(
+        float(jnp.linalg.norm((x - y).astype(jnp.float32)) / jnp.linalg.norm(y.astype(jnp.float32)))
+        for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True)
+    )
 
 
 @pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
@@ -66,7 +67,8 @@ def temporaries(config: StepConfig, frames: int) -> int:
     """Bytes of temporaries of the compiled train step (XLA's buffer assignment) at batch 3 x `frames`."""
     data, text, text_mask = batch(frames)
     lowered = jax.jit(jax.value_and_grad(loss_fn, has_aux=True), static_argnums=1).lower(
-        params(config.scan_layers), config, data, text, text_mask)
+        params(config.scan_layers), config, data, text, text_mask
+    )
     return lowered.compile().memory_analysis().temp_size_in_bytes
 
 
@@ -107,8 +109,10 @@ def test_bfloat16_melody_model_with_a_padded_prefix():
     data = {**data, "text_mask": text_mask}
     p = params(True, MELODY)
     fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True), static_argnums=1)
-    results = [fn(p, StepConfig(MELODY, scan_layers=True, compute_dtype=dtype), data, text, text_mask, chroma)
-               for dtype in ("float32", "bfloat16")]
+    results = [
+        fn(p, StepConfig(MELODY, scan_layers=True, compute_dtype=dtype), data, text, text_mask, chroma)
+        for dtype in ("float32", "bfloat16")
+    ]
     (loss, _), grads = results[0]
     (got, _), got_grads = results[1]
     assert np.isfinite(float(loss)) and float(got) == pytest.approx(float(loss), rel=1e-2)
@@ -117,15 +121,26 @@ def test_bfloat16_melody_model_with_a_padded_prefix():
 
 def test_bfloat16_step_keeps_float32_state():
     """After a bfloat16 train step the parameters, AdamW moments and EMA are float32 and have moved."""
-    config = StepConfig(CONFIG, None, OptimConfig(lr=1e-3, warmup_steps=0, total_steps=10), ema_every=1,
-                        scan_layers=True, remat="full", compute_dtype="bfloat16")
+    config = StepConfig(
+        CONFIG,
+        None,
+        OptimConfig(lr=1e-3, warmup_steps=0, total_steps=10),
+        ema_every=1,
+        scan_layers=True,
+        remat="full",
+        compute_dtype="bfloat16",
+    )
     mesh = make_mesh(devices=jax.devices()[:1])
     state = init_state(config, 0, mesh)
     before = jax.device_get(state["params"])
     data, text, text_mask = batch()
     state, metrics = compile_step(config, mesh)(state, {**data, "text_embeddings": text, "text_mask": text_mask}, {})
-    dtypes = {x.dtype for part in ("params", "opt_state", "ema") for x in jax.tree.leaves(state[part])
-              if jnp.issubdtype(x.dtype, jnp.floating)}
+    dtypes = {
+        x.dtype
+        for part in ("params", "opt_state", "ema")
+        for x in jax.tree.leaves(state[part])
+        if jnp.issubdtype(x.dtype, jnp.floating)
+    }
     assert dtypes == {jnp.dtype(jnp.float32)}
     assert np.isfinite(float(metrics["loss"])) and relative(state["params"], before) > 1e-4
 

@@ -17,8 +17,7 @@ from musicgen_jax.sharding import make_mesh
 from musicgen_jax.train.trainer import OptimConfig, StepConfig, compile_step, init_state, loss_fn
 
 TEXT = LMConfig(dim=32, num_heads=2, num_layers=1, ffn_dim=64, card=16, text_dim=8)
-MELODY = LMConfig(dim=32, num_heads=2, num_layers=1, ffn_dim=64, card=16, text_dim=8, chroma_bins=12,
-                  chroma_frames=6)
+MELODY = LMConfig(dim=32, num_heads=2, num_layers=1, ffn_dim=64, card=16, text_dim=8, chroma_bins=12, chroma_frames=6)
 
 
 def expected_lr(optim: OptimConfig, step: int) -> float:
@@ -61,7 +60,7 @@ class NumpyAdamW:
             g = g.astype(np.float64) * scale
             self.mu[k] = o.b1 * self.mu[k] + (1 - o.b1) * g
             self.nu[k] = o.b2 * self.nu[k] + (1 - o.b2) * g * g
-            mhat, vhat = self.mu[k] / (1 - o.b1 ** self.count), self.nu[k] / (1 - o.b2 ** self.count)
+            mhat, vhat = self.mu[k] / (1 - o.b1**self.count), self.nu[k] / (1 - o.b2**self.count)
             out[k] = -lr * (mhat / (np.sqrt(vhat) + o.eps) + o.weight_decay * params[k].astype(np.float64))
         return out
 
@@ -88,9 +87,12 @@ def test_adamw_after_global_norm_clipping_equals_numpy():
 
 def tiny_batch(config: LMConfig, seed: int) -> dict:
     rng = np.random.default_rng(seed)
-    batch = {"codes": rng.integers(0, config.card, (2, 4, 8)).astype(np.int32), "mask": np.ones((2, 4, 8), bool),
-             "text_embeddings": rng.normal(size=(2, 3, config.text_dim)).astype(np.float32),
-             "text_mask": np.array([[1, 1, 1], [1, 1, 0]], np.int32)}
+    batch = {
+        "codes": rng.integers(0, config.card, (2, 4, 8)).astype(np.int32),
+        "mask": np.ones((2, 4, 8), bool),
+        "text_embeddings": rng.normal(size=(2, 3, config.text_dim)).astype(np.float32),
+        "text_mask": np.array([[1, 1, 1], [1, 1, 0]], np.int32),
+    }
     batch["mask"][1, :, 6:] = False
     if config.melody:
         batch["chroma"] = rng.integers(1, config.chroma_bins, (2, config.chroma_frames)).astype(np.int32)
@@ -105,8 +107,9 @@ def flat(tree) -> dict:
 def trajectory():
     """Six steps of the tiny text LM (no guidance dropout, max_norm 0.05: every gradient clipped, eps 1e-3,
     EMA decay 0.7 every 2 steps): per step the parameters before it, the batch, the metrics; the last state."""
-    optim = OptimConfig(lr=5e-3, b1=0.8, b2=0.9, eps=1e-3, weight_decay=0.1, warmup_steps=2, total_steps=8,
-                        max_norm=0.05)
+    optim = OptimConfig(
+        lr=5e-3, b1=0.8, b2=0.9, eps=1e-3, weight_decay=0.1, warmup_steps=2, total_steps=8, max_norm=0.05
+    )
     config = StepConfig(TEXT, None, optim, cfg_dropout=0.0, ema_decay=0.7, ema_every=2)
     mesh = make_mesh(devices=jax.devices()[:1])
     state, step = init_state(config, 0, mesh), compile_step(config, mesh)
@@ -125,7 +128,11 @@ def test_a_step_applies_clipped_adamw_to_the_loss_gradient(trajectory):
     config, _, steps, last = trajectory
     reference = NumpyAdamW(config.optim, flat(steps[0][0]))
     for i, (params, batch, metrics) in enumerate(steps):
-        grads = jax.grad(lambda p: loss_fn(p, config, batch, batch["text_embeddings"], batch["text_mask"])[0])(params)
+
+        def loss(p, batch=batch):
+            return loss_fn(p, config, batch, batch["text_embeddings"], batch["text_mask"])[0]
+
+        grads = jax.grad(loss)(params)
         grads, params = flat(grads), flat(params)
         norm = math.sqrt(sum(float(np.sum(np.square(g, dtype=np.float64))) for g in grads.values()))
         assert norm > 2 * config.optim.max_norm  # clipped
@@ -160,8 +167,9 @@ def test_guidance_and_melody_dropout_are_independent_draws_of_each_step():
     of the steps, and then the melody too; of the other steps the melody is nulled in half, independently of
     the text draw (rates within 4.5 standard errors); the draws change from step to step."""
     p, q, n = 0.3, 0.5, 400
-    config = StepConfig(MELODY, None, OptimConfig(lr=0.0, warmup_steps=0, total_steps=4), cfg_dropout=p,
-                        melody_dropout=q)
+    config = StepConfig(
+        MELODY, None, OptimConfig(lr=0.0, warmup_steps=0, total_steps=4), cfg_dropout=p, melody_dropout=q
+    )
     mesh = make_mesh(devices=jax.devices()[:1])
     state, step, batch = init_state(config, 0, mesh), compile_step(config, mesh), tiny_batch(MELODY, 0)
     draws = []

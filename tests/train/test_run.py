@@ -16,17 +16,29 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
-
 REPO = Path(__file__).resolve().parents[2]
 STEPS = 24
 
 
 def command(inputs, workdir, *extra):
     data, t5 = inputs
-    return [sys.executable, str(REPO / "train.py"), "--config", str(REPO / "configs/debug.py"), "--workdir",
-            str(workdir), f"--config.data_dir={data}", f"--config.text_encoder={t5}", f"--config.total_steps={STEPS}",
-            "--config.frames=24", "--config.log_every=1", "--config.checkpoint_every=4", f"--config.eval_every={STEPS}",
-            "--no_progress", *extra]
+    return [
+        sys.executable,
+        str(REPO / "train.py"),
+        "--config",
+        str(REPO / "configs/debug.py"),
+        "--workdir",
+        str(workdir),
+        f"--config.data_dir={data}",
+        f"--config.text_encoder={t5}",
+        f"--config.total_steps={STEPS}",
+        "--config.frames=24",
+        "--config.log_every=1",
+        "--config.checkpoint_every=4",
+        f"--config.eval_every={STEPS}",
+        "--no_progress",
+        *extra,
+    ]
 
 
 def losses(workdir) -> list[tuple]:
@@ -84,8 +96,12 @@ def jax_leaves(tree):
 
 def test_sigterm_saves_the_current_step_and_exits_0(inputs, tmp_path):
     workdir = tmp_path / "run"
-    proc = subprocess.Popen(command(inputs, workdir, "--config.checkpoint_every=1000"), cwd=REPO,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        command(inputs, workdir, "--config.checkpoint_every=1000"),
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     wait_for(workdir / "metrics.jsonl", 6, proc)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 0
@@ -104,8 +120,9 @@ def test_other_settings_or_a_corrupt_checkpoint_are_refused(inputs, uninterrupte
     for file in (workdir / "checkpoints" / str(STEPS) / "state").rglob("*"):
         if file.is_file():
             file.write_bytes(b"garbage")
-    corrupt = subprocess.run(command(inputs, workdir, "--config.total_steps=30"), capture_output=True, text=True,
-                             cwd=REPO)
+    corrupt = subprocess.run(
+        command(inputs, workdir, "--config.total_steps=30"), capture_output=True, text=True, cwd=REPO
+    )
     unreadable = f"checkpoint {workdir / 'checkpoints' / str(STEPS)} is unreadable"
     assert corrupt.returncode == 2 and unreadable in corrupt.stderr
 
@@ -156,9 +173,23 @@ def test_a_run_loads_as_a_musicgen_with_its_ema_weights(inputs, uninterrupted, t
     model.set_generation_params(duration=0.2, use_sampling=False)
     tokens = np.asarray(model.generate_tokens(["calm piano melody", None]))
     assert tokens.shape == (2, 4, 10) and tokens.max() < 2048
-    run = subprocess.run([sys.executable, str(REPO / "sample.py"), "--model", str(uninterrupted), "--duration", "0.2",
-                          "--prompt", "calm piano melody", "--out", str(tmp_path / "out")], capture_output=True,
-                         text=True, cwd=REPO)
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "sample.py"),
+            "--model",
+            str(uninterrupted),
+            "--duration",
+            "0.2",
+            "--prompt",
+            "calm piano melody",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     assert [p.suffix for p in (tmp_path / "out").iterdir()] == [".wav"]
 
@@ -171,10 +202,20 @@ def test_a_diverging_run_stops_before_saving_non_finite_weights(inputs, tmp_path
     from musicgen_jax.train.loop import TrainingError, train
 
     config = get_config()
-    config.update(data_dir=str(inputs[0]), text_encoder=str(inputs[1]), total_steps=6, frames=24, log_every=100,
-                  checkpoint_every=1, eval_every=0)
+    config.update(
+        data_dir=str(inputs[0]),
+        text_encoder=str(inputs[1]),
+        total_steps=6,
+        frames=24,
+        log_every=100,
+        checkpoint_every=1,
+        eval_every=0,
+    )
     config.optim.update(lr=1e30, warmup_steps=1)
-    with pytest.raises(TrainingError, match=r"step 3: the loss is nan and the gradient norm nan \(not finite\); "
-                                            r"nothing of this state is saved \(the latest checkpoint, step 2, is intact\)"):
+    message = (
+        r"step 3: the loss is nan and the gradient norm nan \(not finite\); nothing of this state is saved "
+        r"\(the latest checkpoint, step 2, is intact\)"
+    )
+    with pytest.raises(TrainingError, match=message):
         train(config, tmp_path / "run", progress=False)
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir() if p.name.isdigit()) == ["1", "2"]

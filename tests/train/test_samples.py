@@ -20,9 +20,19 @@ def test_samples_are_the_ema_weights_generations(inputs, tmp_path):
 
     data, t5 = inputs
     config = get_config()
-    config.update(data_dir=str(data), text_encoder=str(t5), total_steps=4, frames=24, log_every=1,
-                  checkpoint_every=4, generate_every=2, sample_prompts=PROMPTS, sample_seconds=0.2, sample_seed=3,
-                  sample_dtype="bfloat16")
+    config.update(
+        data_dir=str(data),
+        text_encoder=str(t5),
+        total_steps=4,
+        frames=24,
+        log_every=1,
+        checkpoint_every=4,
+        generate_every=2,
+        sample_prompts=PROMPTS,
+        sample_seconds=0.2,
+        sample_seed=3,
+        sample_dtype="bfloat16",
+    )
     config.optim.warmup_steps = 1
     train(config, tmp_path, progress=False)
     samples = tmp_path / "samples"
@@ -51,9 +61,11 @@ def test_bad_sample_dtype_is_named(inputs, tmp_path):
 
     data, t5 = inputs
     config = get_config()
-    config.update(data_dir=str(data), text_encoder=str(t5), total_steps=2, frames=24, generate_every=1,
-                  sample_dtype="int4")
+    config.update(
+        data_dir=str(data), text_encoder=str(t5), total_steps=2, frames=24, generate_every=1, sample_dtype="int4"
+    )
     config.optim.warmup_steps = 1
-    with pytest.raises(TrainingError, match="config.sample_dtype must be auto or one of float32, bfloat16, float16, "
-                                            "got 'int4'"):
+    with pytest.raises(
+        TrainingError, match="config.sample_dtype must be auto or one of float32, bfloat16, float16, got 'int4'"
+    ):
         train(config, tmp_path, progress=False)
