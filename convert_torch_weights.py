@@ -16,8 +16,10 @@ import sys
 import time
 from pathlib import Path
 
-from musicgen_jax.convert import pretrained
-from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.components import save_converted
+from musicgen_jax.convert.pretrained import FORMATS
+from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 
 
 def main(argv=None) -> int:
@@ -27,14 +29,14 @@ def main(argv=None) -> int:
     parser.add_argument(
         "--format",
         default="auto",
-        choices=pretrained.FORMATS,
+        choices=FORMATS,
         help="checkpoint format when a repo has both (default auto: transformers if present)",
     )
     args = parser.parse_args(argv)
     start = time.time()
     try:
-        components = pretrained.convert(args.source, args.format)
-        pretrained.save(components, args.output)
+        components = convert_checkpoint(args.source, args.format)
+        save_converted(components, args.output)
     except (CheckpointError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, write_audio
-from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.fileio import save_npy, slug
 from musicgen_jax.lm.model import INFERENCE_DTYPES
 from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, disable_compilation_cache, enable_compilation_cache

@@ -48,6 +48,7 @@ from benchmarks.common import (
 )
 from musicgen_jax.audio import read_audio
 from musicgen_jax.codec import model as codec_model
+from musicgen_jax.config import DATASET_INFO_FILE
 from musicgen_jax.data import Settings, prepare, read_examples
 from musicgen_jax.data.prepare import segment_bounds
 from musicgen_jax.data.shards import SPLITS
@@ -400,7 +401,7 @@ def _token_dataset(directory: Path, examples: int) -> None:
         "pipeline benchmark",
     )
     save_json(
-        directory / shards.INFO_FILE,
+        directory / DATASET_INFO_FILE,
         {"num_codebooks": 4, "splits": {"train": {"examples": examples}, "valid": {"examples": 0}}},
     )
 

@@ -91,12 +91,12 @@ from benchmarks.common import (
 )
 from benchmarks.text import PROMPTS, write_spiece
 from benchmarks.text import hf_config as text_hf_config
-from musicgen_jax.convert.musicgen import lm_config_from_hf, lm_params_from_hf_state_dict
 from musicgen_jax.convert.pretrained import convert
 from musicgen_jax.fileio import atomic_file
 from musicgen_jax.lm import pattern
 from musicgen_jax.lm.model import cast_params
 from musicgen_jax.lm.transformer import cache_blocks
+from musicgen_jax.lm.weights import lm_config_from_hf, lm_params_from_hf_state_dict
 from musicgen_jax.sampling import (
     FRAME_BUCKET,
     SamplingParams,

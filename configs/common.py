@@ -1,4 +1,5 @@
-"""What every config has (the keys scripts rely on), with audiocraft's MusicGen recipe (SPEC 7) as defaults."""
+"""What every config has (the keys scripts rely on), with audiocraft's MusicGen recipe
+(its `solver/musicgen/default.yaml`) as defaults."""
 
 import ml_collections
 

@@ -38,7 +38,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from musicgen_jax.audio import AudioError, read_audio, to_pcm16, write_audio
-from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.fileio import save_json, save_npy, slug
 from musicgen_jax.lm.model import INFERENCE_DTYPES
 from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, default_dtype, enable_compilation_cache

@@ -1,5 +1,5 @@
-"""The melody conditioner's chroma features (SPEC 4.2, 6.8), exact to audiocraft's `ChromaExtractor` and
-transformers' `MusicgenMelodyFeatureExtractor`.
+"""The melody conditioner's chroma features (audiocraft's `ChromaStemConditioner`), exact to audiocraft's
+`ChromaExtractor` and transformers' `MusicgenMelodyFeatureExtractor`.
 
 A mono waveform `[B, T]` at `config.sample_rate` becomes one-hot chroma `[B, frames, bins]`,
 frames = 1 + max(T, n_fft) // hop (235 for 30 s at 32 kHz):

@@ -11,6 +11,7 @@ import dataclasses
 import math
 
 PAD_MODES = ("constant", "reflect", "replicate")
+DATASET_INFO_FILE = "dataset.json"  # a prepared token dataset's record of its codec, splits and chroma
 
 
 class _DictIO:
@@ -92,7 +93,8 @@ class CodecConfig(_DictIO):
         return math.ceil(num_samples / self.hop_length)
 
 
-# The released facebook/encodec_32khz architecture (SPEC 1.1). pad_mode as in its HF hub config.
+# The released facebook/encodec_32khz architecture (transformers' `EncodecConfig` of `facebook/encodec_32khz`).
+# pad_mode as in its HF hub config.
 ENCODEC_32KHZ = CodecConfig()
 
 
@@ -136,7 +138,7 @@ class T5Config(_DictIO):
         return self.feed_forward_proj == "gated-gelu"
 
 
-# t5-base, the text encoder of every released MusicGen model (SPEC 4.1).
+# t5-base, the text encoder of every released MusicGen model (audiocraft's `T5Conditioner`).
 T5_BASE = T5Config()
 
 
@@ -148,7 +150,8 @@ def interleaved_delays(num_codebooks: int, channels: int = 1) -> tuple[int, ...]
 
 @dataclasses.dataclass(frozen=True)
 class LMConfig(_DictIO):
-    """MusicGen transformer LM hyper-parameters (SPEC 2.1).
+    """MusicGen transformer LM hyper-parameters (audiocraft's `musicgen_lm.yaml`, transformers'
+    `MusicgenDecoderConfig`).
 
     `card` is the codebook size; id `card` is the special token (before the first frame of each
     codebook and after its last one in the delay pattern). `delays` has one entry per codebook
@@ -156,8 +159,9 @@ class LMConfig(_DictIO):
     LM projects to `dim`.
 
     `chroma_bins` 0: a text-to-music model, the projected text reaches the layers by cross-attention.
-    `chroma_bins` > 0: a melody model (SPEC 4.2, 4.4), without cross-attention: `chroma_frames` frames
-    of projected one-hot chroma, then the projected text, are prepended to the audio tokens.
+    `chroma_bins` > 0: a melody model (audiocraft's `ChromaStemConditioner` and `ConditionFuser`), without
+    cross-attention: `chroma_frames` frames of projected one-hot chroma, then the projected text, are prepended to
+    the audio tokens.
     """
 
     dim: int = 1024
@@ -201,16 +205,17 @@ class LMConfig(_DictIO):
         return self.dim // self.num_heads
 
 
-# musicgen-small's LM (SPEC 2.1); medium / large differ only in dim, heads, layers and ffn_dim.
+# musicgen-small's LM (audiocraft's `musicgen_lm.yaml`, transformers' `MusicgenDecoderConfig`); medium / large differ
+# only in dim, heads, layers and ffn_dim.
 MUSICGEN_SMALL_LM = LMConfig()
 
 
 @dataclasses.dataclass(frozen=True)
 class ChromaConfig(_DictIO):
-    """The melody conditioner's chroma features (SPEC 4.2, 6.8): a power spectrogram (Hann window of
-    `n_fft`, hop `hop_length`, centred with reflect padding, normalized by the window's energy),
-    `bins` chroma bins from librosa's filter bank (tuning 0), inf-normalized and one-hot at the argmax.
-    Frame rate sample_rate / hop_length (7.8125 Hz at 32 kHz)."""
+    """The melody conditioner's chroma features (audiocraft's `ChromaStemConditioner`, transformers'
+    `MusicgenMelodyFeatureExtractor`): a power spectrogram (Hann window of `n_fft`, hop `hop_length`, centred with
+    reflect padding, normalized by the window's energy), `bins` chroma bins from librosa's filter bank (tuning 0),
+    inf-normalized and one-hot at the argmax. Frame rate sample_rate / hop_length (7.8125 Hz at 32 kHz)."""
 
     sample_rate: int = 32000
     n_fft: int = 16384

@@ -1,4 +1,5 @@
-"""`MusicGen`: the user-facing text-to-music API, following audiocraft's (SPEC 5.3).
+"""`MusicGen`: the user-facing text-to-music API, following audiocraft's `MusicGen`
+(`models/musicgen.py`).
 
     model = MusicGen.get_pretrained("facebook/musicgen-small")
     model.set_generation_params(duration=8)
@@ -28,12 +29,14 @@ from tqdm.auto import tqdm
 
 from musicgen_jax.audio import convert_channels, resample
 from musicgen_jax.chroma import extract_chroma
+from musicgen_jax.components import Components, is_converted, is_current, load_converted, save_converted
 from musicgen_jax.config import ChromaConfig
-from musicgen_jax.convert import pretrained, run
+from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 from musicgen_jax.lm.model import cast_params, param_specs
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, split_rows, stream_tokens
 from musicgen_jax.sharding import place
 from musicgen_jax.stems import melody_stems
+from musicgen_jax.train.rundir import is_run, load_run
 
 DEFAULT_MODEL = "facebook/musicgen-small"
 MAX_DURATION = 30.0  # seconds the released models were trained on; longer generations are windowed
@@ -79,19 +82,19 @@ def _cache_entry(name: str, fmt: str) -> Path:
     return cache_dir() / f"{key}-{fmt}"
 
 
-def load_components(name: str, fmt: str = "auto") -> pretrained.Components:
+def load_components(name: str, fmt: str = "auto") -> Components:
     """The codec, text encoder and LM of a converted directory, a `train.py` run directory (its latest
     checkpoint's EMA weights), or a PyTorch checkpoint (hub id or local directory; `fmt` auto, hf or
     audiocraft), which is converted on first use and cached."""
     path = Path(name).expanduser()
-    if path.is_dir() and pretrained.is_converted(path):
-        return pretrained.load(path)
-    if path.is_dir() and run.is_run(path):
-        return run.load_run(path)
+    if path.is_dir() and is_converted(path):
+        return load_converted(path)
+    if path.is_dir() and is_run(path):
+        return load_run(path)
     entry = _cache_entry(name, fmt)
-    if not pretrained.is_current(entry):
-        pretrained.save(pretrained.convert(name, fmt), entry)
-    return pretrained.load(entry)
+    if not is_current(entry):
+        save_converted(convert_checkpoint(name, fmt), entry)
+    return load_converted(entry)
 
 
 class MusicGen:
@@ -100,7 +103,7 @@ class MusicGen:
     def __init__(
         self,
         name: str,
-        components: pretrained.Components,
+        components: Components,
         max_duration: float = MAX_DURATION,
         mesh: Mesh | None = None,
         dtype: str | None = None,
@@ -222,7 +225,8 @@ class MusicGen:
         seed: int | Sequence[int] = 0,
         stems: bool = False,
     ):
-        """Audio `[B, C, T]` for text prompts, each following a melody (melody models, SPEC 4.2).
+        """Audio `[B, C, T]` for text prompts, each following a melody (melody models, audiocraft's
+        `ChromaStemConditioner`).
 
         `melody_wavs`: `[B, C, T]`, `[C, T]`, or a list of `[C, T]` / `[T]` arrays of any lengths, one per
         description or one for all, at `melody_sample_rate`: resampled to the codec's rate and downmixed to

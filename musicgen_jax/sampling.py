@@ -1,4 +1,5 @@
-"""The compiled decode loop (SPEC 5.1, 5.2): classifier-free guidance, temperature, top-k / top-p, greedy.
+"""The compiled decode loop (audiocraft's `LMModel.generate` and `_sample_next_token`): classifier-free guidance,
+temperature, top-k / top-p, greedy.
 
 A prefill, then one `lax.fori_loop` over the delay-pattern steps with a preallocated KV cache: no
 Python per token. Compiled once per (LM config, sampling settings, batch size, prompt length, and length

@@ -1,7 +1,7 @@
 """Optional source separation of melody audio with Demucs, as audiocraft's `ChromaStemConditioner` does
-before the chroma (SPEC 4.2): `htdemucs`, the `vocals` and `other` stems summed. transformers' feature
-extractor does not separate. Needs the `melody` extra (`pip install 'musicgen-jax[melody]'`, the `demucs`
-package, a PyTorch model): the one place outside `convert/` that runs torch, imported only when asked for.
+before the chroma (audiocraft's `ChromaStemConditioner`): `htdemucs`, the `vocals` and `other` stems summed.
+transformers' feature extractor does not separate. Needs the `melody` extra (`pip install 'musicgen-jax[melody]'`,
+the `demucs` package, a PyTorch model): the one place outside `convert/` that runs torch, imported only when asked for.
 Demucs' default random time shift makes the stems, and so the chroma, vary slightly between runs.
 """
 

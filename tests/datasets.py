@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from musicgen_jax.chroma import num_frames
-from musicgen_jax.config import ChromaConfig
+from musicgen_jax.config import DATASET_INFO_FILE, ChromaConfig
 from musicgen_jax.data import shards
 from musicgen_jax.data.prepare import Settings, chroma_info
 from musicgen_jax.fileio import save_json
@@ -71,7 +71,7 @@ def write_dataset(directory, lengths, text_dim=None, valid=0, codec=None, chroma
         chroma,
     )
     save_json(
-        directory / shards.INFO_FILE,
+        directory / DATASET_INFO_FILE,
         {
             "num_codebooks": k_total,
             "card": 2048,

@@ -19,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, write_audio
-from musicgen_jax.convert.codec_loader import load_codec, save_codec
-from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.codec.weights import save_codec
+from musicgen_jax.convert.codec_loader import load_codec
 from musicgen_jax.fileio import save_npy
 
 DEFAULT_CODEC = "facebook/encodec_32khz"

@@ -1,4 +1,5 @@
-"""EnCodec model: waveform <-> discrete codes, mono or interleaved stereo (SPEC 1.7).
+"""EnCodec model: waveform <-> discrete codes, mono or interleaved stereo (audiocraft's
+`InterleaveStereoCompressionModel`).
 
 `EncodecModel` is the pure linen module (`model.apply(params, wav, method="encode")`);
 `Codec` bundles it with its parameters and jit-compiled entry points, checks its inputs on
@@ -124,7 +125,7 @@ class Codec:
     def __post_init__(self):
         if self.stereo and self.config.channels != 1:
             raise ValueError(f"stereo interleaving needs a mono codec, this one has {self.config.channels} channels")
-        # on the device once, not copied from host memory at every call (measured: 85 ms per call)
+        # on the device once, not copied from host memory at every call (benchmarks/RESULTS.md, "Design choices")
         object.__setattr__(self, "params", place(self.params, lambda: param_specs(self.config), self.mesh))
 
     @property

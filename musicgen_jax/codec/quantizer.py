@@ -1,4 +1,5 @@
-"""Residual vector quantizer of EnCodec, inference only (SPEC 1.6).
+"""Residual vector quantizer of EnCodec, inference only (audiocraft's `ResidualVectorQuantization`, transformers'
+`EncodecResidualVectorQuantizer`).
 
 Parameter: `codebooks [K, bins, D]` (the `embed` buffers of the K stages, in order).
 """

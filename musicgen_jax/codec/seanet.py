@@ -1,4 +1,5 @@
-"""SEANet encoder and decoder of EnCodec (SPEC 1.2-1.5), Flax linen, channels-last.
+"""SEANet encoder and decoder of EnCodec (audiocraft's `SEANetEncoder` / `SEANetDecoder`, transformers'
+`EncodecEncoder` / `EncodecDecoder`), Flax linen, channels-last.
 
 Activations are laid out `[B, T, C]` inside the codec. Submodules are named `layers_{i}` after
 the index of the layer in the reference `nn.Sequential` (ELUs count), so that checkpoint keys
@@ -37,7 +38,8 @@ def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str
 def conv_padding(length: int, kernel_size: int, stride: int, dilation: int, causal: bool) -> tuple[int, int]:
     """(left, right) padding of a streamable conv so that the output has ceil(length / stride) frames.
 
-    The right side carries the `extra` samples that complete the last window (SPEC 1.3).
+    The right side carries the `extra` samples that complete the last window (audiocraft's `StreamableConv1d` /
+    `StreamableConvTranspose1d` padding).
     """
     k_eff = (kernel_size - 1) * dilation + 1
     padding_total = k_eff - stride
@@ -87,7 +89,7 @@ class ConvTranspose1d(nn.Module):
 
     Computed as one matmul `[B*T, C_in] x [C_in, k * C_out]` followed by an overlap-add of the
     ceil(k / stride) shifted blocks: a conv over the stride-dilated input would multiply stride
-    times as many (zero) samples (measured: the decoder 17% faster on CPU this way).
+    times as many (zero) samples (benchmarks/RESULTS.md, "Design choices").
     """
 
     features: int

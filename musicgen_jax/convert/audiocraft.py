@@ -1,11 +1,11 @@
-"""MusicGen LM weights from an audiocraft `state_dict.bin` (SPEC 2.7, 8.1) into `LMModel` parameters.
+"""MusicGen LM weights from an audiocraft `state_dict.bin` (audiocraft's `utils/export.py`) into `LMModel` parameters.
 
 An audiocraft LM package is `{'best_state': <LM state dict>, 'xp.cfg': <YAML string>, 'version', 'exported'}`.
-Its keys are renamed to the transformers MusicGen layout (SPEC 6.4), fused attention projections split
-into q/k/v, and the result goes through the transformers key map (`convert.musicgen`), which checks
-every key and shape. Only what this project implements is accepted: the delay pattern and a T5
+Its keys are renamed to the transformers MusicGen layout (transformers' `convert_musicgen_transformers.py`), fused
+attention projections split into q/k/v, and the result goes through the transformers key map (`lm.weights`), which
+checks every key and shape. Only what this project implements is accepted: the delay pattern and a T5
 `description` conditioner, fused by cross-attention (text-to-music) or, in melody models, prepended after
-a `self_wav` chroma conditioner (SPEC 4.2, 4.4); mono or stereo.
+a `self_wav` chroma conditioner (audiocraft's `ChromaStemConditioner` and `ConditionFuser`); mono or stereo.
 """
 
 from __future__ import annotations
@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 import yaml
 
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.checkpoint.files import read_torch_pickle, tensors_to_numpy
 from musicgen_jax.chroma import hann_window
+from musicgen_jax.codec.weights import parse_audiocraft_cfg
 from musicgen_jax.config import ChromaConfig, LMConfig, T5Config
-from musicgen_jax.convert.encodec import parse_audiocraft_cfg
-from musicgen_jax.convert.musicgen import lm_params_from_hf_state_dict
-from musicgen_jax.convert.torch_io import CheckpointError, read_torch_pickle, tensors_to_numpy
+from musicgen_jax.lm.weights import lm_params_from_hf_state_dict
 
 # d_model of the T5 encoders audiocraft's T5Conditioner can load (its MODELS / MODELS_DIMS).
 T5_DIMS = {
@@ -39,7 +40,9 @@ T5_DIMS = {
 _DECODER = "decoder.model.decoder"
 _LAYER_NORMS = {"norm1": "self_attn_layer_norm", "norm_cross": "encoder_attn_layer_norm", "norm2": "final_layer_norm"}
 _ATTENTION = {"self_attn": "self_attn", "cross_attention": "encoder_attn"}
-_CHROMA = ChromaConfig()  # the chroma this project computes (SPEC 4.2): 32 kHz, n_fft 2**14, hop n_fft / 4
+_CHROMA = (
+    ChromaConfig()
+)  # the chroma this project computes (audiocraft's `ChromaStemConditioner`): 32 kHz, n_fft 2**14, hop n_fft / 4
 # The torchaudio Spectrogram's Hann window buffer of a melody model's chroma extractor: checked, not a parameter.
 CHROMA_WINDOW = "condition_provider.conditioners.self_wav.chroma.spec.window"
 
@@ -110,7 +113,8 @@ def _t5_dim(name: str) -> int:
 
 
 def _chroma_settings(cfg: dict) -> dict:
-    """`chroma_bins` / `chroma_frames` of a melody model's `self_wav` chroma_stem conditioner (SPEC 4.2)."""
+    """`chroma_bins` / `chroma_frames` of a melody model's `self_wav` chroma_stem conditioner (audiocraft's
+    `ChromaStemConditioner`)."""
     self_wav = _get(cfg, "conditioners.self_wav")
     if not isinstance(self_wav, dict) or self_wav.get("model") != "chroma_stem":
         raise CheckpointError(
@@ -144,7 +148,8 @@ def _chroma_settings(cfg: dict) -> dict:
 
 
 def _check_conditioning(cfg: dict) -> dict:
-    """The LMConfig melody settings of the conditioners and fuser (SPEC 4.4); {} for a text-to-music model."""
+    """The LMConfig melody settings of the conditioners and fuser (audiocraft's `ConditionFuser`, prepend); {} for a
+    text-to-music model."""
     conditioners = {k: v for k, v in (_get(cfg, "conditioners") or {}).items() if k != "args"}
     fuser = _get(cfg, "fuser") or {}
     others = sorted(set(conditioners) - {"description", "self_wav"})
@@ -259,9 +264,9 @@ def _rename(key: str) -> str | None:
 
 
 def lm_state_to_hf(best_state: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """audiocraft LM state dict -> transformers MusicGen names (SPEC 6.4), each fused `in_proj_weight`
-    [3D, D] split into `q_proj` / `k_proj` / `v_proj` (rows 0:D, D:2D, 2D:3D). Keys no rule recognizes
-    (and an `in_proj_weight` whose rows are not a multiple of 3) pass through unchanged, so that the
+    """audiocraft LM state dict -> transformers MusicGen names (transformers' `convert_musicgen_transformers.py`),
+    each fused `in_proj_weight` [3D, D] split into `q_proj` / `k_proj` / `v_proj` (rows 0:D, D:2D, 2D:3D). Keys no
+    rule recognizes (and an `in_proj_weight` whose rows are not a multiple of 3) pass through unchanged, so that the
     key map reports them as unexpected."""
     out: dict[str, np.ndarray] = {}
     origin: dict[str, str] = {}

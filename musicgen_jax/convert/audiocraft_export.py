@@ -1,4 +1,5 @@
-"""A MusicGen model -> audiocraft's format (SPEC 8.1): the directory audiocraft's `MusicGen.get_pretrained(OUT)`
+"""A MusicGen model -> audiocraft's format (audiocraft's `utils/export.py` and `models/loaders.py`): the directory
+audiocraft's `MusicGen.get_pretrained(OUT)`
 reads, two PyTorch pickles written with `torch.save` (torch is needed here, as for reading them):
 
   state_dict.bin              {"best_state": the LM's tensors, "xp.cfg": its YAML config, "version", "exported"}
@@ -17,15 +18,16 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from musicgen_jax.checkpoint import native
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.checkpoint.files import read_torch_pickle, tensors_to_numpy
+from musicgen_jax.checkpoint.keymap import same_tree
+from musicgen_jax.codec import weights as enc
 from musicgen_jax.codec.model import Codec
+from musicgen_jax.components import Components
 from musicgen_jax.config import ChromaConfig
 from musicgen_jax.convert import audiocraft as ac
-from musicgen_jax.convert import encodec as enc
-from musicgen_jax.convert import musicgen as mg
-from musicgen_jax.convert import native
-from musicgen_jax.convert.keymap import same_tree
-from musicgen_jax.convert.pretrained import Components
-from musicgen_jax.convert.torch_io import CheckpointError, read_torch_pickle, tensors_to_numpy
+from musicgen_jax.lm import weights as mg
 
 VERSION = "1.3.0"  # the audiocraft release whose layout these packages follow
 

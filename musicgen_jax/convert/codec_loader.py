@@ -12,15 +12,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import jax
-
-from musicgen_jax.codec.model import Codec
-from musicgen_jax.config import CodecConfig
-from musicgen_jax.convert import encodec as enc
-from musicgen_jax.convert import native
-from musicgen_jax.convert.keymap import strip_prefix
-from musicgen_jax.convert.torch_io import (
-    CheckpointError,
+from musicgen_jax.checkpoint import native
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.checkpoint.files import (
     fetch_hf_weights,
     hf_component,
     read_json,
@@ -28,8 +22,11 @@ from musicgen_jax.convert.torch_io import (
     resolve,
     tensors_to_numpy,
 )
+from musicgen_jax.checkpoint.keymap import strip_prefix
+from musicgen_jax.codec import weights as enc
+from musicgen_jax.codec.model import Codec
+from musicgen_jax.config import CodecConfig
 
-NATIVE_FORMAT = "musicgen_jax.codec"
 COMPRESSION_FILE = "compression_state_dict.bin"
 _SMALL_FILES = [
     "config.json",
@@ -38,18 +35,6 @@ _SMALL_FILES = [
     f"codec/{native.PARAMS_FILE}",
     native.PARAMS_FILE,
 ]
-
-
-def save_codec(codec: Codec, directory: str | os.PathLike) -> Path:
-    """Write `codec` in this project's format (`config.json` + `params.safetensors`)."""
-    meta = {
-        "format": NATIVE_FORMAT,
-        "version": 1,
-        "stereo": codec.stereo,
-        "config": codec.config.to_dict(),
-        "source": codec.source,
-    }
-    return native.save_tree(directory, jax.device_get(codec.params), meta)
 
 
 def load_codec(source: str | os.PathLike, stereo: bool | None = None) -> Codec:
@@ -61,11 +46,8 @@ def load_codec(source: str | os.PathLike, stereo: bool | None = None) -> Codec:
         else:
             return _from_audiocraft_package(path, stereo)
     for directory in (path / "codec", path):
-        if native.is_native(directory, NATIVE_FORMAT):
-            params, meta = native.load_tree(directory)
-            config = CodecConfig.from_dict(meta["config"])
-            params = enc.check_params(params, config, str(directory))
-            return Codec(config, params, meta["stereo"] if stereo is None else stereo, meta.get("source"))
+        if native.is_native(directory, enc.NATIVE_FORMAT):
+            return enc.load_native_codec(directory, stereo)
     hf_config = read_json(path / "config.json") if (path / "config.json").exists() else None
     if stereo is None and hf_config is not None and hf_config.get("model_type", "").startswith("musicgen"):
         stereo = hf_config.get("decoder", {}).get("audio_channels", 1) == 2

@@ -1,9 +1,9 @@
 """A MusicGen model -> transformers' format: the directory that `MusicgenForConditionalGeneration`
 (`MusicgenMelodyForConditionalGeneration` for melody models) `.from_pretrained` loads with no missing or
-unexpected keys, as on the hub (SPEC 8.2):
+unexpected keys, as on the hub (the `facebook/musicgen-*` hub repos):
 
   config.json                     MusicgenConfig / MusicgenMelodyConfig (text_encoder, audio_encoder, decoder)
-  generation_config.json          the converter's generation settings (SPEC 6.4)
+  generation_config.json          the converter's generation settings (transformers' `convert_musicgen_transformers.py`)
   preprocessor_config.json        EncodecFeatureExtractor (melody: MusicgenMelodyFeatureExtractor)
   model.safetensors               or model-0000i-of-0000n.safetensors + model.safetensors.index.json (5 GB shards)
   spiece.model, tokenizer files   the T5 tokenizer's
@@ -22,14 +22,16 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from musicgen_jax.checkpoint import native
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.checkpoint.keymap import same_tree
+from musicgen_jax.codec import weights as enc
 from musicgen_jax.codec.model import Codec
+from musicgen_jax.components import Components
 from musicgen_jax.config import ChromaConfig
-from musicgen_jax.convert import codec_loader, native, t5
-from musicgen_jax.convert import encodec as enc
-from musicgen_jax.convert import musicgen as mg
-from musicgen_jax.convert.keymap import same_tree
-from musicgen_jax.convert.pretrained import Components
-from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.convert import codec_loader
+from musicgen_jax.lm import weights as mg
+from musicgen_jax.text import weights as t5
 
 MAX_SHARD_SIZE = "5GB"  # transformers' default shard size
 GENERATION_SECONDS = 30  # the released generation_config's max_length, in seconds of audio

@@ -39,11 +39,14 @@ import numpy as np
 
 from musicgen_jax import stems
 from musicgen_jax.audio import AudioError, read_audio
-from musicgen_jax.config import ChromaConfig
-from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.chroma import extract_chroma
+from musicgen_jax.config import DATASET_INFO_FILE, ChromaConfig
+from musicgen_jax.convert.codec_loader import load_codec
 from musicgen_jax.data import metadata, shards
 from musicgen_jax.data.sources import AudioInput, list_inputs
 from musicgen_jax.fileio import save_json
+from musicgen_jax.text.encoder import T5TextEncoder
 
 PLAN_FILE = "prepare.json"
 UNITS_DIR = "units"
@@ -150,8 +153,6 @@ def chroma_info(settings: Settings) -> dict | None:
 
 def chroma_bins(melody: np.ndarray, config: ChromaConfig) -> np.ndarray:
     """`[B, L]` mono waveforms -> uint8 `[B, 1 + max(L, n_fft) // hop]`: the argmax bin of each chroma frame."""
-    from musicgen_jax.chroma import extract_chroma  # JAX and librosa, only when asked for
-
     return np.argmax(extract_chroma(melody, config), axis=-1).astype(np.uint8)
 
 
@@ -385,7 +386,7 @@ def merge(out: str | Path) -> dict:
         "audio_hours": sum(r["audio_seconds"] for r in records) / 3600,
         "skipped": skipped,
     }
-    save_json(out / shards.INFO_FILE, info)
+    save_json(out / DATASET_INFO_FILE, info)
     for stale in [*out.glob(".*.tmp"), *(out / UNITS_DIR).glob(".*.tmp")]:  # left by killed runs
         stale.unlink()
     return info
@@ -418,9 +419,6 @@ def prepare(
 ) -> dict | None:
     """Prepare (or resume) part `part = (I, N)` of the dataset of `settings` in `out`; returns the contents
     of `dataset.json` when this completed the dataset, else None (other parts are still missing)."""
-    from musicgen_jax.convert.codec_loader import load_codec
-    from musicgen_jax.text.encoder import T5TextEncoder
-
     index, count = part
     if not 0 <= index < count:
         raise ValueError(f"invalid part {index}/{count}: expected I/N with 0 <= I < N")
@@ -460,7 +458,7 @@ def summary(info: dict, out) -> str:
     splits = ", ".join(
         f"{s} {v['examples']} examples / {v['files']} files / {v['hours']:.3f} h" for s, v in info["splits"].items()
     )
-    return f"{out}: {splits}; {len(info['skipped'])} of {info['files']} files skipped (see {shards.INFO_FILE})"
+    return f"{out}: {splits}; {len(info['skipped'])} of {info['files']} files skipped (see {DATASET_INFO_FILE})"
 
 
 def _part(text: str) -> tuple[int, int]:

@@ -27,13 +27,13 @@ from pathlib import Path
 
 import numpy as np
 
+from musicgen_jax.config import DATASET_INFO_FILE
 from musicgen_jax.data.metadata import FIELDS
 from musicgen_jax.fileio import atomic_file
 
 DATASET_NAME = "musicgen_tokens"
 SPLITS = ("train", "valid")
 FILENAME_TEMPLATE = "{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}"
-INFO_FILE = "dataset.json"
 FORMAT = "musicgen_jax.tokens"
 LIST_FIELDS = ("moods", "keywords")
 FLOAT_FIELDS = ("bpm",)
@@ -168,10 +168,10 @@ def _loaded(record: dict) -> dict:
 
 def _info_path(data_dir: str | os.PathLike) -> Path:
     """Where the `dataset.json` of a complete prepared dataset is; ValueError when there is none."""
-    path = Path(data_dir) / INFO_FILE
+    path = Path(data_dir) / DATASET_INFO_FILE
     if not path.is_file():
         raise ValueError(
-            f"{data_dir}: not a prepared dataset (no {INFO_FILE}); prepare it with "
+            f"{data_dir}: not a prepared dataset (no {DATASET_INFO_FILE}); prepare it with "
             f"`python -m musicgen_jax.data.prepare`, or finish it with `--merge`"
         )
     return path

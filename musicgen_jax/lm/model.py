@@ -1,6 +1,6 @@
-"""The MusicGen LM (SPEC 2.2): summed codebook embeddings, sinusoidal positions, decoder layers with
-cross-attention to the projected text states (melody models: none, the projected chroma and text are
-prepended to the audio tokens instead, SPEC 4.4), final norm, one head per codebook.
+"""The MusicGen LM (audiocraft's `LMModel.forward`): summed codebook embeddings, sinusoidal positions, decoder layers
+with cross-attention to the projected text states (melody models: none, the projected chroma and text are
+prepended to the audio tokens instead: audiocraft's `ConditionFuser`, prepend), final norm, one head per codebook.
 
 Parameters: embeddings_{k}/embedding [card + 1, D]; text_projection/{kernel [D, text_dim], bias};
 melody: chroma_projection/{kernel [D, chroma_bins], bias}; layers_{i}/...; out_norm/{scale, bias};
@@ -167,7 +167,8 @@ class LMModel(nn.Module):
 
 def null_chroma(config: LMConfig, batch: int) -> jax.Array:
     """The chroma of no melody `[batch, chroma_frames, chroma_bins]`: bin 0 in every frame, what both
-    references condition on for silence (SPEC 4.2) and for the null condition of guidance."""
+    references condition on for silence (audiocraft's `ChromaStemConditioner`) and for the null condition of
+    guidance."""
     return jax.nn.one_hot(jnp.zeros((batch, config.chroma_frames), jnp.int32), config.chroma_bins)
 
 

@@ -1,4 +1,4 @@
-"""The delay interleaving pattern (SPEC 3) as index arithmetic, usable inside jit.
+"""The delay interleaving pattern (audiocraft's `DelayedPatternProvider`) as index arithmetic, usable inside jit.
 
 Sequence position s of codebook k holds frame t = s - 1 - delays[k] when 0 <= t < T, else the
 special token: step 0 is all special tokens, and codebook k starts `delays[k]` steps late.

@@ -1,4 +1,5 @@
-"""Pre-norm transformer decoder layers of the MusicGen LM (SPEC 2.3, 2.4), with a preallocated KV cache.
+"""Pre-norm transformer decoder layers of the MusicGen LM (audiocraft's `create_sin_embedding` and
+`StreamingTransformerLayer`), with a preallocated KV cache.
 
 Attention biases are additive (0 or `finfo.min`), as transformers does: `self_bias [1, 1, T, L]`
 (causal over absolute positions), `cross_bias [B, 1, 1, N]` (padded text positions masked).
@@ -42,10 +43,9 @@ def initializer(*axes: str | None, init=_NORMAL):
 class Linear(nn.Module):
     """`x [..., in_features] -> x W^T (+ b) [..., features]` with `kernel` W stored `[features, in_features]`
     (PyTorch's layout). Below `ROWS_AS_MATRIX` rows (the small-batch products of decoding) computed as
-    `(W x^T)^T` on `x [B, T, in]`: with the kernel as the left operand XLA:CPU streams it 1.6x (2 rows) to
-    1.8x (16 rows) faster than as `x W^T` (benchmarks/layers.py). From it (training, prompts) as `x W^T` on
-    the rows flattened to a matrix `[B * T, in]`: the same forward speed, and a backward pass (the products
-    of the gradients) about 1.4x faster at the training shapes than either 3-D form. `axes` names (out, in)
+    `(W x^T)^T` on `x [B, T, in]`: XLA:CPU streams the kernel faster as the left operand. From it (training,
+    prompts) as `x W^T` on the rows flattened to a matrix `[B * T, in]`, whose backward pass is faster than
+    either 3-D form's (benchmarks/RESULTS.md, "Design choices"). `axes` names (out, in)
     logically. `products` computes several of one input as one product.
 
     `lora_rank` r > 0 adds a low-rank adapter: `lora_a [r, in]` (normal 0.02) and `lora_b [features, r]`
@@ -84,8 +84,8 @@ def products(layers: list[Linear], x: jax.Array) -> list[jax.Array]:
     """`[layer(x) for layer in layers]` for Linears of the same shape (attention's q / k / v, the codebook
     heads). From `ROWS_AS_MATRIX` rows as one product of the rows `[B * T, in]` with the kernels stacked
     `[n, out, in]` (stacked, not concatenated, so that a sharded `out` axis stays sharded): one larger
-    matrix product in the forward and each backward product, 1.1x to 1.2x faster on XLA:CPU than n
-    separate ones for q / k / v at 506 rows of width 1024 (musicgen-small's training step)."""
+    matrix product in the forward and each backward product, faster on XLA:CPU than n separate ones at the
+    training shapes (benchmarks/RESULTS.md, "Design choices")."""
     rows = math.prod(x.shape[:-1])
     if rows < ROWS_AS_MATRIX:
         return [layer(x) for layer in layers]

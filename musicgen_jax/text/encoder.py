@@ -16,12 +16,12 @@ from musicgen_jax.config import T5Config
 from musicgen_jax.sharding import jit_on_mesh, place
 from musicgen_jax.text.t5 import T5Encoder, param_specs
 from musicgen_jax.text.tokenizer import T5Tokenizer
+from musicgen_jax.text.weights import load_t5
 
 
 def length_bucket(n: int, multiple: int = 8) -> int:
-    """The padded length compiled for prompts of `n` tokens: the next multiple of `multiple`.
-
-    Measured (benchmarks/text.py): padding 52 tokens to 64 cost the encoder 30%, to 56 about 8%."""
+    """The padded length compiled for prompts of `n` tokens: the next multiple of `multiple`: few compiled
+    shapes, little padded work (benchmarks/RESULTS.md, "Design choices")."""
     return max(multiple, -(-n // multiple) * multiple)
 
 
@@ -60,8 +60,6 @@ class T5TextEncoder:
     def from_pretrained(cls, source: str | os.PathLike, tokenizer: str | os.PathLike | None = None) -> T5TextEncoder:
         """From a hub id or local directory of a transformers T5 (t5-base, google-t5/t5-base, ...) or
         MusicGen checkpoint; the tokenizer from `tokenizer` or else from the same place."""
-        from musicgen_jax.convert.t5 import load_t5  # here: convert.t5 itself imports this package's t5 module
-
         config, params = load_t5(source)
         return cls(config, params, T5Tokenizer.from_pretrained(tokenizer or source), str(source))
 

@@ -1,4 +1,4 @@
-"""T5 encoder (SPEC 4.1), Flax linen, inference-exact to transformers' `T5EncoderModel` in float32.
+"""T5 encoder (audiocraft's `T5Conditioner`), Flax linen, inference-exact to transformers' `T5EncoderModel` in float32.
 
 Parameters (`{"params": ...}`):
   shared/embedding               [vocab, d_model]   token embedding (shared with the T5 decoder)

@@ -1,4 +1,4 @@
-"""T5 tokenizer: ids identical to transformers' `T5Tokenizer` (SPEC 4.1).
+"""T5 tokenizer: ids identical to transformers' `T5Tokenizer` (audiocraft's `T5Conditioner`).
 
 From `spiece.model` through sentencepiece, or from `tokenizer.json` (the `tokenizers` library) when
 that is all a repository has. `</s>` is appended, batches are padded with id 0 to the longest
@@ -15,7 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from musicgen_jax.convert.torch_io import CheckpointError, read_json, resolve
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.checkpoint.files import read_json, resolve
 
 PAD, EOS, UNK = "<pad>", "</s>", "<unk>"
 _FILES = ["spiece.model", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]

@@ -25,12 +25,15 @@ import ml_collections
 import numpy as np
 
 from musicgen_jax.config import LMConfig, interleaved_delays
-from musicgen_jax.convert.run import ema_weights, run_lm_config
 from musicgen_jax.data import shards
 from musicgen_jax.data.metadata import TextAugmentation
 from musicgen_jax.data.pipeline import PipelineConfig, TrainBatches, eval_batches, load_host_examples
 from musicgen_jax.fileio import atomic_file
+from musicgen_jax.lm.model import stack_layers, stereo_from_mono
+from musicgen_jax.musicgen import load_components
 from musicgen_jax.sharding import make_mesh, shardings
+from musicgen_jax.text.encoder import T5TextEncoder
+from musicgen_jax.train.rundir import checkpoint_manager, ema_weights, run_lm_config
 from musicgen_jax.train.samples import Samples
 from musicgen_jax.train.trainer import (
     OptimConfig,
@@ -43,7 +46,6 @@ from musicgen_jax.train.trainer import (
     state_specs,
 )
 
-CHECKPOINTS = "checkpoints"
 METRICS = "metrics.jsonl"
 _BINDING_EXCLUDED = (
     "log_every",
@@ -64,7 +66,7 @@ class TrainingError(ValueError):
 
 
 def lm_config(config: ml_collections.ConfigDict, info: dict, text_dim: int) -> LMConfig:
-    """The LM of the run (`convert.run.run_lm_config`: the same as when it is loaded for sampling)."""
+    """The LM of the run (`rundir.run_lm_config`: the same as when it is loaded for sampling)."""
     return run_lm_config(config.to_dict(), info, text_dim)
 
 
@@ -239,10 +241,7 @@ class _Stop:
 
 def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
     """Run (or resume) the training of `config` in `workdir`; returns the last logged metrics."""
-    import orbax.checkpoint as ocp
     from tqdm.auto import tqdm
-
-    from musicgen_jax.text.encoder import T5TextEncoder
 
     _check(config)
     workdir = Path(workdir)
@@ -267,10 +266,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
         mesh = make_mesh(**config.mesh)
     except (ValueError, TypeError) as e:
         raise TrainingError(f"bad config: {e}") from e
-    manager = ocp.CheckpointManager(
-        (workdir / CHECKPOINTS).absolute(),
-        options=ocp.CheckpointManagerOptions(max_to_keep=config.keep_checkpoints, create=True),
-    )
+    manager = checkpoint_manager(workdir, config.keep_checkpoints)
     state_sharding = shardings(state_specs(step_config), mesh)
     latest = manager.latest_step()
     if latest is None:
@@ -401,9 +397,6 @@ def _initial_params(config: ml_collections.ConfigDict, step_config: StepConfig, 
     before anything compiles, that its LM has the run's architecture and its codec the dataset's rates."""
     if not config.init_from:
         return None
-    from musicgen_jax.lm.model import stack_layers, stereo_from_mono
-    from musicgen_jax.musicgen import load_components
-
     source = config.init_from
     try:
         components = load_components(source)

@@ -1,5 +1,5 @@
-"""The LM training loss (SPEC 3.3): per-codebook cross-entropy over the delay-interleaved sequence,
-masked to the positions that hold a real frame of the crop, averaged over codebooks.
+"""The LM training loss (audiocraft's `MusicGenSolver._compute_cross_entropy`): per-codebook cross-entropy over the
+delay-interleaved sequence, masked to the positions that hold a real frame of the crop, averaged over codebooks.
 
 A crop `codes [B, K, T]` with its validity `mask [B, K, T]` becomes the pattern sequence `[B, K, S]`
 (S = T + max(delays) + 1; step 0 and the delayed gaps hold the special token `card`, as do the padded

@@ -15,15 +15,18 @@ from pathlib import Path
 import jax
 
 from musicgen_jax.audio import write_audio
+from musicgen_jax.components import Components
 from musicgen_jax.config import LMConfig
+from musicgen_jax.convert.codec_loader import load_codec
 from musicgen_jax.fileio import save_json, slug
-from musicgen_jax.lm.model import INFERENCE_DTYPES
+from musicgen_jax.lm.model import INFERENCE_DTYPES, merge_lora, unstack_layers
+from musicgen_jax.musicgen import MusicGen
 
 SAMPLES = "samples"
 
 
 class Samples:
-    """`__call__(step, ema)` writes the samples of the EMA weights `ema` (`convert.run.ema_weights`, any layout) at
+    """`__call__(step, ema)` writes the samples of the EMA weights `ema` (`rundir.ema_weights`, any layout) at
     `step`."""
 
     def __init__(
@@ -39,8 +42,6 @@ class Samples:
         lora: bool = False,
         dtype: str = "auto",
     ):
-        from musicgen_jax.convert.codec_loader import load_codec
-
         prompts = [str(p) for p in prompts]
         if not prompts or not all(p.strip() for p in prompts):
             raise ValueError(f"config.sample_prompts must be non-empty texts, got {prompts!r}")
@@ -59,10 +60,6 @@ class Samples:
     def __call__(self, step: int, ema) -> Path | None:
         """The step's folder (None on processes other than 0, which take part in gathering the weights)."""
         from jax.experimental import multihost_utils
-
-        from musicgen_jax.convert.pretrained import Components
-        from musicgen_jax.lm.model import merge_lora, unstack_layers
-        from musicgen_jax.musicgen import MusicGen
 
         params = jax.device_get(ema) if jax.process_count() == 1 else multihost_utils.process_allgather(ema)
         if jax.process_index() != 0:

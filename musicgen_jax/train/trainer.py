@@ -3,7 +3,7 @@
 State (a pytree, every array split by the logical rules of `musicgen_jax.sharding`): `step`, `params`
 (float32 master weights), `opt_state` (AdamW moments, split like the parameters: FSDP), `ema`
 (audiocraft's unbiased EMA, updated every `ema_every` steps, of the trained parameters: with adapters
-only theirs, a frozen weight's average being itself; `convert.run.ema_weights`: the whole model) with
+only theirs, a frozen weight's average being itself; `rundir.ema_weights`: the whole model) with
 `ema_count`, and `rng` (the run's PRNG key data). The LM computes in `compute_dtype` (bfloat16: the
 float32 weights cast in the forward pass, their gradients float32; the loss in float32), optionally
 rematerialized per layer (`remat`). One `jax.jit` step with explicit in / out shardings and the state
@@ -40,7 +40,8 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 @dataclasses.dataclass(frozen=True)
 class OptimConfig:
-    """AdamW with global-norm clipping and a linear warm-up then cosine decay to 0 (SPEC 7)."""
+    """AdamW with global-norm clipping and a linear warm-up then cosine decay to 0 (audiocraft's
+    `solver/musicgen/default.yaml`)."""
 
     lr: float = 1e-4
     b1: float = 0.9

@@ -1,7 +1,8 @@
 """Checkpoint formats and sources of the codec, and their errors.
 
 Reference: a tiny transformers `EncodecModel` (tests/codec/conftest.py); audiocraft packages are
-written here in audiocraft's on-disk layout (SPEC 1.8, 8.1).
+written here in audiocraft's on-disk layout (transformers' `convert_encodec_checkpoint_to_pytorch.py`, audiocraft's
+`utils/export.py`).
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import torch
 import yaml
 from flax.traverse_util import flatten_dict
 
-from musicgen_jax.convert.codec_loader import load_codec, save_codec
-from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.codec.weights import save_codec
+from musicgen_jax.convert.codec_loader import load_codec
 from tests.codec.conftest import hf_encode, tiny_hf_model
 from tests.hub import add_repo, use_offline_cache
 

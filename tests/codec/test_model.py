@@ -24,7 +24,8 @@ from musicgen_jax.config import ENCODEC_32KHZ, CodecConfig
     ],
 )
 def test_conv_padding_matches_spec(kernel, stride, length, expected):
-    """SPEC 1.3: k8 s4 -> (2, 2 + extra), k10 s5 -> (3, 2 + extra), k16 s8 -> (4, 4 + extra)."""
+    """audiocraft's `StreamableConv1d` / `StreamableConvTranspose1d` padding: k8 s4 -> (2, 2 + extra), k10 s5 -> (3,
+    2 + extra), k16 s8 -> (4, 4 + extra)."""
     left, right = conv_padding(length, kernel, stride, 1, causal=False)
     assert (left, right) == expected
     assert (length + left + right - kernel) // stride + 1 == -(-length // stride)

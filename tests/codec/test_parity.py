@@ -65,7 +65,8 @@ def test_weight_g_weight_v_spelling(saved, tmp_path):
 
 
 def test_stereo_interleaves_per_channel_codes(saved):
-    """Stereo = mono codec per channel, codebooks ordered [L0, R0, L1, R1, ...] (SPEC 1.7)."""
+    """Stereo = mono codec per channel, codebooks ordered [L0, R0, L1, R1, ...] (audiocraft's
+    `InterleaveStereoCompressionModel`)."""
     _, model, directory = saved
     codec = load_codec(directory, stereo=True)
     wav = np.random.default_rng(2).standard_normal((2, 2, 2000)).astype(np.float32)

@@ -27,7 +27,8 @@ def codec_dir(tmp_path_factory):
 def stereo_codec_dir(codec_dir, tmp_path_factory):
     """The same weights saved as a stereo codec (channels coded apart, codebooks interleaved)."""
     from musicgen_jax.codec import Codec
-    from musicgen_jax.convert.codec_loader import load_codec, save_codec
+    from musicgen_jax.codec.weights import save_codec
+    from musicgen_jax.convert.codec_loader import load_codec
 
     mono = load_codec(codec_dir[1])
     directory = tmp_path_factory.mktemp("stereo_codec") / "codec"

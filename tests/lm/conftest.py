@@ -15,7 +15,8 @@ from transformers import (
 )
 from transformers import T5Config as HFT5Config
 
-from musicgen_jax.convert import pretrained
+from musicgen_jax.components import save_converted
+from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 from tests.codec.conftest import tiny_hf_config, tiny_hf_model
 from tests.torch_init import constant_parameters, randomize_constants
 
@@ -107,10 +108,10 @@ def hf_musicgen_melody(tmp_path_factory, spiece_dir):
 @pytest.fixture(scope="session")
 def converted(hf_musicgen, tmp_path_factory):
     """`hf_musicgen` as a converted directory: loaded in place, no conversion or model cache on use."""
-    return pretrained.save(pretrained.convert(hf_musicgen[1]), tmp_path_factory.mktemp("converted") / "tiny")
+    return save_converted(convert_checkpoint(hf_musicgen[1]), tmp_path_factory.mktemp("converted") / "tiny")
 
 
 @pytest.fixture(scope="session")
 def converted_melody(hf_musicgen_melody, tmp_path_factory):
     """`hf_musicgen_melody` as a converted directory."""
-    return pretrained.save(pretrained.convert(hf_musicgen_melody[1]), tmp_path_factory.mktemp("converted") / "melody")
+    return save_converted(convert_checkpoint(hf_musicgen_melody[1]), tmp_path_factory.mktemp("converted") / "melody")

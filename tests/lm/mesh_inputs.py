@@ -8,7 +8,7 @@ from __future__ import annotations
 import jax
 import numpy as np
 
-from musicgen_jax.convert import pretrained
+from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 
 PROMPTS = [
     "calm piano",
@@ -20,7 +20,7 @@ PROMPTS = [
 
 def load(directory: str):
     """(LM config, LM params, text [4, N, text_dim], mask [4, N], sequence [4, K, 12]) as numpy arrays."""
-    components = pretrained.convert(directory)
+    components = convert_checkpoint(directory)
     config = components.lm_config
     text, mask = components.text_encoder(PROMPTS)
     sequence = np.random.default_rng(1).integers(0, config.card + 1, (1, config.num_codebooks, 12), np.int32)

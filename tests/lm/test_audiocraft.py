@@ -1,4 +1,4 @@
-"""audiocraft LM packages (`state_dict.bin`, SPEC 2.7 / 8.1) against the transformers twin.
+"""audiocraft LM packages (`state_dict.bin`, audiocraft's `utils/export.py`) against the transformers twin.
 
 The reference is the tiny transformers MusicGen (and MusicGen-Melody) of tests/lm/conftest.py, written here
 in audiocraft's on-disk layout: fused `in_proj_weight` (q | k | v rows), audiocraft key names, the T5 (and
@@ -19,15 +19,17 @@ from safetensors.torch import save_file
 import convert_torch_weights
 import sample
 from musicgen_jax.audio import write_audio
-from musicgen_jax.convert import audiocraft, pretrained
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.codec.weights import parse_audiocraft_cfg
+from musicgen_jax.components import load_converted
+from musicgen_jax.convert import audiocraft
 from musicgen_jax.convert.audiocraft import (
     lm_config_from_audiocraft,
     lm_state_to_hf,
     load_audiocraft_lm,
     t5_name_from_audiocraft,
 )
-from musicgen_jax.convert.encodec import parse_audiocraft_cfg
-from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 from tests.codec.test_checkpoints import AUDIOCRAFT_CFG
 from tests.codec.test_checkpoints import audiocraft_state as codec_state
 from tests.hub import add_repo, use_offline_cache
@@ -207,9 +209,10 @@ def xp_cfg(
 
 
 def audiocraft_state(hf_state: dict[str, torch.Tensor], num_layers: int, num_codebooks: int) -> dict:
-    """A transformers MusicGen state dict in audiocraft's `best_state` layout (SPEC 2.7). A MusicGen-Melody
-    one (with `audio_enc_to_dec_proj`) has no cross-attention and gets the chroma projection and the chroma
-    spectrogram's Hann window buffer (n_fft 2**14)."""
+    """A transformers MusicGen state dict in audiocraft's `state_dict.bin` `best_state`
+    layout. A MusicGen-Melody
+        one (with `audio_enc_to_dec_proj`) has no cross-attention and gets the chroma projection and the chroma
+        spectrogram's Hann window buffer (n_fft 2**14)."""
     dec, state = "decoder.model.decoder", {}
     melody = "audio_enc_to_dec_proj.weight" in hf_state
     for k in range(num_codebooks):
@@ -380,9 +383,10 @@ def test_stereo(tmp_path):
 
 
 def assert_placed(state: dict, params: dict, num_codebooks: int, layers: int):
-    """Every audiocraft tensor at its parameter (an independent table of SPEC 2.7 -> our layout; linear
-    kernels keep PyTorch's [out, in]), and every parameter filled: catches swapped norms / projections
-    that equal-valued weights would hide."""
+    """Every audiocraft tensor at its parameter (an independent table of audiocraft's `best_state` keys -> our
+    layout; linear
+        kernels keep PyTorch's [out, in]), and every parameter filled: catches swapped norms / projections
+        that equal-valued weights would hide."""
     flat = flatten_dict(params["params"])
     expected = {
         ("out_norm", "scale"): state["out_norm.weight"],
@@ -632,7 +636,7 @@ def test_audiocraft_directory_converts_like_its_transformers_twin(request, kind,
     cfg = xp_cfg() if kind == "text" else xp_cfg(melody=True, segment_duration=TINY_SEGMENT)
     ac = audiocraft_directory(model, directory, tmp_path, monkeypatch, cfg, num_codebooks=4)
     assert convert_torch_weights.main([str(ac), str(tmp_path / "from_ac"), "--format", "audiocraft"]) == 0
-    from_ac, from_hf = pretrained.load(tmp_path / "from_ac"), pretrained.convert(directory)
+    from_ac, from_hf = load_converted(tmp_path / "from_ac"), convert_checkpoint(directory)
     assert from_ac.lm_config == from_hf.lm_config and from_ac.lm_config.melody == (kind == "melody")
     assert from_ac.codec.config == from_hf.codec.config and not from_ac.codec.stereo
     for a, b in (
@@ -732,7 +736,7 @@ def test_a_transformers_checkpoint_exports_to_the_audiocraft_layout(request, cha
     from musicgen_jax.convert.codec_loader import load_codec
 
     model, directory = request.getfixturevalue("hf_musicgen" if channels == "mono" else "hf_musicgen_stereo")
-    components = pretrained.convert(directory)
+    components = convert_checkpoint(directory)
     components = dataclasses.replace(
         components, text_encoder=dataclasses.replace(components.text_encoder, source=TINY_T5)
     )
@@ -782,7 +786,7 @@ def test_audiocraft_loads_the_export(hf_musicgen, tmp_path, monkeypatch, tiny_t5
 
     model, directory = hf_musicgen
     audiocraft_directory(model, directory, tmp_path, monkeypatch, xp_cfg(), num_codebooks=4)  # T5 on the hub
-    components = pretrained.convert(directory)
+    components = convert_checkpoint(directory)
     components = dataclasses.replace(
         components, text_encoder=dataclasses.replace(components.text_encoder, source=TINY_T5)
     )

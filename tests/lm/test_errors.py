@@ -11,8 +11,9 @@ import numpy as np
 import pytest
 
 import sample
-from musicgen_jax.convert import native, pretrained
-from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.checkpoint import native
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.components import MODEL_FILE, load_converted, save_converted
 from musicgen_jax.musicgen import MusicGen
 from tests.test_robustness import disk_full, half_then_disk_full, snapshot
 
@@ -130,12 +131,12 @@ def test_save_codes_overwrites(run_sample, tmp_path):
 
 
 def test_converted_directory_failure_keeps_the_old_one(converted, tmp_path, monkeypatch):
-    """`pretrained.save` failing at the LM, after codec/ and text/ were written: CheckpointError naming
+    """`save_converted` failing at the LM, after codec/ and text/ were written: CheckpointError naming
     the directory, which keeps its old files; no temporary directory remains."""
-    components = pretrained.load(converted)
+    components = load_converted(converted)
     target = tmp_path / "model"
     target.mkdir()
-    (target / pretrained.MODEL_FILE).write_text("{}")
+    (target / MODEL_FILE).write_text("{}")
     before = snapshot(tmp_path)
     write_tree = native.write_tree
 
@@ -146,19 +147,19 @@ def test_converted_directory_failure_keeps_the_old_one(converted, tmp_path, monk
 
     monkeypatch.setattr(native, "write_tree", fail_at_lm)
     with pytest.raises(CheckpointError, match=re.escape(f"cannot write {target}: No space left on device")):
-        pretrained.save(components, target)
+        save_converted(components, target)
     assert snapshot(tmp_path) == before
 
 
 def test_converted_directory_overwrites(converted, tmp_path):
-    """`pretrained.save` over an existing directory replaces it whole and leaves nothing beside it."""
+    """`save_converted` over an existing directory replaces it whole and leaves nothing beside it."""
     target = tmp_path / "model"
     target.mkdir()
     (target / "stale.txt").write_text("from an earlier run")
-    pretrained.save(pretrained.load(converted), target)
-    assert sorted(os.listdir(target)) == ["codec", "lm", pretrained.MODEL_FILE, "text"]
+    save_converted(load_converted(converted), target)
+    assert sorted(os.listdir(target)) == ["codec", "lm", MODEL_FILE, "text"]
     assert os.listdir(tmp_path) == ["model"]
-    assert pretrained.load(target).lm_config == pretrained.load(converted).lm_config
+    assert load_converted(target).lm_config == load_converted(converted).lm_config
 
 
 def test_continuation_errors(model):

@@ -16,9 +16,11 @@ from safetensors.numpy import load_file
 from transformers import MusicgenMelodyForConditionalGeneration
 
 from musicgen_jax import export
+from musicgen_jax.checkpoint.keymap import strip_prefix
+from musicgen_jax.codec import weights as encodec
 from musicgen_jax.config import ChromaConfig
-from musicgen_jax.convert import encodec, musicgen, t5
-from musicgen_jax.convert.keymap import strip_prefix
+from musicgen_jax.lm import weights as musicgen
+from musicgen_jax.text import weights as t5
 
 FIXTURES = ["hf_musicgen", "hf_musicgen_stereo", "hf_musicgen_melody"]
 

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from musicgen_jax.convert.t5 import load_t5
 from musicgen_jax.sampling import PROGRESS_EVERY, SamplingParams, generate_tokens, row_keys, stream_tokens, top_k_mask
 from musicgen_jax.text.encoder import encode_ids
+from musicgen_jax.text.weights import load_t5
 from tests.lm.test_parity import load
 
 FRAMES = 50
@@ -30,7 +30,9 @@ def hf_generate_codes(model, ids, mask, frames, **inputs):
 
     model.audio_encoder.decode = capture
     inputs = {name: torch.from_numpy(np.array(value, np.float32)) for name, value in inputs.items()}
-    length = frames + model.decoder.num_codebooks // model.config.decoder.audio_channels  # SPEC 6.6: T + delays + 1
+    length = (
+        frames + model.decoder.num_codebooks // model.config.decoder.audio_channels
+    )  # transformers' `build_delay_pattern_mask`: T + delays + 1
     try:
         torch.manual_seed(0)
         with torch.no_grad():

@@ -1,5 +1,5 @@
-"""Melody models (no cross-attention: `[chroma (235), text (N), audio]`, SPEC 4.4) against transformers'
-`MusicgenMelodyForConditionalGeneration` (float32, the tiny fixture of tests/lm/conftest.py).
+"""Melody models (no cross-attention: `[chroma (235), text (N), audio]`, audiocraft's `ConditionFuser`, prepend)
+against transformers' `MusicgenMelodyForConditionalGeneration` (float32, the tiny fixture of tests/lm/conftest.py).
 
 Tolerances: teacher-forced logits max abs difference / max abs logit < 1e-4; KV-cache decoding against
 teacher forcing 1e-5.
@@ -19,11 +19,11 @@ import sample
 from musicgen_jax import stems
 from musicgen_jax.audio import convert_channels, read_audio, resample, write_audio
 from musicgen_jax.chroma import extract_chroma
-from musicgen_jax.convert.t5 import load_t5
 from musicgen_jax.lm.model import LMModel, init_cache, null_chroma
 from musicgen_jax.musicgen import MusicGen
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys
 from musicgen_jax.text.encoder import encode_ids
+from musicgen_jax.text.weights import load_t5
 from tests.lm.conftest import save_hub_layout, tiny_hf_musicgen
 from tests.lm.test_generate import hf_generate_codes
 from tests.lm.test_parity import cached_logits, inputs, load, rel_max

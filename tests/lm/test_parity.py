@@ -14,13 +14,13 @@ import numpy as np
 import pytest
 import torch
 
-from musicgen_jax.convert.musicgen import lm_config_from_hf, lm_params_from_hf_state_dict
-from musicgen_jax.convert.t5 import load_t5
-from musicgen_jax.convert.torch_io import read_hf_weights
+from musicgen_jax.checkpoint.files import read_hf_weights
 from musicgen_jax.lm import pattern
 from musicgen_jax.lm.model import LMModel, cache_length, init_cache, stack_layers, unstack_layers
 from musicgen_jax.lm.transformer import CACHE_BLOCK, cache_blocks
+from musicgen_jax.lm.weights import lm_config_from_hf, lm_params_from_hf_state_dict
 from musicgen_jax.text.encoder import encode_ids
+from musicgen_jax.text.weights import load_t5
 from tests.lm.conftest import TEXT_VOCAB
 
 

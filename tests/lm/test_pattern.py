@@ -1,4 +1,4 @@
-"""The delay pattern (SPEC 3.1) for mono and stereo delay lists."""
+"""The delay pattern (audiocraft's `DelayedPatternProvider`) for mono and stereo delay lists."""
 
 from __future__ import annotations
 

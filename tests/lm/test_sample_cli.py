@@ -15,8 +15,9 @@ import soundfile
 
 import convert_torch_weights
 import sample
-from musicgen_jax.convert import pretrained
-from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.components import MODEL_FILE, MODEL_VERSION, load_converted, save_converted
+from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 from musicgen_jax.musicgen import MusicGen, disable_compilation_cache, enable_compilation_cache
 from musicgen_jax.sharding import make_mesh
 from tests.codec.conftest import tiny_hf_model
@@ -112,7 +113,7 @@ def test_converted_directory_and_batching(hf_musicgen, tmp_path, model_cache):
 
 
 def _set_version(directory, version: int) -> None:
-    meta_file = directory / pretrained.MODEL_FILE
+    meta_file = directory / MODEL_FILE
     meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "version": version}))
 
 
@@ -121,15 +122,15 @@ def test_converted_directory_of_another_version(hf_musicgen, tmp_path, model_cac
     entry is converted again."""
     _, directory = hf_musicgen
     converted = tmp_path / "converted"
-    pretrained.save(pretrained.convert(directory), converted)
+    save_converted(convert_checkpoint(directory), converted)
     _set_version(converted, 1)
     with pytest.raises(CheckpointError, match="format version 1, this one reads 2"):
-        pretrained.load(converted)
+        load_converted(converted)
     MusicGen.get_pretrained(str(directory))
     (entry,) = model_cache.iterdir()
     _set_version(entry, 1)
     MusicGen.get_pretrained(str(directory))
-    assert json.loads((entry / pretrained.MODEL_FILE).read_text())["version"] == pretrained.MODEL_VERSION == 2
+    assert json.loads((entry / MODEL_FILE).read_text())["version"] == MODEL_VERSION == 2
 
 
 def test_api_converts_once_and_generates(hf_musicgen, model_cache):
@@ -191,8 +192,8 @@ def test_streamed_tokens_equal_transformers_and_generation(hf_musicgen, converte
 
 
 def test_windowed_extension_prompts_each_window_with_the_previous_tail(converted):
-    """Past max_duration, audiocraft's windows (SPEC 5.3): here 25-frame windows advancing by 15 frames over 65
-    (no length divides another). The first window is a plain generation; each later window, starting at
+    """Past max_duration, the windows of audiocraft's `MusicGen.generate`: here 25-frame windows advancing by 15
+    frames over 65 (no length divides another). The first window is a plain generation; each later window, starting at
     15, 30, 45, holds a greedy continuation of the previous window's last 10 frames, the last one cut to
     what remains."""
     model = MusicGen.get_pretrained(str(converted))

@@ -1,4 +1,5 @@
-"""`sampling.sample_next` against the exact distributions of audiocraft's sampling rules (SPEC 5.2),
+"""`sampling.sample_next` against the exact distributions of audiocraft's sampling rules
+(`LMModel._sample_next_token`),
 written here in numpy (float64): sample frequencies over many draws from fixed logits are within a
 stated total-variation bound of them, for plain sampling, temperature, top-k (ties kept) and top-p
 (overriding top-k, on the tempered distribution), per row and codebook; greedy is the argmax. Each
@@ -43,8 +44,9 @@ def tv_bound(n: int, draws: int = DRAWS) -> float:
 
 
 def reference(logits, temperature: float, top_k: int = 0, top_p: float = 0.0) -> np.ndarray:
-    """SPEC 5.2 along the last axis: probs = softmax(logits / temperature); top_p > 0: keep the sorted
-    entries with cumsum - p <= top_p; else top_k > 0: keep probs >= the k-th largest (ties kept); renormalize."""
+    """audiocraft's `LMModel._sample_next_token` along the last axis: probs = softmax(logits / temperature); top_p >
+    0: keep the sorted entries with cumsum - p <= top_p; else top_k > 0: keep probs >= the k-th largest (ties kept);
+    renormalize."""
     z = np.asarray(logits, np.float64) / temperature
     probs = np.exp(z - z.max(-1, keepdims=True))
     probs /= probs.sum(-1, keepdims=True)

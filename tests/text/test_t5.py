@@ -12,7 +12,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.text import T5TextEncoder
 from musicgen_jax.text.encoder import encode_ids, length_bucket
 from musicgen_jax.text.t5 import relative_position_buckets

@@ -8,7 +8,7 @@ import sys
 import jax
 import numpy as np
 
-from musicgen_jax.convert import pretrained
+from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 from musicgen_jax.sharding import make_mesh
 from musicgen_jax.train.trainer import OptimConfig, StepConfig, compile_step, global_batch, init_state
 
@@ -33,7 +33,7 @@ def run(config, components, mesh, data):
 
 
 def main(directory: str):
-    components = pretrained.convert(directory)
+    components = convert_checkpoint(directory)
     config = StepConfig(
         components.lm_config,
         components.text_encoder.config,

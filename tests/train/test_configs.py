@@ -1,5 +1,5 @@
 """Every experiment config in configs/ loads, has the keys scripts rely on, holds audiocraft's recipe
-(SPEC 7) and builds a valid optimizer and step."""
+(audiocraft's `solver/musicgen/default.yaml`) and builds a valid optimizer and step."""
 
 from __future__ import annotations
 

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 from tests.datasets import write_dataset
 from tests.train.test_loss import reference_loss
 
@@ -135,7 +136,6 @@ def test_a_stereo_run_starts_from_the_mono_checkpoint(finetune_inputs, tmp_path)
     the mono codebook k // 2's, the rest as converted (one step at learning rate 0 leaves them as set)."""
     import orbax.checkpoint as ocp
 
-    from musicgen_jax.convert import pretrained
     from musicgen_jax.train.loop import train
 
     _, _, directory = finetune_inputs
@@ -145,7 +145,7 @@ def test_a_stereo_run_starts_from_the_mono_checkpoint(finetune_inputs, tmp_path)
     config.update(total_steps=2, checkpoint_every=1, eval_every=0)  # step 0 runs at learning rate 0
     train(config, tmp_path / "run", progress=False)
     params = ocp.StandardCheckpointer().restore(tmp_path / "run" / "checkpoints" / "1" / "state")["params"]["params"]
-    mono = pretrained.convert(directory).lm_params["params"]
+    mono = convert_checkpoint(directory).lm_params["params"]
     assert sorted(k for k in params if k.startswith("heads_")) == [f"heads_{k}" for k in range(8)]
     for k in range(8):
         for name in ("embeddings", "heads"):
@@ -198,17 +198,16 @@ def test_lora_finetuning_starts_from_the_checkpoint_and_loads_merged(hf_musicgen
     import orbax.checkpoint as ocp
     from flax.traverse_util import flatten_dict
 
-    from musicgen_jax.convert import pretrained
-    from musicgen_jax.convert.run import ema_weights
     from musicgen_jax.lm.model import is_lora, merge_lora
     from musicgen_jax.musicgen import MusicGen
     from musicgen_jax.train.loop import metrics_lines
+    from musicgen_jax.train.rundir import ema_weights
 
     _, examples, directory = finetune_inputs
     losses = [record["loss"] for record in metrics_lines(lora_run)]
     assert losses[0] == pytest.approx(checkpoint_loss(hf_musicgen, examples), rel=1e-5) and losses[-1] < losses[0]
     state = ocp.StandardCheckpointer().restore(lora_run / "checkpoints" / str(STEPS) / "state")
-    mono = pretrained.convert(directory).lm_params["params"]
+    mono = convert_checkpoint(directory).lm_params["params"]
     np.testing.assert_array_equal(
         state["params"]["params"]["layers_0"]["fc1"]["kernel"], mono["layers_0"]["fc1"]["kernel"]
     )
@@ -270,9 +269,9 @@ def test_hf_export_of_a_lora_run_gives_the_adapted_logits(lora_run, tmp_path):
     from transformers import MusicgenForConditionalGeneration
 
     from musicgen_jax import export
-    from musicgen_jax.convert.run import ema_weights, load_run
     from musicgen_jax.lm.model import LMModel
     from musicgen_jax.text.encoder import encode_ids
+    from musicgen_jax.train.rundir import ema_weights, load_run
     from tests.lm.test_parity import hf_logits, inputs, rel_max
 
     out = tmp_path / "hf"

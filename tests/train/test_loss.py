@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from musicgen_jax.convert.t5 import load_t5
 from musicgen_jax.lm.model import LMModel
 from musicgen_jax.text.encoder import encode_ids
+from musicgen_jax.text.weights import load_t5
 from musicgen_jax.train.loss import cross_entropy, training_sequences
 from musicgen_jax.train.trainer import StepConfig, loss_fn, melody_condition
 from tests.lm.conftest import TEXT_VOCAB

@@ -50,13 +50,13 @@ def melody_run(inputs, tmp_path_factory):
 def test_melody_run_evaluates_with_the_stored_chroma(melody_run, inputs):
     import orbax.checkpoint as ocp
 
-    from musicgen_jax.convert.t5 import load_t5
     from musicgen_jax.data import read_examples
     from musicgen_jax.data.shards import dataset_info
     from musicgen_jax.lm.model import LMModel
     from musicgen_jax.sharding import make_mesh
     from musicgen_jax.text.encoder import encode_ids
     from musicgen_jax.text.tokenizer import T5Tokenizer
+    from musicgen_jax.text.weights import load_t5
     from musicgen_jax.train.loop import Evaluation, lm_config
     from musicgen_jax.train.loss import nll_sums, training_sequences
     from musicgen_jax.train.trainer import StepConfig

@@ -132,11 +132,11 @@ def test_evaluation_uses_the_ema_weights_on_the_valid_split(inputs, uninterrupte
     that step's checkpoint on the 3 valid examples (first 24 frames, their plain description), recomputed
     here without the pipeline to 1e-5."""
     from configs.debug import get_config
-    from musicgen_jax.convert.t5 import load_t5
     from musicgen_jax.data import read_examples
     from musicgen_jax.lm.model import LMModel
     from musicgen_jax.text.encoder import encode_ids
     from musicgen_jax.text.tokenizer import T5Tokenizer
+    from musicgen_jax.text.weights import load_t5
     from musicgen_jax.train.loop import lm_config
     from musicgen_jax.train.loss import nll_sums, training_sequences
 

@@ -1,22 +1,33 @@
-"""A training run (`train.py`'s WORKDIR) as MusicGen components: the EMA weights of its latest
-checkpoint, with the codec its dataset was coded with and the text encoder it trained with, so a run
-can be listened to while it trains (`MusicGen.get_pretrained(WORKDIR)`, `sample.py --model WORKDIR`)."""
+"""A training run's directory (`train.py`'s WORKDIR): where its Orbax checkpoints are, the LM its config
+and dataset describe, its EMA weights, and the run as MusicGen components (the EMA weights of its latest
+checkpoint, with the codec its dataset was coded with and the text encoder it trained with), so a run can
+be listened to while it trains (`MusicGen.get_pretrained(WORKDIR)`, `sample.py --model WORKDIR`).
+
+A checkpoint holds two Orbax items: `state` (the train state) and `meta` (JSON: the resolved config and
+the data pipeline's position)."""
 
 from __future__ import annotations
 
 import json
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import jax
+from flax.traverse_util import flatten_dict, unflatten_dict
 
+from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.chroma import num_frames
-from musicgen_jax.config import ChromaConfig, LMConfig, interleaved_delays
+from musicgen_jax.components import Components
+from musicgen_jax.config import DATASET_INFO_FILE, ChromaConfig, LMConfig, interleaved_delays
 from musicgen_jax.convert.codec_loader import load_codec
-from musicgen_jax.convert.torch_io import CheckpointError
+from musicgen_jax.lm.model import merge_lora, unstack_layers
+from musicgen_jax.text.encoder import T5TextEncoder
+
+if TYPE_CHECKING:
+    import orbax.checkpoint as ocp
 
 CHECKPOINTS = "checkpoints"
-DATASET_INFO = "dataset.json"
 CHROMA_FIELDS = ("sample_rate", "n_fft", "hop_length", "bins")  # of `ChromaConfig`, in dataset.json's `chroma`
 
 
@@ -53,43 +64,48 @@ def run_lm_config(config: dict, info: dict, text_dim: int) -> LMConfig:
     )
 
 
-def _steps(directory: Path) -> list[int]:
-    return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit() and (p / "commit_success.txt").exists())
+def checkpoint_manager(workdir: str | os.PathLike, keep: int | None = None) -> ocp.CheckpointManager:
+    """The Orbax manager of `WORKDIR/checkpoints` (`keep`: the last so many kept, a run's writer; None: a reader)."""
+    import orbax.checkpoint as ocp  # slow to import: only where checkpoints are read or written
+
+    directory = (Path(workdir) / CHECKPOINTS).absolute()
+    if keep is None:
+        return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
+    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
 
 def is_run(path: Path) -> bool:
     """A `train.py` work directory with at least one complete checkpoint."""
-    return (path / CHECKPOINTS).is_dir() and bool(_steps(path / CHECKPOINTS))
+    if not (path / CHECKPOINTS).is_dir():
+        return False
+    with checkpoint_manager(path) as manager:
+        return manager.latest_step() is not None
 
 
 def ema_weights(state: dict):
     """The EMA weights of the whole model (`{"params": ...}`) from a run's state: its EMA over its
     parameters (with adapters the EMA holds only the trained ones, the frozen weights are the parameters)."""
-    from flax.traverse_util import flatten_dict, unflatten_dict
-
     return unflatten_dict({**flatten_dict(state["params"]), **flatten_dict(state["ema"])})
 
 
-def load_run(workdir: str | os.PathLike):
-    """`pretrained.Components` of the latest checkpoint of the run in `workdir` (its EMA weights)."""
-    import orbax.checkpoint as ocp
-
-    from musicgen_jax.convert.pretrained import Components
-    from musicgen_jax.lm.model import merge_lora, unstack_layers
-    from musicgen_jax.text.encoder import T5TextEncoder
-
+def load_run(workdir: str | os.PathLike) -> Components:
+    """The `Components` of the latest checkpoint of the run in `workdir` (its EMA weights)."""
     workdir = Path(workdir)
     if not is_run(workdir):
         raise CheckpointError(f"{workdir}: no complete checkpoint in {workdir / CHECKPOINTS}")
-    step = _steps(workdir / CHECKPOINTS)[-1]
-    directory = workdir / CHECKPOINTS / str(step)
-    try:
-        config = json.loads((directory / "meta" / "metadata").read_text())["config"]
-        info = json.loads((Path(config["data_dir"]) / DATASET_INFO).read_text())
-        codec_source, stereo = info["codec"]["source"], info["codec"]["stereo"]
-        state = ocp.StandardCheckpointer().restore((directory / "state").absolute())
-    except (OSError, KeyError, ValueError) as e:
-        raise CheckpointError(f"cannot read the run checkpoint {directory}: {type(e).__name__} {e}") from e
+    with checkpoint_manager(workdir) as manager:
+        step = manager.latest_step()
+        directory = workdir / CHECKPOINTS / str(step)
+        try:
+            import orbax.checkpoint as ocp
+
+            items = ocp.args.Composite(meta=ocp.args.JsonRestore(), state=ocp.args.StandardRestore())
+            restored = manager.restore(step, args=items)
+            config, state = restored["meta"]["config"], restored["state"]
+            info = json.loads((Path(config["data_dir"]) / DATASET_INFO_FILE).read_text())
+            codec_source, stereo = info["codec"]["source"], info["codec"]["stereo"]
+        except (OSError, KeyError, ValueError) as e:
+            raise CheckpointError(f"cannot read the run checkpoint {directory}: {type(e).__name__} {e}") from e
     text_encoder = T5TextEncoder.from_pretrained(config["text_encoder"])
     params = jax.device_get(ema_weights(state))
     if config.get("lora_rank"):

@@ -8,9 +8,10 @@ import os
 import jax
 import numpy as np
 
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.checkpoint.files import fetch_hf_weights, hf_component, read_json, resolve
+from musicgen_jax.checkpoint.keymap import Target, assemble, disassemble, param_shapes, strip_prefix
 from musicgen_jax.config import T5Config
-from musicgen_jax.convert.keymap import Target, assemble, disassemble, param_shapes, strip_prefix
-from musicgen_jax.convert.torch_io import CheckpointError, fetch_hf_weights, hf_component, read_json, resolve
 from musicgen_jax.text.t5 import T5Encoder
 
 _SMALL_FILES = ["config.json"]

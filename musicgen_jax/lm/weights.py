@@ -1,14 +1,14 @@
-"""MusicGen LM weights from a transformers MusicGen or MusicGen-Melody checkpoint (SPEC 6.3) into `LMModel`
-parameters."""
+"""MusicGen LM weights from a transformers MusicGen or MusicGen-Melody checkpoint (transformers'
+`MusicgenForCausalLM`) into `LMModel` parameters."""
 
 from __future__ import annotations
 
 import jax
 import numpy as np
 
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.checkpoint.keymap import Target, assemble, disassemble, param_shapes
 from musicgen_jax.config import LMConfig, interleaved_delays
-from musicgen_jax.convert.keymap import Target, assemble, disassemble, param_shapes
-from musicgen_jax.convert.torch_io import CheckpointError
 from musicgen_jax.lm.model import init_params
 
 _DECODER = "decoder.model.decoder"

@@ -1,7 +1,5 @@
-"""Reading PyTorch-side checkpoints: hub resolution, safetensors (single or sharded), torch pickles.
-
-The only module of the package that touches PyTorch formats. torch itself is imported lazily,
-only for `.bin` pickles (install the `torch` extra for those).
+"""Checkpoint files: hub or local resolution, JSON, safetensors (single or sharded) and torch pickles read
+to numpy. torch itself is imported lazily, only for `.bin` pickles (install the `torch` extra for those).
 """
 
 from __future__ import annotations
@@ -13,9 +11,7 @@ from typing import Any
 
 import numpy as np
 
-
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be found, read, or does not match the model it is loaded into."""
+from musicgen_jax.checkpoint.errors import CheckpointError
 
 
 def resolve(source: str | os.PathLike, allow_patterns: list[str]) -> Path:

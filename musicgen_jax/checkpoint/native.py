@@ -18,7 +18,8 @@ import numpy as np
 from flax.traverse_util import flatten_dict, unflatten_dict
 from safetensors.numpy import load_file, save_file
 
-from musicgen_jax.convert.torch_io import CheckpointError, read_json
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.checkpoint.files import read_json
 
 PARAMS_FILE = "params.safetensors"
 CONFIG_FILE = "config.json"

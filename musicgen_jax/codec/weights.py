@@ -1,4 +1,5 @@
-"""EnCodec weights from transformers (HF) and audiocraft checkpoints into `Codec` parameters.
+"""EnCodec weights: transformers (HF) and audiocraft checkpoints into `Codec` parameters and back, and
+this project's converted codec directory (`save_codec`, `load_native_codec`).
 
 The key map is generated from the codec's own layer layout (`seanet.encoder_layers` /
 `decoder_layers`): each HF key names one parameter of ours and how its tensor is laid out, so
@@ -8,17 +9,22 @@ import checks every key and shape, and export can walk the same table backwards.
 from __future__ import annotations
 
 import math
+import os
 import re
+from pathlib import Path
 
 import jax
 import numpy as np
 import yaml
 
-from musicgen_jax.codec.model import EncodecModel
+from musicgen_jax.checkpoint import native
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.checkpoint.keymap import Target, assemble, check_tree, disassemble, param_shapes
+from musicgen_jax.codec.model import Codec, EncodecModel
 from musicgen_jax.codec.seanet import decoder_layers, encoder_layers
 from musicgen_jax.config import CodecConfig
-from musicgen_jax.convert.keymap import Target, assemble, check_tree, disassemble, param_shapes
-from musicgen_jax.convert.torch_io import CheckpointError
+
+NATIVE_FORMAT = "musicgen_jax.codec"  # `save_codec`'s directories
 
 # Quantizer state that only training (EMA k-means) uses; present in every checkpoint, unused at inference.
 TRAINING_BUFFERS = ("inited", "cluster_size", "embed_avg")
@@ -172,7 +178,8 @@ def config_from_audiocraft(cfg: dict) -> CodecConfig:
 
 
 def audiocraft_to_hf_key(key: str) -> str:
-    """`encoder.model.3.conv.conv.weight_g` -> `encoder.layers.3.conv.weight_g` (SPEC 1.8)."""
+    """`encoder.model.3.conv.conv.weight_g` -> `encoder.layers.3.conv.weight_g` (transformers'
+    `convert_encodec_checkpoint_to_pytorch.py`)."""
     for old, new in (
         (".model.", ".layers."),
         (".conv.conv.", ".conv."),
@@ -362,3 +369,25 @@ def params_from_hf_state_dict(state: dict[str, np.ndarray], config: CodecConfig,
 def check_params(params, config: CodecConfig, source: str):
     """Converted codec parameters checked against the config (see `keymap.check_tree`)."""
     return check_tree(params, expected_shapes(config), describe(config, source))
+
+
+def save_codec(codec: Codec, directory: str | os.PathLike) -> Path:
+    """Write `codec` in this project's format (`config.json` + `params.safetensors`)."""
+    meta = {
+        "format": NATIVE_FORMAT,
+        "version": 1,
+        "stereo": codec.stereo,
+        "config": codec.config.to_dict(),
+        "source": codec.source,
+    }
+    return native.save_tree(directory, jax.device_get(codec.params), meta)
+
+
+def load_native_codec(directory: str | os.PathLike, stereo: bool | None = None) -> Codec:
+    """A codec written by `save_codec` (`stereo` overrides the recorded layout)."""
+    params, meta = native.load_tree(Path(directory))
+    if meta.get("format") != NATIVE_FORMAT:
+        raise CheckpointError(f"{directory}: not a converted codec (format {meta.get('format')!r})")
+    config = CodecConfig.from_dict(meta["config"])
+    params = check_params(params, config, str(directory))
+    return Codec(config, params, meta["stereo"] if stereo is None else stereo, meta.get("source"))

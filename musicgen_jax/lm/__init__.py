@@ -1,0 +1,1 @@
+"""The MusicGen language model: the transformer decoder, embeddings and heads, the delay pattern."""
