@@ -51,7 +51,6 @@ bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks.layers --write
 	$(PY) -m benchmarks.data --write
 	$(PY) -m benchmarks.train --write
-	$(PY) -m benchmarks.int8 --write
 
 clean:
 	rm -rf $(VENV) out .pytest_cache
