@@ -26,17 +26,17 @@ import numpy as np
 
 from musicgen_jax.config import LMConfig, interleaved_delays
 from musicgen_jax.data import shards
-from musicgen_jax.data.metadata import TextAugmentation
 from musicgen_jax.data.pipeline import PipelineConfig, TrainBatches, eval_batches, load_host_examples
 from musicgen_jax.fileio import atomic_file
 from musicgen_jax.lm.model import stack_layers, stereo_from_mono
 from musicgen_jax.musicgen import load_components
 from musicgen_jax.sharding import make_mesh, shardings
 from musicgen_jax.text.encoder import T5TextEncoder
+from musicgen_jax.train.experiment import RunConfig, pipeline_config, run_config
+from musicgen_jax.train.experiment import step_config as experiment_step_config
 from musicgen_jax.train.rundir import checkpoint_manager, ema_weights, run_lm_config
 from musicgen_jax.train.samples import Samples
 from musicgen_jax.train.trainer import (
-    OptimConfig,
     StepConfig,
     compile_eval,
     compile_step,
@@ -83,16 +83,7 @@ class _TrainData:
                 f"{parts} data parts must be a multiple of the {count} processes and divide "
                 f"config.batch_size {config.batch_size}"
             )
-        pipeline = PipelineConfig(
-            config.batch_size // parts,
-            config.frames,
-            config.seed,
-            TextAugmentation(**config.text),
-            text_lengths=(config.text_length,),
-            text_embeddings=config.text_embeddings,
-            word_dropout=config.word_dropout,
-            chroma_frames=chroma_frames,
-        )
+        pipeline = pipeline_config(config, config.batch_size // parts, chroma_frames)
         self.parts, self.streams = parts, []
         for part in range(index * parts // count, (index + 1) * parts // count):
             examples = load_host_examples(config.data_dir, "train", part, parts)
@@ -168,33 +159,6 @@ def _chroma_frames(step_config: StepConfig) -> int:
     return step_config.lm.chroma_frames if step_config.lm.melody else 0
 
 
-def _check(config: ml_collections.ConfigDict) -> None:
-    for key in ("eval_every", "generate_every"):
-        if isinstance(config[key], bool) or not isinstance(config[key], int) or config[key] < 0:
-            raise TrainingError(f"config.{key} must be a non-negative integer (0: never), got {config[key]!r}")
-    for key in (
-        "total_steps",
-        "batch_size",
-        "log_every",
-        "checkpoint_every",
-        "keep_checkpoints",
-        "frames",
-        "text_length",
-    ):
-        value = config[key]
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise TrainingError(f"config.{key} must be a positive integer, got {value!r}")
-    if not config.data_dir:
-        raise TrainingError(
-            "config.data_dir is not set: --config.data_dir=DIR (a dataset made by "
-            "`python -m musicgen_jax.data.prepare`)"
-        )
-    if config.batch_size % jax.process_count():
-        raise TrainingError(
-            f"config.batch_size {config.batch_size} does not divide over {jax.process_count()} processes"
-        )
-
-
 def _binding(config: ml_collections.ConfigDict) -> dict:
     return {k: v for k, v in json.loads(config.to_json()).items() if k not in _BINDING_EXCLUDED}
 
@@ -243,73 +207,66 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
     """Run (or resume) the training of `config` in `workdir`; returns the last logged metrics."""
     from tqdm.auto import tqdm
 
-    _check(config)
+    try:
+        run = run_config(config)
+    except (ValueError, TypeError) as e:
+        raise TrainingError(str(e)) from e
+    if run.batch_size % jax.process_count():
+        raise TrainingError(f"run.batch_size {run.batch_size} does not divide over {jax.process_count()} processes")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    info = shards.dataset_info(config.data_dir)
-    text_encoder = T5TextEncoder.from_pretrained(config.text_encoder)
+    info = shards.dataset_info(run.data_dir)
+    text_encoder = T5TextEncoder.from_pretrained(run.text_encoder)
     try:
-        step_config = StepConfig(
-            lm_config(config, info, text_encoder.config.d_model),
-            None if config.text_embeddings else text_encoder.config,
-            OptimConfig(**config.optim, total_steps=config.total_steps),
-            cfg_dropout=config.cfg_dropout,
-            melody_dropout=config.melody_dropout,
-            ema_decay=config.ema.decay,
-            ema_every=config.ema.every,
-            scan_layers=config.scan_layers,
-            remat=config.remat,
-            compute_dtype=config.compute_dtype,
-            lora_rank=config.lora_rank,
-            lora_text_projection=config.lora_text_projection,
-        )
-        mesh = make_mesh(**config.mesh)
+        lm = lm_config(config, info, text_encoder.config.d_model)
+        step_config = experiment_step_config(config, lm, None if run.text_embeddings else text_encoder.config)
+        mesh = make_mesh(**run.mesh)
     except (ValueError, TypeError) as e:
         raise TrainingError(f"bad config: {e}") from e
-    manager = checkpoint_manager(workdir, config.keep_checkpoints)
+    manager = checkpoint_manager(workdir, run.keep_checkpoints)
     state_sharding = shardings(state_specs(step_config), mesh)
     latest = manager.latest_step()
     if latest is None:
-        params = _initial_params(config, step_config, info)
-        state, parts = init_state(step_config, config.seed, mesh, params), config.data_parts or jax.process_count()
+        params = _initial_params(run, step_config, info)
+        state, parts = init_state(step_config, run.seed, mesh, params), run.data_parts or jax.process_count()
     else:
         state, meta = _restore(manager, latest, config, step_config, state_sharding)
         parts = meta["data"]["parts"]
     start = int(jax.device_get(state["step"]))
     batches = _TrainData(config, parts, start, text_encoder.tokenizer, _chroma_frames(step_config))
     step_fn = compile_step(step_config, mesh)
-    t5_params = {} if config.text_embeddings else text_encoder.params
-    evaluation = config.eval_every and Evaluation(
-        config.data_dir,
+    t5_params = {} if run.text_embeddings else text_encoder.params
+    evaluation = run.eval_every and Evaluation(
+        run.data_dir,
         "valid",
         step_config,
         mesh,
         text_encoder.tokenizer,
         t5_params,
-        config.batch_size,
-        config.frames,
-        (config.text_length,),
-        config.text_embeddings,
+        run.batch_size,
+        run.frames,
+        (run.text_length,),
+        run.text_embeddings,
     )
     try:
-        samples = config.generate_every and Samples(
+        samples = run.generate_every and Samples(
             workdir,
             info,
             step_config.lm,
             text_encoder,
-            config.sample_prompts,
-            config.sample_seconds,
-            config.sample_seed,
-            config.scan_layers,
-            config.lora_rank > 0,
-            config.sample_dtype,
+            run.sample_prompts,
+            run.sample_seconds,
+            run.sample_seed,
+            step_config.scan_layers,
+            step_config.lora_rank > 0,
+            run.sample_dtype,
         )
     except (OSError, ValueError) as e:
-        raise TrainingError(f"samples during training (config.generate_every): {e}") from e
+        raise TrainingError(f"samples during training (run.generate_every): {e}") from e
     metrics_file = _Metrics(workdir / METRICS, start)
     stop = _Stop()
     bar = tqdm(
-        total=config.total_steps,
+        total=run.total_steps,
         initial=start,
         unit="step",
         desc="training",
@@ -318,13 +275,13 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
     last = {}
     tick, tokens = time.perf_counter(), 0
     try:
-        for step in range(start, config.total_steps):
+        for step in range(start, run.total_steps):
             local = next(batches)
             tokens += int(local["mask"][:, 0].sum()) * jax.process_count()
             state, metrics = step_fn(state, global_batch(local, mesh), t5_params)
             done = step + 1
-            evaluate = evaluation and done % config.eval_every == 0
-            if evaluate or done % config.log_every == 0 or done == config.total_steps:
+            evaluate = evaluation and done % run.eval_every == 0
+            if evaluate or done % run.log_every == 0 or done == run.total_steps:
                 values = jax.device_get(metrics)
                 now = time.perf_counter()
                 last = {
@@ -341,10 +298,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
                     last.update(evaluation(ema_weights(state)))
                 metrics_file.write(last)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
-            if samples and done % config.generate_every == 0:
+            if samples and done % run.generate_every == 0:
                 samples(done, ema_weights(state))
             bar.update()
-            if done % config.checkpoint_every == 0 or done == config.total_steps or stop.requested:
+            if done % run.checkpoint_every == 0 or done == run.total_steps or stop.requested:
                 _check_finite(done, metrics, manager.latest_step())
                 _save(manager, done, state, config, batches)
             if stop.requested:
@@ -391,18 +348,18 @@ def check_dataset(components, info: dict, source: str, data_dir) -> None:
         )
 
 
-def _initial_params(config: ml_collections.ConfigDict, step_config: StepConfig, info: dict):
+def _initial_params(run: RunConfig, step_config: StepConfig, info: dict):
     """None (a fresh run starts from random weights), or with `config.init_from` that checkpoint's LM
     weights (any source `MusicGen.get_pretrained` takes: converted, PyTorch, another run), after checking,
     before anything compiles, that its LM has the run's architecture and its codec the dataset's rates."""
-    if not config.init_from:
+    if not run.init_from:
         return None
-    source = config.init_from
+    source = run.init_from
     try:
         components = load_components(source)
     except (OSError, ValueError) as e:
         raise TrainingError(f"config.init_from {source!r} cannot be loaded: {e}") from e
-    check_dataset(components, info, source, config.data_dir)
+    check_dataset(components, info, source, run.data_dir)
     lm, params = components.lm_config, components.lm_params
     if lm.delays == interleaved_delays(lm.num_codebooks) and step_config.lm.delays == interleaved_delays(
         2 * lm.num_codebooks, 2

@@ -176,8 +176,8 @@ def test_text_follows_the_augmentation_probabilities(dataset, tokenizer):
 
 
 def test_text_buckets_and_truncation(dataset, tokenizer):
-    """Text is padded to the smallest bucket holding the longest text of the batch; texts longer than the
-    largest bucket keep their first tokens and `</s>`."""
+    """Text is padded to the smallest bucket holding the longest text of the batch (one of exactly its
+    length included); texts longer than the largest bucket keep their first tokens and `</s>`."""
     directory, examples = dataset
     host = load_host_examples(directory, "train", 0, 1)
     batch = TrainBatches(host, PipelineConfig(batch_size=6, frames=FRAMES, text_lengths=(4, 8)), tokenizer).batch(0)
@@ -188,6 +188,9 @@ def test_text_buckets_and_truncation(dataset, tokenizer):
             np.testing.assert_array_equal(batch["text_ids"][row], expected[:7] + [tokenizer.eos_id])
     short = TrainBatches(host, PipelineConfig(batch_size=2, frames=FRAMES, text_lengths=(16, 32)), tokenizer)
     assert short.batch(0)["text_ids"].shape[1] == 16
+    exact = len(tokenizer.encode(DESCRIPTION))  # a bucket of exactly the longest text's length is the one taken
+    fitting = TrainBatches(host, PipelineConfig(batch_size=6, frames=FRAMES, text_lengths=(exact, 64)), tokenizer)
+    assert fitting.batch(0)["text_ids"].shape[1] == exact
 
 
 def test_eval_batches_are_one_ordered_pass(dataset, tokenizer):

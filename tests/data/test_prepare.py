@@ -98,6 +98,18 @@ def test_codes_equal_the_reference_codec_on_each_slice(prepared, audio_dir, code
     assert all(len(items) for items in examples.values())
 
 
+def test_split_of_sends_the_valid_fraction_to_valid():
+    """Over 4000 paths each file lands in valid with probability `valid_fraction` (within 4 standard errors),
+    independently of the seed's other draws: another seed moves about 2 p (1 - p) of them."""
+    paths = [f"folder/{i}.wav" for i in range(4000)]
+    for fraction in (0.0, 0.1, 0.3, 1.0):
+        valid = np.array([split_of(path, 1, fraction) == "valid" for path in paths])
+        assert abs(valid.mean() - fraction) <= 4 * np.sqrt(fraction * (1 - fraction) / len(paths))
+    first = np.array([split_of(path, 1, 0.3) == "valid" for path in paths])
+    other = np.array([split_of(path, 2, 0.3) == "valid" for path in paths])
+    assert abs((first != other).mean() - 2 * 0.3 * 0.7) < 4 * np.sqrt(0.42 * 0.58 / len(paths))
+
+
 def test_metadata_and_reports(prepared):
     """Sidecar metadata is normalized as audiocraft's MusicInfo; bad files are listed with their reason;
     TFDS loads the dataset and its counts match dataset.json."""

@@ -57,6 +57,12 @@ def test_export_of_a_conversion_gives_back_the_checkpoint(request, fixture, hf_t
     assert AutoTokenizer.from_pretrained(out)(prompt)["input_ids"] == hf_tokenizer(prompt)["input_ids"]
     generation = json.loads((out / "generation_config.json").read_text())
     assert generation["decoder_start_token_id"] == generation["pad_token_id"] == 2048
+    frame_rate = model.config.audio_encoder.frame_rate  # the released generation_config: 30 s of frames
+    assert (generation["max_length"], generation["guidance_scale"], generation["do_sample"]) == (
+        30 * frame_rate,
+        3.0,
+        True,
+    )
     check_processor(out, model)
 
 

@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 from pathlib import Path
 
 import pytest
 
 from musicgen_jax.config import LMConfig
+from musicgen_jax.train import experiment
 from musicgen_jax.train.trainer import COMPUTE_DTYPES, OptimConfig, StepConfig
 
 REPO = Path(__file__).resolve().parents[2]
@@ -43,26 +45,77 @@ def test_every_config_file_is_covered():
 
 @pytest.mark.parametrize("name", [*MODELS, "debug"])
 def test_config_keys_and_step(name):
+    """Every config gives a valid run, train step and pipeline, each value passed through unchanged."""
     config = load(name)
+    config.data_dir = "/data"
     assert all(key in config for key in KEYS) and set(config.mesh) == {"data", "fsdp", "tensor"}
     assert config.compute_dtype in COMPUTE_DTYPES and config.text_encoder == "t5-base"
-    m = config.model
-    lm = LMConfig(
-        dim=m.dim,
-        num_heads=m.num_heads,
-        num_layers=m.num_layers,
-        ffn_dim=m.ffn_dim,
-        chroma_bins=12 if config.melody else 0,
+    run = experiment.run_config(config)
+    assert dataclasses.asdict(run.model) == dict(config.model) and run.total_steps == config.total_steps
+    m = run.model
+    lm = LMConfig(m.dim, m.num_heads, m.num_layers, m.ffn_dim, chroma_bins=12 if run.melody else 0)
+    step = experiment.step_config(config, lm, None)
+    assert step.optim == OptimConfig(**config.optim, total_steps=config.total_steps)
+    assert (step.ema_decay, step.ema_every) == (config.ema.decay, config.ema.every)
+    assert all(getattr(step, key) == config[key] for key in experiment.STEP_KEYS)
+    passed = {"lm", "t5", "optim", "ema_decay", "ema_every", *experiment.STEP_KEYS}
+    assert {f.name for f in dataclasses.fields(StepConfig)} == passed  # every setting of the step is the config's
+    pipeline = experiment.pipeline_config(config, 4, 0)
+    assert (pipeline.frames, pipeline.word_dropout, pipeline.text_lengths) == (
+        config.frames,
+        config.word_dropout,
+        (config.text_length,),
     )
-    StepConfig(
-        lm,
-        optim=OptimConfig(**config.optim, total_steps=config.total_steps),
-        cfg_dropout=config.cfg_dropout,
-        melody_dropout=config.melody_dropout,
-        scan_layers=config.scan_layers,
-        remat=config.remat,
-        compute_dtype=config.compute_dtype,
+    assert dataclasses.asdict(pipeline.text) == dict(config.text)
+
+
+def test_defaults_are_the_typed_configs_and_the_recipe():
+    """`default_config()` holds each typed config's own defaults, but where audiocraft's recipe differs:
+    bfloat16 compute, word dropout 0.3 and the metadata augmentation 0.25 / 0.5 / 0.5."""
+    config = experiment.default_config()
+    run = {f.name: f for f in dataclasses.fields(experiment.RunConfig)}
+    for name, field in run.items():
+        default = field.default if field.default_factory is dataclasses.MISSING else field.default_factory()
+        expected = dataclasses.asdict(default) if dataclasses.is_dataclass(default) else default
+        assert (config[name].to_dict() if hasattr(config[name], "to_dict") else config[name]) == expected, name
+    optim = OptimConfig()
+    assert dict(config.optim) == {
+        f.name: getattr(optim, f.name) for f in dataclasses.fields(OptimConfig) if f.name != "total_steps"
+    }
+    step = StepConfig(LMConfig())
+    assert (config.cfg_dropout, config.melody_dropout, config.remat, config.lora_rank) == (
+        step.cfg_dropout,
+        step.melody_dropout,
+        step.remat,
+        step.lora_rank,
     )
+    assert (config.ema.decay, config.ema.every) == (step.ema_decay, step.ema_every) == (0.99, 10)
+    assert (config.compute_dtype, config.word_dropout, dict(config.text)) == (
+        "bfloat16",
+        0.3,
+        {"merge_text_p": 0.25, "drop_desc_p": 0.5, "drop_other_p": 0.5},
+    )
+    assert set(config) == set(run) | {"optim", "ema", "word_dropout", "text", *experiment.STEP_KEYS}
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("data_dir", "", "config.data_dir is not set"),
+        ("total_steps", 0, "config.total_steps must be a positive integer, got 0"),
+        ("eval_every", -1, r"config.eval_every must be a non-negative integer \(0: never\), got -1"),
+        ("batch_size", True, "config.batch_size must be a positive integer, got True"),
+        ("model.num_layers", 0, "config.model.num_layers must be a positive integer, got 0"),
+    ],
+)
+def test_bad_run_settings_are_named(key, value, message):
+    config = load("debug")
+    config.data_dir = "/data"
+    section, _, name = key.rpartition(".")
+    with config.unlocked():
+        (config[section] if section else config)[name] = value
+    with pytest.raises(ValueError, match=message):
+        experiment.run_config(config)
 
 
 @pytest.mark.parametrize("name", MODELS)
