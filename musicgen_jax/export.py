@@ -13,7 +13,6 @@ needs torch). Written atomically: OUT is either the whole export or left as it w
 
 from __future__ import annotations
 
-import argparse
 import sys
 
 TARGETS = ("hf", "audiocraft")
@@ -32,38 +31,7 @@ def export(checkpoint: str, to: str, out: str, fmt: str = "auto", max_shard_size
     return hf_export.export_hf(components, out, max_shard_size or hf_export.MAX_SHARD_SIZE)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="python -m musicgen_jax.export",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--checkpoint",
-        required=True,
-        help="a train.py run, a converted directory, a hub id or PyTorch checkpoint directory",
-    )
-    parser.add_argument("--to", required=True, choices=TARGETS, help="the format to write")
-    parser.add_argument(
-        "--format", default="auto", choices=("auto", "hf", "audiocraft"), help="of a PyTorch --checkpoint"
-    )
-    parser.add_argument(
-        "--max-shard-size", default="5GB", help="--to hf: safetensors shard size (transformers' default)"
-    )
-    parser.add_argument("out", help="the output directory (replaced if it exists)")
-    return parser
-
-
-def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        out = export(args.checkpoint, args.to, args.out, args.format, args.max_shard_size)
-    except (OSError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    print(f"wrote {out}")
-    return 0
-
-
 if __name__ == "__main__":
+    from musicgen_jax.cli.export import main
+
     sys.exit(main())

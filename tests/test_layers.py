@@ -23,9 +23,10 @@ LAYERS = [
     ["musicgen"],  # the MusicGen API
     ["data"],  # token datasets: preparation, shards, the input pipeline
     ["train"],  # the train step, the run loop, samples during training
-    ["evaluate", "export", "listen", "app", "__main__", ""],  # entry points (and the package's facade)
+    ["evaluate", "export"],  # whole-model operations behind the tools
+    ["cli", "apps", "app", "listen", "__main__", ""],  # the tools, the applications (and the package's facade)
 ]
-ENTRY_POINTS = ("evaluate", "export", "listen", "app", "")  # with `*.__main__`: may import lazily
+LAZY = ("cli", "apps", "evaluate", "export", "")  # may import the package lazily (fast `--help`), with `*.__main__`
 
 
 def module_name(path: Path) -> str:
@@ -48,14 +49,20 @@ def layer(module: str) -> int:
 
 
 def imports() -> dict[str, list[tuple[str, int, bool]]]:
-    """`{module: [(imported module, line, at top level)]}` over the package's imports of itself."""
+    """`{module: [(imported module, line, at top level)]}` over the package's imports of itself, but those of a
+    module's `if __name__ == "__main__":` block (an entry point's code, such as `python -m
+    musicgen_jax.data.prepare` calling `musicgen_jax.cli.prepare`)."""
     modules = {module_name(p): p for p in PACKAGE.rglob("*.py")}
     graph = {}
     for module, path in modules.items():
         tree = ast.parse(path.read_text())
         top = {id(node) for node in tree.body}
+        main_blocks = [n for n in tree.body if isinstance(n, ast.If) and "__name__" in ast.unparse(n.test)]
+        skipped = {id(node) for block in main_blocks for node in ast.walk(block)}
         found = []
         for node in ast.walk(tree):
+            if id(node) in skipped:
+                continue
             if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "musicgen_jax":
                 base = node.module.removeprefix("musicgen_jax").lstrip(".")
                 names = [f"{base}.{a.name}".lstrip(".") for a in node.names]
@@ -118,11 +125,27 @@ def test_library_modules_import_the_package_at_the_top():
     lazy = [
         f"musicgen_jax.{m}:{line} imports musicgen_jax.{t} inside a function"
         for m, targets in imports().items()
-        if m not in ENTRY_POINTS and not m.endswith("__main__")
+        if m and not m.endswith("__main__") and not any(m == p or m.startswith(p + ".") for p in LAZY if p)
         for t, line, top in targets
         if not top
     ]
     assert not lazy, "\n".join(lazy)
+
+
+def test_the_readme_layout_shows_every_module():
+    """README's "How the code is organized" names every folder and module of the package."""
+    readme = (PACKAGE.parent / "README.md").read_text()
+    start = readme.index("## How the code is organized")
+    block = readme[start : readme.index("```", readme.index("```", start) + 3)]
+    missing = [
+        str(path.relative_to(PACKAGE))
+        for path in sorted(PACKAGE.rglob("*.py"))
+        if path.name != "__init__.py" and path.name not in block
+    ]
+    missing += [
+        f"{p.name}/" for p in PACKAGE.iterdir() if p.is_dir() and p.name != "__pycache__" and f"{p.name}/" not in block
+    ]
+    assert not missing, missing
 
 
 @pytest.mark.parametrize("bug", ["upward", "cycle", "lazy"])

@@ -18,7 +18,7 @@ import urllib.request
 import numpy as np
 import pytest
 
-from musicgen_jax import listen
+from musicgen_jax.apps import listen
 from musicgen_jax.audio import write_audio
 
 PROMPTS = ["calm piano melody", "Energetic rock song!"]

@@ -23,7 +23,7 @@ from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
 
 from musicgen_jax.checkpoint import native
 from musicgen_jax.checkpoint.errors import CheckpointError
-from musicgen_jax.codec.__main__ import main as codec_main
+from musicgen_jax.cli.codec import main as codec_main
 from musicgen_jax.convert.codec_loader import load_codec
 from musicgen_jax.fileio import save_npy
 from tests.codec.conftest import tiny_hf_model

@@ -21,7 +21,7 @@ import soundfile
 gradio_client = pytest.importorskip("gradio_client", reason="the app extra: pip install -e '.[app]'")
 
 from musicgen_jax import MusicGen  # noqa: E402
-from musicgen_jax.app import MAX_VARIATIONS, Request, Studio, launch, spectrogram_image, waveform_image  # noqa: E402
+from musicgen_jax.apps.demo import MAX_VARIATIONS, Request, Studio, launch, spectrogram_image, waveform_image  # noqa: E402
 from tests.lm.test_generate import hf_generate_codes  # noqa: E402
 
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))

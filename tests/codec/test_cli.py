@@ -10,7 +10,7 @@ import pytest
 import soundfile
 
 from musicgen_jax.audio import read_audio
-from musicgen_jax.codec.__main__ import main
+from musicgen_jax.cli.codec import main
 from musicgen_jax.convert.codec_loader import load_codec
 from tests.codec.conftest import tiny_hf_model
 

@@ -23,8 +23,9 @@ from transformers.models.musicgen_melody.feature_extraction_musicgen_melody impo
 
 from musicgen_jax import stems
 from musicgen_jax.audio import read_audio
+from musicgen_jax.cli.prepare import main
 from musicgen_jax.data import read_examples, shards
-from musicgen_jax.data.prepare import chroma_config, main, split_of
+from musicgen_jax.data.prepare import chroma_config, split_of
 from tests.data.conftest import GOOD, SKIPPED, SR
 from tests.test_chroma import _Spectrogram
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-import sample
+from musicgen_jax.cli import sample
 from musicgen_jax.codec.model import _decode
 from musicgen_jax.musicgen import MusicGen
 from musicgen_jax.sampling import generate_tokens, lower_generate, row_keys

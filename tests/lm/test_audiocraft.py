@@ -16,10 +16,10 @@ import torch
 from flax.traverse_util import flatten_dict
 from safetensors.torch import save_file
 
-import convert_torch_weights
-import sample
 from musicgen_jax.audio import write_audio
 from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.cli import convert as convert_torch_weights
+from musicgen_jax.cli import sample
 from musicgen_jax.codec.weights import parse_audiocraft_cfg
 from musicgen_jax.components import load_converted
 from musicgen_jax.convert import audiocraft
@@ -703,14 +703,14 @@ def test_export_to_audiocraft_gives_back_the_package(request, kind, tmp_path, mo
     """An audiocraft directory converted and exported `--to audiocraft`: every LM and codec tensor back
     exactly under its name (the melody LM's chroma window buffer too), an LM config that reads back to the
     same model and T5, the codec's own config."""
-    from musicgen_jax import export
+    from musicgen_jax.cli import export as export_cli
 
     model, directory = request.getfixturevalue("hf_musicgen" if kind == "text" else "hf_musicgen_melody")
     cfg = xp_cfg() if kind == "text" else xp_cfg(melody=True, segment_duration=TINY_SEGMENT)
     source = audiocraft_directory(model, directory, tmp_path, monkeypatch, cfg, num_codebooks=4)
     monkeypatch.setenv("MUSICGEN_JAX_CACHE", str(tmp_path / "cache"))
     out = tmp_path / "exported"
-    assert export.main(["--checkpoint", str(source), "--format", "audiocraft", "--to", "audiocraft", str(out)]) == 0
+    assert export_cli.main(["--checkpoint", str(source), "--format", "audiocraft", "--to", "audiocraft", str(out)]) == 0
     theirs, ours = packages(source), packages(out)
     for name in theirs:
         a, b = ours[name]["best_state"], theirs[name]["best_state"]
@@ -760,10 +760,10 @@ def test_a_transformers_checkpoint_exports_to_the_audiocraft_layout(request, cha
 
 def test_export_to_audiocraft_needs_an_audiocraft_t5(hf_musicgen, tmp_path, capsys):
     """The tiny transformers MusicGen's own T5 is none of audiocraft's hub models: one error, nothing written."""
-    from musicgen_jax import export
+    from musicgen_jax.cli import export as export_cli
 
     out = tmp_path / "exported"
-    assert export.main(["--checkpoint", str(hf_musicgen[1]), "--to", "audiocraft", str(out)]) == 2
+    assert export_cli.main(["--checkpoint", str(hf_musicgen[1]), "--to", "audiocraft", str(out)]) == 2
     assert "audiocraft loads its T5 by hub name" in capsys.readouterr().err and not out.exists()
 
 

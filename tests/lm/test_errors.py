@@ -10,9 +10,9 @@ import re
 import numpy as np
 import pytest
 
-import sample
 from musicgen_jax.checkpoint import native
 from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.cli import sample
 from musicgen_jax.components import MODEL_FILE, load_converted, save_converted
 from musicgen_jax.musicgen import MusicGen
 from tests.test_robustness import disk_full, half_then_disk_full, snapshot

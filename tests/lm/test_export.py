@@ -15,8 +15,8 @@ import pytest
 from safetensors.numpy import load_file
 from transformers import MusicgenMelodyForConditionalGeneration
 
-from musicgen_jax import export
 from musicgen_jax.checkpoint.keymap import strip_prefix
+from musicgen_jax.cli import export as export_cli
 from musicgen_jax.codec import weights as encodec
 from musicgen_jax.config import ChromaConfig
 from musicgen_jax.lm import weights as musicgen
@@ -38,7 +38,7 @@ def codec_weights(state: dict) -> dict:
 def test_export_of_a_conversion_gives_back_the_checkpoint(request, fixture, hf_tokenizer, tmp_path):
     model, directory = request.getfixturevalue(fixture)
     out = tmp_path / "hf"
-    assert export.main(["--checkpoint", str(directory), "--to", "hf", str(out)]) == 0
+    assert export_cli.main(["--checkpoint", str(directory), "--to", "hf", str(out)]) == 0
     loaded, info = type(model).from_pretrained(out, output_loading_info=True)
     assert not any(info.values()), info
 

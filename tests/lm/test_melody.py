@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-import sample
 from musicgen_jax import stems
 from musicgen_jax.audio import convert_channels, read_audio, resample, write_audio
 from musicgen_jax.chroma import extract_chroma
+from musicgen_jax.cli import sample
 from musicgen_jax.lm.model import LMModel, init_cache, null_chroma
 from musicgen_jax.musicgen import MusicGen
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys

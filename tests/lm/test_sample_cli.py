@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 import soundfile
 
-import convert_torch_weights
-import sample
 from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.cli import convert as convert_torch_weights
+from musicgen_jax.cli import sample
 from musicgen_jax.components import MODEL_FILE, MODEL_VERSION, load_converted, save_converted
 from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 from musicgen_jax.musicgen import MusicGen, disable_compilation_cache, enable_compilation_cache

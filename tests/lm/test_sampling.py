@@ -20,8 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-import sample
 from musicgen_jax.audio import read_audio, write_audio
+from musicgen_jax.cli import sample
 from musicgen_jax.musicgen import MusicGen
 from musicgen_jax.sampling import SamplingParams, sample_next
 

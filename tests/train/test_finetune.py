@@ -224,12 +224,12 @@ def test_hf_export_of_a_run_generates_the_tokens_of_sample_py(hf_musicgen, finet
     the checkpoint it started from)."""
     from transformers import AutoTokenizer, MusicgenForConditionalGeneration
 
-    import sample
-    from musicgen_jax import export
+    from musicgen_jax.cli import export as export_cli
+    from musicgen_jax.cli import sample
     from tests.lm.test_generate import hf_generate_codes
 
     workdir, out, codes_file = finetuned[0], tmp_path / "hf", tmp_path / "codes.npy"
-    assert export.main(["--checkpoint", str(workdir), "--to", "hf", str(out)]) == 0
+    assert export_cli.main(["--checkpoint", str(workdir), "--to", "hf", str(out)]) == 0
     model, info = MusicgenForConditionalGeneration.from_pretrained(out, output_loading_info=True)
     assert not any(info.values()), info
     source = hf_musicgen[0].decoder.model.decoder.layers[0].fc1.weight
@@ -268,14 +268,14 @@ def test_hf_export_of_a_lora_run_gives_the_adapted_logits(lora_run, tmp_path):
     import orbax.checkpoint as ocp
     from transformers import MusicgenForConditionalGeneration
 
-    from musicgen_jax import export
+    from musicgen_jax.cli import export as export_cli
     from musicgen_jax.lm.model import LMModel
     from musicgen_jax.text.encoder import encode_ids
     from musicgen_jax.train.rundir import ema_weights, load_run
     from tests.lm.test_parity import hf_logits, inputs, rel_max
 
     out = tmp_path / "hf"
-    assert export.main(["--checkpoint", str(lora_run), "--to", "hf", str(out)]) == 0
+    assert export_cli.main(["--checkpoint", str(lora_run), "--to", "hf", str(out)]) == 0
     model = MusicgenForConditionalGeneration.from_pretrained(out).eval()
     ids, mask, sequence = inputs()
     components = load_run(lora_run)
