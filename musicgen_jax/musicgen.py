@@ -33,7 +33,7 @@ from musicgen_jax.components import Components, is_converted, is_current, load_c
 from musicgen_jax.config import ChromaConfig
 from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 from musicgen_jax.lm.model import cast_params, param_specs
-from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys, split_rows, stream_tokens
+from musicgen_jax.sampling import Conditions, Decoder, SamplingParams, row_keys, split_rows
 from musicgen_jax.sharding import place
 from musicgen_jax.stems import melody_stems
 from musicgen_jax.train.rundir import is_run, load_run
@@ -322,24 +322,15 @@ class MusicGen:
         melodies: list[np.ndarray] | None = None,
     ) -> Iterator[np.ndarray]:
         """The codes `generate_tokens` returns (a duration within `max_duration`, no audio prompt), yielded
-        as each frame completes, `[B, K, 1]` (`sampling.stream_tokens`)."""
+        as each frame completes, `[B, K, 1]` (`sampling.Decoder.stream`)."""
         if self.duration > self.max_duration:
             raise ValueError(
                 f"streaming generates up to {self.max_duration:g} s (one window), asked for {self.duration:g} s"
             )
         text, mask, key = self._conditions(descriptions, seed, None)
         frames = int(self.duration * self.frame_rate)
-        for frame in stream_tokens(
-            self.lm_config,
-            self.lm_params,
-            text,
-            mask,
-            key,
-            frames,
-            self.sampling,
-            mesh=self.mesh,
-            chroma=self._chroma(melodies, 0.0),
-        ):
+        conditions = Conditions.of(self.lm_config, text, mask, self._chroma(melodies, 0.0))
+        for frame in self._decoder().stream(self.lm_params, conditions, key, frames):
             yield np.asarray(frame)
 
     def _conditions(self, descriptions, seed, prompt_tokens):
@@ -385,21 +376,17 @@ class MusicGen:
         return np.concatenate(pieces, axis=-1)
 
     def _window(self, text, mask, key, frames, prompt_tokens, progress, chroma):
-        return generate_tokens(
-            self.lm_config,
-            self.lm_params,
-            text,
-            mask,
-            key,
-            frames,
-            self.sampling,
-            None if prompt_tokens is None else jax.numpy.asarray(prompt_tokens),
-            self._progress if progress else None,
-            mesh=self.mesh,
-            chroma=chroma,
+        prompt = None if prompt_tokens is None else jax.numpy.asarray(prompt_tokens)
+        conditions = Conditions.of(self.lm_config, text, mask, chroma)
+        return self._decoder().generate(
+            self.lm_params, conditions, key, frames, prompt, self._progress if progress else None
         )
 
+    def _decoder(self) -> Decoder:
+        """The decode loop of this model's LM with the current generation settings."""
+        return Decoder(self.lm_config, self.sampling, self.mesh)
+
     def _progress(self, steps: int) -> None:
-        """Called by `sampling.generate_tokens` after each run of decode steps."""
+        """Called by `Decoder.generate` after each run of decode steps."""
         if self._bar is not None:  # a window's steps exceed its new frames by the delays: capped at the total
             self._bar.update(min(steps, self._bar.total - self._bar.n))

@@ -10,11 +10,12 @@ cache can keep the programs.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 import jax
 import jax.numpy as jnp
+from flax import struct
 from jax import lax
 from jax.sharding import Mesh
 
@@ -97,29 +98,122 @@ def row_keys(seeds) -> jax.Array:
     return jax.vmap(jax.random.key)(jnp.asarray(seeds, jnp.uint32))
 
 
+@struct.dataclass
+class Conditions:
+    """A batch's conditioning as the decode loop takes it (`Conditions.of` pads the text to its bucket)."""
+
+    text: jax.Array  # [B, N, text_dim] T5 states, zero-padded to N = length_bucket(tokens)
+    text_mask: jax.Array  # [B, N] int, 0 on the padding
+    text_length: jax.Array  # int32 []: the tokens of the longest prompt (melody models' prefix)
+    chroma: jax.Array | None = None  # [B, chroma_frames, chroma_bins] one-hot (melody models); None: text alone
+
+    @classmethod
+    def of(cls, config: LMConfig, text: jax.Array, text_mask: jax.Array, chroma: jax.Array | None = None):
+        """`text [B, N, text_dim]`, `text_mask [B, N]` zero-padded to `length_bucket(N)` positions. The
+        padding is masked (cross-attention: probabilities exactly 0; melody prefix: `LMModel.condition`'s
+        gap), so the tokens are the same and every prompt length in a bucket shares the compiled programs
+        (the text's keys are part of the loop's state). ValueError for chroma the LM does not take."""
+        if chroma is not None and not config.melody:
+            raise ValueError("this model has no melody conditioning (a text-to-music LM): chroma must be None")
+        if chroma is not None and chroma.shape[1:] != (config.chroma_frames, config.chroma_bins):
+            raise ValueError(f"chroma must be [B, {config.chroma_frames}, {config.chroma_bins}], got {chroma.shape}")
+        pad = length_bucket(text.shape[1]) - text.shape[1]
+        text, text_mask = jnp.pad(text, ((0, 0), (0, pad), (0, 0))), jnp.pad(text_mask, ((0, 0), (0, pad)))
+        return cls(text, text_mask, jnp.int32(text.shape[1] - pad), chroma)
+
+
+@struct.dataclass
+class DecodeState:
+    """The decode loop's carry (donated from call to call)."""
+
+    sequence: jax.Array  # int32 [B, K, S]: the delay-pattern tokens of a frame bucket (S = its pattern steps)
+    cache: Any  # the KV cache (`lm.model.init_cache`), [2B, ...] with guidance: each row beside its null twin
+    keys: jax.Array  # [B] PRNG keys, one per row (`row_keys`)
+    context: Any  # `LMModel.condition` of the (doubled) conditions: cross-attention text, melody prefix
+
+
+@dataclasses.dataclass(frozen=True)
+class Decoder:
+    """The decode loop of one LM with one sampling setting on one mesh (None: one device): what its compiled
+    programs are specialised on (with the batch, the prompt length and the length buckets). `generate`
+    runs it to the end, `stream` frame by frame, `lower` traces it for inspection."""
+
+    config: LMConfig
+    sampling: SamplingParams
+    mesh: Mesh | None = None
+
+    def start(self, params: Any, conditions: Conditions, keys: jax.Array, frames: int, prompt=None) -> DecodeState:
+        """The state before the first sampled step, compiled (`_start`) for `frames`' bucket."""
+        _prompt_frames(prompt, frames)
+        return _start_jit(self, params, conditions, keys, frame_bucket(frames), prompt, mesh=self.mesh)
+
+    def run(self, params: Any, frames: int, prompt_frames: int, state: DecodeState, first: int, stop: int):
+        """Steps `first..stop-1` (`_run_steps`: one program for every range), the state donated."""
+        return _run_steps_jit(
+            self, params, jnp.int32(frames), prompt_frames, state, jnp.int32(first), jnp.int32(stop), mesh=self.mesh
+        )
+
+    def generate(
+        self,
+        params: Any,
+        conditions: Conditions,
+        keys: jax.Array,
+        frames: int,
+        prompt: jax.Array | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> jax.Array:
+        """Codes `[B, K, frames]` int32 (see `generate_tokens`)."""
+        prompt_frames = _prompt_frames(prompt, frames)
+        state = self.start(params, conditions, keys, frames, prompt)
+        last = pattern.num_steps(frames, self.config.delays) - 1
+        chunk = PROGRESS_EVERY if progress is not None else last
+        for first in range(prompt_frames, last, chunk):
+            stop = min(first + chunk, last)
+            state = self.run(params, frames, prompt_frames, state, first, stop)
+            if progress is not None:
+                jax.block_until_ready(state.keys)
+                progress(stop - first)
+        return _revert(state.sequence, self.config.delays)[:, :, :frames]
+
+    def stream(self, params: Any, conditions: Conditions, keys: jax.Array, frames: int, prompt=None):
+        """The tokens of `generate`, yielded as each frame completes: `[B, K, 1]` per new frame (after the
+        prompt's), from a Python loop over the same compiled decode loop, one step a call."""
+        prompt_frames = _prompt_frames(prompt, frames)
+        delay = max(self.config.delays)
+        state = self.start(params, conditions, keys, frames, prompt)
+        for s in range(prompt_frames, pattern.num_steps(frames, self.config.delays) - 1):
+            state = self.run(params, frames, prompt_frames, state, s, s + 1)
+            frame = s - delay  # position s + 1 completes frame s - max_delay (its last codebook)
+            if frame >= prompt_frames:
+                window = lax.dynamic_slice_in_dim(state.sequence, frame, delay + 2, axis=2)  # one frame's pattern
+                yield pattern.revert(window, self.config.delays)
+
+    def lower(self, params: Any, conditions: Conditions, keys: jax.Array, frames: int, prompt=None):
+        """The decode loop `generate` runs for these arguments (`_run_steps`), traced and lowered: `.compile()`
+        it to time or inspect the compilation. Arguments may be `jax.ShapeDtypeStruct`s."""
+        prompt_frames = _prompt_frames(prompt, frames)
+        state = _start_jit.eval_shape(self, params, conditions, keys, frame_bucket(frames), prompt, mesh=self.mesh)
+        return _run_steps_jit.lower(
+            self, params, jnp.int32(frames), prompt_frames, state, jnp.int32(0), jnp.int32(0), mesh=self.mesh
+        )
+
+
 def _start(
-    config: LMConfig,
-    params: Any,
-    text: jax.Array,
-    text_mask: jax.Array,
-    text_length: jax.Array,
-    chroma: jax.Array | None,
-    keys: jax.Array,
-    bucket: int,
-    sampling: SamplingParams,
-    prompt: jax.Array | None,
-) -> dict:
+    decoder: Decoder, params: Any, conditions: Conditions, keys: jax.Array, bucket: int, prompt: jax.Array | None
+) -> DecodeState:
     """The decode state before the first sampled step: the conditioning context of the (doubled, with
     guidance) text and chroma, the token sequence (`bucket` frames long) with the prompt's positions
     filled in, and the KV cache after a one-call prefill of those positions (melody models: of the
     prefix and those positions)."""
+    config, sampling = decoder.config, decoder.sampling
     model = LMModel(config, dtype=compute_dtype(params))
+    text, text_mask, chroma = conditions.text, conditions.text_mask, conditions.chroma
     if config.melody and chroma is None:
         chroma = null_chroma(config, text.shape[0])
     if sampling.cfg_coef != 1.0:
         text, text_mask = _pair(text, jnp.zeros_like(text)), _pair(text_mask, jnp.zeros_like(text_mask))
         chroma = None if chroma is None else _pair(chroma, null_chroma(config, chroma.shape[0]))
-    context = model.apply(params, text, text_mask, chroma, text_length, method=LMModel.condition)
+    context = model.apply(params, text, text_mask, chroma, conditions.text_length, method=LMModel.condition)
     steps = pattern.num_steps(bucket, config.delays)
     prompt_frames = _prompt_frames(prompt, bucket)
     sequence = jnp.full((keys.shape[0], config.num_codebooks, steps), config.special_token, jnp.int32)
@@ -139,7 +233,7 @@ def _start(
             config.melody,
             method=LMModel.decode,
         )
-    return {"sequence": sequence, "cache": cache, "keys": keys, "context": context}
+    return DecodeState(sequence, cache, keys, context)
 
 
 def _prompt_frames(prompt: jax.Array | None, frames: int) -> int:
@@ -160,28 +254,21 @@ def _double(x: jax.Array, sampling: SamplingParams) -> jax.Array:
     return jnp.repeat(x, 2, axis=0) if sampling.cfg_coef != 1.0 else x
 
 
-def _step(
-    config: LMConfig,
-    params: Any,
-    sampling: SamplingParams,
-    frames: jax.Array,
-    prompt_frames: int,
-    state: dict,
-    s: jax.Array,
-) -> dict:
+def _step(decoder: Decoder, params: Any, frames: jax.Array, prompt_frames: int, state: DecodeState, s: jax.Array):
     """Run position `s` through the LM and write position `s + 1`: sampled where a frame of the
     generation sits, the prompt's token where it fixes one, the special token elsewhere."""
-    sequence, batch = state["sequence"], state["sequence"].shape[0]
+    config, sampling = decoder.config, decoder.sampling
+    sequence, batch = state.sequence, state.sequence.shape[0]
     steps = sequence.shape[-1]
     column = _double(lax.dynamic_slice_in_dim(sequence, s, 1, axis=2), sampling)
     model = LMModel(config, dtype=compute_dtype(params))
-    logits, cache = model.apply(params, column, state["context"], s, state["cache"], method=LMModel.decode)
+    logits, cache = model.apply(params, column, state.context, s, state.cache, method=LMModel.decode)
     logits = logits[:, :, 0]
     if sampling.cfg_coef != 1.0:
         pairs = logits.reshape(batch, 2, *logits.shape[1:])
         cond, uncond = pairs[:, 0], pairs[:, 1]
         logits = uncond + (cond - uncond) * sampling.cfg_coef
-    keys, subs = split_rows(state["keys"])
+    keys, subs = split_rows(state.keys)
     tokens = jax.vmap(lambda key, row: sample_next(key, row, sampling))(subs, logits)
     index = pattern.frame_index(steps, config.delays)
     valid = (index >= 0) & (index < frames)  # frames may be traced: the buffer is a length bucket
@@ -190,7 +277,17 @@ def _step(
     current = lax.dynamic_slice_in_dim(sequence, s + 1, 1, axis=2)[:, :, 0]
     tokens = jnp.where(lax.dynamic_slice_in_dim(forced, s + 1, 1, axis=1)[:, 0], current, tokens)
     sequence = lax.dynamic_update_slice_in_dim(sequence, tokens[:, :, None], s + 1, axis=2)
-    return {**state, "sequence": sequence, "cache": cache, "keys": keys}
+    return state.replace(sequence=sequence, cache=cache, keys=keys)
+
+
+def _run_steps(decoder: Decoder, params, frames, prompt_frames, state: DecodeState, first, stop) -> DecodeState:
+    """Steps `first..stop-1` of the decode loop (`first`, `stop` traced: one program for every range)."""
+    return lax.fori_loop(first, stop, lambda s, st: _step(decoder, params, frames, prompt_frames, st, s), state)
+
+
+_start_jit = jit_on_mesh(_start, ("decoder", "bucket"))
+_run_steps_jit = jit_on_mesh(_run_steps, ("decoder", "prompt_frames"), donate_argnames="state")
+_revert = jax.jit(pattern.revert, static_argnames="delays")
 
 
 def frame_bucket(frames: int) -> int:
@@ -220,9 +317,9 @@ def generate_tokens(
     batch runs doubled, each row beside its twin of the null condition (zero text, zero mask; melody: the
     null chroma), and `uncond + (cond - uncond) * cfg_coef` is sampled from.
 
-    Two compiled programs, each once per (config, sampling, batch, prompt length, length bucket, text
-    length bucket: `padded_text`): the prefill (`_start`) and the decode loop (`_run_steps`, a
-    `lax.fori_loop` over a traced range of steps on donated state). The token buffer and KV cache are
+    Two compiled programs, each once per (`Decoder`: config, sampling, mesh; batch, prompt length, length
+    bucket, text length bucket: `Conditions.of`): the prefill (`_start`) and the decode loop (`_run_steps`,
+    a `lax.fori_loop` over a traced range of steps on donated state). The token buffer and KV cache are
     `frame_bucket(frames)` long (melody: after the prefix) and the loop stops after `frames`. Without
     `progress` the loop runs in one call; with it, in calls of `PROGRESS_EVERY` steps, each waited for
     and then reported as `progress(steps_done_in_that_call)` from Python: no host callback inside the
@@ -231,127 +328,17 @@ def generate_tokens(
     `mesh`: the device mesh `params` are split over (`musicgen_jax.sharding.shard`); the activations
     and the cache are then split by the logical axis rules. None: one device.
     """
-    prompt_frames = _prompt_frames(prompt, frames)
-    state = _started(config, params, text, text_mask, keys, frames, sampling, prompt, mesh, chroma)
-    last = pattern.num_steps(frames, config.delays) - 1
-    chunk = PROGRESS_EVERY if progress is not None else last
-    for first in range(prompt_frames, last, chunk):
-        stop = min(first + chunk, last)
-        state = _run_steps_jit(
-            config,
-            params,
-            sampling,
-            jnp.int32(frames),
-            prompt_frames,
-            state,
-            jnp.int32(first),
-            jnp.int32(stop),
-            mesh=mesh,
-        )
-        if progress is not None:
-            jax.block_until_ready(state["keys"])
-            progress(stop - first)
-    return _revert(state["sequence"], config.delays)[:, :, :frames]
+    conditions = Conditions.of(config, text, text_mask, chroma)
+    return Decoder(config, sampling, mesh).generate(params, conditions, keys, frames, prompt, progress)
 
 
-def lower_generate(
-    config: LMConfig,
-    params: Any,
-    text: jax.Array,
-    text_mask: jax.Array,
-    keys: jax.Array,
-    frames: int,
-    sampling: SamplingParams,
-    prompt: jax.Array | None = None,
-    mesh: Mesh | None = None,
-    chroma: jax.Array | None = None,
-) -> jax.stages.Lowered:
-    """The decode loop `generate_tokens` runs for these arguments (`_run_steps`), traced and lowered:
-    `.compile()` it to time or inspect the compilation (`.as_text()`, `.cost_analysis()`). Arguments
-    may be `jax.ShapeDtypeStruct`s."""
-    prompt_frames = _prompt_frames(prompt, frames)
-    state = _start_jit.eval_shape(
-        config,
-        params,
-        *jax.eval_shape(padded_text, text, text_mask),
-        _checked(config, chroma),
-        keys,
-        frame_bucket(frames),
-        sampling,
-        prompt,
-        mesh=mesh,
-    )
-    return _run_steps_jit.lower(
-        config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(0), jnp.int32(0), mesh=mesh
-    )
+def stream_tokens(config, params, text, text_mask, keys, frames: int, sampling, prompt=None, mesh=None, chroma=None):
+    """`Decoder.stream` of these arguments (those of `generate_tokens`)."""
+    conditions = Conditions.of(config, text, text_mask, chroma)
+    return Decoder(config, sampling, mesh).stream(params, conditions, keys, frames, prompt)
 
 
-def _started(config, params, text, text_mask, keys, frames: int, sampling, prompt, mesh, chroma) -> dict:
-    """The state of `_start`, compiled, for `frames` frames of text states `text` padded to their bucket."""
-    return _start_jit(
-        config,
-        params,
-        *padded_text(text, text_mask),
-        _checked(config, chroma),
-        keys,
-        frame_bucket(frames),
-        sampling,
-        prompt,
-        mesh=mesh,
-    )
-
-
-def padded_text(text: jax.Array, text_mask: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
-    """`text [B, N, D]`, `text_mask [B, N]` zero-padded to N' = `length_bucket(N)` positions, and N (int32
-    []). The padding is masked (cross-attention: probabilities exactly 0; melody prefix: `LMModel.condition`'s
-    gap), so the tokens are the same and every prompt length in a bucket shares the compiled programs
-    (the text's keys are part of the loop's state)."""
-    pad = length_bucket(text.shape[1]) - text.shape[1]
-    return (jnp.pad(text, ((0, 0), (0, pad), (0, 0))), jnp.pad(text_mask, ((0, 0), (0, pad))), jnp.int32(text.shape[1]))
-
-
-def _checked(config: LMConfig, chroma):
-    if chroma is not None and not config.melody:
-        raise ValueError("this model has no melody conditioning (a text-to-music LM): chroma must be None")
-    if chroma is not None and chroma.shape[1:] != (config.chroma_frames, config.chroma_bins):
-        raise ValueError(f"chroma must be [B, {config.chroma_frames}, {config.chroma_bins}], got {chroma.shape}")
-    return chroma
-
-
-def _run_steps(config, params, sampling, frames, prompt_frames, state, first, stop):
-    """Steps `first..stop-1` of the decode loop (`first`, `stop` traced: one program for every range)."""
-    return lax.fori_loop(
-        first, stop, lambda s, st: _step(config, params, sampling, frames, prompt_frames, st, s), state
-    )
-
-
-_start_jit = jit_on_mesh(_start, ("config", "bucket", "sampling"))
-_run_steps_jit = jit_on_mesh(_run_steps, ("config", "sampling", "prompt_frames"), donate_argnames="state")
-_revert = jax.jit(pattern.revert, static_argnames="delays")
-
-
-def stream_tokens(
-    config: LMConfig,
-    params: Any,
-    text: jax.Array,
-    text_mask: jax.Array,
-    keys: jax.Array,
-    frames: int,
-    sampling: SamplingParams,
-    prompt: jax.Array | None = None,
-    mesh: Mesh | None = None,
-    chroma: jax.Array | None = None,
-) -> Iterator[jax.Array]:
-    """The same tokens as `generate_tokens`, yielded as each frame completes: `[B, K, 1]` per new frame
-    (after the prompt's), from a Python loop over the same compiled decode loop, one step a call."""
-    prompt_frames = _prompt_frames(prompt, frames)
-    delay = max(config.delays)
-    state = _started(config, params, text, text_mask, keys, frames, sampling, prompt, mesh, chroma)
-    for s in range(prompt_frames, pattern.num_steps(frames, config.delays) - 1):
-        state = _run_steps_jit(
-            config, params, sampling, jnp.int32(frames), prompt_frames, state, jnp.int32(s), jnp.int32(s + 1), mesh=mesh
-        )
-        frame = s - delay  # position s + 1 completes frame s - max_delay (its last codebook)
-        if frame >= prompt_frames:
-            window = lax.dynamic_slice_in_dim(state["sequence"], frame, delay + 2, axis=2)  # one frame's pattern
-            yield pattern.revert(window, config.delays)
+def lower_generate(config, params, text, text_mask, keys, frames: int, sampling, prompt=None, mesh=None, chroma=None):
+    """`Decoder.lower` of these arguments (those of `generate_tokens`; they may be `jax.ShapeDtypeStruct`s)."""
+    conditions = jax.eval_shape(lambda t, m, c: Conditions.of(config, t, m, c), text, text_mask, chroma)
+    return Decoder(config, sampling, mesh).lower(params, conditions, keys, frames, prompt)

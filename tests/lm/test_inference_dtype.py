@@ -79,11 +79,10 @@ def test_greedy_tokens(models, dtype):
 def test_the_decode_loop_computes_in_the_dtype(models, dtype):
     """The sampling loop's model runs in the parameters' dtype: its KV cache (the keys and values the layers'
     products give) is held in it; the logits it samples from stay float32 (checked above)."""
-    from musicgen_jax.sampling import SamplingParams, _started, row_keys
+    from musicgen_jax.sampling import Conditions, Decoder, SamplingParams, row_keys
 
     model = models[dtype]
     text, mask = model.text_encoder(PROMPTS)
-    state = _started(
-        model.lm_config, model.lm_params, text, mask, row_keys([0, 1]), 10, SamplingParams(), None, None, None
-    )
-    assert {x.dtype for x in jax.tree.leaves(state["cache"])} == {jnp.dtype(dtype)}
+    decoder = Decoder(model.lm_config, SamplingParams())
+    state = decoder.start(model.lm_params, Conditions.of(model.lm_config, text, mask), row_keys([0, 1]), 10)
+    assert {x.dtype for x in jax.tree.leaves(state.cache)} == {jnp.dtype(dtype)}
