@@ -19,7 +19,7 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 # audiocraft, the reference the audiocraft export is tested against: its sources only (its requirements
 # pin torch 2.1 and CUDA-only packages; tests/audiocraft_api.py stands in for the modules it does not use)
 $(VENV)/.installed-test: $(VENV)/.installed
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[train,test]'
 	$(PY) -m pip install -q --no-deps audiocraft==1.3.0
 	touch $@
 

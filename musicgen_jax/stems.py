@@ -11,12 +11,10 @@ import functools
 
 import numpy as np
 
+from musicgen_jax.extras import MissingExtraError
+
 DEMUCS_MODEL = "htdemucs"
 STEMS = ("vocals", "other")
-
-
-class MissingExtraError(ImportError):
-    """An optional dependency of the asked-for feature is not installed."""
 
 
 @functools.lru_cache(maxsize=1)

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "musicgen_jax"
 
 # Lowest first; a module belongs to the longest prefix listed. README's layer table says the same.
 LAYERS = [
-    ["config", "fileio", "audio", "checkpoint"],  # constants, files, audio I/O, checkpoint files and key maps
+    ["config", "extras", "fileio", "audio", "checkpoint"],  # constants, files, audio I/O, checkpoint files and key maps
     ["sharding"],  # meshes and the logical-axis rules
     ["codec", "text", "lm", "chroma", "stems"],  # the models, each with its weights' key map
     ["sampling", "components"],  # the decode loop; the three parts of a model and their converted directory

@@ -39,11 +39,11 @@ from tqdm.auto import tqdm
 
 from musicgen_jax.audio import AudioError, read_audio, to_pcm16, write_audio
 from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.extras import MissingExtraError
 from musicgen_jax.fileio import save_json, save_npy, slug
 from musicgen_jax.lm.model import INFERENCE_DTYPES
 from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, default_dtype, enable_compilation_cache
 from musicgen_jax.sampling import SamplingParams
-from musicgen_jax.stems import MissingExtraError
 
 MAX_DURATION = 300.0  # seconds a request may ask for (past the models' 30 s: windowed extension)
 MAX_VARIATIONS = 4  # variations of one prompt per request (one audio player each)

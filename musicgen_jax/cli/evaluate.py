@@ -11,6 +11,7 @@ import json
 import sys
 
 from musicgen_jax import evaluate as evaluation
+from musicgen_jax.extras import MissingExtraError
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,7 +53,7 @@ def main(argv=None) -> int:
             args.format,
             progress=not args.no_progress,
         )
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, MissingExtraError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if args.out:

@@ -7,12 +7,12 @@ import argparse
 import sys
 from pathlib import Path
 
-from musicgen_jax import stems
 from musicgen_jax.audio import AudioError
 from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.config import DATASET_INFO_FILE
 from musicgen_jax.data import prepare as preparing
 from musicgen_jax.data.prepare import Settings, merge, prepare
+from musicgen_jax.extras import MissingExtraError
 
 
 def summary(info: dict, out) -> str:
@@ -136,7 +136,7 @@ def main(argv=None) -> int:
                 args.melody_stems,
             )
             info, out = prepare(settings, args.out, args.batch_size, args.part, not args.no_progress), args.out
-    except (ValueError, CheckpointError, AudioError, stems.MissingExtraError) as e:
+    except (ValueError, CheckpointError, AudioError, MissingExtraError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if info is None:

@@ -23,11 +23,11 @@ from jax.sharding import Mesh
 
 from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, write_audio
 from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.extras import MissingExtraError
 from musicgen_jax.fileio import save_npy, slug
 from musicgen_jax.lm.model import INFERENCE_DTYPES
 from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, disable_compilation_cache, enable_compilation_cache
 from musicgen_jax.sharding import make_mesh, parse_mesh
-from musicgen_jax.stems import MissingExtraError
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -29,6 +29,7 @@ import numpy as np
 
 from musicgen_jax.config import DATASET_INFO_FILE
 from musicgen_jax.data.metadata import FIELDS
+from musicgen_jax.extras import require
 from musicgen_jax.fileio import atomic_file
 
 DATASET_NAME = "musicgen_tokens"
@@ -42,8 +43,7 @@ FLOAT_FIELDS = ("bpm",)
 def host_tensorflow():
     """TensorFlow, kept off the accelerators (as big_vision does): tf.data and TFDS run on the host CPU,
     the GPUs / TPUs belong to JAX."""
-    import tensorflow as tf
-
+    tf = require("tensorflow", "train", "token datasets (tf.data)")
     try:
         tf.config.set_visible_devices([], "GPU")
     except RuntimeError:  # already initialized (by an earlier call or the user): leave it as it is
@@ -54,7 +54,7 @@ def host_tensorflow():
 def features(num_codebooks: int, text_dim: int | None = None, chroma: bool = False):
     """The TFDS `FeaturesDict` of one example with `num_codebooks` codebooks (and T5 hidden states of
     width `text_dim`, when given; and chroma bins with `chroma`)."""
-    import tensorflow_datasets as tfds
+    tfds = require("tensorflow_datasets", "train", "token datasets (TFDS)")
 
     spec = {
         "codes": tfds.features.Tensor(shape=(num_codebooks, None), dtype=np.int16),
@@ -126,7 +126,7 @@ def write_tfds_metadata(
     chroma: bool = False,
 ) -> None:
     """TFDS's `dataset_info.json` and `features.json` for the shards already in `data_dir`."""
-    import tensorflow_datasets as tfds
+    tfds = require("tensorflow_datasets", "train", "token datasets (TFDS)")
 
     split_infos = [
         tfds.core.SplitInfo(name=split, shard_lengths=shard_lengths[split], num_bytes=shard_bytes[split])
@@ -199,7 +199,7 @@ def read_examples(data_dir: str | os.PathLike, split: str = "train", part: tuple
     with precomputed text, `text_embedding` float32 `[N, D]`, with chroma, `chroma` uint8 `[Fc]`.
     `part = (i, n)` reads only the examples `part_bounds` gives the i-th of n parts."""
     host_tensorflow()
-    import tensorflow_datasets as tfds
+    tfds = require("tensorflow_datasets", "train", "token datasets (TFDS)")
 
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; a prepared dataset has {', '.join(SPLITS)}")
