@@ -1,8 +1,10 @@
 """Device meshes and the one table that maps logical axis names to mesh axes (the t5x / MaxText pattern).
 
-Modules name the axes of their parameters (`nn.with_logical_partitioning`) and activations
-(`nn.with_logical_constraint`) with logical names; only `LOGICAL_RULES` says which mesh axis each
-name is split over, so one model runs on 1 CPU, 8 GPUs or a TPU pod by changing the mesh alone.
+Modules name the axes of their parameters (`nn.with_logical_partitioning`: `embed`, `mlp`, `heads`, ...)
+and of their activations (`nn.with_logical_constraint`: `activation_*`, MaxText's convention, the tuples
+below) with logical names; only the rules say which mesh axis each name is split over, so one model runs
+on 1 CPU, 8 GPUs or a TPU pod by changing the mesh alone. `LOGICAL_RULES` is the table; a run may
+override entries of it (`override_rules`, the experiment config's `logical_axis_rules`).
 
 The LM, the T5 encoder and the codec all name their axes by these rules: each model reads its specs off
 its `init` (`logical_specs`), `place` puts its parameters on a mesh, and `jit_on_mesh` traces a function
@@ -11,7 +13,7 @@ with its constraints bound to one.
 Mesh axes: `data` (batch), `fsdp` (batch, and parameters split along their model width, gathered
 for use), `tensor` (heads, feed-forward width, vocabulary). Rules are tried in order for each array
 and a mesh axis is used at most once per array, so an activation `[batch, length, embed]` splits
-its batch over data x fsdp and keeps `embed` whole, while a kernel `[embed, mlp]` splits over
+its batch over data x fsdp and keeps its width whole, while a kernel `[embed, mlp]` splits over
 fsdp x tensor. Names that match no rule are not split.
 """
 
@@ -30,13 +32,26 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 MESH_AXES = ("data", "fsdp", "tensor")
 
+# activation layouts, their axes named apart from the parameters'
+TOKENS = ("activation_batch", "activation_length", "activation_embed")  # [B, T, D]
+HEADS = ("activation_batch", "activation_heads", "activation_length", "activation_kv")  # [B, H, T, Dh], KV cache
+HIDDEN = ("activation_batch", "activation_length", "activation_mlp")  # [B, T, ffn] (feed-forward)
+LOGITS = ("activation_batch", None, "activation_length", "activation_vocab")  # [B, K, T, card]
+IDS = ("activation_batch", "activation_length")  # [B, N] token ids
+SIGNAL = ("activation_batch", None, "activation_length")  # [B, C or K, T] audio or codes
+
 LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
-    ("batch", ("data", "fsdp")),
+    ("activation_batch", ("data", "fsdp")),
+    ("activation_heads", "tensor"),
+    ("activation_mlp", "tensor"),
+    ("activation_vocab", "tensor"),
+    ("activation_length", None),
+    ("activation_embed", None),
+    ("activation_kv", None),
     ("heads", "tensor"),
     ("mlp", "tensor"),
     ("vocab", "tensor"),
     ("embed", "fsdp"),
-    ("length", None),
     ("kv", None),
     ("text_embed", None),
     ("chroma", None),
@@ -49,6 +64,30 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
     ("codebooks", None),
     ("bins", None),
 )
+
+
+def override_rules(overrides: Sequence[Sequence[Any]], rules=LOGICAL_RULES) -> tuple[tuple[str, Any], ...]:
+    """`rules` with the entries of `overrides` (`[(name, mesh axes)]`, e.g. `[("embed", None)]`) in place of
+    their names' (a new name is appended); ValueError for a mesh axis that is not one of `MESH_AXES`."""
+    overrides = {str(name): _axes(axes) for name, axes in overrides}
+    for name, axes in overrides.items():
+        unknown = [a for a in ((axes,) if isinstance(axes, str) else axes or ()) if a not in MESH_AXES]
+        if unknown:
+            raise ValueError(f"logical axis rule {name!r}: {unknown} not among the mesh axes {MESH_AXES}")
+    known = {name for name, _ in rules}
+    return tuple((name, overrides.get(name, axes)) for name, axes in rules) + tuple(
+        (name, axes) for name, axes in overrides.items() if name not in known
+    )
+
+
+def _axes(axes: Any) -> Any:
+    """A rule's mesh axes, hashable: None, a name, or a tuple of names."""
+    return tuple(axes) if isinstance(axes, (list, tuple)) else axes
+
+
+def mesh_axes(name: str, rules=LOGICAL_RULES) -> Any:
+    """The mesh axes of logical axis `name` by `rules` (its first rule)."""
+    return next(axes for rule, axes in rules if rule == name)
 
 
 def logical_specs(init: Callable[[], Any]) -> Any:

@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 from musicgen_jax.codec.quantizer import ResidualVectorQuantizer
 from musicgen_jax.codec.seanet import SEANetDecoder, SEANetEncoder
 from musicgen_jax.config import CodecConfig
-from musicgen_jax.sharding import jit_on_mesh, logical_specs, place
+from musicgen_jax.sharding import SIGNAL, jit_on_mesh, logical_specs, place
 
 Params = Any
 
@@ -78,7 +78,7 @@ def deinterleave_stereo(codes: jax.Array) -> jax.Array:
 
 def _split(x: jax.Array) -> jax.Array:
     """`[B, C or K, T]` split over the batch axes of the mesh in use (`sharding.activation_sharding`)."""
-    return nn.with_logical_constraint(x, ("batch", None, "length"))
+    return nn.with_logical_constraint(x, SIGNAL)
 
 
 def _encode_fn(config: CodecConfig, params: Params, wav: jax.Array, stereo: bool) -> jax.Array:

@@ -28,9 +28,7 @@ import jax.numpy as jnp
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm.transformer import (
     CACHE_BLOCK,
-    HEADS_AXES,
     NEG_INF,
-    TOKENS_AXES,
     DecoderLayer,
     Linear,
     cache_blocks,
@@ -39,7 +37,7 @@ from musicgen_jax.lm.transformer import (
     products,
     sinusoidal_embedding,
 )
-from musicgen_jax.sharding import logical_specs
+from musicgen_jax.sharding import HEADS, LOGITS, TOKENS, logical_specs
 
 _LAYER = re.compile(r"layers_(\d+)$")
 # What the backward pass keeps of each layer's forward (`jax.checkpoint` policies); the rest is recomputed.
@@ -102,7 +100,7 @@ class LMModel(nn.Module):
         if self.config.melody:
             prefix = jnp.concatenate([self.chroma_projection(chroma.astype(self.dtype)), projected], axis=1)
             gap = jnp.int32(0) if text_length is None else text.shape[1] - jnp.asarray(text_length, jnp.int32)
-            return {"prefix": nn.with_logical_constraint(jnp.roll(prefix, gap, axis=1), TOKENS_AXES), "gap": gap}
+            return {"prefix": nn.with_logical_constraint(jnp.roll(prefix, gap, axis=1), TOKENS), "gap": gap}
         bias = ((1.0 - text_mask.astype(jnp.float32)) * NEG_INF)[:, None, None, :]
         if self.scan_layers:
             _, kv = self._scan(lambda layer, c, _: (c, layer.cross_kv(c)), projected, None, in_axes=(0,))
@@ -126,7 +124,7 @@ class LMModel(nn.Module):
             x = jnp.concatenate([context["prefix"], x], axis=1)
         slots = first + jnp.arange(x.shape[1])
         x = x + sinusoidal_embedding(slots - gap, self.config.dim, self.config.max_period)[None].astype(x.dtype)
-        x = nn.with_logical_constraint(x, TOKENS_AXES)
+        x = nn.with_logical_constraint(x, TOKENS)
         keys = slots if cache is None else jnp.arange(cache_length(cache, self.scan_layers))
         visible = (keys[None, :] <= slots[:, None]) & (keys[None, :] >= gap)
         self_bias = jnp.where(visible, 0.0, NEG_INF)[None, None]
@@ -149,7 +147,7 @@ class LMModel(nn.Module):
             cache = None if cache is None else new_cache
         x = self.out_norm(x[:, x.shape[1] - t :])
         logits = jnp.stack(products(self.heads, x), axis=1).astype(jnp.float32)
-        return nn.with_logical_constraint(logits, ("batch", None, "length", "vocab")), cache
+        return nn.with_logical_constraint(logits, LOGITS), cache
 
     def __call__(
         self,
@@ -180,7 +178,7 @@ def init_cache(
     on every block."""
     sizes = cache_blocks(length, block)
     lead = (config.num_layers,) if scan_layers else ()
-    axes = ("layers",) * len(lead) + HEADS_AXES
+    axes = ("layers",) * len(lead) + HEADS
 
     def block(n: int) -> jax.Array:
         return nn.with_logical_constraint(jnp.zeros((*lead, batch, config.num_heads, n, config.head_dim), dtype), axes)

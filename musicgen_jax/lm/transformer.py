@@ -24,12 +24,11 @@ import numpy as np
 from jax import lax
 
 from musicgen_jax.config import LMConfig
+from musicgen_jax.sharding import HEADS, HIDDEN, TOKENS
 
 NEG_INF = float(np.finfo(np.float32).min)
 CACHE_BLOCK = 64  # positions in the KV cache's first block (`cache_blocks`)
 ROWS_AS_MATRIX = 128  # `Linear`: from this many rows, a 2-D `x W^T` product
-HEADS_AXES = ("batch", "heads", "length", "kv")  # [B, H, T, Dh] activations and the KV cache
-TOKENS_AXES = ("batch", "length", "embed")  # [B, T, D]
 
 
 _NORMAL = nn.initializers.normal(0.02)
@@ -137,7 +136,7 @@ class Attention(nn.Module):
         """`[B, T, D] -> [B, H, T, Dh]`."""
         b, t, _ = x.shape
         x = x.reshape(b, t, self.config.num_heads, self.config.head_dim).transpose(0, 2, 1, 3)
-        return nn.with_logical_constraint(x, HEADS_AXES)
+        return nn.with_logical_constraint(x, HEADS)
 
     def _query(self, q: jax.Array) -> jax.Array:
         return self._heads(q) * self.config.head_dim**-0.5
@@ -257,6 +256,6 @@ class DecoderLayer(nn.Module):
         if cross_kv is not None:
             cross_k, cross_v = cross_kv
             x = x + self.cross_attn(self.cross_attn.query(self.norm_cross(x)), [cross_k], [cross_v], cross_bias)
-        hidden = nn.with_logical_constraint(self.fc1(self.norm_ffn(x)), ("batch", "length", "mlp"))
+        hidden = nn.with_logical_constraint(self.fc1(self.norm_ffn(x)), HIDDEN)
         x = x + self.fc2(jax.nn.gelu(hidden, approximate=False))
-        return nn.with_logical_constraint(x, TOKENS_AXES), cache
+        return nn.with_logical_constraint(x, TOKENS), cache

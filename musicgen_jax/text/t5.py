@@ -9,7 +9,7 @@ Parameters (`{"params": ...}`):
   final_norm/scale               [d_model]
 
 Logical axes (`musicgen_jax.sharding`): kernels ("embed", "heads" | "mlp") and back, the embedding
-("vocab", "embed"), norm scales ("embed",); activations ("batch", "length", "embed").
+("vocab", "embed"), norm scales ("embed",); activations `sharding.TOKENS`.
 """
 
 from __future__ import annotations
@@ -22,10 +22,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from musicgen_jax.config import T5Config
-from musicgen_jax.sharding import logical_specs
+from musicgen_jax.sharding import IDS, TOKENS, logical_specs
 
 _dense_init = nn.initializers.normal(0.05)
-TOKENS_AXES = ("batch", "length", "embed")  # [B, N, d_model]
 
 
 def relative_position_buckets(length: int, num_buckets: int, max_distance: int) -> np.ndarray:
@@ -103,7 +102,7 @@ class T5Block(nn.Module):
         eps = self.config.layer_norm_epsilon
         x = x + SelfAttention(self.config, name="attention")(RMSNorm(eps, name="attention_norm")(x), bias)
         x = x + FeedForward(self.config, name="mlp")(RMSNorm(eps, name="mlp_norm")(x))
-        return nn.with_logical_constraint(x, TOKENS_AXES)
+        return nn.with_logical_constraint(x, TOKENS)
 
 
 class T5Encoder(nn.Module):
@@ -118,14 +117,14 @@ class T5Encoder(nn.Module):
     @nn.compact
     def __call__(self, ids: jax.Array, mask: jax.Array) -> jax.Array:
         c = self.config
-        ids = nn.with_logical_constraint(ids, ("batch", "length"))
+        ids = nn.with_logical_constraint(ids, IDS)
         x = nn.Embed(
             c.vocab_size,
             c.d_model,
             name="shared",
             embedding_init=nn.with_logical_partitioning(nn.initializers.normal(1.0), ("vocab", "embed")),
         )(ids)
-        x = nn.with_logical_constraint(x, TOKENS_AXES)
+        x = nn.with_logical_constraint(x, TOKENS)
         table = self.param(
             "relative_attention_bias",
             nn.with_logical_partitioning(_dense_init, (None, None)),
@@ -139,7 +138,7 @@ class T5Encoder(nn.Module):
         bias = position_bias + mask_bias
         for i in range(c.num_layers):
             x = T5Block(c, name=f"block_{i}")(x, bias)
-        return nn.with_logical_constraint(RMSNorm(c.layer_norm_epsilon, name="final_norm")(x), TOKENS_AXES)
+        return nn.with_logical_constraint(RMSNorm(c.layer_norm_epsilon, name="final_norm")(x), TOKENS)
 
 
 def param_specs(config: T5Config):

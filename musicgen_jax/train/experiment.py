@@ -18,6 +18,7 @@ import ml_collections
 from musicgen_jax.config import LMConfig, T5Config
 from musicgen_jax.data.metadata import AUDIOCRAFT_DEFAULTS, TextAugmentation
 from musicgen_jax.data.pipeline import PipelineConfig
+from musicgen_jax.sharding import override_rules
 from musicgen_jax.train.trainer import OptimConfig, StepConfig
 
 SAMPLE_PROMPTS = (
@@ -63,6 +64,8 @@ class RunConfig:
     mesh: Mapping[str, int] = dataclasses.field(  # -1: the remaining devices
         default_factory=lambda: {"data": -1, "fsdp": 1, "tensor": 1}
     )
+    # entries replacing those of `sharding.LOGICAL_RULES`, e.g. (("embed", None),): MaxText's logical_axis_rules
+    logical_axis_rules: tuple = ()
     melody: bool = False  # a melody model: conditioned on the chroma of each crop (a dataset of `prepare --chroma`)
     model: ModelSize = ModelSize()
 
@@ -144,6 +147,7 @@ def run_config(config: ml_collections.ConfigDict) -> RunConfig:
     values["model"] = ModelSize(**config.model)
     values["mesh"] = dict(config.mesh)
     values["sample_prompts"] = tuple(config.sample_prompts)
+    values["logical_axis_rules"] = tuple(tuple(rule) for rule in config.logical_axis_rules)
     return RunConfig(**values)
 
 
@@ -151,7 +155,13 @@ def step_config(config: ml_collections.ConfigDict, lm: LMConfig, t5: T5Config | 
     """The train step of `config` for the LM `lm` (and T5 `t5`, None with precomputed text states)."""
     optim = OptimConfig(**config.optim, total_steps=config.total_steps)
     return StepConfig(
-        lm, t5, optim, ema_decay=config.ema.decay, ema_every=config.ema.every, **{key: config[key] for key in STEP_KEYS}
+        lm,
+        t5,
+        optim,
+        ema_decay=config.ema.decay,
+        ema_every=config.ema.every,
+        rules=override_rules(config.logical_axis_rules),
+        **{key: config[key] for key in STEP_KEYS},
     )
 
 

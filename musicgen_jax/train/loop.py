@@ -32,7 +32,7 @@ from musicgen_jax.lm.model import stack_layers, stereo_from_mono
 from musicgen_jax.musicgen import load_components
 from musicgen_jax.sharding import make_mesh, shardings
 from musicgen_jax.text.encoder import T5TextEncoder
-from musicgen_jax.train.experiment import RunConfig, pipeline_config, run_config
+from musicgen_jax.train.experiment import RunConfig, default_config, pipeline_config, run_config
 from musicgen_jax.train.experiment import step_config as experiment_step_config
 from musicgen_jax.train.rundir import checkpoint_manager, ema_weights, run_lm_config
 from musicgen_jax.train.samples import Samples
@@ -133,7 +133,7 @@ class Evaluation:
         per_process = -(-total // jax.process_count())  # ceil divisions
         self.num_batches = -(-per_process // local)
         self.evaluate = compile_eval(step_config, mesh)
-        self.mesh, self.tokenizer, self.t5_params = mesh, tokenizer, t5_params
+        self.mesh, self.rules, self.tokenizer, self.t5_params = mesh, step_config.rules, tokenizer, t5_params
 
     def __call__(self, params, progress: bool = False) -> dict:
         from tqdm.auto import tqdm
@@ -148,7 +148,9 @@ class Evaluation:
             disable=not progress or jax.process_index() != 0,
         ):
             local.pop("valid")
-            sums, counts = jax.device_get(self.evaluate(params, global_batch(local, self.mesh), self.t5_params))
+            sums, counts = jax.device_get(
+                self.evaluate(params, global_batch(local, self.mesh, self.rules), self.t5_params)
+            )
             total, count = total + sums, count + counts
         ce = total / np.maximum(count, 1.0)
         return {"eval_loss": float(ce.mean()), **{f"eval_ppl_{k}": float(np.exp(v)) for k, v in enumerate(ce)}}
@@ -224,7 +226,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
     except (ValueError, TypeError) as e:
         raise TrainingError(f"bad config: {e}") from e
     manager = checkpoint_manager(workdir, run.keep_checkpoints)
-    state_sharding = shardings(state_specs(step_config), mesh)
+    state_sharding = shardings(state_specs(step_config), mesh, step_config.rules)
     latest = manager.latest_step()
     if latest is None:
         params = _initial_params(run, step_config, info)
@@ -278,7 +280,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
         for step in range(start, run.total_steps):
             local = next(batches)
             tokens += int(local["mask"][:, 0].sum()) * jax.process_count()
-            state, metrics = step_fn(state, global_batch(local, mesh), t5_params)
+            state, metrics = step_fn(state, global_batch(local, mesh, step_config.rules), t5_params)
             done = step + 1
             evaluate = evaluation and done % run.eval_every == 0
             if evaluate or done % run.log_every == 0 or done == run.total_steps:
@@ -401,7 +403,8 @@ def _restore(manager, step: int, config, step_config: StepConfig, state_sharding
         raise TrainingError(
             f"checkpoint {directory} is unreadable ({type(e).__name__}: {e}); remove it to resume from an earlier one"
         ) from e
-    saved = {k: v for k, v in meta["config"].items() if k not in _BINDING_EXCLUDED}
+    # a key the run's version did not have yet holds its default (one added later: logical_axis_rules)
+    saved = {**_binding(default_config()), **{k: v for k, v in meta["config"].items() if k not in _BINDING_EXCLUDED}}
     current = _binding(config)
     changed = sorted(k for k in set(saved) | set(current) if saved.get(k) != current.get(k))
     if changed:

@@ -30,11 +30,10 @@ from jax.sharding import NamedSharding, PartitionSpec
 
 from musicgen_jax.config import LMConfig, T5Config
 from musicgen_jax.lm.model import REMAT_POLICIES, LMModel, init_params, is_lora
-from musicgen_jax.sharding import activation_sharding, shardings
+from musicgen_jax.sharding import LOGICAL_RULES, activation_sharding, mesh_axes, shardings
 from musicgen_jax.text.t5 import T5Encoder
 from musicgen_jax.train.loss import mean_cross_entropy, nll_sums, training_sequences
 
-BATCH_AXES = ("data", "fsdp")  # mesh axes the batch is split over (the rules' "batch")
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -92,6 +91,7 @@ class StepConfig:
     compute_dtype: str = "float32"  # or "bfloat16": the LM computes in it, over float32 master weights
     lora_rank: int = 0  # > 0: only low-rank adapters of the layers' kernels train (optionally the text projection)
     lora_text_projection: bool = False
+    rules: tuple = LOGICAL_RULES  # logical axis -> mesh axes (`sharding.override_rules` of the experiment's)
 
     def __post_init__(self):
         if (
@@ -184,7 +184,7 @@ def init_state(config: StepConfig, seed: int, mesh, params: Any = None) -> dict:
     to fine-tune; with adapters, those stay fresh), created directly split over `mesh`."""
 
     def create(params):
-        with activation_sharding(mesh):
+        with activation_sharding(mesh, config.rules):
             state = nn.unbox(_boxed_state(config, jax.random.key(seed)))
             if params is not None:
                 params = _overlay(state["params"], params)
@@ -196,7 +196,7 @@ def init_state(config: StepConfig, seed: int, mesh, params: Any = None) -> dict:
                 }
             return state
 
-    return jax.jit(create, out_shardings=shardings(state_specs(config), mesh))(params)
+    return jax.jit(create, out_shardings=shardings(state_specs(config), mesh, config.rules))(params)
 
 
 def _ema(state: dict, params: Any, config: StepConfig) -> tuple[Any, jax.Array]:
@@ -253,7 +253,7 @@ def loss_fn(
 
 def train_step(state: dict, batch: dict, t5_params: Any, config: StepConfig, mesh=None) -> tuple[dict, dict]:
     """One optimizer step; returns the new state and the step's metrics (loss, ce [K], grad_norm, lr)."""
-    with activation_sharding(mesh):
+    with activation_sharding(mesh, config.rules):
         rng, dropout_key, melody_key = jax.random.split(jax.random.wrap_key_data(state["rng"]), 3)
         text = text_states(config, t5_params, batch)
         null = jax.random.bernoulli(dropout_key, config.cfg_dropout)
@@ -290,19 +290,19 @@ def train_step(state: dict, batch: dict, t5_params: Any, config: StepConfig, mes
     return new_state, metrics
 
 
-def batch_sharding(mesh) -> NamedSharding:
-    """Batch arrays: the leading axis split over data x fsdp."""
-    return NamedSharding(mesh, PartitionSpec(BATCH_AXES))
+def batch_sharding(mesh, rules=LOGICAL_RULES) -> NamedSharding:
+    """Batch arrays: the leading axis split as the activations' batch (data x fsdp by default)."""
+    return NamedSharding(mesh, PartitionSpec(mesh_axes("activation_batch", rules)))
 
 
 def compile_step(config: StepConfig, mesh):
     """`step(state, batch, t5_params) -> (state, metrics)`, jitted with the state's shardings in and out,
     the batch split over data x fsdp, T5 and the metrics replicated, and the state donated."""
-    state_sharding = shardings(state_specs(config), mesh)
+    state_sharding = shardings(state_specs(config), mesh, config.rules)
     replicated = NamedSharding(mesh, PartitionSpec())
     return jax.jit(
         functools.partial(train_step, config=config, mesh=mesh),
-        in_shardings=(state_sharding, batch_sharding(mesh), replicated),
+        in_shardings=(state_sharding, batch_sharding(mesh, config.rules), replicated),
         out_shardings=(state_sharding, replicated),
         donate_argnums=0,
     )
@@ -310,23 +310,23 @@ def compile_step(config: StepConfig, mesh):
 
 def eval_step(params: Any, batch: dict, t5_params: Any, config: StepConfig, mesh=None) -> tuple[jax.Array, jax.Array]:
     """`(nll sum [K], count [K])` of `params` (the EMA weights) on a batch, with its real text."""
-    with activation_sharding(mesh):
+    with activation_sharding(mesh, config.rules):
         text = text_states(config, t5_params, batch)
         return _nll_sums(params, config, batch, text, batch["text_mask"], melody_condition(config, batch, False))
 
 
 def compile_eval(config: StepConfig, mesh):
     """`evaluate(params, batch, t5_params) -> (nll sum [K], count [K])`, jitted like `compile_step`."""
-    param_sharding = shardings(state_specs(config)["params"], mesh)
+    param_sharding = shardings(state_specs(config)["params"], mesh, config.rules)
     replicated = NamedSharding(mesh, PartitionSpec())
     return jax.jit(
         functools.partial(eval_step, config=config, mesh=mesh),
-        in_shardings=(param_sharding, batch_sharding(mesh), replicated),
+        in_shardings=(param_sharding, batch_sharding(mesh, config.rules), replicated),
         out_shardings=replicated,
     )
 
 
-def global_batch(local: dict, mesh) -> dict:
+def global_batch(local: dict, mesh, rules=LOGICAL_RULES) -> dict:
     """This process's part of the batch (numpy, `[B / processes, ...]`) -> global arrays split over the mesh."""
-    sharding = batch_sharding(mesh)
+    sharding = batch_sharding(mesh, rules)
     return {name: jax.make_array_from_process_local_data(sharding, value) for name, value in local.items()}

@@ -7,11 +7,14 @@ import dataclasses
 import importlib
 from pathlib import Path
 
+import flax.linen as nn
 import pytest
+from jax.sharding import PartitionSpec
 
 from musicgen_jax.config import LMConfig
+from musicgen_jax.sharding import LOGICAL_RULES
 from musicgen_jax.train import experiment
-from musicgen_jax.train.trainer import COMPUTE_DTYPES, OptimConfig, StepConfig
+from musicgen_jax.train.trainer import COMPUTE_DTYPES, OptimConfig, StepConfig, state_specs
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = {  # name -> (dim, layers, max_norm, cfg_dropout, word_dropout, melody_dropout)
@@ -57,8 +60,9 @@ def test_config_keys_and_step(name):
     step = experiment.step_config(config, lm, None)
     assert step.optim == OptimConfig(**config.optim, total_steps=config.total_steps)
     assert (step.ema_decay, step.ema_every) == (config.ema.decay, config.ema.every)
+    assert step.rules == LOGICAL_RULES  # no override
     assert all(getattr(step, key) == config[key] for key in experiment.STEP_KEYS)
-    passed = {"lm", "t5", "optim", "ema_decay", "ema_every", *experiment.STEP_KEYS}
+    passed = {"lm", "t5", "optim", "ema_decay", "ema_every", "rules", *experiment.STEP_KEYS}
     assert {f.name for f in dataclasses.fields(StepConfig)} == passed  # every setting of the step is the config's
     pipeline = experiment.pipeline_config(config, 4, 0)
     assert (pipeline.frames, pipeline.word_dropout, pipeline.text_lengths) == (
@@ -140,3 +144,22 @@ def test_model_configs_hold_the_recipe(name):
     assert config.melody == (melody_dropout > 0)
     assert (config.batch_size, config.frames, config.total_steps) == (192, 1500, 1_000_000)
     assert (config.ema.decay, config.ema.every, config.compute_dtype) == (0.99, 10, "bfloat16")
+
+
+def test_logical_axis_rules_override_entries_of_the_table():
+    """`config.logical_axis_rules` replaces the named entries of `LOGICAL_RULES` (MaxText's
+    `logical_axis_rules`), in the step's state shardings too; an unknown mesh axis is named."""
+    config = load("debug")
+    config.logical_axis_rules = (("mlp", None), ("embed", ("fsdp", "tensor")))
+    step = experiment.step_config(config, LMConfig(dim=32, num_heads=2, num_layers=1, ffn_dim=64, card=16), None)
+    rules = dict(step.rules)
+    assert rules["mlp"] is None and rules["embed"] == ("fsdp", "tensor") and len(step.rules) == len(LOGICAL_RULES)
+    assert {k: v for k, v in rules.items() if k not in ("mlp", "embed")} == {
+        k: v for k, v in LOGICAL_RULES if k not in ("mlp", "embed")
+    }
+    fc1 = state_specs(step)["params"]["params"]["layers_0"]["fc1"]["kernel"]  # ("mlp", "embed")
+    assert nn.logical_to_mesh_axes(fc1, step.rules) == PartitionSpec(None, ("fsdp", "tensor"))
+    assert nn.logical_to_mesh_axes(fc1, LOGICAL_RULES) == PartitionSpec("tensor", "fsdp")
+    config.logical_axis_rules = (("mlp", "model"),)
+    with pytest.raises(ValueError, match=r"logical axis rule 'mlp': \['model'\] not among the mesh axes"):
+        experiment.step_config(config, LMConfig(), None)
