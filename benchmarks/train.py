@@ -275,13 +275,13 @@ class JaxTrainer:
         encode = jax.jit(lambda t5, b: text_states(config, t5, b))
         text = encode(self.t5, batch)
         grad = jax.jit(lambda p, b, t: jax.value_and_grad(loss_fn, has_aux=True)(p, config, b, t, b["text_mask"]))
-        grads = grad(state["params"], batch, text)[1]
+        grads = grad(state.params, batch, text)[1]
         optimizer = config.optim.optimizer()
         update = jax.jit(lambda g, o, p: optax.apply_updates(p, optimizer.update(g, o, p)[0]))
         return {
             "text": lambda: jax.block_until_ready(encode(self.t5, batch)),
-            "lm": lambda: jax.block_until_ready(grad(state["params"], batch, text)),
-            "update": lambda: jax.block_until_ready(update(grads, state["opt_state"], state["params"])),
+            "lm": lambda: jax.block_until_ready(grad(state.params, batch, text)),
+            "update": lambda: jax.block_until_ready(update(grads, state.opt_state, state.params)),
         }
 
     def step(self) -> dict:
@@ -615,16 +615,18 @@ def _memory_worker(
     out = {
         "device_count": jax.device_count(),
         "platform": jax.devices()[0].platform,
-        "param_count": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])),
+        "param_count": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes.params)),
         "global_state": {
-            part: sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(shapes[part]))
+            part: sum(int(np.prod(x.shape)) * x.dtype.itemsize for x in jax.tree.leaves(getattr(shapes, part)))
             for part in ("params", "opt_state", "ema")
         },
         "state": {
             n: {
                 part: sum(
                     int(np.prod(h.shard_shape(x.shape))) * x.dtype.itemsize
-                    for x, h in zip(jax.tree.leaves(shapes[part]), jax.tree.leaves(sharding[part]), strict=True)
+                    for x, h in zip(
+                        jax.tree.leaves(getattr(shapes, part)), jax.tree.leaves(getattr(sharding, part)), strict=True
+                    )
                 )
                 for part in ("params", "opt_state", "ema")
             }
@@ -949,17 +951,15 @@ def _finetune_worker(out_path: str, frames: int, text: int, rank: int) -> None:
                 shapes,
                 shardings(state_specs(config), mesh),
             )
-            trainable = [
-                x for path, x in jax.tree_util.tree_leaves_with_path(shapes["params"]) if config.trainable(path)
-            ]
+            trainable = [x for path, x in jax.tree_util.tree_leaves_with_path(shapes.params) if config.trainable(path)]
             start = time.perf_counter()
             m = compile_step(config, mesh).lower(state, batch, {}).compile().memory_analysis()
             res = {
                 "compile": time.perf_counter() - start,
                 "available": m is not None,
-                "param_count": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])),
+                "param_count": sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes.params)),
                 "trainable_count": sum(int(np.prod(x.shape)) for x in trainable),
-                "state": {part: _nbytes(shapes[part]) for part in ("params", "opt_state", "ema")},
+                "state": {part: _nbytes(getattr(shapes, part)) for part in ("params", "opt_state", "ema")},
             }
             if m is not None:
                 res.update({f.replace("_size_in_bytes", ""): int(getattr(m, f, -1)) for f in fields})

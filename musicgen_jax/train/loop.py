@@ -234,7 +234,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
     else:
         state, meta = _restore(manager, latest, config, step_config, state_sharding)
         parts = meta["data"]["parts"]
-    start = int(jax.device_get(state["step"]))
+    start = int(jax.device_get(state.step))
     batches = _TrainData(config, parts, start, text_encoder.tokenizer, _chroma_frames(step_config))
     step_fn = compile_step(step_config, mesh)
     t5_params = {} if run.text_embeddings else text_encoder.params
@@ -297,11 +297,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
                 tick, tokens = now, 0
                 _check_finite(done, values, manager.latest_step())
                 if evaluate:
-                    last.update(evaluation(ema_weights(state)))
+                    last.update(evaluation(ema_weights(state.params, state.ema)))
                 metrics_file.write(last)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
             if samples and done % run.generate_every == 0:
-                samples(done, ema_weights(state))
+                samples(done, ema_weights(state.params, state.ema))
             bar.update()
             if done % run.checkpoint_every == 0 or done == run.total_steps or stop.requested:
                 _check_finite(done, metrics, manager.latest_step())
@@ -422,8 +422,8 @@ def _restore(manager, step: int, config, step_config: StepConfig, state_sharding
             f"checkpoint {directory} is unreadable ({type(e).__name__}: {e}); remove it to resume from an earlier one"
         ) from e
     state = restored["state"]
-    if int(jax.device_get(state["step"])) != step:
-        raise TrainingError(f"checkpoint {directory} holds step {int(jax.device_get(state['step']))}, not {step}")
+    if int(jax.device_get(state.step)) != step:
+        raise TrainingError(f"checkpoint {directory} holds step {int(jax.device_get(state.step))}, not {step}")
     return state, meta
 
 

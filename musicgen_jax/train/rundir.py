@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import jax
 from flax.traverse_util import flatten_dict, unflatten_dict
@@ -82,10 +82,10 @@ def is_run(path: Path) -> bool:
         return manager.latest_step() is not None
 
 
-def ema_weights(state: dict):
-    """The EMA weights of the whole model (`{"params": ...}`) from a run's state: its EMA over its
-    parameters (with adapters the EMA holds only the trained ones, the frozen weights are the parameters)."""
-    return unflatten_dict({**flatten_dict(state["params"]), **flatten_dict(state["ema"])})
+def ema_weights(params: Any, ema: Any):
+    """The EMA weights of the whole model (`{"params": ...}`) from a run's parameters and their EMA (with
+    adapters the EMA holds only the trained ones, the frozen weights are the parameters)."""
+    return unflatten_dict({**flatten_dict(params), **flatten_dict(ema)})
 
 
 def load_run(workdir: str | os.PathLike) -> Components:
@@ -107,7 +107,7 @@ def load_run(workdir: str | os.PathLike) -> Components:
         except (OSError, KeyError, ValueError) as e:
             raise CheckpointError(f"cannot read the run checkpoint {directory}: {type(e).__name__} {e}") from e
     text_encoder = T5TextEncoder.from_pretrained(config["text_encoder"])
-    params = jax.device_get(ema_weights(state))
+    params = jax.device_get(ema_weights(state["params"], state["ema"]))  # restored as a dict
     if config.get("lora_rank"):
         params = jax.device_get(merge_lora(params))
     if config.get("scan_layers"):

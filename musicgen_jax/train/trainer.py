@@ -1,13 +1,12 @@
 """The sharded train step of the LM (the `musicgen_jax.lm` model sampling uses) over token batches.
 
-State (a pytree, every array split by the logical rules of `musicgen_jax.sharding`): `step`, `params`
-(float32 master weights), `opt_state` (AdamW moments, split like the parameters: FSDP), `ema`
-(audiocraft's unbiased EMA, updated every `ema_every` steps, of the trained parameters: with adapters
-only theirs, a frozen weight's average being itself; `rundir.ema_weights`: the whole model) with
-`ema_count`, and `rng` (the run's PRNG key data). The LM computes in `compute_dtype` (bfloat16: the
-float32 weights cast in the forward pass, their gradients float32; the loss in float32), optionally
-rematerialized per layer (`remat`). One `jax.jit` step with explicit in / out shardings and the state
-donated: frozen T5 states of the batch's tokens (or the precomputed ones), classifier-free guidance dropout
+State (`TrainState`, every array split by the logical rules of `musicgen_jax.sharding`): the float32
+master weights, AdamW moments split like them (FSDP), audiocraft's unbiased EMA, updated every `ema_every`
+steps, of the trained parameters (with adapters only theirs, a frozen weight's average being itself;
+`rundir.ema_weights`: the whole model) with its count, and the run's PRNG key data. The LM computes in
+`compute_dtype` (bfloat16: the float32 weights cast in the forward pass, their gradients float32; the loss
+in float32), optionally rematerialized per layer (`remat`). One `jax.jit` step with explicit in / out shardings and
+the state donated: frozen T5 states of the batch's tokens (or the precomputed ones), classifier-free guidance dropout
 (with probability `cfg_dropout` the whole batch gets the null text, and the null chroma, audiocraft's
 `ClassifierFreeGuidanceDropout`), melody models' melody dropout (`melody_dropout`: the null chroma for
 the whole batch, audiocraft's `AttributeDropout` on `self_wav`; audiocraft's null melody is the chroma
@@ -25,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+from flax import struct
 from flax.traverse_util import flatten_dict, unflatten_dict
 from jax.sharding import NamedSharding, PartitionSpec
 
@@ -35,6 +35,18 @@ from musicgen_jax.text.t5 import T5Encoder
 from musicgen_jax.train.loss import mean_cross_entropy, nll_sums, training_sequences
 
 COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+
+
+@struct.dataclass
+class TrainState:
+    """The train step's state, every array split by the logical rules (Orbax saves it as a dict of its fields)."""
+
+    step: jax.Array  # int32 []: steps done
+    params: Any  # {"params": ...} float32 master weights
+    opt_state: Any  # optax state: AdamW moments split like their parameters (with adapters: theirs only)
+    ema: Any  # audiocraft's unbiased EMA of the trained parameters (with adapters: theirs only)
+    ema_count: jax.Array  # float32 []: the EMA's count (`count * decay + 1` per update)
+    rng: jax.Array  # uint32 [2]: the run's PRNG key data
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,7 +153,7 @@ class StepConfig:
         )
 
 
-def _boxed_state(config: StepConfig, key: jax.Array) -> dict:
+def _boxed_state(config: StepConfig, key: jax.Array) -> TrainState:
     """The initial state with the parameters (and the moments derived from them) boxed with their
     logical axes (`nn.Partitioned`)."""
     init_key, rng = jax.random.split(key)
@@ -149,14 +161,14 @@ def _boxed_state(config: StepConfig, key: jax.Array) -> dict:
     # AdamW moments split like their parameters (initialized from the boxed ones); with adapters, whose
     # masked optimizer state does not keep the boxes' structure, from the plain arrays: replicated (small)
     opt_state = config.optimizer().init(nn.unbox(params) if config.lora_rank else params)
-    return {
-        "step": jnp.zeros((), jnp.int32),
-        "params": params,
-        "opt_state": opt_state,
-        "ema": config.trained(params),
-        "ema_count": jnp.zeros((), jnp.float32),
-        "rng": jax.random.key_data(rng),
-    }
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        opt_state=opt_state,
+        ema=config.trained(params),
+        ema_count=jnp.zeros((), jnp.float32),
+        rng=jax.random.key_data(rng),
+    )
 
 
 def state_specs(config: StepConfig) -> Any:
@@ -179,7 +191,7 @@ def _overlay(fresh: Any, given: Any) -> Any:
     return unflatten_dict({**fresh, **given})
 
 
-def init_state(config: StepConfig, seed: int, mesh, params: Any = None) -> dict:
+def init_state(config: StepConfig, seed: int, mesh, params: Any = None) -> TrainState:
     """A fresh state from `seed` (random parameters, or the given `params`, e.g. a converted checkpoint's,
     to fine-tune; with adapters, those stay fresh), created directly split over `mesh`."""
 
@@ -187,28 +199,25 @@ def init_state(config: StepConfig, seed: int, mesh, params: Any = None) -> dict:
         with activation_sharding(mesh, config.rules):
             state = nn.unbox(_boxed_state(config, jax.random.key(seed)))
             if params is not None:
-                params = _overlay(state["params"], params)
-                state = {
-                    **state,
-                    "params": params,
-                    "opt_state": config.optimizer().init(params),
-                    "ema": config.trained(params),
-                }
+                params = _overlay(state.params, params)
+                state = state.replace(
+                    params=params, opt_state=config.optimizer().init(params), ema=config.trained(params)
+                )
             return state
 
     return jax.jit(create, out_shardings=shardings(state_specs(config), mesh, config.rules))(params)
 
 
-def _ema(state: dict, params: Any, config: StepConfig) -> tuple[Any, jax.Array]:
+def _ema(state: TrainState, params: Any, config: StepConfig) -> tuple[Any, jax.Array]:
     """audiocraft's unbiased EMA (`count = count * decay + 1`, weight `1 / count`) of the trained
     parameters every `ema_every` steps (a `lax.cond`: the other steps do not touch the EMA's memory)."""
 
     def blend():
-        count = state["ema_count"] * config.ema_decay + 1.0
+        count = state.ema_count * config.ema_decay + 1.0
         weight = 1.0 / count
-        return jax.tree.map(lambda e, p: e * (1.0 - weight) + p * weight, state["ema"], config.trained(params)), count
+        return jax.tree.map(lambda e, p: e * (1.0 - weight) + p * weight, state.ema, config.trained(params)), count
 
-    return jax.lax.cond((state["step"] + 1) % config.ema_every == 0, blend, lambda: (state["ema"], state["ema_count"]))
+    return jax.lax.cond((state.step + 1) % config.ema_every == 0, blend, lambda: (state.ema, state.ema_count))
 
 
 def text_states(config: StepConfig, t5_params: Any, batch: dict) -> jax.Array:
@@ -251,10 +260,12 @@ def loss_fn(
     return mean_cross_entropy(*_nll_sums(params, config, batch, text, text_mask, chroma))
 
 
-def train_step(state: dict, batch: dict, t5_params: Any, config: StepConfig, mesh=None) -> tuple[dict, dict]:
+def train_step(
+    state: TrainState, batch: dict, t5_params: Any, config: StepConfig, mesh=None
+) -> tuple[TrainState, dict]:
     """One optimizer step; returns the new state and the step's metrics (loss, ce [K], grad_norm, lr)."""
     with activation_sharding(mesh, config.rules):
-        rng, dropout_key, melody_key = jax.random.split(jax.random.wrap_key_data(state["rng"]), 3)
+        rng, dropout_key, melody_key = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
         text = text_states(config, t5_params, batch)
         null = jax.random.bernoulli(dropout_key, config.cfg_dropout)
         no_melody = null | jax.random.bernoulli(melody_key, config.melody_dropout)
@@ -267,26 +278,19 @@ def train_step(state: dict, batch: dict, t5_params: Any, config: StepConfig, mes
             )
             return loss_fn(params, config, batch, text, text_mask, chroma)
 
-        (loss, ce), grads = jax.value_and_grad(frozen_loss, has_aux=True)(state["params"])
-        updates, opt_state = config.optimizer().update(grads, state["opt_state"], state["params"])
-        params = optax.apply_updates(state["params"], updates)
+        (loss, ce), grads = jax.value_and_grad(frozen_loss, has_aux=True)(state.params)
+        updates, opt_state = config.optimizer().update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
         ema, ema_count = _ema(state, params, config)
     metrics = {
         "loss": loss,
         "ce": ce,
         "grad_norm": optax.tree.norm(grads),
-        "lr": config.optim.schedule()(state["step"]),
+        "lr": config.optim.schedule()(state.step),
         "null_text": null,
         "null_melody": no_melody,
     }
-    new_state = {
-        "step": state["step"] + 1,
-        "params": params,
-        "opt_state": opt_state,
-        "ema": ema,
-        "ema_count": ema_count,
-        "rng": jax.random.key_data(rng),
-    }
+    new_state = TrainState(state.step + 1, params, opt_state, ema, ema_count, jax.random.key_data(rng))
     return new_state, metrics
 
 
@@ -317,7 +321,7 @@ def eval_step(params: Any, batch: dict, t5_params: Any, config: StepConfig, mesh
 
 def compile_eval(config: StepConfig, mesh):
     """`evaluate(params, batch, t5_params) -> (nll sum [K], count [K])`, jitted like `compile_step`."""
-    param_sharding = shardings(state_specs(config)["params"], mesh, config.rules)
+    param_sharding = shardings(state_specs(config).params, mesh, config.rules)
     replicated = NamedSharding(mesh, PartitionSpec())
     return jax.jit(
         functools.partial(eval_step, config=config, mesh=mesh),

@@ -28,7 +28,7 @@ def run(config, components, mesh, data):
     state = init_state(config, 0, mesh, components.lm_params)
     t5 = components.text_encoder.params
     state, metrics = step(state, global_batch(data, mesh), t5)
-    params = jax.tree.leaves(jax.device_get(state["params"]))
+    params = jax.tree.leaves(jax.device_get(state.params))
     return float(metrics["loss"]), params, state, step
 
 
@@ -52,14 +52,14 @@ def main(directory: str):
     }
     for name, mesh in (("fsdp", make_mesh(data=2, fsdp=4)), ("tensor", make_mesh(data=2, tensor=4))):
         got, got_params, state, step = run(config, components, mesh, data)
-        kernel = state["params"]["params"]["layers_0"]["fc1"]["kernel"]
-        moment = state["opt_state"][1][0].mu["params"]["layers_0"]["fc1"]["kernel"]
+        kernel = state.params["params"]["layers_0"]["fc1"]["kernel"]
+        moment = state.opt_state[1][0].mu["params"]["layers_0"]["fc1"]["kernel"]
         out[name] = {
             "loss": got,
             "param_rel": max(float(np.linalg.norm(a - b) / np.linalg.norm(b)) for a, b in zip(got_params, params)),
             "kernel_shard": list(kernel.sharding.shard_shape(kernel.shape)),
             "moment_shard": list(moment.sharding.shard_shape(moment.shape)),
-            "ema_shard": list(state["ema"]["params"]["layers_0"]["fc1"]["kernel"].sharding.shard_shape(kernel.shape)),
+            "ema_shard": list(state.ema["params"]["layers_0"]["fc1"]["kernel"].sharding.shard_shape(kernel.shape)),
         }
     print(json.dumps(out))
 

@@ -26,7 +26,7 @@ def step(cfg_dropout: float, melody_dropout: float):
     )
     mesh = make_mesh(devices=jax.devices()[:1])
     state = init_state(config, 0, mesh)
-    before = jax.device_get(state["params"]["params"])
+    before = jax.device_get(state.params["params"])
     rng = np.random.default_rng(0)
     batch = {
         "codes": rng.integers(0, MELODY.card, (2, 4, 8)).astype(np.int32),
@@ -36,7 +36,7 @@ def step(cfg_dropout: float, melody_dropout: float):
         "chroma": np.tile(np.arange(1, 7, dtype=np.int32), (2, 1)),
     }  # bins 1..6, never 0
     state, metrics = compile_step(config, mesh)(state, batch, {})
-    after = jax.device_get(state["params"]["params"])
+    after = jax.device_get(state.params["params"])
     return (
         jax.device_get(metrics),
         before["chroma_projection"]["kernel"],

@@ -157,7 +157,7 @@ def test_logical_axis_rules_override_entries_of_the_table():
     assert {k: v for k, v in rules.items() if k not in ("mlp", "embed")} == {
         k: v for k, v in LOGICAL_RULES if k not in ("mlp", "embed")
     }
-    fc1 = state_specs(step)["params"]["params"]["layers_0"]["fc1"]["kernel"]  # ("mlp", "embed")
+    fc1 = state_specs(step).params["params"]["layers_0"]["fc1"]["kernel"]  # ("mlp", "embed")
     assert nn.logical_to_mesh_axes(fc1, step.rules) == PartitionSpec(None, ("fsdp", "tensor"))
     assert nn.logical_to_mesh_axes(fc1, LOGICAL_RULES) == PartitionSpec("tensor", "fsdp")
     config.logical_axis_rules = (("mlp", "model"),)

@@ -213,7 +213,9 @@ def test_lora_finetuning_starts_from_the_checkpoint_and_loads_merged(hf_musicgen
     )
     assert all(is_lora(path) for path in flatten_dict(state["ema"])) and flatten_dict(state["ema"])
     model = MusicGen.get_pretrained(str(lora_run))
-    for a, b in zip(jax_leaves(model.lm_params), jax_leaves(merge_lora(ema_weights(state))), strict=True):
+    for a, b in zip(
+        jax_leaves(model.lm_params), jax_leaves(merge_lora(ema_weights(state["params"], state["ema"]))), strict=True
+    ):
         assert np.isfinite(a).all()
         np.testing.assert_array_equal(a, b)
 
@@ -281,5 +283,9 @@ def test_hf_export_of_a_lora_run_gives_the_adapted_logits(lora_run, tmp_path):
     components = load_run(lora_run)
     text = encode_ids(components.text_encoder.config, components.text_encoder.params, ids, mask)
     state = ocp.StandardCheckpointer().restore(lora_run / "checkpoints" / str(STEPS) / "state")
-    adapted = np.asarray(LMModel(components.lm_config, lora_rank=4).apply(ema_weights(state), sequence, text, mask))
+    adapted = np.asarray(
+        LMModel(components.lm_config, lora_rank=4).apply(
+            ema_weights(state["params"], state["ema"]), sequence, text, mask
+        )
+    )
     assert rel_max(hf_logits(model, ids, mask, sequence), adapted) < 1e-5

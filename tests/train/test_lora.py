@@ -71,12 +71,12 @@ def test_a_step_trains_only_the_adapters(text_projection):
         "text_embeddings": rng.normal(size=(2, 3, 8)).astype(np.float32),
         "text_mask": np.ones((2, 3), np.int32),
     }
-    before = flatten_dict(jax.device_get(state["params"]))
+    before = flatten_dict(jax.device_get(state.params))
     state, _ = compile_step(config, mesh)(state, batch, {})
-    after = flatten_dict(jax.device_get(state["params"]))
+    after = flatten_dict(jax.device_get(state.params))
     moved = {"/".join(p[1:]) for p in before if not np.array_equal(before[p], after[p])}
     adapters = {"/".join(p[1:]) for p in before if p[-1].startswith("lora_")}
     projection = {"text_projection/kernel", "text_projection/bias"} if text_projection else set()
     assert moved == adapters | projection and len(adapters) == 2 * 2 * 10  # 10 adapted kernels per layer
-    moments = sum(x.size for x in jax.tree.leaves(state["opt_state"]) if x.ndim)
+    moments = sum(x.size for x in jax.tree.leaves(state.opt_state) if x.ndim)
     assert moments == 2 * sum(before[p].size for p in before if "/".join(p[1:]) in adapters | projection)

@@ -132,17 +132,17 @@ def test_bfloat16_step_keeps_float32_state():
     )
     mesh = make_mesh(devices=jax.devices()[:1])
     state = init_state(config, 0, mesh)
-    before = jax.device_get(state["params"])
+    before = jax.device_get(state.params)
     data, text, text_mask = batch()
     state, metrics = compile_step(config, mesh)(state, {**data, "text_embeddings": text, "text_mask": text_mask}, {})
     dtypes = {
         x.dtype
         for part in ("params", "opt_state", "ema")
-        for x in jax.tree.leaves(state[part])
+        for x in jax.tree.leaves(getattr(state, part))
         if jnp.issubdtype(x.dtype, jnp.floating)
     }
     assert dtypes == {jnp.dtype(jnp.float32)}
-    assert np.isfinite(float(metrics["loss"])) and relative(state["params"], before) > 1e-4
+    assert np.isfinite(float(metrics["loss"])) and relative(state.params, before) > 1e-4
 
 
 @pytest.mark.parametrize("field, value", [("remat", "some"), ("compute_dtype", "float16")])

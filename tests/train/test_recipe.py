@@ -113,10 +113,10 @@ def trajectory():
     config = StepConfig(TEXT, None, optim, cfg_dropout=0.0, ema_decay=0.7, ema_every=2)
     mesh = make_mesh(devices=jax.devices()[:1])
     state, step = init_state(config, 0, mesh), compile_step(config, mesh)
-    initial_ema = flat(state["ema"])
+    initial_ema = flat(state.ema)
     steps = []
     for i in range(6):
-        params, batch = jax.device_get(state["params"]), tiny_batch(TEXT, i)
+        params, batch = jax.device_get(state.params), tiny_batch(TEXT, i)
         state, metrics = step(state, batch, {})
         steps.append((params, batch, jax.device_get(metrics)))
     return config, initial_ema, steps, jax.device_get(state)
@@ -138,7 +138,7 @@ def test_a_step_applies_clipped_adamw_to_the_loss_gradient(trajectory):
         assert norm > 2 * config.optim.max_norm  # clipped
         assert float(metrics["grad_norm"]) == pytest.approx(norm, rel=1e-4)
         assert float(metrics["lr"]) == pytest.approx(expected_lr(config.optim, i), rel=1e-5, abs=1e-12)
-        after = flat(steps[i + 1][0]) if i + 1 < len(steps) else flat(last["params"])
+        after = flat(steps[i + 1][0]) if i + 1 < len(steps) else flat(last.params)
         for k, update in reference.update(grads, params).items():
             np.testing.assert_allclose(after[k] - params[k], update, rtol=1e-3, atol=1e-7, err_msg=f"step {i} {k}")
 
@@ -147,15 +147,15 @@ def test_the_ema_is_audiocrafts_unbiased_average_every_ema_every_steps(trajector
     """`count = count * decay + 1`, `ema += (params - ema) / count` after steps 2, 4 and 6 (the parameters
     after the step), untouched after the others; the first blend (count 1) is the parameters themselves."""
     config, ema, steps, last = trajectory
-    after = [flat(params) for params, _, _ in steps[1:]] + [flat(last["params"])]
+    after = [flat(params) for params, _, _ in steps[1:]] + [flat(last.params)]
     count = 0.0
     ema = {k: v.astype(np.float64) for k, v in ema.items()}
     for i, params in enumerate(after):
         if (i + 1) % config.ema_every == 0:
             count = count * config.ema_decay + 1
             ema = {k: e + (params[k] - e) / count for k, e in ema.items()}
-    assert float(last["ema_count"]) == pytest.approx(1 + 0.7 + 0.49, rel=1e-6) == count
-    got = flat(last["ema"])
+    assert float(last.ema_count) == pytest.approx(1 + 0.7 + 0.49, rel=1e-6) == count
+    got = flat(last.ema)
     assert sorted(got) == sorted(ema)
     for k, value in ema.items():
         np.testing.assert_allclose(got[k], value, rtol=1e-5, atol=1e-7, err_msg=k)
