@@ -42,7 +42,7 @@ test: lint
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 test-fast: lint
-	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow"
+	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow and not e2e"
 
 bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks.codec --write

@@ -63,7 +63,7 @@ def test_the_console_scripts_are_the_tools():
         assert callable(getattr(__import__(module, fromlist=[function]), function)), name
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("tool", OPTIONS)
 def test_each_console_script_answers_help(tool):
     script = BIN / f"musicgen-{tool}"
@@ -72,7 +72,7 @@ def test_each_console_script_answers_help(tool):
     check_help(result, tool)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 @pytest.mark.parametrize("command", LEGACY, ids=" ".join)
 def test_each_documented_command_still_answers_help(command):
     result = subprocess.run(

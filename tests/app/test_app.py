@@ -24,6 +24,8 @@ from musicgen_jax import MusicGen  # noqa: E402
 from musicgen_jax.apps.demo import MAX_VARIATIONS, Request, Studio, launch, spectrogram_image, waveform_image  # noqa: E402
 from tests.lm.test_generate import hf_generate_codes  # noqa: E402
 
+pytestmark = pytest.mark.e2e
+
 ARTIFACTS = Path(os.environ.get("TEST_ARTIFACTS", Path(__file__).resolve().parents[2] / "test-artifacts"))
 CHROMIUM, CHROMEDRIVER, FFMPEG = shutil.which("chromium"), shutil.which("chromedriver"), shutil.which("ffmpeg")
 

@@ -31,6 +31,7 @@ def test_conv_padding_matches_spec(kernel, stride, length, expected):
     assert (length + left + right - kernel) // stride + 1 == -(-length // stride)
 
 
+@pytest.mark.slow
 def test_real_size_codec_shapes():
     """The released architecture (64 filters): frames = ceil(samples / 640), decode gives frames * 640."""
     config = ENCODEC_32KHZ

@@ -215,6 +215,7 @@ def test_parts_merged_equal_one_run(audio_dir, codec_dir, prepared, tmp_path, ca
     assert json.loads((out / "dataset.json").read_text()) == json.loads((prepared / "dataset.json").read_text())
 
 
+@pytest.mark.e2e
 def test_killed_run_resumes_to_the_uninterrupted_result(audio_dir, codec_dir, prepared, tmp_path):
     """SIGKILL once the first of several units is done, then the same command again: the dataset equals
     one uninterrupted run's (shards byte for byte, dataset.json), finished shards are kept as they were, and

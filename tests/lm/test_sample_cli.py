@@ -23,6 +23,8 @@ from musicgen_jax.sharding import make_mesh
 from tests.codec.conftest import tiny_hf_model
 from tests.lm.test_generate import hf_generate_codes
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(autouse=True)
 def model_cache(tmp_path, monkeypatch):

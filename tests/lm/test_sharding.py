@@ -13,6 +13,8 @@ import pytest
 from musicgen_jax.sharding import make_mesh
 from tests.processes import device_env, free_port, last_json, run_json, run_together
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def sharded(hf_musicgen):

@@ -15,6 +15,8 @@ from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 from tests.datasets import write_dataset
 from tests.train.test_loss import reference_loss
 
+pytestmark = pytest.mark.e2e
+
 STEPS, FRAMES, EXAMPLES = 8, 24, 8
 
 

@@ -23,7 +23,7 @@ def clip(which: int) -> np.ndarray:
     return ((t * 3 + k) % 40 + 10 if which == 0 else (t * 5 + 2 * k) % 60 + 700).astype(np.int16)
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_the_debug_model_learns_two_clips_and_follows_its_text(inputs, tmp_path):
     data = tmp_path / "data"
     empty = {name: None for name in ("title", "artist", "key", "bpm", "genre", "moods", "keywords", "instrument")}

@@ -13,6 +13,8 @@ import pytest
 
 from tests.datasets import write_dataset
 
+pytestmark = pytest.mark.e2e
+
 STEPS, FRAMES = 6, 24  # 24 code frames = 15360 samples: 1 + 16384 // 4096 = 5 chroma frames
 
 

@@ -17,7 +17,7 @@ def records(workdir):
     return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-@pytest.mark.slow
+@pytest.mark.e2e
 def test_two_processes_match_one(inputs, tmp_path):
     extra = [f"--config.total_steps={STEPS}", "--config.eval_every=0", "--config.data_parts=2", "--config.mesh.fsdp=4"]
     single = tmp_path / "single"

@@ -15,6 +15,8 @@ from musicgen_jax.lm.model import init_params
 from musicgen_jax.sharding import make_mesh
 from musicgen_jax.train.trainer import OptimConfig, StepConfig, compile_step, init_state, loss_fn
 
+pytestmark = pytest.mark.slow
+
 CONFIG = LMConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, card=32, text_dim=16)
 MELODY = LMConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, card=32, text_dim=16, chroma_bins=12, chroma_frames=5)
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 import json
 
 import numpy as np
+import pytest
+
+pytestmark = pytest.mark.e2e
 
 PROMPTS = ("calm piano melody", "Energetic rock, drums!")
 

@@ -6,6 +6,8 @@ import pytest
 
 from tests.processes import run_json
 
+pytestmark = pytest.mark.e2e
+
 
 @pytest.fixture(scope="module")
 def sharded(hf_musicgen):
