@@ -274,7 +274,7 @@ class JaxTrainer:
         batch, state = self.batch, self.state
         encode = jax.jit(lambda t5, b: text_states(config, t5, b))
         text = encode(self.t5, batch)
-        grad = jax.jit(lambda p, b, t: jax.value_and_grad(loss_fn, has_aux=True)(p, config, b, t, b["text_mask"]))
+        grad = jax.jit(lambda p, b, t: jax.value_and_grad(loss_fn, has_aux=True)(p, config, b, t, b.text_mask))
         grads = grad(state.params, batch, text)[1]
         optimizer = config.optim.optimizer()
         update = jax.jit(lambda g, o, p: optax.apply_updates(p, optimizer.update(g, o, p)[0]))
@@ -599,6 +599,7 @@ def _memory_worker(
     from musicgen_jax.config import LMConfig
     from musicgen_jax.sharding import make_mesh, shardings
     from musicgen_jax.train.trainer import (
+        Batch,
         OptimConfig,
         StepConfig,
         batch_sharding,
@@ -648,7 +649,7 @@ def _memory_worker(
             "text_mask": jax.ShapeDtypeStruct((rows, text), jnp.int32, sharding=bs),
         }
         start = time.perf_counter()
-        compiled = compile_step(config, mesh).lower(state, batch, {}).compile()
+        compiled = compile_step(config, mesh).lower(state, Batch(**batch), {}).compile()
         seconds = time.perf_counter() - start
         m = compiled.memory_analysis()
         fields = (
@@ -908,6 +909,7 @@ def _finetune_worker(out_path: str, frames: int, text: int, rank: int) -> None:
     from musicgen_jax.config import LMConfig
     from musicgen_jax.sharding import make_mesh, shardings
     from musicgen_jax.train.trainer import (
+        Batch,
         OptimConfig,
         StepConfig,
         batch_sharding,
@@ -953,7 +955,7 @@ def _finetune_worker(out_path: str, frames: int, text: int, rank: int) -> None:
             )
             trainable = [x for path, x in jax.tree_util.tree_leaves_with_path(shapes.params) if config.trainable(path)]
             start = time.perf_counter()
-            m = compile_step(config, mesh).lower(state, batch, {}).compile().memory_analysis()
+            m = compile_step(config, mesh).lower(state, Batch(**batch), {}).compile().memory_analysis()
             res = {
                 "compile": time.perf_counter() - start,
                 "available": m is not None,

@@ -38,6 +38,19 @@ COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
 @struct.dataclass
+class Batch:
+    """A batch of the train and eval steps (the pipeline's arrays, `data.pipeline`, on the mesh: `global_batch`)."""
+
+    codes: jax.Array  # int32 [B, K, F] token crops (0 where padded)
+    mask: jax.Array  # bool [B, K, F]: True at real tokens
+    text_mask: jax.Array  # int32 [B, N]: an all-zero row is the null text
+    text_ids: jax.Array | None = None  # int32 [B, N] T5 tokens (None with precomputed states)
+    text_embeddings: jax.Array | None = None  # float32 [B, N, text_dim] stored T5 states (`prepare --text-encoder`)
+    chroma: jax.Array | None = None  # int32 [B, chroma_frames] chroma bins (melody models)
+    example: jax.Array | None = None  # int32 [B] the example of each row (-1: a padding row)
+
+
+@struct.dataclass
 class TrainState:
     """The train step's state, every array split by the logical rules (Orbax saves it as a dict of its fields)."""
 
@@ -220,40 +233,45 @@ def _ema(state: TrainState, params: Any, config: StepConfig) -> tuple[Any, jax.A
     return jax.lax.cond((state.step + 1) % config.ema_every == 0, blend, lambda: (state.ema, state.ema_count))
 
 
-def text_states(config: StepConfig, t5_params: Any, batch: dict) -> jax.Array:
+def text_states(config: StepConfig, t5_params: Any, batch: Batch) -> jax.Array:
     """`[B, N, text_dim]`: the frozen T5's states of the batch's tokens, or its precomputed ones."""
     if config.t5 is None:
-        return batch["text_embeddings"]
-    return jax.lax.stop_gradient(T5Encoder(config.t5).apply(t5_params, batch["text_ids"], batch["text_mask"]))
+        return batch.text_embeddings
+    return jax.lax.stop_gradient(T5Encoder(config.t5).apply(t5_params, batch.text_ids, batch.text_mask))
 
 
-def melody_condition(config: StepConfig, batch: dict, drop) -> jax.Array | None:
+def melody_condition(config: StepConfig, batch: Batch, drop) -> jax.Array | None:
     """Melody models: the one-hot chroma `[B, chroma_frames, bins]` of the batch's `chroma` bins
     `[B, chroma_frames]`, or where `drop` (a traced bool) the null chroma (bin 0 in every frame, as
     `lm.model.null_chroma`); text models: None."""
     if not config.lm.melody:
         return None
-    return jax.nn.one_hot(jnp.where(drop, 0, batch["chroma"]), config.lm.chroma_bins, dtype=jnp.float32)
+    return jax.nn.one_hot(jnp.where(drop, 0, batch.chroma), config.lm.chroma_bins, dtype=jnp.float32)
 
 
-def text_length(config: StepConfig, batch: dict) -> jax.Array | None:
+def text_length(config: StepConfig, batch: Batch) -> jax.Array | None:
     """Melody models: the text positions of the prefix, the longest text of the batch (int32 []; the rest of
     the fixed `text_length` padding is masked out, as in sampling, where the prompts are padded to their
     longest: text positions are attended to even when zeroed); text models: None (padding is masked)."""
-    return jnp.max(jnp.sum(batch["text_mask"], axis=1)) if config.lm.melody else None
+    return jnp.max(jnp.sum(batch.text_mask, axis=1)) if config.lm.melody else None
 
 
 def _nll_sums(
-    params: Any, config: StepConfig, batch: dict, text: jax.Array, text_mask: jax.Array, chroma: jax.Array | None
+    params: Any, config: StepConfig, batch: Batch, text: jax.Array, text_mask: jax.Array, chroma: jax.Array | None
 ) -> tuple[jax.Array, jax.Array]:
     """`(nll sum [K], count [K])` of the LM on `batch`'s delay-pattern sequences (`loss.nll_sums`)."""
-    inputs, targets, valid = training_sequences(batch["codes"], batch["mask"], config.lm.delays, config.lm.card)
+    inputs, targets, valid = training_sequences(batch.codes, batch.mask, config.lm.delays, config.lm.card)
     logits = config.model().apply(params, inputs, text, text_mask, chroma, text_length(config, batch))
     return nll_sums(logits, targets, valid)
 
 
 def loss_fn(
-    params: Any, config: StepConfig, batch: dict, text: jax.Array, text_mask: jax.Array, chroma: jax.Array | None = None
+    params: Any,
+    config: StepConfig,
+    batch: Batch,
+    text: jax.Array,
+    text_mask: jax.Array,
+    chroma: jax.Array | None = None,
 ):
     """`(loss, ce [K])` of the LM on `batch` (codes / mask `[B, K, F]`) with the given text condition
     (and, melody models, `chroma [B, chroma_frames, bins]`)."""
@@ -261,7 +279,7 @@ def loss_fn(
 
 
 def train_step(
-    state: TrainState, batch: dict, t5_params: Any, config: StepConfig, mesh=None
+    state: TrainState, batch: Batch, t5_params: Any, config: StepConfig, mesh=None
 ) -> tuple[TrainState, dict]:
     """One optimizer step; returns the new state and the step's metrics (loss, ce [K], grad_norm, lr)."""
     with activation_sharding(mesh, config.rules):
@@ -269,7 +287,7 @@ def train_step(
         text = text_states(config, t5_params, batch)
         null = jax.random.bernoulli(dropout_key, config.cfg_dropout)
         no_melody = null | jax.random.bernoulli(melody_key, config.melody_dropout)
-        text_mask = jnp.where(null, 0, batch["text_mask"])
+        text_mask = jnp.where(null, 0, batch.text_mask)
         chroma = melody_condition(config, batch, no_melody)
 
         def frozen_loss(params):  # no gradient computed for frozen parameters
@@ -312,11 +330,11 @@ def compile_step(config: StepConfig, mesh):
     )
 
 
-def eval_step(params: Any, batch: dict, t5_params: Any, config: StepConfig, mesh=None) -> tuple[jax.Array, jax.Array]:
+def eval_step(params: Any, batch: Batch, t5_params: Any, config: StepConfig, mesh=None) -> tuple[jax.Array, jax.Array]:
     """`(nll sum [K], count [K])` of `params` (the EMA weights) on a batch, with its real text."""
     with activation_sharding(mesh, config.rules):
         text = text_states(config, t5_params, batch)
-        return _nll_sums(params, config, batch, text, batch["text_mask"], melody_condition(config, batch, False))
+        return _nll_sums(params, config, batch, text, batch.text_mask, melody_condition(config, batch, False))
 
 
 def compile_eval(config: StepConfig, mesh):
@@ -330,7 +348,8 @@ def compile_eval(config: StepConfig, mesh):
     )
 
 
-def global_batch(local: dict, mesh, rules=LOGICAL_RULES) -> dict:
-    """This process's part of the batch (numpy, `[B / processes, ...]`) -> global arrays split over the mesh."""
+def global_batch(local: dict, mesh, rules=LOGICAL_RULES) -> Batch:
+    """This process's part of the batch (the pipeline's numpy arrays, `[B / processes, ...]`) -> the global
+    `Batch` split over the mesh."""
     sharding = batch_sharding(mesh, rules)
-    return {name: jax.make_array_from_process_local_data(sharding, value) for name, value in local.items()}
+    return Batch(**{name: jax.make_array_from_process_local_data(sharding, value) for name, value in local.items()})

@@ -10,7 +10,7 @@ import pytest
 
 from musicgen_jax.config import LMConfig
 from musicgen_jax.sharding import make_mesh
-from musicgen_jax.train.trainer import OptimConfig, StepConfig, compile_step, init_state
+from musicgen_jax.train.trainer import Batch, OptimConfig, StepConfig, compile_step, init_state
 
 MELODY = LMConfig(dim=32, num_heads=2, num_layers=1, ffn_dim=64, card=16, text_dim=8, chroma_bins=12, chroma_frames=6)
 
@@ -35,7 +35,7 @@ def step(cfg_dropout: float, melody_dropout: float):
         "text_mask": np.ones((2, 3), np.int32),
         "chroma": np.tile(np.arange(1, 7, dtype=np.int32), (2, 1)),
     }  # bins 1..6, never 0
-    state, metrics = compile_step(config, mesh)(state, batch, {})
+    state, metrics = compile_step(config, mesh)(state, Batch(**batch), {})
     after = jax.device_get(state.params["params"])
     return (
         jax.device_get(metrics),

@@ -15,7 +15,7 @@ from flax.traverse_util import flatten_dict, unflatten_dict
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm.model import LMModel, init_params, merge_lora
 from musicgen_jax.sharding import make_mesh
-from musicgen_jax.train.trainer import OptimConfig, StepConfig, compile_step, init_state
+from musicgen_jax.train.trainer import Batch, OptimConfig, StepConfig, compile_step, init_state
 
 CONFIG = LMConfig(dim=32, num_heads=2, num_layers=2, ffn_dim=64, card=16, text_dim=8)
 RANK = 4
@@ -72,7 +72,7 @@ def test_a_step_trains_only_the_adapters(text_projection):
         "text_mask": np.ones((2, 3), np.int32),
     }
     before = flatten_dict(jax.device_get(state.params))
-    state, _ = compile_step(config, mesh)(state, batch, {})
+    state, _ = compile_step(config, mesh)(state, Batch(**batch), {})
     after = flatten_dict(jax.device_get(state.params))
     moved = {"/".join(p[1:]) for p in before if not np.array_equal(before[p], after[p])}
     adapters = {"/".join(p[1:]) for p in before if p[-1].startswith("lora_")}

@@ -12,7 +12,7 @@ from musicgen_jax.lm.model import LMModel
 from musicgen_jax.text.encoder import encode_ids
 from musicgen_jax.text.weights import load_t5
 from musicgen_jax.train.loss import cross_entropy, training_sequences
-from musicgen_jax.train.trainer import StepConfig, loss_fn, melody_condition
+from musicgen_jax.train.trainer import Batch, StepConfig, loss_fn, melody_condition
 from tests.lm.conftest import TEXT_VOCAB
 from tests.lm.test_parity import load
 
@@ -115,7 +115,8 @@ def test_melody_loss_equals_transformers(hf_musicgen_melody):
     text = encode_ids(t5_config, t5_params, ids, text_mask)
 
     def loss(drop: bool) -> float:
-        return float(loss_fn(params, step, data, text, text_mask, melody_condition(step, data, drop))[0])
+        rows = Batch(**data)
+        return float(loss_fn(params, step, rows, text, text_mask, melody_condition(step, rows, drop))[0])
 
     expected = reference_loss(model, ids, text_mask, codes, mask, np.eye(config.chroma_bins, dtype=np.float32)[bins])
     assert loss(False) == pytest.approx(expected, rel=1e-5)

@@ -13,7 +13,7 @@ import pytest
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm.model import init_params
 from musicgen_jax.sharding import make_mesh
-from musicgen_jax.train.trainer import OptimConfig, StepConfig, compile_step, init_state, loss_fn
+from musicgen_jax.train.trainer import Batch, OptimConfig, StepConfig, compile_step, init_state, loss_fn
 
 pytestmark = pytest.mark.slow
 
@@ -136,7 +136,7 @@ def test_bfloat16_step_keeps_float32_state():
     state = init_state(config, 0, mesh)
     before = jax.device_get(state.params)
     data, text, text_mask = batch()
-    state, metrics = compile_step(config, mesh)(state, {**data, "text_embeddings": text, "text_mask": text_mask}, {})
+    state, metrics = compile_step(config, mesh)(state, Batch(**data, text_embeddings=text, text_mask=text_mask), {})
     dtypes = {
         x.dtype
         for part in ("params", "opt_state", "ema")

@@ -14,7 +14,7 @@ from flax.traverse_util import flatten_dict
 
 from musicgen_jax.config import LMConfig
 from musicgen_jax.sharding import make_mesh
-from musicgen_jax.train.trainer import OptimConfig, StepConfig, compile_step, init_state, loss_fn
+from musicgen_jax.train.trainer import Batch, OptimConfig, StepConfig, compile_step, init_state, loss_fn
 
 TEXT = LMConfig(dim=32, num_heads=2, num_layers=1, ffn_dim=64, card=16, text_dim=8)
 MELODY = LMConfig(dim=32, num_heads=2, num_layers=1, ffn_dim=64, card=16, text_dim=8, chroma_bins=12, chroma_frames=6)
@@ -117,7 +117,7 @@ def trajectory():
     steps = []
     for i in range(6):
         params, batch = jax.device_get(state.params), tiny_batch(TEXT, i)
-        state, metrics = step(state, batch, {})
+        state, metrics = step(state, Batch(**batch), {})
         steps.append((params, batch, jax.device_get(metrics)))
     return config, initial_ema, steps, jax.device_get(state)
 
@@ -130,7 +130,7 @@ def test_a_step_applies_clipped_adamw_to_the_loss_gradient(trajectory):
     for i, (params, batch, metrics) in enumerate(steps):
 
         def loss(p, batch=batch):
-            return loss_fn(p, config, batch, batch["text_embeddings"], batch["text_mask"])[0]
+            return loss_fn(p, config, Batch(**batch), batch["text_embeddings"], batch["text_mask"])[0]
 
         grads = jax.grad(loss)(params)
         grads, params = flat(grads), flat(params)
@@ -174,7 +174,7 @@ def test_guidance_and_melody_dropout_are_independent_draws_of_each_step():
     state, step, batch = init_state(config, 0, mesh), compile_step(config, mesh), tiny_batch(MELODY, 0)
     draws = []
     for _ in range(n):
-        state, metrics = step(state, batch, {})
+        state, metrics = step(state, Batch(**batch), {})
         draws.append((bool(metrics["null_text"]), bool(metrics["null_melody"])))
     text, melody = np.array(draws).T
     assert not (text & ~melody).any()  # a null text always comes with the null melody
