@@ -217,7 +217,10 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
         raise TrainingError(f"run.batch_size {run.batch_size} does not divide over {jax.process_count()} processes")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
-    info = shards.dataset_info(run.data_dir)
+    try:
+        info = shards.dataset_info(run.data_dir)
+    except (OSError, ValueError) as e:
+        raise TrainingError(f"config.data_dir: {e}") from e
     text_encoder = T5TextEncoder.from_pretrained(run.text_encoder)
     try:
         lm = lm_config(config, info, text_encoder.config.d_model)

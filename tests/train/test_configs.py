@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import subprocess
+import sys
 from pathlib import Path
 
 import flax.linen as nn
@@ -15,6 +17,7 @@ from musicgen_jax.config import LMConfig
 from musicgen_jax.sharding import LOGICAL_RULES
 from musicgen_jax.train import experiment
 from musicgen_jax.train.trainer import COMPUTE_DTYPES, OptimConfig, StepConfig, state_specs
+from tests.processes import device_env
 
 REPO = Path(__file__).resolve().parents[2]
 MODELS = {  # name -> (dim, layers, max_norm, cfg_dropout, word_dropout, melody_dropout)
@@ -163,3 +166,24 @@ def test_logical_axis_rules_override_entries_of_the_table():
     config.logical_axis_rules = (("mlp", "model"),)
     with pytest.raises(ValueError, match=r"logical axis rule 'mlp': \['model'\] not among the mesh axes"):
         experiment.step_config(config, LMConfig(), None)
+
+
+@pytest.mark.e2e
+def test_a_missing_dataset_is_one_error_naming_it(tmp_path):
+    """`train.py --config.data_dir=/nonexistent`: status 2 and one line naming the folder, no traceback."""
+    missing = tmp_path / "nonexistent"
+    args = [
+        "--config",
+        str(REPO / "configs/debug.py"),
+        "--workdir",
+        str(tmp_path / "run"),
+        f"--config.data_dir={missing}",
+    ]
+    result = subprocess.run(
+        [sys.executable, str(REPO / "train.py"), *args], capture_output=True, text=True, env=device_env(1), cwd=REPO
+    )
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip() == (
+        f"error: config.data_dir: {missing}: not a prepared dataset (no dataset.json); prepare it with "
+        "`python -m musicgen_jax.data.prepare`, or finish it with `--merge`"
+    )
