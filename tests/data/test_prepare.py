@@ -477,7 +477,8 @@ def test_melody_stems_without_chroma_or_demucs_is_one_clear_error(
 ):
     """Checked before any file is read. Demucs is made unimportable (sys.modules None)."""
     monkeypatch.setitem(sys.modules, "demucs", None)
-    monkeypatch.setattr(sys.modules[main.__module__], "read_audio", lambda *args: pytest.fail("a file was read"))
+    # the module, not `musicgen_jax.data.prepare`, which the package's `prepare` function shadows
+    monkeypatch.setattr(sys.modules["musicgen_jax.data.prepare"], "read_audio", lambda *args: pytest.fail("read"))
     stems._demucs.cache_clear()
     assert (
         main(

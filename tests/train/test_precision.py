@@ -21,7 +21,7 @@ CONFIG = LMConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, card=32, text_
 MELODY = LMConfig(dim=64, num_heads=4, num_layers=2, ffn_dim=128, card=32, text_dim=16, chroma_bins=12, chroma_frames=5)
 
 
-def batch(frames: int = 60, size: int = 3) -> tuple[dict, jax.Array, jax.Array]:
+def batch(frames: int = 60, size: int = 3) -> tuple[Batch, jax.Array, jax.Array]:
     rng = np.random.default_rng(0)
     codes = rng.integers(0, CONFIG.card, (size, CONFIG.num_codebooks, frames)).astype(np.int32)
     mask = np.ones(codes.shape, bool)
@@ -29,7 +29,8 @@ def batch(frames: int = 60, size: int = 3) -> tuple[dict, jax.Array, jax.Array]:
     text = rng.normal(size=(size, 7, CONFIG.text_dim)).astype(np.float32)
     text_mask = np.ones((size, 7), np.int32)
     text_mask[0, 4:] = 0
-    return {"codes": codes, "mask": mask}, jnp.asarray(text), jnp.asarray(text_mask)
+    text, text_mask = jnp.asarray(text), jnp.asarray(text_mask)
+    return Batch(codes, mask, text_mask, text_embeddings=text), text, text_mask
 
 
 def params(scan: bool, config: LMConfig = CONFIG):
@@ -108,7 +109,7 @@ def test_bfloat16_melody_model_with_a_padded_prefix():
     data, text, text_mask = batch()
     text_mask = text_mask.at[:, 5:].set(0)  # the longest text: 5 of 7 positions
     chroma = jax.nn.one_hot(np.random.default_rng(1).integers(0, 12, (3, MELODY.chroma_frames)), 12)
-    data = {**data, "text_mask": text_mask}
+    data = data.replace(text_mask=text_mask)
     p = params(True, MELODY)
     fn = jax.jit(jax.value_and_grad(loss_fn, has_aux=True), static_argnums=1)
     results = [
@@ -136,7 +137,7 @@ def test_bfloat16_step_keeps_float32_state():
     state = init_state(config, 0, mesh)
     before = jax.device_get(state.params)
     data, text, text_mask = batch()
-    state, metrics = compile_step(config, mesh)(state, Batch(**data, text_embeddings=text, text_mask=text_mask), {})
+    state, metrics = compile_step(config, mesh)(state, data, {})
     dtypes = {
         x.dtype
         for part in ("params", "opt_state", "ema")
