@@ -14,6 +14,8 @@ from musicgen_jax.cli.codec import main
 from musicgen_jax.convert.codec_loader import load_codec
 from tests.codec.conftest import tiny_hf_model
 
+pytestmark = pytest.mark.e2e  # the tokenizer CLI end to end
+
 
 @pytest.fixture(scope="module")
 def hf_dir(tmp_path_factory):

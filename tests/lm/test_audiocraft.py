@@ -650,6 +650,7 @@ def test_audiocraft_directory_converts_like_its_transformers_twin(request, kind,
             np.testing.assert_array_equal(np.asarray(fa[key]), np.asarray(fb[key]), err_msg=str(key))
 
 
+@pytest.mark.slow
 def test_audiocraft_melody_twin_samples_like_its_transformers_twin(hf_musicgen_melody, tmp_path, monkeypatch, tiny_t5):
     """`sample.py --melody` on the audiocraft melody package gives the greedy codes it gives on the transformers
     twin (which equal transformers' own: tests/lm/test_melody.py)."""

@@ -172,6 +172,7 @@ def melody_clip(seconds: float, sample_rate: int, channels: int, notes: tuple[fl
     return np.repeat(wave[None], channels, axis=0).astype(np.float32)
 
 
+@pytest.mark.e2e
 def test_sample_py_melody_equals_transformers(hf_musicgen_melody, hf_tokenizer, tmp_path, monkeypatch):
     """`sample.py --melody A --melody B --save-codes`, greedy: two prompts, a 1.5 s melody at 32 kHz mono and a
     2 s one at 44.1 kHz stereo (resampled, downmixed, zero-padded to the longest as both references collate
@@ -375,6 +376,7 @@ def test_prompt_lengths_in_a_bucket_share_the_programs(hf_musicgen_melody):
     assert (_run_steps_jit._cache_size(), _start_jit._cache_size()) == compiled
 
 
+@pytest.mark.slow
 def test_windows_past_max_duration_follow_the_looped_melody(converted_melody):
     """Windowed generation (25-frame windows, stride 15, 65 frames): window k, starting at second o, is
     conditioned on max_duration seconds of the melody from o on, looped (`wav[(o * sr + arange) % len]`,

@@ -232,6 +232,7 @@ def cli_run(converted, tmp_path_factory):
     return np.load(directory / "codes.npy"), audio
 
 
+@pytest.mark.e2e
 def test_sample_py_codes_equal_the_api(cli_run, converted):
     """sample.py's codes equal `generate_continuation`'s with the same settings, seeds and clip; every
     row starts with the clip's own 10 frames (`codec.encode`)."""
