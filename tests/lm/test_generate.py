@@ -72,6 +72,7 @@ def test_greedy_tokens_equal_transformers(hf_musicgen, prompt):
     np.testing.assert_array_equal(codes, expected)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scale", [1e-30, 1.0, 1e30])
 def test_top_k_mask_equals_lax_top_k(scale):
     """The bisection threshold keeps exactly `x >= lax.top_k(x, k)[0][..., -1]`: ties (rounded values),

@@ -45,6 +45,7 @@ TOLERANCE = {"bfloat16": (0.04, 0.6), "float16": (0.005, 0.08)}
 ARGMAX = {"bfloat16": 0.95, "float16": 0.99}  # the share of positions with float32's argmax (0.965, 0.995)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
 def test_teacher_forced_logits(models, dtype):
     model = models["float32"]

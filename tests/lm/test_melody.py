@@ -153,6 +153,7 @@ def test_greedy_tokens_equal_transformers(hf_musicgen_melody, melody_inputs):
     assert (generate(directory, other_text, mask, chroma) != codes).mean() > 0.15
 
 
+@pytest.mark.slow
 def test_stereo_melody_greedy_tokens_equal_transformers(tmp_path, spiece_dir, melody_inputs):
     """A stereo-melody model (8 codebooks [L0, R0, ...], delays 0, 0, 1, 1, ...; chroma still mono): greedy
     tokens of a prompt with a melody equal transformers'."""

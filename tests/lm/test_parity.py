@@ -83,6 +83,7 @@ def test_text_changes_the_logits(hf_musicgen):
     np.testing.assert_array_equal(a[1], b[1])  # row 1 unchanged: no dependence on the rest of the batch
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scan", [False, True], ids=["unrolled", "scanned"])
 @pytest.mark.parametrize("block", [CACHE_BLOCK, 4])
 def test_kv_cache_decoding_equals_teacher_forcing(hf_musicgen, scan, block):
