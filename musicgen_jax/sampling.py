@@ -117,9 +117,9 @@ class Conditions:
             raise ValueError("this model has no melody conditioning (a text-to-music LM): chroma must be None")
         if chroma is not None and chroma.shape[1:] != (config.chroma_frames, config.chroma_bins):
             raise ValueError(f"chroma must be [B, {config.chroma_frames}, {config.chroma_bins}], got {chroma.shape}")
-        pad = length_bucket(text.shape[1]) - text.shape[1]
-        text, text_mask = jnp.pad(text, ((0, 0), (0, pad), (0, 0))), jnp.pad(text_mask, ((0, 0), (0, pad)))
-        return cls(text, text_mask, jnp.int32(text.shape[1] - pad), chroma)
+        n = text.shape[1]
+        pad = ((0, 0), (0, length_bucket(n) - n))
+        return cls(jnp.pad(text, (*pad, (0, 0))), jnp.pad(text_mask, pad), jnp.int32(n), chroma)
 
 
 @struct.dataclass

@@ -48,10 +48,14 @@ LEGACY = {  # the command of earlier releases -> the tool it runs
 }
 
 
+DESCRIBED = {"prepare": "Audio folders (or manifests) -> EnCodec token datasets"}  # the module's, not a function's
+
+
 def check_help(result: subprocess.CompletedProcess, tool: str) -> None:
     # absl (train) ends --help with status 1 after printing it, argparse with 0
     assert result.returncode == (1 if tool == "train" else 0), result.stderr[-2000:]
     assert OPTIONS[tool] in result.stdout + result.stderr
+    assert DESCRIBED.get(tool, "") in " ".join(result.stdout.split())
 
 
 def test_the_console_scripts_are_the_tools():

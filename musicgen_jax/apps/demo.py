@@ -49,9 +49,9 @@ MAX_DURATION = 300.0  # seconds a request may ask for (past the models' 30 s: wi
 MAX_VARIATIONS = 4  # variations of one prompt per request (one audio player each)
 STREAM_HOP, STREAM_WINDOW = 50, 100  # frames: streamed audio comes every hop, decoded with the window's context
 STREAMING = shutil.which("ffmpeg") is not None  # gradio encodes streamed audio with it
-IMAGE_WIDTH, WAVEFORM_HEIGHT, SPECTROGRAM_HEIGHT = 800, 160, 256
+IMAGE_WIDTH, WAVEFORM_HEIGHT, MEL_HEIGHT = 800, 160, 256
 # colour stops of the spectrogram, from silence to loudest (dark blue, purple, orange, pale yellow)
-SPECTROGRAM_COLOURS = np.array([[8, 8, 40], [90, 20, 120], [200, 60, 80], [250, 160, 40], [252, 250, 190]], np.float32)
+MEL_COLOURS = np.array([[8, 8, 40], [90, 20, 120], [200, 60, 80], [250, 160, 40], [252, 250, 190]], np.float32)
 
 
 @dataclass(frozen=True)
@@ -118,7 +118,7 @@ class Result:
     codes: Path
     settings: Path
     waveform: np.ndarray  # [WAVEFORM_HEIGHT, IMAGE_WIDTH, 3] uint8, of the first variation's WAV
-    spectrogram: np.ndarray  # [SPECTROGRAM_HEIGHT, IMAGE_WIDTH, 3] uint8, of the first variation
+    spectrogram: np.ndarray  # [MEL_HEIGHT, IMAGE_WIDTH, 3] uint8, of the first variation
 
 
 class Studio:
@@ -263,7 +263,7 @@ def waveform_image(wav: np.ndarray, width: int = IMAGE_WIDTH, height: int = WAVE
 
 
 def spectrogram_image(
-    wav: np.ndarray, sample_rate: int, width: int = IMAGE_WIDTH, height: int = SPECTROGRAM_HEIGHT
+    wav: np.ndarray, sample_rate: int, width: int = IMAGE_WIDTH, height: int = MEL_HEIGHT
 ) -> np.ndarray:
     """`wav [T]` -> RGB `[height, width, 3]` uint8: the 128-band mel spectrogram in dB (80 dB range), low
     frequencies at the bottom."""
@@ -277,8 +277,8 @@ def spectrogram_image(
     rows = np.linspace(0, 127, height).round().astype(int)
     cols = np.linspace(0, level.shape[1] - 1, width).round().astype(int)
     level = level[rows][:, cols][::-1]
-    stops = np.linspace(0.0, 1.0, len(SPECTROGRAM_COLOURS))
-    image = np.stack([np.interp(level, stops, SPECTROGRAM_COLOURS[:, c]) for c in range(3)], axis=-1)
+    stops = np.linspace(0.0, 1.0, len(MEL_COLOURS))
+    image = np.stack([np.interp(level, stops, MEL_COLOURS[:, c]) for c in range(3)], axis=-1)
     return image.round().astype(np.uint8)
 
 

@@ -4,15 +4,19 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
 from musicgen_jax.audio import AudioError
 from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.config import DATASET_INFO_FILE
-from musicgen_jax.data import prepare as preparing
 from musicgen_jax.data.prepare import Settings, merge, prepare
 from musicgen_jax.extras import MissingExtraError
+
+# the module (its docstring describes the command): `musicgen_jax.data.prepare` as an attribute is the
+# package's `prepare` function
+preparing = importlib.import_module("musicgen_jax.data.prepare")
 
 
 def summary(info: dict, out) -> str:

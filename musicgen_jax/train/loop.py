@@ -214,7 +214,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
     except (ValueError, TypeError) as e:
         raise TrainingError(str(e)) from e
     if run.batch_size % jax.process_count():
-        raise TrainingError(f"run.batch_size {run.batch_size} does not divide over {jax.process_count()} processes")
+        raise TrainingError(f"config.batch_size {run.batch_size} does not divide over {jax.process_count()} processes")
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -267,7 +267,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
             run.sample_dtype,
         )
     except (OSError, ValueError) as e:
-        raise TrainingError(f"samples during training (run.generate_every): {e}") from e
+        raise TrainingError(f"samples during training (config.generate_every): {e}") from e
     metrics_file = _Metrics(workdir / METRICS, start)
     stop = _Stop()
     bar = tqdm(

@@ -91,10 +91,12 @@ def ema_weights(params: Any, ema: Any):
 def load_run(workdir: str | os.PathLike) -> Components:
     """The `Components` of the latest checkpoint of the run in `workdir` (its EMA weights)."""
     workdir = Path(workdir)
-    if not is_run(workdir):
+    if not (workdir / CHECKPOINTS).is_dir():
         raise CheckpointError(f"{workdir}: no complete checkpoint in {workdir / CHECKPOINTS}")
     with checkpoint_manager(workdir) as manager:
         step = manager.latest_step()
+        if step is None:
+            raise CheckpointError(f"{workdir}: no complete checkpoint in {workdir / CHECKPOINTS}")
         directory = workdir / CHECKPOINTS / str(step)
         try:
             import orbax.checkpoint as ocp
