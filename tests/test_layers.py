@@ -26,7 +26,9 @@ LAYERS = [
     ["evaluate", "export"],  # whole-model operations behind the tools
     ["cli", "apps", "app", "listen", "__main__", ""],  # the tools, the applications (and the package's facade)
 ]
-LAZY = ("cli", "apps", "evaluate", "export", "")  # may import the package lazily (fast `--help`), with `*.__main__`
+# may import the package lazily, with `*.__main__`: the tools (a fast `--help`) and data.prepare (the data package
+# imports without JAX and T5, which only preparing needs)
+LAZY = ("cli", "apps", "evaluate", "export", "data.prepare", "")
 
 
 def module_name(path: Path) -> str:

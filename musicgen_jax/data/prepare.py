@@ -38,13 +38,10 @@ import numpy as np
 
 from musicgen_jax import stems
 from musicgen_jax.audio import AudioError, read_audio
-from musicgen_jax.chroma import extract_chroma
 from musicgen_jax.config import DATASET_INFO_FILE, ChromaConfig
-from musicgen_jax.convert.codec_loader import load_codec
 from musicgen_jax.data import metadata, shards
 from musicgen_jax.data.sources import AudioInput, list_inputs
 from musicgen_jax.fileio import save_json
-from musicgen_jax.text.encoder import T5TextEncoder
 
 PLAN_FILE = "prepare.json"
 UNITS_DIR = "units"
@@ -151,6 +148,8 @@ def chroma_info(settings: Settings) -> dict | None:
 
 def chroma_bins(melody: np.ndarray, config: ChromaConfig) -> np.ndarray:
     """`[B, L]` mono waveforms -> uint8 `[B, 1 + max(L, n_fft) // hop]`: the argmax bin of each chroma frame."""
+    from musicgen_jax.chroma import extract_chroma  # JAX: only when preparing (the data package imports lightly)
+
     return np.argmax(extract_chroma(melody, config), axis=-1).astype(np.uint8)
 
 
@@ -417,6 +416,9 @@ def prepare(
 ) -> dict | None:
     """Prepare (or resume) part `part = (I, N)` of the dataset of `settings` in `out`; returns the contents
     of `dataset.json` when this completed the dataset, else None (other parts are still missing)."""
+    from musicgen_jax.convert.codec_loader import load_codec  # JAX and transformers: only when preparing
+    from musicgen_jax.text.encoder import T5TextEncoder
+
     index, count = part
     if not 0 <= index < count:
         raise ValueError(f"invalid part {index}/{count}: expected I/N with 0 <= I < N")
