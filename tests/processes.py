@@ -8,9 +8,11 @@ import os
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+RESULT = "MUSICGEN_JAX_TEST_RESULT"
 
 
 def device_env(devices: int, **extra: str) -> dict:
@@ -20,23 +22,32 @@ def device_env(devices: int, **extra: str) -> dict:
     return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", "PYTHONPATH": path, **extra}
 
 
+def emit(result: dict) -> None:
+    """Called by a script: write its result to the file its test named. Not stdout, where gloo's C++ threads
+    write too, at times inside a line of ours."""
+    Path(os.environ[RESULT]).write_text(json.dumps(result))
+
+
+def result_file(directory: str | Path) -> tuple[dict, Path]:
+    """The environment entry that tells a script's `emit` where to write, and that file."""
+    path = Path(directory) / "result.json"
+    return {RESULT: str(path)}, path
+
+
 def run_json(script: Path, *args: str, devices: int = 8) -> dict:
-    """Run `script args` with `devices` host devices; the JSON object of its last stdout line."""
-    run = subprocess.run(
-        [sys.executable, str(script), *args],
-        env=device_env(devices),
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert run.returncode == 0, run.stderr[-3000:]
-    return last_json(run.stdout)
-
-
-def last_json(stdout: str) -> dict:
-    """The JSON object of the last stdout line that holds one (gloo prints its own lines to stdout)."""
-    return json.loads(next(line for line in reversed(stdout.splitlines()) if line.startswith("{")))
+    """Run `script args` with `devices` host devices; the object it `emit`s."""
+    with tempfile.TemporaryDirectory() as directory:
+        extra, path = result_file(directory)
+        run = subprocess.run(
+            [sys.executable, str(script), *args],
+            env=device_env(devices, **extra),
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+        assert run.returncode == 0, run.stderr[-3000:]
+        return json.loads(path.read_text())
 
 
 def free_port() -> int:

@@ -1,8 +1,7 @@
 """Run by `tests/lm/test_sharding.py` as two processes (4 host devices each, joined by
 `jax.distributed.initialize`): the tiny LM (`mesh_inputs`) split over an 8-device mesh spanning both,
-against one device. Usage: multihost_run.py PROCESS_ID PORT CHECKPOINT_DIR; process 0 prints one JSON line."""
+against one device. Usage: multihost_run.py PROCESS_ID PORT CHECKPOINT_DIR; process 0 `emit`s the result."""
 
-import json
 import sys
 
 import jax
@@ -13,6 +12,7 @@ from musicgen_jax.lm.model import LMModel, param_specs
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys
 from musicgen_jax.sharding import activation_sharding, make_mesh, shard
 from tests.lm import mesh_inputs
+from tests.processes import emit
 
 
 def main(process_id: int, port: int, directory: str):
@@ -35,20 +35,18 @@ def main(process_id: int, port: int, directory: str):
     split = generate_tokens(config, sharded, text[:2], mask[:2], keys, 16, sampling, mesh=mesh)
     split = multihost_utils.process_allgather(split, tiled=True)
     if process_id == 0:
-        print(
-            json.dumps(
-                {
-                    "processes": jax.process_count(),
-                    "devices": jax.device_count(),
-                    "local": jax.local_device_count(),
-                    "fc1_local_shards": len(sharded["params"]["layers_0"]["fc1"]["kernel"].addressable_shards),
-                    "logits_diff": float(np.abs(logits - reference).max()),
-                    "logits_scale": float(np.abs(reference).max()),
-                    "tokens_equal": bool((split == single).all()),
-                    "tokens_shape": list(split.shape),
-                    "greedy_text_effect": mesh_inputs.differing(single),
-                }
-            )
+        emit(
+            {
+                "processes": jax.process_count(),
+                "devices": jax.device_count(),
+                "local": jax.local_device_count(),
+                "fc1_local_shards": len(sharded["params"]["layers_0"]["fc1"]["kernel"].addressable_shards),
+                "logits_diff": float(np.abs(logits - reference).max()),
+                "logits_scale": float(np.abs(reference).max()),
+                "tokens_equal": bool((split == single).all()),
+                "tokens_shape": list(split.shape),
+                "greedy_text_effect": mesh_inputs.differing(single),
+            }
         )
     jax.distributed.shutdown()
 

@@ -1,9 +1,8 @@
 """Run by `tests/lm/test_sharding.py` in a fresh process with 8 host devices: `MusicGen` end to end (text
 encoding, decode loop, audio decoding) for a batch of 8 prompts on a data-parallel mesh (data 8) and on a
 (data 4, tensor 2) mesh, and `sample.py --mesh data=8`, against one device. Usage: musicgen_sharded_run.py
-CONVERTED_DIR; one JSON line."""
+CONVERTED_DIR; `emit`s the result."""
 
-import json
 import sys
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from musicgen_jax.musicgen import MusicGen
 from musicgen_jax.sampling import generate_tokens, lower_generate, row_keys
 from musicgen_jax.sharding import make_mesh
 from musicgen_jax.text.encoder import encode_ids
+from tests.processes import emit
 
 PROMPTS = [
     "warm jazz piano trio",
@@ -113,7 +113,7 @@ def main(directory: str):
             "wav_diff": float(np.abs(got["wav"] - single["wav"]).max()) / scale,
         }
     out["single"] = {k: single[k] for k in ("text", "tokens", "audio", "codec_kernel")}
-    print(json.dumps(out))
+    emit(out)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,7 @@
 """Run by `tests/lm/test_sharding.py` in a fresh process with 8 host devices: the tiny LM (`mesh_inputs`)
 on a (data 2, fsdp 2, tensor 2) mesh against the same computation on one device. Usage: sharded_run.py
-CHECKPOINT_DIR; prints one JSON line."""
+CHECKPOINT_DIR; `emit`s the result."""
 
-import json
 import sys
 
 import flax.linen as nn
@@ -14,6 +13,7 @@ from musicgen_jax.lm.model import LMModel, param_specs, stack_layers
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys
 from musicgen_jax.sharding import activation_sharding, make_mesh, shard
 from tests.lm import mesh_inputs
+from tests.processes import emit
 
 jax.config.update("jax_threefry_partitionable", False)
 
@@ -52,27 +52,23 @@ def main(directory: str):
         single = generate_tokens(config, params, text[:2], mask[:2], keys, 20, sampling)
         split = generate_tokens(config, sharded, text[:2], mask[:2], keys, 20, sampling, mesh=mesh)
         tokens[name] = [np.asarray(single).tolist(), np.asarray(split).tolist()]
-    print(
-        json.dumps(
-            {
-                "devices": len(jax.devices()),
-                "mesh": dict(mesh.shape),
-                "fc1_spec": [str(a) for a in fc1.sharding.spec],
-                "fc1_shard_shape": list(fc1.addressable_shards[0].data.shape),
-                "stacked_fc1_spec": [str(a) for a in stacked["params"]["layers"]["fc1"]["kernel"].sharding.spec],
-                "constraints": [unconstrained, constraints],
-                "collectives": sum(
-                    hlo.count(op) for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all")
-                ),
-                "logits_scale": float(np.abs(reference).max()),
-                "sharded_diff": float(np.abs(got - reference).max()),
-                "scanned_diff": float(np.abs(scanned - reference).max()),
-                "text_effect": float(np.abs(reference[0] - reference[1]).max()),
-                "greedy_text_effect": mesh_inputs.differing(tokens["greedy"][0]),
-                "tokens": tokens,
-                "indivisible_error": indivisible,
-            }
-        )
+    emit(
+        {
+            "devices": len(jax.devices()),
+            "mesh": dict(mesh.shape),
+            "fc1_spec": [str(a) for a in fc1.sharding.spec],
+            "fc1_shard_shape": list(fc1.addressable_shards[0].data.shape),
+            "stacked_fc1_spec": [str(a) for a in stacked["params"]["layers"]["fc1"]["kernel"].sharding.spec],
+            "constraints": [unconstrained, constraints],
+            "collectives": sum(hlo.count(op) for op in ("all-reduce", "all-gather", "reduce-scatter", "all-to-all")),
+            "logits_scale": float(np.abs(reference).max()),
+            "sharded_diff": float(np.abs(got - reference).max()),
+            "scanned_diff": float(np.abs(scanned - reference).max()),
+            "text_effect": float(np.abs(reference[0] - reference[1]).max()),
+            "greedy_text_effect": mesh_inputs.differing(tokens["greedy"][0]),
+            "tokens": tokens,
+            "indivisible_error": indivisible,
+        }
     )
 
 

@@ -4,6 +4,7 @@ processes, as XLA fixes the device count at start-up: `sharded_run.py` and `musi
 host devices (`--xla_force_host_platform_device_count=8`), and `multihost_run.py` as two processes of 4
 devices joined by `jax.distributed.initialize`."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import jax
 import pytest
 
 from musicgen_jax.sharding import make_mesh
-from tests.processes import device_env, free_port, last_json, run_json, run_together
+from tests.processes import device_env, free_port, result_file, run_json, run_together
 
 pytestmark = pytest.mark.e2e
 
@@ -64,15 +65,16 @@ def test_make_mesh_checks_sizes():
         make_mesh(data=-1, tensor=2, devices=devices[:1])
 
 
-def test_two_processes_share_one_mesh(hf_musicgen):
+def test_two_processes_share_one_mesh(hf_musicgen, tmp_path):
     """Two local processes x 4 host devices, `jax.distributed.initialize`: parameters placed by `shard`
     (each process its own pieces), logits and greedy tokens equal one device's, with the weights of the
     parity tests, under which the two prompts' greedy tokens differ."""
     script, port = str(Path(__file__).with_name("multihost_run.py")), str(free_port())
-    outs = run_together(
-        [[sys.executable, script, str(i), port, str(hf_musicgen[1])] for i in range(2)], [device_env(4)] * 2
+    extra, path = result_file(tmp_path)
+    run_together(
+        [[sys.executable, script, str(i), port, str(hf_musicgen[1])] for i in range(2)], [device_env(4, **extra)] * 2
     )
-    result = last_json(outs[0])
+    result = json.loads(path.read_text())
     assert (result["processes"], result["devices"], result["local"]) == (2, 8, 4)
     assert result["fc1_local_shards"] == 4
     assert result["logits_diff"] <= 1e-5 * result["logits_scale"]

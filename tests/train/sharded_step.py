@@ -1,8 +1,7 @@
 """Run by `tests/train/test_trainer.py` in a fresh process with 8 host devices: one train step of the tiny
 converted MusicGen on (data 2, fsdp 4) and (data 2, tensor 4) meshes against one device. Usage:
-sharded_step.py CHECKPOINT_DIR; prints one JSON line."""
+sharded_step.py CHECKPOINT_DIR; `emit`s the result."""
 
-import json
 import sys
 
 import jax
@@ -11,6 +10,7 @@ import numpy as np
 from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 from musicgen_jax.sharding import make_mesh
 from musicgen_jax.train.trainer import OptimConfig, StepConfig, compile_step, global_batch, init_state
+from tests.processes import emit
 
 
 def batch(components, size: int = 8, frames: int = 10) -> dict:
@@ -61,7 +61,7 @@ def main(directory: str):
             "moment_shard": list(moment.sharding.shard_shape(moment.shape)),
             "ema_shard": list(state.ema["params"]["layers_0"]["fc1"]["kernel"].sharding.shard_shape(kernel.shape)),
         }
-    print(json.dumps(out))
+    emit(out)
 
 
 if __name__ == "__main__":
