@@ -18,13 +18,14 @@ This module uses numpy, scipy, soundfile, soxr and librosa only (no torch, no ja
 from __future__ import annotations
 
 import math
-import os
 import pathlib
-import uuid
 import warnings
 
 import numpy as np
 import soundfile
+from etils import epath
+
+from musicgen_jax import fileio
 
 __all__ = [
     "AudioError",
@@ -104,8 +105,9 @@ def _check_finite(wav: np.ndarray, where: str) -> None:
 # ---------------------------------------------------------------------------------------
 
 
-def _load(path: pathlib.Path) -> tuple[np.ndarray, int]:
-    """Decode a file to float32 `[C, T]`: soundfile first, librosa (audioread) as fallback."""
+def _load(path: pathlib.Path, name) -> tuple[np.ndarray, int]:
+    """Decode local file `path` (`name` in messages) to float32 `[C, T]`: soundfile first, librosa
+    (audioread) as fallback."""
     try:
         data, sr = soundfile.read(str(path), dtype="float32", always_2d=True)  # [T, C]
         return np.ascontiguousarray(data.T), int(sr)
@@ -120,7 +122,7 @@ def _load(path: pathlib.Path) -> tuple[np.ndarray, int]:
             warnings.simplefilter("ignore", DeprecationWarning)  # audioread imports aifc, sunau, ...
             data, sr = librosa.load(str(path), sr=None, mono=False)  # [T] or [C, T]
     except Exception as exc:  # noqa: BLE001
-        raise AudioError(f"cannot read audio file {path}: {first_error}; fallback decoder: {exc}") from exc
+        raise AudioError(f"cannot read audio file {name}: {first_error}; fallback decoder: {exc}") from exc
     return np.atleast_2d(np.asarray(data, dtype=np.float32)), int(sr)
 
 
@@ -132,15 +134,21 @@ def read_audio(path, sample_rate: int | None = None, channels: int | None = None
     scaled to [-1, 1); floating point files are returned as stored.
     Raises `AudioError` for missing or undecodable files and for non-finite samples.
     """
-    path = pathlib.Path(path)
+    path = fileio.path(path)
     if sample_rate is not None:
         sample_rate = _check_rate(sample_rate)
     if channels is not None:
         channels = _check_channels(channels)
-    if not path.is_file():
-        reason = "not a regular file" if path.exists() else "no such file"
-        raise AudioError(f"cannot read audio file {path}: {reason}")
-    wav, sr = _load(path)
+    try:
+        with fileio.reporting(path):
+            regular = path.is_file()
+            if not regular:
+                reason = "not a regular file" if path.exists() else "no such file"
+                raise AudioError(f"cannot read audio file {path}: {reason}")
+        with fileio.local_copy(path) as local:
+            wav, sr = _load(local, path)
+    except fileio.StorageError as e:
+        raise AudioError(str(e)) from e
     if wav.size == 0:
         raise AudioError(f"cannot read audio file {path}: it contains no samples")
     _check_finite(wav, f"audio file {path}")
@@ -350,17 +358,16 @@ def to_pcm16(wav: np.ndarray) -> np.ndarray:
     return np.clip(np.round(wav * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def write_audio(path, wav: np.ndarray, sample_rate: int, strategy="peak", **normalize_kwargs) -> pathlib.Path:
+def write_audio(path, wav: np.ndarray, sample_rate: int, strategy="peak", **normalize_kwargs) -> epath.Path:
     """Normalize `wav` (`[T]` or `[C, T]`) and write it atomically to `path`; returns the path.
 
     The format comes from the suffix (`WRITE_FORMATS`): ``.wav`` is 16-bit PCM (32-bit float
     when `strategy == "none"`), ``.flac`` is 16-bit (with `strategy == "none"` the samples are
     clipped to [-1, 1] first). `normalize_kwargs` go to `normalize_audio`. The data is written
-    to a temporary file in the target directory and moved over `path` with `os.replace`, so a
-    failed write never leaves a partial file nor touches an existing one. Missing parent
-    directories are created.
+    to a temporary file and then becomes `path` whole (`fileio.atomic_file`: a local path or a URL), so
+    a failed write never leaves a partial file nor touches an existing one.
     """
-    path = pathlib.Path(path)
+    path = fileio.path(path)
     suffix = path.suffix.lower()
     if suffix not in WRITE_FORMATS:
         raise AudioError(
@@ -378,14 +385,9 @@ def write_audio(path, wav: np.ndarray, sample_rate: int, strategy="peak", **norm
     else:
         data, subtype = to_pcm16(np.clip(x, -1.0, 1.0)), "PCM_16"
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    try:
-        soundfile.write(str(tmp), data.T, sample_rate, subtype=subtype, format=WRITE_FORMATS[suffix])
-        os.replace(tmp, path)
-    except BaseException as exc:
-        tmp.unlink(missing_ok=True)
-        if isinstance(exc, (OSError, RuntimeError, soundfile.SoundFileError)):
+    with fileio.atomic_file(path) as tmp:
+        try:
+            soundfile.write(str(tmp), data.T, sample_rate, subtype=subtype, format=WRITE_FORMATS[suffix])
+        except (OSError, RuntimeError, soundfile.SoundFileError) as exc:
             raise AudioError(f"cannot write audio file {path}: {exc}") from exc
-        raise
     return path

@@ -1,4 +1,8 @@
-"""Atomic file writes: a temporary file in the same directory, renamed into place when complete."""
+"""The one path layer of the package: every file a user names may be a local path or a URL (gs://, and
+the other schemes of `etils.epath`, the path type Orbax and TFDS take), read and written through the same
+functions. Writes are whole or absent: on a local disk a temporary file renamed into place, on an object
+store a local temporary file uploaded as one object (an upload is complete or not there). Failures are one
+`StorageError` line naming the path."""
 
 from __future__ import annotations
 
@@ -6,44 +10,191 @@ import contextlib
 import json
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from etils import epath
+
+SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+CHUNK = 1 << 24  # bytes per read when uploading a finished file
+
+
+class StorageError(ValueError):
+    """A path or URL that cannot be read or written (missing, refused, no credentials)."""
+
+
+def is_url(p: str | os.PathLike) -> bool:
+    return bool(SCHEME.match(os.fspath(p)))
+
+
+def path(p: str | os.PathLike) -> epath.Path:
+    """`p` as the package's path type: a URL as is, a local path with `~` expanded and made absolute."""
+    text = os.fspath(p)
+    return epath.Path(text if is_url(text) else os.path.abspath(os.path.expanduser(text)))
+
+
+def _reason(e: BaseException) -> str:
+    """What went wrong, in a few words: the kinds an object store gives, else the error's first line."""
+    text = f"{type(e).__name__} {e}"
+    kinds = (
+        (("NotFound", "FileNotFound", "response code 404", "No such file"), "not found"),
+        (("PermissionDenied", "PermissionError", "Forbidden", "response code 403"), "permission denied"),
+        (
+            ("Unauthenticated", "DefaultCredentials", "response code 401", "authentication bearer token"),
+            "no valid credentials (on a VM its service account; elsewhere `gcloud auth application-default login`)",
+        ),
+    )
+    for needles, reason in kinds:
+        if any(n in text for n in needles):
+            return reason
+    return (getattr(e, "strerror", None) or str(e) or type(e).__name__).splitlines()[0][:300]
+
+
+def _storage_failure(e: BaseException) -> bool:
+    """An error of a file system or object-store client (OSError, TensorFlow's, google-auth's, fsspec's)."""
+    module = type(e).__module__
+    return isinstance(e, OSError) or module.startswith(("tensorflow", "google.", "gcsfs", "fsspec", "aiohttp"))
 
 
 @contextlib.contextmanager
-def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path beside `path`; when the block succeeds it is renamed to `path`, when it
-    fails it is removed, so `path` is either absent, as before, or complete. Missing parent directories
-    are created. A failed write (OSError) raises ValueError naming `path` (the CLIs' user-error type)."""
-    path = Path(path)
+def reporting(p: str | os.PathLike, action: str = "read") -> Iterator[None]:
+    """Turn a storage failure inside the block into one `StorageError` line: "cannot {action} {p}: ..."."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+        yield
+    except StorageError:
+        raise
+    except Exception as e:
+        if not _storage_failure(e):
+            raise
+        raise StorageError(f"cannot {action} {p}: {_reason(e)}") from e
+
+
+def read_text(p: str | os.PathLike) -> str:
+    with reporting(p):
+        return path(p).read_text()
+
+
+def read_bytes(p: str | os.PathLike) -> bytes:
+    with reporting(p):
+        return path(p).read_bytes()
+
+
+def read_json(p: str | os.PathLike):
+    text = read_text(p)
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise StorageError(f"{p} is not valid JSON: {e}") from e
+
+
+def exists(p: str | os.PathLike) -> bool:
+    with reporting(p):
+        return path(p).exists()
+
+
+def size(p: str | os.PathLike) -> int:
+    """The size in bytes of file `p`."""
+    with reporting(p):
+        return path(p).stat().length
+
+
+@contextlib.contextmanager
+def local_copy(p: str | os.PathLike) -> Iterator[Path]:
+    """A local file with the bytes of `p`: a local path as is, a URL downloaded to a temporary file of the
+    same name (for decoders that need a file, as soundfile's and audioread's do)."""
+    source = path(p)
+    if not is_url(source):
+        if not source.exists():
+            raise StorageError(f"cannot read {source}: not found")
+        yield Path(source)
+        return
+    with tempfile.TemporaryDirectory(prefix="musicgen-jax-") as directory:
+        tmp = Path(directory) / source.name
+        with reporting(source), source.open("rb") as data, open(tmp, "wb") as out:
+            shutil.copyfileobj(data, out, CHUNK)
+        yield tmp
+
+
+def walk_files(root: str | os.PathLike) -> Iterator[epath.Path]:
+    """Every file under directory `root`, recursively (following a local disk's symbolic links)."""
+    top = path(root)
+    with reporting(top, "list"):
+        if is_url(top):
+            for directory, _, names in top.walk():
+                yield from (directory / name for name in names)
+        else:
+            for directory, _, names in os.walk(top, followlinks=True):
+                yield from (epath.Path(directory) / name for name in names)
+
+
+def make_dirs(p: str | os.PathLike) -> epath.Path:
+    """Directory `p` with its parents, created where they are missing. An object store has no directories:
+    there the bucket must exist (TensorFlow's GCS client retries creating one under a missing bucket
+    without end)."""
+    target = path(p)
+    with reporting(target, "create"):
+        if not is_url(target):
+            target.mkdir(parents=True, exist_ok=True)
+            return target
+        scheme, rest = os.fspath(target).split("://", 1)
+        bucket = f"{scheme}://{rest.split('/', 1)[0]}"
+        if not epath.Path(bucket).exists():
+            raise StorageError(f"cannot create {target}: the bucket {bucket} does not exist")
+    return target
+
+
+def remove_tree(p: str | os.PathLike) -> None:
+    """Remove a directory (every object under a URL prefix) if it is there."""
+    target = path(p)
+    with reporting(target, "remove"):
+        if target.exists():
+            target.rmtree()
+
+
+@contextlib.contextmanager
+def atomic_file(p: str | os.PathLike) -> Iterator[Path]:
+    """Yield a local temporary path to write; when the block succeeds its file becomes `p` whole, when it
+    fails nothing is left, so `p` is either absent, as before, or complete. Local parent directories are
+    created. A failed write raises `StorageError` naming `p` (the CLIs' user-error type is ValueError)."""
+    target = path(p)
+    with reporting(target, "write"):
+        if is_url(target):
+            with tempfile.TemporaryDirectory(prefix="musicgen-jax-") as directory:
+                tmp = Path(directory) / target.name
+                yield tmp
+                with open(tmp, "rb") as source, target.open("wb") as out:
+                    out.write(b"")  # TensorFlow's writer makes no object for a file never written to
+                    shutil.copyfileobj(source, out, CHUNK)
+            return
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
         os.close(fd)
         try:
             yield Path(tmp)
             os.chmod(tmp, 0o644)
-            os.replace(tmp, path)
+            os.replace(tmp, target)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
-    except OSError as e:
-        raise ValueError(f"cannot write {path}: {e.strerror or e}") from e
 
 
-def save_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    """np.save to `path` atomically (`atomic_file`)."""
-    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+def write_text(p: str | os.PathLike, text: str) -> None:
+    with atomic_file(p) as tmp:
+        tmp.write_text(text)
+
+
+def save_npy(p: str | os.PathLike, array: np.ndarray) -> None:
+    """np.save to `p` atomically (`atomic_file`)."""
+    with atomic_file(p) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
 
 
-def save_json(path: str | os.PathLike, obj) -> None:
-    """`obj` as indented JSON to `path` atomically (`atomic_file`)."""
-    with atomic_file(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+def save_json(p: str | os.PathLike, obj) -> None:
+    """`obj` as indented JSON to `p` atomically (`atomic_file`)."""
+    write_text(p, json.dumps(obj, indent=2, sort_keys=True) + "\n")
 
 
 def slug(text: str, length: int = 40) -> str:

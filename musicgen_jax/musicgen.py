@@ -27,6 +27,7 @@ import numpy as np
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
+from musicgen_jax import fileio
 from musicgen_jax.audio import convert_channels, resample
 from musicgen_jax.chroma import extract_chroma
 from musicgen_jax.components import Components, is_converted, is_current, load_converted, save_converted
@@ -86,11 +87,13 @@ def load_components(name: str, fmt: str = "auto") -> Components:
     """The codec, text encoder and LM of a converted directory, a `train.py` run directory (its latest
     checkpoint's EMA weights), or a PyTorch checkpoint (hub id or local directory; `fmt` auto, hf or
     audiocraft), which is converted on first use and cached."""
-    path = Path(name).expanduser()
-    if path.is_dir() and is_converted(path):
-        return load_converted(path)
-    if path.is_dir() and is_run(path):
-        return load_run(path)
+    where = fileio.path(name)
+    with fileio.reporting(where):
+        directory = where.is_dir()
+    if directory and is_converted(where):
+        return load_converted(where)
+    if directory and is_run(where):
+        return load_run(where)
     entry = _cache_entry(name, fmt)
     if not is_current(entry):
         save_converted(convert_checkpoint(name, fmt), entry)

@@ -82,3 +82,18 @@ def spiece_dir(tmp_path_factory):
 @pytest.fixture(scope="session")
 def hf_tokenizer(spiece_dir):
     return HFT5Tokenizer.from_pretrained(spiece_dir)
+
+
+@pytest.fixture(scope="session")
+def gcs():
+    """A GCS emulator (`tests/gcs.py`) for the session, this process's clients pointed at it (its
+    variables are set before any client starts: TensorFlow reads them once); subprocesses get them
+    through `gcs.env`."""
+    import os
+
+    from tests.gcs import started
+
+    server = started()
+    os.environ.update(server.env)
+    yield server
+    server.stop()

@@ -39,6 +39,14 @@ def sample_dirs(tmp_path):
     return run, baseline
 
 
+def test_a_step_folder_counts_once_its_settings_are_written(sample_dirs):
+    """A run's `samples/STEP/` folder without `settings.json` (written last) is a step still being written."""
+    run, _ = sample_dirs
+    assert {s.system for s in listen.find_samples([run])} == {"run step 10", "run step 20"}
+    (run / "samples" / "20" / "settings.json").unlink()
+    assert {s.system for s in listen.find_samples([run])} == {"run step 10"}
+
+
 def fetch(url: str, data: dict | None = None) -> tuple[int, str]:
     body = None if data is None else urllib.parse.urlencode(data).encode()
     try:

@@ -61,15 +61,18 @@ def _numbered(directory: Path) -> list[Path]:
     return sorted(p for p in directory.glob("[0-9][0-9][0-9]_*.wav") if p.is_file())
 
 
+def _complete_step(folder: Path) -> bool:
+    """A run's `samples/STEP/` folder whose `settings.json`, written last, is there."""
+    return folder.is_dir() and folder.name.isdigit() and (folder / "settings.json").is_file()
+
+
 def find_samples(directories: list[Path]) -> list[Sample]:
     """The samples of `directories` (see the module docstring); ValueError for a directory with none."""
     samples = []
     for directory in directories:
         root = directory / "samples" if (directory / "samples").is_dir() else directory
         steps = (
-            sorted((p for p in root.iterdir() if p.is_dir() and p.name.isdigit()), key=lambda p: int(p.name))
-            if root.is_dir()
-            else []
+            sorted((p for p in root.iterdir() if _complete_step(p)), key=lambda p: int(p.name)) if root.is_dir() else []
         )
         found = []
         for folder in steps or [root]:

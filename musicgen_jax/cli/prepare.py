@@ -6,13 +6,13 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from pathlib import Path
 
 from musicgen_jax.audio import AudioError
 from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.config import DATASET_INFO_FILE
 from musicgen_jax.data.prepare import Settings, merge, prepare
 from musicgen_jax.extras import MissingExtraError
+from musicgen_jax.fileio import path
 
 # the module (its docstring describes the command): `musicgen_jax.data.prepare` as an attribute is the
 # package's `prepare` function
@@ -53,10 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="codec source: anything load_codec takes (an EnCodec or MusicGen checkpoint, "
         "hub id or path; stereo MusicGen checkpoints code stereo)",
     )
-    p.add_argument("--out", type=Path, help="output dataset folder (re-running the same command resumes)")
-    p.add_argument(
-        "--merge", type=Path, metavar="DATA_DIR", help="only write the metadata of DATA_DIR, whose parts are all done"
-    )
+    p.add_argument("--out", help="output dataset folder or URL (re-running the same command resumes)")
+    p.add_argument("--merge", metavar="DATA_DIR", help="only write the metadata of DATA_DIR, whose parts are all done")
     defaults = Settings("", "")
     p.add_argument(
         "--segment-seconds",
@@ -127,7 +125,7 @@ def main(argv=None) -> int:
             info, out = merge(args.merge), args.merge
         else:
             settings = Settings(
-                str(Path(args.audio).expanduser().absolute()),
+                str(path(args.audio)),
                 args.codec,
                 args.segment_seconds,
                 args.valid_fraction,

@@ -19,12 +19,13 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from etils import epath
 from jax.sharding import Mesh
 
 from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, write_audio
 from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.extras import MissingExtraError
-from musicgen_jax.fileio import save_npy, slug
+from musicgen_jax.fileio import StorageError, path, read_text, save_npy, slug
 from musicgen_jax.lm.model import INFERENCE_DTYPES
 from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, disable_compilation_cache, enable_compilation_cache
 from musicgen_jax.sharding import make_mesh, parse_mesh
@@ -38,7 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"hub id, PyTorch checkpoint directory or converted directory (default {DEFAULT_MODEL})",
     )
     p.add_argument("--prompt", action="append", default=[], help="text prompt (repeatable: one output each)")
-    p.add_argument("--prompts-file", type=Path, help="a file with one prompt per line")
+    p.add_argument("--prompts-file", type=path, help="a file (or URL) with one prompt per line")
     p.add_argument("--duration", type=float, default=10.0, help="seconds of audio (default 10)")
     p.add_argument("--top-k", type=int, default=250, help="top-k sampling (default 250; 1 = greedy)")
     p.add_argument("--top-p", type=float, default=0.0, help="nucleus sampling, overrides top-k when > 0")
@@ -46,10 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cfg-coef", type=float, default=3.0, help="classifier-free guidance (default 3)")
     p.add_argument("--seed", type=int, default=0, help="prompt i uses seed + i (default 0)")
     p.add_argument("--batch-size", type=int, default=8, help="prompts generated together (default 8)")
-    p.add_argument("--continuation", type=Path, help="audio file to continue (its codes start every output)")
+    p.add_argument("--continuation", type=path, help="audio file to continue (its codes start every output)")
     p.add_argument(
         "--melody",
-        type=Path,
+        type=path,
         action="append",
         default=[],
         help="audio file whose melody (chroma) the music follows, melody models only (repeatable: one "
@@ -63,9 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--out",
-        type=Path,
-        default=Path("out"),
-        help="output file for a single prompt, else a directory of NNN_<slug>.<format> (default out)",
+        type=path,
+        default="out",
+        help="output file for a single prompt, else a directory of NNN_<slug>.<format>; a path or a URL "
+        "(default out)",
     )
     p.add_argument("--format", choices=("wav", "flac"), default="wav")
     p.add_argument(
@@ -74,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         default="loudness",
         help="normalization (default loudness; none writes the decoder output as 32-bit float WAV)",
     )
-    p.add_argument("--save-codes", type=Path, help="also save the generated codes [B, K, T] (int16) to this .npy")
+    p.add_argument("--save-codes", type=path, help="also save the generated codes [B, K, T] (int16) to this .npy")
     p.add_argument(
         "--dtype",
         choices=("auto", *INFERENCE_DTYPES),
@@ -106,9 +108,11 @@ def read_prompts(args) -> list[str]:
     prompts = list(args.prompt)
     if args.prompts_file is not None:
         try:
-            lines = [line.strip() for line in args.prompts_file.read_text().splitlines() if line.strip()]
-        except (OSError, UnicodeDecodeError) as e:
-            raise ValueError(f"cannot read --prompts-file {args.prompts_file}: {e}") from e
+            lines = [line.strip() for line in read_text(args.prompts_file).splitlines() if line.strip()]
+        except StorageError as e:  # it names the file
+            raise ValueError(f"--prompts-file: {e}") from e
+        except UnicodeDecodeError as e:
+            raise ValueError(f"--prompts-file {args.prompts_file}: {e}") from e
         if not lines:
             raise ValueError(f"--prompts-file {args.prompts_file} is empty (no non-blank line)")
         prompts += lines
@@ -117,7 +121,7 @@ def read_prompts(args) -> list[str]:
     return prompts
 
 
-def output_paths(args, prompts: list[str]) -> list[Path]:
+def output_paths(args, prompts: list[str]) -> list[epath.Path]:
     if len(prompts) == 1 and args.out.suffix:
         return [args.out.with_suffix(f".{args.format}")]
     return [args.out / f"{i:03d}_{slug(p)}.{args.format}" for i, p in enumerate(prompts)]
@@ -206,8 +210,8 @@ def run(args) -> str:
                 return_tokens=True,
                 seed=seeds,
             )
-        for path, wav in zip(paths[first : first + len(batch)], audio, strict=True):
-            write_audio(path, wav, model.sample_rate, strategy=args.strategy)
+        for where, wav in zip(paths[first : first + len(batch)], audio, strict=True):
+            write_audio(where, wav, model.sample_rate, strategy=args.strategy)
         codes.append(tokens)
     elapsed = time.time() - start
     if args.save_codes is not None:

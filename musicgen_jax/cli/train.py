@@ -12,6 +12,7 @@ from absl import app, flags, logging
 from ml_collections import config_flags
 
 from musicgen_jax.extras import MissingExtraError
+from musicgen_jax.fileio import StorageError
 from musicgen_jax.train.loop import TrainingError, maybe_initialize_distributed, train
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "experiment config file (configs/NAME.py)", lock_config=True)
@@ -27,7 +28,7 @@ def main(argv):
     maybe_initialize_distributed()
     try:
         last = train(_CONFIG.value, _WORKDIR.value, progress=not _NO_PROGRESS.value)
-    except (TrainingError, MissingExtraError) as e:
+    except (TrainingError, MissingExtraError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if last:

@@ -30,13 +30,14 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
-from musicgen_jax import stems
+from musicgen_jax import fileio, stems
 from musicgen_jax.audio import AudioError, read_audio
 from musicgen_jax.config import DATASET_INFO_FILE, ChromaConfig
 from musicgen_jax.data import metadata, shards
@@ -214,7 +215,7 @@ def codec_info(codec, source: str) -> dict:
     }
 
 
-def _unit_record_path(out: Path, unit: int) -> Path:
+def _unit_record_path(out: epath.Path, unit: int) -> epath.Path:
     return out / UNITS_DIR / f"unit-{unit:05d}.json"
 
 
@@ -227,7 +228,7 @@ def _text_embedding(text_encoder, description: str | None) -> np.ndarray:
 
 
 def _prepare_unit(
-    unit: int, inputs: list[AudioInput], plan: dict, codec, text_encoder, batch_size: int, out: Path, report
+    unit: int, inputs: list[AudioInput], plan: dict, codec, text_encoder, batch_size: int, out: epath.Path, report
 ) -> dict:
     """Encode the files of one unit, write its shards, then its record (returned)."""
     settings = Settings(**plan["settings"])
@@ -297,11 +298,11 @@ def _text_dim(text_encoder) -> int | None:
 
 
 def _fingerprint(settings: Settings, inputs: list[AudioInput]) -> str:
-    listing = [(item.path, item.file.stat().st_size if item.file.is_file() else -1) for item in inputs]
+    listing = [(item.path, fileio.size(item.file) if fileio.exists(item.file) else -1) for item in inputs]
     return hashlib.sha256(json.dumps([dataclasses.asdict(settings), listing]).encode()).hexdigest()
 
 
-def make_plan(settings: Settings, inputs: list[AudioInput], out: Path) -> dict:
+def make_plan(settings: Settings, inputs: list[AudioInput], out: epath.Path) -> dict:
     """The plan of `out` (units and settings), written by the first run; a later run must match it."""
     plan = {
         "settings": dataclasses.asdict(settings),
@@ -310,8 +311,8 @@ def make_plan(settings: Settings, inputs: list[AudioInput], out: Path) -> dict:
         "units": -(-len(inputs) // settings.files_per_shard),
     }
     path = out / PLAN_FILE
-    if path.is_file():
-        previous = json.loads(path.read_text())
+    if fileio.exists(path):
+        previous = fileio.read_json(path)
         if previous != plan:
             changed = [k for k in plan["settings"] if plan["settings"][k] != previous.get("settings", {}).get(k)]
             what = f"different settings ({', '.join(changed)})" if changed else "a different set of audio files"
@@ -323,21 +324,21 @@ def make_plan(settings: Settings, inputs: list[AudioInput], out: Path) -> dict:
     return plan
 
 
-def _load_record(out: Path, unit: int, plan: dict) -> dict | None:
+def _load_record(out: epath.Path, unit: int, plan: dict) -> dict | None:
     path = _unit_record_path(out, unit)
-    if not path.is_file():
+    if not fileio.exists(path):
         return None
-    record = json.loads(path.read_text())
+    record = fileio.read_json(path)
     return record if record.get("plan") == plan["fingerprint"] else None
 
 
-def merge(out: str | Path) -> dict:
+def merge(out: str | os.PathLike) -> dict:
     """Write the TFDS metadata and `dataset.json` of a dataset whose units are all done; returns the
     contents of `dataset.json`. Raises ValueError naming the units still missing."""
-    out = Path(out)
-    if not (out / PLAN_FILE).is_file():
+    out = fileio.path(out)
+    if not fileio.exists(out / PLAN_FILE):
         raise ValueError(f"{out}: no {PLAN_FILE}; nothing was prepared there")
-    plan = json.loads((out / PLAN_FILE).read_text())
+    plan = fileio.read_json(out / PLAN_FILE)
     records = [_load_record(out, unit, plan) for unit in range(plan["units"])]
     missing = [unit for unit, record in enumerate(records) if record is None]
     if missing:
@@ -384,8 +385,9 @@ def merge(out: str | Path) -> dict:
         "skipped": skipped,
     }
     save_json(out / DATASET_INFO_FILE, info)
-    for stale in [*out.glob(".*.tmp"), *(out / UNITS_DIR).glob(".*.tmp")]:  # left by killed runs
-        stale.unlink()
+    if not fileio.is_url(out):  # temporary files left by killed runs (an object store has none)
+        for stale in [*out.glob(".*.tmp"), *(out / UNITS_DIR).glob(".*.tmp")]:
+            stale.unlink()
     return info
 
 
@@ -412,7 +414,11 @@ class _Progress:
 
 
 def prepare(
-    settings: Settings, out: str | Path, batch_size: int = 8, part: tuple[int, int] = (0, 1), progress: bool = True
+    settings: Settings,
+    out: str | os.PathLike,
+    batch_size: int = 8,
+    part: tuple[int, int] = (0, 1),
+    progress: bool = True,
 ) -> dict | None:
     """Prepare (or resume) part `part = (I, N)` of the dataset of `settings` in `out`; returns the contents
     of `dataset.json` when this completed the dataset, else None (other parts are still missing)."""
@@ -424,7 +430,7 @@ def prepare(
         raise ValueError(f"invalid part {index}/{count}: expected I/N with 0 <= I < N")
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"invalid batch_size: {batch_size!r}")
-    out = Path(out)
+    out = fileio.make_dirs(out)
     _, inputs = list_inputs(settings.audio)
     plan = make_plan(settings, inputs, out)
     units = [u for u in range(index, plan["units"], count) if _load_record(out, u, plan) is None]

@@ -19,18 +19,17 @@ loads it), and this project's `dataset.json`. One example is one audio segment:
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterator
-from pathlib import Path
 
 import numpy as np
+from etils import epath
 
 from musicgen_jax.config import DATASET_INFO_FILE
 from musicgen_jax.data.metadata import FIELDS
 from musicgen_jax.extras import require
-from musicgen_jax.fileio import atomic_file
+from musicgen_jax.fileio import atomic_file, path, read_json, reporting
 
 DATASET_NAME = "musicgen_tokens"
 SPLITS = ("train", "valid")
@@ -75,9 +74,9 @@ def features(num_codebooks: int, text_dim: int | None = None, chroma: bool = Fal
     return tfds.features.FeaturesDict(spec)
 
 
-def shard_path(data_dir: str | os.PathLike, split: str, index: int, count: int) -> Path:
+def shard_path(data_dir: str | os.PathLike, split: str, index: int, count: int) -> epath.Path:
     """Where shard `index` of `count` of `split` lives (TFDS's file naming)."""
-    return Path(data_dir) / f"{DATASET_NAME}-{split}.tfrecord-{index:05d}-of-{count:05d}"
+    return path(data_dir) / f"{DATASET_NAME}-{split}.tfrecord-{index:05d}-of-{count:05d}"
 
 
 def _stored(example: dict) -> dict:
@@ -99,7 +98,11 @@ def _stored(example: dict) -> dict:
 
 
 def write_shard(
-    path: Path, num_codebooks: int, examples: list[dict], text_dim: int | None = None, chroma: bool = False
+    where: str | os.PathLike,
+    num_codebooks: int,
+    examples: list[dict],
+    text_dim: int | None = None,
+    chroma: bool = False,
 ) -> int:
     """Write `examples` (dicts with `codes [K, T]`, `path`, `segment`, `metadata`, `text_embedding [N, D]`
     when `text_dim` is given, `chroma [Fc]` with `chroma`) as one TFRecord file, atomically (`atomic_file`:
@@ -108,7 +111,7 @@ def write_shard(
     tf = host_tensorflow()
 
     spec = features(num_codebooks, text_dim, chroma)
-    with atomic_file(path) as tmp:
+    with atomic_file(where) as tmp:
         with tf.io.TFRecordWriter(str(tmp)) as writer:
             for example in examples:  # protobuf map order varies between processes; sorted keys do not
                 record = tf.train.Example.FromString(spec.serialize_example(_stored(example)))
@@ -117,7 +120,7 @@ def write_shard(
 
 
 def write_tfds_metadata(
-    data_dir: Path,
+    data_dir: str | os.PathLike,
     num_codebooks: int,
     shard_lengths: dict[str, list[int]],
     shard_bytes: dict[str, int],
@@ -133,7 +136,7 @@ def write_tfds_metadata(
         for split in SPLITS
     ]
     tfds.folder_dataset.write_metadata(
-        data_dir=str(data_dir),
+        data_dir=str(path(data_dir)),
         features=features(num_codebooks, text_dim, chroma),
         split_infos=split_infos,
         filename_template=FILENAME_TEMPLATE,
@@ -166,22 +169,24 @@ def _loaded(record: dict) -> dict:
     return example
 
 
-def _info_path(data_dir: str | os.PathLike) -> Path:
+def _info_path(data_dir: str | os.PathLike) -> epath.Path:
     """Where the `dataset.json` of a complete prepared dataset is; ValueError when there is none."""
-    path = Path(data_dir) / DATASET_INFO_FILE
-    if not path.is_file():
+    info = path(data_dir) / DATASET_INFO_FILE
+    with reporting(info):
+        complete = info.is_file()
+    if not complete:
         raise ValueError(
             f"{data_dir}: not a prepared dataset (no {DATASET_INFO_FILE}); prepare it with "
             f"`python -m musicgen_jax.data.prepare`, or finish it with `--merge`"
         )
-    return path
+    return info
 
 
 def dataset_info(data_dir: str | os.PathLike) -> dict:
     """The `dataset.json` of a complete prepared dataset (ValueError when there is none): its codec
     (`codec`, with `sample_rate` and `frame_rate`), `text_encoder` and `chroma` (None, or `bins`, `n_fft`,
     `hop_length`, `sample_rate` and `stems`: whether the chroma is of Demucs' melody stems), splits, etc."""
-    return json.loads(_info_path(data_dir).read_text())
+    return read_json(_info_path(data_dir))
 
 
 def part_bounds(total: int, part: tuple[int, int]) -> tuple[int, int]:
@@ -204,7 +209,7 @@ def read_examples(data_dir: str | os.PathLike, split: str = "train", part: tuple
     if split not in SPLITS:
         raise ValueError(f"unknown split {split!r}; a prepared dataset has {', '.join(SPLITS)}")
     _info_path(data_dir)
-    builder = tfds.builder_from_directory(str(data_dir))
+    builder = tfds.builder_from_directory(str(path(data_dir)))
     start, end = part_bounds(builder.info.splits[split].num_examples, part)
     if start == end:
         return

@@ -11,8 +11,10 @@ import dataclasses
 import gzip
 import json
 import os
-from pathlib import Path
 
+from etils import epath
+
+from musicgen_jax import fileio
 from musicgen_jax.data.metadata import FIELDS
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
@@ -24,47 +26,43 @@ class AudioInput:
     """One audio file: `path` relative to the root (as stored in the dataset), `file` to read."""
 
     path: str
-    file: Path
+    file: epath.Path
     metadata: dict
     problem: str | None = None  # why the metadata could not be read (the file is then skipped)
 
 
-def _sidecar(file: Path) -> tuple[dict, str | None]:
+def _sidecar(file: epath.Path) -> tuple[dict, str | None]:
     """The raw metadata of the json beside `file` ({} when there is none), or the reason it is unusable."""
     sidecar = file.with_suffix(".json")
-    if not sidecar.is_file():
-        return {}, None
     try:
-        data = json.loads(sidecar.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        if not fileio.exists(sidecar):
+            return {}, None
+        data = json.loads(fileio.read_text(sidecar))
+    except (fileio.StorageError, UnicodeDecodeError, json.JSONDecodeError) as e:
         return {}, f"unreadable metadata {sidecar.name}: {e}"
     if not isinstance(data, dict):
         return {}, f"metadata {sidecar.name} is not a JSON object"
     return data, None
 
 
-def _from_folder(root: Path) -> list[AudioInput]:
+def _from_folder(root: epath.Path) -> list[AudioInput]:
     inputs = []
-    for directory, _, names in os.walk(root, followlinks=True):
-        for name in names:
-            if name.lower().endswith(AUDIO_SUFFIXES):
-                file = Path(directory) / name
-                metadata, problem = _sidecar(file)
-                inputs.append(AudioInput(file.relative_to(root).as_posix(), file, metadata, problem))
+    for file in fileio.walk_files(root):
+        if file.name.lower().endswith(AUDIO_SUFFIXES):
+            metadata, problem = _sidecar(file)
+            inputs.append(AudioInput(file.relative_to(root).as_posix(), file, metadata, problem))
     return inputs
 
 
-def _manifest_lines(manifest: Path) -> list[str]:
+def _manifest_lines(manifest: epath.Path) -> list[str]:
+    data = fileio.read_bytes(manifest)  # a StorageError names it
     try:
-        if manifest.name.endswith(".gz"):
-            with gzip.open(manifest, "rt") as f:
-                return f.read().splitlines()
-        return manifest.read_text().splitlines()
+        return (gzip.decompress(data) if manifest.name.endswith(".gz") else data).decode().splitlines()
     except (OSError, UnicodeDecodeError, EOFError) as e:
         raise ValueError(f"cannot read the manifest {manifest}: {e}") from e
 
 
-def _from_manifest(manifest: Path) -> list[AudioInput]:
+def _from_manifest(manifest: epath.Path) -> list[AudioInput]:
     root = manifest.parent
     inputs = []
     for number, line in enumerate(_manifest_lines(manifest), 1):
@@ -84,19 +82,21 @@ def _from_manifest(manifest: Path) -> list[AudioInput]:
     return inputs
 
 
-def list_inputs(source: str | os.PathLike) -> tuple[Path, list[AudioInput]]:
+def list_inputs(source: str | os.PathLike) -> tuple[epath.Path, list[AudioInput]]:
     """`(root, inputs)` for a folder or a manifest, inputs sorted by path (the dataset's order).
 
     Raises ValueError for a missing source, an unreadable or malformed manifest, a path listed twice,
     and when there is no audio file at all."""
-    source = Path(source).expanduser().absolute()
-    if source.is_dir():
+    source = fileio.path(source)
+    with fileio.reporting(source):
+        kind = "folder" if source.is_dir() else "file" if source.is_file() else "other" if source.exists() else None
+    if kind == "folder":
         root, inputs = source, _from_folder(source)
         where = f"no {', '.join(AUDIO_SUFFIXES)} file in {source} (searched recursively)"
-    elif source.is_file() and source.name.lower().endswith(MANIFEST_SUFFIXES):
+    elif kind == "file" and source.name.lower().endswith(MANIFEST_SUFFIXES):
         root, inputs = source.parent, _from_manifest(source)
         where = f"the manifest {source} lists no file"
-    elif source.exists():
+    elif kind is not None:
         raise ValueError(f"{source}: expected a folder of audio files or a {' / '.join(MANIFEST_SUFFIXES)} manifest")
     else:
         raise ValueError(f"{source}: no such folder or manifest")

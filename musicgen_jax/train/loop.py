@@ -16,18 +16,19 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import signal
 import time
-from pathlib import Path
 
 import jax
 import ml_collections
 import numpy as np
+from etils import epath
 
 from musicgen_jax.config import LMConfig, interleaved_delays
 from musicgen_jax.data import shards
 from musicgen_jax.data.pipeline import PipelineConfig, TrainBatches, eval_batches, load_host_examples
-from musicgen_jax.fileio import atomic_file
+from musicgen_jax.fileio import exists, make_dirs, path, read_text, write_text
 from musicgen_jax.lm.model import stack_layers, stereo_from_mono
 from musicgen_jax.musicgen import load_components
 from musicgen_jax.sharding import make_mesh, shardings
@@ -174,21 +175,21 @@ def _record(line: str) -> dict | None:
 
 
 class _Metrics:
-    """`metrics.jsonl`, written by process 0: truncated to `start` on resume, then appended per line."""
+    """`metrics.jsonl`, written by process 0: truncated to `start` on resume, then rewritten whole with each
+    new line (object stores have no append; a few MB at most, small beside a step)."""
 
-    def __init__(self, path: Path, start: int):
-        self.path = path
+    def __init__(self, where: epath.Path, start: int):
+        self.where, self.lines = where, []
         self.enabled = jax.process_index() == 0
-        if self.enabled and path.exists():
-            records = [(line, _record(line)) for line in path.read_text().splitlines()]
-            kept = [line for line, record in records if record is not None and record["step"] <= start]
-            with atomic_file(path) as tmp:
-                tmp.write_text("".join(line + "\n" for line in kept))
+        if self.enabled and exists(where):
+            records = [(line, _record(line)) for line in read_text(where).splitlines()]
+            self.lines = [line for line, record in records if record is not None and record["step"] <= start]
+            write_text(where, "".join(line + "\n" for line in self.lines))
 
     def write(self, record: dict) -> None:
         if self.enabled:
-            with open(self.path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+            self.lines.append(json.dumps(record))
+            write_text(self.where, "".join(line + "\n" for line in self.lines))
 
 
 class _Stop:
@@ -205,7 +206,7 @@ class _Stop:
         signal.signal(signal.SIGTERM, self._previous)
 
 
-def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool = True) -> dict:
+def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progress: bool = True) -> dict:
     """Run (or resume) the training of `config` in `workdir`; returns the last logged metrics."""
     from tqdm.auto import tqdm
 
@@ -215,8 +216,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | Path, progress: bool
         raise TrainingError(str(e)) from e
     if run.batch_size % jax.process_count():
         raise TrainingError(f"config.batch_size {run.batch_size} does not divide over {jax.process_count()} processes")
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
+    workdir = make_dirs(workdir)
     try:
         info = shards.dataset_info(run.data_dir)
     except (OSError, ValueError) as e:
@@ -434,8 +434,6 @@ def maybe_initialize_distributed() -> None:
     """`jax.distributed.initialize()` when launched as several processes: explicitly through
     JAX_COORDINATOR_ADDRESS / JAX_NUM_PROCESSES / JAX_PROCESS_ID, or as detected by JAX on TPU pod workers
     (TPU_WORKER_HOSTNAMES with several hosts) and SLURM jobs of several tasks."""
-    import os
-
     jax.config.update("jax_cpu_collectives_implementation", "gloo")  # CPU processes only; GPUs / TPUs unaffected
     if os.environ.get("JAX_COORDINATOR_ADDRESS"):
         jax.distributed.initialize(
@@ -447,7 +445,7 @@ def maybe_initialize_distributed() -> None:
         jax.distributed.initialize()
 
 
-def metrics_lines(workdir: str | Path) -> list[dict]:
+def metrics_lines(workdir: str | os.PathLike) -> list[dict]:
     """The records of `WORKDIR/metrics.jsonl`."""
-    path = Path(workdir) / METRICS
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.exists() else []
+    where = path(workdir) / METRICS
+    return [json.loads(line) for line in read_text(where).splitlines() if line] if exists(where) else []

@@ -8,9 +8,7 @@ the data pipeline's position)."""
 
 from __future__ import annotations
 
-import json
 import os
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import jax
@@ -21,6 +19,7 @@ from musicgen_jax.chroma import num_frames
 from musicgen_jax.components import Components
 from musicgen_jax.config import DATASET_INFO_FILE, ChromaConfig, LMConfig, interleaved_delays
 from musicgen_jax.convert.codec_loader import load_codec
+from musicgen_jax.fileio import path, read_json, reporting
 from musicgen_jax.lm.model import merge_lora, unstack_layers
 from musicgen_jax.text.encoder import T5TextEncoder
 
@@ -68,18 +67,22 @@ def checkpoint_manager(workdir: str | os.PathLike, keep: int | None = None) -> o
     """The Orbax manager of `WORKDIR/checkpoints` (`keep`: the last so many kept, a run's writer; None: a reader)."""
     import orbax.checkpoint as ocp  # slow to import: only where checkpoints are read or written
 
-    directory = (Path(workdir) / CHECKPOINTS).absolute()
+    directory = path(workdir) / CHECKPOINTS
     if keep is None:
         return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
-    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
+    # a checkpoint a killed run left unfinished is removed (on GCS it has no commit_success.txt yet, and saving
+    # its step again would wait on the directory it cannot create)
+    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
+    return ocp.CheckpointManager(directory, options=options)
 
 
-def is_run(path: Path) -> bool:
+def is_run(workdir: str | os.PathLike) -> bool:
     """A `train.py` work directory with at least one complete checkpoint."""
-    if not (path / CHECKPOINTS).is_dir():
-        return False
-    with checkpoint_manager(path) as manager:
-        return manager.latest_step() is not None
+    with reporting(workdir):
+        if not (path(workdir) / CHECKPOINTS).is_dir():
+            return False
+        with checkpoint_manager(workdir) as manager:
+            return manager.latest_step() is not None
 
 
 def ema_weights(params: Any, ema: Any):
@@ -90,8 +93,10 @@ def ema_weights(params: Any, ema: Any):
 
 def load_run(workdir: str | os.PathLike) -> Components:
     """The `Components` of the latest checkpoint of the run in `workdir` (its EMA weights)."""
-    workdir = Path(workdir)
-    if not (workdir / CHECKPOINTS).is_dir():
+    workdir = path(workdir)
+    with reporting(workdir):
+        started = (workdir / CHECKPOINTS).is_dir()
+    if not started:
         raise CheckpointError(f"{workdir}: no complete checkpoint in {workdir / CHECKPOINTS}")
     with checkpoint_manager(workdir) as manager:
         step = manager.latest_step()
@@ -104,7 +109,7 @@ def load_run(workdir: str | os.PathLike) -> Components:
             items = ocp.args.Composite(meta=ocp.args.JsonRestore(), state=ocp.args.StandardRestore())
             restored = manager.restore(step, args=items)
             config, state = restored["meta"]["config"], restored["state"]
-            info = json.loads((Path(config["data_dir"]) / DATASET_INFO_FILE).read_text())
+            info = read_json(path(config["data_dir"]) / DATASET_INFO_FILE)
             codec_source, stereo = info["codec"]["source"], info["codec"]["stereo"]
         except (OSError, KeyError, ValueError) as e:
             raise CheckpointError(f"cannot read the run checkpoint {directory}: {type(e).__name__} {e}") from e

@@ -2,23 +2,22 @@
 `sample_prompts`, written to `WORKDIR/samples/STEP/NNN_<slug>.wav` (loudness-normalized, as audiocraft
 writes its training samples) with `settings.json` (the prompts, seed, duration, sampling settings and the
 LM's dtype, `config.sample_dtype`: auto is bfloat16 on GPUs / TPUs, float32 on CPUs).
-A step's folder appears whole: it is written under a temporary name, then renamed (a repeated step,
-after a resume, replaces it)."""
+A step's folder counts once its `settings.json`, written last, is there (object stores have no renames;
+a repeated step, after a resume, replaces the folder)."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
-from pathlib import Path
 
 import jax
+from etils import epath
 
 from musicgen_jax.audio import write_audio
 from musicgen_jax.components import Components
 from musicgen_jax.config import LMConfig
 from musicgen_jax.convert.codec_loader import load_codec
-from musicgen_jax.fileio import save_json, slug
+from musicgen_jax.fileio import path, remove_tree, save_json, slug
 from musicgen_jax.lm.model import INFERENCE_DTYPES, merge_lora, unstack_layers
 from musicgen_jax.musicgen import MusicGen
 
@@ -31,7 +30,7 @@ class Samples:
 
     def __init__(
         self,
-        workdir: Path,
+        workdir: str | os.PathLike,
         info: dict,
         lm_config: LMConfig,
         text_encoder,
@@ -53,11 +52,11 @@ class Samples:
         if not source:
             raise ValueError("samples need the dataset's codec, which its dataset.json does not name")
         self.codec = load_codec(source, stereo=info["codec"]["stereo"])
-        self.root, self.lm_config, self.text_encoder = Path(workdir) / SAMPLES, lm_config, text_encoder
+        self.root, self.lm_config, self.text_encoder = path(workdir) / SAMPLES, lm_config, text_encoder
         self.prompts, self.seconds, self.seed = prompts, float(seconds), int(seed)
         self.scan_layers, self.lora, self.dtype = scan_layers, lora, None if dtype == "auto" else dtype
 
-    def __call__(self, step: int, ema) -> Path | None:
+    def __call__(self, step: int, ema) -> epath.Path | None:
         """The step's folder (None on processes other than 0, which take part in gathering the weights)."""
         from jax.experimental import multihost_utils
 
@@ -73,12 +72,12 @@ class Samples:
         model = MusicGen(name, components, dtype=self.dtype)
         model.set_generation_params(duration=self.seconds)
         audio = model.generate(self.prompts, seed=self.seed)
-        final, tmp = self.root / str(step), self.root / f"{step}.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
+        final = self.root / str(step)
+        remove_tree(final)  # what a run killed while writing this step left
         for i, (prompt, wav) in enumerate(zip(self.prompts, audio, strict=True)):
-            write_audio(tmp / f"{i:03d}_{slug(prompt)}.wav", wav, model.sample_rate, strategy="loudness")
-        save_json(
-            tmp / "settings.json",
+            write_audio(final / f"{i:03d}_{slug(prompt)}.wav", wav, model.sample_rate, strategy="loudness")
+        save_json(  # last: a step folder without it is incomplete (the listening page skips it)
+            final / "settings.json",
             {
                 "step": step,
                 "weights": "ema",
@@ -91,6 +90,4 @@ class Samples:
                 "normalization": "loudness",
             },
         )
-        shutil.rmtree(final, ignore_errors=True)
-        os.replace(tmp, final)
         return final

@@ -9,6 +9,8 @@ import numpy as np
 import pytest
 import soundfile
 
+from musicgen_jax.cli.prepare import main
+from musicgen_jax.data import read_examples
 from tests.codec.conftest import tiny_hf_model
 
 SR = 32000
@@ -105,3 +107,36 @@ def audio_dir(tmp_path_factory):
     for name, meta in SIDECARS.items():
         (root / name).write_text(json.dumps(meta))
     return root
+
+
+ARGS = [
+    "--segment-seconds",
+    "1",
+    "--length-step",
+    "0.5",
+    "--min-seconds",
+    "0.5",
+    "--valid-fraction",
+    "0.3",
+    "--seed",
+    "1",
+    "--no-progress",
+]
+
+
+def prepare(audio, codec, out, *extra):
+    """`musicgen_jax.data.prepare` of `audio` with `codec` into `out` with ARGS and `extra`."""
+    assert main(["--audio", str(audio), "--codec", str(codec), "--out", str(out), *ARGS, *extra]) == 0
+
+
+def all_examples(data_dir) -> dict:
+    """{split: the examples of `read_examples`}."""
+    return {split: list(read_examples(data_dir, split)) for split in ("train", "valid")}
+
+
+@pytest.fixture(scope="module")
+def prepared(audio_dir, codec_dir, tmp_path_factory):
+    """The dataset of one run over `audio_dir` (4 files per shard: 3 units)."""
+    out = tmp_path_factory.mktemp("prepared") / "data"
+    prepare(audio_dir, codec_dir[1], out, "--batch-size", "3", "--files-per-shard", "4")
+    return out

@@ -24,9 +24,9 @@ from transformers.models.musicgen_melody.feature_extraction_musicgen_melody impo
 from musicgen_jax import stems
 from musicgen_jax.audio import read_audio
 from musicgen_jax.cli.prepare import main
-from musicgen_jax.data import read_examples, shards
+from musicgen_jax.data import shards
 from musicgen_jax.data.prepare import chroma_config, split_of
-from tests.data.conftest import GOOD, SKIPPED, SR
+from tests.data.conftest import ARGS, GOOD, SKIPPED, SR, all_examples, prepare
 from tests.test_chroma import _Spectrogram
 
 HOP = 640
@@ -39,27 +39,6 @@ SEGMENTS = {
     "silence.wav": 2,
     "whole.mp3": 1,
 }
-ARGS = [
-    "--segment-seconds",
-    "1",
-    "--length-step",
-    "0.5",
-    "--min-seconds",
-    "0.5",
-    "--valid-fraction",
-    "0.3",
-    "--seed",
-    "1",
-    "--no-progress",
-]
-
-
-def prepare(audio, codec, out, *extra):
-    assert main(["--audio", str(audio), "--codec", str(codec), "--out", str(out), *ARGS, *extra]) == 0
-
-
-def all_examples(data_dir):
-    return {split: list(read_examples(data_dir, split)) for split in ("train", "valid")}
 
 
 def reference_codes(model, wav: np.ndarray) -> np.ndarray:
@@ -69,13 +48,6 @@ def reference_codes(model, wav: np.ndarray) -> np.ndarray:
             model.encode(torch.from_numpy(np.ascontiguousarray(ch[None, None]))).audio_codes[0, 0].numpy() for ch in wav
         ]
     return np.stack(codes, axis=1).reshape(-1, codes[0].shape[-1])
-
-
-@pytest.fixture(scope="module")
-def prepared(audio_dir, codec_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("prepared") / "data"
-    prepare(audio_dir, codec_dir[1], out, "--batch-size", "3", "--files-per-shard", "4")
-    return out
 
 
 def test_codes_equal_the_reference_codec_on_each_slice(prepared, audio_dir, codec_dir):

@@ -8,6 +8,7 @@ from tests.codec.conftest import tiny_hf_model
 from tests.datasets import write_dataset
 from tests.lm.conftest import hf_musicgen, hf_musicgen_melody  # noqa: F401 (fixtures)
 from tests.text.conftest import tiny_hf_t5
+from tests.train import runs
 
 
 @pytest.fixture(scope="session")
@@ -21,3 +22,11 @@ def inputs(tmp_path_factory, hf_tokenizer, spiece_dir):
     tiny_hf_t5(len(hf_tokenizer)).save_pretrained(t5)
     (t5 / "spiece.model").write_bytes((spiece_dir / "spiece.model").read_bytes())
     return data, t5
+
+
+@pytest.fixture(scope="session")
+def uninterrupted(inputs, tmp_path_factory):
+    """The work directory of the debug run of `tests.train.runs` done without interruption."""
+    workdir = tmp_path_factory.mktemp("run")
+    runs.run(inputs, workdir)
+    return workdir

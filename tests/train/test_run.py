@@ -9,64 +9,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
-from pathlib import Path
 
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
+from tests.train.runs import REPO, STEPS, command, final_state, jax_leaves, losses, wait_for
+
 pytestmark = pytest.mark.e2e
-
-REPO = Path(__file__).resolve().parents[2]
-STEPS = 24
-
-
-def command(inputs, workdir, *extra):
-    data, t5 = inputs
-    return [
-        sys.executable,
-        str(REPO / "train.py"),
-        "--config",
-        str(REPO / "configs/debug.py"),
-        "--workdir",
-        str(workdir),
-        f"--config.data_dir={data}",
-        f"--config.text_encoder={t5}",
-        f"--config.total_steps={STEPS}",
-        "--config.frames=24",
-        "--config.log_every=1",
-        "--config.checkpoint_every=4",
-        f"--config.eval_every={STEPS}",
-        "--no_progress",
-        *extra,
-    ]
-
-
-def losses(workdir) -> list[tuple]:
-    lines = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-    return [(r["step"], r["loss"], r["ce_0"], r["ce_3"], r["grad_norm"], r["lr"]) for r in lines]
-
-
-def final_state(workdir):
-    step = max(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
-    return step, ocp.StandardCheckpointer().restore(workdir / "checkpoints" / str(step) / "state")
-
-
-def wait_for(path: Path, lines: int, proc, timeout: float = 300):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        if path.exists() and len(path.read_text().splitlines()) >= lines:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{path} did not reach {lines} lines (exit {proc.poll()})")
-
-
-@pytest.fixture(scope="module")
-def uninterrupted(inputs, tmp_path_factory):
-    workdir = tmp_path_factory.mktemp("run")
-    subprocess.run(command(inputs, workdir), check=True, capture_output=True, cwd=REPO)
-    return workdir
 
 
 def test_sigkill_then_restart_repeats_the_uninterrupted_run_bitwise(inputs, uninterrupted, tmp_path):
@@ -88,12 +37,6 @@ def test_sigkill_then_restart_repeats_the_uninterrupted_run_bitwise(inputs, unin
     assert len(flat) == len(reference) > 10
     for a, b in zip(flat, reference):
         np.testing.assert_array_equal(a, b)
-
-
-def jax_leaves(tree):
-    import jax
-
-    return [np.asarray(x) for x in jax.tree.leaves(tree)]
 
 
 def test_sigterm_saves_the_current_step_and_exits_0(inputs, tmp_path):

@@ -1,0 +1,81 @@
+"""Training where pods train, every path a gs:// URL on a GCS emulator (`tests/gcs.py`): the dataset,
+the work directory (Orbax checkpoints, metrics.jsonl), a SIGKILL and a restart repeating the local run
+bitwise, the run loaded back for sampling; bad URLs as one error line naming them."""
+
+from __future__ import annotations
+
+import io
+import os
+import signal
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from musicgen_jax import fileio
+from tests.gcs import upload
+from tests.train.runs import REPO, STEPS, command, final_state, jax_leaves, losses, run, wait_for
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def bucket(gcs, inputs):
+    """A bucket holding the training tests' dataset under `data`."""
+    url = gcs.bucket("pod-runs")
+    upload(inputs[0], f"{url}/data")
+    return url
+
+
+def test_a_run_on_gcs_killed_and_resumed_repeats_the_local_run_bitwise(gcs, bucket, inputs, uninterrupted):
+    data, workdir = f"{bucket}/data", f"{bucket}/runs/debug"
+    env = {**os.environ, **gcs.env}
+    proc = subprocess.Popen(
+        command((data, inputs[1]), workdir), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    wait_for(f"{workdir}/metrics.jsonl", 10, proc)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert 10 <= len(losses(workdir)) < STEPS
+    run((data, inputs[1]), workdir, env=env)
+    assert losses(workdir) == losses(uninterrupted)
+    (step, state), (expected_step, expected) = final_state(workdir), final_state(uninterrupted)
+    assert step == expected_step == STEPS
+    flat, reference = jax_leaves(state), jax_leaves(expected)
+    assert len(flat) == len(reference) > 10
+    for a, b in zip(flat, reference, strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert not (REPO / "gs:").exists()  # no URL was taken for a local path
+
+    from musicgen_jax.musicgen import load_components
+
+    loaded, local = load_components(workdir), load_components(str(uninterrupted))
+    assert loaded.source.startswith(workdir)
+    for a, b in zip(jax_leaves(loaded.lm_params), jax_leaves(local.lm_params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    out, codes = f"{bucket}/samples", f"{bucket}/codes.npy"
+    sample = [sys.executable, str(REPO / "sample.py"), "--model", workdir, "--duration", "0.2", "--top-k", "1"]
+    sample += ["--prompt", "calm piano", "--prompt", "rock", "--out", out, "--save-codes", codes]
+    done = subprocess.run(sample, cwd=REPO, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in fileio.path(out).iterdir()) == ["000_calm_piano.wav", "001_rock.wav"]
+    assert np.load(io.BytesIO(fileio.read_bytes(codes))).shape == (2, 4, 10)
+
+
+@pytest.mark.parametrize(
+    "data, workdir, named",
+    [
+        ("gs://no-such-bucket/data", "{bucket}/runs/x", "gs://no-such-bucket/data"),
+        ("{bucket}/no-such-data", "{bucket}/runs/y", "{bucket}/no-such-data"),
+        ("{bucket}/data", "gs://no-such-bucket/run", "gs://no-such-bucket/run"),
+    ],
+)
+def test_a_bad_url_is_one_error_line_naming_it(gcs, bucket, inputs, data, workdir, named):
+    data, workdir, named = (s.format(bucket=bucket) for s in (data, workdir, named))
+    done = subprocess.run(
+        command((data, inputs[1]), workdir), cwd=REPO, env={**os.environ, **gcs.env}, capture_output=True, text=True
+    )
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr[-3000:]
+    assert named in lines[-1] and "Traceback" not in done.stderr, done.stderr[-3000:]
