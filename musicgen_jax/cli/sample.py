@@ -66,8 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--out",
         type=path,
         default="out",
-        help="output file for a single prompt, else a directory of NNN_<slug>.<format>; a path or a URL "
-        "(default out)",
+        help="output file for a single prompt, else a directory of NNN_<slug>.<format>; a path or a URL (default out)",
     )
     p.add_argument("--format", choices=("wav", "flac"), default="wav")
     p.add_argument(
