@@ -410,7 +410,7 @@ def run_batch(
         seconds, peak, out = timed(lambda n=n: jax_gen(prompts, n))
         res["first"][n] = out | {"wall": seconds, "compile": compile_seconds}
         res["peak"]["jax"] = max(res["peak"]["jax"], peak)
-    counters, start = cpu_counters(), time.perf_counter()
+    counters = cpu_counters()
     for r in range(runs):
         for n in (frames, short):
             for name, gen in (("jax", jax_gen), ("torch", torch_gen)):
@@ -422,7 +422,7 @@ def run_batch(
                     f"(generation {out['generate']:.1f} s, {(n + 3) / out['generate']:.2f} steps/s)",
                     flush=True,
                 )
-    res["others"] = other_load(counters, cpu_counters(), time.perf_counter() - start)
+    res["others"] = other_load(counters)
     codes = res["jax"][frames][0]["codes"]
     res["distinct_codes"] = (len(np.unique(codes[:, 0])), len(np.unique(res["torch"][frames][0]["codes"][:, 0])))
     return res

@@ -405,9 +405,9 @@ def run_step(
     timed_config = StepConfig(lm_config, text.config, OptimConfig(), cfg_dropout=0.3, scan_layers=scan)
     jax_trainer = JaxTrainer(timed_config, params, text.params, batch, mesh)
     print(f"compiled in {jax_trainer.compile_seconds:.1f} s; timing {steps} steps each ...", flush=True)
-    counters, start = cpu_counters(), time.perf_counter()
+    counters = cpu_counters()
     timed = time_pair(jax_trainer.step, torch_trainer.step, steps)
-    others = other_load(counters, cpu_counters(), time.perf_counter() - start)
+    others = other_load(counters)
     for name in ("jax", "torch"):
         print(
             f"{name}: first {timed[name][0]:.2f} s, steps {', '.join(f'{t:.2f}' for t in timed[name][1])} s", flush=True

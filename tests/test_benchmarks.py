@@ -1,5 +1,6 @@
-"""benchmarks/gpu.sh, the GPU sampling benchmark (`python -m benchmarks.sampling --matrix`), on the CPU with
-the tiny model, so that it runs when a GPU comes: the table it writes, and its time budget."""
+"""The benchmarks' shared table writer, and benchmarks/gpu.sh, the GPU sampling benchmark
+(`python -m benchmarks.sampling --matrix`), on the CPU with the tiny model, so that it runs when a GPU comes: the
+table it writes, and its time budget."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import sampling
+from benchmarks import common, sampling
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBERS = [
@@ -138,6 +139,35 @@ def test_estimates_scale_the_nearest_measured_configuration():
     assert sampling.estimate_build({"small": 10.0, "tiny": 20.0}, "large") == pytest.approx(
         10 * sampling.lm_step_bytes("large", "float32") / sampling.lm_step_bytes("small", "float32")
     )
+
+
+def test_table_writer_formats_each_column_and_keeps_every_cell():
+    columns = {"name": "{}", "s": common.with_min(2), "rate": common.sig, "ratio": "**{:.2f}**", "n": "{:,}"}
+    text = common.table(columns, [("a", (1.234, 1.0), 12.34, 2.0, 1234), ("b", "n/a", 0.01234, "-", 5)])
+    assert text.splitlines() == [
+        "| name | s | rate | ratio | n |",
+        "|---|---|---|---|---|",
+        "| a | 1.23 (min 1.00) | 12.3 | **2.00** | 1,234 |",
+        "| b | n/a | 0.0123 | - | 5 |",
+    ]
+    assert table(text) == [
+        {"name": "a", "s": "1.23 (min 1.00)", "rate": "12.3", "ratio": "**2.00**", "n": "1,234"},
+        {"name": "b", "s": "n/a", "rate": "0.0123", "ratio": "-", "n": "5"},
+    ]
+    with pytest.raises(ValueError, match="a row of 2 cells in a table of 5 columns"):
+        common.table(columns, [("a", 1.0)])
+
+
+def test_a_section_replaces_its_namesake_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    first = common.section("## A", "cmd a", ["- fact"], common.table({"x": "{:.1f}"}, [(1.0,)]))
+    common.write_section(first, path)
+    common.write_section("## B\n\nbody b\n", path)
+    common.write_section(first.replace("1.0", "2.0"), path)
+    text = path.read_text()
+    assert text.startswith(common.RESULTS_HEADER) and text.count("## A") == 1 and "| 1.0 |" not in text
+    assert text.endswith("## A\n\nCommand: `cmd a`\n\n- fact\n\n| x |\n|---|\n| 2.0 |\n\n## B\n\nbody b\n")
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
 
 
 def test_out_of_memory_is_reported_on_its_side(tmp_path, monkeypatch):
