@@ -88,7 +88,7 @@ def test_time_budget_skips_and_says_so(tmp_path):
             "--models",
             "tiny,small",
             "--batches",
-            "1,2",
+            "2,1,2",
             "--dtypes",
             "bfloat16,float32",
             "--frames",
@@ -102,6 +102,13 @@ def test_time_budget_skips_and_says_so(tmp_path):
     text = out.read_text()
     rows = table(text)
     assert len(rows) == 8 and "8 of 8 configurations skipped" in text
+    # in the order of growing cost the budget rule assumes: sizes as given, batches ascending within a dtype
+    assert [(r["model"], r["dtype"], r["batch (rows with CFG)"]) for r in rows[:4]] == [
+        ("tiny", "bfloat16", "1 (2)"),
+        ("tiny", "bfloat16", "2 (4)"),
+        ("tiny", "float32", "1 (2)"),
+        ("tiny", "float32", "2 (4)"),
+    ]
     for row in rows:
         assert row["JAX steps/s"].startswith(sampling_gpu.SKIPPED + " (about "), row
         assert float(row["bound steps/s"]) > 0  # the bound needs no measurement of the configuration
