@@ -217,7 +217,6 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
         "differing": differing,
         "lengths": lengths,
         "frame_rate": info["frame_rate"],
-        "num_codebooks": info["num_codebooks"],
         "splits": {s: (v["files"], v["examples"]) for s, v in info["splits"].items()},
         "distinct_codes": len(np.unique(np.concatenate([c[0] for c in ref["codes"].values()]))),
     }

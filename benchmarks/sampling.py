@@ -361,7 +361,6 @@ def run(seconds: float, runs: int, skip_batch8: bool, batch8_seconds: float, sho
         "load": (load_before, load_average()),
         "load_seconds": load_seconds,
         "config": config,
-        "frame_rate": frame_rate,
         "weight_bytes": weight_bytes,
         "bandwidth": bandwidth,
         "batches": batches,
