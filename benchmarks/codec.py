@@ -1,25 +1,15 @@
 """Benchmark the EnCodec codec: JAX (`musicgen_jax`) against transformers' PyTorch `EncodecModel`.
 
-Both sides run the real-size 32 kHz architecture (MusicGen's codec: 64 filters, ratios [8, 5, 4, 4],
-hidden size 128, 4 codebooks of 2048 entries, 2 LSTM layers, non-causal) on the SAME random weights:
-the transformers model is built with a fixed seed, saved with `save_pretrained` and loaded into JAX
-with `load_codec`. Before timing, the script checks that both sides compute the same thing (fraction
-of equal codes, relative L2 of the decoded audio).
-
-Timing: JAX compiles on the first call per shape, so that call is reported apart ("compile+run");
-then `--runs` further calls, each waited for with `jax.block_until_ready`. PyTorch runs under
-`torch.inference_mode()` with as many threads as the process may use cores, after one warm-up call.
-The timed calls alternate between JAX and PyTorch, so that a slow spell of a shared machine hits both.
-Both decoders decode the same codes (the PyTorch ones). The table gives medians (and minima).
+Both sides run MusicGen's 32 kHz codec at real size on the same random weights (built with a fixed seed,
+`save_pretrained`, loaded into JAX with `load_codec`), check that they compute the same codes and audio, and
+time encode and decode of the same input in alternation.
 
     .venv/bin/python -m benchmarks.codec --write     # writes the codec section of benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
 
-import argparse
 import tempfile
-import time
 
 import jax
 import numpy as np
@@ -28,36 +18,42 @@ import transformers
 from transformers import EncodecConfig, EncodecModel
 
 from benchmarks.common import (
-    RESULTS,
     command_line,
     cpu_counters,
     load_average,
     machine_lines,
     median_min,
     other_load,
+    parser,
     publish,
+    section,
+    table,
     time_pair,
     usable_cores,
+    with_min,
 )
 from musicgen_jax.convert.codec_loader import load_codec
 
 SECTION_TITLE = "## Codec (EnCodec 32 kHz, real size, random weights)"
 
 
-def hf_config() -> EncodecConfig:
-    """MusicGen's 32 kHz EnCodec architecture (real size)."""
+def hf_config(**options) -> EncodecConfig:
+    """MusicGen's 32 kHz EnCodec architecture (real size), `options` changed."""
     return EncodecConfig(
-        sampling_rate=32000,
-        audio_channels=1,
-        num_filters=64,
-        hidden_size=128,
-        upsampling_ratios=[8, 5, 4, 4],
-        target_bandwidths=[2.2],
-        codebook_size=2048,
-        use_causal_conv=False,
-        use_conv_shortcut=False,
-        pad_mode="reflect",
-        normalize=False,
+        **{
+            "sampling_rate": 32000,
+            "audio_channels": 1,
+            "num_filters": 64,
+            "hidden_size": 128,
+            "upsampling_ratios": [8, 5, 4, 4],
+            "target_bandwidths": [2.2],
+            "codebook_size": 2048,
+            "use_causal_conv": False,
+            "use_conv_shortcut": False,
+            "pad_mode": "reflect",
+            "normalize": False,
+            **options,
+        }
     )
 
 
@@ -103,11 +99,7 @@ def run(seconds: float, runs: int, batch: int) -> dict:
     sample_rate = codec.sample_rate
     wav = test_audio(batch, round(seconds * sample_rate), sample_rate)
     wav_torch = torch.from_numpy(wav)
-    print(
-        f"input [{batch}, 1, {wav.shape[-1]}] ({seconds:g} s at {sample_rate} Hz); jax {jax.__version__} on "
-        f"{jax.devices()[0].platform}, torch {torch.__version__} with {threads} threads",
-        flush=True,
-    )
+    print(f"input [{batch}, 1, {wav.shape[-1]}] ({seconds:g} s at {sample_rate} Hz)", flush=True)
 
     def torch_encode():
         with torch.inference_mode():
@@ -118,14 +110,14 @@ def run(seconds: float, runs: int, batch: int) -> dict:
             return model.decode(codes, [None]).audio_values
 
     print("encode ...", flush=True)
-    counters, start = cpu_counters(), time.perf_counter()
+    counters = cpu_counters()
     encode = time_pair(lambda: jax.block_until_ready(codec.encode(wav)), torch_encode, runs)
     codes_torch = encode["torch_out"]  # [1 (chunks), B, K, T']
     codes_ref, codes_jax = codes_torch[0].numpy(), np.asarray(encode["jax_out"])
     print("decode ...", flush=True)
     decode = time_pair(lambda: jax.block_until_ready(codec.decode(codes_ref)), lambda: torch_decode(codes_torch), runs)
 
-    others = other_load(counters, cpu_counters(), time.perf_counter() - start)
+    others = other_load(counters)
     audio_ref, audio_jax = decode["torch_out"].numpy(), np.asarray(decode["jax_out"])
     if codes_jax.shape != codes_ref.shape or audio_jax.shape != audio_ref.shape:
         raise RuntimeError(
@@ -147,72 +139,50 @@ def run(seconds: float, runs: int, batch: int) -> dict:
     }
 
 
+NOTES = (
+    "- Timing: median (min) over {runs} runs, JAX and PyTorch alternating, after a first call (JAX: compile+run, "
+    "reported apart; PyTorch: warm-up, under `torch.inference_mode()`); both decoders decode the PyTorch codes"
+)
+COLUMNS = {
+    "direction": "{}",
+    "JAX median s": with_min(3),
+    "JAX compile+run s": "{:.3f}",
+    "PyTorch median s": with_min(3),
+    "speed ratio (PyTorch/JAX)": "{:.2f}",
+    "JAX real-time factor": "{:.4f}",
+    "PyTorch real-time factor": "{:.4f}",
+}
+
+
 def report(res: dict, command: str) -> str:
-    """The markdown section (title, provenance, correctness, table)."""
+    """The RESULTS.md section: provenance, the agreement of both sides, one row per direction."""
     rows = []
     for direction in ("encode", "decode"):
         first, jax_times = res["times"][direction]["jax"]
-        torch_times = res["times"][direction]["torch"][1]
-        (jax_med, jax_min), (torch_med, torch_min) = median_min(jax_times), median_min(torch_times)
-        rows.append(
-            f"| {direction} | {jax_med:.3f} (min {jax_min:.3f}) | {first:.3f} "
-            f"| {torch_med:.3f} (min {torch_min:.3f}) | {torch_med / jax_med:.2f} "
-            f"| {jax_med / (res['seconds'] * res['batch']):.4f} "
-            f"| {torch_med / (res['seconds'] * res['batch']):.4f} |"
-        )
+        jax_t, torch_t = median_min(jax_times), median_min(res["times"][direction]["torch"][1])
+        audio = res["seconds"] * res["batch"]
+        rows.append((direction, jax_t, first, torch_t, torch_t[0] / jax_t[0], jax_t[0] / audio, torch_t[0] / audio))
     b, k, t = res["codes_shape"]
-    timing = (
-        f"median (min) over {res['runs']} runs, JAX and PyTorch alternating, after a first call (JAX: "
-        f"compile+run, reported apart; PyTorch: warm-up); both decoders decode the PyTorch codes"
-    )
-    others = (
-        f"other processes used {res['others']} of the machine's CPU time during the timed calls (from "
-        f"/proc/stat; near 0% means undisturbed timings)"
-    )
-    same = (
-        f"{100 * res['codes_equal']:.4f}% of JAX codes equal PyTorch's ({res['distinct_codes']} distinct "
-        f"first-stage codes); decoded audio relative L2 {res['audio_rel_l2']:.2e}"
-    )
-    header = (
-        "| direction | JAX median s | JAX compile+run s | PyTorch median s | speed ratio (PyTorch/JAX) "
-        "| JAX real-time factor | PyTorch real-time factor |"
-    )
-    lines = [
-        SECTION_TITLE,
-        "",
-        f"Command: `{command}`",
-        "",
-        *machine_lines(res["threads"], res["load"], torch_mode="`torch.inference_mode()`"),
-        f"- During the run: {others}",
+    facts = [
+        *machine_lines(res["threads"], res["load"], torch_mode="`torch.inference_mode()`", others=res["others"]),
         f"- Input: batch {res['batch']} x {res['seconds']:g} s mono at 32 kHz; codes [{b}, {k}, {t}]",
-        f"- Timing: {timing}",
-        f"- Same computation: {same}",
-        "",
-        header,
-        "|---|---|---|---|---|---|---|",
-        *rows,
-        "",
-        "Real-time factor: processing time / audio duration (below 1 is faster than real time).",
-        "",
+        NOTES.format(runs=res["runs"]),
+        f"- Same computation: {100 * res['codes_equal']:.4f}% of JAX codes equal PyTorch's ({res['distinct_codes']} "
+        f"distinct first-stage codes); decoded audio relative L2 {res['audio_rel_l2']:.2e}",
     ]
-    return "\n".join(lines)
+    footnote = "Real-time factor: processing time / audio duration (below 1 is faster than real time)."
+    return section(SECTION_TITLE, command, facts, table(COLUMNS, rows), footnote)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.codec",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--seconds", type=float, default=30.0, help="audio length in seconds")
-    parser.add_argument("--runs", type=int, default=5, help="timed runs per direction and framework")
-    parser.add_argument("--batch", type=int, default=1, help="batch size")
-    parser.add_argument("--write", action="store_true", help=f"write the codec section of {RESULTS}")
-    args = parser.parse_args(argv)
+    p = parser("benchmarks.codec", __doc__)
+    p.add_argument("--seconds", type=float, default=30.0, help="audio length in seconds")
+    p.add_argument("--runs", type=int, default=5, help="timed runs per direction and framework")
+    p.add_argument("--batch", type=int, default=1, help="batch size")
+    args = p.parse_args(argv)
     if args.seconds <= 0 or args.runs < 1 or args.batch < 1:
-        parser.error("--seconds must be > 0, --runs and --batch >= 1")
-    res = run(args.seconds, args.runs, args.batch)
-    publish(report(res, command_line("benchmarks.codec", argv)), args.write)
+        p.error("--seconds must be > 0, --runs and --batch >= 1")
+    publish(report(run(args.seconds, args.runs, args.batch), command_line("benchmarks.codec", argv)), args.write)
 
 
 if __name__ == "__main__":

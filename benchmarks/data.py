@@ -1,49 +1,36 @@
-"""Benchmark training-data preparation: `musicgen_jax.data.prepare` against a PyTorch reference.
+"""Benchmark training data: preparation (`musicgen_jax.data.prepare`) against a PyTorch reference, and the
+training pipeline's batches.
 
-Preparation section: both sides code the same audio with the real-size 32 kHz EnCodec (MusicGen's
-codec, built as in `benchmarks.codec`: transformers' `EncodecModel` with a fixed seed, random weights)
-on the SAME weights: the transformers model is saved with `save_pretrained` into a temporary directory,
-which `prepare` loads with `load_codec`. The input is a temporary folder of music-like clips (notes
-with harmonics and decaying envelopes, a bass line, noise bursts and a noise floor; deterministic
-seeds), written with soundfile at mixed rates (32 kHz / 44.1 kHz), mono and stereo, WAV and FLAC.
-
-- musicgen_jax: `prepare(Settings(folder, codec_dir, segment_seconds, valid_fraction=0.1), out,
-  batch_size)` end to end (reading, resampling, encoding, writing the shards and the metadata). The
-  first run includes JAX's compilations (one per distinct segment length); the second, into a fresh
-  output folder in the same process, reuses them (the encoder is jitted at module level).
-- PyTorch reference: the same files read with `musicgen_jax.audio.read_audio` at 32 kHz mono, cut
-  with `segment_bounds` and encoded with transformers' `EncodecModel.encode` under
-  `torch.inference_mode()`, segments grouped by equal length in batches of `batch_size` as `prepare`
-  groups them (the last batch of a length is not padded); nothing is written.
-
-The codes of the reference are compared with those read back from the prepared dataset
-(`read_examples`, both splits, matched by (path, segment)). Throughput is audio seconds per wall second.
+Preparation: a temporary folder of music-like clips (mixed rates, mono and stereo, WAV and FLAC) is prepared
+end to end twice by `prepare` (the first run compiles the encoder), and read, cut and encoded by the same
+32 kHz EnCodec in transformers (`benchmarks.codec.build_hf_model`, same weights), nothing written; the codes
+of both are compared. Pipeline: `TrainBatches` over a prepared-layout dataset of random tokens with
+audiocraft-style metadata, at musicgen-small's training crop.
 
     .venv/bin/python -m benchmarks.data --write     # writes the data sections of benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 import soundfile
 import torch
-import transformers
 
 from benchmarks.codec import build_hf_model
 from benchmarks.common import (
-    RESULTS,
     command_line,
     cpu_counters,
     load_average,
     machine_lines,
     other_load,
+    parser,
     publish,
+    section,
+    table,
     usable_cores,
 )
 from musicgen_jax.audio import read_audio
@@ -111,14 +98,6 @@ def make_clips(folder: Path, files: int, seconds: float, seed: int = 0) -> list[
     return clips
 
 
-def save_hf_codec(directory: Path) -> transformers.EncodecModel:
-    """`build_hf_model()` (real size, seed 0), saved with `save_pretrained` into `directory`; returns it."""
-    model = build_hf_model()
-    transformers.utils.logging.disable_progress_bar()
-    model.save_pretrained(directory)
-    return model
-
-
 def _compiled_encoders() -> int | None:
     """How many shapes the module-level jitted encoder has compiled so far (None if jax hides it)."""
     size = getattr(codec_model._encode, "_cache_size", None)
@@ -180,27 +159,18 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
     threads = usable_cores()
     torch.set_num_threads(threads)
     load_before = load_average()
-    start = time.perf_counter()
     import tensorflow  # noqa: F401 - what writing the shards imports, kept out of the first run's time
     import tensorflow_datasets  # noqa: F401
 
-    import_seconds = time.perf_counter() - start
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         folder, codec_dir = tmp / "audio", tmp / "codec"
         folder.mkdir()
-        start = time.perf_counter()
         clips = make_clips(folder, files, seconds)
-        model = save_hf_codec(codec_dir)
-        setup_seconds = time.perf_counter() - start
+        model = build_hf_model()
+        model.save_pretrained(codec_dir)
         settings = Settings(str(folder), str(codec_dir), segment_seconds=segment_seconds, valid_fraction=0.1)
-        print(
-            f"{files} clips x {seconds:g} s, batch {batch_size}; jax {jax.__version__} on "
-            f"{jax.devices()[0].platform}, torch {torch.__version__} with {threads} threads",
-            flush=True,
-        )
-
-        counters, start = cpu_counters(), time.perf_counter()
+        counters = cpu_counters()
         print("musicgen_jax prepare, first run ...", flush=True)
         first = _timed_prepare(settings, tmp / "out1", batch_size)
         print("musicgen_jax prepare, second run ...", flush=True)
@@ -209,7 +179,7 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
         with torch.inference_mode():  # warm-up, 1 s
             model.encode(torch.zeros(1, 1, model.config.sampling_rate))
         ref = torch_reference(model, folder, settings, batch_size)
-        others = other_load(counters, cpu_counters(), time.perf_counter() - start)
+        others = other_load(counters)
 
         prepared = {
             (ex["path"], ex["segment"]): ex["codes"] for split in SPLITS for ex in read_examples(tmp / "out2", split)
@@ -239,8 +209,6 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
         "load": (load_before, load_average()),
         "others": others,
         "clips": clips,
-        "import_seconds": import_seconds,
-        "setup_seconds": setup_seconds,
         "first": first,
         "second": second,
         "ref": {k: v for k, v in ref.items() if k != "codes"},
@@ -249,96 +217,71 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
         "differing": differing,
         "lengths": lengths,
         "frame_rate": info["frame_rate"],
-        "num_codebooks": info["num_codebooks"],
         "splits": {s: (v["files"], v["examples"]) for s, v in info["splits"].items()},
         "distinct_codes": len(np.unique(np.concatenate([c[0] for c in ref["codes"].values()]))),
     }
 
 
-def _differing_text(differing: list[tuple]) -> str:
-    """Where the codes that differ are: "" when none does."""
-    if not differing:
-        return ""
-    frames = sorted({(path, segment, frame) for path, segment, _, frame in differing})
-    stages = sorted({stage for *_, stage, _ in differing})
-    shown = "; ".join(f"{path} segment {segment} frame {frame}" for path, segment, frame in frames[:4])
-    more = f" and {len(frames) - 4} more" if len(frames) > 4 else ""
-    return (
-        f"; the {len(differing)} differing codes lie in {len(frames)} frame{'s' * (len(frames) != 1)} "
-        f"({shown}{more}), stages {', '.join(map(str, stages))} (0: first)"
-    )
+PREPARE_NOTES = (
+    "- Codec: transformers `EncodecModel`, MusicGen's 32 kHz architecture at real size (`benchmarks.codec."
+    "build_hf_model`, seed 0), `save_pretrained` into a temporary directory that `prepare` loads with `load_codec`; "
+    "the PyTorch reference uses the same model object\n"
+    "- Timing: one run each, in this order, in one process: musicgen_jax `prepare` end to end (list, read, resample, "
+    "encode, write the TFRecord shards, the TFDS metadata and `dataset.json`) into a fresh output folder, twice; then "
+    "the PyTorch reference (after a 1 s warm-up encode); tensorflow imported and clips and codec built and saved "
+    "before the timing"
+)
 
 
 def report_prepare(res: dict, command: str) -> str:
-    """The preparation section (title, provenance, correctness, table)."""
+    """The preparation section: provenance, the work, the agreement of the codes, one row per run."""
     import tensorflow
 
-    rows = []
-    for name, run in [
+    runs = [
         ("musicgen_jax `prepare`, first run (compile+run)", res["first"]),
         ("musicgen_jax `prepare`, second run (compiled)", res["second"]),
         ("PyTorch reference (read + encode, no writing)", res["ref"]),
-    ]:
-        rows.append(
-            f"| {name} | {run['audio']:.1f} | {run['wall']:.2f} | {run['audio'] / run['wall']:.2f} "
-            f"| {run['wall'] / run['audio']:.4f} |"
-        )
-    kinds = list(dict.fromkeys((c["sample_rate"], c["channels"], c["format"]) for c in res["clips"]))
+    ]
+    columns = {
+        "run": "{}",
+        "audio s": "{:.1f}",
+        "wall s": "{:.2f}",
+        "audio s per wall s": "{:.2f}",
+        "real-time factor": "{:.4f}",
+    }
+    rows = [(name, r["audio"], r["wall"], r["audio"] / r["wall"], r["wall"] / r["audio"]) for name, r in runs]
+    kinds = dict.fromkeys((c["sample_rate"], c["channels"], c["format"]) for c in res["clips"])
     kinds_text = ", ".join(f"{'mono' if ch == 1 else 'stereo'} {fmt} at {sr / 1000:g} kHz" for sr, ch, fmt in kinds)
-    frame_rate, batch = res["frame_rate"], res["batch_size"]
-    lengths = sorted(res["lengths"].items(), reverse=True)
-    segments = ", ".join(f"{n} of {t / frame_rate:g} s" for t, n in lengths)
-    padded = sum(-n % batch for _, n in lengths)
-    calls = sum(-(-n // batch) for _, n in lengths)
-    splits = ", ".join(
-        f"{s} {files} file{'s' * (files != 1)} / {examples} example{'s' * (examples != 1)}"
-        for s, (files, examples) in res["splits"].items()
-    )
+    lengths, batch = sorted(res["lengths"].items(), reverse=True), res["batch_size"]
+    segments = ", ".join(f"{n} of {t / res['frame_rate']:g} s" for t, n in lengths)
+    splits = ", ".join(f"{s} {files} files / {examples} examples" for s, (files, examples) in res["splits"].items())
     compiled = [res[r]["compiled"] for r in ("first", "second")]
-    compiled_text = "n/a" if None in compiled else f"{compiled[0]} in the first run, {compiled[1]} in the second"
-    ref = res["ref"]
-    lines = [
-        PREPARE_TITLE,
-        "",
-        f"Command: `{command}`",
-        "",
+    differing = sorted({f"{path} segment {segment} frame {frame}" for path, segment, _, frame in res["differing"]})
+    facts = [
         *machine_lines(
             res["threads"],
             res["load"],
             f", tensorflow {tensorflow.__version__}, soundfile {soundfile.__version__}",
             torch_mode="`torch.inference_mode()`",
+            others=res["others"],
         ),
-        f"- During the run: other processes used {res['others']} of the machine's CPU time during the timed runs "
-        "(from /proc/stat; near 0% means undisturbed timings)",
-        "- Codec: transformers `EncodecModel`, MusicGen's 32 kHz architecture at real size (`benchmarks.codec."
-        "build_hf_model`, seed 0), `save_pretrained` into a temporary directory that `prepare` loads with "
-        "`load_codec`; the PyTorch reference uses the same model object",
-        f"- Input: {res['files']} music-like clips of {res['seconds']:g} s (notes with harmonics, bass, noise "
-        f"bursts, noise floor; 16-bit PCM, {kinds_text}, cycled), read at 32 kHz mono (stereo mixed down, "
-        "44.1 kHz resampled with soxr HQ: `read_audio`)",
+        f"- Input: {res['files']} music-like clips of {res['seconds']:g} s ({kinds_text}, cycled), read at 32 kHz "
+        "mono (`read_audio`)",
         f"- Work: `Settings(segment_seconds={res['segment_seconds']:g}, valid_fraction=0.1)`, batch size {batch}: "
-        f"{sum(res['lengths'].values())} segments ({segments}) in {calls} encoder calls, {padded} padded "
-        f"(silent) rows in musicgen_jax's batches (the reference does not pad); {splits}; JAX encoder "
-        f"compilations: {compiled_text}",
-        "- Timing: one run each, in this order, in one process: musicgen_jax `prepare` end to end (list, read, "
-        "resample, encode, write the TFRecord shards, the TFDS metadata and `dataset.json`) into a fresh output "
-        "folder, twice; then the PyTorch reference (after a 1 s warm-up encode). tensorflow and "
-        f"tensorflow_datasets were imported before the timing ({res['import_seconds']:.1f} s), clips and codec "
-        f"built and saved before it ({res['setup_seconds']:.1f} s). PyTorch reference: reading + resampling "
-        f"{ref['read']:.2f} s, encoding {ref['encode']:.2f} s",
+        f"{sum(res['lengths'].values())} segments ({segments}) in {sum(-(-n // batch) for _, n in lengths)} encoder "
+        f"calls, {sum(-n % batch for _, n in lengths)} padded rows in musicgen_jax's batches; {splits}; JAX encoder "
+        f"compilations: {'n/a' if None in compiled else ' and '.join(map(str, compiled))} (first and second run)",
+        PREPARE_NOTES,
+        f"- PyTorch reference: reading + resampling {res['ref']['read']:.2f} s, encoding {res['ref']['encode']:.2f} s",
         f"- Same computation: {100 * res['codes_equal']:.4f}% of the {res['codes_total']} codes of the prepared "
-        f"dataset (`read_examples`, both splits, matched by (path, segment)) equal the PyTorch reference's "
-        f"({res['distinct_codes']} distinct first-stage codes){_differing_text(res['differing'])}",
-        "",
-        "| run | audio s | wall s | audio s per wall s | real-time factor |",
-        "|---|---|---|---|---|",
-        *rows,
-        "",
-        f"JAX second run / PyTorch reference throughput: {res['ref']['wall'] / res['second']['wall']:.2f}. "
-        "Real-time factor: wall time / audio duration (below 1 is faster than real time).",
-        "",
+        f"dataset (`read_examples`, both splits) equal the PyTorch reference's ({res['distinct_codes']} distinct "
+        f"first-stage codes)" + (f"; the differing ones in {', '.join(differing[:4])}" if differing else ""),
     ]
-    return "\n".join(lines)
+    footnote = (
+        f"JAX second run / PyTorch reference throughput: {res['ref']['wall'] / res['second']['wall']:.2f}. "
+        "Real-time factor: wall time / audio duration (below 1 is faster than real time)."
+    )
+    return section(PREPARE_TITLE, command, facts, table(columns, rows), footnote)
 
 
 PIPELINE_DESCRIPTIONS = [
@@ -406,46 +349,22 @@ def _token_dataset(directory: Path, examples: int) -> None:
     )
 
 
-def _spiece_tokenizer(directory: Path):
-    """A T5-style sentencepiece tokenizer trained on the descriptions (the real one needs the hub)."""
-    import io
-
-    import sentencepiece
-
-    from musicgen_jax.text.tokenizer import T5Tokenizer
-
-    lines = PIPELINE_DESCRIPTIONS + ["key: c minor. bpm: 120.0. genre: jazz. moods: calm, warm. keywords: piano"]
-    model = io.BytesIO()
-    sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines * 50),
-        model_writer=model,
-        vocab_size=150,
-        model_type="unigram",
-        hard_vocab_limit=False,
-        pad_id=0,
-        eos_id=1,
-        unk_id=2,
-        bos_id=-1,
-        minloglevel=2,
-    )
-    (directory / "spiece.model").write_bytes(model.getvalue())
-    return T5Tokenizer.from_pretrained(directory)
-
-
 def run_pipeline(examples: int, batches: int) -> dict:
     """Batches per second of `TrainBatches` (tf.data, 2 threads, prefetch 2) and of the bare assembly, at
     per-host batch sizes PIPELINE_BATCHES with audiocraft's text augmentation; load and restore times."""
+    from benchmarks.text import write_spiece
     from musicgen_jax.data import AUDIOCRAFT_DEFAULTS, PipelineConfig, TrainBatches, load_host_examples
+    from musicgen_jax.text.tokenizer import T5Tokenizer
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         started = time.perf_counter()
         _token_dataset(tmp, examples)
         write_seconds = time.perf_counter() - started
-        tokenizer = _spiece_tokenizer(tmp)
-        load = load_average()
-        before = cpu_counters()
-        wall_start = time.perf_counter()
+        metadata = "key: c minor. bpm: 120.0. genre: jazz. moods: calm, warm. keywords: piano"
+        write_spiece(tmp, (PIPELINE_DESCRIPTIONS + [metadata]) * 50, vocab_size=150)
+        tokenizer = T5Tokenizer.from_pretrained(tmp)
+        load, before = load_average(), cpu_counters()
         started = time.perf_counter()
         host = load_host_examples(tmp, "train", 0, 1)
         load_seconds = time.perf_counter() - started
@@ -468,7 +387,7 @@ def run_pipeline(examples: int, batches: int) -> dict:
                 next(TrainBatches(host, config, tokenizer, state={**stream.state(), "step": step}))
                 restore[step] = time.perf_counter() - started
             rows.append({"batch_size": batch_size, "piped": piped, "bare": bare, "restore": restore})
-        others = other_load(before, cpu_counters(), time.perf_counter() - wall_start)
+        others = other_load(before)
     return {
         "examples": examples,
         "batches": batches,
@@ -480,78 +399,66 @@ def run_pipeline(examples: int, batches: int) -> dict:
     }
 
 
+PIPELINE_NOTES = (
+    "- Batches: crops of {frames} frames, text from the metadata with audiocraft's augmentation "
+    "(`AUDIOCRAFT_DEFAULTS`), T5 tokens from a sentencepiece model trained at start-up, padded to the length buckets\n"
+    "- Timing: {batches} batches per row after the first: `next(TrainBatches)` (tf.data, 2 threads, prefetch 2) and "
+    "the bare assembly (`TrainBatches.batch(step)`, one thread); restore: building the pipeline from a saved state "
+    "and taking its first batch, at step 1 and at step 10^9\n"
+    "- No PyTorch row (audiocraft's loader runs the codec for every batch: the preparation section). The last column "
+    "is an estimate, not a measurement: the step rate the pipeline must feed on a TPU v4 host (4 chips, 275 TFLOP/s "
+    "bf16 each) at {mfu:.0f}% of peak, 6 x {params:.0f}M parameters x batch x {frames} positions FLOPs per step"
+)
+PIPELINE_COLUMNS = {
+    "batch per host": "{}",
+    "batches/s (tf.data)": "{:.1f}",
+    "examples/s": "{:.0f}",
+    "batches/s (bare, 1 thread)": "{:.1f}",
+    "restore at step 1, s": "{:.3f}",
+    "restore at step 10^9, s": "{:.3f}",
+    "train steps/s to feed (TPU v4 host, estimate)": "{:.1f}",
+}
+
+
 def report_pipeline(res: dict, command: str) -> str:
-    """The pipeline section (title, provenance, table)."""
+    """The pipeline section: provenance, one row per batch size."""
     import tensorflow
 
-    table = [
-        f"| {r['batch_size']} | {1 / r['piped']:.1f} | {r['batch_size'] / r['piped']:.0f} | {1 / r['bare']:.1f} "
-        f"| {r['restore'][1]:.3f} | {r['restore'][10**9]:.3f} | {_tpu_steps_per_second(r['batch_size']):.1f} |"
+    rows = [
+        (r["batch_size"], 1 / r["piped"], r["batch_size"] / r["piped"], 1 / r["bare"], r["restore"][1])
+        + (r["restore"][10**9], _tpu_steps_per_second(r["batch_size"]))
         for r in res["rows"]
     ]
-    lines = [
-        PIPELINE_TITLE,
-        "",
-        f"Command: `{command}`",
-        "",
-        *machine_lines(None, res["load"], f", tensorflow {tensorflow.__version__}"),
-        f"- During the run: other processes used {res['others']} of the machine's CPU time (from /proc/stat)",
-        f"- Data: {res['examples']} random 4-codebook examples (90% of 30 s = {PIPELINE_FRAMES} frames, the rest "
-        f"shorter: padded and masked) with audiocraft-style metadata, in the layout `prepare` writes "
-        f"(written in {res['write_seconds']:.1f} s); one host reads them into memory in {res['load_seconds']:.1f} s "
-        "(`load_host_examples`)",
-        f"- Batches: crops of {PIPELINE_FRAMES} frames, text from the metadata with audiocraft's augmentation "
-        "(`AUDIOCRAFT_DEFAULTS`: merge 0.25, drop description 0.5, drop other 0.5), T5 tokens from a "
-        "sentencepiece model trained at start-up, padded to the length buckets (32, 64, 128, 256)",
-        f"- Timing: {res['batches']} batches per row after the first: `next(TrainBatches)` (tf.data, 2 threads, "
-        "prefetch 2) and the bare assembly (`TrainBatches.batch(step)`, one thread); restore: building the "
-        "pipeline from a saved state and taking its first batch, at step 1 and at step 10^9",
-        "- No PyTorch row: audiocraft's loader decodes audio and runs the codec for every batch (the codec's "
-        "cost is in the preparation section), so there is no token-level reference to set beside it. The "
-        "trainer's measured step time, to compare with, comes with the trainer (issue 13); until then, the "
-        "last column is the step rate the pipeline must feed on a TPU v4 host (4 chips, 275 TFLOP/s bf16 each) "
-        f"at {100 * TPU_MFU:.0f}% of peak: 6 x {SMALL_PARAMS / 1e6:.0f}M parameters x batch x {PIPELINE_FRAMES} "
-        "positions FLOPs per step (an estimate, not a measurement)",
-        "",
-        "| batch per host | batches/s (tf.data) | examples/s | batches/s (bare, 1 thread) | restore at step 1, s "
-        "| restore at step 10^9, s | train steps/s to feed (TPU v4 host, estimate) |",
-        "|---|---|---|---|---|---|---|",
-        *table,
-        "",
+    facts = [
+        *machine_lines(None, res["load"], f", tensorflow {tensorflow.__version__}", others=res["others"]),
+        f"- Data: {res['examples']} random 4-codebook examples (90% of {PIPELINE_FRAMES} frames, the rest shorter) "
+        f"with audiocraft-style metadata, in the layout `prepare` writes (written in {res['write_seconds']:.1f} s); "
+        f"one host reads them into memory in {res['load_seconds']:.1f} s (`load_host_examples`)",
+        PIPELINE_NOTES.format(
+            frames=PIPELINE_FRAMES, batches=res["batches"], mfu=100 * TPU_MFU, params=SMALL_PARAMS / 1e6
+        ),
     ]
-    return "\n".join(lines)
+    return section(PIPELINE_TITLE, command, facts, table(PIPELINE_COLUMNS, rows))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.data",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument(
-        "--sections",
-        nargs="+",
-        choices=SECTIONS,
-        default=list(SECTIONS),
-        help="which sections to measure (each is published on its own)",
-    )
-    parser.add_argument("--files", type=int, default=8, help="preparation: number of clips")
-    parser.add_argument("--seconds", type=float, default=40.0, help="preparation: length of each clip, seconds")
-    parser.add_argument("--batch-size", type=int, default=8, help="preparation: segments per encoder call")
-    parser.add_argument("--segment-seconds", type=float, default=30.0, help="preparation: segment length, seconds")
-    parser.add_argument("--examples", type=int, default=2000, help="pipeline: examples in the token dataset")
-    parser.add_argument("--batches", type=int, default=40, help="pipeline: batches timed per configuration")
-    parser.add_argument("--write", action="store_true", help=f"write the measured sections of {RESULTS}")
-    args = parser.parse_args(argv)
+    p = parser("benchmarks.data", __doc__)
+    p.add_argument("--sections", nargs="+", choices=SECTIONS, default=list(SECTIONS), help="the sections to measure")
+    p.add_argument("--files", type=int, default=8, help="preparation: number of clips")
+    p.add_argument("--seconds", type=float, default=40.0, help="preparation: length of each clip, seconds")
+    p.add_argument("--batch-size", type=int, default=8, help="preparation: segments per encoder call")
+    p.add_argument("--segment-seconds", type=float, default=30.0, help="preparation: segment length, seconds")
+    p.add_argument("--examples", type=int, default=2000, help="pipeline: examples in the token dataset")
+    p.add_argument("--batches", type=int, default=40, help="pipeline: batches timed per configuration")
+    args = p.parse_args(argv)
     if args.files < 1 or args.seconds <= 0 or args.batch_size < 1 or args.segment_seconds < 0:
-        parser.error("--files and --batch-size must be >= 1, --seconds > 0, --segment-seconds >= 0")
+        p.error("--files and --batch-size must be >= 1, --seconds > 0, --segment-seconds >= 0")
     command = command_line("benchmarks.data", argv)
     if "prepare" in args.sections:
         res = run_prepare(args.files, args.seconds, args.batch_size, args.segment_seconds)
         publish(report_prepare(res, command), args.write)
     if "pipeline" in args.sections:
-        res = run_pipeline(args.examples, args.batches)
-        publish(report_pipeline(res, command), args.write)
+        publish(report_pipeline(run_pipeline(args.examples, args.batches), command), args.write)
 
 
 if __name__ == "__main__":

@@ -1,32 +1,18 @@
 """Benchmark the T5 text encoder: JAX (`musicgen_jax.text`) against transformers' PyTorch `T5EncoderModel`.
 
-Both sides run a t5-base-size encoder (MusicGen's text encoder: d_model 768, 12 layers, 12 heads,
-d_ff 3072, ReLU MLP, vocabulary 32128) on the SAME random weights and the same prompts: transformers'
-model is built with `torch.manual_seed(0)`, saved with `save_pretrained` into a temporary directory
-together with a sentencepiece model trained at start-up on a few dozen music descriptions, and that
-directory is loaded by both `T5TextEncoder.from_pretrained` and `T5Tokenizer` / `T5EncoderModel`
-`.from_pretrained`. Token ids only index the embedding, so the small tokenizer stands in for t5-base's;
-it keeps most words of the prompts whole, so the sequences are about as long as with t5-base's. PyTorch
-runs with sdpa attention (transformers' default, the main comparison) and with eager attention.
-
-Measured: end-to-end (tokenize + encode, what a text conditioner does per call), the tokenizers alone
-and the models alone. JAX pads the tokens to a power-of-two length bucket and compiles once per
-(batch, bucket): its first call is reported apart (compile+run). PyTorch runs under
-`torch.inference_mode()` with as many threads as the process may use cores, after one warm-up call.
-The timed calls interleave JAX and both PyTorch variants, `--runs` rounds; the table gives medians.
-Before timing, the script checks that the token ids agree and prints the largest difference of the
-hidden states at unmasked positions.
+Both sides run a t5-base-size encoder on the same random weights and the same prompts, tokenized by a
+sentencepiece model trained at start-up (token ids only index the embedding, so a small tokenizer that keeps
+most words whole stands in for t5-base's). Timed end to end (tokenize + encode, what a text conditioner does
+per call), the tokenizers alone and the models alone; PyTorch with sdpa and with eager attention.
 
     .venv/bin/python -m benchmarks.text --write     # writes the text section of benchmarks/RESULTS.md
 """
 
 from __future__ import annotations
 
-import argparse
 import io
 import random
 import tempfile
-import time
 from pathlib import Path
 
 import jax
@@ -39,14 +25,16 @@ from transformers import T5EncoderModel
 from transformers import T5Tokenizer as HFT5Tokenizer
 
 from benchmarks.common import (
-    RESULTS,
     command_line,
     cpu_counters,
     load_average,
     machine_lines,
     median_min,
     other_load,
+    parser,
     publish,
+    section,
+    table,
     time_interleaved,
     usable_cores,
 )
@@ -110,11 +98,15 @@ TRAINING_LINES = PROMPTS + [
 ]
 
 
-def hf_config() -> HFT5Config:
-    """t5-base's encoder architecture (MusicGen's text encoder)."""
-    return HFT5Config(
-        vocab_size=32128, d_model=768, d_kv=64, d_ff=3072, num_layers=12, num_heads=12, feed_forward_proj="relu"
-    )
+def prompt_batch(batch: int) -> list[str]:
+    """`batch` prompts: `PROMPTS` repeated."""
+    return (PROMPTS * -(-batch // len(PROMPTS)))[:batch]
+
+
+def hf_config(**options) -> HFT5Config:
+    """t5-base's encoder architecture (MusicGen's text encoder), `options` changed."""
+    size = {"d_model": 768, "d_kv": 64, "d_ff": 3072, "num_layers": 12, "num_heads": 12}
+    return HFT5Config(vocab_size=32128, feed_forward_proj="relu", **(size | options))
 
 
 def training_text(shuffled_lines: int = 3000, seed: int = 0) -> list[str]:
@@ -130,14 +122,14 @@ def training_text(shuffled_lines: int = 3000, seed: int = 0) -> list[str]:
     return TRAINING_LINES + [" ".join(rng.choices(words, k=12)) for _ in range(shuffled_lines)]
 
 
-def write_spiece(directory: Path) -> int:
-    """Train a sentencepiece unigram model (T5's special ids: pad 0, eos 1, unk 2, no bos) on
-    `training_text()` and save it as `directory/spiece.model`; returns its number of pieces."""
+def write_spiece(directory: Path, lines: list[str] | None = None, vocab_size: int = 2000) -> int:
+    """Train a sentencepiece unigram model (T5's special ids: pad 0, eos 1, unk 2, no bos) on `lines`
+    (default `training_text()`) and save it as `directory/spiece.model`; returns its number of pieces."""
     model = io.BytesIO()
     sentencepiece.SentencePieceTrainer.train(
-        sentence_iterator=iter(training_text()),
+        sentence_iterator=iter(training_text() if lines is None else lines),
         model_writer=model,
-        vocab_size=2000,
+        vocab_size=vocab_size,
         model_type="unigram",
         hard_vocab_limit=False,
         pad_id=0,
@@ -168,7 +160,7 @@ def run(runs: int, batch: int) -> dict:
     load_before = load_average()
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
-    prompts = (PROMPTS * -(-batch // len(PROMPTS)))[:batch]
+    texts = prompt_batch(batch)
     with tempfile.TemporaryDirectory() as tmp:
         pieces = write_checkpoint(Path(tmp))
         encoder = T5TextEncoder.from_pretrained(tmp)
@@ -181,8 +173,8 @@ def run(runs: int, batch: int) -> dict:
             raise RuntimeError(f"transformers loaded {model.config._attn_implementation} attention, asked {impl}")
 
     # The same tokens on both sides; the models-alone timings start from these (JAX's padded to its bucket).
-    ids, mask = encoder.tokenizer(prompts)
-    inputs = tokenizer(prompts, padding=True, return_tensors="pt")
+    ids, mask = encoder.tokenizer(texts)
+    inputs = tokenizer(texts, padding=True, return_tensors="pt")
     if not (
         np.array_equal(ids, inputs["input_ids"].numpy()) and np.array_equal(mask, inputs["attention_mask"].numpy())
     ):
@@ -191,16 +183,12 @@ def run(runs: int, batch: int) -> dict:
     bucket = length_bucket(n)
     pad = ((0, 0), (0, bucket - n))
     ids_bucket, mask_bucket = np.pad(ids, pad, constant_values=encoder.tokenizer.pad_id), np.pad(mask, pad)
-    print(
-        f"{batch} prompts, {mask.sum(1).min()} to {n} tokens (JAX bucket {bucket}); jax {jax.__version__} on "
-        f"{jax.devices()[0].platform}, torch {torch.__version__} with {threads} threads",
-        flush=True,
-    )
+    print(f"{batch} prompts, {mask.sum(1).min()} to {n} tokens (JAX bucket {bucket})", flush=True)
 
     def torch_end_to_end(model):
         def fn():
             with torch.inference_mode():
-                batch_pt = tokenizer(prompts, padding=True, return_tensors="pt")
+                batch_pt = tokenizer(texts, padding=True, return_tensors="pt")
                 out = model(input_ids=batch_pt["input_ids"], attention_mask=batch_pt["attention_mask"])
                 return out.last_hidden_state
 
@@ -217,10 +205,10 @@ def run(runs: int, batch: int) -> dict:
         return lambda: jax.block_until_ready(encode_ids(encoder.config, encoder.params, ids_in, mask_in))
 
     print("end to end ...", flush=True)
-    counters, start = cpu_counters(), time.perf_counter()
+    counters = cpu_counters()
     e2e = time_interleaved(
         {
-            "jax": lambda: jax.block_until_ready(encoder(prompts)),
+            "jax": lambda: jax.block_until_ready(encoder(texts)),
             "sdpa": torch_end_to_end(models["sdpa"]),
             "eager": torch_end_to_end(models["eager"]),
         },
@@ -229,8 +217,8 @@ def run(runs: int, batch: int) -> dict:
     print("tokenizers ...", flush=True)
     tok = time_interleaved(
         {
-            "jax": lambda: encoder.tokenizer(prompts),
-            "torch": lambda: tokenizer(prompts, padding=True, return_tensors="pt"),
+            "jax": lambda: encoder.tokenizer(texts),
+            "torch": lambda: tokenizer(texts, padding=True, return_tensors="pt"),
         },
         runs,
     )
@@ -244,18 +232,13 @@ def run(runs: int, batch: int) -> dict:
         },
         runs,
     )
-    others = other_load(counters, cpu_counters(), time.perf_counter() - start)
+    others = other_load(counters)
 
     hidden = np.asarray(e2e["jax_out"][0])
     unmasked = mask.astype(bool)
     diff = {impl: float(np.abs(hidden - e2e[f"{impl}_out"].numpy())[unmasked].max()) for impl in ("sdpa", "eager")}
     diff["exact"] = float(np.abs(np.asarray(enc["jax_exact_out"]) - hidden)[unmasked].max())
-    print(
-        f"max |JAX - PyTorch| of the hidden states at unmasked positions: sdpa {diff['sdpa']:.2e}, "
-        f"eager {diff['eager']:.2e}",
-        flush=True,
-    )
-    words = [len(prompt.split()) for prompt in prompts]
+    words = [len(prompt.split()) for prompt in texts]
     return {
         "runs": runs,
         "batch": batch,
@@ -272,116 +255,81 @@ def run(runs: int, batch: int) -> dict:
     }
 
 
+NOTES = (
+    "- Timing: median (min) over {runs} runs, JAX and both PyTorch variants interleaved, after a first call (JAX: "
+    "compile+run, reported apart; PyTorch: warm-up). The JAX model-only row reuses the end-to-end compilation; the "
+    "unpadded row compiles its own shape, as `T5TextEncoder` never would"
+)
+
+
+def seconds(times: tuple[float, float]) -> str:
+    """A (median, min) cell in seconds: 3 decimals, 5 below 0.01 s."""
+    digits = 3 if times[0] >= 0.01 else 5
+    return f"{times[0]:.{digits}f} (min {times[1]:.{digits}f})"
+
+
+COLUMNS = {
+    "stage": "{}",
+    "JAX median s": seconds,
+    "PyTorch (sdpa) median s": seconds,
+    "PyTorch (eager) median s": seconds,
+    "ratio PyTorch (sdpa)/JAX": "{:.2f}",
+    "JAX compile+run s": "{:.3f}",
+}
+
+
 def report(res: dict, command: str) -> str:
-    """The markdown section (title, provenance, correctness, table)."""
-
-    def cell(times: list[float]) -> tuple[str, float]:
-        med, low = median_min(times)
-        digits = 3 if med >= 0.01 else 5
-        return f"{med:.{digits}f} (min {low:.{digits}f})", med
-
-    def row(stage: str, jax_timing: tuple, sdpa_times: list, eager_times: list | None, first: float | None) -> str:
-        jax_cell, jax_med = cell(jax_timing[1])
-        sdpa_cell, sdpa_med = cell(sdpa_times)
-        eager_cell = cell(eager_times)[0] if eager_times else "(same tokenizer)"
-        first_cell = f"{first:.3f}" if first is not None else "—"
-        return f"| {stage} | {jax_cell} | {sdpa_cell} | {eager_cell} | {sdpa_med / jax_med:.2f} | {first_cell} |"
-
+    """The RESULTS.md section: provenance, the agreement of both sides, one row per stage."""
     e2e, tok, enc, diff = res["e2e"], res["tok"], res["enc"], res["diff"]
     shortest, n, bucket = res["tokens"]
-    eager_ratio = median_min(e2e["eager"][1])[0] / median_min(e2e["jax"][1])[0]
-    padded, unpadded = median_min(enc["jax"][1])[0], median_min(enc["jax_exact"][1])[0]
-    footnote = (
-        f"End to end, PyTorch with eager attention / JAX: {eager_ratio:.2f}. Padding to the length bucket "
-        f"({n} -> {bucket} tokens) costs JAX's model {100 * (padded / unpadded - 1):.0f}% (medians)."
-    )
+
+    def row(stage: str, jax_timing: tuple, sdpa: list, eager: list | None, first: bool) -> tuple:
+        jax_t, sdpa_t = median_min(jax_timing[1]), median_min(sdpa)
+        eager_t = median_min(eager) if eager else "(same tokenizer)"
+        return stage, jax_t, sdpa_t, eager_t, sdpa_t[0] / jax_t[0], jax_timing[0] if first else "—"
+
     rows = [
-        row("end to end (tokenize + encode)", e2e["jax"], e2e["sdpa"][1], e2e["eager"][1], e2e["jax"][0]),
-        row("tokenizer only", tok["jax"], tok["torch"][1], None, None),
-        row(f"model only (JAX padded to {bucket})", enc["jax"], enc["sdpa"][1], enc["eager"][1], None),
-        row(
-            f"model only, JAX unpadded ({n}; diagnostic)",
-            enc["jax_exact"],
-            enc["sdpa"][1],
-            enc["eager"][1],
-            enc["jax_exact"][0],
-        ),
+        row("end to end (tokenize + encode)", e2e["jax"], e2e["sdpa"][1], e2e["eager"][1], True),
+        row("tokenizer only", tok["jax"], tok["torch"][1], None, False),
+        row(f"model only (JAX padded to {bucket})", enc["jax"], enc["sdpa"][1], enc["eager"][1], False),
+        row(f"model only, JAX unpadded ({n}; diagnostic)", enc["jax_exact"], enc["sdpa"][1], enc["eager"][1], True),
     ]
-    model = (
-        "- Model: transformers `T5EncoderModel`, t5-base size (d_model 768, 12 layers, 12 heads, d_ff 3072, "
-        "ReLU, vocabulary 32128), `torch.manual_seed(0)` init, loaded into JAX with "
-        f"`T5TextEncoder.from_pretrained`; sentencepiece unigram tokenizer ({res['pieces']} pieces) trained at "
-        f"start-up on {len(TRAINING_LINES)} music descriptions and random lines of their words"
-    )
-    inputs = (
-        f"- Input: {res['batch']} MusicGen-style prompts of {res['words'][0]} to {res['words'][1]} words, "
-        f"{shortest} to {n} tokens with `</s>` (PyTorch pads to {n}; JAX to its length bucket {bucket}, "
-        "and slices the result back)"
-    )
-    timing = (
-        f"- Timing: median (min) over {res['runs']} runs, JAX and both PyTorch variants interleaved, after a "
-        "first call (JAX: compile+run, reported apart; PyTorch: warm-up). The JAX model-only row reuses the "
-        "end-to-end compilation; the unpadded row compiles its own shape, as `T5TextEncoder` never would"
-    )
-    same = (
-        "- Same computation: token ids and masks identical; max abs difference of the hidden states at "
-        f"unmasked positions {diff['sdpa']:.2e} against PyTorch sdpa, {diff['eager']:.2e} against eager; "
-        f"JAX padded vs unpadded {diff['exact']:.2e}"
-    )
-    during = (
-        f"- During the run: other processes used {res['others']} of the machine's CPU time during the "
-        "timed calls (from /proc/stat; near 0% means undisturbed timings)"
-    )
-    header = (
-        "| stage | JAX median s | PyTorch (sdpa) median s | PyTorch (eager) median s "
-        "| ratio PyTorch (sdpa)/JAX | JAX compile+run s |"
-    )
-    lines = [
-        SECTION_TITLE,
-        "",
-        f"Command: `{command}`",
-        "",
+    eager_ratio = median_min(e2e["eager"][1])[0] / median_min(e2e["jax"][1])[0]
+    padding = median_min(enc["jax"][1])[0] / median_min(enc["jax_exact"][1])[0] - 1
+    facts = [
         *machine_lines(
             res["threads"],
             res["load"],
             f", sentencepiece {sentencepiece.__version__}",
             torch_mode="`torch.inference_mode()`",
+            others=res["others"],
         ),
-        during,
-        model,
-        inputs,
-        timing,
-        same,
-        "",
-        header,
-        "|---|---|---|---|---|---|",
-        *rows,
-        "",
-        footnote,
-        "",
+        f"- Model: transformers `T5EncoderModel`, t5-base size, `torch.manual_seed(0)` init, loaded into JAX with "
+        f"`T5TextEncoder.from_pretrained`; sentencepiece unigram tokenizer ({res['pieces']} pieces) trained at "
+        f"start-up on {len(TRAINING_LINES)} music descriptions and random lines of their words",
+        f"- Input: {res['batch']} MusicGen-style prompts of {res['words'][0]} to {res['words'][1]} words, "
+        f"{shortest} to {n} tokens with `</s>` (PyTorch pads to {n}; JAX to its length bucket {bucket}, and slices "
+        "the result back)",
+        NOTES.format(runs=res["runs"]),
+        "- Same computation: token ids and masks identical; max abs difference of the hidden states at unmasked "
+        f"positions {diff['sdpa']:.2e} against PyTorch sdpa, {diff['eager']:.2e} against eager; JAX padded vs "
+        f"unpadded {diff['exact']:.2e}",
     ]
-    return "\n".join(lines)
+    footnote = (
+        f"End to end, PyTorch with eager attention / JAX: {eager_ratio:.2f}. Padding to the length bucket "
+        f"({n} -> {bucket} tokens) costs JAX's model {100 * padding:.0f}% (medians)."
+    )
+    return section(SECTION_TITLE, command, facts, table(COLUMNS, rows), footnote)
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m benchmarks.text",
-        description=__doc__.split("\n\n")[0],
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--runs", type=int, default=10, help="timed runs per stage and framework")
-    parser.add_argument(
-        "--batch",
-        type=int,
-        default=len(PROMPTS),
-        help=f"number of prompts (the {len(PROMPTS)} built-in ones, repeated if more)",
-    )
-    parser.add_argument("--write", action="store_true", help=f"write the text encoder section of {RESULTS}")
-    args = parser.parse_args(argv)
+    p = parser("benchmarks.text", __doc__)
+    p.add_argument("--runs", type=int, default=10, help="timed runs per stage and framework")
+    p.add_argument("--batch", type=int, default=len(PROMPTS), help="number of prompts (PROMPTS, repeated if more)")
+    args = p.parse_args(argv)
     if args.runs < 1 or args.batch < 1:
-        parser.error("--runs and --batch must be >= 1")
-    res = run(args.runs, args.batch)
-    publish(report(res, command_line("benchmarks.text", argv)), args.write)
+        p.error("--runs and --batch must be >= 1")
+    publish(report(run(args.runs, args.batch), command_line("benchmarks.text", argv)), args.write)
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""benchmarks/gpu.sh, the GPU sampling benchmark (`python -m benchmarks.sampling --matrix`), on the CPU with
-the tiny model, so that it runs when a GPU comes: the table it writes, and its time budget."""
+"""The benchmarks' shared table writer, and benchmarks/gpu.sh, the GPU sampling benchmark
+(`python -m benchmarks.sampling_gpu`), on the CPU with the tiny model, so that it runs when a GPU comes: the table it
+writes, and its time budget."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import sampling
+from benchmarks import common, sampling_gpu
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBERS = [
@@ -60,7 +61,7 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
     )
     assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
     text = (out / "gpu_sampling.md").read_text()
-    assert text.startswith(sampling.MATRIX_TITLE + "\n") and text in done.stdout  # written and printed
+    assert text.startswith(sampling_gpu.TITLE + "\n") and text in done.stdout  # written and printed
     # the script's command, not the module it runs
     assert f"\nCommand: `benchmarks/gpu.sh {' '.join(arguments)}`\n" in text
     rows = table(text)
@@ -76,19 +77,18 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
         assert float(loop) > 0 and process == "n/a" and row["transformers peak GiB"] == "n/a"  # no device stats
     bound = {row["dtype"]: float(row["bound steps/s"]) for row in rows}
     assert bound["bfloat16"] == pytest.approx(2 * bound["float32"], rel=1e-3)  # half the weight bytes per step
-    assert "0 of 2 configurations skipped" in text and "compile phases: tiny " in text and "for 2 loops." in text
-    assert "JAX 8 frames (0.16 s of audio, 11 steps), transformers 4 (0.08 s, 7 steps)" in text
+    assert "0 of 2 configurations skipped" in text and "compile phases: tiny " in text and "(2 loops)." in text
+    assert "JAX 8 frames (11 steps), transformers 4 (7 steps)" in text
 
 
 def test_time_budget_skips_and_says_so(tmp_path):
     out = tmp_path / "gpu.md"
-    sampling.main(
+    sampling_gpu.main(
         [
-            "--matrix",
             "--models",
             "tiny,small",
             "--batches",
-            "1,2",
+            "2,1,2",
             "--dtypes",
             "bfloat16,float32",
             "--frames",
@@ -102,8 +102,15 @@ def test_time_budget_skips_and_says_so(tmp_path):
     text = out.read_text()
     rows = table(text)
     assert len(rows) == 8 and "8 of 8 configurations skipped" in text
+    # in the order of growing cost the budget rule assumes: sizes as given, batches ascending within a dtype
+    assert [(r["model"], r["dtype"], r["batch (rows with CFG)"]) for r in rows[:4]] == [
+        ("tiny", "bfloat16", "1 (2)"),
+        ("tiny", "bfloat16", "2 (4)"),
+        ("tiny", "float32", "1 (2)"),
+        ("tiny", "float32", "2 (4)"),
+    ]
     for row in rows:
-        assert row["JAX steps/s"].startswith(sampling.SKIPPED + " (about "), row
+        assert row["JAX steps/s"].startswith(sampling_gpu.SKIPPED + " (about "), row
         assert float(row["bound steps/s"]) > 0  # the bound needs no measurement of the configuration
 
 
@@ -111,44 +118,71 @@ def test_each_row_is_written_as_it_comes():
     """A run stopped from outside (the device's time limit) keeps the rows before it: `on_row` gets the result
     after every row, and its report says it is partial until the last."""
     seen = []
-    res = sampling.run_matrix(["tiny", "small"], [1, 2], ["bfloat16"], 8, 8, 1, 0.001, on_row=seen.append)
+    res = sampling_gpu.run_matrix(["tiny", "small"], [1, 2], ["bfloat16"], 8, 8, 1, 0.001, on_row=seen.append)
     assert [len(r["rows"]) for r in seen] == [1, 2, 3, 4] and seen[-1]["rows"] == res["rows"]
-    partial = sampling.matrix_report(seen[1], "cmd")
+    partial = sampling_gpu.report(seen[1], "cmd")
     assert "Partial: written after 2 of the 4 configurations" in partial and len(table(partial)) == 2
-    assert "Partial" not in sampling.matrix_report(res, "cmd")
+    assert "Partial" not in sampling_gpu.report(res, "cmd")
 
 
-def test_estimates_scale_the_nearest_measured_configuration():
-    frames = {"jax": 250, "torch": 64}
-    assert sampling.estimate_seconds([], "large", 64, "float32", frames, 1, 1e12) == 0
-    done = [
-        {"size": "small", "batch": 1, "dtype": "bfloat16", "warm": 2.0, "step_seconds": {"jax": 0.01, "torch": 0.03}},
-        {"size": "tiny", "batch": 8, "dtype": "float32", "warm": 1.0, "step_seconds": {"jax": 0.001}},
+def test_budget_runs_units_while_the_last_of_their_kind_fits():
+    """A unit runs while the time used plus the last unit of its kind stays within the budget; from the first
+    that does not, nothing more runs, even a unit that would fit."""
+    units = [("size", 10), ("config", 3), ("config", 4), ("config", 6), ("size", 9), ("config", 1), ("config", 1)]
+
+    def run(seconds: float) -> list[bool]:
+        now = [100.0]
+        budget = sampling_gpu.Budget(seconds, clock=lambda: now[0])
+        ran = []
+        for kind, took in units:
+            ran.append(budget.allows(kind))
+            if ran[-1]:
+                now[0] += took
+                budget.spent(kind, took)
+        return ran
+
+    # used before each unit: 0, 10, 13, 17, 23, (32, 33); needed: that plus the last of its kind (0, 0, 3, 4, 10, 6)
+    assert run(30) == [True] * 4 + [False] * 3  # 23 + 10 > 30; then 23 + 6 would fit, but the run has stopped
+    assert run(33) == [True] * 5 + [False] * 2  # 23 + 10 fits exactly; then 32 + 6 > 33
+    assert run(100) == [True] * 7
+
+
+def test_table_writer_formats_each_column_and_keeps_every_cell():
+    columns = {"name": "{}", "s": common.with_min(2), "rate": common.sig, "ratio": "**{:.2f}**", "n": "{:,}"}
+    text = common.table(columns, [("a", (1.234, 1.0), 12.34, 2.0, 1234), ("b", "n/a", 0.01234, "-", 5)])
+    assert text.splitlines() == [
+        "| name | s | rate | ratio | n |",
+        "|---|---|---|---|---|",
+        "| a | 1.23 (min 1.00) | 12.3 | **2.00** | 1,234 |",
+        "| b | n/a | 0.0123 | - | 5 |",
     ]
-    assert sampling.estimate_seconds(done, "small", 1, "bfloat16", frames, 2, 1e12) == pytest.approx(
-        2 + 2 * (253 * 0.01 + 67 * 0.03)
-    )
-    extra = sampling.step_traffic("large", "bfloat16", 1, 250) - sampling.step_traffic("small", "bfloat16", 1, 250)
-    assert sampling.estimate_seconds(done, "large", 1, "bfloat16", frames, 1, 1e12) == pytest.approx(
-        2 * 2 + 253 * (2 * 0.01 + extra / 1e12) + 67 * (2 * 0.03 + extra / 1e12)
-    )  # 48 layers against 24
-    assert sampling.estimate_compile({}, "large", 6) == 0
-    assert sampling.estimate_compile({"tiny": (2, 1.0), "small": (6, 30.0)}, "large", 3) == pytest.approx(30)
-    assert sampling.estimate_build({}, "large") == 0
-    assert sampling.estimate_build({"small": 10.0, "tiny": 20.0}, "large") == pytest.approx(
-        10 * sampling.lm_step_bytes("large", "float32") / sampling.lm_step_bytes("small", "float32")
-    )
+    assert table(text) == [
+        {"name": "a", "s": "1.23 (min 1.00)", "rate": "12.3", "ratio": "**2.00**", "n": "1,234"},
+        {"name": "b", "s": "n/a", "rate": "0.0123", "ratio": "-", "n": "5"},
+    ]
+    with pytest.raises(ValueError, match="a row of 2 cells in a table of 5 columns"):
+        common.table(columns, [("a", 1.0)])
+
+
+def test_a_section_replaces_its_namesake_and_keeps_the_rest(tmp_path):
+    path = tmp_path / "RESULTS.md"
+    first = common.section("## A", "cmd a", ["- fact"], common.table({"x": "{:.1f}"}, [(1.0,)]))
+    common.write_section(first, path)
+    common.write_section("## B\n\nbody b\n", path)
+    common.write_section(first.replace("1.0", "2.0"), path)
+    text = path.read_text()
+    assert text.startswith(common.RESULTS_HEADER) and text.count("## A") == 1 and "| 1.0 |" not in text
+    assert text.endswith("## A\n\nCommand: `cmd a`\n\n- fact\n\n| x |\n|---|\n| 2.0 |\n\n## B\n\nbody b\n")
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
 
 
 def test_out_of_memory_is_reported_on_its_side(tmp_path, monkeypatch):
     def exhausted(*args, **kwargs):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 77.00GiB")
 
-    monkeypatch.setattr(sampling, "lower_generate", exhausted)
+    monkeypatch.setattr(sampling_gpu, "lower_generate", exhausted)
     out = tmp_path / "gpu.md"
-    sampling.main(
-        ["--matrix", "--models", "tiny", "--batches", "1", "--dtypes", "float32", "--frames", "4", "--out", str(out)]
-    )
+    sampling_gpu.main(["--models", "tiny", "--batches", "1", "--dtypes", "float32", "--frames", "4", "--out", str(out)])
     (row,) = table(out.read_text())
-    assert row["JAX steps/s"] == row["JAX real-time factor"] == sampling.OOM and row["JAX compile s"] == "-"
+    assert row["JAX steps/s"] == row["JAX real-time factor"] == sampling_gpu.OOM and row["JAX compile s"] == "-"
     assert row["ratio JAX/transformers"] == "-" and float(row["transformers steps/s"]) > 0
