@@ -7,6 +7,7 @@ store a local temporary file uploaded as one object (an upload is complete or no
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import re
@@ -184,6 +185,11 @@ def atomic_file(p: str | os.PathLike) -> Iterator[Path]:
 def write_text(p: str | os.PathLike, text: str) -> None:
     with atomic_file(p) as tmp:
         tmp.write_text(text)
+
+
+def load_npy(p: str | os.PathLike) -> np.ndarray:
+    """`np.load` of the file or URL `p` (no pickles)."""
+    return np.load(io.BytesIO(read_bytes(p)), allow_pickle=False)
 
 
 def save_npy(p: str | os.PathLike, array: np.ndarray) -> None:

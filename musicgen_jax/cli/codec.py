@@ -22,7 +22,7 @@ from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, wri
 from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.codec.weights import save_codec
 from musicgen_jax.convert.codec_loader import load_codec
-from musicgen_jax.fileio import save_npy
+from musicgen_jax.fileio import load_npy, make_dirs, path, save_npy
 
 DEFAULT_CODEC = "facebook/encodec_32khz"
 
@@ -41,7 +41,7 @@ def encode(args) -> str:
 def decode(args) -> str:
     codec = load_codec(args.codec, args.stereo)
     try:
-        codes = np.load(args.input)
+        codes = load_npy(args.input)
     except (OSError, ValueError) as e:
         raise ValueError(f"cannot read codes from {args.input}: {e}") from e
     if codes.ndim == 2:
@@ -51,8 +51,8 @@ def decode(args) -> str:
         paths = [args.output.with_name(f"{args.output.stem}_{i}{args.output.suffix}") for i in range(wav.shape[0])]
     else:
         paths = [args.output]
-    for path, item in zip(paths, wav, strict=True):
-        write_audio(path, item, codec.sample_rate, strategy=args.strategy)
+    for where, item in zip(paths, wav, strict=True):
+        write_audio(where, item, codec.sample_rate, strategy=args.strategy)
     return f"{args.input}: codes {list(codes.shape)} -> {wav.shape[-1] / codec.sample_rate:.2f} s in " + ", ".join(
         map(str, paths)
     )
@@ -102,7 +102,7 @@ def roundtrip(args) -> str:
         origin_input = str(args.input)
     codes = codec.encode(wav[None])
     out = np.asarray(codec.decode(codes))[0, :, : wav.shape[-1]]
-    args.output.mkdir(parents=True, exist_ok=True)
+    make_dirs(args.output)
     write_audio(args.output / "input.wav", wav, codec.sample_rate, strategy="none")
     save_npy(args.output / "codes.npy", np.asarray(codes).astype(np.int16))
     write_audio(args.output / "reconstruction.wav", out, codec.sample_rate, strategy="none")
@@ -132,8 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("encode", parents=[stereo], help="audio file -> codes .npy")
     p.add_argument("--codec", default=DEFAULT_CODEC, help=f"codec source (default {DEFAULT_CODEC})")
-    p.add_argument("input", type=Path, help="audio file (wav, flac, mp3, ogg; any rate and channel count)")
-    p.add_argument("output", type=Path, help="output .npy of int16 codes [1, K, T]")
+    p.add_argument("input", type=path, help="audio file (wav, flac, mp3, ogg; any rate and channel count)")
+    p.add_argument("output", type=path, help="output .npy of int16 codes [1, K, T]")
     p.set_defaults(run=encode)
 
     p = sub.add_parser("decode", parents=[stereo], help="codes .npy -> audio file")
@@ -144,8 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
         choices=NORMALIZE_STRATEGIES,
         help="loudness normalization of the written audio (default peak, as audiocraft)",
     )
-    p.add_argument("input", type=Path, help=".npy of integer codes [B, K, T] or [K, T]")
-    p.add_argument("output", type=Path, help="output .wav or .flac (batch items get _0, _1, ... suffixes)")
+    p.add_argument("input", type=path, help=".npy of integer codes [B, K, T] or [K, T]")
+    p.add_argument("output", type=path, help="output .wav or .flac (batch items get _0, _1, ... suffixes)")
     p.set_defaults(run=decode)
 
     p = sub.add_parser("convert", parents=[stereo], help="PyTorch codec checkpoint -> converted directory")
@@ -155,14 +155,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("roundtrip", parents=[stereo], help="encode + decode a clip, write both to listen")
     p.add_argument("--codec", default=DEFAULT_CODEC, help=f"codec source (default {DEFAULT_CODEC})")
-    p.add_argument("--input", type=Path, help="audio file (default: a generated clip)")
+    p.add_argument("--input", type=path, help="audio file (default: a generated clip)")
     p.add_argument("--seconds", type=float, default=5.0, help="length of the generated clip (default 5)")
     p.add_argument(
         "--fallback-random",
         action="store_true",
         help="if the codec cannot be loaded (e.g. no network), say so and use random weights",
     )
-    p.add_argument("output", type=Path, help="output directory")
+    p.add_argument("output", type=path, help="output directory")
     p.set_defaults(run=roundtrip)
     return parser
 

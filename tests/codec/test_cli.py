@@ -47,6 +47,20 @@ def test_encode_resamples_and_downmixes_then_decode(hf_dir, tmp_path):
     assert abs(np.abs(out).max() - 10 ** (-1 / 20)) < 1e-3  # default peak normalization
 
 
+def test_encode_and_decode_on_a_bucket_equal_local_files(hf_dir, tmp_path, gcs):
+    """The same commands with every path a gs:// URL (`tests/gcs.py`'s emulator): the same codes and audio."""
+    from musicgen_jax import fileio
+
+    bucket = gcs.bucket("codec-cli")
+    soundfile.write(tmp_path / "in.flac", 0.3 * np.random.default_rng(1).standard_normal(16000), 32000)
+    fileio.path(f"{bucket}/in.flac").write_bytes((tmp_path / "in.flac").read_bytes())
+    for root in (str(tmp_path), bucket):
+        assert main(["encode", "--codec", str(hf_dir), f"{root}/in.flac", f"{root}/codes.npy"]) == 0
+        assert main(["decode", "--codec", str(hf_dir), f"{root}/codes.npy", f"{root}/out.wav"]) == 0
+    for name in ("codes.npy", "out.wav"):
+        assert fileio.read_bytes(f"{bucket}/{name}") == (tmp_path / name).read_bytes()
+
+
 def test_stereo_encode_interleaves(hf_dir, tmp_path):
     soundfile.write(tmp_path / "in.wav", np.random.default_rng(1).standard_normal((6400, 2)) * 0.1, 32000)
     assert main(["encode", "--stereo", "--codec", str(hf_dir), str(tmp_path / "in.wav"), str(tmp_path / "c.npy")]) == 0
