@@ -20,7 +20,9 @@ from pathlib import Path
 from typing import Any
 
 import jax
+from etils import epath
 
+from musicgen_jax import fileio
 from musicgen_jax.checkpoint import native
 from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.checkpoint.files import read_json
@@ -62,7 +64,7 @@ def is_current(path: Path) -> bool:
         return False
 
 
-def save_converted(components: Components, directory: str | os.PathLike) -> Path:
+def save_converted(components: Components, directory: str | os.PathLike) -> epath.Path:
     """Write the converted directory atomically (no partial output on failure)."""
     with native.atomic_directory(directory) as tmp:
         save_codec(components.codec, tmp / "codec")
@@ -87,7 +89,7 @@ def save_converted(components: Components, directory: str | os.PathLike) -> Path
             "stereo": components.codec.stereo,
         }
         (tmp / MODEL_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-    return Path(directory)
+    return fileio.path(directory)
 
 
 def load_converted(directory: str | os.PathLike) -> Components:

@@ -7,6 +7,8 @@ store a local temporary file uploaded as one object (an upload is complete or no
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import hashlib
 import io
 import json
 import os
@@ -129,6 +131,52 @@ def walk_files(root: str | os.PathLike) -> Iterator[epath.Path]:
         else:
             for directory, _, names in os.walk(top, followlinks=True):
                 yield from (epath.Path(directory) / name for name in names)
+
+
+def cache_dir() -> Path:
+    """The package's local cache: conversions, compiled programs, copies of remote checkpoints."""
+    return Path(os.environ.get("MUSICGEN_JAX_CACHE", Path.home() / ".cache" / "musicgen_jax")).expanduser()
+
+
+def mirror(url: str | os.PathLike, patterns: list[str] | None = None) -> Path:
+    """A local copy of the files under URL `url` whose relative paths match one of `patterns` (fnmatch, as
+    huggingface_hub's `allow_patterns`; None: all), kept in `cache_dir()/urls`: a later call fetches only
+    files that are new or whose size or time changed (as the hub's cache does for a repo). A URL of one
+    file gives that file's copy."""
+    root = path(url)
+    with reporting(root):
+        single = not root.is_dir()
+        if single and not root.exists():
+            raise StorageError(f"cannot read {root}: not found")
+        files = [root] if single else list(walk_files(root))
+        remote = {}
+        for file in files:
+            name = file.name if single else file.relative_to(root).as_posix()
+            if patterns is None or any(fnmatch.fnmatch(name, pattern) for pattern in patterns):
+                stat = file.stat()
+                remote[name] = (file, [stat.length, stat.mtime])
+    local = cache_dir() / "urls" / hashlib.sha1(os.fspath(root).encode()).hexdigest()[:16]
+    listing = local / ".listing.json"
+    have = json.loads(listing.read_text()) if listing.is_file() else {}
+    for name, (file, stamp) in sorted(remote.items()):
+        if have.get(name) != stamp:
+            with local_copy(file) as copy, atomic_file(local / name) as tmp:
+                shutil.copyfile(copy, tmp)
+            have[name] = stamp
+            write_text(listing, json.dumps(have, indent=1, sort_keys=True))
+    return local / root.name if single else local
+
+
+def upload_tree(local: Path, url: str | os.PathLike) -> None:
+    """Replace the files under URL `url` with those of local directory `local`. The JSON files at its top
+    go last: readers take a directory whose top-level JSON (its config, its marker) is there as complete."""
+    target = path(url)
+    remove_tree(target)
+    files = [f for f in sorted(local.rglob("*")) if f.is_file()]
+    last = [f for f in files if f.parent == local and f.suffix == ".json"]
+    for file in [f for f in files if f not in last] + last:
+        with atomic_file(target / file.relative_to(local).as_posix()) as tmp:
+            shutil.copyfile(file, tmp)
 
 
 def make_dirs(p: str | os.PathLike) -> epath.Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -43,10 +42,6 @@ DEFAULT_MODEL = "facebook/musicgen-small"
 MAX_DURATION = 30.0  # seconds the released models were trained on; longer generations are windowed
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("MUSICGEN_JAX_CACHE", Path.home() / ".cache" / "musicgen_jax"))
-
-
 def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
     """Keep compiled programs on disk (JAX's persistent compilation cache), so that a later process
     loads the decode loop instead of compiling it again (8-10 s for musicgen-small on a 2-core CPU).
@@ -57,7 +52,7 @@ def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
     if not jax.config.jax_enable_compilation_cache:
         return None
     if path is not None or not jax.config.jax_compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", str(Path(path or cache_dir() / "xla").expanduser()))
+        jax.config.update("jax_compilation_cache_dir", str(Path(path or fileio.cache_dir() / "xla").expanduser()))
     return Path(jax.config.jax_compilation_cache_dir)
 
 
@@ -80,7 +75,7 @@ def _cache_entry(name: str, fmt: str) -> Path:
         key = f"local-{path.resolve().name}-{hashlib.sha1(resolved.encode()).hexdigest()[:10]}"
     else:
         key = re.sub(r"[^A-Za-z0-9_.-]+", "--", name)
-    return cache_dir() / f"{key}-{fmt}"
+    return fileio.cache_dir() / f"{key}-{fmt}"
 
 
 def load_components(name: str, fmt: str = "auto") -> Components:
@@ -90,10 +85,13 @@ def load_components(name: str, fmt: str = "auto") -> Components:
     where = fileio.path(name)
     with fileio.reporting(where):
         directory = where.is_dir()
+    if directory and is_run(where):  # Orbax reads a run where it is
+        return load_run(where)
+    if directory and fileio.is_url(where):  # any other directory is read from a local copy
+        name = str(fileio.mirror(where))
+        where = fileio.path(name)
     if directory and is_converted(where):
         return load_converted(where)
-    if directory and is_run(where):
-        return load_run(where)
     entry = _cache_entry(name, fmt)
     if not is_current(entry):
         save_converted(convert_checkpoint(name, fmt), entry)

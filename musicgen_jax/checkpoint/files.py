@@ -11,12 +11,19 @@ from typing import Any
 
 import numpy as np
 
+from musicgen_jax import fileio
 from musicgen_jax.checkpoint.errors import CheckpointError
 
 
 def resolve(source: str | os.PathLike, allow_patterns: list[str]) -> Path:
-    """A local file or directory as is; otherwise a hub repo id, downloaded (or read from the cache)
-    with `huggingface_hub.snapshot_download`, restricted to `allow_patterns`. Returns the local path."""
+    """A local file or directory as is; a URL (gs://...) or a hub repo id downloaded (or read from the cache:
+    `fileio.mirror`, `huggingface_hub.snapshot_download`), restricted to `allow_patterns`. Returns the
+    local path."""
+    if fileio.is_url(source):
+        try:
+            return fileio.mirror(source, allow_patterns)
+        except fileio.StorageError as e:
+            raise CheckpointError(str(e)) from e
     path = Path(source).expanduser()
     if path.exists():
         return path

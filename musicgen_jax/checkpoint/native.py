@@ -15,9 +15,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+from etils import epath
 from flax.traverse_util import flatten_dict, unflatten_dict
 from safetensors.numpy import load_file, save_file
 
+from musicgen_jax import fileio
 from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.checkpoint.files import read_json
 
@@ -29,7 +31,16 @@ CONFIG_FILE = "config.json"
 def atomic_directory(directory: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary directory beside `directory`; on success it replaces `directory` (`_swap_in`),
     on failure it is removed and an existing `directory` is left as it was. No partial output remains.
-    A failed write (OSError) raises CheckpointError."""
+    A failed write (OSError) raises CheckpointError. A URL: a local temporary directory, uploaded on
+    success with its top-level JSON last (`fileio.upload_tree`; readers read it from a `fileio.mirror`)."""
+    if fileio.is_url(directory):
+        with tempfile.TemporaryDirectory(prefix="musicgen-jax-") as tmp:
+            yield Path(tmp)
+            try:
+                fileio.upload_tree(Path(tmp), directory)
+            except fileio.StorageError as e:
+                raise CheckpointError(str(e)) from e
+        return
     directory = Path(directory)
     tmp = None
     try:
@@ -67,11 +78,11 @@ def write_tree(directory: Path, params, meta: dict) -> None:
     (directory / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
 
-def save_tree(directory: str | os.PathLike, params, meta: dict) -> Path:
+def save_tree(directory: str | os.PathLike, params, meta: dict) -> epath.Path:
     """`write_tree` into `directory`, replacing it atomically if it exists."""
     with atomic_directory(directory) as tmp:
         write_tree(tmp, params, meta)
-    return Path(directory)
+    return fileio.path(directory)
 
 
 def is_native(directory: Path, fmt: str) -> bool:

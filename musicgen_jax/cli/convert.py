@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
 from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.components import save_converted
@@ -25,7 +24,7 @@ from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("source", help="hub id or local checkpoint directory")
-    parser.add_argument("output", type=Path, help="output directory (replaced atomically if it exists)")
+    parser.add_argument("output", help="output directory or URL (replaced as a whole if it exists)")
     parser.add_argument(
         "--format",
         default="auto",

@@ -114,6 +114,32 @@ def test_converted_directory_and_batching(hf_musicgen, tmp_path, model_cache):
     assert not model_cache.exists()  # a converted directory is used in place
 
 
+def test_checkpoints_on_a_bucket_are_read_from_a_local_copy(hf_musicgen, converted, gcs, tmp_path, model_cache):
+    """A transformers checkpoint in a bucket (`tests/gcs.py`'s emulator) and its conversion written there by
+    `convert_torch_weights.py` sample the local converted directory's greedy codes; each is copied once into
+    the cache (`fileio.mirror`), then reused."""
+    from musicgen_jax import fileio
+    from tests.gcs import upload
+
+    bucket = gcs.bucket("checkpoints")
+    upload(hf_musicgen[1], f"{bucket}/hf")
+    assert convert_torch_weights.main([str(hf_musicgen[1]), f"{bucket}/converted"]) == 0
+    assert fileio.read_json(f"{bucket}/converted/{MODEL_FILE}")["version"] == MODEL_VERSION
+    args = ["--prompt", "calm piano", "--duration", "0.2", "--top-k", "1"]
+    codes = []
+    for i, model in enumerate((str(converted), f"{bucket}/hf", f"{bucket}/converted")):
+        out = tmp_path / f"{i}.npy"
+        assert sample.main(["--model", model, *args, "--out", str(tmp_path / str(i)), "--save-codes", str(out)]) == 0
+        codes.append(np.load(out))
+    np.testing.assert_array_equal(codes[1], codes[0])
+    np.testing.assert_array_equal(codes[2], codes[0])
+    copy = fileio.mirror(f"{bucket}/converted")
+    assert sorted(p.name for p in copy.iterdir()) == sorted([".listing.json", *(p.name for p in converted.iterdir())])
+    stamps = {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file()}
+    assert fileio.mirror(f"{bucket}/converted") == copy
+    assert {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file()} == stamps  # nothing fetched again
+
+
 def _set_version(directory, version: int) -> None:
     meta_file = directory / MODEL_FILE
     meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "version": version}))

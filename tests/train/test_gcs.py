@@ -61,6 +61,10 @@ def test_a_run_on_gcs_killed_and_resumed_repeats_the_local_run_bitwise(gcs, buck
     assert done.returncode == 0, done.stderr[-3000:]
     assert sorted(p.name for p in fileio.path(out).iterdir()) == ["000_calm_piano.wav", "001_rock.wav"]
     assert np.load(io.BytesIO(fileio.read_bytes(codes))).shape == (2, 4, 10)
+    evaluate = [sys.executable, "-m", "musicgen_jax.evaluate", "--model", workdir, "--data", data, "--frames", "24"]
+    done = subprocess.run([*evaluate, "--out", f"{bucket}/eval.json", "--no-progress"], cwd=REPO, env=env, text=True)
+    assert done.returncode == 0
+    assert fileio.read_json(f"{bucket}/eval.json")["examples"] == 3  # the valid split
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import json
 import pytest
 
 from tests.processes import device_env, free_port, run_together
-from tests.train.test_run import command
+from tests.train.runs import command
 
 STEPS = 12
 
