@@ -23,6 +23,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -181,13 +182,17 @@ class GCS:
                 time.sleep(0.1)
 
     def bucket(self, name: str) -> str:
-        """Create bucket `name`; its gs:// URL."""
+        """Bucket `name` (created unless it exists); its gs:// URL."""
         request = urllib.request.Request(
             f"{self.url}/storage/v1/b?project={PROJECT}",
             data=json.dumps({"name": name}).encode(),
             headers={"Content-Type": "application/json"},
         )
-        urllib.request.urlopen(request, timeout=10)
+        try:
+            urllib.request.urlopen(request, timeout=10)
+        except urllib.error.HTTPError as e:
+            if e.code != 409:  # 409: it exists
+                raise
         return f"gs://{name}"
 
     def stop(self) -> None:

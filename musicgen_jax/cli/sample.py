@@ -25,7 +25,7 @@ from jax.sharding import Mesh
 from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, write_audio
 from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.extras import MissingExtraError
-from musicgen_jax.fileio import StorageError, path, read_text, save_npy, slug
+from musicgen_jax.fileio import StorageError, is_url, path, read_text, save_npy, slug
 from musicgen_jax.lm.model import INFERENCE_DTYPES
 from musicgen_jax.musicgen import DEFAULT_MODEL, MusicGen, disable_compilation_cache, enable_compilation_cache
 from musicgen_jax.sharding import make_mesh, parse_mesh
@@ -150,6 +150,8 @@ def load_model(name: str, dtype: str | None = None, mesh: Mesh | None = None) ->
     try:
         return MusicGen.get_pretrained(name, dtype=dtype, mesh=mesh)
     except CheckpointError as e:
+        if is_url(name):  # the hint is for hub ids
+            raise
         raise CheckpointError(
             f"{e}\nTo run offline, point --model at local files: a directory written by "
             "convert_torch_weights.py, or a PyTorch checkpoint directory (transformers or "

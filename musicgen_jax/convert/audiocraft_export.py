@@ -17,7 +17,9 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from etils import epath
 
+from musicgen_jax import fileio
 from musicgen_jax.checkpoint import native
 from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.checkpoint.files import read_torch_pickle, tensors_to_numpy
@@ -72,7 +74,7 @@ def codec_package(codec: Codec) -> dict:
     }
 
 
-def export_audiocraft(components: Components, directory: str | os.PathLike) -> Path:
+def export_audiocraft(components: Components, directory: str | os.PathLike) -> epath.Path:
     """Write `components` in audiocraft's format to `directory`, atomically (replacing it if it exists)."""
     try:
         import torch
@@ -84,4 +86,4 @@ def export_audiocraft(components: Components, directory: str | os.PathLike) -> P
         for name, package in packages.items():
             state = {k: torch.from_numpy(np.array(v, order="C")) for k, v in package["best_state"].items()}
             torch.save({**package, "best_state": state}, tmp / name)
-    return Path(directory)
+    return fileio.path(directory)

@@ -21,7 +21,9 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from etils import epath
 
+from musicgen_jax import fileio
 from musicgen_jax.checkpoint import native
 from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.checkpoint.keymap import same_tree
@@ -140,7 +142,9 @@ def _write_weights(directory: Path, state: dict[str, np.ndarray], max_shard_size
         (directory / "model.safetensors.index.json").write_text(json.dumps(index, indent=2, sort_keys=True) + "\n")
 
 
-def export_hf(components: Components, directory: str | os.PathLike, max_shard_size: int | str = MAX_SHARD_SIZE) -> Path:
+def export_hf(
+    components: Components, directory: str | os.PathLike, max_shard_size: int | str = MAX_SHARD_SIZE
+) -> epath.Path:
     """Write `components` in transformers' format to `directory`, atomically (replacing it if it exists)."""
     config, state = hf_config(components), hf_state_dict(components)
     with native.atomic_directory(directory) as tmp:
@@ -152,4 +156,4 @@ def export_hf(components: Components, directory: str | os.PathLike, max_shard_si
             (tmp / name).write_text(json.dumps(content, indent=2, sort_keys=True) + "\n")
         _write_weights(tmp, state, max_shard_size)
         components.text_encoder.tokenizer.save(tmp)
-    return Path(directory)
+    return fileio.path(directory)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 
 from musicgen_jax import fileio
+from musicgen_jax.cli.prepare import main
 from tests.data.conftest import all_examples, prepare
 from tests.gcs import upload
 
@@ -48,3 +49,19 @@ def test_parts_on_gcs_equal_one_local_run(gcs, audio_dir, codec_dir, prepared, c
     fileio.path(f"{out}/dataset.json").unlink()
     prepare(f"{bucket}/audio", codec_dir[1], out, "--files-per-shard", "4", "--part", "1/2")
     assert shard_bytes(out) == expected and fileio.exists(f"{out}/dataset.json")
+
+
+@pytest.mark.parametrize(
+    "audio, out, named",
+    [
+        ("gs://no-such-bucket/audio", "{tmp}/data", "gs://no-such-bucket/audio: no such folder or manifest"),
+        ("{bucket}/no-audio", "{tmp}/data", "{bucket}/no-audio: no such folder or manifest"),
+        ("{audio}", "gs://no-such-bucket/data", "the bucket gs://no-such-bucket does not exist"),
+    ],
+)
+def test_a_bad_url_is_one_error_line_naming_it(gcs, audio_dir, codec_dir, tmp_path, capsys, audio, out, named):
+    fill = {"bucket": gcs.bucket("prepare-errors"), "tmp": tmp_path}
+    audio, out, named = (s.format(audio=audio_dir, **fill) for s in (audio, out, named))
+    assert main(["--audio", audio, "--codec", str(codec_dir[1]), "--out", out, "--no-progress"]) == 2
+    errors = capsys.readouterr().err.strip().splitlines()
+    assert len(errors) == 1 and named in errors[0], errors

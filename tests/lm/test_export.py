@@ -100,3 +100,18 @@ def check_processor(directory, model) -> None:
         "input_values"
     ]
     np.testing.assert_array_equal(values, audio[None])
+
+
+def test_export_to_a_bucket_writes_the_local_export(hf_musicgen, gcs, tmp_path):
+    """`export ... gs://...` (`tests/gcs.py`'s emulator) writes the files a local export writes, byte for byte
+    (both formats write through `native.atomic_directory`)."""
+    from musicgen_jax import fileio
+
+    url = f"{gcs.bucket('export')}/out"
+    for out in (str(tmp_path / "local"), url):
+        assert export_cli.main(["--checkpoint", str(hf_musicgen[1]), "--to", "hf", out]) == 0
+    local, remote = (
+        {p.relative_to(fileio.path(root)).as_posix(): fileio.read_bytes(p) for p in fileio.walk_files(root)}
+        for root in (tmp_path / "local", url)
+    )
+    assert remote == local and len(remote) >= 3

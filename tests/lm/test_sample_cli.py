@@ -140,6 +140,22 @@ def test_checkpoints_on_a_bucket_are_read_from_a_local_copy(hf_musicgen, convert
     assert {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file()} == stamps  # nothing fetched again
 
 
+@pytest.mark.parametrize(
+    "extra, named",
+    [
+        (["--model", "{bucket}/nothing"], "cannot read {bucket}/nothing: not found"),
+        (["--prompts-file", "{bucket}/none.txt"], "--prompts-file: cannot read {bucket}/none.txt: not found"),
+        (["--out", "gs://no-such-bucket/o"], "cannot write gs://no-such-bucket/o/000_x.wav: not found"),
+    ],
+)
+def test_a_bad_url_is_one_error_line_naming_it(converted, gcs, capsys, extra, named):
+    bucket = gcs.bucket("sample-errors")
+    args = ["--model", str(converted), "--prompt", "x", "--duration", "0.1"] + [a.format(bucket=bucket) for a in extra]
+    assert sample.main(args) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error")]
+    assert errors == [f"error: {named.format(bucket=bucket)}"]
+
+
 def _set_version(directory, version: int) -> None:
     meta_file = directory / MODEL_FILE
     meta_file.write_text(json.dumps({**json.loads(meta_file.read_text()), "version": version}))
