@@ -1,18 +1,9 @@
 """Audio I/O: reading, resampling, channel conversion, loudness and normalized writing.
 
-All waveforms are float32 numpy arrays of shape `[C, T]` (channels, samples) with values
-nominally in [-1, 1]. The normalization strategies and their defaults follow audiocraft's
-`audio_write` / `normalize_audio`, so audio written here matches what MusicGen's reference
-code would write:
-
-- ``peak``: scale so that the peak is `-peak_clip_headroom_db` dBFS (default -1 dBFS).
-- ``clip``: clamp to +-`-peak_clip_headroom_db` dBFS.
-- ``rms``: scale so that the RMS of the mono mix is `-rms_headroom_db` dBFS, then clamp to [-1, 1].
-- ``loudness``: scale to `-loudness_headroom_db` LUFS (ITU-R BS.1770-4, default -14 LUFS),
-  optionally `tanh`-compress, then clamp to [-1, 1]. Near-silent input is left unchanged.
-- ``none``: leave the data as it is.
-
-This module uses numpy, scipy, soundfile, soxr and librosa only (no torch, no jax).
+All waveforms are float32 numpy arrays of shape `[C, T]` (channels, samples) with values nominally in
+[-1, 1]. The normalization strategies (`normalize_audio`) and their defaults follow audiocraft's
+`audio_write` / `normalize_audio`, so audio written here matches what MusicGen's reference code would
+write. This module uses numpy, scipy, soundfile, soxr and librosa only (no torch, no jax).
 """
 
 from __future__ import annotations
@@ -324,7 +315,15 @@ def normalize_audio(
 ) -> np.ndarray:
     """Normalize `[C, T]` (or `[T]`) with one of `NORMALIZE_STRATEGIES`; returns float32 of the same shape.
 
-    See the module docstring for the strategies (same as audiocraft's `normalize_audio`).
+    The strategies (and their defaults) are audiocraft's `normalize_audio`:
+
+    - ``peak``: scale so that the peak is `-peak_clip_headroom_db` dBFS (default -1 dBFS).
+    - ``clip``: clamp to +-`-peak_clip_headroom_db` dBFS.
+    - ``rms``: scale so that the RMS of the mono mix is `-rms_headroom_db` dBFS, then clamp to [-1, 1].
+    - ``loudness``: scale to `-loudness_headroom_db` LUFS (ITU-R BS.1770-4, default -14 LUFS),
+      optionally `tanh`-compress, then clamp to [-1, 1]. Near-silent input is left unchanged.
+    - ``none``: leave the data as it is.
+
     `sample_rate` is only used by the ``loudness`` strategy.
     """
     if strategy not in NORMALIZE_STRATEGIES:

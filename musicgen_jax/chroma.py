@@ -1,18 +1,9 @@
 """The melody conditioner's chroma features (audiocraft's `ChromaStemConditioner`), exact to audiocraft's
 `ChromaExtractor` and transformers' `MusicgenMelodyFeatureExtractor`.
 
-A mono waveform `[B, T]` at `config.sample_rate` becomes one-hot chroma `[B, frames, bins]`,
-frames = 1 + max(T, n_fft) // hop (235 for 30 s at 32 kHz):
-
-1. inputs shorter than `n_fft` are zero-padded to `n_fft`, left pad // 2, right pad // 2 + pad % 2;
-2. the power spectrogram of `torchaudio.transforms.Spectrogram(n_fft, win_length=n_fft, hop_length, power=2,
-   center=True, normalized=True)`: reflect padding of n_fft // 2 on both sides, periodic Hann window, onesided
-   float32 FFT, divided by the window's energy sum(w**2) ("window" normalization);
-3. raw chroma = librosa's chroma filter bank (tuning 0) @ power, divided by max(max over bins, eps) (p=inf);
-4. one-hot at the argmax over bins (first index on ties), so silence gives bin 0 in every frame.
-
-`match_frames` tiles or truncates to the fixed number of frames the LM takes (audiocraft's `match_len_on_eval`).
-Resampling and downmixing are the caller's (see `musicgen_jax.audio`).
+A mono waveform `[B, T]` at `config.sample_rate` becomes one-hot chroma `[B, frames, bins]` (`extract_chroma`):
+the pitch class of each frame, what melody models condition on, in training (`prepare --chroma`) as in
+sampling. Resampling and downmixing are the caller's (see `musicgen_jax.audio`).
 """
 
 from __future__ import annotations
@@ -63,7 +54,14 @@ def _normalized_window(n_fft: int) -> np.ndarray:
 @functools.partial(jax.jit, static_argnames="config")
 def normalized_chroma(wav: jax.Array, config: ChromaConfig) -> jax.Array:
     """Inf-normalized chroma `[B, frames, bins]` float32 of mono waveforms `wav [B, T]` (T >= 1), before the
-    argmax; frames = 1 + max(T, n_fft) // hop. Compiled once per input shape and config."""
+    argmax; frames = 1 + max(T, n_fft) // hop. Compiled once per input shape and config.
+
+    1. inputs shorter than `n_fft` are zero-padded to `n_fft`, left pad // 2, right pad // 2 + pad % 2;
+    2. the power spectrogram of `torchaudio.transforms.Spectrogram(n_fft, win_length=n_fft, hop_length,
+       power=2, center=True, normalized=True)`: reflect padding of n_fft // 2 on both sides, periodic Hann
+       window, onesided float32 FFT, divided by the window's energy sum(w**2) ("window" normalization);
+    3. raw chroma = librosa's chroma filter bank (tuning 0) @ power, divided by max(max over bins, eps) (p=inf).
+    """
     wav = jnp.asarray(wav, jnp.float32)
     n_fft, hop = config.n_fft, config.hop_length
     short = n_fft - wav.shape[-1]
@@ -86,13 +84,15 @@ def one_hot_chroma(wav: jax.Array, config: ChromaConfig) -> jax.Array:
 
 
 def num_frames(samples: int, config: ChromaConfig) -> int:
-    """The number of chroma frames of a waveform of `samples` samples: 1 + max(samples, n_fft) // hop."""
+    """The number of chroma frames of a waveform of `samples` samples: 1 + max(samples, n_fft) // hop (235 for
+    30 s at 32 kHz)."""
     return 1 + max(samples, config.n_fft) // config.hop_length
 
 
 def match_frames(chroma: jax.Array, frames: int) -> jax.Array:
-    """`[B, F, bins] -> [B, frames, bins]`: the first `frames` frames if F >= frames, else the F frames repeated
-    ceil(frames / F) times in order and truncated (audiocraft's `match_len_on_eval`)."""
+    """`[B, F, bins] -> [B, frames, bins]`, to the fixed number of frames the LM takes: the first `frames` frames
+    if F >= frames, else the F frames repeated ceil(frames / F) times in order and truncated (audiocraft's
+    `match_len_on_eval`)."""
     repeats = math.ceil(frames / chroma.shape[1])
     return jnp.tile(chroma, (1, repeats, 1))[:, :frames]
 

@@ -4,13 +4,8 @@
     model = MusicGen.get_pretrained("facebook/musicgen-small")
     model.set_generation_params(duration=8)
     wav = model.generate(["lofi hip hop with a jazzy piano"], seed=0)   # [B, C, T] float32 numpy
-    melody = MusicGen.get_pretrained("facebook/musicgen-melody")
-    wav = melody.generate_with_chroma(["80s synth pop"], bach_wav, 32000, seed=0)
 
-Seeds are explicit: the same seed gives the same audio. PyTorch checkpoints are converted once and
-cached under `$MUSICGEN_JAX_CACHE` (default `~/.cache/musicgen_jax`). On several devices, pass a mesh
-(`musicgen_jax.sharding.make_mesh`): the batch of prompts is split over its data axes end to end (text
-encoding, the decode loop, audio decoding), the LM's weights over its fsdp and tensor axes.
+Seeds are explicit: the same seed gives the same audio. Melody models: `generate_with_chroma`.
 """
 
 from __future__ import annotations
@@ -81,7 +76,8 @@ def _cache_entry(name: str, fmt: str) -> Path:
 def load_components(name: str, fmt: str = "auto") -> Components:
     """The codec, text encoder and LM of a converted directory, a `train.py` run directory (its latest
     checkpoint's EMA weights), or a PyTorch checkpoint (hub id or local directory; `fmt` auto, hf or
-    audiocraft), which is converted on first use and cached."""
+    audiocraft), which is converted on first use and cached under `$MUSICGEN_JAX_CACHE` (default
+    `~/.cache/musicgen_jax`)."""
     where = fileio.path(name)
     with fileio.reporting(where):
         directory = where.is_dir()
@@ -133,7 +129,9 @@ class MusicGen:
     def get_pretrained(
         name: str = DEFAULT_MODEL, fmt: str = "auto", mesh: Mesh | None = None, dtype: str | None = None
     ) -> MusicGen:
-        """The model of `name` (any source `load_components` takes). `mesh`: split it over these devices.
+        """The model of `name` (any source `load_components` takes). `mesh` (`musicgen_jax.sharding.make_mesh`):
+        split it over these devices: the batch of prompts over its data axes end to end (text encoding, the
+        decode loop, audio decoding), the LM's weights over its fsdp and tensor axes.
         `dtype` ("float32", "bfloat16", "float16"; None: `default_dtype()`): the LM's matrices stored on the
         device and multiplied in it, its norms, softmax, logits and the sampling in float32
         (`lm.model.cast_params`); the text encoder and the codec run in float32."""

@@ -2,19 +2,8 @@
 
 Modules name the axes of their parameters (`nn.with_logical_partitioning`: `embed`, `mlp`, `heads`, ...)
 and of their activations (`nn.with_logical_constraint`: `activation_*`, MaxText's convention, the tuples
-below) with logical names; only the rules say which mesh axis each name is split over, so one model runs
-on 1 CPU, 8 GPUs or a TPU pod by changing the mesh alone. `LOGICAL_RULES` is the table; a run may
-override entries of it (`override_rules`, the experiment config's `logical_axis_rules`).
-
-The LM, the T5 encoder and the codec all name their axes by these rules: each model reads its specs off
-its `init` (`logical_specs`), `place` puts its parameters on a mesh, and `jit_on_mesh` traces a function
-with its constraints bound to one.
-
-Mesh axes: `data` (batch), `fsdp` (batch, and parameters split along their model width, gathered
-for use), `tensor` (heads, feed-forward width, vocabulary). Rules are tried in order for each array
-and a mesh axis is used at most once per array, so an activation `[batch, length, embed]` splits
-its batch over data x fsdp and keeps its width whole, while a kernel `[embed, mlp]` splits over
-fsdp x tensor. Names that match no rule are not split.
+below) with logical names; only the rules (`LOGICAL_RULES`) say which mesh axis each name is split over, so
+one model (the LM, the T5 encoder, the codec) runs on 1 CPU, 8 GPUs or a TPU pod by changing the mesh alone.
 """
 
 from __future__ import annotations
@@ -68,7 +57,8 @@ LOGICAL_RULES: tuple[tuple[str, Any], ...] = (
 
 def override_rules(overrides: Sequence[Sequence[Any]], rules=LOGICAL_RULES) -> tuple[tuple[str, Any], ...]:
     """`rules` with the entries of `overrides` (`[(name, mesh axes)]`, e.g. `[("embed", None)]`) in place of
-    their names' (a new name is appended); ValueError for a mesh axis that is not one of `MESH_AXES`."""
+    their names' (a new name is appended); ValueError for a mesh axis that is not one of `MESH_AXES`. How a
+    run changes the table: the experiment config's `logical_axis_rules`."""
     overrides = {str(name): _axes(axes) for name, axes in overrides}
     for name, axes in overrides.items():
         unknown = [a for a in ((axes,) if isinstance(axes, str) else axes or ()) if a not in MESH_AXES]
@@ -98,7 +88,8 @@ def logical_specs(init: Callable[[], Any]) -> Any:
 
 def make_mesh(data: int = -1, fsdp: int = 1, tensor: int = 1, devices: Sequence[jax.Device] | None = None) -> Mesh:
     """A `(data, fsdp, tensor)` mesh over `devices` (default: all, across hosts); one size may be -1
-    (the rest of the devices)."""
+    (the rest of the devices). By `LOGICAL_RULES`, `data` splits the batch, `fsdp` the batch and the
+    parameters along their model width (gathered for use), `tensor` heads, feed-forward width and vocabulary."""
     devices = list(jax.devices() if devices is None else devices)
     sizes = [data, fsdp, tensor]
     if sizes.count(-1) > 1 or any(s == 0 or s < -1 for s in sizes):
@@ -167,7 +158,11 @@ def jit_on_mesh(fn: Callable, static_argnames: tuple[str, ...] = (), **jit_kwarg
 def shardings(logical_specs: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
     """Logical `PartitionSpec`s (a pytree, e.g. `musicgen_jax.lm.model.param_specs`) -> `NamedSharding`s, in
     the same tree structure: only `PartitionSpec`s are leaves, so other empty tuples (optax's `MaskedNode`
-    of frozen parameters) stay empty nodes, as in the state they describe."""
+    of frozen parameters) stay empty nodes, as in the state they describe.
+
+    Rules are tried in order for each array and a mesh axis is used at most once per array, so an activation
+    `[batch, length, embed]` splits its batch over data x fsdp and keeps its width whole, while a kernel
+    `[embed, mlp]` splits over fsdp x tensor. Names that match no rule are not split."""
     return jax.tree.map(
         lambda spec: nn.logical_to_mesh_sharding(spec, mesh, rules),
         logical_specs,

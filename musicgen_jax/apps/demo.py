@@ -4,20 +4,8 @@
     python -m musicgen_jax.app --model facebook/musicgen-small --model facebook/musicgen-melody
     python -m musicgen_jax.app --model converted/small --host 0.0.0.0 --port 7860 --share
 
-`--model`: any source `sample.py --model` takes (hub id, PyTorch checkpoint directory, converted directory,
-`train.py` run directory), repeatable; the page offers a choice among them. A model is loaded (converted
-on first use) when first asked for and stays loaded and compiled (JAX's compilation cache on) for the
-requests after. Requests are queued and run one at a time. Every result lands in `--out` (default a new
-temporary directory) as `NNNN_<slug>/`: the WAV of each variation, the codes `codes.npy [N, K, T]` (int16)
-and `settings.json` (with the `sample.py` command that reproduces it).
-
-The API endpoint `/generate` takes (prompt, duration, seed, top_k, top_p, temperature, cfg_coef) and
-returns (audio file, codes file, settings) for the first `--model`:
-
-    from gradio_client import Client
-    client = Client("http://127.0.0.1:7860/")
-    wav_path, codes_path, settings = client.predict("lofi hip hop beat", 8, 0, 250, 0.0, 1.0, 3.0,
-                                                    api_name="/generate")
+One process serves every `--model` (the page offers a choice), each loaded on first use and kept compiled,
+so that a request after the first costs only its generation (`Studio`); the HTTP API is `build`'s.
 """
 
 from __future__ import annotations
@@ -112,7 +100,8 @@ class Request:
 
 @dataclass(frozen=True)
 class Result:
-    """The files of one request: `wavs` (one per variation), `codes` (`[N, K, T]` .npy), `settings` (JSON)."""
+    """The files of one request, in `out/NNNN_<slug>/`: `wavs` (one per variation), `codes` (`codes.npy`,
+    int16 `[N, K, T]`), `settings` (`settings.json`, with the `sample.py` command that reproduces it)."""
 
     wavs: list[Path]
     codes: Path
@@ -122,7 +111,11 @@ class Result:
 
 
 class Studio:
-    """The models of the demo (loaded on first use, then kept) and the generation behind the page and the API."""
+    """The models of the demo (loaded on first use, then kept) and the generation behind the page and the API.
+
+    `sources`: any source `sample.py --model` takes (hub id, PyTorch checkpoint directory, converted
+    directory, `train.py` run directory), converted on first use; a loaded model stays loaded and compiled
+    (JAX's compilation cache on) for the requests after. `out`: where every result lands (`Result`)."""
 
     def __init__(self, sources: list[str], out: Path, dtype: str | None = None):
         if not sources:
@@ -291,7 +284,15 @@ def _gradio():
 
 
 def build(studio: Studio):
-    """The gradio Blocks of the demo over `studio`."""
+    """The gradio Blocks of the demo over `studio`: the page, and the API endpoint `/generate`, which takes
+    (prompt, duration, seed, top_k, top_p, temperature, cfg_coef) and returns (audio file, codes file,
+    settings) for the first model:
+
+        from gradio_client import Client
+        client = Client("http://127.0.0.1:7860/")
+        wav_path, codes_path, settings = client.predict("lofi hip hop beat", 8, 0, 250, 0.0, 1.0, 3.0,
+                                                        api_name="/generate")
+    """
     gr = _gradio()
 
     def results(request: Request, stream: bool) -> Iterator[np.ndarray | Result]:

@@ -3,13 +3,8 @@
     python -m musicgen_jax.listen --samples runs/small runs/medium out/baseline --ratings ratings.sqlite
     python -m musicgen_jax.listen --samples runs/small out/baseline --ratings ratings.sqlite --summary [--csv FILE]
 
-`--samples`: directories of samples. A `train.py` run's `samples/STEP/` folders (or such a `samples` folder
-itself) are one system per step, the prompts read from their `settings.json`; any other directory of
-`NNN_<slug>.wav` files (what `sample.py` writes) is one system, its prompts known by their slugs. Samples
-are grouped by prompt (`fileio.slug`); each page shows one prompt's samples from every system that has it,
-in a random order under the letters A, B, ..., without their systems' names, each rated 1 to 5. Ratings
-go to the SQLite file (table `ratings`); `/summary` (and `--summary`) gives each system's count, mean and
-95% interval (mean +- 1.96 standard errors, the normal approximation), `/summary.csv` the same as CSV.
+Each page plays one prompt's samples without their systems' names, in a random order, so that the ratings
+compare the systems and not what the listener expects of them; the ratings add up to a summary per system.
 """
 
 from __future__ import annotations
@@ -67,7 +62,10 @@ def _complete_step(folder: Path) -> bool:
 
 
 def find_samples(directories: list[Path]) -> list[Sample]:
-    """The samples of `directories` (see the module docstring); ValueError for a directory with none."""
+    """The samples of `directories` (`--samples`); ValueError for a directory with none. A `train.py` run's
+    `samples/STEP/` folders (or such a `samples` folder itself) are one system per step, the prompts read from
+    their `settings.json`; any other directory of `NNN_<slug>.wav` files (what `sample.py` writes) is one
+    system, its prompts known by their slugs. Samples are grouped by prompt (`fileio.slug`, `Sample.key`)."""
     samples = []
     for directory in directories:
         root = directory / "samples" if (directory / "samples").is_dir() else directory
@@ -94,7 +92,8 @@ def find_samples(directories: list[Path]) -> list[Sample]:
 
 def summary(connection: sqlite3.Connection) -> list[dict]:
     """Per system (sorted by name): {"system", "count", "mean", "low", "high"} of its ratings; the interval
-    is None below two ratings."""
+    is the 95% one (mean +- 1.96 standard errors, the normal approximation), None below two ratings. The page's
+    `/summary` (and `--summary`); `/summary.csv` gives the same as CSV (`summary_csv`)."""
     rows = connection.execute("SELECT system, rating FROM ratings ORDER BY system").fetchall()
     by_system: dict[str, list[int]] = {}
     for system, rating in rows:
@@ -124,7 +123,8 @@ def summary_csv(rows: list[dict]) -> str:
 
 
 class ListeningApp:
-    """The page's state: the samples grouped by prompt and the ratings database (one connection per call)."""
+    """The page's state: the samples grouped by prompt and the ratings database (one connection per call):
+    the SQLite file `ratings`, table `ratings`."""
 
     def __init__(self, samples: list[Sample], ratings: Path, seed: int | None = None):
         self.samples = samples
@@ -148,7 +148,8 @@ class ListeningApp:
             connection.close()
 
     def page(self, key: str | None) -> str:
-        """The rating form of one prompt (`key`, or a random one), its samples shuffled and lettered."""
+        """The rating form of one prompt (`key`, or a random one): its samples from every system that has it,
+        in a random order under the letters A, B, ..., without their systems' names, each rated 1 to 5."""
         with self.lock:
             key = key if key in self.groups else self.random.choice(sorted(self.groups))
             order = self.random.sample(self.groups[key], len(self.groups[key]))

@@ -1,7 +1,8 @@
 """Residual vector quantizer of EnCodec, inference only (audiocraft's `ResidualVectorQuantization`, transformers'
 `EncodecResidualVectorQuantizer`).
 
-Parameter: `codebooks [K, bins, D]` (the `embed` buffers of the K stages, in order).
+Parameter: `codebooks [K, bins, D]` (the `embed` buffers of the K stages, in order; logical axes
+("codebooks", "bins", "channels"), replicated by the rules of `musicgen_jax.sharding`).
 """
 
 from __future__ import annotations

@@ -1,17 +1,11 @@
 """SEANet encoder and decoder of EnCodec (audiocraft's `SEANetEncoder` / `SEANetDecoder`, transformers'
 `EncodecEncoder` / `EncodecDecoder`), Flax linen, channels-last.
 
-Activations are laid out `[B, T, C]` inside the codec. Submodules are named `layers_{i}` after
-the index of the layer in the reference `nn.Sequential` (ELUs count), so that checkpoint keys
-map one-to-one (`encoder.layers.3.conv.weight` -> `encoder/layers_3/kernel`).
-
-Parameters (weight norm already folded):
-  Conv1d           kernel [k, C_in, C_out], bias [C_out]
-  ConvTranspose1d  kernel [k, C_in, C_out] with PyTorch semantics y[t*s + j] += x[t] @ kernel[j]
-  LSTM layer l     kernel_ih [C, 4C], kernel_hh [C, 4C], bias [4C] (b_ih + b_hh), gates i, f, g, o
-
-Logical axes (`musicgen_jax.sharding`): kernels ("taps", "in_channels", "channels"), LSTM ("channels",
-"gates"), codebooks ("codebooks", "bins", "channels"): the rules replicate them all (`codec.model` splits the batch).
+Activations are laid out `[B, T, C]` inside the codec. Submodules are named `layers_{i}` after the index of
+the layer in the reference `nn.Sequential` (ELUs count), so that checkpoint keys map one-to-one
+(`encoder.layers.3.conv.weight` -> `encoder/layers_3/kernel`; weight norm already folded). The logical axes
+of the codec's parameters (`musicgen_jax.sharding`) are all replicated by the rules (`codec.model` splits
+the batch).
 """
 
 from __future__ import annotations
@@ -63,7 +57,10 @@ def pad1d(x: jax.Array, left: int, right: int, mode: str) -> jax.Array:
 
 
 class Conv1d(nn.Module):
-    """Streamable Conv1d: padded so that `[B, T, C_in] -> [B, ceil(T / stride), features]`."""
+    """Streamable Conv1d: padded so that `[B, T, C_in] -> [B, ceil(T / stride), features]`.
+
+    Parameters: kernel `[k, C_in, C_out]` (logical axes ("taps", "in_channels", "channels")), bias `[C_out]`.
+    """
 
     features: int
     kernel_size: int
@@ -90,6 +87,9 @@ class ConvTranspose1d(nn.Module):
     Computed as one matmul `[B*T, C_in] x [C_in, k * C_out]` followed by an overlap-add of the
     ceil(k / stride) shifted blocks: a conv over the stride-dilated input would multiply stride
     times as many (zero) samples (benchmarks/RESULTS.md, "Design choices").
+
+    Parameters: kernel `[k, C_in, C_out]` (logical axes ("taps", "in_channels", "channels")) with PyTorch
+    semantics y[t*s + j] += x[t] @ kernel[j], bias `[C_out]`.
     """
 
     features: int
@@ -134,7 +134,11 @@ class ResnetBlock(nn.Module):
 
 
 class LSTMLayer(nn.Module):
-    """One unidirectional LSTM layer over time, zero initial state: `[B, T, C] -> [B, T, C]`."""
+    """One unidirectional LSTM layer over time, zero initial state: `[B, T, C] -> [B, T, C]`.
+
+    Parameters: kernel_ih `[C, 4C]`, kernel_hh `[C, 4C]` (logical axes ("channels", "gates")), bias `[4C]`
+    (b_ih + b_hh), gates in the order i, f, g, o.
+    """
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:

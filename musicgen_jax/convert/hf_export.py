@@ -1,17 +1,10 @@
 """A MusicGen model -> transformers' format: the directory that `MusicgenForConditionalGeneration`
 (`MusicgenMelodyForConditionalGeneration` for melody models) `.from_pretrained` loads with no missing or
-unexpected keys, as on the hub (the `facebook/musicgen-*` hub repos):
+unexpected keys, as on the hub (the `facebook/musicgen-*` hub repos).
 
-  config.json                     MusicgenConfig / MusicgenMelodyConfig (text_encoder, audio_encoder, decoder)
-  generation_config.json          the converter's generation settings (transformers' `convert_musicgen_transformers.py`)
-  preprocessor_config.json        EncodecFeatureExtractor (melody: MusicgenMelodyFeatureExtractor)
-  model.safetensors               or model-0000i-of-0000n.safetensors + model.safetensors.index.json (5 GB shards)
-  spiece.model, tokenizer files   the T5 tokenizer's
-
-The tensors are the import key maps walked backwards (`keymap.disassemble`), per component: the LM and
-T5 exactly as a transformers checkpoint holds them; the codec's weight-norm pairs and LSTM biases, which
-import folds, as the transformers checkpoint the codec came from holds them (`codec_state_dict`), or
-else in an equivalent split (`encodec.hf_state_dict`)."""
+A model converted or trained here goes back to the libraries that read the hub's checkpoints: `export_hf`
+writes the directory, `hf_state_dict` its tensors (the import key maps walked backwards).
+"""
 
 from __future__ import annotations
 
@@ -56,7 +49,11 @@ def codec_state_dict(codec: Codec) -> dict[str, np.ndarray]:
 
 
 def hf_state_dict(components: Components) -> dict[str, np.ndarray]:
-    """Every tensor of the transformers checkpoint of `components`, by its key."""
+    """Every tensor of the transformers checkpoint of `components`, by its key: the import key maps walked
+    backwards (`keymap.disassemble`), per component: the LM and T5 exactly as a transformers checkpoint holds
+    them; the codec's weight-norm pairs and LSTM biases, which import folds, as the transformers checkpoint
+    the codec came from holds them (`codec_state_dict`), or else in an equivalent split
+    (`encodec.hf_state_dict`)."""
     text = components.text_encoder
     state = {f"text_encoder.{k}": v for k, v in t5.hf_state_dict(jax.device_get(text.params), text.config).items()}
     state.update({f"audio_encoder.{k}": v for k, v in codec_state_dict(components.codec).items()})
@@ -145,7 +142,16 @@ def _write_weights(directory: Path, state: dict[str, np.ndarray], max_shard_size
 def export_hf(
     components: Components, directory: str | os.PathLike, max_shard_size: int | str = MAX_SHARD_SIZE
 ) -> epath.Path:
-    """Write `components` in transformers' format to `directory`, atomically (replacing it if it exists)."""
+    """Write `components` in transformers' format to `directory`, atomically (replacing it if it exists):
+
+    config.json                     MusicgenConfig / MusicgenMelodyConfig (text_encoder, audio_encoder, decoder)
+    generation_config.json          the converter's generation settings (transformers'
+                                    `convert_musicgen_transformers.py`)
+    preprocessor_config.json        EncodecFeatureExtractor (melody: MusicgenMelodyFeatureExtractor)
+    model.safetensors               or model-0000i-of-0000n.safetensors + model.safetensors.index.json
+                                    (`max_shard_size`, 5 GB shards)
+    spiece.model, tokenizer files   the T5 tokenizer's
+    """
     config, state = hf_config(components), hf_state_dict(components)
     with native.atomic_directory(directory) as tmp:
         for name, content in (

@@ -3,13 +3,6 @@
 `normalize` turns a raw sidecar / manifest dict into the fields of audiocraft's `MusicInfo`
 (`MusicInfo.from_dict` and its preprocessors); `describe` builds the text a model is trained on
 (`augment_music_info_description`), drawing all its randomness from a given `random.Random`.
-
-Deviations from audiocraft, so that normalized metadata survives the token shards unchanged (they
-store a missing string as `""` and a missing `bpm` as a float64 NaN) and a bad value is not fatal:
-
-- a string that is empty once stripped is None (audiocraft keeps `""`);
-- a `bpm` that is not finite is None (audiocraft keeps NaN / inf), and so is one that `float`
-  rejects with a TypeError, such as a list (audiocraft only catches ValueError).
 """
 
 from __future__ import annotations
@@ -84,7 +77,15 @@ _NORMALIZERS: dict[str, Callable[[object], object]] = {
 
 def normalize(raw: Mapping) -> dict[str, object]:
     """The metadata of `FIELDS` (dict[str, object]) from a raw sidecar / manifest mapping, None where
-    missing or unusable; other keys are ignored. Raises ValueError when `raw` is not a mapping."""
+    missing or unusable; other keys are ignored. Raises ValueError when `raw` is not a mapping.
+
+    Deviations from audiocraft, so that normalized metadata survives the token shards unchanged (they
+    store a missing string as `""` and a missing `bpm` as a float64 NaN) and a bad value is not fatal:
+
+    - a string that is empty once stripped is None (audiocraft keeps `""`);
+    - a `bpm` that is not finite is None (audiocraft keeps NaN / inf), and so is one that `float`
+      rejects with a TypeError, such as a list (audiocraft only catches ValueError).
+    """
     if not isinstance(raw, Mapping):
         raise ValueError(f"metadata must be a JSON object (a mapping of field names), got {type(raw).__name__}")
     return {name: _NORMALIZERS[name](raw[name]) if name in raw else None for name in FIELDS}

@@ -1,39 +1,10 @@
 """The training input pipeline: batches of token crops and tokenized text from a prepared dataset.
 
-Each host reads its part of a split (`tfds.even_splits` by `jax.process_index()` of
-`jax.process_count()`: disjoint, together the whole split) into memory once: tokens are small (one hour
-of 4-codebook tokens at 50 Hz is 1.4 MB), and holding them makes every batch a pure function of
-`(seed, host, step)`. The host's item stream runs over epochs, each a permutation of its examples
-drawn from `(seed, host, epoch)`; item `g` of the stream takes a random crop of `frames` frames (start
-drawn from `(seed, host, g)`; a shorter example is padded and masked) and builds its text from the
-example's metadata as audiocraft's `MusicDataset` does (`metadata.describe`, same draw), then drops each
-word with probability `word_dropout` (audiocraft's `T5Conditioner` word dropout). So the
-pipeline's position is one integer, the step: `TrainBatches.state()` goes into the trainer's checkpoint
-and `TrainBatches(..., state=...)` continues with exactly the batch an uninterrupted run would have
-seen, at a cost that does not depend on the step. tf.data runs the batch assembly on background
-threads (`num_parallel_calls`, deterministic order) and prefetches.
-
-A batch is a dict of numpy arrays:
-- `codes` int32 `[B, K, F]`: token crops (0 where padded);
-- `mask` bool `[B, K, F]`: True at real tokens (the loss ignores the rest);
-- `text_ids`, `text_mask` int32 `[B, N]`: T5 tokens of the texts, N the smallest of `text_lengths` that
-  holds the longest (longer texts are truncated to the largest, keeping `</s>`); a None text (no
-  description) has an all-zero mask row, the null condition;
-- with `text_embeddings=True` (a dataset prepared with `--text-encoder`), `text_embeddings` float32
-  `[B, N, D]` (the stored T5 hidden states of the description, zero-padded, cut to the largest bucket)
-  with `text_mask`, instead of `text_ids`: the text is then each example's plain description;
-- with `chroma_frames > 0` (a dataset prepared with `--chroma`), `chroma` int32 `[B, chroma_frames]`: the
-  chroma bin of each chroma frame of the crop (melody models' `self_wav` condition); 0 (the chroma of
-  silence, what audiocraft's zero-padded crops give) past the end of the stored chroma and on padding rows;
-- `example` int32 `[B]`: the index of each item's example in the split (`read_examples` order);
-- eval batches only: `valid` bool `[B]`, False on the rows that pad the last batch.
+Each host holds its part of a split in memory (`load_host_examples`) and every batch is a pure function of
+`(seed, host, step)`, so the pipeline's position is one integer, the step: it goes into the trainer's
+checkpoint (`TrainBatches.state()`) and resumes exactly, at a cost that does not depend on the step.
+`train_batches` is the endless training stream, `eval_batches` one ordered pass (batch layout: `TrainBatches`).
 Classifier-free guidance dropout (nullifying whole batches) belongs to the train step, not here.
-
-The chroma of a crop starting at code frame `start` is the stored chroma of its segment from chroma frame
-`start * codec_hop // chroma_hop` on (hops in samples: the codec's sample_rate / frame_rate, the chroma's
-hop_length). When the crop is the whole segment (the recipe: 30 s segments and 30 s crops) that is exactly
-the crop's chroma; for shorter crops it is the segment's chroma sliced at the crop, whose frames are within
-one chroma hop (128 ms at 32 kHz) of the crop's own, and whose windows also see the audio around the crop.
 """
 
 from __future__ import annotations
@@ -131,7 +102,10 @@ def _host(process_index: int | None, process_count: int | None) -> tuple[int, in
 def load_host_examples(
     data_dir, split: str = "train", process_index: int | None = None, process_count: int | None = None
 ) -> HostExamples:
-    """Read this host's part of `split` (`shards.part_bounds`) into memory."""
+    """Read this host's part of `split` into memory, once: the part `jax.process_index()` of
+    `jax.process_count()` (`shards.part_bounds`, like `tfds.even_splits`: disjoint, together the whole split).
+    Tokens are small (one hour of 4-codebook tokens at 50 Hz is 1.4 MB), and holding them makes every batch
+    a pure function of `(seed, host, step)`."""
     part = _host(process_index, process_count)
     info = shards.dataset_info(data_dir)
     total = info["splits"].get(split, {}).get("examples", 0)
@@ -165,7 +139,8 @@ def _chroma_step(info: dict) -> tuple[int, int]:
 
 
 def drop_words(text: str | None, p: float, rng: random.Random) -> str | None:
-    """audiocraft's T5 word dropout: each space-separated word kept when a draw is >= p ("" when none is)."""
+    """audiocraft's T5 word dropout (`T5Conditioner`): each space-separated word kept when a draw is >= p
+    ("" when none is)."""
     if not p or text is None:
         return text
     return " ".join(word for word in text.split(" ") if rng.random() >= p)
@@ -235,7 +210,16 @@ class _Assembler:
         return hidden, mask
 
     def _chroma(self, items: list[tuple[int, int, str | None] | None]) -> np.ndarray:
-        """int32 `[B, chroma_frames]`: the stored chroma bins from each crop's first chroma frame, 0 past them."""
+        """int32 `[B, chroma_frames]`: the stored chroma bins from each crop's first chroma frame, 0 past them.
+
+        The chroma of a crop starting at code frame `start` is the stored chroma of its segment from chroma
+        frame `start * codec_hop // chroma_hop` on (hops in samples: the codec's sample_rate / frame_rate, the
+        chroma's hop_length); 0 (the chroma of silence, what audiocraft's zero-padded crops give) past the end
+        of the stored chroma and on padding rows. When the crop is the whole segment (the recipe: 30 s segments
+        and 30 s crops) that is exactly the crop's chroma; for shorter crops it is the segment's chroma sliced
+        at the crop, whose frames are within one chroma hop (128 ms at 32 kHz) of the crop's own, and whose
+        windows also see the audio around the crop.
+        """
         chroma = np.zeros((len(items), self.config.chroma_frames), np.int32)
         codec_hop, chroma_hop = self.examples.chroma_step
         for row, item in enumerate(items):
@@ -270,7 +254,14 @@ class _Assembler:
         return batch
 
     def train_batch(self, step: int) -> dict[str, np.ndarray]:
-        """Batch `step` of the host's endless stream of shuffled epochs (random crops, augmented text)."""
+        """Batch `step` of the host's endless stream of shuffled epochs (random crops, augmented text).
+
+        The stream runs over epochs, each a permutation of the host's examples drawn from `(seed, host,
+        epoch)`; item `g` of the stream takes a random crop of `frames` frames (start drawn from `(seed, host,
+        g)`; a shorter example is padded and masked) and builds its text from the example's metadata as
+        audiocraft's `MusicDataset` does (`metadata.describe`, same draw), then drops each word with
+        probability `word_dropout` (`drop_words`).
+        """
         n, f = len(self.examples), self.config.frames
         items = []
         for g in range(step * self.config.batch_size, (step + 1) * self.config.batch_size):
@@ -325,7 +316,24 @@ class TrainBatches:
     """The endless training stream of one host: `next(batches)`; `state()` is its position (a small
     dict of ints for the trainer's checkpoint), which `TrainBatches(..., state=...)` resumes exactly.
     `start=s` begins a stream at batch `s` without a saved state (a run whose first step is s); `state`
-    is checked against this pipeline (seed, sizes, host, examples); the two are not given together."""
+    is checked against this pipeline (seed, sizes, host, examples); the two are not given together.
+    tf.data runs the batch assembly on background threads (`config.threads`, deterministic order) and
+    prefetches.
+
+    A batch is a dict of numpy arrays:
+    - `codes` int32 `[B, K, F]`: token crops (0 where padded);
+    - `mask` bool `[B, K, F]`: True at real tokens (the loss ignores the rest);
+    - `text_ids`, `text_mask` int32 `[B, N]`: T5 tokens of the texts, N the smallest of `text_lengths` that
+      holds the longest (longer texts are truncated to the largest, keeping `</s>`); a None text (no
+      description) has an all-zero mask row, the null condition;
+    - with `text_embeddings=True` (a dataset prepared with `--text-encoder`), `text_embeddings` float32
+      `[B, N, D]` (the stored T5 hidden states of the description, zero-padded, cut to the largest bucket)
+      with `text_mask`, instead of `text_ids`: the text is then each example's plain description;
+    - with `chroma_frames > 0` (a dataset prepared with `--chroma`), `chroma` int32 `[B, chroma_frames]`: the
+      chroma bin of each chroma frame of the crop (melody models' `self_wav` condition; `_Assembler._chroma`);
+    - `example` int32 `[B]`: the index of each item's example in the split (`read_examples` order);
+    - eval batches only: `valid` bool `[B]`, False on the rows that pad the last batch.
+    """
 
     _STOP = 2**62
 

@@ -1,28 +1,9 @@
 """Audio folders (or manifests) -> EnCodec token datasets: `python -m musicgen_jax.data.prepare`.
 
-The sorted inputs are cut into work units of `files_per_shard` files; a unit writes one shard per split
-(`shards.shard_path`) and then its record `units/unit-{i:05d}.json`, each file through a temporary name
-renamed when complete. A unit whose record exists is done, so re-running the same command resumes
-where a killed run stopped, and the result is that of one uninterrupted run; `--part I/N` takes the
-units `u` with `u % N == I`, so N processes or machines share the work over one output folder. When
-every unit is done (after the last part, or with `--merge`), the TFDS metadata and `dataset.json` are
-written: the dataset is complete when `dataset.json` exists.
-
-Audio is read at the codec's rate and channels (`audio.read_audio`) and cut into consecutive segments
-of `segment_seconds` (0: whole files); the last segment of a file is cut down to a multiple of
-`length_step` seconds (so that few distinct lengths, each compiled once, are encoded) and dropped when
-shorter than `min_seconds`. A file gives no segment at all when it is shorter than that: it is skipped,
-like unreadable and empty files, and listed with the reason. Segments of one length are encoded
-together in batches of `batch_size` (the last batch padded with silent rows, which changes no code).
-A file goes to the `valid` split when a hash of (seed, its path) falls below `valid_fraction`.
-With `text_encoder` (a T5 or MusicGen checkpoint), each example also stores the frozen T5's hidden
-states of its file's description (T5 is frozen in MusicGen training, so the train step can skip it).
-With `chroma`, each example also stores the argmax bins of the one-hot chroma (`musicgen_jax.chroma`,
-the default `ChromaConfig`, whose rate must be the codec's) of exactly the waveform it encodes, downmixed
-to mono: what melody models condition on in training (audiocraft's `ChromaStemConditioner` on `self_wav`).
-Chroma is computed with the codes, in the same batches of one length (compiled once per length). With
-`melody_stems` as well, it is the chroma of the sum of Demucs' melody stems (`stems.melody_stems`, run
-once per file, before segmenting), as audiocraft separates the melody wav.
+Audio is encoded once, so that training reads small token shards (`shards`) instead of audio. The work is
+cut into units that are written whole and recorded, so a killed run resumes with the result of one
+uninterrupted run and several processes share one output folder (`prepare`); the dataset is complete when
+`dataset.json` exists.
 """
 
 from __future__ import annotations
@@ -88,8 +69,9 @@ class Settings:
 
 
 def split_of(path: str, seed: int, valid_fraction: float) -> str:
-    """The split of the file at `path`: a deterministic draw from (seed, path), independent of the other
-    files (so a file never lands in both splits, and parts agree without talking)."""
+    """The split of the file at `path`: `valid` when a hash of (seed, path) falls below `valid_fraction`, a
+    deterministic draw independent of the other files (so a file never lands in both splits, and parts agree
+    without talking)."""
     digest = hashlib.sha256(f"{seed}\0{path}".encode()).digest()
     return "valid" if int.from_bytes(digest[:8], "big") / 2**64 < valid_fraction else "train"
 
@@ -110,8 +92,11 @@ def segment_lengths(settings: Settings, hop: int, frame_rate: int) -> tuple[int,
 
 
 def segment_bounds(num_samples: int, hop: int, frame_rate: int, settings: Settings) -> list[tuple[int, int]]:
-    """`[(start, end)]` sample ranges of the segments of a file of `num_samples` samples (see the module
-    docstring); every length is a whole number of codec frames of `hop` samples."""
+    """`[(start, end)]` sample ranges of the segments of a file of `num_samples` samples; every length is a
+    whole number of codec frames of `hop` samples. Consecutive segments of `segment_seconds` (0: whole
+    files); the last is cut down to a multiple of `length_step` seconds (so that few distinct lengths, each
+    compiled once, are encoded) and dropped when shorter than `min_seconds`. A file shorter than that has
+    none (`prepare` skips it)."""
     segment, step = segment_lengths(settings, hop, frame_rate)
     bounds = [(start, start + segment) for start in range(0, num_samples - segment + 1, segment)] if segment else []
     tail_start = len(bounds) * segment
@@ -122,8 +107,10 @@ def segment_bounds(num_samples: int, hop: int, frame_rate: int, settings: Settin
 
 
 def chroma_config(codec) -> ChromaConfig:
-    """The chroma settings of `prepare --chroma` (the melody models'); ValueError unless the codec runs
-    at their sample rate."""
+    """The chroma settings of `prepare --chroma` (the melody models', the default `ChromaConfig`); ValueError
+    unless the codec runs at their sample rate. Each example then stores the argmax bins of the one-hot chroma
+    (`musicgen_jax.chroma`) of exactly the waveform it encodes, downmixed to mono (`melody_source`): what
+    melody models condition on in training (audiocraft's `ChromaStemConditioner` on `self_wav`)."""
     config = ChromaConfig()
     if codec.sample_rate != config.sample_rate:
         raise ValueError(
@@ -156,7 +143,9 @@ def chroma_bins(melody: np.ndarray, config: ChromaConfig) -> np.ndarray:
 
 def melody_source(wav: np.ndarray, sample_rate: int, separate: bool) -> np.ndarray:
     """float32 `[T]`: what the chroma of a file `wav [C, T]` is computed from: its mono downmix (mean over
-    channels), or with `separate` the sum of Demucs' melody stems, cut or zero-padded to T samples."""
+    channels), or with `separate` (`melody_stems`) the sum of Demucs' melody stems (`stems.melody_stems`, run
+    once per file, before segmenting, as audiocraft separates the melody wav), cut or zero-padded to T
+    samples."""
     if not separate:
         return wav.mean(axis=0, dtype=np.float32)
     mix = stems.melody_stems(wav, sample_rate, sample_rate)[: wav.shape[-1]]
@@ -164,8 +153,9 @@ def melody_source(wav: np.ndarray, sample_rate: int, separate: bool) -> np.ndarr
 
 
 class _BatchEncoder:
-    """Encodes `[C, L]` segments in batches of equal length (`batch_size` rows, padded with silence), and
-    with `chroma` the chroma bins of their `[L]` melody waveforms in the same batches."""
+    """Encodes `[C, L]` segments in batches of equal length (`batch_size` rows, the last batch padded with
+    silent rows, which changes no code), and with `chroma` the chroma bins of their `[L]` melody waveforms in
+    the same batches (so chroma too is compiled once per length)."""
 
     def __init__(self, codec, batch_size: int, chroma: ChromaConfig | None = None):
         self.codec, self.batch_size, self.chroma = codec, batch_size, chroma
@@ -220,7 +210,9 @@ def _unit_record_path(out: epath.Path, unit: int) -> epath.Path:
 
 
 def _text_embedding(text_encoder, description: str | None) -> np.ndarray:
-    """float32 `[N, D]`: T5's hidden states of the description's N tokens (N = 0 without one)."""
+    """float32 `[N, D]`: T5's hidden states of the description's N tokens (N = 0 without one), stored with
+    `text_encoder` (a T5 or MusicGen checkpoint): T5 is frozen in MusicGen training, so the train step can skip
+    it."""
     if description is None:
         return np.zeros((0, text_encoder.config.d_model), np.float32)
     hidden, mask = text_encoder([description])
@@ -230,7 +222,10 @@ def _text_embedding(text_encoder, description: str | None) -> np.ndarray:
 def _prepare_unit(
     unit: int, inputs: list[AudioInput], plan: dict, codec, text_encoder, batch_size: int, out: epath.Path, report
 ) -> dict:
-    """Encode the files of one unit, write its shards, then its record (returned)."""
+    """Encode the files of one unit, write its shards (one per split, `shards.shard_path`), then its record
+    `units/unit-{i:05d}.json` (returned), each file through a temporary name renamed when complete. Audio is
+    read at the codec's rate and channels (`audio.read_audio`); unreadable, empty and too short files (no
+    `segment_bounds`) are skipped and listed with the reason."""
     settings = Settings(**plan["settings"])
     hop = codec.config.hop_length
     encoder = _BatchEncoder(codec, batch_size, chroma_config(codec) if settings.chroma else None)
@@ -421,7 +416,13 @@ def prepare(
     progress: bool = True,
 ) -> dict | None:
     """Prepare (or resume) part `part = (I, N)` of the dataset of `settings` in `out`; returns the contents
-    of `dataset.json` when this completed the dataset, else None (other parts are still missing)."""
+    of `dataset.json` when this completed the dataset, else None (other parts are still missing).
+
+    The sorted inputs are cut into work units of `files_per_shard` files (`_prepare_unit`). A unit whose
+    record exists is done, so re-running the same command resumes where a killed run stopped, and the result
+    is that of one uninterrupted run; part (I, N) takes the units `u` with `u % N == I`, so N processes or
+    machines share the work over one output folder. When every unit is done (after the last part, or with
+    `merge`), the TFDS metadata and `dataset.json` are written."""
     from musicgen_jax.convert.codec_loader import load_codec  # JAX and transformers: only when preparing
     from musicgen_jax.text.encoder import T5TextEncoder
 

@@ -1,20 +1,9 @@
 """The on-disk token dataset: TFRecord shards with TFDS metadata, and reading it back.
 
-A prepared `DATA_DIR` holds, per split (`SPLITS`), the shards
-`musicgen_tokens-{split}.tfrecord-{i:05d}-of-{n:05d}` (one per work unit of `prepare`, possibly
-empty), TFDS's `dataset_info.json` and `features.json` (so `tfds.builder_from_directory(DATA_DIR)`
-loads it), and this project's `dataset.json`. One example is one audio segment:
-
-- `codes` int16 `[K, T]`: the codec's codes of the segment (K codebooks, stereo interleaved
-  [L0, R0, L1, R1, ...]);
-- `path` (the file, relative to the audio root) and `segment` (its index in the file);
-- the music metadata fields of `metadata.FIELDS`, normalized as audiocraft's `MusicInfo`: strings
-  (`""` when missing), `bpm` float64 (NaN when missing), `moods` / `keywords` string lists;
-- with precomputed text (`prepare --text-encoder`), `text_embedding` float32 `[N, D]`: the frozen T5's
-  hidden states of the description's N tokens (N = 0 without a description);
-- with chroma (`prepare --chroma`), `chroma` uint8 `[Fc]`: the argmax bin of each frame of the segment's
-  one-hot chroma (`musicgen_jax.chroma`, Fc = 1 + max(samples, n_fft) // hop), what melody models are
-  conditioned on in training (`dataset.json`'s `chroma` records its settings).
+A prepared `DATA_DIR` is a TFDS dataset (`tfds.builder_from_directory(DATA_DIR)` loads it) plus this
+project's `dataset.json`, so that any tf.data / TFDS reader can use it. One example is one audio segment:
+its codes and music metadata (`features` lists the fields), written by `prepare` (`write_shard`) and read
+back by the training pipeline (`read_examples`).
 """
 
 from __future__ import annotations
@@ -52,7 +41,19 @@ def host_tensorflow():
 
 def features(num_codebooks: int, text_dim: int | None = None, chroma: bool = False):
     """The TFDS `FeaturesDict` of one example with `num_codebooks` codebooks (and T5 hidden states of
-    width `text_dim`, when given; and chroma bins with `chroma`)."""
+    width `text_dim`, when given; and chroma bins with `chroma`):
+
+    - `codes` int16 `[K, T]`: the codec's codes of the segment (K codebooks, stereo interleaved
+      [L0, R0, L1, R1, ...]);
+    - `path` (the file, relative to the audio root) and `segment` (its index in the file);
+    - the music metadata fields of `metadata.FIELDS`, normalized as audiocraft's `MusicInfo`: strings
+      (`""` when missing), `bpm` float64 (NaN when missing), `moods` / `keywords` string lists;
+    - with precomputed text (`prepare --text-encoder`), `text_embedding` float32 `[N, D]`: the frozen T5's
+      hidden states of the description's N tokens (N = 0 without a description);
+    - with chroma (`prepare --chroma`), `chroma` uint8 `[Fc]`: the argmax bin of each frame of the segment's
+      one-hot chroma (`musicgen_jax.chroma`, Fc = 1 + max(samples, n_fft) // hop), what melody models are
+      conditioned on in training (`dataset.json`'s `chroma` records its settings).
+    """
     tfds = require("tensorflow_datasets", "train", "token datasets (TFDS)")
 
     spec = {
@@ -75,7 +76,8 @@ def features(num_codebooks: int, text_dim: int | None = None, chroma: bool = Fal
 
 
 def shard_path(data_dir: str | os.PathLike, split: str, index: int, count: int) -> epath.Path:
-    """Where shard `index` of `count` of `split` lives (TFDS's file naming)."""
+    """Where shard `index` of `count` of `split` (`SPLITS`) lives (TFDS's file naming):
+    `musicgen_tokens-{split}.tfrecord-{i:05d}-of-{n:05d}`, one per work unit of `prepare`, possibly empty."""
     return path(data_dir) / f"{DATASET_NAME}-{split}.tfrecord-{index:05d}-of-{count:05d}"
 
 
@@ -128,7 +130,8 @@ def write_tfds_metadata(
     text_dim: int | None = None,
     chroma: bool = False,
 ) -> None:
-    """TFDS's `dataset_info.json` and `features.json` for the shards already in `data_dir`."""
+    """TFDS's `dataset_info.json` and `features.json` for the shards already in `data_dir` (so that
+    `tfds.builder_from_directory(data_dir)` loads them)."""
     tfds = require("tensorflow_datasets", "train", "token datasets (TFDS)")
 
     split_infos = [

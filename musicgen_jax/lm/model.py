@@ -2,18 +2,8 @@
 with cross-attention to the projected text states (melody models: none, the projected chroma and text are
 prepended to the audio tokens instead: audiocraft's `ConditionFuser`, prepend), final norm, one head per codebook.
 
-Parameters: embeddings_{k}/embedding [card + 1, D]; text_projection/{kernel [D, text_dim], bias};
-melody: chroma_projection/{kernel [D, chroma_bins], bias}; layers_{i}/...; out_norm/{scale, bias};
-heads_{k}/kernel [card, D]. Linear kernels are [out, in] (`transformer.Linear`). With
-`scan_layers=True` the layers are one `lax.scan` over stacked parameters `layers/... [num_layers, ...]`
-(less to compile; `stack_layers` / `unstack_layers` convert): converted checkpoints are stored unstacked.
-
-Training options of the same model: `remat` rematerializes each layer in the backward pass
-(`REMAT_POLICIES`, in either layout), `dtype` bfloat16 computes in half precision over float32
-parameters (logits float32).
-
-Per-layer state follows the same layout: the cross-attention keys/values and the KV cache are lists
-over layers, or (scanned) single trees stacked on a leading layer axis.
+One module for sampling (`condition`, then `decode` steps over a KV cache) and training (`__call__`,
+teacher-forced), in the converted checkpoints' layout or with its layers scanned (`init_params`).
 """
 
 from __future__ import annotations
@@ -50,8 +40,10 @@ _SCAN = dict(variable_axes={"params": 0}, split_rngs={"params": True}, metadata_
 
 
 class LMModel(nn.Module):
-    """`remat`: a `REMAT_POLICIES` name, what the backward pass of each layer keeps (the rest is recomputed).
-    `dtype`: the compute dtype (float32, or bfloat16 for mixed precision over float32 parameters).
+    """`scan_layers`: the layers as one `lax.scan` over stacked parameters (less to compile; `init_params`).
+    Training options of the same model: `remat`: a `REMAT_POLICIES` name, what the backward pass of each layer
+    keeps (the rest is recomputed; in either layout). `dtype`: the compute dtype (float32, or bfloat16 for
+    mixed precision over float32 parameters; logits float32).
     `lora_rank` > 0: low-rank adapters on the layers' attention and feed-forward kernels (`Linear`)."""
 
     config: LMConfig
@@ -196,7 +188,16 @@ def cache_length(cache, scan_layers: bool = False) -> int:
 
 def init_params(config: LMConfig, key: jax.Array, scan_layers: bool = False, lora_rank: int = 0):
     """Random parameters `{"params": ...}` (with `lora_rank` adapters), each boxed with its logical axis names
-    (`nn.unbox` strips them; `jax.eval_shape(init_params, ...)` gives shapes and specs without computing)."""
+    (`nn.unbox` strips them; `jax.eval_shape(init_params, ...)` gives shapes and specs without computing).
+
+    Parameters: embeddings_{k}/embedding [card + 1, D]; text_projection/{kernel [D, text_dim], bias};
+    melody: chroma_projection/{kernel [D, chroma_bins], bias}; layers_{i}/...; out_norm/{scale, bias};
+    heads_{k}/kernel [card, D]. Linear kernels are [out, in] (`transformer.Linear`). With `scan_layers=True`
+    the layers are one `lax.scan` over stacked parameters `layers/... [num_layers, ...]` (`stack_layers` /
+    `unstack_layers` convert): converted checkpoints are stored unstacked. Per-layer state follows the same
+    layout: the cross-attention keys/values and the KV cache are lists over layers, or (scanned) single
+    trees stacked on a leading layer axis.
+    """
     seq = jnp.zeros((1, config.num_codebooks, 1), jnp.int32)
     text, mask = jnp.zeros((1, 1, config.text_dim)), jnp.ones((1, 1), jnp.int32)
     chroma = null_chroma(config, 1) if config.melody else None

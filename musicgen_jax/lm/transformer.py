@@ -1,15 +1,9 @@
 """Pre-norm transformer decoder layers of the MusicGen LM (audiocraft's `create_sin_embedding` and
 `StreamingTransformerLayer`), with a preallocated KV cache.
 
-Attention biases are additive (0 or `finfo.min`), as transformers does: `self_bias [1, 1, T, L]`
-(causal over absolute positions), `cross_bias [B, 1, 1, N]` (padded text positions masked).
 Parameters and activations carry logical axis names (`musicgen_jax.sharding`). Parameters stay float32;
 the layers compute in the dtype of their input (float32, or bfloat16 for mixed precision), with float32
 normalization statistics and attention softmax.
-
-The KV cache of a layer is {"k", "v": lists of blocks [B, H, n_i, Dh]} over consecutive positions
-(`cache_blocks`: `CACHE_BLOCK`, then doubling): a decode step reads only the blocks that hold a
-position up to its own (`attend`), so early steps of a long generation do not stream the whole cache.
 """
 
 from __future__ import annotations
@@ -164,8 +158,11 @@ class Attention(nn.Module):
 
 def cache_blocks(length: int, block: int = CACHE_BLOCK) -> list[int]:
     """Block lengths of a `length`-position KV cache: `block`, then each block as long as all before it
-    (64, 64, 128, 256, ...; the last one cut to fit). A step reads at most about twice the positions it
-    attends to, with a number of blocks (each a `lax.cond` per layer, compiled) logarithmic in `length`."""
+    (64, 64, 128, 256, ...; the last one cut to fit). A layer's cache is {"k", "v": lists of blocks
+    `[B, H, n_i, Dh]`} over consecutive positions, and a decode step reads only the blocks that hold a position
+    up to its own (`attend`), so early steps of a long generation do not stream the whole cache: a step reads
+    at most about twice the positions it attends to, with a number of blocks (each a `lax.cond` per layer,
+    compiled) logarithmic in `length`."""
     sizes, total = [], 0
     while total < length:
         sizes.append(min(max(block, total), length - total))
@@ -245,7 +242,10 @@ class DecoderLayer(nn.Module):
     def __call__(self, x, self_bias, cross_kv, cross_bias, start, cache=None):
         """`x [B, T, D]` at cache slots start..start+T-1. `cache`: {"k", "v": blocks [B, H, n_i, Dh]} or
         None (then keys are this call's own). `cross_kv` None: no cross-attention (melody models).
-        Returns (x, updated cache or None)."""
+        Returns (x, updated cache or None).
+
+        Attention biases are additive (0 or `finfo.min`), as transformers does: `self_bias [1, 1, T, L]`
+        (causal over absolute positions), `cross_bias [B, 1, 1, N]` (padded text positions masked)."""
         h = self.norm_self(x)
         q, k, v = self.self_attn.project_qkv(h)
         if cache is None:

@@ -1,15 +1,8 @@
 """T5 encoder (audiocraft's `T5Conditioner`), Flax linen, inference-exact to transformers' `T5EncoderModel` in float32.
 
-Parameters (`{"params": ...}`):
-  shared/embedding               [vocab, d_model]   token embedding (shared with the T5 decoder)
-  relative_attention_bias        [buckets, heads]   block 0's table, shared by every block
-  block_{i}/attention/{q,k,v}    [d_model, heads * d_kv], attention/o [heads * d_kv, d_model]
-  block_{i}/attention_norm/scale, block_{i}/mlp_norm/scale   [d_model]
-  block_{i}/mlp/{wi | wi_0, wi_1} [d_model, d_ff], mlp/wo [d_ff, d_model]
-  final_norm/scale               [d_model]
-
-Logical axes (`musicgen_jax.sharding`): kernels ("embed", "heads" | "mlp") and back, the embedding
-("vocab", "embed"), norm scales ("embed",); activations `sharding.TOKENS`.
+MusicGen's text condition: the encoder's hidden states `[B, N, d_model]` of the tokenized prompts
+(`T5Encoder`), which the LM projects and attends to. T5 stays frozen everywhere (sampling, the train step,
+`prepare --text-encoder`).
 """
 
 from __future__ import annotations
@@ -110,6 +103,17 @@ class T5Encoder(nn.Module):
 
     Masked keys get `finfo.min` added to their scores, as transformers does, so unmasked positions do
     not depend on how far a batch is padded; a row with no unmasked key attends uniformly.
+
+    Parameters (`{"params": ...}`):
+      shared/embedding               [vocab, d_model]   token embedding (shared with the T5 decoder)
+      relative_attention_bias        [buckets, heads]   block 0's table, shared by every block
+      block_{i}/attention/{q,k,v}    [d_model, heads * d_kv], attention/o [heads * d_kv, d_model]
+      block_{i}/attention_norm/scale, block_{i}/mlp_norm/scale   [d_model]
+      block_{i}/mlp/{wi | wi_0, wi_1} [d_model, d_ff], mlp/wo [d_ff, d_model]
+      final_norm/scale               [d_model]
+
+    Logical axes (`musicgen_jax.sharding`): kernels ("embed", "heads" | "mlp") and back, the embedding
+    ("vocab", "embed"), norm scales ("embed",); activations `sharding.TOKENS`.
     """
 
     config: T5Config

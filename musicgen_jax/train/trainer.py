@@ -1,17 +1,8 @@
 """The sharded train step of the LM (the `musicgen_jax.lm` model sampling uses) over token batches.
 
-State (`TrainState`, every array split by the logical rules of `musicgen_jax.sharding`): the float32
-master weights, AdamW moments split like them (FSDP), audiocraft's unbiased EMA, updated every `ema_every`
-steps, of the trained parameters (with adapters only theirs, a frozen weight's average being itself;
-`rundir.ema_weights`: the whole model) with its count, and the run's PRNG key data. The LM computes in
-`compute_dtype` (bfloat16: the float32 weights cast in the forward pass, their gradients float32; the loss
-in float32), optionally rematerialized per layer (`remat`). One `jax.jit` step with explicit in / out shardings and
-the state donated: frozen T5 states of the batch's tokens (or the precomputed ones), classifier-free guidance dropout
-(with probability `cfg_dropout` the whole batch gets the null text, and the null chroma, audiocraft's
-`ClassifierFreeGuidanceDropout`), melody models' melody dropout (`melody_dropout`: the null chroma for
-the whole batch, audiocraft's `AttributeDropout` on `self_wav`; audiocraft's null melody is the chroma
-of a one-sample silence, of another length: here it is the model's fixed `chroma_frames` of bin 0,
-exactly what sampling conditions on without a melody), the loss (`loss.py`), gradients, clipping, AdamW, EMA.
+The whole update is one `jax.jit` step (`compile_step`: explicit in / out shardings, the state donated), so
+that one program runs it on any mesh: the state (`TrainState`) is split by the logical rules of
+`musicgen_jax.sharding` (FSDP), the batch over its data axes. `train_step` lists what a step does.
 """
 
 from __future__ import annotations
@@ -52,7 +43,10 @@ class Batch:
 
 @struct.dataclass
 class TrainState:
-    """The train step's state, every array split by the logical rules (Orbax saves it as a dict of its fields)."""
+    """The train step's state, every array split by the logical rules (Orbax saves it as a dict of its fields):
+    the float32 master weights, AdamW moments split like them (FSDP), audiocraft's unbiased EMA, updated every
+    `ema_every` steps, of the trained parameters (with adapters only theirs, a frozen weight's average being
+    itself; `rundir.ema_weights`: the whole model) with its count, and the run's PRNG key data."""
 
     step: jax.Array  # int32 []: steps done
     params: Any  # {"params": ...} float32 master weights
@@ -102,7 +96,9 @@ class OptimConfig:
 
 @dataclasses.dataclass(frozen=True)
 class StepConfig:
-    """The train step's model and conditioning settings."""
+    """The train step's model and conditioning settings. The LM computes in `compute_dtype` (bfloat16: the
+    float32 weights cast in the forward pass, their gradients float32; the loss in float32), optionally
+    rematerialized per layer (`remat`)."""
 
     lm: LMConfig
     t5: T5Config | None = None  # None: batches carry precomputed `text_embeddings`
@@ -281,7 +277,16 @@ def loss_fn(
 def train_step(
     state: TrainState, batch: Batch, t5_params: Any, config: StepConfig, mesh=None
 ) -> tuple[TrainState, dict]:
-    """One optimizer step; returns the new state and the step's metrics (loss, ce [K], grad_norm, lr)."""
+    """One optimizer step; returns the new state and the step's metrics (loss, ce [K], grad_norm, lr).
+
+    Frozen T5 states of the batch's tokens (or the precomputed ones), classifier-free guidance dropout (with
+    probability `cfg_dropout` the whole batch gets the null text, and the null chroma, audiocraft's
+    `ClassifierFreeGuidanceDropout`), melody models' melody dropout (`melody_dropout`: the null chroma for
+    the whole batch, audiocraft's `AttributeDropout` on `self_wav`; audiocraft's null melody is the chroma
+    of a one-sample silence, of another length: here it is the model's fixed `chroma_frames` of bin 0,
+    exactly what sampling conditions on without a melody), the loss (`loss.py`), gradients, clipping,
+    AdamW, EMA.
+    """
     with activation_sharding(mesh, config.rules):
         rng, dropout_key, melody_key = jax.random.split(jax.random.wrap_key_data(state.rng), 3)
         text = text_states(config, t5_params, batch)
