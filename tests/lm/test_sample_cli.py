@@ -133,6 +133,12 @@ def test_checkpoints_on_a_bucket_are_read_from_a_local_copy(hf_musicgen, convert
         codes.append(np.load(out))
     np.testing.assert_array_equal(codes[1], codes[0])
     np.testing.assert_array_equal(codes[2], codes[0])
+    # a source in a bucket wherever a hub id is: here a codec (the MusicGen checkpoint's), through `resolve`
+    from musicgen_jax.convert.codec_loader import load_codec
+
+    remote, local = load_codec(f"{bucket}/hf"), load_codec(str(hf_musicgen[1]))
+    for a, b in zip(jax.tree.leaves(remote.params), jax.tree.leaves(local.params), strict=True):
+        np.testing.assert_array_equal(a, b)
     copy = fileio.mirror(f"{bucket}/converted")
     assert sorted(p.name for p in copy.iterdir()) == sorted([".listing.json", *(p.name for p in converted.iterdir())])
     stamps = {p: p.stat().st_mtime_ns for p in copy.rglob("*") if p.is_file()}
