@@ -44,6 +44,7 @@ test: lint
 test-fast: lint
 	$(PY) -m pytest $(PYTEST_ARGS) -m "not slow and not e2e"
 
+# storage: 12 of musicgen-small's 24 layers (its full training state beside the emulator exceeds 24 GB)
 bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks.codec --write
 	$(PY) -m benchmarks.text --write
@@ -51,6 +52,7 @@ bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks.layers --write
 	$(PY) -m benchmarks.data --write
 	$(PY) -m benchmarks.train --write
+	$(PY) -m benchmarks.storage --layers 12 --write
 
 clean:
 	rm -rf $(VENV) out .pytest_cache

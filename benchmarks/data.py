@@ -306,7 +306,7 @@ def _tpu_steps_per_second(batch_size: int) -> float:
     return TPU_HOST_FLOPS * TPU_MFU / (6 * SMALL_PARAMS * batch_size * PIPELINE_FRAMES)
 
 
-def _token_dataset(directory: Path, examples: int) -> None:
+def token_dataset(directory: Path, examples: int) -> None:
     """A prepared-dataset layout of `examples` random 4-codebook examples (90% of 30 s, 10% shorter) with
     audiocraft-style metadata, written through `musicgen_jax.data.shards` as `prepare` writes it."""
     from musicgen_jax.data import shards
@@ -349,34 +349,61 @@ def _token_dataset(directory: Path, examples: int) -> None:
     )
 
 
+def pipeline_tokenizer(directory: Path):
+    """The pipeline's T5 tokenizer: a small sentencepiece model trained on the dataset's texts, saved in
+    `directory` (local)."""
+    from benchmarks.text import write_spiece
+    from musicgen_jax.text.tokenizer import T5Tokenizer
+
+    metadata = "key: c minor. bpm: 120.0. genre: jazz. moods: calm, warm. keywords: piano"
+    write_spiece(directory, (PIPELINE_DESCRIPTIONS + [metadata]) * 50, vocab_size=150)
+    return T5Tokenizer.from_pretrained(directory)
+
+
+def pipeline_config(batch_size: int):
+    """The `PipelineConfig` of the timed pipelines: musicgen-small's crop, audiocraft's text augmentation."""
+    from musicgen_jax.data import AUDIOCRAFT_DEFAULTS, PipelineConfig
+
+    return PipelineConfig(batch_size, PIPELINE_FRAMES, seed=0, text=AUDIOCRAFT_DEFAULTS)
+
+
+def load_examples(data_dir) -> tuple:
+    """(the train split read into memory by one host, `load_host_examples`, seconds it took); `data_dir` a
+    local path or a URL."""
+    from musicgen_jax.data import load_host_examples
+
+    started = time.perf_counter()
+    host = load_host_examples(data_dir, "train", 0, 1)
+    return host, time.perf_counter() - started
+
+
+def batch_seconds(stream, batches: int) -> float:
+    """Mean seconds of `next(stream)` over `batches` batches."""
+    started = time.perf_counter()
+    for _ in range(batches):
+        next(stream)
+    return (time.perf_counter() - started) / batches
+
+
 def run_pipeline(examples: int, batches: int) -> dict:
     """Batches per second of `TrainBatches` (tf.data, 2 threads, prefetch 2) and of the bare assembly, at
     per-host batch sizes PIPELINE_BATCHES with audiocraft's text augmentation; load and restore times."""
-    from benchmarks.text import write_spiece
-    from musicgen_jax.data import AUDIOCRAFT_DEFAULTS, PipelineConfig, TrainBatches, load_host_examples
-    from musicgen_jax.text.tokenizer import T5Tokenizer
+    from musicgen_jax.data import TrainBatches
 
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         started = time.perf_counter()
-        _token_dataset(tmp, examples)
+        token_dataset(tmp, examples)
         write_seconds = time.perf_counter() - started
-        metadata = "key: c minor. bpm: 120.0. genre: jazz. moods: calm, warm. keywords: piano"
-        write_spiece(tmp, (PIPELINE_DESCRIPTIONS + [metadata]) * 50, vocab_size=150)
-        tokenizer = T5Tokenizer.from_pretrained(tmp)
+        tokenizer = pipeline_tokenizer(tmp)
         load, before = load_average(), cpu_counters()
-        started = time.perf_counter()
-        host = load_host_examples(tmp, "train", 0, 1)
-        load_seconds = time.perf_counter() - started
+        host, load_seconds = load_examples(tmp)
         rows = []
         for batch_size in PIPELINE_BATCHES:
-            config = PipelineConfig(batch_size, PIPELINE_FRAMES, seed=0, text=AUDIOCRAFT_DEFAULTS)
+            config = pipeline_config(batch_size)
             stream = TrainBatches(host, config, tokenizer)
             next(stream)  # tf.data start-up
-            started = time.perf_counter()
-            for _ in range(batches):
-                next(stream)
-            piped = (time.perf_counter() - started) / batches
+            piped = batch_seconds(stream, batches)
             started = time.perf_counter()
             for step in range(batches):
                 stream.batch(step)

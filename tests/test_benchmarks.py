@@ -1,6 +1,6 @@
 """The benchmarks' shared table writer, and benchmarks/gpu.sh, the GPU sampling benchmark
 (`python -m benchmarks.sampling_gpu`), on the CPU with the tiny model, so that it runs when a GPU comes: the table it
-writes, and its time budget."""
+writes, and its time budget. The storage benchmark (local disk against the GCS emulator) at tiny sizes."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import common, sampling_gpu
+from benchmarks import common, sampling_gpu, storage
 
 ROOT = Path(__file__).resolve().parent.parent
 NUMBERS = [
@@ -79,6 +79,33 @@ def test_gpu_script_runs_on_the_cpu(tmp_path):
     assert bound["bfloat16"] == pytest.approx(2 * bound["float32"], rel=1e-3)  # half the weight bytes per step
     assert "0 of 2 configurations skipped" in text and "compile phases: tiny " in text and "(2 loops)." in text
     assert "JAX 8 frames (11 steps), transformers 4 (7 steps)" in text
+
+
+@pytest.mark.slow
+def test_storage_benchmark_at_tiny_sizes():
+    """`python -m benchmarks.storage` (its own emulator) prints its table; RESULTS.md is left alone."""
+    results = common.RESULTS.read_text()
+    arguments = ["--examples", "20", "--batch-size", "2", "--batches", "2", "--rounds", "1", "--layers", "1"]
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.storage", *arguments], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-4000:]
+    text = done.stdout[done.stdout.index(storage.TITLE) :]
+    rows = {row[""]: row for row in table(text)}
+    assert list(rows) == [
+        "pipeline start-up s",
+        "pipeline batches/s",
+        "checkpoint save s",
+        "checkpoint restore s",
+        "dataset bytes",
+        "checkpoint bytes",
+    ]
+    for row in rows.values():
+        assert float(row["local"].replace(",", "")) > 0 and float(row["emulator"].replace(",", "")) > 0, row
+    assert rows["dataset bytes"]["local"] == rows["dataset bytes"]["emulator"]
+    assert rows["checkpoint bytes"]["ratio emulator/local"] == "1.00"
+    assert "bitwise equal (local) and bitwise equal (emulator)" in text and "1 of its 24 decoder layers" in text
+    assert common.RESULTS.read_text() == results
 
 
 def test_time_budget_skips_and_says_so(tmp_path):
