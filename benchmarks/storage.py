@@ -8,7 +8,7 @@ state (parameters, AdamW moments, EMA; `--layers` of its 24 decoder layers) save
 Orbax manager (`rundir.checkpoint_manager`) in a local work directory and in a gs:// one; the restored state is
 compared bitwise with the saved one.
 
-    .venv/bin/python -m benchmarks.storage --write     # writes its section of benchmarks/RESULTS.md
+    .venv/bin/python -m benchmarks.storage --layers 12 --write   # its RESULTS.md section (24 layers: > 24 GB here)
 """
 
 from __future__ import annotations
