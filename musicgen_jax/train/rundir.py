@@ -70,10 +70,16 @@ def checkpoint_manager(workdir: str | os.PathLike, keep: int | None = None) -> o
     directory = path(workdir) / CHECKPOINTS
     if keep is None:
         return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
-    # a checkpoint a killed run left unfinished is removed (on GCS it has no commit_success.txt yet, and saving
-    # its step again would wait on the directory it cannot create)
-    options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True)
-    return ocp.CheckpointManager(directory, options=options)
+    # a checkpoint a killed run left unfinished (on GCS: without its commit_success.txt) is removed first, by
+    # process 0 while the others wait: saving its step again would wait on a directory it cannot create
+    if jax.process_index() == 0 and directory.exists():
+        for name in ocp.path.step.tmp_checkpoints(directory):
+            (directory / name).rmtree()
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("musicgen_jax: unfinished checkpoints removed")
+    return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True))
 
 
 def is_run(workdir: str | os.PathLike) -> bool:

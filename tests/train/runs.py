@@ -40,7 +40,7 @@ def command(inputs, workdir, *extra) -> list[str]:
 
 def run(inputs, workdir, *extra, env: dict | None = None) -> None:
     done = subprocess.run(command(inputs, workdir, *extra), capture_output=True, text=True, cwd=REPO, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.returncode == 0, done.stderr[-12000:]
 
 
 def losses(workdir) -> list[tuple]:

@@ -83,3 +83,22 @@ def test_a_bad_url_is_one_error_line_naming_it(gcs, bucket, inputs, data, workdi
     lines = [line for line in done.stderr.splitlines() if line.strip()]
     assert done.returncode == 2, done.stderr[-3000:]
     assert named in lines[-1] and "Traceback" not in done.stderr, done.stderr[-3000:]
+
+
+@pytest.mark.parametrize("where", ["local", "gcs"])
+def test_a_checkpoint_left_unfinished_is_removed_before_a_run_saves(gcs, tmp_path, where):
+    """A run killed while writing step 12 leaves `12.orbax-checkpoint-tmp-*` on a disk, `12/` without its
+    `commit_success.txt` on GCS: the run's manager removes it (saving step 12 again would wait on Orbax's
+    directory signal and fail) and keeps the finished step 8."""
+    from musicgen_jax.train.rundir import checkpoint_manager
+
+    root = str(tmp_path) if where == "local" else f"{gcs.bucket('unfinished')}/run"
+    checkpoints = fileio.path(root) / "checkpoints"
+    unfinished = "12.orbax-checkpoint-tmp-1700000000" if where == "local" else "12"
+    for step, marker in (("8", "commit_success.txt"), (unfinished, None)):
+        (checkpoints / step / "state").mkdir(parents=True, exist_ok=True)
+        (checkpoints / step / "state" / "data").write_bytes(b"x")
+        if marker:
+            (checkpoints / step / marker).write_text("ok")
+    checkpoint_manager(root, keep=3).close()
+    assert sorted(p.name for p in checkpoints.iterdir()) == ["8"]
