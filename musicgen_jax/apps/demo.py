@@ -5,7 +5,8 @@
     python -m musicgen_jax.app --model converted/small --host 0.0.0.0 --port 7860 --share
 
 One process serves every `--model` (the page offers a choice), each loaded on first use and kept compiled,
-so that a request after the first costs only its generation (`Studio`); the HTTP API is `build`'s.
+so that a request after the first costs only its generation (`Studio`). The HTTP API (`/generate`, through
+gradio's client) is described at `build`.
 """
 
 from __future__ import annotations

@@ -19,6 +19,7 @@ from musicgen_jax.chroma import num_frames
 from musicgen_jax.components import Components
 from musicgen_jax.config import DATASET_INFO_FILE, ChromaConfig, LMConfig, interleaved_delays
 from musicgen_jax.convert.codec_loader import load_codec
+from musicgen_jax.extras import require
 from musicgen_jax.fileio import path, read_json, reporting
 from musicgen_jax.lm.model import merge_lora, unstack_layers
 from musicgen_jax.text.encoder import T5TextEncoder
@@ -68,6 +69,8 @@ def checkpoint_manager(workdir: str | os.PathLike, keep: int | None = None) -> o
     import orbax.checkpoint as ocp  # slow to import: only where checkpoints are read or written
 
     directory = path(workdir) / CHECKPOINTS
+    if os.fspath(directory).startswith("gs://"):  # Orbax imports it for a bucket's checkpoints
+        require("google.cloud.storage", "gcs", f"checkpoints in {directory}")
     if keep is None:
         return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
     # a checkpoint a killed run left unfinished (on GCS: without its commit_success.txt) is removed first, by
