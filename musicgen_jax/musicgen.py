@@ -29,7 +29,7 @@ from musicgen_jax.config import ChromaConfig
 from musicgen_jax.convert.pretrained import convert as convert_checkpoint
 from musicgen_jax.lm.model import cast_params, param_specs
 from musicgen_jax.sampling import Conditions, Decoder, SamplingParams, row_keys, split_rows
-from musicgen_jax.sharding import place
+from musicgen_jax.sharding import place, to_host
 from musicgen_jax.stems import melody_stems
 from musicgen_jax.train.rundir import is_run, load_run
 
@@ -210,7 +210,7 @@ class MusicGen:
             raise ValueError(f"expected a list of descriptions, got {descriptions!r}")
         if len(descriptions) != len(prompt):
             raise ValueError(f"{len(descriptions)} descriptions for {len(prompt)} prompts")
-        prompt_tokens = np.asarray(self.codec.encode(prompt))
+        prompt_tokens = to_host(self.codec.encode(prompt))
         tokens = self.generate_tokens(descriptions, prompt_tokens, progress=progress, seed=seed)
         return self._result(tokens, return_tokens)
 
@@ -279,11 +279,11 @@ class MusicGen:
         return jax.numpy.asarray(extract_chroma(batch, config, self.lm_config.chroma_frames))
 
     def generate_audio(self, tokens) -> np.ndarray:
-        return np.asarray(self.codec.decode(tokens))
+        return to_host(self.codec.decode(tokens))
 
     def _result(self, tokens, return_tokens: bool):
         audio = self.generate_audio(tokens)
-        return (audio, np.asarray(tokens)) if return_tokens else audio
+        return (audio, to_host(tokens)) if return_tokens else audio
 
     def generate_tokens(
         self,
@@ -305,7 +305,7 @@ class MusicGen:
             self._bar = tqdm(total=total, unit="frame", desc="generating")
         try:
             if self.duration <= self.max_duration:
-                return np.asarray(
+                return to_host(
                     self._window(text, mask, key, total, prompt_tokens, progress, self._chroma(melodies, 0.0))
                 )
             return self._extended(text, mask, key, total, prompt_tokens, progress, melodies)
@@ -330,7 +330,7 @@ class MusicGen:
         frames = int(self.duration * self.frame_rate)
         conditions = Conditions.of(self.lm_config, text, mask, self._chroma(melodies, 0.0))
         for frame in self._decoder().stream(self.lm_params, conditions, key, frames):
-            yield np.asarray(frame)
+            yield to_host(frame)
 
     def _conditions(self, descriptions, seed, prompt_tokens):
         """(text states, text mask, one key per row) of a generation; ValueError for bad arguments."""
@@ -357,7 +357,7 @@ class MusicGen:
         while offset + prompt_len < total:
             chunk = min(self.duration - offset / self.frame_rate, self.max_duration)
             key, sub = split_rows(key)
-            tokens = np.asarray(
+            tokens = to_host(
                 self._window(
                     text,
                     mask,

@@ -22,7 +22,7 @@ from jax.sharding import Mesh
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm import pattern
 from musicgen_jax.lm.model import LMModel, compute_dtype, init_cache, null_chroma
-from musicgen_jax.sharding import jit_on_mesh
+from musicgen_jax.sharding import jit_on_mesh, pad_batch
 from musicgen_jax.text.encoder import length_bucket
 
 PROGRESS_EVERY = 10
@@ -143,8 +143,17 @@ class Decoder:
     mesh: Mesh | None = None
 
     def start(self, params: Any, conditions: Conditions, keys: jax.Array, frames: int, prompt=None) -> DecodeState:
-        """The state before the first sampled step, compiled (`_start`) for `frames`' bucket."""
+        """The state before the first sampled step, compiled (`_start`) for `frames`' bucket. On a mesh its
+        batch is padded to a multiple of the batch split (`sharding.pad_batch`): results' rows past
+        `len(keys)` are the padding's."""
         _prompt_frames(prompt, frames)
+        conditions = conditions.replace(
+            text=pad_batch(conditions.text, self.mesh),
+            text_mask=pad_batch(conditions.text_mask, self.mesh),
+            chroma=None if conditions.chroma is None else pad_batch(conditions.chroma, self.mesh),
+        )
+        prompt = None if prompt is None else pad_batch(prompt, self.mesh)
+        keys = pad_batch(keys, self.mesh)
         return _start_jit(self, params, conditions, keys, frame_bucket(frames), prompt, mesh=self.mesh)
 
     def run(self, params: Any, frames: int, prompt_frames: int, state: DecodeState, first: int, stop: int):
@@ -173,7 +182,7 @@ class Decoder:
             if progress is not None:
                 jax.block_until_ready(state.keys)
                 progress(stop - first)
-        return _revert(state.sequence, self.config.delays)[:, :, :frames]
+        return _revert(state.sequence, self.config.delays)[: len(keys), :, :frames]
 
     def stream(self, params: Any, conditions: Conditions, keys: jax.Array, frames: int, prompt=None):
         """The tokens of `generate`, yielded as each frame completes: `[B, K, 1]` per new frame (after the
@@ -186,7 +195,7 @@ class Decoder:
             frame = s - delay  # position s + 1 completes frame s - max_delay (its last codebook)
             if frame >= prompt_frames:
                 window = lax.dynamic_slice_in_dim(state.sequence, frame, delay + 2, axis=2)  # one frame's pattern
-                yield pattern.revert(window, self.config.delays)
+                yield pattern.revert(window, self.config.delays)[: len(keys)]
 
     def lower(self, params: Any, conditions: Conditions, keys: jax.Array, frames: int, prompt=None):
         """The decode loop `generate` runs for these arguments (`_run_steps`), traced and lowered: `.compile()`

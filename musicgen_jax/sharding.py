@@ -16,6 +16,7 @@ from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
@@ -78,6 +79,25 @@ def _axes(axes: Any) -> Any:
 def mesh_axes(name: str, rules=LOGICAL_RULES) -> Any:
     """The mesh axes of logical axis `name` by `rules` (its first rule)."""
     return next(axes for rule, axes in rules if rule == name)
+
+
+def batch_multiple(mesh: Mesh | None, rules=LOGICAL_RULES) -> int:
+    """What a batch's size must be a multiple of to split over `mesh`: the product of the sizes of the mesh
+    axes `activation_batch` splits over by `rules` (1 without a mesh)."""
+    if mesh is None:
+        return 1
+    axes = mesh_axes("activation_batch", rules)
+    return math.prod(mesh.shape[a] for a in ((axes,) if isinstance(axes, str) else axes or ()))
+
+
+def pad_batch(x: Any, mesh: Mesh | None, rules=LOGICAL_RULES) -> Any:
+    """`x [B, ...]` (a host or global array, PRNG keys too) with copies of its last row appended up to a
+    multiple of `batch_multiple(mesh)`, so that a batch of any size splits over the mesh; rows are computed
+    independently and callers drop the copies' results (`[:B]`)."""
+    extra = -len(x) % batch_multiple(mesh, rules)
+    if not extra:
+        return x
+    return (jnp if isinstance(x, jax.Array) else np).concatenate([x, *[x[-1:]] * extra])
 
 
 def logical_specs(init: Callable[[], Any]) -> Any:
@@ -177,18 +197,32 @@ def place(tree: Any, logical_specs: Callable[[], Any], mesh: Mesh | None, rules=
 
 
 def shard(tree: Any, logical_specs: Any, mesh: Mesh, rules=LOGICAL_RULES) -> Any:
-    """Place host arrays (the same full values on every process) as global arrays split by their
-    logical specs; works across hosts, each process supplying its own devices' pieces."""
+    """Place arrays as global arrays split by their logical specs; works across hosts. A leaf is either a
+    host array (the same full value on every process, each process supplying its own devices' pieces) or
+    an array already on the devices (a training run's weights: resharded in place, never gathered to one
+    host)."""
 
     def place(path, x, sharding: NamedSharding):
-        x = np.asarray(x)
         try:
-            sharding.shard_shape(x.shape)
+            sharding.shard_shape(np.shape(x))
         except ValueError as e:
             raise ValueError(
-                f"cannot split {jax.tree_util.keystr(path)} {x.shape} as {sharding.spec} over mesh "
+                f"cannot split {jax.tree_util.keystr(path)} {np.shape(x)} as {sharding.spec} over mesh "
                 f"{dict(mesh.shape)}: {e}"
             ) from None
+        if isinstance(x, jax.Array) and (jax.process_count() == 1 or not x.is_fully_addressable):
+            return jax.device_put(x, sharding)
+        x = np.asarray(x)
         return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
 
     return jax.tree_util.tree_map_with_path(place, tree, shardings(logical_specs, mesh, rules))
+
+
+def to_host(x: Any) -> np.ndarray:
+    """The whole value of `x` on this host: a global array split over several processes' devices (a
+    sampled batch on a pod's mesh) is gathered, each process taking part; anything else is `np.asarray`."""
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+        from jax.experimental import multihost_utils
+
+        return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)

@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 from musicgen_jax.codec.quantizer import ResidualVectorQuantizer
 from musicgen_jax.codec.seanet import SEANetDecoder, SEANetEncoder
 from musicgen_jax.config import CodecConfig
-from musicgen_jax.sharding import SIGNAL, jit_on_mesh, logical_specs, place
+from musicgen_jax.sharding import SIGNAL, jit_on_mesh, logical_specs, pad_batch, place
 
 Params = Any
 
@@ -153,7 +153,7 @@ class Codec:
             raise ValueError(f"expected audio of shape [batch, {self.channels}, samples > 0], got {wav.shape}")
         if not np.isfinite(wav).all():
             raise ValueError("audio contains NaN or infinite values")
-        return _encode(self.config, self.params, wav, self.stereo, mesh=self.mesh)
+        return _encode(self.config, self.params, pad_batch(wav, self.mesh), self.stereo, mesh=self.mesh)[: len(wav)]
 
     def decode(self, codes) -> jax.Array:
         """`codes [B, K, T'] int -> wav [B, C, T' * hop] float32`."""
@@ -166,4 +166,5 @@ class Codec:
             raise ValueError(
                 f"codes must lie in [0, {self.config.codebook_size}), got values in [{codes.min()}, {codes.max()}]"
             )
-        return _decode(self.config, self.params, codes.astype(np.int32), self.stereo, mesh=self.mesh)
+        batch = pad_batch(codes.astype(np.int32), self.mesh)
+        return _decode(self.config, self.params, batch, self.stereo, mesh=self.mesh)[: len(codes)]

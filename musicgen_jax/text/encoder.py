@@ -13,7 +13,7 @@ import numpy as np
 from jax.sharding import Mesh
 
 from musicgen_jax.config import T5Config
-from musicgen_jax.sharding import jit_on_mesh, place
+from musicgen_jax.sharding import jit_on_mesh, pad_batch, place
 from musicgen_jax.text.t5 import T5Encoder, param_specs
 from musicgen_jax.text.tokenizer import T5Tokenizer
 from musicgen_jax.text.weights import load_t5
@@ -76,8 +76,8 @@ class T5TextEncoder:
         hidden = encode_ids(
             self.config,
             self.params,
-            np.pad(ids, pad, constant_values=self.tokenizer.pad_id),
-            np.pad(mask, pad),
+            pad_batch(np.pad(ids, pad, constant_values=self.tokenizer.pad_id), self.mesh),
+            pad_batch(np.pad(mask, pad), self.mesh),
             mesh=self.mesh,
         )
-        return hidden[:, :n], jnp.asarray(mask)
+        return hidden[: len(ids), :n], jnp.asarray(mask)

@@ -263,6 +263,7 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progres
             run.sample_seconds,
             run.sample_seed,
             step_config.scan_layers,
+            mesh,
             step_config.lora_rank > 0,
             run.sample_dtype,
         )

@@ -12,6 +12,7 @@ import os
 
 import jax
 from etils import epath
+from jax.sharding import Mesh
 
 from musicgen_jax.audio import write_audio
 from musicgen_jax.components import Components
@@ -26,7 +27,8 @@ SAMPLES = "samples"
 
 class Samples:
     """`__call__(step, ema)` writes the samples of the EMA weights `ema` (`rundir.ema_weights`, any layout) at
-    `step`."""
+    `step`, generated on the run's `mesh` (`MusicGen(mesh=...)`: text encoding, decoding and the codec split
+    over it) from the weights where they lie, so no host holds a whole copy; process 0 writes the files."""
 
     def __init__(
         self,
@@ -38,6 +40,7 @@ class Samples:
         seconds: float,
         seed: int,
         scan_layers: bool,
+        mesh: Mesh,
         lora: bool = False,
         dtype: str = "auto",
     ):
@@ -55,23 +58,20 @@ class Samples:
         self.root, self.lm_config, self.text_encoder = path(workdir) / SAMPLES, lm_config, text_encoder
         self.prompts, self.seconds, self.seed = prompts, float(seconds), int(seed)
         self.scan_layers, self.lora, self.dtype = scan_layers, lora, None if dtype == "auto" else dtype
+        self.mesh = mesh
 
     def __call__(self, step: int, ema) -> epath.Path | None:
-        """The step's folder (None on processes other than 0, which take part in gathering the weights)."""
-        from jax.experimental import multihost_utils
-
-        params = jax.device_get(ema) if jax.process_count() == 1 else multihost_utils.process_allgather(ema)
-        if jax.process_index() != 0:
-            return None
-        if self.lora:
-            params = merge_lora(params)
+        """The step's folder (None on processes other than 0, which take part in generating)."""
+        params = merge_lora(ema) if self.lora else ema
         if self.scan_layers:
             params = unstack_layers(params)
         name = f"{self.root.parent} (step {step}, EMA weights)"
         components = Components(self.codec, self.text_encoder, self.lm_config, params, name)
-        model = MusicGen(name, components, dtype=self.dtype)
+        model = MusicGen(name, components, mesh=self.mesh, dtype=self.dtype)
         model.set_generation_params(duration=self.seconds)
         audio = model.generate(self.prompts, seed=self.seed)
+        if jax.process_index() != 0:
+            return None
         final = self.root / str(step)
         remove_tree(final)  # what a run killed while writing this step left
         for i, (prompt, wav) in enumerate(zip(self.prompts, audio, strict=True)):

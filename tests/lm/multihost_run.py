@@ -1,6 +1,9 @@
 """Run by `tests/lm/test_sharding.py` as two processes (4 host devices each, joined by
-`jax.distributed.initialize`): the tiny LM (`mesh_inputs`) split over an 8-device mesh spanning both,
+`jax.distributed.initialize`): the tiny LM (`mesh_inputs`) split over an 8-device mesh spanning both, and
+`MusicGen` end to end from weights already split over both processes (as a training run's samples start),
 against one device. Usage: multihost_run.py PROCESS_ID PORT CHECKPOINT_DIR; process 0 `emit`s the result."""
+
+import dataclasses
 
 import sys
 
@@ -8,11 +11,34 @@ import jax
 import numpy as np
 from jax.experimental import multihost_utils
 
+from musicgen_jax.convert.pretrained import convert
 from musicgen_jax.lm.model import LMModel, param_specs
+from musicgen_jax.musicgen import MusicGen
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys
 from musicgen_jax.sharding import activation_sharding, make_mesh, shard
 from tests.lm import mesh_inputs
 from tests.processes import emit
+
+
+def musicgen(directory: str, mesh) -> MusicGen:
+    """The converted model on one device (mesh None) or on `mesh`, its LM weights handed over already split
+    over the mesh, each process holding its own devices' pieces."""
+    components = convert(directory)
+    if mesh is not None:
+        weights = shard(components.lm_params, param_specs(components.lm_config), mesh)
+        components = dataclasses.replace(components, lm_params=weights)
+    model = MusicGen(directory, components, mesh=mesh, dtype="float32")
+    model.set_generation_params(duration=0.3, top_k=8)
+    return model
+
+
+def local_fraction(params) -> float:
+    """The fraction of the parameters' elements this process holds (each distinct piece counted once)."""
+    held = sum(
+        sum(np.prod(shard.data.shape) for shard in {str(s.index): s for s in x.addressable_shards}.values())
+        for x in jax.tree.leaves(params)
+    )
+    return float(held / sum(x.size for x in jax.tree.leaves(params)))
 
 
 def main(process_id: int, port: int, directory: str):
@@ -34,6 +60,10 @@ def main(process_id: int, port: int, directory: str):
     single = np.asarray(generate_tokens(config, params, text[:2], mask[:2], keys, 16, sampling))
     split = generate_tokens(config, sharded, text[:2], mask[:2], keys, 16, sampling, mesh=mesh)
     split = multihost_utils.process_allgather(split, tiled=True)
+    model = musicgen(directory, None)
+    wav, codes = model.generate(mesh_inputs.PROMPTS[:3], return_tokens=True, seed=2)
+    model = musicgen(directory, make_mesh(data=1, fsdp=4, tensor=2))
+    mesh_wav, mesh_codes = model.generate(mesh_inputs.PROMPTS[:3], return_tokens=True, seed=2)
     if process_id == 0:
         emit(
             {
@@ -46,6 +76,10 @@ def main(process_id: int, port: int, directory: str):
                 "tokens_equal": bool((split == single).all()),
                 "tokens_shape": list(split.shape),
                 "greedy_text_effect": mesh_inputs.differing(single),
+                "musicgen_codes_equal": bool((mesh_codes == codes).all()),
+                "musicgen_codes_shape": list(mesh_codes.shape),
+                "musicgen_wav_diff": float(np.abs(mesh_wav - wav).max() / np.abs(wav).max()),
+                "musicgen_local_fraction": local_fraction(model.lm_params),
             }
         )
     jax.distributed.shutdown()

@@ -1,6 +1,7 @@
 """Run by `tests/lm/test_sharding.py` in a fresh process with 8 host devices: `MusicGen` end to end (text
 encoding, decode loop, audio decoding) for a batch of 8 prompts on a data-parallel mesh (data 8) and on a
-(data 4, tensor 2) mesh, and `sample.py --mesh data=8`, against one device. Usage: musicgen_sharded_run.py
+(data 4, tensor 2) mesh, a continuation and a stream of 3 prompts there, and `sample.py --mesh data=8`,
+against one device. Usage: musicgen_sharded_run.py
 CONVERTED_DIR; `emit`s the result."""
 
 import sys
@@ -61,9 +62,13 @@ def run(model: MusicGen) -> dict:
         model.lm_config, model.lm_params, text, mask, keys, FRAMES, model.sampling, mesh=model.mesh
     ).compile()
     lm_params, t5_params = model.lm_params["params"], model.text_encoder.params["params"]
+    odd = PROMPTS[:3]  # a batch that does not divide the mesh's batch split: padded, then dropped
+    _, continued = model.generate_continuation(wav[:3, :, :1280], model.sample_rate, odd, return_tokens=True, seed=5)
+    streamed = np.concatenate(list(model.stream_tokens(odd, seed=5)), axis=-1)
     return {
         "codes": codes.tolist(),
         "wav": wav,
+        "odd": {"continued": continued.tolist(), "streamed": streamed.tolist()},
         "stage_codes_equal": bool((np.asarray(tokens) == codes).all()),
         "text": split(text),
         "tokens": split(tokens),
@@ -108,8 +113,10 @@ def main(directory: str):
         got = run(MusicGen.get_pretrained(directory, dtype="float32", mesh=mesh))
         scale = float(np.abs(single["wav"]).max())
         out[name] = {
-            **{k: v for k, v in got.items() if k not in ("codes", "wav")},
+            **{k: v for k, v in got.items() if k not in ("codes", "wav", "odd")},
             "codes_equal": got["codes"] == single["codes"],
+            "odd_equal": got["odd"] == single["odd"],
+            "odd_shapes": [list(np.shape(got["odd"][k])) for k in ("continued", "streamed")],
             "wav_diff": float(np.abs(got["wav"] - single["wav"]).max()) / scale,
         }
     out["single"] = {k: single[k] for k in ("text", "tokens", "audio", "codec_kernel")}

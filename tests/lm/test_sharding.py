@@ -12,6 +12,7 @@ import jax
 import pytest
 
 from musicgen_jax.sharding import make_mesh
+from tests.lm.musicgen_sharded_run import FRAMES
 from tests.processes import device_env, free_port, result_file, run_json, run_together
 
 pytestmark = pytest.mark.e2e
@@ -68,7 +69,9 @@ def test_make_mesh_checks_sizes():
 def test_two_processes_share_one_mesh(hf_musicgen, tmp_path):
     """Two local processes x 4 host devices, `jax.distributed.initialize`: parameters placed by `shard`
     (each process its own pieces), logits and greedy tokens equal one device's, with the weights of the
-    parity tests, under which the two prompts' greedy tokens differ."""
+    parity tests, under which the two prompts' greedy tokens differ; `MusicGen` on the mesh from weights
+    already split over it (a batch that does not divide the mesh's batch split) samples one device's codes
+    and audio, each process holding only its pieces of the LM."""
     script, port = str(Path(__file__).with_name("multihost_run.py")), str(free_port())
     extra, path = result_file(tmp_path)
     run_together(
@@ -80,6 +83,10 @@ def test_two_processes_share_one_mesh(hf_musicgen, tmp_path):
     assert result["logits_diff"] <= 1e-5 * result["logits_scale"]
     assert result["tokens_shape"] == [2, 4, 16] and result["tokens_equal"]
     assert result["greedy_text_effect"] > 0.3
+    # MusicGen from weights split over both processes (fsdp 4 x tensor 2), 3 prompts on a batch split of 4
+    assert result["musicgen_codes_shape"] == [3, 4, 15] and result["musicgen_codes_equal"]
+    assert result["musicgen_wav_diff"] <= 1e-5
+    assert 0.4 < result["musicgen_local_fraction"] < 0.6  # neither process holds the whole LM
 
 
 @pytest.fixture(scope="module")
@@ -90,12 +97,14 @@ def whole(converted):
 @pytest.mark.parametrize("mesh", ["data", "tensor"])
 def test_musicgen_splits_a_batch_end_to_end(whole, mesh):
     """`MusicGen.get_pretrained(..., mesh=...)`, 8 prompts on 8 host devices (data 8; data 4 x tensor 2): the
-    codes of one device (and `sample.py --mesh data=8`'s), the audio within 1e-5 of its peak; the text
+    codes of one device (and `sample.py --mesh data=8`'s), the audio within 1e-5 of its peak, and for 3
+    prompts (a batch the mesh's batch split does not divide) a continuation's and a stream's; the text
     states, the codes and the audio each split over the batch, the weights as the rules say."""
     got = whole[mesh]
     assert whole["devices"] == 8 and whole["single_text_effect"] == 8  # every prompt's codes differ
     assert whole["sample_py_codes_equal"]
     assert got["codes_equal"] and got["stage_codes_equal"]
+    assert got["odd_equal"] and got["odd_shapes"] == [[3, 4, FRAMES], [3, 4, FRAMES]]
     assert got["wav_diff"] <= 1e-5
     rows = 8 if mesh == "data" else 4  # devices along the batch
     for stage in ("text", "tokens", "audio"):
