@@ -33,6 +33,12 @@ def is_url(p: str | os.PathLike) -> bool:
     return bool(SCHEME.match(os.fspath(p)))
 
 
+def scheme(p: str | os.PathLike) -> str | None:
+    """The scheme of URL `p` ("gs" for gs://...), None for a local path."""
+    match = SCHEME.match(os.fspath(p))
+    return match.group()[:-3].lower() if match else None
+
+
 def path(p: str | os.PathLike) -> epath.Path:
     """`p` as the package's path type: a URL as is, a local path with `~` expanded and made absolute."""
     text = os.fspath(p)
@@ -133,14 +139,22 @@ def walk_files(root: str | os.PathLike) -> Iterator[epath.Path]:
                 yield from (epath.Path(directory) / name for name in names)
 
 
-def cache_dir() -> Path:
-    """The package's local cache: conversions, compiled programs, copies of remote checkpoints."""
-    return Path(os.environ.get("MUSICGEN_JAX_CACHE", Path.home() / ".cache" / "musicgen_jax")).expanduser()
+def cache_dir() -> epath.Path:
+    """The package's cache, `$MUSICGEN_JAX_CACHE` (default `~/.cache/musicgen_jax`): conversions and
+    compiled programs. It may be a URL: a bucket every host of a pod slice shares."""
+    return path(os.environ.get("MUSICGEN_JAX_CACHE", Path.home() / ".cache" / "musicgen_jax"))
+
+
+def local_cache_dir() -> Path:
+    """Where local copies of remote files go (`mirror`): `cache_dir()` when that is on this machine, else
+    `~/.cache/musicgen_jax`."""
+    cache = cache_dir()
+    return Path(Path.home() / ".cache" / "musicgen_jax" if is_url(cache) else cache)
 
 
 def mirror(url: str | os.PathLike, patterns: list[str] | None = None) -> Path:
     """A local copy of the files under URL `url` whose relative paths match one of `patterns` (fnmatch, as
-    huggingface_hub's `allow_patterns`; None: all), kept in `cache_dir()/urls`: a later call fetches only
+    huggingface_hub's `allow_patterns`; None: all), kept in `local_cache_dir()/urls`: a later call fetches only
     files that are new or whose size or time changed (as the hub's cache does for a repo). A URL of one
     file gives that file's copy."""
     root = path(url)
@@ -155,13 +169,13 @@ def mirror(url: str | os.PathLike, patterns: list[str] | None = None) -> Path:
             if patterns is None or any(fnmatch.fnmatch(name, pattern) for pattern in patterns):
                 stat = file.stat()
                 remote[name] = (file, [stat.length, stat.mtime])
-    local = cache_dir() / "urls" / hashlib.sha1(os.fspath(root).encode()).hexdigest()[:16]
+    local = local_cache_dir() / "urls" / hashlib.sha1(os.fspath(root).encode()).hexdigest()[:16]
     listing = local / ".listing.json"
     have = json.loads(listing.read_text()) if listing.is_file() else {}
     for name, (file, stamp) in sorted(remote.items()):
         if have.get(name) != stamp:
-            with local_copy(file) as copy, atomic_file(local / name) as tmp:
-                shutil.copyfile(copy, tmp)
+            with reporting(file), file.open("rb") as data, atomic_file(local / name) as tmp, open(tmp, "wb") as out:
+                shutil.copyfileobj(data, out, CHUNK)
             have[name] = stamp
             write_text(listing, json.dumps(have, indent=1, sort_keys=True))
     return local / root.name if single else local
@@ -228,6 +242,25 @@ def atomic_file(p: str | os.PathLike) -> Iterator[Path]:
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)
+
+
+class TextLog:
+    """A text file that grows by lines (`metrics.jsonl`), first rewritten to hold `lines`. On a local disk
+    each line is appended in place; an object store has no append, so there the object is rewritten whole
+    with each line (a log of a few MB costs a fraction of a second per line)."""
+
+    def __init__(self, p: str | os.PathLike, lines: list[str] = ()):
+        self.path, self.lines = path(p), [line + "\n" for line in lines]
+        write_text(self.path, "".join(self.lines))
+        self.lines = self.lines if is_url(self.path) else None
+
+    def append(self, line: str) -> None:
+        if self.lines is not None:
+            self.lines.append(line + "\n")
+            write_text(self.path, "".join(self.lines))
+            return
+        with reporting(self.path, "write"), open(self.path, "a") as f:
+            f.write(line + "\n")
 
 
 def write_text(p: str | os.PathLike, text: str) -> None:

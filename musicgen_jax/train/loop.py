@@ -7,7 +7,7 @@ one made with other binding settings (`_BINDING_EXCLUDED` may change) or unreada
 never a fresh start. `WORKDIR/metrics.jsonl` gets one JSON object per logged step; on resume the lines
 after the checkpoint's step (written by the interrupted run) are dropped, so the file reads as one run.
 Every `generate_every` steps the EMA weights' samples of `sample_prompts` go to `WORKDIR/samples/STEP/`
-(`samples.py`). SIGTERM (a TPU preemption) saves the current step and returns; a run killed at any moment
+(`samples.py`). SIGTERM (a TPU preemption, to any process) saves a step and returns; a run killed at any moment
 resumes from its latest checkpoint and repeats exactly (bitwise on the same machine) what followed it.
 """
 
@@ -28,7 +28,7 @@ from etils import epath
 from musicgen_jax.config import LMConfig, interleaved_delays
 from musicgen_jax.data import shards
 from musicgen_jax.data.pipeline import PipelineConfig, TrainBatches, eval_batches, load_host_examples
-from musicgen_jax.fileio import exists, make_dirs, path, read_text, write_text
+from musicgen_jax.fileio import TextLog, exists, make_dirs, path, read_text
 from musicgen_jax.lm.model import stack_layers, stereo_from_mono
 from musicgen_jax.musicgen import load_components
 from musicgen_jax.sharding import make_mesh, shardings
@@ -175,35 +175,46 @@ def _record(line: str) -> dict | None:
 
 
 class _Metrics:
-    """`metrics.jsonl`, written by process 0: truncated to `start` on resume, then rewritten whole with each
-    new line (object stores have no append; a few MB at most, small beside a step)."""
+    """`metrics.jsonl`, written by process 0 (`fileio.TextLog`): cut back to the lines up to `start` on
+    resume, then one line per logged step."""
 
     def __init__(self, where: epath.Path, start: int):
-        self.where, self.lines = where, []
-        self.enabled = jax.process_index() == 0
-        if self.enabled and exists(where):
-            records = [(line, _record(line)) for line in read_text(where).splitlines()]
-            self.lines = [line for line, record in records if record is not None and record["step"] <= start]
-            write_text(where, "".join(line + "\n" for line in self.lines))
+        self.log = None
+        if jax.process_index() == 0:
+            lines = read_text(where).splitlines() if exists(where) else []
+            kept = [line for line in lines if (record := _record(line)) is not None and record["step"] <= start]
+            self.log = TextLog(where, kept)
 
     def write(self, record: dict) -> None:
-        if self.enabled:
-            self.lines.append(json.dumps(record))
-            write_text(self.where, "".join(line + "\n" for line in self.lines))
+        if self.log is not None:
+            self.log.append(json.dumps(record))
 
 
 class _Stop:
-    """SIGTERM sets a flag that the loop checks after each step."""
+    """A preemption notice (SIGTERM), acted on at a step every process agrees on. Across processes, JAX's
+    preemption sync (`multihost_utils.reached_preemption_sync_point`, whose service takes SIGTERM itself
+    and tells every process) names the step after the highest any process has reached, so all save the
+    same step; a single process sets a flag from its own SIGTERM handler."""
 
     def __init__(self):
-        self.requested = False
-        self._previous = signal.signal(signal.SIGTERM, self._handle)
+        self.shared = jax.process_count() > 1
+        self._flag = False
+        self._previous = None if self.shared else signal.signal(signal.SIGTERM, self._handle)
 
     def _handle(self, signum, frame):
-        self.requested = True
+        self._flag = True
+
+    def requested(self, step: int) -> bool:
+        """Whether to save `step` (done) and stop; called after every step, by every process."""
+        if self.shared:
+            from jax.experimental import multihost_utils
+
+            return multihost_utils.reached_preemption_sync_point(step)
+        return self._flag
 
     def restore(self) -> None:
-        signal.signal(signal.SIGTERM, self._previous)
+        if not self.shared:
+            signal.signal(signal.SIGTERM, self._previous)
 
 
 def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progress: bool = True) -> dict:
@@ -307,10 +318,11 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progres
             if samples and done % run.generate_every == 0:
                 samples(done, ema_weights(state.params, state.ema))
             bar.update()
-            if done % run.checkpoint_every == 0 or done == run.total_steps or stop.requested:
+            preempted = stop.requested(done)
+            if done % run.checkpoint_every == 0 or done == run.total_steps or preempted:
                 _check_finite(done, metrics, manager.latest_step())
                 _save(manager, done, state, config, batches)
-            if stop.requested:
+            if preempted:
                 break
         manager.wait_until_finished()
     finally:

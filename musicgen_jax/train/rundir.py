@@ -20,7 +20,7 @@ from musicgen_jax.components import Components
 from musicgen_jax.config import DATASET_INFO_FILE, ChromaConfig, LMConfig, interleaved_delays
 from musicgen_jax.convert.codec_loader import load_codec
 from musicgen_jax.extras import require
-from musicgen_jax.fileio import path, read_json, reporting
+from musicgen_jax.fileio import path, read_json, reporting, scheme
 from musicgen_jax.lm.model import merge_lora, unstack_layers
 from musicgen_jax.text.encoder import T5TextEncoder
 
@@ -69,7 +69,7 @@ def checkpoint_manager(workdir: str | os.PathLike, keep: int | None = None) -> o
     import orbax.checkpoint as ocp  # slow to import: only where checkpoints are read or written
 
     directory = path(workdir) / CHECKPOINTS
-    if os.fspath(directory).startswith("gs://"):  # Orbax imports it for a bucket's checkpoints
+    if scheme(directory) == "gs":  # Orbax imports it for a bucket's checkpoints
         require("google.cloud.storage", "gcs", f"checkpoints in {directory}")
     if keep is None:
         return ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(create=False))
