@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import os
 import re
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import jax
 import numpy as np
+from etils import epath
 from jax.sharding import Mesh
 from tqdm.auto import tqdm
 
@@ -37,18 +39,19 @@ DEFAULT_MODEL = "facebook/musicgen-small"
 MAX_DURATION = 30.0  # seconds the released models were trained on; longer generations are windowed
 
 
-def enable_compilation_cache(path: str | Path | None = None) -> Path | None:
+def enable_compilation_cache(path: str | os.PathLike | None = None) -> epath.Path | None:
     """Keep compiled programs on disk (JAX's persistent compilation cache), so that a later process
     loads the decode loop instead of compiling it again (8-10 s for musicgen-small on a 2-core CPU).
     `path`: this directory; None: the one already chosen through JAX (`JAX_COMPILATION_CACHE_DIR`,
-    `jax.config`), else `$MUSICGEN_JAX_CACHE/xla`. Process-wide, and effective only before the first
+    `jax.config`), else `$MUSICGEN_JAX_CACHE/xla`; a URL too (JAX reads and writes it through etils.epath).
+    Process-wide, and effective only before the first
     compilation. Returns the directory in use, or None when JAX's cache is switched off
     (`jax_enable_compilation_cache`). The cache is trusted code: keep it private to its user."""
     if not jax.config.jax_enable_compilation_cache:
         return None
     if path is not None or not jax.config.jax_compilation_cache_dir:
-        jax.config.update("jax_compilation_cache_dir", str(Path(path or fileio.cache_dir() / "xla").expanduser()))
-    return Path(jax.config.jax_compilation_cache_dir)
+        jax.config.update("jax_compilation_cache_dir", os.fspath(fileio.path(path or fileio.cache_dir() / "xla")))
+    return fileio.path(jax.config.jax_compilation_cache_dir)
 
 
 def disable_compilation_cache() -> None:
@@ -63,7 +66,7 @@ def default_dtype() -> str:
     return "float32" if jax.default_backend() == "cpu" else "bfloat16"
 
 
-def _cache_entry(name: str, fmt: str) -> Path:
+def _cache_entry(name: str, fmt: str) -> epath.Path:
     path = Path(name).expanduser()
     if path.exists():
         resolved = str(path.resolve())
@@ -77,7 +80,7 @@ def load_components(name: str, fmt: str = "auto") -> Components:
     """The codec, text encoder and LM of a converted directory, a `train.py` run directory (its latest
     checkpoint's EMA weights), or a PyTorch checkpoint (hub id or local directory; `fmt` auto, hf or
     audiocraft), which is converted on first use and cached under `$MUSICGEN_JAX_CACHE` (default
-    `~/.cache/musicgen_jax`)."""
+    `~/.cache/musicgen_jax`; a URL: converted once into the bucket, read from a local copy)."""
     where = fileio.path(name)
     with fileio.reporting(where):
         directory = where.is_dir()
@@ -91,7 +94,7 @@ def load_components(name: str, fmt: str = "auto") -> Components:
     entry = _cache_entry(name, fmt)
     if not is_current(entry):
         save_converted(convert_checkpoint(name, fmt), entry)
-    return load_converted(entry)
+    return load_converted(fileio.mirror(entry) if fileio.is_url(entry) else entry)
 
 
 class MusicGen:

@@ -91,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--compilation-cache",
-        type=Path,
+        type=str,
         help="keep compiled programs here for later runs (default JAX_COMPILATION_CACHE_DIR when "
         "set, else $MUSICGEN_JAX_CACHE/xla)",
     )

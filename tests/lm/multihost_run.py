@@ -4,7 +4,6 @@
 against one device. Usage: multihost_run.py PROCESS_ID PORT CHECKPOINT_DIR; process 0 `emit`s the result."""
 
 import dataclasses
-
 import sys
 
 import jax

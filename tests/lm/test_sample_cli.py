@@ -358,6 +358,30 @@ def test_compilation_cache_serves_the_decode_loop(converted, tmp_path):
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
 
 
+def test_the_cache_may_be_a_bucket(hf_musicgen, gcs, tmp_path, monkeypatch):
+    """$MUSICGEN_JAX_CACHE on gs:// (every host of a pod shares it): sample.py converts the PyTorch checkpoint
+    into the bucket and keeps its compiled programs there (JAX writes them through etils.epath); later
+    loads read the bucket's conversion instead of converting again."""
+    from musicgen_jax import fileio, musicgen
+
+    cache = f"{gcs.bucket('shared-cache')}/musicgen"
+    result = _sample_process(hf_musicgen[1], tmp_path, "a", MUSICGEN_JAX_CACHE=cache)
+    assert f"compiled programs cached in {cache}/xla" in result.stdout
+    assert f"PERSISTENT COMPILATION CACHE MISS for '{DECODE_LOOP}'" in result.stderr
+    assert "Not writing persistent cache entry" not in result.stderr
+    assert any(DECODE_LOOP in p.name for p in fileio.path(f"{cache}/xla").iterdir())
+    monkeypatch.setenv("MUSICGEN_JAX_CACHE", cache)
+    entry = musicgen._cache_entry(str(hf_musicgen[1]), "auto")
+    assert os.fspath(entry).startswith(cache) and fileio.read_json(entry / MODEL_FILE)["version"] == MODEL_VERSION
+    expected = musicgen.convert_checkpoint(str(hf_musicgen[1]))
+    monkeypatch.setattr(musicgen, "convert_checkpoint", None)  # converting again would fail
+    monkeypatch.setenv("HOME", str(tmp_path))  # the local copy goes to ~/.cache/musicgen_jax/urls
+    loaded = musicgen.load_components(str(hf_musicgen[1]))
+    for a, b in zip(jax.tree.leaves(loaded.lm_params), jax.tree.leaves(expected.lm_params), strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (tmp_path / ".cache" / "musicgen_jax" / "urls").is_dir()
+
+
 def test_no_compilation_cache_keeps_nothing(converted, tmp_path, model_cache):
     """--no-compilation-cache compiles from scratch and writes no cache entry, even where
     JAX_COMPILATION_CACHE_DIR names a directory."""
