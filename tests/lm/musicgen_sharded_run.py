@@ -65,10 +65,16 @@ def run(model: MusicGen) -> dict:
     odd = PROMPTS[:3]  # a batch that does not divide the mesh's batch split: padded, then dropped
     _, continued = model.generate_continuation(wav[:3, :, :1280], model.sample_rate, odd, return_tokens=True, seed=5)
     streamed = np.concatenate(list(model.stream_tokens(odd, seed=5)), axis=-1)
+    rows = {
+        "text": model.text_encoder(odd)[0].shape[0],
+        "encode": model.codec.encode(wav[:3, :, :1280]).shape[0],
+        "decode": model.codec.decode(codes[:3]).shape[0],
+    }
     return {
         "codes": codes.tolist(),
         "wav": wav,
         "odd": {"continued": continued.tolist(), "streamed": streamed.tolist()},
+        "odd_rows": rows,
         "stage_codes_equal": bool((np.asarray(tokens) == codes).all()),
         "text": split(text),
         "tokens": split(tokens),

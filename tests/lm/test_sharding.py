@@ -70,8 +70,8 @@ def test_two_processes_share_one_mesh(hf_musicgen, tmp_path):
     """Two local processes x 4 host devices, `jax.distributed.initialize`: parameters placed by `shard`
     (each process its own pieces), logits and greedy tokens equal one device's, with the weights of the
     parity tests, under which the two prompts' greedy tokens differ; `MusicGen` on the mesh from weights
-    already split over it (a batch that does not divide the mesh's batch split) samples one device's codes
-    and audio, each process holding only its pieces of the LM."""
+    already split over it samples one device's codes and audio (4 prompts, gathered from both processes;
+    3, a batch the mesh's batch split does not divide), each process holding only its pieces of the LM."""
     script, port = str(Path(__file__).with_name("multihost_run.py")), str(free_port())
     extra, path = result_file(tmp_path)
     run_together(
@@ -83,8 +83,9 @@ def test_two_processes_share_one_mesh(hf_musicgen, tmp_path):
     assert result["logits_diff"] <= 1e-5 * result["logits_scale"]
     assert result["tokens_shape"] == [2, 4, 16] and result["tokens_equal"]
     assert result["greedy_text_effect"] > 0.3
-    # MusicGen from weights split over both processes (fsdp 4 x tensor 2), 3 prompts on a batch split of 4
-    assert result["musicgen_codes_shape"] == [3, 4, 15] and result["musicgen_codes_equal"]
+    # MusicGen from weights split over both processes (fsdp 4 x tensor 2): 4 prompts, the batch split; 3
+    assert result["musicgen_codes_shape"] == [4, 4, 15] and result["musicgen_codes_equal"]
+    assert result["musicgen_odd_codes_equal"]
     assert result["musicgen_wav_diff"] <= 1e-5
     assert 0.4 < result["musicgen_local_fraction"] < 0.6  # neither process holds the whole LM
 
@@ -105,6 +106,7 @@ def test_musicgen_splits_a_batch_end_to_end(whole, mesh):
     assert whole["sample_py_codes_equal"]
     assert got["codes_equal"] and got["stage_codes_equal"]
     assert got["odd_equal"] and got["odd_shapes"] == [[3, 4, FRAMES], [3, 4, FRAMES]]
+    assert got["odd_rows"] == {"text": 3, "encode": 3, "decode": 3}
     assert got["wav_diff"] <= 1e-5
     rows = 8 if mesh == "data" else 4  # devices along the batch
     for stage in ("text", "tokens", "audio"):
