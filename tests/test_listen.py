@@ -111,3 +111,24 @@ def test_cli_summary_and_errors(sample_dirs, tmp_path, capsys):
     assert out.read_text() == capsys.readouterr().out and out.read_text().count("\n") == 4
     assert listen.main(["--samples", str(tmp_path / "empty_missing")]) == 2
     assert "no samples" in capsys.readouterr().err
+
+
+def test_samples_in_a_bucket(sample_dirs, gcs, tmp_path, capsys):
+    """`--samples` URLs (a run and a sample.py folder in a bucket, `tests/gcs.py`): the systems, prompts and
+    audio of the local copies; the summary CSV written to a URL; a missing bucket is one error line."""
+    from musicgen_jax import fileio
+    from tests.gcs import upload
+
+    bucket = gcs.bucket("listening")
+    urls = [f"{bucket}/{d.name}" for d in sample_dirs]
+    for directory, url in zip(sample_dirs, urls, strict=True):
+        upload(directory, url)
+    local, remote = listen.find_samples(list(sample_dirs)), listen.find_samples(urls)
+    assert [(s.system, s.prompt, s.named) for s in remote] == [(s.system, s.prompt, s.named) for s in local]
+    assert all(str(s.path).startswith(bucket) for s in remote)
+    assert [s.path.read_bytes() for s in remote] == [s.path.read_bytes() for s in local]
+    ratings, out = tmp_path / "ratings.sqlite", f"{bucket}/summary.csv"
+    assert listen.main(["--samples", *urls, "--ratings", str(ratings), "--summary", "--csv", out]) == 0
+    assert fileio.read_text(out) == capsys.readouterr().out
+    assert listen.main(["--samples", "gs://no-such-bucket/run"]) == 2
+    assert capsys.readouterr().err == "error: cannot read gs://no-such-bucket/run: not found\n"

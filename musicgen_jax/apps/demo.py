@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import itertools
+import os
 import shlex
 import shutil
 import sys
@@ -26,6 +27,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from musicgen_jax import fileio
 from musicgen_jax.audio import AudioError, read_audio, to_pcm16, write_audio
 from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.extras import MissingExtraError
@@ -116,13 +118,16 @@ class Studio:
 
     `sources`: any source `sample.py --model` takes (hub id, PyTorch checkpoint directory, converted
     directory, `train.py` run directory), converted on first use; a loaded model stays loaded and compiled
-    (JAX's compilation cache on) for the requests after. `out`: where every result lands (`Result`)."""
+    (JAX's compilation cache on) for the requests after. `out`: where every result lands (`Result`), a
+    directory or a URL (a bucket: each result written to a local temporary directory, `local`, that the page
+    serves from, then uploaded)."""
 
-    def __init__(self, sources: list[str], out: Path, dtype: str | None = None):
+    def __init__(self, sources: list[str], out: str | os.PathLike, dtype: str | None = None):
         if not sources:
             raise ValueError("no models: give --model SOURCE at least once")
         self.sources = list(dict.fromkeys(sources))
-        self.out = Path(out)
+        self.out = fileio.make_dirs(out)
+        self.local = Path(tempfile.mkdtemp(prefix="musicgen_jax_app_") if fileio.is_url(self.out) else self.out)
         self.dtype = dtype  # of the LMs (`MusicGen.get_pretrained`); None: its default for the backend
         self._models: dict[str, MusicGen] = {}
         self._load_lock = threading.Lock()
@@ -215,8 +220,9 @@ class Studio:
         return model, prompts, seeds, melody, start
 
     def _save(self, request: Request, model: MusicGen, audio: np.ndarray, codes: np.ndarray) -> Result:
-        """Write the request's WAVs, codes and settings into a new folder of `out`."""
-        folder = self.out / f"{next(self._count):04d}_{slug(request.prompt or 'untitled')}"
+        """Write the request's WAVs, codes and settings into a new folder of `local`, then of `out`."""
+        name = f"{next(self._count):04d}_{slug(request.prompt or 'untitled')}"
+        folder = self.local / name
         wavs = [
             write_audio(
                 folder / f"{i:03d}_{slug(request.prompt or 'untitled')}.wav",
@@ -234,6 +240,8 @@ class Studio:
             "command": request.command(),
         }
         save_json(folder / "settings.json", settings)
+        if self.out != self.local:
+            fileio.upload_tree(folder, self.out / name)
         mono = read_audio(wavs[0])[0].mean(axis=0)  # as written: normalized
         return Result(
             wavs,
@@ -459,7 +467,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; 0.0.0.0: all)")
     p.add_argument("--port", type=int, default=7860, help="port (default 7860)")
     p.add_argument("--share", action="store_true", help="also open a public gradio.live link")
-    p.add_argument("--out", type=Path, help="where the results go (default a new temporary directory)")
+    p.add_argument("--out", help="where the results go, a directory or URL (default a new temporary directory)")
     p.add_argument(
         "--dtype",
         choices=("auto", *INFERENCE_DTYPES),
@@ -484,7 +492,7 @@ def launch(
         server_name=host,
         server_port=port,
         share=share,
-        allowed_paths=[str(studio.out)],
+        allowed_paths=[str(studio.local)],
         show_error=True,
         prevent_thread_lock=not block,
     )
@@ -495,12 +503,10 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         _gradio()
-        out = args.out or Path(tempfile.mkdtemp(prefix="musicgen_jax_app_"))
-        out.mkdir(parents=True, exist_ok=True)
         dtype = default_dtype() if args.dtype == "auto" else args.dtype
-        studio = Studio(args.model or [DEFAULT_MODEL], out, dtype)
+        studio = Studio(args.model or [DEFAULT_MODEL], args.out or tempfile.mkdtemp(prefix="musicgen_jax_app_"), dtype)
         enable_compilation_cache()
-        print(f"results go to {out}; LMs in {dtype} on {jax.default_backend()}", flush=True)
+        print(f"results go to {studio.out}; LMs in {dtype} on {jax.default_backend()}", flush=True)
         launch(studio, args.host, args.port, args.share, args.queue_size)
     except (ValueError, MissingExtraError, OSError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -26,7 +26,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
-from musicgen_jax.fileio import atomic_file, slug
+from etils import epath
+
+from musicgen_jax.fileio import atomic_file, path, reporting, slug
 
 RATINGS = range(1, 6)
 Z95 = 1.959964  # the normal distribution's two-sided 95% quantile
@@ -42,7 +44,7 @@ class Sample:
     """One audio file: its system (model or training step), prompt text (`named`: from settings, else read
     back from the file name's slug) and grouping key."""
 
-    path: Path
+    path: epath.Path
     system: str
     prompt: str
     named: bool = True
@@ -52,42 +54,45 @@ class Sample:
         return slug(self.prompt)
 
 
-def _numbered(directory: Path) -> list[Path]:
+def _numbered(directory: epath.Path) -> list[epath.Path]:
     return sorted(p for p in directory.glob("[0-9][0-9][0-9]_*.wav") if p.is_file())
 
 
-def _complete_step(folder: Path) -> bool:
+def _complete_step(folder: epath.Path) -> bool:
     """A run's `samples/STEP/` folder whose `settings.json`, written last, is there."""
     return folder.is_dir() and folder.name.isdigit() and (folder / "settings.json").is_file()
 
 
-def find_samples(directories: list[Path]) -> list[Sample]:
-    """The samples of `directories` (`--samples`); ValueError for a directory with none. A `train.py` run's
-    `samples/STEP/` folders (or such a `samples` folder itself) are one system per step, the prompts read from
-    their `settings.json`; any other directory of `NNN_<slug>.wav` files (what `sample.py` writes) is one
-    system, its prompts known by their slugs. Samples are grouped by prompt (`fileio.slug`, `Sample.key`)."""
+def find_samples(directories: list[str | epath.Path]) -> list[Sample]:
+    """The samples of `directories` (`--samples`: local paths or URLs, e.g. a run in a bucket); ValueError for
+    a directory with none or one that cannot be read. A `train.py` run's `samples/STEP/` folders (or such a
+    `samples` folder itself) are one system per step, the prompts read from their `settings.json`; any other
+    directory of `NNN_<slug>.wav` files (what `sample.py` writes) is one system, its prompts known by their
+    slugs. Samples are grouped by prompt (`fileio.slug`, `Sample.key`)."""
     samples = []
-    for directory in directories:
-        root = directory / "samples" if (directory / "samples").is_dir() else directory
-        steps = (
-            sorted((p for p in root.iterdir() if _complete_step(p)), key=lambda p: int(p.name)) if root.is_dir() else []
-        )
-        found = []
-        for folder in steps or [root]:
-            prompts = []
-            if (folder / "settings.json").is_file():
-                prompts = json.loads((folder / "settings.json").read_text()).get("prompts", [])
-            system = f"{directory.name} step {folder.name}" if steps else directory.name
-            for path in _numbered(folder):
-                index, _, rest = path.stem.partition("_")
-                named = int(index) < len(prompts)
-                found.append(
-                    Sample(path.resolve(), system, prompts[int(index)] if named else rest.replace("_", " "), named)
-                )
+    for directory in map(path, directories):
+        with reporting(directory):
+            found = _samples_of(directory)
         if not found:
             raise ValueError(f"{directory}: no samples (NNN_<slug>.wav files, or a run's samples/STEP/ folders)")
         samples += found
     return samples
+
+
+def _samples_of(directory: epath.Path) -> list[Sample]:
+    root = directory / "samples" if (directory / "samples").is_dir() else directory
+    steps = sorted((p for p in root.iterdir() if _complete_step(p)), key=lambda p: int(p.name)) if root.is_dir() else []
+    found = []
+    for folder in steps or [root]:
+        prompts = []
+        if (folder / "settings.json").is_file():
+            prompts = json.loads((folder / "settings.json").read_text()).get("prompts", [])
+        system = f"{directory.name} step {folder.name}" if steps else directory.name
+        for file in _numbered(folder):
+            index, _, rest = file.stem.partition("_")
+            named = int(index) < len(prompts)
+            found.append(Sample(file, system, prompts[int(index)] if named else rest.replace("_", " "), named))
+    return found
 
 
 def summary(connection: sqlite3.Connection) -> list[dict]:
@@ -271,13 +276,15 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--samples", nargs="+", required=True, type=Path, help="directories of samples")
+    parser.add_argument(
+        "--samples", nargs="+", required=True, help="directories of samples (local paths or URLs, e.g. gs://)"
+    )
     parser.add_argument("--ratings", type=Path, default=Path("ratings.sqlite"), help="the SQLite file of ratings")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--seed", type=int, help="of the prompts' and samples' random order (default: random)")
     parser.add_argument("--summary", action="store_true", help="print the summary table and exit")
-    parser.add_argument("--csv", type=Path, help="with --summary: write it as CSV to this file")
+    parser.add_argument("--csv", help="with --summary: write it as CSV to this file (or URL)")
     return parser
 
 

@@ -265,3 +265,21 @@ def test_melody_and_continuation_requests(app, tmp_path):
     np.testing.assert_array_equal(np.load(result.codes), codes)
     assert np.load(result.codes).shape == (1, 4, 50)
     assert len(list(studio.stream(request))) == 1  # continuations are not streamed: the Result alone
+
+
+def test_results_kept_in_a_bucket(converted, gcs):
+    """`--out gs://...`: each result is written to the local directory the page serves and uploaded whole
+    to the bucket (`tests/gcs.py`); a missing bucket is named before any model loads."""
+    from musicgen_jax import fileio
+
+    out = f"{gcs.bucket('app-results')}/demo"
+    studio = Studio([str(converted)], out)
+    result = studio.generate(Request(studio.sources[0], "calm piano", 0.4, seed=1, top_k=50, variations=2))
+    folder = result.settings.parent
+    assert folder.parent == studio.local and not str(studio.local).startswith("gs:")
+    files = sorted(p.name for p in folder.iterdir())
+    assert files == ["000_calm_piano.wav", "001_calm_piano.wav", "codes.npy", "settings.json"]
+    for name in files:
+        assert fileio.read_bytes(f"{out}/{folder.name}/{name}") == (folder / name).read_bytes()
+    with pytest.raises(ValueError, match="the bucket gs://no-such-bucket does not exist"):
+        Studio([str(converted)], "gs://no-such-bucket/demo")
