@@ -1,14 +1,21 @@
 """`prepare` from a bucket to a bucket (`tests/gcs.py`'s emulator): two `--part`s give the shards of one
 local run byte for byte and its `dataset.json`; a unit whose shard was written but whose record was not
-is redone; the dataset reads back from gs:// as it does from a local folder."""
+is redone; a run killed with SIGKILL and started again ends as the uninterrupted one; the dataset reads
+back from gs:// as it does from a local folder."""
 
 from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 
 from musicgen_jax import fileio
 from musicgen_jax.cli.prepare import main
-from tests.data.conftest import all_examples, prepare
+from tests.data.conftest import ARGS, all_examples, prepare
 from tests.gcs import upload
 
 pytestmark = pytest.mark.e2e
@@ -49,6 +56,30 @@ def test_parts_on_gcs_equal_one_local_run(gcs, audio_dir, codec_dir, prepared, c
     fileio.path(f"{out}/dataset.json").unlink()
     prepare(f"{bucket}/audio", codec_dir[1], out, "--files-per-shard", "4", "--part", "1/2")
     assert shard_bytes(out) == expected and fileio.exists(f"{out}/dataset.json")
+
+
+def test_a_run_killed_while_writing_to_a_bucket_ends_as_the_uninterrupted_one(gcs, audio_dir, codec_dir, prepared):
+    """SIGKILL once the first unit's record is in the bucket, then the same command: the shards and
+    dataset.json of one uninterrupted run, every unit recorded once."""
+    bucket = gcs.bucket("pod-audio-killed")
+    upload(audio_dir, f"{bucket}/audio")
+    out = f"{bucket}/data"
+    command = [sys.executable, "-m", "musicgen_jax.data.prepare", "--audio", f"{bucket}/audio"]
+    command += ["--codec", str(codec_dir[1]), "--out", out, *ARGS, "--files-per-shard", "4"]
+    proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env={**os.environ, **gcs.env})
+    units = fileio.path(f"{out}/units")
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and not list(units.glob("unit-*.json")):
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = len(list(units.glob("unit-*.json")))
+    assert 1 <= done < 3 and not fileio.exists(f"{out}/dataset.json")
+    subprocess.run(command, check=True, capture_output=True, env={**os.environ, **gcs.env})
+    assert shard_bytes(out) == shard_bytes(prepared)
+    info, local = (fileio.read_json(f"{d}/dataset.json") for d in (out, prepared))
+    assert comparable(info) == comparable(local)
+    assert sorted(p.name for p in units.iterdir()) == ["unit-00000.json", "unit-00001.json", "unit-00002.json"]
 
 
 @pytest.mark.parametrize(
