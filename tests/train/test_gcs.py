@@ -8,7 +8,6 @@ import io
 import os
 import signal
 import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -54,16 +53,15 @@ def test_a_run_on_gcs_killed_and_resumed_repeats_the_local_run_bitwise(gcs, buck
     assert loaded.source.startswith(workdir)
     for a, b in zip(jax_leaves(loaded.lm_params), jax_leaves(local.lm_params), strict=True):
         np.testing.assert_array_equal(a, b)
+    from musicgen_jax.cli import evaluate, sample
+
     out, codes = f"{bucket}/samples", f"{bucket}/codes.npy"
-    sample = [sys.executable, str(REPO / "sample.py"), "--model", workdir, "--duration", "0.2", "--top-k", "1"]
-    sample += ["--prompt", "calm piano", "--prompt", "rock", "--out", out, "--save-codes", codes]
-    done = subprocess.run(sample, cwd=REPO, env=env, capture_output=True, text=True)
-    assert done.returncode == 0, done.stderr[-3000:]
+    args = ["--model", workdir, "--duration", "0.2", "--top-k", "1", "--prompt", "calm piano", "--prompt", "rock"]
+    assert sample.main([*args, "--out", out, "--save-codes", codes]) == 0
     assert sorted(p.name for p in fileio.path(out).iterdir()) == ["000_calm_piano.wav", "001_rock.wav"]
     assert np.load(io.BytesIO(fileio.read_bytes(codes))).shape == (2, 4, 10)
-    evaluate = [sys.executable, "-m", "musicgen_jax.evaluate", "--model", workdir, "--data", data, "--frames", "24"]
-    done = subprocess.run([*evaluate, "--out", f"{bucket}/eval.json", "--no-progress"], cwd=REPO, env=env, text=True)
-    assert done.returncode == 0
+    args = ["--model", workdir, "--data", data, "--frames", "24", "--out", f"{bucket}/eval.json", "--no-progress"]
+    assert evaluate.main(args) == 0
     assert fileio.read_json(f"{bucket}/eval.json")["examples"] == 3  # the valid split
 
 
