@@ -50,6 +50,19 @@ def run_json(script: Path, *args: str, devices: int = 8) -> dict:
         return json.loads(path.read_text())
 
 
+def held_fraction(tree) -> float:
+    """The fraction of the elements of a tree of arrays that this process's devices hold (each distinct
+    piece counted once): 1 for arrays whole on this host, 0.5 for arrays split in half across two hosts."""
+    import jax
+    import numpy as np
+
+    held = sum(
+        sum(np.prod(s.data.shape) for s in {str(s.index): s for s in x.addressable_shards}.values())
+        for x in jax.tree.leaves(tree)
+    )
+    return float(held / sum(x.size for x in jax.tree.leaves(tree)))
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

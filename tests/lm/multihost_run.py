@@ -16,7 +16,7 @@ from musicgen_jax.musicgen import MusicGen
 from musicgen_jax.sampling import SamplingParams, generate_tokens, row_keys
 from musicgen_jax.sharding import activation_sharding, make_mesh, shard
 from tests.lm import mesh_inputs
-from tests.processes import emit
+from tests.processes import emit, held_fraction
 
 
 def musicgen(directory: str, mesh) -> MusicGen:
@@ -29,15 +29,6 @@ def musicgen(directory: str, mesh) -> MusicGen:
     model = MusicGen(directory, components, mesh=mesh, dtype="float32")
     model.set_generation_params(duration=0.3, top_k=8)
     return model
-
-
-def local_fraction(params) -> float:
-    """The fraction of the parameters' elements this process holds (each distinct piece counted once)."""
-    held = sum(
-        sum(np.prod(shard.data.shape) for shard in {str(s.index): s for s in x.addressable_shards}.values())
-        for x in jax.tree.leaves(params)
-    )
-    return float(held / sum(x.size for x in jax.tree.leaves(params)))
 
 
 def main(process_id: int, port: int, directory: str):
@@ -80,7 +71,7 @@ def main(process_id: int, port: int, directory: str):
                 "musicgen_odd_codes_equal": bool((odd_codes == codes[:2]).all()),
                 "musicgen_codes_shape": list(mesh_codes.shape),
                 "musicgen_wav_diff": float(np.abs(mesh_wav - wav).max() / np.abs(wav).max()),
-                "musicgen_local_fraction": local_fraction(model.lm_params),
+                "musicgen_local_fraction": held_fraction(model.lm_params),
             }
         )
     jax.distributed.shutdown()
