@@ -66,6 +66,19 @@ def wait_for(where, lines: int, proc, timeout: float = 300) -> None:
     raise AssertionError(f"{where} did not reach {lines} lines (exit {proc.poll()})")
 
 
+def wait_for_checkpoint_write(workdir: str, proc, after: int, timeout: float = 300) -> int:
+    """Until a checkpoint past step `after` is being written in the gs:// `workdir` (a step folder without
+    Orbax's `commit_success.txt`, written last), while `proc` runs: its step."""
+    checkpoints = fileio.path(workdir) / "checkpoints"
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None:
+        for p in checkpoints.iterdir() if checkpoints.exists() else []:
+            if p.name.isdigit() and int(p.name) > after and not (p / "commit_success.txt").exists():
+                return int(p.name)
+        time.sleep(0.005)
+    raise AssertionError(f"no checkpoint past step {after} was seen being written in {workdir} (exit {proc.poll()})")
+
+
 def jax_leaves(tree) -> list[np.ndarray]:
     import jax
 

@@ -1,6 +1,7 @@
 """Training where pods train, every path a gs:// URL on a GCS emulator (`tests/gcs.py`): the dataset,
-the work directory (Orbax checkpoints, metrics.jsonl), a SIGKILL and a restart repeating the local run
-bitwise, the run loaded back for sampling; bad URLs as one error line naming them."""
+the work directory (Orbax checkpoints, metrics.jsonl), a SIGKILL while a checkpoint is being written and a
+restart from the one before repeating the local run bitwise, the run loaded back for sampling; bad URLs as
+one error line naming them."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pytest
 
 from musicgen_jax import fileio
 from tests.gcs import upload
-from tests.train.runs import REPO, STEPS, command, final_state, jax_leaves, losses, run, wait_for
+from tests.train.runs import REPO, STEPS, command, final_state, jax_leaves, losses, run, wait_for_checkpoint_write
 
 pytestmark = pytest.mark.e2e
 
@@ -33,10 +34,11 @@ def test_a_run_on_gcs_killed_and_resumed_repeats_the_local_run_bitwise(gcs, buck
     proc = subprocess.Popen(
         command((data, inputs[1]), workdir), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
     )
-    wait_for(f"{workdir}/metrics.jsonl", 10, proc)
+    writing = wait_for_checkpoint_write(workdir, proc, after=4)  # killed while a checkpoint is written
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
-    assert 10 <= len(losses(workdir)) < STEPS
+    assert not fileio.exists(f"{workdir}/checkpoints/{writing}/commit_success.txt")
+    assert writing <= len(losses(workdir)) < STEPS
     run((data, inputs[1]), workdir, env=env)
     assert losses(workdir) == losses(uninterrupted)
     (step, state), (expected_step, expected) = final_state(workdir), final_state(uninterrupted)
