@@ -141,10 +141,9 @@ def hf_component(hf_config: dict, model_type: str, musicgen_key: str, source) ->
     raise CheckpointError(f"{source}: config.json has model_type {found!r}, expected {model_type} or musicgen")
 
 
-def read_json(path: Path) -> dict:
+def read_json(path: str | os.PathLike) -> dict:
+    """`fileio.read_json`, a missing or corrupt file raised as the CheckpointError of its checkpoint."""
     try:
-        return json.loads(path.read_text())
-    except FileNotFoundError as e:
-        raise CheckpointError(f"missing {path.name} in {path.parent}") from e
-    except ValueError as e:
-        raise CheckpointError(f"corrupt JSON in {path}: {e}") from e
+        return fileio.read_json(path)
+    except fileio.StorageError as e:
+        raise CheckpointError(str(e)) from e

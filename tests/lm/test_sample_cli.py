@@ -169,7 +169,7 @@ def _set_version(directory, version: int) -> None:
 
 def test_converted_directory_of_another_version(hf_musicgen, tmp_path, model_cache):
     """Version 1 stored LM kernels [in, out]: refused by name, never loaded transposed; a stale cache
-    entry is converted again."""
+    entry is converted again; a corrupt or missing file is one error naming it."""
     _, directory = hf_musicgen
     converted = tmp_path / "converted"
     save_converted(convert_checkpoint(directory), converted)
@@ -181,6 +181,14 @@ def test_converted_directory_of_another_version(hf_musicgen, tmp_path, model_cac
     _set_version(entry, 1)
     MusicGen.get_pretrained(str(directory))
     assert json.loads((entry / MODEL_FILE).read_text())["version"] == MODEL_VERSION == 2
+    # a torn or missing file of a converted directory: one CheckpointError naming it
+    _set_version(converted, MODEL_VERSION)
+    (converted / "lm" / "config.json").write_text('{"format": ')
+    with pytest.raises(CheckpointError, match=f"^{converted / 'lm' / 'config.json'} is not valid JSON"):
+        load_converted(converted)
+    (converted / "lm" / "config.json").unlink()
+    with pytest.raises(CheckpointError, match=f"^cannot read {converted / 'lm' / 'config.json'}: not found$"):
+        load_converted(converted)
 
 
 def test_api_converts_once_and_generates(hf_musicgen, model_cache):
