@@ -348,36 +348,29 @@ def _sample_process(directory, tmp_path, name: str, *flags: str, **env: str) -> 
 DECODE_LOOP = "jit__run_steps"  # the module name JAX logs for `sampling._run_steps`
 
 
-def test_compilation_cache_serves_the_decode_loop(converted, tmp_path):
+def test_compilation_cache_serves_the_decode_loop(hf_musicgen, gcs, tmp_path, monkeypatch):
     """A second sample.py process (progress bar on, as always in sample.py) loads every program from the
     persistent cache, the decode loop included: JAX logs a hit for it and no persistent-cache miss at all.
-    The directory named by --compilation-cache wins over JAX_COMPILATION_CACHE_DIR."""
-    xla, ignored = tmp_path / "xla", tmp_path / "jax_env_dir"
+    The directory named by --compilation-cache wins over JAX_COMPILATION_CACHE_DIR. Both live in a bucket
+    (`tests/gcs.py`), as a pod's hosts share them: the compiled programs (JAX writes them through
+    etils.epath) and `$MUSICGEN_JAX_CACHE`, into which the first process converts the PyTorch checkpoint;
+    later loads read the bucket's conversion instead of converting again."""
+    from musicgen_jax import fileio, musicgen
+
+    bucket = gcs.bucket("shared-cache")
+    cache, xla, ignored = f"{bucket}/musicgen", f"{bucket}/xla", tmp_path / "jax_env_dir"
+    flags = ("--compilation-cache", xla)
     first = _sample_process(
-        converted, tmp_path, "a", "--compilation-cache", str(xla), JAX_COMPILATION_CACHE_DIR=str(ignored)
+        hf_musicgen[1], tmp_path, "a", *flags, MUSICGEN_JAX_CACHE=cache, JAX_COMPILATION_CACHE_DIR=str(ignored)
     )
     assert f"compiled programs cached in {xla}" in first.stdout
     assert f"PERSISTENT COMPILATION CACHE MISS for '{DECODE_LOOP}'" in first.stderr
     assert "Not writing persistent cache entry" not in first.stderr  # e.g. "because it uses host callbacks"
-    assert not ignored.exists()
-    second = _sample_process(converted, tmp_path, "b", "--compilation-cache", str(xla))
+    assert not ignored.exists() and any(DECODE_LOOP in p.name for p in fileio.path(xla).iterdir())
+    second = _sample_process(hf_musicgen[1], tmp_path, "b", *flags, MUSICGEN_JAX_CACHE=cache)
     assert f"Persistent compilation cache hit for '{DECODE_LOOP}'" in second.stderr
     assert "PERSISTENT COMPILATION CACHE MISS" not in second.stderr
     np.testing.assert_array_equal(np.load(tmp_path / "a.npy"), np.load(tmp_path / "b.npy"))
-
-
-def test_the_cache_may_be_a_bucket(hf_musicgen, gcs, tmp_path, monkeypatch):
-    """$MUSICGEN_JAX_CACHE on gs:// (every host of a pod shares it): sample.py converts the PyTorch checkpoint
-    into the bucket and keeps its compiled programs there (JAX writes them through etils.epath); later
-    loads read the bucket's conversion instead of converting again."""
-    from musicgen_jax import fileio, musicgen
-
-    cache = f"{gcs.bucket('shared-cache')}/musicgen"
-    result = _sample_process(hf_musicgen[1], tmp_path, "a", MUSICGEN_JAX_CACHE=cache)
-    assert f"compiled programs cached in {cache}/xla" in result.stdout
-    assert f"PERSISTENT COMPILATION CACHE MISS for '{DECODE_LOOP}'" in result.stderr
-    assert "Not writing persistent cache entry" not in result.stderr
-    assert any(DECODE_LOOP in p.name for p in fileio.path(f"{cache}/xla").iterdir())
     monkeypatch.setenv("MUSICGEN_JAX_CACHE", cache)
     entry = musicgen._cache_entry(str(hf_musicgen[1]), "auto")
     assert os.fspath(entry).startswith(cache) and fileio.read_json(entry / MODEL_FILE)["version"] == MODEL_VERSION
