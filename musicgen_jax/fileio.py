@@ -16,6 +16,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -108,6 +109,13 @@ def size(p: str | os.PathLike) -> int:
     """The size in bytes of file `p`."""
     with reporting(p):
         return path(p).stat().length
+
+
+def sizes(paths: list[str | os.PathLike]) -> list[int]:
+    """`size` of each file of `paths`, -1 where it is missing, asked concurrently: an object store answers
+    each in a round trip, so a bucket of 100,000 files takes seconds, not an hour."""
+    with ThreadPoolExecutor(max_workers=32) as pool:
+        return list(pool.map(lambda p: size(p) if exists(p) else -1, paths))
 
 
 @contextlib.contextmanager

@@ -293,7 +293,7 @@ def _text_dim(text_encoder) -> int | None:
 
 
 def _fingerprint(settings: Settings, inputs: list[AudioInput]) -> str:
-    listing = [(item.path, fileio.size(item.file) if fileio.exists(item.file) else -1) for item in inputs]
+    listing = list(zip([item.path for item in inputs], fileio.sizes([item.file for item in inputs]), strict=True))
     return hashlib.sha256(json.dumps([dataclasses.asdict(settings), listing]).encode()).hexdigest()
 
 
