@@ -15,7 +15,6 @@ import csv
 import dataclasses
 import html
 import io
-import json
 import math
 import random
 import sqlite3
@@ -28,7 +27,7 @@ from urllib.parse import parse_qs, urlparse
 
 from etils import epath
 
-from musicgen_jax.fileio import atomic_file, path, reporting, slug
+from musicgen_jax.fileio import atomic_file, path, read_json, reporting, slug
 
 RATINGS = range(1, 6)
 Z95 = 1.959964  # the normal distribution's two-sided 95% quantile
@@ -86,7 +85,7 @@ def _samples_of(directory: epath.Path) -> list[Sample]:
     for folder in steps or [root]:
         prompts = []
         if (folder / "settings.json").is_file():
-            prompts = json.loads((folder / "settings.json").read_text()).get("prompts", [])
+            prompts = read_json(folder / "settings.json").get("prompts", [])
         system = f"{directory.name} step {folder.name}" if steps else directory.name
         for file in _numbered(folder):
             index, _, rest = file.stem.partition("_")
