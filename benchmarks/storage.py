@@ -51,7 +51,7 @@ def run_pipeline(bucket: str, examples: int, batch_size: int, batches: int, roun
     rounds alternating local, emulator."""
     from benchmarks.data import batch_seconds, load_examples, pipeline_config, pipeline_tokenizer, token_dataset
     from musicgen_jax.data import TrainBatches
-    from tests.gcs import upload
+    from musicgen_jax.fileio import upload_tree
 
     with tempfile.TemporaryDirectory() as tmp:
         data, spiece = Path(tmp) / "data", Path(tmp) / "spiece"
@@ -60,7 +60,7 @@ def run_pipeline(bucket: str, examples: int, batch_size: int, batches: int, roun
         token_dataset(data, examples)
         started = time.perf_counter()
         url = f"{bucket}/data"
-        upload(data, url)
+        upload_tree(data, url)
         upload_seconds = time.perf_counter() - started
         tokenizer = pipeline_tokenizer(spiece)
         config = pipeline_config(batch_size)
@@ -265,7 +265,7 @@ def report(pipe: dict, ckpt: dict, memory: dict, load: tuple[str, str], others: 
         "requests, TLS, the emulator's own work, the same disk behind it), not a network or Google's servers",
         f"- Pipeline: {pipe['examples']} random 4-codebook examples at musicgen-small's crop "
         "(`benchmarks.data.token_dataset`) written to a local folder and uploaded to the bucket "
-        f"(`tests.gcs.upload`, {pipe['upload']:.1f} s); per-host batch {pipe['batch_size']}, audiocraft's text "
+        f"(`fileio.upload_tree`, {pipe['upload']:.1f} s); per-host batch {pipe['batch_size']}, audiocraft's text "
         "augmentation; start-up: "
         "`load_host_examples` (reads the host's part into memory) + `TrainBatches` + its first batch; then "
         f"{pipe['batches']} batches timed; median of {pipe['rounds']} rounds alternating local and emulator "

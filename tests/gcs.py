@@ -201,15 +201,6 @@ class GCS:
             process.wait(timeout=10)
 
 
-def upload(directory: Path, url: str) -> None:
-    """Copy the files under local `directory` to the prefix `url`, keeping their relative paths."""
-    from musicgen_jax import fileio
-
-    for file in sorted(directory.rglob("*")):
-        if file.is_file():
-            (fileio.path(url) / str(file.relative_to(directory))).write_bytes(file.read_bytes())
-
-
 def started() -> GCS:
     """A running emulator in a temporary directory (removed with the process)."""
     return GCS(Path(tempfile.mkdtemp(prefix="gcs-")))

@@ -117,12 +117,12 @@ def test_samples_in_a_bucket(sample_dirs, gcs, tmp_path, capsys):
     """`--samples` URLs (a run and a sample.py folder in a bucket, `tests/gcs.py`): the systems, prompts and
     audio of the local copies; the summary CSV written to a URL; a missing bucket is one error line."""
     from musicgen_jax import fileio
-    from tests.gcs import upload
+    from musicgen_jax.fileio import upload_tree
 
     bucket = gcs.bucket("listening")
     urls = [f"{bucket}/{d.name}" for d in sample_dirs]
     for directory, url in zip(sample_dirs, urls, strict=True):
-        upload(directory, url)
+        upload_tree(directory, url)
     local, remote = listen.find_samples(list(sample_dirs)), listen.find_samples(urls)
     assert [(s.system, s.prompt, s.named) for s in remote] == [(s.system, s.prompt, s.named) for s in local]
     assert all(str(s.path).startswith(bucket) for s in remote)

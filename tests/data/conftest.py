@@ -134,7 +134,7 @@ def all_examples(data_dir) -> dict:
     return {split: list(read_examples(data_dir, split)) for split in ("train", "valid")}
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def prepared(audio_dir, codec_dir, tmp_path_factory):
     """The dataset of one run over `audio_dir` (4 files per shard: 3 units)."""
     out = tmp_path_factory.mktemp("prepared") / "data"

@@ -15,8 +15,8 @@ import pytest
 
 from musicgen_jax import fileio
 from musicgen_jax.cli.prepare import main
+from musicgen_jax.fileio import upload_tree
 from tests.data.conftest import ARGS, all_examples, prepare
-from tests.gcs import upload
 
 pytestmark = pytest.mark.e2e
 
@@ -35,7 +35,7 @@ def comparable(info: dict) -> dict:
 
 def test_parts_on_gcs_equal_one_local_run(gcs, audio_dir, codec_dir, prepared, capsys):
     bucket = gcs.bucket("pod-audio")
-    upload(audio_dir, f"{bucket}/audio")
+    upload_tree(audio_dir, f"{bucket}/audio")
     out = f"{bucket}/data"
     prepare(f"{bucket}/audio", codec_dir[1], out, "--files-per-shard", "4", "--part", "1/2")
     assert not fileio.exists(f"{out}/dataset.json") and "part 1/2 done" in capsys.readouterr().out
@@ -60,9 +60,9 @@ def test_parts_on_gcs_equal_one_local_run(gcs, audio_dir, codec_dir, prepared, c
 
 def test_a_run_killed_while_writing_to_a_bucket_ends_as_the_uninterrupted_one(gcs, audio_dir, codec_dir, prepared):
     """SIGKILL once the first unit's record is in the bucket, then the same command: the shards and
-    dataset.json of one uninterrupted run, every unit recorded once."""
+    dataset.json of one uninterrupted run, each unit recorded."""
     bucket = gcs.bucket("pod-audio-killed")
-    upload(audio_dir, f"{bucket}/audio")
+    upload_tree(audio_dir, f"{bucket}/audio")
     out = f"{bucket}/data"
     command = [sys.executable, "-m", "musicgen_jax.data.prepare", "--audio", f"{bucket}/audio"]
     command += ["--codec", str(codec_dir[1]), "--out", out, *ARGS, "--files-per-shard", "4"]

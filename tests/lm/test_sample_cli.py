@@ -119,10 +119,10 @@ def test_checkpoints_on_a_bucket_are_read_from_a_local_copy(hf_musicgen, convert
     `convert_torch_weights.py` sample the local converted directory's greedy codes; each is copied once into
     the cache (`fileio.mirror`), then reused."""
     from musicgen_jax import fileio
-    from tests.gcs import upload
+    from musicgen_jax.fileio import upload_tree
 
     bucket = gcs.bucket("checkpoints")
-    upload(hf_musicgen[1], f"{bucket}/hf")
+    upload_tree(hf_musicgen[1], f"{bucket}/hf")
     assert convert_torch_weights.main([str(hf_musicgen[1]), f"{bucket}/converted"]) == 0
     assert fileio.read_json(f"{bucket}/converted/{MODEL_FILE}")["version"] == MODEL_VERSION
     args = ["--prompt", "calm piano", "--duration", "0.2", "--top-k", "1"]

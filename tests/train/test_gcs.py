@@ -5,7 +5,6 @@ one error line naming them."""
 
 from __future__ import annotations
 
-import io
 import os
 import signal
 import subprocess
@@ -14,7 +13,7 @@ import numpy as np
 import pytest
 
 from musicgen_jax import fileio
-from tests.gcs import upload
+from musicgen_jax.fileio import upload_tree
 from tests.train.runs import REPO, STEPS, command, final_state, jax_leaves, losses, run, wait_for_checkpoint_write
 
 pytestmark = pytest.mark.e2e
@@ -24,7 +23,7 @@ pytestmark = pytest.mark.e2e
 def bucket(gcs, inputs):
     """A bucket holding the training tests' dataset under `data`."""
     url = gcs.bucket("pod-runs")
-    upload(inputs[0], f"{url}/data")
+    upload_tree(inputs[0], f"{url}/data")
     return url
 
 
@@ -61,7 +60,7 @@ def test_a_run_on_gcs_killed_and_resumed_repeats_the_local_run_bitwise(gcs, buck
     args = ["--model", workdir, "--duration", "0.2", "--top-k", "1", "--prompt", "calm piano", "--prompt", "rock"]
     assert sample.main([*args, "--out", out, "--save-codes", codes]) == 0
     assert sorted(p.name for p in fileio.path(out).iterdir()) == ["000_calm_piano.wav", "001_rock.wav"]
-    assert np.load(io.BytesIO(fileio.read_bytes(codes))).shape == (2, 4, 10)
+    assert fileio.load_npy(codes).shape == (2, 4, 10)
     args = ["--model", workdir, "--data", data, "--frames", "24", "--out", f"{bucket}/eval.json", "--no-progress"]
     assert evaluate.main(args) == 0
     assert fileio.read_json(f"{bucket}/eval.json")["examples"] == 3  # the valid split

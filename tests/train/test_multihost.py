@@ -17,7 +17,7 @@ import pytest
 
 from musicgen_jax import fileio
 from musicgen_jax.audio import read_audio
-from tests.gcs import upload
+from musicgen_jax.fileio import upload_tree
 from tests.processes import REPO, device_env, free_port, result_file, run_together
 from tests.train.runs import STEPS, command, wait_for
 
@@ -43,7 +43,7 @@ def test_two_processes_on_gcs_preempted_and_restarted_match_one(gcs, inputs, tmp
     single = tmp_path / "single"
     run_together([command(inputs, single, *extra)], [device_env(8)])
     bucket = gcs.bucket("pod-slice")
-    upload(inputs[0], f"{bucket}/data")
+    upload_tree(inputs[0], f"{bucket}/data")
     joined = f"{bucket}/runs/joined"
     watched = command((f"{bucket}/data", inputs[1]), joined, *extra)
     watched[1] = str(Path(__file__).with_name("watched_train.py"))  # train.py, its samples watched

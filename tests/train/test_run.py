@@ -13,7 +13,7 @@ import sys
 import numpy as np
 import pytest
 
-from tests.train.runs import REPO, STEPS, command, final_state, jax_leaves, losses, wait_for
+from tests.train.runs import REPO, STEPS, command, final_state, jax_leaves, losses, run, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -25,7 +25,7 @@ def test_sigkill_then_restart_repeats_the_uninterrupted_run_bitwise(inputs, unin
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
     assert len(losses(workdir)) < STEPS
-    subprocess.run(command(inputs, workdir), check=True, capture_output=True, cwd=REPO)
+    run(inputs, workdir)
     expected = losses(uninterrupted)
     assert [r[0] for r in expected] == list(range(1, STEPS + 1))
     assert losses(workdir) == expected
