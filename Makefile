@@ -16,11 +16,12 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 	$(PY) -m pip install -q -e .
 	touch $@
 
-# audiocraft, the reference the audiocraft export is tested against: its sources only (its requirements
-# pin torch 2.1 and CUDA-only packages; tests/audiocraft_api.py stands in for the modules it does not use)
+# audiocraft, the reference the audiocraft export and the metrics are tested against: its sources only (its
+# requirements pin torch 2.1 and CUDA-only packages; tests/audiocraft_api.py stands in for the modules it does
+# not use); torchvggish, VGGish's reference (its requirements are torch, numpy and resampy, in the test extra)
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[train,test]'
-	$(PY) -m pip install -q --no-deps audiocraft==1.3.0
+	$(PY) -m pip install -q --no-deps audiocraft==1.3.0 torchvggish==0.2
 	touch $@
 
 # The main job: text-to-music with MODEL (converted on first use, cached under ~/.cache/musicgen_jax).

@@ -34,6 +34,7 @@ NORMALIZE_STRATEGIES = ("peak", "clip", "rms", "loudness", "none")
 # Suffix -> libsndfile container format. Both are written as 16-bit PCM, except WAV with
 # strategy "none", which is written as 32-bit float so that the data is stored unchanged.
 WRITE_FORMATS = {".wav": "WAV", ".flac": "FLAC"}
+READ_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")  # what `read_audio` decodes (soundfile, audioread)
 
 _EPS = 1e-8  # guards the peak / RMS divisions; all-zero input stays all-zero
 _LOUDNESS_ENERGY_FLOOR = 2e-3  # RMS below which loudness normalization leaves the input alone

@@ -17,7 +17,9 @@ LAYERS = [
     ["config", "extras", "fileio", "audio", "checkpoint"],  # constants, files, audio I/O, checkpoint files and key maps
     ["sharding"],  # meshes and the logical-axis rules
     ["codec", "text", "lm", "chroma", "stems"],  # the models, each with its weights' key map
-    ["sampling", "components"],  # the decode loop; the three parts of a model and their converted directory
+    # the metrics' networks, their weights' sources and their resampling
+    ["metrics.vggish", "metrics.passt", "metrics.clap", "metrics.networks", "metrics.resample"],
+    ["sampling", "components", "metrics"],  # the decode loop; a model's three parts; the objective metrics
     ["convert"],  # the PyTorch formats (transformers, audiocraft): reading and export
     ["train.rundir"],  # a training run's directory read as a model
     ["musicgen"],  # the MusicGen API

@@ -62,14 +62,19 @@ def read_safetensors(path: Path, prefix: str = "") -> dict[str, np.ndarray]:
         raise CheckpointError(f"cannot read safetensors file {path}: {type(e).__name__}: {e}") from e
 
 
-def read_torch_pickle(path: Path) -> Any:
-    """`torch.load` of a checkpoint pickle (tensors, dicts, strings only: `weights_only=True`)."""
+def read_torch_pickle(path: Path, numpy_arrays: bool = False) -> Any:
+    """`torch.load` of a checkpoint pickle (tensors, dicts, strings only: `weights_only=True`; with
+    `numpy_arrays`, numpy arrays too, as torchvggish's PCA parameter file holds)."""
     try:
         import torch
     except ImportError as e:
         raise CheckpointError(f"reading {path} needs PyTorch: pip install 'musicgen-jax[torch]'") from e
+    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
+    allowed = [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.float32))]
+    allowed += [type(np.dtype(t)) for t in (np.float64, np.int64, np.int32)]
     try:
-        return torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(allowed if numpy_arrays else []):
+            return torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"cannot read PyTorch checkpoint {path}: {type(e).__name__}: {e}") from e
 

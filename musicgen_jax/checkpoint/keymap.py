@@ -26,7 +26,8 @@ class Target:
     """Where a checkpoint tensor goes: our parameter path and the tensor's layout.
 
     layout: "copy" (same layout), "conv" (torch [out, in, k]), "convtr" (torch [in, out, k]),
-    "linear" (torch [out, in]), "sum" (added into the parameter), "stack" (row `index` of the parameter).
+    "conv2d" (torch [out, in, kh, kw], Flax [kh, kw, in, out]), "linear" (torch [out, in]),
+    "sum" (added into the parameter), "stack" (row `index` of the parameter).
     """
 
     path: Path
@@ -37,12 +38,14 @@ class Target:
 _TO_TORCH_SHAPE = {
     "conv": lambda s: (s[2], s[1], s[0]),
     "convtr": lambda s: (s[1], s[2], s[0]),
+    "conv2d": lambda s: (s[3], s[2], s[0], s[1]),
     "linear": lambda s: (s[1], s[0]),
     "stack": lambda s: s[1:],
 }
 _FROM_TORCH = {
     "conv": lambda v: v.transpose(2, 1, 0),
     "convtr": lambda v: v.transpose(2, 0, 1),
+    "conv2d": lambda v: v.transpose(2, 3, 1, 0),
     "linear": lambda v: v.T,
 }
 
@@ -93,7 +96,12 @@ def assemble(
     return {"params": unflatten_dict(flat)}
 
 
-_TO_TORCH = {"conv": lambda v: v.transpose(2, 1, 0), "convtr": lambda v: v.transpose(1, 2, 0), "linear": lambda v: v.T}
+_TO_TORCH = {
+    "conv": lambda v: v.transpose(2, 1, 0),
+    "convtr": lambda v: v.transpose(1, 2, 0),
+    "conv2d": lambda v: v.transpose(3, 2, 0, 1),
+    "linear": lambda v: v.T,
+}
 
 
 def disassemble(params, key_map: dict[str, Target]) -> dict[str, np.ndarray]:

@@ -15,9 +15,9 @@ import os
 from etils import epath
 
 from musicgen_jax import fileio
+from musicgen_jax.audio import READ_SUFFIXES
 from musicgen_jax.data.metadata import FIELDS
 
-AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg")
 MANIFEST_SUFFIXES = (".jsonl", ".jsonl.gz")
 
 
@@ -48,7 +48,7 @@ def _sidecar(file: epath.Path) -> tuple[dict, str | None]:
 def _from_folder(root: epath.Path) -> list[AudioInput]:
     inputs = []
     for file in fileio.walk_files(root):
-        if file.name.lower().endswith(AUDIO_SUFFIXES):
+        if file.name.lower().endswith(READ_SUFFIXES):
             metadata, problem = _sidecar(file)
             inputs.append(AudioInput(file.relative_to(root).as_posix(), file, metadata, problem))
     return inputs
@@ -92,7 +92,7 @@ def list_inputs(source: str | os.PathLike) -> tuple[epath.Path, list[AudioInput]
         kind = "folder" if source.is_dir() else "file" if source.is_file() else "other" if source.exists() else None
     if kind == "folder":
         root, inputs = source, _from_folder(source)
-        where = f"no {', '.join(AUDIO_SUFFIXES)} file in {source} (searched recursively)"
+        where = f"no {', '.join(READ_SUFFIXES)} file in {source} (searched recursively)"
     elif kind == "file" and source.name.lower().endswith(MANIFEST_SUFFIXES):
         root, inputs = source.parent, _from_manifest(source)
         where = f"the manifest {source} lists no file"
