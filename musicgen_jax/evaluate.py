@@ -1,6 +1,8 @@
-"""Cross-entropy and perplexity per codebook of a model on a split of a prepared token dataset, as JSON:
+"""Cross-entropy and perplexity per codebook of a model on a split of a prepared token dataset, or (with
+`--objective`) audiocraft's objective metrics of clips the model generates for the split's examples, as JSON:
 
     python -m musicgen_jax.evaluate --model facebook/musicgen-small --data data/mymusic [--split valid]
+    python -m musicgen_jax.evaluate --model RUN --data data/mymusic --objective --num-samples 100
 
 `--model`: anything `MusicGen.get_pretrained` takes (hub id, transformers or audiocraft directory,
 converted directory, a `train.py` run: its EMA weights). The numbers are the trainer's evaluation
@@ -13,6 +15,7 @@ from __future__ import annotations
 import sys
 
 EVAL_FRAMES = 1500  # 30 s, the training crops
+OBJECTIVE_SAMPLES = 16
 
 
 def evaluate(
@@ -54,6 +57,32 @@ def evaluate(
         "frames": frames,
         **metrics,
     }
+
+
+def objective(
+    model: str,
+    data_dir: str,
+    out: str,
+    split: str = "valid",
+    num_samples: int = OBJECTIVE_SAMPLES,
+    metrics: list[str] | None = None,
+    sources=None,
+    batch_size: int = 8,
+    fmt: str = "auto",
+    progress: bool = False,
+    seed: int = 0,
+    rounds: int | None = None,
+    musicgen=None,
+) -> dict:
+    """audiocraft's objective metrics of `model` (anything `MusicGen.get_pretrained` takes; `musicgen`: an
+    already loaded one) on the first `num_samples` examples of `split` (`train.objective.score`), with
+    "model" added."""
+    from musicgen_jax.musicgen import MusicGen
+    from musicgen_jax.train.objective import score
+
+    musicgen = musicgen or MusicGen.get_pretrained(model, fmt)
+    result = score(musicgen, data_dir, out, split, num_samples, metrics, sources, batch_size, seed, rounds, progress)
+    return {"model": model, **result}
 
 
 if __name__ == "__main__":

@@ -34,6 +34,7 @@ OPTIONS = {  # an option each command's help names
     "export": "--to",
     "app": "--model",
     "listen": "--samples",
+    "metrics": "--generated",
 }
 LEGACY = {  # the command of earlier releases -> the tool it runs
     ("sample.py",): "sample",
@@ -45,6 +46,7 @@ LEGACY = {  # the command of earlier releases -> the tool it runs
     ("-m", "musicgen_jax.export"): "export",
     ("-m", "musicgen_jax.app"): "app",
     ("-m", "musicgen_jax.listen"): "listen",
+    ("-m", "musicgen_jax.metrics"): "metrics",
 }
 
 

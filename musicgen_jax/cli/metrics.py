@@ -11,7 +11,24 @@ import argparse
 import json
 import sys
 
-from musicgen_jax.metrics import suite
+from musicgen_jax.metrics import METRICS, NEEDS, ROUNDS
+
+
+def add_source_arguments(parser) -> None:
+    """The metric networks' weights (`suite.Sources`), as options."""
+    released = "default: the released checkpoint audiocraft uses"
+    parser.add_argument("--vggish", help=f"torchvggish checkpoint (FAD; {released})")
+    parser.add_argument("--passt", help=f"hear21passt 20 s checkpoint (KLD; {released})")
+    parser.add_argument("--clap", help=f"laion_clap .pt or transformers ClapModel (CLAP text consistency; {released})")
+    parser.add_argument("--clap-tokenizer", help="RoBERTa tokenizer files for a laion_clap .pt (default: roberta-base)")
+
+
+def sources(args):
+    """`suite.Sources` of the options given (the released checkpoints for the others)."""
+    from musicgen_jax.metrics import suite
+
+    given = {name: getattr(args, name) for name in ("vggish", "passt", "clap", "clap_tokenizer")}
+    return suite.Sources(**{name: value for name, value in given.items() if value is not None})
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -30,12 +47,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--melody", help="folder of the melodies of the same names (chroma cosine)")
     parser.add_argument(
         "--metrics",
-        help=f"comma-separated, of {','.join(suite.METRICS)}; default: those whose inputs are given",
+        help=f"comma-separated, of {','.join(METRICS)}; default: those whose inputs are given",
     )
-    parser.add_argument("--vggish", default=suite.Sources.vggish, help="torchvggish checkpoint (FAD)")
-    parser.add_argument(
-        "--bootstrap", type=int, default=suite.ROUNDS, help="draws for the 95%% intervals (0: no intervals)"
-    )
+    add_source_arguments(parser)
+    parser.add_argument("--bootstrap", type=int, default=ROUNDS, help="draws for the 95%% intervals (0: no intervals)")
     parser.add_argument("--out", help="also write the JSON here (atomically)")
     return parser
 
@@ -49,18 +64,18 @@ def main(argv=None) -> int:
         parser.error("--bootstrap must be 0 or more")
     if args.metrics:
         metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
-        unknown = [m for m in metrics if m not in suite.METRICS]
+        unknown = [m for m in metrics if m not in METRICS]
         if unknown:
-            parser.error(f"unknown metrics {', '.join(unknown)} (known: {', '.join(suite.METRICS)})")
+            parser.error(f"unknown metrics {', '.join(unknown)} (known: {', '.join(METRICS)})")
     else:
         given = {"reference": args.reference, "melody": args.melody, "descriptions": args.descriptions}
-        metrics = [m for m in suite.METRICS if given[suite.NEEDS[m]] is not None]
+        metrics = [m for m in METRICS if given[NEEDS[m]] is not None]
         if not metrics:
             parser.error("no metric has its inputs: give --reference, --melody or --descriptions (or --metrics)")
+    from musicgen_jax.metrics import suite
+
     try:
-        run = suite.Run(
-            args.generated, args.reference, args.descriptions, args.melody, suite.Sources(args.vggish), args.bootstrap
-        )
+        run = suite.Run(args.generated, args.reference, args.descriptions, args.melody, sources(args), args.bootstrap)
         result = run.compute(metrics)
     except (OSError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -7,3 +7,7 @@ released checkpoints; the metric modules (`frechet.py`, `kld.py`, `clap_score.py
 embeddings into scores; `suite.py` runs them over folders of clips (what `python -m musicgen_jax.metrics`
 runs).
 """
+
+METRICS = ("fad", "kld", "clap", "chroma")
+NEEDS = {"fad": "reference", "kld": "reference", "clap": "descriptions", "chroma": "melody"}  # each one's input
+ROUNDS = 200  # bootstrap draws (each of FAD's takes a 128 x 128 matrix square root, about 0.05 s)

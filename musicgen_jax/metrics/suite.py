@@ -19,15 +19,14 @@ from collections.abc import Callable
 import numpy as np
 
 from musicgen_jax import audio, fileio
-from musicgen_jax.metrics import chroma_cosine, frechet
+from musicgen_jax.metrics import NEEDS, ROUNDS, chroma_cosine, clap_score, frechet, kld
+from musicgen_jax.metrics.clap.model import DEFAULT_SOURCE as CLAP_RELEASED
+from musicgen_jax.metrics.clap.weights import load_clap
+from musicgen_jax.metrics.passt.weights import PASST_20SEC_URL, load_passt
 from musicgen_jax.metrics.resample import resample_frac
 from musicgen_jax.metrics.vggish import model as vggish_model
 from musicgen_jax.metrics.vggish.weights import RELEASED as VGGISH_RELEASED
 from musicgen_jax.metrics.vggish.weights import load_vggish
-
-METRICS = ("fad", "kld", "clap", "chroma")
-NEEDS = {"fad": "reference", "kld": "reference", "clap": "descriptions", "chroma": "melody"}
-ROUNDS = 200  # bootstrap draws (each of FAD's takes a 128 x 128 matrix square root, about 0.05 s)
 
 
 class MetricsError(ValueError):
@@ -39,6 +38,9 @@ class Sources:
     """Where each metric network's weights come from (any source `metrics.networks` resolves)."""
 
     vggish: str = VGGISH_RELEASED
+    passt: str = PASST_20SEC_URL
+    clap: str = CLAP_RELEASED
+    clap_tokenizer: str | None = None  # RoBERTa's tokenizer files for a laion_clap .pt (None: roberta-base)
 
 
 def list_clips(folder: str | os.PathLike) -> dict[str, fileio.epath.Path]:
@@ -206,6 +208,33 @@ class Run:
         interval = list(frechet.bootstrap(*embeddings, rounds=self.rounds)) if self.rounds else None
         return _result(value, interval, per_clip)
 
+    def kld(self) -> dict:
+        """The KL divergence of PaSST's AudioSet labels (32 kHz, 20 s segments) of each reference clip from its
+        generated clip's ("kld", audiocraft's `kld_pq`), and the reverse and sum over all segments."""
+        model = load_passt(self.sources.passt)
+        rate, config = model.config.sample_rate, model.config
+        generated, reference = self.clips("generated", rate), self.clips("reference", rate)
+        names = self._usable("kld", [generated, reference], config.min_samples + 1)
+        result = kld.passt_kld(model, [generated[n] for n in names], [reference[n] for n in names], rate)
+        means = result.mean()
+        interval = _interval(result.kld_pq.astype(np.float64), result.segments.astype(np.float64), self.rounds)
+        per_clip = dict(zip(names, result.kld_pq.tolist()))
+        return {**_result(means["kld"], interval, per_clip), "kld_qp": means["kld_qp"], "kld_both": means["kld_both"]}
+
+    def clap(self) -> dict:
+        """CLAP text consistency (48 kHz): the cosine of each generated clip's audio embedding with its
+        description's text embedding, averaged over the clips (audiocraft's `CLAPTextConsistencyMetric`)."""
+        descriptions = read_descriptions(self.descriptions_source, self.generated)  # checked before any loading
+        model = load_clap(self.sources.clap, self.sources.clap_tokenizer)
+        rate = model.config.audio.sample_rate
+        generated = self.clips("generated", rate)
+        names = self._usable("clap", [generated])
+        cosines = clap_score.text_consistency(
+            model, [generated[n] for n in names], [descriptions[n] for n in names], rate
+        )
+        per_clip = dict(zip(names, cosines.tolist()))
+        return _result(float(np.mean(cosines)), _interval(cosines.astype(np.float64), rounds=self.rounds), per_clip)
+
     def chroma(self) -> dict:
         """The chroma cosine similarity of each generated clip with its melody (both cut to the shorter)."""
         rate = chroma_cosine.ChromaConfig().sample_rate
@@ -221,7 +250,12 @@ class Run:
 
     def compute(self, metrics: list[str]) -> dict:
         """`{metric: result}` for `metrics` and the run's description (inputs, skipped clips)."""
-        runners: dict[str, Callable[[], dict]] = {"fad": self.fad, "chroma": self.chroma}
+        runners: dict[str, Callable[[], dict]] = {
+            "fad": self.fad,
+            "kld": self.kld,
+            "clap": self.clap,
+            "chroma": self.chroma,
+        }
         inputs = {"reference": self.reference, "melody": self.melody, "descriptions": True}
         out = {}
         for metric in metrics:

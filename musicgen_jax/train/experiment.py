@@ -18,6 +18,8 @@ import ml_collections
 from musicgen_jax.config import LMConfig, T5Config
 from musicgen_jax.data.metadata import AUDIOCRAFT_DEFAULTS, TextAugmentation
 from musicgen_jax.data.pipeline import PipelineConfig
+from musicgen_jax.metrics import METRICS
+from musicgen_jax.metrics.suite import Sources
 from musicgen_jax.sharding import override_rules
 from musicgen_jax.train.trainer import OptimConfig, StepConfig
 
@@ -61,6 +63,10 @@ class RunConfig:
     sample_seconds: float = 10.0
     sample_seed: int = 0
     sample_dtype: str = "auto"  # the LM's dtype for samples: auto (bfloat16 on GPU / TPU, float32 on CPU) or a name
+    objective_every: int = 0  # 0: never; else audiocraft's objective metrics of the EMA weights (metrics.jsonl)
+    objective_samples: int = 16  # valid examples generated for them (WORKDIR/objective/STEP/)
+    objective_metrics: tuple[str, ...] = ()  # of fad, kld, clap, chroma; (): all the model's (chroma: melody)
+    objective_sources: Mapping[str, str] = dataclasses.field(default_factory=dict)  # metric networks' weights
     mesh: Mapping[str, int] = dataclasses.field(  # -1: the remaining devices
         default_factory=lambda: {"data": -1, "fsdp": 1, "tensor": 1}
     )
@@ -70,7 +76,7 @@ class RunConfig:
     model: ModelSize = ModelSize()
 
     def __post_init__(self):
-        for name in ("eval_every", "generate_every", "data_parts", "seed", "sample_seed"):
+        for name in ("eval_every", "generate_every", "objective_every", "data_parts", "seed", "sample_seed"):
             _check_int(name, getattr(self, name), 0, "a non-negative integer (0: never)")
         for name in (
             "total_steps",
@@ -80,10 +86,18 @@ class RunConfig:
             "keep_checkpoints",
             "frames",
             "text_length",
+            "objective_samples",
         ):
             _check_int(name, getattr(self, name), 1, "a positive integer")
         for name, value in dataclasses.asdict(self.model).items():
             _check_int(f"model.{name}", value, 1, "a positive integer")
+        unknown = [m for m in self.objective_metrics if m not in METRICS]
+        if unknown:
+            raise ValueError(f"config.objective_metrics: unknown {', '.join(unknown)} (known: {', '.join(METRICS)})")
+        networks = {f.name for f in dataclasses.fields(Sources)}
+        if set(self.objective_sources) - networks:
+            extra, known = ", ".join(sorted(set(self.objective_sources) - networks)), ", ".join(sorted(networks))
+            raise ValueError(f"config.objective_sources: unknown networks {extra} (known: {known})")
         if not self.data_dir:
             raise ValueError(
                 "config.data_dir is not set: --config.data_dir=DIR (a dataset made by "
@@ -147,6 +161,8 @@ def run_config(config: ml_collections.ConfigDict) -> RunConfig:
     values["model"] = ModelSize(**config.model)
     values["mesh"] = dict(config.mesh)
     values["sample_prompts"] = tuple(config.sample_prompts)
+    values["objective_metrics"] = tuple(config.objective_metrics)
+    values["objective_sources"] = dict(config.objective_sources)
     values["logical_axis_rules"] = tuple(tuple(rule) for rule in config.logical_axis_rules)
     return RunConfig(**values)
 

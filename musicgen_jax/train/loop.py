@@ -30,13 +30,15 @@ from musicgen_jax.data import shards
 from musicgen_jax.data.pipeline import PipelineConfig, TrainBatches, eval_batches, load_host_examples
 from musicgen_jax.fileio import TextLog, exists, make_dirs, path, read_text
 from musicgen_jax.lm.model import stack_layers, stereo_from_mono
+from musicgen_jax.metrics.suite import Sources
 from musicgen_jax.musicgen import load_components
 from musicgen_jax.sharding import make_mesh, shardings
 from musicgen_jax.text.encoder import T5TextEncoder
 from musicgen_jax.train.experiment import RunConfig, default_config, pipeline_config, run_config
 from musicgen_jax.train.experiment import step_config as experiment_step_config
+from musicgen_jax.train.objective import Objective
 from musicgen_jax.train.rundir import checkpoint_manager, ema_weights, run_lm_config
-from musicgen_jax.train.samples import Samples
+from musicgen_jax.train.samples import EMAModel, Samples
 from musicgen_jax.train.trainer import (
     StepConfig,
     compile_eval,
@@ -265,21 +267,28 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progres
         run.text_embeddings,
     )
     try:
-        samples = run.generate_every and Samples(
+        ema_model = (run.generate_every or run.objective_every) and EMAModel.of_run(
             workdir,
             info,
             step_config.lm,
             text_encoder,
-            run.sample_prompts,
-            run.sample_seconds,
-            run.sample_seed,
             step_config.scan_layers,
             mesh,
             step_config.lora_rank > 0,
             run.sample_dtype,
         )
+        samples = run.generate_every and Samples(ema_model, run.sample_prompts, run.sample_seconds, run.sample_seed)
     except (OSError, ValueError) as e:
-        raise TrainingError(f"samples during training (config.generate_every): {e}") from e
+        raise TrainingError(f"generating during training (config.generate_every, objective_every): {e}") from e
+    objective = run.objective_every and Objective(
+        ema_model,
+        run.data_dir,
+        workdir,
+        run.objective_samples,
+        list(run.objective_metrics) or None,
+        Sources(**run.objective_sources),
+        run.sample_seed,
+    )
     metrics_file = _Metrics(workdir / METRICS, start)
     stop = _Stop()
     bar = tqdm(
@@ -298,7 +307,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progres
             state, metrics = step_fn(state, global_batch(local, mesh, step_config.rules), t5_params)
             done = step + 1
             evaluate = evaluation and done % run.eval_every == 0
-            if evaluate or done % run.log_every == 0 or done == run.total_steps:
+            score = objective and done % run.objective_every == 0
+            if evaluate or score or done % run.log_every == 0 or done == run.total_steps:
                 values = jax.device_get(metrics)
                 now = time.perf_counter()
                 last = {
@@ -313,6 +323,8 @@ def train(config: ml_collections.ConfigDict, workdir: str | os.PathLike, progres
                 _check_finite(done, values, manager.latest_step())
                 if evaluate:
                     last.update(evaluation(ema_weights(state.params, state.ema)))
+                if score:
+                    last.update(objective(done, ema_weights(state.params, state.ema)))
                 metrics_file.write(last)
                 bar.set_postfix(loss=f"{last['loss']:.4f}")
             if samples and done % run.generate_every == 0:

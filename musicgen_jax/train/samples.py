@@ -8,66 +8,77 @@ a repeated step, after a resume, replaces the folder)."""
 from __future__ import annotations
 
 import dataclasses
-import os
 
 import jax
 from etils import epath
 from jax.sharding import Mesh
 
 from musicgen_jax.audio import write_audio
+from musicgen_jax.codec.model import Codec
 from musicgen_jax.components import Components
 from musicgen_jax.config import LMConfig
 from musicgen_jax.convert.codec_loader import load_codec
 from musicgen_jax.fileio import path, remove_tree, save_json, slug
 from musicgen_jax.lm.model import INFERENCE_DTYPES, merge_lora, unstack_layers
 from musicgen_jax.musicgen import MusicGen
+from musicgen_jax.text.encoder import T5TextEncoder
 
 SAMPLES = "samples"
 
 
-class Samples:
-    """`__call__(step, ema)` writes the samples of the EMA weights `ema` (`rundir.ema_weights`, any layout) at
-    `step`, generated on the run's `mesh` (`MusicGen(mesh=...)`: text encoding, decoding and the codec split
-    over it) from the weights where they lie, so no host holds a whole copy; process 0 writes the files."""
+@dataclasses.dataclass(frozen=True)
+class EMAModel:
+    """`__call__(step, ema)`: a `MusicGen` of the EMA weights `ema` (`rundir.ema_weights`, any layout) with the
+    dataset's codec and the run's text encoder, on the run's `mesh` (`MusicGen(mesh=...)`: text encoding,
+    decoding and the codec split over it), built from the weights where they lie, so that no host holds a
+    whole copy. What the samples and the objective metrics during training generate with."""
 
-    def __init__(
-        self,
-        workdir: str | os.PathLike,
-        info: dict,
-        lm_config: LMConfig,
-        text_encoder,
-        prompts,
-        seconds: float,
-        seed: int,
-        scan_layers: bool,
-        mesh: Mesh,
-        lora: bool = False,
-        dtype: str = "auto",
-    ):
+    workdir: epath.Path
+    codec: Codec
+    lm_config: LMConfig
+    text_encoder: T5TextEncoder
+    scan_layers: bool
+    mesh: Mesh
+    lora: bool = False
+    dtype: str | None = None
+
+    @staticmethod
+    def of_run(workdir, info: dict, lm_config, text_encoder, scan_layers, mesh, lora=False, dtype="auto"):
+        """The builder of a run on the dataset of `info` (its dataset.json); `dtype`: "auto" or a name."""
+        if dtype != "auto" and dtype not in INFERENCE_DTYPES:
+            raise ValueError(f"config.sample_dtype must be auto or one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
+        source = info["codec"].get("source")
+        if not source:
+            raise ValueError("generating needs the dataset's codec, which its dataset.json does not name")
+        codec = load_codec(source, stereo=info["codec"]["stereo"])
+        auto = None if dtype == "auto" else dtype
+        return EMAModel(path(workdir), codec, lm_config, text_encoder, scan_layers, mesh, lora, auto)
+
+    def __call__(self, step: int, ema) -> MusicGen:
+        params = merge_lora(ema) if self.lora else ema
+        if self.scan_layers:
+            params = unstack_layers(params)
+        name = f"{self.workdir} (step {step}, EMA weights)"
+        components = Components(self.codec, self.text_encoder, self.lm_config, params, name)
+        return MusicGen(name, components, mesh=self.mesh, dtype=self.dtype)
+
+
+class Samples:
+    """`__call__(step, ema)` writes the samples of the EMA weights `ema` at `step` (`EMAModel`); process 0
+    writes the files."""
+
+    def __init__(self, model: EMAModel, prompts, seconds: float, seed: int):
         prompts = [str(p) for p in prompts]
         if not prompts or not all(p.strip() for p in prompts):
             raise ValueError(f"config.sample_prompts must be non-empty texts, got {prompts!r}")
         if not seconds > 0:
             raise ValueError(f"config.sample_seconds must be positive, got {seconds!r}")
-        if dtype != "auto" and dtype not in INFERENCE_DTYPES:
-            raise ValueError(f"config.sample_dtype must be auto or one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
-        source = info["codec"].get("source")
-        if not source:
-            raise ValueError("samples need the dataset's codec, which its dataset.json does not name")
-        self.codec = load_codec(source, stereo=info["codec"]["stereo"])
-        self.root, self.lm_config, self.text_encoder = path(workdir) / SAMPLES, lm_config, text_encoder
+        self.model, self.root = model, model.workdir / SAMPLES
         self.prompts, self.seconds, self.seed = prompts, float(seconds), int(seed)
-        self.scan_layers, self.lora, self.dtype = scan_layers, lora, None if dtype == "auto" else dtype
-        self.mesh = mesh
 
     def __call__(self, step: int, ema) -> epath.Path | None:
         """The step's folder (None on processes other than 0, which take part in generating)."""
-        params = merge_lora(ema) if self.lora else ema
-        if self.scan_layers:
-            params = unstack_layers(params)
-        name = f"{self.root.parent} (step {step}, EMA weights)"
-        components = Components(self.codec, self.text_encoder, self.lm_config, params, name)
-        model = MusicGen(name, components, mesh=self.mesh, dtype=self.dtype)
+        model = self.model(step, ema)
         model.set_generation_params(duration=self.seconds)
         audio = model.generate(self.prompts, seed=self.seed)
         if jax.process_index() != 0:

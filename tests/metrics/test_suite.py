@@ -6,6 +6,7 @@ problem, or a listed skip."""
 from __future__ import annotations
 
 import json
+import types
 
 import julius
 import numpy as np
@@ -13,7 +14,6 @@ import pytest
 import soundfile
 import torch
 from scipy import linalg
-from torchvggish.torchvggish import _vgg
 
 from musicgen_jax.cli.metrics import main
 from musicgen_jax.metrics import chroma_cosine
@@ -27,18 +27,6 @@ def _clip(seconds: float, rate: int, seed: int, channels: int = 1) -> np.ndarray
     freqs = rng.uniform(150, 900, size=3)
     wav = sum(0.2 * np.sin(2 * np.pi * f * t + rng.uniform(0, 6)) for f in freqs) + 0.05 * rng.standard_normal(t.size)
     return np.stack([wav * (1 - 0.2 * c) for c in range(channels)], axis=1).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def vggish_file(tmp_path_factory):
-    torch.manual_seed(3)
-    model = _vgg(postprocess=False).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.mul_(2.0)
-    path = tmp_path_factory.mktemp("vggish") / "vggish.pth"
-    torch.save(model.state_dict(), path)
-    return path, model
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +57,7 @@ def _run(args, capsys) -> tuple[int, dict | None, str]:
     return code, (json.loads(out.out) if code == 0 else None), out.err
 
 
+@pytest.mark.slow
 def test_fad_equals_direct_computation(folders, vggish_file, tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("MUSICGEN_JAX_CACHE", str(tmp_path / "cache"))
     path, model = vggish_file
@@ -149,3 +138,114 @@ def test_bad_folders(tmp_path, vggish_file, monkeypatch, capsys):
     assert "no metric has its inputs" in capsys.readouterr().err
     code, _, err = _run(["--generated", str(gen), *vggish], capsys)
     assert code == 2 and "fad needs --reference" in err
+
+
+@pytest.fixture(scope="module")
+def passt_file(tmp_path_factory):
+    """A random 2-block PaSST (the released width and patch grid) in hear21passt's released layout, written
+    through the key map's inverse (the network itself is tested against hear21passt in test_passt.py)."""
+    import jax
+    import jax.numpy as jnp
+    from flax import linen as nn
+
+    from musicgen_jax.checkpoint.keymap import disassemble
+    from musicgen_jax.metrics.passt.model import PasstConfig, PasstNet, num_frames
+    from musicgen_jax.metrics.passt.weights import key_map
+
+    config = PasstConfig(depth=2)
+    mel = jnp.zeros((1, config.n_mels, num_frames(config.sample_rate, config)))
+    params = nn.unbox(PasstNet(config).init(jax.random.PRNGKey(0), mel))
+    params = jax.tree.map(lambda p: p + 0.3 * jax.random.normal(jax.random.PRNGKey(p.size), p.shape), params)
+    path = tmp_path_factory.mktemp("passt") / "passt.pt"
+    torch.save({k: torch.from_numpy(v) for k, v in disassemble(params, key_map(config)).items()}, path)
+    return path
+
+
+@pytest.mark.slow
+def test_kld_through_the_folders(folders, passt_file, tmp_path, monkeypatch, capsys):
+    from musicgen_jax.metrics.kld import passt_kld
+    from musicgen_jax.metrics.passt.weights import load_passt
+
+    monkeypatch.setenv("MUSICGEN_JAX_CACHE", str(tmp_path / "cache"))
+    args = ["--generated", str(folders / "generated"), "--reference", str(folders / "reference"), "--metrics", "kld"]
+    code, result, err = _run([*args, "--passt", str(passt_file), "--bootstrap", "10"], capsys)
+    assert code == 0, err
+    clips = {}
+    for folder in ("generated", "reference"):
+        for name in ("a", "b", "sub/c"):
+            data, rate = soundfile.read(folders / folder / f"{name}.wav", dtype="float32", always_2d=True)
+            clips[folder, name] = julius.resample_frac(torch.from_numpy(data.T).mean(0), rate, 32000).numpy()
+    names = ["a", "b", "sub/c"]
+    direct = passt_kld(
+        load_passt(str(passt_file)),
+        [clips["generated", n] for n in names],
+        [clips["reference", n] for n in names],
+        32000,
+    )
+    kld = result["metrics"]["kld"]
+    # the stereo clip: mixed before resampling here, after in passt_kld (rounding: 5e-5 relative here)
+    assert kld["value"] == pytest.approx(direct.mean()["kld"], rel=1e-4) and kld["value"] > 0
+    assert kld["kld_both"] == pytest.approx(direct.mean()["kld_both"], rel=1e-4)
+    assert [kld["per_clip"][n] for n in names] == pytest.approx(direct.kld_pq.tolist(), rel=1e-4)
+
+
+class _FakeCLAP:
+    """A stand-in CLAP (the network is tested against laion_clap and audiocraft in test_clap.py): here the
+    pairing of clips with descriptions is under test. Audio -> (mean, std, peak, 1), text -> its length etc."""
+
+    config = types.SimpleNamespace(audio=types.SimpleNamespace(sample_rate=48_000, projection_dim=4))
+
+    def crop_offsets(self, batch, length, seed=0):
+        return np.zeros(batch, np.int32)
+
+    def audio_embeddings(self, wavs, offsets):
+        return np.stack([wavs.mean(1) * 100, wavs.std(1), np.abs(wavs).max(1), np.ones(len(wavs))], 1)
+
+    def text_embeddings(self, texts):
+        return np.array([[len(t), t.count("e"), t.count(" "), 1.0] for t in texts], np.float32)
+
+
+@pytest.mark.parametrize("form", ["jsonl", "lines", "sidecars"])
+def test_clap_pairs_each_clip_with_its_description(folders, tmp_path, monkeypatch, capsys, form):
+    from musicgen_jax.metrics import suite
+    from musicgen_jax.metrics.clap_score import text_consistency
+
+    monkeypatch.setattr(suite, "load_clap", lambda source, tokenizer=None: _FakeCLAP())
+    names, texts = ["a", "b", "sub/c"], ["gentle piano", "an energetic rock song here", "ambient pads"]
+    generated = tmp_path / "gen"
+    for name in names:
+        (generated / name).parent.mkdir(parents=True, exist_ok=True)
+        (generated / f"{name}.wav").write_bytes((folders / "generated" / f"{name}.wav").read_bytes())
+    args = ["--generated", str(generated), "--metrics", "clap", "--bootstrap", "0"]
+    if form == "jsonl":
+        rows = [json.dumps({"name": n, "description": t}) for n, t in reversed(list(zip(names, texts)))]
+        (tmp_path / "d.jsonl").write_text("\n".join(rows) + "\n")
+        args += ["--descriptions", str(tmp_path / "d.jsonl")]
+    elif form == "lines":
+        (tmp_path / "d.txt").write_text("\n".join(texts) + "\n")
+        args += ["--descriptions", str(tmp_path / "d.txt")]
+    else:
+        for name, text in zip(names, texts):
+            (generated / f"{name}.json").write_text(json.dumps({"description": text}))
+    code, result, err = _run(args, capsys)
+    assert code == 0, err
+    clips = []
+    for name in names:
+        data, rate = soundfile.read(generated / f"{name}.wav", dtype="float32", always_2d=True)
+        clips.append(julius.resample_frac(torch.from_numpy(data.T).mean(0), rate, 48000).numpy())
+    expected = text_consistency(_FakeCLAP(), clips, texts, 48000)
+    clap = result["metrics"]["clap"]
+    assert [clap["per_clip"][n] for n in names] == pytest.approx(expected.tolist(), abs=1e-5)
+    assert clap["value"] == pytest.approx(expected.mean(), abs=1e-5) and len(set(expected.round(4))) == 3
+
+
+def test_descriptions_must_cover_the_clips(folders, tmp_path, capsys):
+    args = ["--generated", str(folders / "generated"), "--metrics", "clap"]
+    (tmp_path / "d.txt").write_text("one\ntwo\n")
+    code, _, err = _run([*args, "--descriptions", str(tmp_path / "d.txt")], capsys)
+    assert code == 2 and "2 descriptions for 3 clips" in err
+    (tmp_path / "d.jsonl").write_text(json.dumps({"name": "a", "description": "x"}) + "\n")
+    code, _, err = _run([*args, "--descriptions", str(tmp_path / "d.jsonl")], capsys)
+    assert code == 2 and "no descriptions for (2): b, sub/c" in err
+    code, _, err = _run(args, capsys)
+    assert code == 2 and "no description for clip 'a'" in err and "a.json is missing" in err

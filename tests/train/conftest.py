@@ -7,6 +7,7 @@ import pytest
 from tests.codec.conftest import tiny_hf_model
 from tests.datasets import write_dataset
 from tests.lm.conftest import hf_musicgen, hf_musicgen_melody  # noqa: F401 (fixtures)
+from tests.metrics.conftest import vggish_file  # noqa: F401 (fixture)
 from tests.text.conftest import tiny_hf_t5
 from tests.train import runs
 
