@@ -120,7 +120,7 @@ def fad_examples(wav: jax.Array) -> jax.Array:
     return log_mel[:, starts[:, None] + jnp.arange(EXAMPLE_FRAMES)]
 
 
-BATCH = 64  # examples per network call: every clip length runs the one compiled network
+BATCH = 64  # examples per network call at most
 
 
 @dataclasses.dataclass(frozen=True)
@@ -134,10 +134,12 @@ class VGGish:
     source: str = ""
 
     def network(self, examples: jax.Array) -> jax.Array:
-        """`[N, 96, 64]` -> `[N, 128]` embeddings, `BATCH` examples a call (the last batch padded)."""
+        """`[N, 96, 64]` -> `[N, 128]` embeddings, `BATCH` examples a call, fewer (a power of two) when N is
+        smaller: few compiled shapes, little padding."""
         count = examples.shape[0]
-        padded = jnp.pad(examples, ((0, -count % BATCH), (0, 0), (0, 0)))
-        chunks = [_apply(self.config, self.params, padded[i : i + BATCH]) for i in range(0, padded.shape[0], BATCH)]
+        size = min(BATCH, 1 << max(count - 1, 0).bit_length())
+        padded = jnp.pad(examples, ((0, -count % size), (0, 0), (0, 0)))
+        chunks = [_apply(self.config, self.params, padded[i : i + size]) for i in range(0, padded.shape[0], size)]
         return jnp.concatenate(chunks)[:count] if chunks else jnp.zeros((0, self.config.embedding))
 
     def embed(self, wav, postprocess: bool = False) -> np.ndarray:
