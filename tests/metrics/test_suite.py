@@ -75,7 +75,9 @@ def test_fad_equals_direct_computation(folders, vggish_file, tmp_path, monkeypat
     assert sets[0].shape == (3 * 5, 128)  # 3.2 s: windows at 0, 0.5, ..., 2.0 s
     (mu_a, mu_b), (s_a, s_b) = [s.mean(0) for s in sets], [np.cov(s, rowvar=False) for s in sets]
     direct = np.sum((mu_a - mu_b) ** 2) + np.trace(s_a + s_b) - 2 * np.trace(linalg.sqrtm(s_a @ s_b).real)
-    assert fad["value"] == pytest.approx(direct, rel=1e-3)
+    # measured 4.3e-6 apart (float32 front end and network); without the 16-bit write 3.3e-5, with soxr's
+    # resampling in place of julius' 1e-3
+    assert fad["value"] == pytest.approx(direct, rel=1.5e-5)
     assert fad["interval"][0] <= fad["value"] <= fad["interval"][1] * 1.5
     assert sorted(fad["per_clip"]) == ["a", "b", "sub/c"]
 

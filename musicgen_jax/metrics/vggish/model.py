@@ -8,7 +8,7 @@ reason). `pca_postprocess` is the PCA whitening and quantization of the AudioSet
 those embeddings.
 
 The front end is `mel_features.log_mel_spectrogram` (25 ms periodic-Hann frames every 10 ms, |rfft 512|,
-64 HTK mel bands 125-7500 Hz with the DC bin dropped, log(mel + 0.01)) as Google's `AudioSetModel.
+64 HTK mel bands 125-7500 Hz, log(mel + 0.01)) as Google's `AudioSetModel.
 extract_features` applies it for FAD: the clip divided by max(0.1, its maximum), 1 s windows every 0.5 s
 (`model_step_size` 8000), each window's first 96 frames one example. The windows' frames are frames of the
 whole clip (0.5 s is 50 hops), so the clip's STFT is computed once.
@@ -89,7 +89,7 @@ def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
 @functools.lru_cache(maxsize=1)
 def mel_matrix() -> np.ndarray:
     """`[257, 64]` float32: mel_features' `spectrogram_to_mel_matrix` (triangles on the HTK mel scale between
-    125 and 7500 Hz, the DC bin set to zero)."""
+    125 and 7500 Hz; the DC bin, which it zeroes, is below the lowest band anyway)."""
     bins = FFT // 2 + 1
     spectrum_mel = _hz_to_mel(np.linspace(0.0, SAMPLE_RATE / 2, bins))
     edges = np.linspace(_hz_to_mel(np.float64(MEL_MIN_HZ)), _hz_to_mel(np.float64(MEL_MAX_HZ)), MEL_BANDS + 2)
@@ -97,7 +97,6 @@ def mel_matrix() -> np.ndarray:
     rising = (spectrum_mel[:, None] - lower) / (center - lower)
     falling = (upper - spectrum_mel[:, None]) / (upper - center)
     weights = np.maximum(0.0, np.minimum(rising, falling))
-    weights[0, :] = 0.0
     return weights.astype(np.float32)
 
 
