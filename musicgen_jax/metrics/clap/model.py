@@ -106,12 +106,15 @@ class CLAP:
         return self._batched(_text_fn(self.config.text), self.params["text"], ids, mask)
 
     def _batched(self, fn, params, *arrays) -> np.ndarray:
+        """`fn` over `batch_size` rows at a time; a shorter last chunk is padded (its last row repeated) to
+        the next power of two: few compiled shapes, little wasted work."""
         n, size = len(arrays[0]), self.batch_size
         out = []
         for start in range(0, n, size):
             chunk = [a[start : start + size] for a in arrays]
-            short = size - len(chunk[0])
-            if short and n > size:  # pad the last batch: one compiled shape
+            rows = len(chunk[0])
+            short = min(size, 1 << (rows - 1).bit_length()) - rows
+            if short:
                 chunk = [np.concatenate([c, np.repeat(c[-1:], short, axis=0)]) for c in chunk]
-            out.append(np.asarray(fn(params, *chunk))[: len(arrays[0][start : start + size])])
+            out.append(np.asarray(fn(params, *chunk))[:rows])
         return np.concatenate(out)

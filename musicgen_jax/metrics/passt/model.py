@@ -223,7 +223,8 @@ def _mel(config: PasstConfig, wav: jax.Array) -> jax.Array:
 
 class PaSST:
     """The PaSST AudioSet classifier with its parameters: `logits` / `probabilities` of `[B, T]` 32 kHz clips, each
-    batch run through one jit-compiled function per clip length, in chunks of `batch_size` (the last one padded)."""
+    batch run through one jit-compiled function per clip length, in chunks of `batch_size` (a shorter last one
+    padded to a power of two)."""
 
     def __init__(self, params: dict, config: PasstConfig | None = None, batch_size: int = 4):
         self.params = jax.tree.map(jnp.asarray, params)
@@ -248,7 +249,8 @@ class PaSST:
         out = []
         for start in range(0, len(wav), self.batch_size):
             chunk = wav[start : start + self.batch_size]
-            padded = np.concatenate([chunk, np.zeros((self.batch_size - len(chunk), chunk.shape[-1]), np.float32)])
+            rows = min(self.batch_size, 1 << (len(chunk) - 1).bit_length())  # a power of two: few compiled shapes
+            padded = np.concatenate([chunk, np.zeros((rows - len(chunk), chunk.shape[-1]), np.float32)])
             out.append(np.asarray(_logits(self.config, self.params, jnp.asarray(padded)))[: len(chunk)])
         return np.concatenate(out) if out else np.zeros((0, self.config.num_classes), np.float32)
 
