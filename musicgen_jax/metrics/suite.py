@@ -140,8 +140,22 @@ def _result(value: float, interval, per_clip: dict[str, float]) -> dict:
     return {"value": float(value), "interval": interval, "clips": len(per_clip), "per_clip": per_clip}
 
 
+_LOADERS = {
+    "fad": lambda sources: load_vggish(sources.vggish),
+    "kld": lambda sources: load_passt(sources.passt),
+    "clap": lambda sources: load_clap(sources.clap, sources.clap_tokenizer),
+}
+
+
+def load_networks(metrics: list[str], sources: Sources = Sources()) -> dict:
+    """`{metric: network}` of the networks `metrics` need, loaded (converted on first use): a source that
+    cannot be read fails here, before any clip is generated or read."""
+    return {metric: _LOADERS[metric](sources) for metric in metrics if metric in _LOADERS}
+
+
 class Run:
-    """One evaluation: the paired clips and the networks, loaded once each."""
+    """One evaluation: the paired clips and the networks (`networks`: already loaded ones, by metric; the
+    others are loaded from `sources` when their metric runs)."""
 
     def __init__(
         self,
@@ -151,6 +165,7 @@ class Run:
         melody=None,
         sources: Sources = Sources(),
         rounds: int = ROUNDS,
+        networks: dict | None = None,
     ):
         self.generated = list_clips(generated)
         self.reference = self.melody = None
@@ -164,8 +179,15 @@ class Run:
         self.descriptions_source = descriptions
         self.sources = sources
         self.rounds = rounds
+        self.networks = dict(networks or {})
         self.skipped: list[dict] = []
         self._audio: dict = {}
+
+    def network(self, metric: str):
+        """The network of `metric`, loaded once."""
+        if metric not in self.networks:
+            self.networks[metric] = _LOADERS[metric](self.sources)
+        return self.networks[metric]
 
     def clips(self, which: str, sample_rate: int) -> dict[str, np.ndarray]:
         """`{name: [T] mono clip at sample_rate}` of the generated clips or the `which` partners (read once
@@ -198,7 +220,7 @@ class Run:
     def fad(self) -> dict:
         """FAD (VGGish at 16 kHz) of the generated set against the reference set, as audiocraft runs Google's
         tool on them: each clip peak-normalized and written as 16-bit PCM (`audio_write(strategy="peak")`)."""
-        vggish = load_vggish(self.sources.vggish)
+        vggish = self.network("fad")
         rate = vggish_model.SAMPLE_RATE
         groups = [self.clips("generated", rate), self.clips("reference", rate)]
         names = self._usable("fad", groups, vggish_model.FAD_WINDOW)
@@ -211,7 +233,7 @@ class Run:
     def kld(self) -> dict:
         """The KL divergence of PaSST's AudioSet labels (32 kHz, 20 s segments) of each reference clip from its
         generated clip's ("kld", audiocraft's `kld_pq`), and the reverse and sum over all segments."""
-        model = load_passt(self.sources.passt)
+        model = self.network("kld")
         rate, config = model.config.sample_rate, model.config
         generated, reference = self.clips("generated", rate), self.clips("reference", rate)
         names = self._usable("kld", [generated, reference], config.min_samples + 1)
@@ -225,7 +247,7 @@ class Run:
         """CLAP text consistency (48 kHz): the cosine of each generated clip's audio embedding with its
         description's text embedding, averaged over the clips (audiocraft's `CLAPTextConsistencyMetric`)."""
         descriptions = read_descriptions(self.descriptions_source, self.generated)  # checked before any loading
-        model = load_clap(self.sources.clap, self.sources.clap_tokenizer)
+        model = self.network("clap")
         rate = model.config.audio.sample_rate
         generated = self.clips("generated", rate)
         names = self._usable("clap", [generated])

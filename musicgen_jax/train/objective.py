@@ -29,6 +29,11 @@ from musicgen_jax.train.samples import EMAModel
 OBJECTIVE = "objective"
 
 
+def default_metrics(melody: bool) -> list[str]:
+    """Every metric of a model's evaluation: the chroma cosine only for melody models."""
+    return [m for m in METRICS if m != "chroma" or melody]
+
+
 def reference_audio(info: dict, example: dict, seconds: float) -> tuple[np.ndarray, int] | None:
     """`([C, T], rate)` of an example's stretch of its source file, or None when the dataset's audio folder
     (`settings.audio` of its dataset.json) no longer has the file."""
@@ -56,15 +61,24 @@ def score(
     seed: int = 0,
     rounds: int | None = None,
     progress: bool = False,
+    networks: dict | None = None,
 ) -> dict | None:
     """`{"data", "split", "reference_audio", "out", "clips", "metrics", "skipped"}` (`suite.Run.compute`) of
     `musicgen` on the first `num_samples` examples of `split`; None on processes other than 0. `metrics`:
-    None for all the model's (chroma only for melody models)."""
+    None for all the model's (chroma only for melody models). `networks`: metric networks already loaded
+    (`suite.load_networks`); the others are loaded first, so that a bad source fails before generating."""
     info = shards.dataset_info(data_dir)
     examples = list(itertools.islice(shards.read_examples(data_dir, split), num_samples))
     if not examples:
         raise ValueError(f"{data_dir}: the {split} split has no examples")
-    writer = jax.process_index() == 0
+    writer, sources = jax.process_index() == 0, sources or suite.Sources()
+    melodic = musicgen.lm_config.melody
+    metrics = default_metrics(melodic) if metrics is None else metrics
+    if writer:
+        networks = {
+            **suite.load_networks([m for m in metrics if m not in (networks or {})], sources),
+            **(networks or {}),
+        }
     frame_rate, out = info["codec"]["frame_rate"], fileio.path(out)
     names = [f"{i:05d}_{fileio.slug(e['path'], 30)}_{e['segment']}" for i, e in enumerate(examples)]
     descriptions = [e["metadata"].get("description") or "" for e in examples]
@@ -83,11 +97,9 @@ def score(
         audio.write_audio(out / "generated" / f"{name}.wav", clip, musicgen.sample_rate, strategy="none")
     lines = [json.dumps({"name": n, "description": d}) + "\n" for n, d in zip(names, descriptions)]
     fileio.write_text(out / "descriptions.jsonl", "".join(lines))
-    melody = out / "reference" if musicgen.lm_config.melody else None
+    melody = out / "reference" if melodic else None
     rounds = ROUNDS if rounds is None else rounds
-    run = suite.Run(out / "generated", out / "reference", out / "descriptions.jsonl", melody, sources, rounds)
-    if metrics is None:
-        metrics = [m for m in METRICS if m != "chroma" or melody is not None]
+    run = suite.Run(out / "generated", out / "reference", out / "descriptions.jsonl", melody, sources, rounds, networks)
     return {
         "data": str(data_dir),
         "split": split,
@@ -127,7 +139,10 @@ class Objective:
 
     def __init__(self, model: EMAModel, data_dir, workdir, num_samples: int, metrics, sources, seed: int):
         self.model, self.data_dir, self.root = model, data_dir, fileio.path(workdir) / OBJECTIVE
-        self.num_samples, self.metrics, self.sources, self.seed = num_samples, metrics, sources, seed
+        self.metrics = default_metrics(model.lm_config.melody) if metrics is None else metrics
+        self.num_samples, self.sources, self.seed = num_samples, sources, seed
+        # loaded once, at the start of the run (a bad source fails before training), by the process that scores
+        self.networks = suite.load_networks(self.metrics, sources) if jax.process_index() == 0 else {}
 
     def __call__(self, step: int, ema) -> dict:
         folder = self.root / str(step)

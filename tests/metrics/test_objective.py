@@ -74,3 +74,13 @@ def test_objective_cli(hf_musicgen, dataset, vggish_file, tmp_path, monkeypatch,
     assert code == 0, out.err
     result = json.loads(out.out)
     assert result["metrics"]["fad"]["clips"] == 2 and result["reference_audio"] == "source files"
+
+
+def test_a_bad_network_source_fails_before_generating(hf_musicgen, dataset, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MUSICGEN_JAX_CACHE", str(tmp_path / "cache"))
+    args = ["--model", str(hf_musicgen[1]), "--data", str(dataset[0]), "--objective", "--metrics", "kld"]
+    out = tmp_path / "clips"
+    missing = tmp_path / "nowhere" / "passt.pt"
+    code = main([*args, "--passt", str(missing), "--clips", str(out), "--no-progress"])
+    assert code == 2 and f"checkpoint path {missing} does not exist" in capsys.readouterr().err
+    assert not out.exists()
