@@ -80,31 +80,13 @@ def timed(fn, *args) -> tuple[float, object]:
 
 def torch_fad(model, generated, reference) -> float:
     """torchvggish embeddings (numpy front end per window, the network in batches of 64), scipy's distance."""
-    from torchvggish import mel_features
+    from tests.metrics.test_vggish import reference_examples
 
     def embed(clips):
         out = []
         for clip in clips:
             wav = julius.resample_frac(torch.from_numpy(clip), RATE, 16_000).numpy().astype(np.float64)
-            wav = wav / max(0.1, wav.max())
-            examples = [
-                mel_features.frame(
-                    mel_features.log_mel_spectrogram(
-                        wav[start : start + 16_000],
-                        audio_sample_rate=16_000,
-                        log_offset=0.01,
-                        window_length_secs=0.025,
-                        hop_length_secs=0.010,
-                        num_mel_bins=64,
-                        lower_edge_hertz=125,
-                        upper_edge_hertz=7500,
-                    ),
-                    96,
-                    96,
-                )
-                for start in range(0, wav.size - 16_000 + 1, 8_000)
-            ]
-            x = torch.from_numpy(np.concatenate(examples)).float()[:, None]
+            x = torch.from_numpy(reference_examples(wav)).float()[:, None]
             with torch.no_grad():
                 rows = [model.features(x[i : i + 64]) for i in range(0, len(x), 64)]
                 feats = torch.cat(rows).permute(0, 2, 3, 1).reshape(len(x), -1)
