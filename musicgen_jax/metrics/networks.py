@@ -1,4 +1,5 @@
-"""The metric networks' weights: where a released checkpoint comes from, and its conversion cache.
+"""The metric networks' weights: where a released checkpoint comes from, and its conversion cache; and how the
+networks run over many clips (`batched`: fixed chunks, split over a mesh's data axes).
 
 A source is a local file or directory, a gs:// URL, an https URL of a released file (downloaded once into
 `fileio.local_cache_dir()/downloads`), a hub repo id (`laion/larger_clap_music`) or one file of a hub repo
@@ -14,12 +15,15 @@ import os
 import re
 import shutil
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import jax
+import numpy as np
 from etils import epath
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from musicgen_jax import fileio
+from musicgen_jax import fileio, sharding
 from musicgen_jax.checkpoint import files, native
 from musicgen_jax.checkpoint.errors import CheckpointError
 
@@ -105,3 +109,29 @@ def _read(kind: str, directory: Path) -> tuple[dict, dict]:
     if meta.get("kind") != kind:
         raise CheckpointError(f"{directory}: a converted {meta.get('kind')!r} network, not {kind!r}")
     return params, meta["config"]
+
+
+def local_mesh() -> Mesh | None:
+    """A data-parallel mesh over this process's devices, or None with one device: the metric networks run
+    on the process that scores (process 0 of a training run), their batches split over its devices."""
+    devices = jax.local_devices()
+    return sharding.make_mesh(devices=devices) if len(devices) > 1 else None
+
+
+def batched(fn: Callable, arrays: Sequence[np.ndarray], size: int, mesh: Mesh | None = None) -> np.ndarray:
+    """`fn(*chunk)` over `size` rows of `arrays` (`[N, ...]` each) at a time, concatenated `[N, ...]`. A shorter
+    last chunk is padded (its last row repeated) to the next power of two, so that few shapes compile; with
+    `mesh`, each chunk is padded to a multiple of the mesh's batch split and split over its data axes (the
+    network's parameters replicated)."""
+    out = []
+    for start in range(0, len(arrays[0]), size):
+        chunk = [np.asarray(a[start : start + size]) for a in arrays]
+        rows = len(chunk[0])
+        target = min(size, 1 << (rows - 1).bit_length())
+        target += -target % sharding.batch_multiple(mesh)
+        chunk = [np.concatenate([c, np.repeat(c[-1:], target - rows, axis=0)]) for c in chunk]
+        if mesh is not None:
+            axes = sharding.mesh_axes("activation_batch")
+            chunk = [jax.device_put(c, NamedSharding(mesh, PartitionSpec(axes))) for c in chunk]
+        out.append(np.asarray(fn(*chunk))[:rows])
+    return np.concatenate(out)

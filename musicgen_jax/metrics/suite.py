@@ -22,6 +22,7 @@ from musicgen_jax import audio, fileio
 from musicgen_jax.metrics import NEEDS, ROUNDS, chroma_cosine, clap_score, frechet, kld
 from musicgen_jax.metrics.clap.model import DEFAULT_SOURCE as CLAP_RELEASED
 from musicgen_jax.metrics.clap.weights import load_clap
+from musicgen_jax.metrics.networks import local_mesh
 from musicgen_jax.metrics.passt.weights import PASST_20SEC_URL, load_passt
 from musicgen_jax.metrics.resample import resample_frac
 from musicgen_jax.metrics.vggish import model as vggish_model
@@ -140,10 +141,10 @@ def _result(value: float, interval, per_clip: dict[str, float]) -> dict:
     return {"value": float(value), "interval": interval, "clips": len(per_clip), "per_clip": per_clip}
 
 
-_LOADERS = {
-    "fad": lambda sources: load_vggish(sources.vggish),
-    "kld": lambda sources: load_passt(sources.passt),
-    "clap": lambda sources: load_clap(sources.clap, sources.clap_tokenizer),
+_LOADERS = {  # each network's batches split over this process's devices
+    "fad": lambda sources: dataclasses.replace(load_vggish(sources.vggish), mesh=local_mesh()),
+    "kld": lambda sources: load_passt(sources.passt, mesh=local_mesh()),
+    "clap": lambda sources: load_clap(sources.clap, sources.clap_tokenizer, mesh=local_mesh()),
 }
 
 

@@ -21,21 +21,20 @@ import contextlib
 import importlib.machinery
 import re
 import sys
+import types
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch")
-transformers = pytest.importorskip("transformers")
-
-from musicgen_jax.checkpoint.errors import CheckpointError  # noqa: E402
-from musicgen_jax.metrics.clap.audio import fit_length, log_mel  # noqa: E402
-from musicgen_jax.metrics.clap.weights import load_clap  # noqa: E402
-from musicgen_jax.metrics.clap_score import text_consistency  # noqa: E402
-from tests import audiocraft_api  # noqa: E402
-from tests.conftest import LINES  # noqa: E402
-from tests.hub import add_repo, use_offline_cache  # noqa: E402
-from tests.torch_init import constant_parameters, randomize_constants  # noqa: E402
+from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.metrics.clap.audio import fit_length, log_mel
+from musicgen_jax.metrics.clap.weights import load_clap
+from musicgen_jax.metrics.clap_score import text_consistency
+from tests import audiocraft_api
+from tests.conftest import LINES
+from tests.hub import add_repo, use_offline_cache
+from tests.torch_init import constant_parameters, randomize_constants
 
 pytestmark = pytest.mark.slow  # real-size networks on both sides
 
@@ -251,7 +250,8 @@ def test_text_consistency_matches_audiocraft(laion, laion_pt, monkeypatch):
     with _standins():
         from audiocraft.metrics import clap_consistency
 
-    monkeypatch.setattr(clap_consistency.laion_clap, "CLAP_Module", lambda **kwargs: module)
+    # the module's own `laion_clap` is None when another test imported audiocraft.metrics without the stand-ins
+    monkeypatch.setattr(clap_consistency, "laion_clap", types.SimpleNamespace(CLAP_Module=lambda **kwargs: module))
     monkeypatch.setattr(clap_consistency, "load_clap_state_dict", lambda model, path: None)
     monkeypatch.setattr(clap_consistency.AudioCraftEnvironment, "resolve_reference_path", lambda path: path)
     metric = clap_consistency.CLAPTextConsistencyMetric("unused.pt", model_arch="HTSAT-base")

@@ -99,3 +99,19 @@ def test_a_bucket_source_and_a_bucket_cache(tmp_path, gcs, monkeypatch):
     assert [p.name for p in fileio.path(f"{bucket}/cache/metrics").iterdir()]
     networks.load("vggish", f"{bucket}/weights/vggish.pth", _convert(calls))
     assert len(calls) == 1
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_batches_split_over_the_local_devices():
+    """`networks.batched` with this process's 8 host devices: VGGish, PaSST and CLAP's audio tower give one
+    device's outputs (to float32 rounding) for 3 clips, padded to the 8-way split."""
+    from pathlib import Path
+
+    from tests.processes import run_json
+
+    got = run_json(Path(__file__).with_name("sharded_networks_run.py"))
+    assert got["devices"] == 8 and got["mesh"] == {"data": 8, "fsdp": 1, "tensor": 1}
+    assert got["vggish"][0] == [3, 2, 128] and got["passt"][0] == [3, 527] and got["clap"][0] == [3, 512]
+    for name in ("vggish", "passt", "clap"):
+        assert got[name][1] < 1e-5, (name, got[name])

@@ -212,7 +212,7 @@ def test_clap_pairs_each_clip_with_its_description(folders, tmp_path, monkeypatc
     from musicgen_jax.metrics import suite
     from musicgen_jax.metrics.clap_score import text_consistency
 
-    monkeypatch.setattr(suite, "load_clap", lambda source, tokenizer=None: _FakeCLAP())
+    monkeypatch.setattr(suite, "load_clap", lambda source, tokenizer=None, mesh=None: _FakeCLAP())
     names, texts = ["a", "b", "sub/c"], ["gentle piano", "an energetic rock song here", "ambient pads"]
     generated = tmp_path / "gen"
     for name in names:

@@ -14,9 +14,11 @@ from collections.abc import Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
 
 from musicgen_jax.metrics.clap.audio import AudioConfig, AudioTower, fit_length, log_mel
 from musicgen_jax.metrics.clap.text import RobertaTokenizer, TextConfig, TextTower
+from musicgen_jax.metrics.networks import batched
 
 # what audiocraft's `CLAPTextConsistencyMetric` loads: laion_clap's music checkpoint (HTSAT-base, no fusion)
 DEFAULT_SOURCE = "lukewys/laion_clap/music_audioset_epoch_15_esc_90.14.pt"
@@ -72,11 +74,19 @@ def _text_fn(config: TextConfig):
 class CLAP:
     """Converted CLAP weights, config and RoBERTa tokenizer. `params`: `{"audio": tree, "text": tree}`."""
 
-    def __init__(self, params: dict, config: CLAPConfig, tokenizer: RobertaTokenizer | None, batch_size: int = 8):
+    def __init__(
+        self,
+        params: dict,
+        config: CLAPConfig,
+        tokenizer: RobertaTokenizer | None,
+        batch_size: int = 8,
+        mesh: Mesh | None = None,
+    ):
         self.params = params
         self.config = config
         self.tokenizer = tokenizer
         self.batch_size = batch_size
+        self.mesh = mesh  # split each batch over its data axes (`networks.local_mesh`)
 
     def crop_offsets(self, batch: int, length: int, seed: int = 0) -> np.ndarray:
         """[batch] start samples of the 10 s crops of clips of `length` samples: laion_clap's
@@ -106,15 +116,4 @@ class CLAP:
         return self._batched(_text_fn(self.config.text), self.params["text"], ids, mask)
 
     def _batched(self, fn, params, *arrays) -> np.ndarray:
-        """`fn` over `batch_size` rows at a time; a shorter last chunk is padded (its last row repeated) to
-        the next power of two: few compiled shapes, little wasted work."""
-        n, size = len(arrays[0]), self.batch_size
-        out = []
-        for start in range(0, n, size):
-            chunk = [a[start : start + size] for a in arrays]
-            rows = len(chunk[0])
-            short = min(size, 1 << (rows - 1).bit_length()) - rows
-            if short:
-                chunk = [np.concatenate([c, np.repeat(c[-1:], short, axis=0)]) for c in chunk]
-            out.append(np.asarray(fn(params, *chunk))[:rows])
-        return np.concatenate(out)
+        return batched(functools.partial(fn, params), arrays, self.batch_size, self.mesh)

@@ -326,7 +326,10 @@ def convert(path: Path, tokenizer: str | os.PathLike = DEFAULT_TOKENIZER) -> tup
 
 
 def load_clap(
-    source: str | os.PathLike = DEFAULT_SOURCE, tokenizer: str | os.PathLike | None = None, batch_size: int = 8
+    source: str | os.PathLike = DEFAULT_SOURCE,
+    tokenizer: str | os.PathLike | None = None,
+    batch_size: int = 8,
+    mesh=None,
 ) -> CLAP:
     """CLAP from a laion_clap `.pt` (default: audiocraft's, `music_audioset_epoch_15_esc_90.14.pt` on the hub),
     a transformers `ClapModel` directory or hub id (`laion/larger_clap_music`), or a converted directory
@@ -340,4 +343,4 @@ def load_clap(
         tok = RobertaTokenizer.from_pretrained(tokenizer, config.text.context_length)
     else:
         tok = RobertaTokenizer.from_files(files, config.text.context_length) if files else None
-    return CLAP(params["params"], config, tok, batch_size)
+    return CLAP(params["params"], config, tok, batch_size, mesh)

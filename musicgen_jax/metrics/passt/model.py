@@ -20,6 +20,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
+
+from musicgen_jax.metrics.networks import batched
 
 # the file hear21passt's `base20sec` downloads (its `default_cfgs["passt-s-f128-20sec-p16-s10-ap474-swa"]`)
 PASST_20SEC_URL = "https://github.com/kkoutini/PaSST/releases/download/v0.0.5/passt-s-f128-20sec-p16-s10-ap.474-swa.pt"
@@ -223,13 +226,13 @@ def _mel(config: PasstConfig, wav: jax.Array) -> jax.Array:
 
 class PaSST:
     """The PaSST AudioSet classifier with its parameters: `logits` / `probabilities` of `[B, T]` 32 kHz clips, each
-    batch run through one jit-compiled function per clip length, in chunks of `batch_size` (a shorter last one
-    padded to a power of two)."""
+    batch run through one jit-compiled function per clip length, in chunks of `batch_size` (`networks.batched`)."""
 
-    def __init__(self, params: dict, config: PasstConfig | None = None, batch_size: int = 4):
+    def __init__(self, params: dict, config: PasstConfig | None = None, batch_size: int = 4, mesh: Mesh | None = None):
         self.params = jax.tree.map(jnp.asarray, params)
         self.config = config or PasstConfig()
         self.batch_size = batch_size
+        self.mesh = mesh  # split each batch over its data axes (`networks.local_mesh`)
 
     def _check(self, wav) -> np.ndarray:
         wav = np.asarray(wav, np.float32)
@@ -246,13 +249,9 @@ class PaSST:
     def logits(self, wav) -> np.ndarray:
         """`[B, T]` float32 32 kHz (T at most `max_samples`) -> `[B, num_classes]` float32 AudioSet logits."""
         wav = self._check(wav)
-        out = []
-        for start in range(0, len(wav), self.batch_size):
-            chunk = wav[start : start + self.batch_size]
-            rows = min(self.batch_size, 1 << (len(chunk) - 1).bit_length())  # a power of two: few compiled shapes
-            padded = np.concatenate([chunk, np.zeros((rows - len(chunk), chunk.shape[-1]), np.float32)])
-            out.append(np.asarray(_logits(self.config, self.params, jnp.asarray(padded)))[: len(chunk)])
-        return np.concatenate(out) if out else np.zeros((0, self.config.num_classes), np.float32)
+        if len(wav) == 0:
+            return np.zeros((0, self.config.num_classes), np.float32)
+        return batched(functools.partial(_logits, self.config, self.params), [wav], self.batch_size, self.mesh)
 
     def probabilities(self, wav) -> np.ndarray:
         """`[B, T]` -> `[B, num_classes]` label probabilities: the softmax of the logits over the labels (what

@@ -121,8 +121,8 @@ def convert(path: Path) -> tuple[dict, dict]:
     return params, config.to_dict()
 
 
-def load_passt(source: str | os.PathLike = PASST_20SEC_URL, batch_size: int = 4) -> PaSST:
+def load_passt(source: str | os.PathLike = PASST_20SEC_URL, batch_size: int = 4, mesh=None) -> PaSST:
     """PaSST from a released hear21passt checkpoint (`.pt`; any source `metrics.networks` resolves; default
     the 20 s model audiocraft's KLD uses), converted on first use and cached."""
     params, config = networks.load("passt", source, convert)
-    return PaSST(params, PasstConfig.from_dict(config), batch_size)
+    return PaSST(params, PasstConfig.from_dict(config), batch_size, mesh)

@@ -23,6 +23,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+from jax.sharding import Mesh
+
+from musicgen_jax.metrics.networks import batched
 
 SAMPLE_RATE = 16_000
 WINDOW = 400  # 25 ms
@@ -119,7 +122,7 @@ def fad_examples(wav: jax.Array) -> jax.Array:
     return log_mel[:, starts[:, None] + jnp.arange(EXAMPLE_FRAMES)]
 
 
-BATCH = 64  # examples per network call at most
+BATCH = 64  # examples per network call
 
 
 @dataclasses.dataclass(frozen=True)
@@ -131,15 +134,13 @@ class VGGish:
     params: dict
     pca: tuple[np.ndarray, np.ndarray] | None = None
     source: str = ""
+    mesh: Mesh | None = None  # split the examples over its data axes (`networks.local_mesh`)
 
-    def network(self, examples: jax.Array) -> jax.Array:
-        """`[N, 96, 64]` -> `[N, 128]` embeddings, `BATCH` examples a call, fewer (a power of two) when N is
-        smaller: few compiled shapes, little padding."""
-        count = examples.shape[0]
-        size = min(BATCH, 1 << max(count - 1, 0).bit_length())
-        padded = jnp.pad(examples, ((0, -count % size), (0, 0), (0, 0)))
-        chunks = [_apply(self.config, self.params, padded[i : i + size]) for i in range(0, padded.shape[0], size)]
-        return jnp.concatenate(chunks)[:count] if chunks else jnp.zeros((0, self.config.embedding))
+    def network(self, examples) -> np.ndarray:
+        """`[N, 96, 64]` -> `[N, 128]` embeddings, `BATCH` examples a call (`networks.batched`)."""
+        if len(examples) == 0:
+            return np.zeros((0, self.config.embedding), np.float32)
+        return batched(functools.partial(_apply, self.config, self.params), [examples], BATCH, self.mesh)
 
     def embed(self, wav, postprocess: bool = False) -> np.ndarray:
         """`[B, T]` float32 16 kHz clips -> `[B, E, 128]` float32, one embedding per 1 s window every 0.5 s
@@ -153,7 +154,7 @@ class VGGish:
         if postprocess:
             if self.pca is None:
                 raise ValueError(f"VGGish from {self.source} was loaded without its PCA parameters")
-            out = pca_postprocess(out, *map(jnp.asarray, self.pca))
+            out = pca_postprocess(jnp.asarray(out), *map(jnp.asarray, self.pca))
         return np.asarray(out).reshape(batch, count, -1)
 
 
