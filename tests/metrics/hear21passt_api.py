@@ -98,6 +98,11 @@ def reference(checkpoint: str):
     there keep them after it; the modules imported there leave sys.modules, so that other tests import audiocraft
     with their own stand-ins); `get_basic_model` loads `checkpoint` as its released weights."""
     finder, before = _Finder(), set(sys.modules)
+    # another test's empty stand-ins (`_Absent`, e.g. test_clap's torchaudio) give way to these, which work
+    replaced = {n: sys.modules[n] for n in _stand_ins() if isinstance(sys.modules.get(n), _Absent)}
+    for name in replaced:
+        del sys.modules[name]
+    before -= set(replaced)
     added = {name: m for name, m in _stand_ins().items() if name not in sys.modules}
     sys.modules.update(added)
     sys.meta_path.append(finder)
@@ -115,3 +120,4 @@ def reference(checkpoint: str):
         for name in set(sys.modules) - before:  # audiocraft's modules hold this block's stand-ins: not kept either
             if name in added or isinstance(sys.modules[name], _Absent) or name.split(".")[0] in OURS:
                 del sys.modules[name]
+        sys.modules.update(replaced)

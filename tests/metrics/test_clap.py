@@ -60,12 +60,17 @@ class _Finder(audiocraft_api._Finder):
 
 @contextlib.contextmanager
 def _standins():
-    finder = _Finder()
+    """The stand-ins importable inside the block only: the empty modules made there leave sys.modules after it
+    (objects made in the block keep them), so that later tests import their own working stand-ins."""
+    finder, before = _Finder(), set(sys.modules)
     sys.meta_path.insert(0, finder)
     try:
         yield
     finally:
         sys.meta_path.remove(finder)
+        for name in set(sys.modules) - before:
+            if isinstance(sys.modules[name], audiocraft_api._Absent):
+                del sys.modules[name]
 
 
 def rel(a, b) -> float:
