@@ -153,6 +153,16 @@ def cache_dir() -> epath.Path:
     return path(os.environ.get("MUSICGEN_JAX_CACHE", Path.home() / ".cache" / "musicgen_jax"))
 
 
+def cache_key(source: str | os.PathLike) -> str:
+    """The name under `cache_dir()` of what is converted from `source`: a hub id or URL made file-name safe,
+    a local path as `local-<name>-<hash of its resolved path>` (two folders of one name stay apart)."""
+    local = Path(source).expanduser()
+    if not is_url(source) and local.exists():
+        resolved = str(local.resolve())
+        return f"local-{local.resolve().name}-{hashlib.sha1(resolved.encode()).hexdigest()[:10]}"
+    return re.sub(r"[^A-Za-z0-9_.-]+", "--", os.fspath(source))
+
+
 def local_cache_dir() -> Path:
     """Where local copies of remote files go (`mirror`): `cache_dir()` when that is on this machine, else
     `~/.cache/musicgen_jax`."""

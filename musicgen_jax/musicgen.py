@@ -11,11 +11,8 @@ Seeds are explicit: the same seed gives the same audio. Melody models: `generate
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import os
-import re
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -67,13 +64,7 @@ def default_dtype() -> str:
 
 
 def _cache_entry(name: str, fmt: str) -> epath.Path:
-    path = Path(name).expanduser()
-    if path.exists():
-        resolved = str(path.resolve())
-        key = f"local-{path.resolve().name}-{hashlib.sha1(resolved.encode()).hexdigest()[:10]}"
-    else:
-        key = re.sub(r"[^A-Za-z0-9_.-]+", "--", name)
-    return fileio.cache_dir() / f"{key}-{fmt}"
+    return fileio.cache_dir() / f"{fileio.cache_key(name)}-{fmt}"
 
 
 def load_components(name: str, fmt: str = "auto") -> Components:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import re
 import shutil
 import urllib.request
 from collections.abc import Callable, Sequence
@@ -63,13 +62,7 @@ def resolve(source: str | os.PathLike) -> Path:
 
 
 def _entry(kind: str, source: str) -> epath.Path:
-    path = Path(source).expanduser()
-    if path.exists():
-        resolved = str(path.resolve())
-        key = f"local-{path.name}-{hashlib.sha1(resolved.encode()).hexdigest()[:10]}"
-    else:
-        key = re.sub(r"[^A-Za-z0-9_.-]+", "--", source)
-    return fileio.cache_dir() / "metrics" / f"{kind}-{key}"
+    return fileio.cache_dir() / "metrics" / f"{kind}-{fileio.cache_key(source)}"
 
 
 def _converted(directory: str | os.PathLike) -> Path | None:
