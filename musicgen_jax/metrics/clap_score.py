@@ -16,16 +16,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from musicgen_jax.metrics.clap.model import CLAP
-from musicgen_jax.metrics.resample import resample_frac
-
-
-def to_clap_audio(wav: np.ndarray, sample_rate: int, model_rate: int = 48_000) -> np.ndarray:
-    """`[C, T]` (or `[T]`) float32 -> `[T']` mono at `model_rate`: audiocraft's `convert_audio(wav, sample_rate,
-    model_rate, to_channels=1)` (resampled first, then the channels averaged)."""
-    wav = np.asarray(wav, np.float32)
-    wav = wav[None] if wav.ndim == 1 else wav
-    wav = np.asarray(resample_frac(wav, int(sample_rate), int(model_rate)))
-    return wav.mean(axis=0, dtype=np.float32) if wav.shape[0] > 1 else wav[0]
+from musicgen_jax.metrics.resample import convert_audio
 
 
 def cosine(a: np.ndarray, b: np.ndarray, eps: float = 1e-8) -> np.ndarray:
@@ -45,7 +36,7 @@ def text_consistency(
         raise ValueError(f"{len(clips)} clips but {len(texts)} descriptions")
     if not len(clips):
         raise ValueError("no clips to score")
-    audio = [to_clap_audio(clip, sample_rate, model.config.audio.sample_rate) for clip in clips]
+    audio = [convert_audio(clip, sample_rate, model.config.audio.sample_rate) for clip in clips]
     groups = defaultdict(list)
     for i, wav in enumerate(audio):
         groups[len(wav)].append(i)

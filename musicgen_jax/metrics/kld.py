@@ -17,7 +17,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from musicgen_jax.metrics.passt.model import PaSST
-from musicgen_jax.metrics.resample import resample_frac
+from musicgen_jax.metrics.resample import convert_audio
 
 EPSILON = 1e-6  # audiocraft's `kl_divergence` default
 
@@ -29,13 +29,6 @@ def kl_divergence(pred_probs: np.ndarray, target_probs: np.ndarray, epsilon: flo
     with np.errstate(divide="ignore", invalid="ignore"):
         target_log_target = np.where(target > 0, target * np.log(target), np.float32(0))
     return (target_log_target - target * np.log(pred + np.float32(epsilon))).sum(-1)
-
-
-def to_model_audio(wav: np.ndarray, sample_rate: int, model_rate: int) -> np.ndarray:
-    """`[C, T]` float32 -> `[T']` mono at `model_rate`: audiocraft's `convert_audio(wav, sample_rate, model_rate, 1)`
-    (resampled first, then the channels averaged)."""
-    wav = np.asarray(resample_frac(np.asarray(wav, np.float32), int(sample_rate), int(model_rate)))
-    return wav.mean(axis=0, dtype=np.float32) if wav.shape[0] > 1 else wav[0]
 
 
 def segments(wav: np.ndarray, max_samples: int, min_samples: int) -> list[np.ndarray]:
@@ -106,7 +99,7 @@ def passt_kld(
         for wav, size in zip(clips, sizes):
             wav = np.atleast_2d(np.asarray(wav, np.float32))[:, :size]
             wav = np.pad(wav, ((0, 0), (0, size - wav.shape[-1])))  # audiocraft's batches are zero-padded
-            out.append(to_model_audio(wav, sample_rate, rate))
+            out.append(convert_audio(wav, sample_rate, rate))
         return out
 
     preds = label_distributions(model, prepare(generated))

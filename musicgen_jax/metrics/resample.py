@@ -53,3 +53,11 @@ def resample_frac(wav, old_sr: int, new_sr: int) -> jax.Array:
     if old_sr == new_sr:
         return wav
     return _resample(wav, int(old_sr) // gcd, int(new_sr) // gcd)
+
+
+def convert_audio(wav, sample_rate: int, model_rate: int) -> np.ndarray:
+    """`[C, T]` (or `[T]`) float32 -> `[T']` mono at `model_rate`: audiocraft's `convert_audio(wav, sample_rate,
+    model_rate, to_channels=1)` (resampled first, then the channels averaged)."""
+    wav = np.asarray(wav, np.float32)
+    wav = np.asarray(resample_frac(wav[None] if wav.ndim == 1 else wav, int(sample_rate), int(model_rate)))
+    return wav.mean(axis=0, dtype=np.float32) if wav.shape[0] > 1 else wav[0]

@@ -116,13 +116,16 @@ def _description(row, where) -> str:
     return description
 
 
-def read_mono(path, sample_rate: int) -> np.ndarray:
-    """`[T]` float32: a clip mixed to mono and resampled to `sample_rate` as audiocraft's `convert_audio`
-    (channel mean, julius' `resample_frac`). Unreadable files raise MetricsError."""
+def read(path) -> tuple[np.ndarray, int]:
+    """`([C, T], rate)` of a clip; unreadable files raise MetricsError."""
     try:
-        wav, rate = audio.read_audio(path)
+        return audio.read_audio(path)
     except audio.AudioError as e:
         raise MetricsError(str(e)) from e
+
+
+def to_mono(wav: np.ndarray, rate: int, sample_rate: int) -> np.ndarray:
+    """`[T]` float32: a clip mixed to mono (channel mean) and resampled to `sample_rate` with julius' filter."""
     return np.asarray(resample_frac(audio.convert_channels(wav, 1)[0], rate, sample_rate))
 
 
@@ -182,6 +185,7 @@ class Run:
         self.rounds = rounds
         self.networks = dict(networks or {})
         self.skipped: list[dict] = []
+        self._decoded: dict = {}
         self._audio: dict = {}
 
     def network(self, metric: str):
@@ -192,11 +196,14 @@ class Run:
 
     def clips(self, which: str, sample_rate: int) -> dict[str, np.ndarray]:
         """`{name: [T] mono clip at sample_rate}` of the generated clips or the `which` partners (read once
-        per rate); silent clips are left out and listed once as skipped."""
+        per rate)."""
+        if which not in self._decoded:  # each file decoded once, whatever rates the metrics need
+            paths = {"generated": self.generated, "reference": self.reference, "melody": self.melody}[which]
+            self._decoded[which] = {name: read(path) for name, path in paths.items()}
         key = (which, sample_rate)
         if key not in self._audio:
-            paths = {"generated": self.generated, "reference": self.reference, "melody": self.melody}[which]
-            self._audio[key] = {name: read_mono(path, sample_rate) for name, path in paths.items()}
+            decoded = self._decoded[which]
+            self._audio[key] = {name: to_mono(wav, rate, sample_rate) for name, (wav, rate) in decoded.items()}
         return self._audio[key]
 
     def _usable(self, metric: str, groups: list[dict[str, np.ndarray]], min_samples: int = 1) -> list[str]:
