@@ -72,15 +72,33 @@ def _read_headers(reader) -> list[tuple[str, str]]:
     return headers
 
 
+class _Truncated(Exception):
+    """The client closed its connection inside a request body (it was killed)."""
+
+
+def _read_exactly(reader, size: int) -> bytes:
+    data = reader.read(size)
+    if len(data) < size:
+        raise _Truncated
+    return data
+
+
 def _read_body(reader, headers: dict[str, str]) -> bytes:
+    """The request's body whole; `_Truncated` when the connection closes first, so that a killed client's
+    half-sent upload never reaches the emulator as a complete object (GCS discards it)."""
     if headers.get("transfer-encoding", "").lower() == "chunked":
         body = b""
-        while size := int(reader.readline().split(b";")[0] or b"0", 16):  # a closed connection ends it
-            body += reader.read(size)
-            reader.readline()
+        while True:
+            line = reader.readline()
+            if not line.endswith(b"\n"):
+                raise _Truncated
+            if not (size := int(line.split(b";")[0], 16)):
+                break
+            body += _read_exactly(reader, size)
+            _read_exactly(reader, 2)
         _read_headers(reader)
         return body
-    return reader.read(int(headers.get("content-length", 0)))
+    return _read_exactly(reader, int(headers.get("content-length", 0)))
 
 
 class _Proxy(socketserver.ThreadingTCPServer):
@@ -112,7 +130,10 @@ class _Tunnel(socketserver.StreamRequestHandler):
                 if lower.get("expect", "").lower() == "100-continue":
                     writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
                     writer.flush()
-                body = _read_body(reader, lower)
+                try:
+                    body = _read_body(reader, lower)
+                except _Truncated:
+                    return
                 drop = {"transfer-encoding", "expect", "content-length", "proxy-connection", "connection"}
                 sent = {k: v for k, v in headers if k.lower() not in drop}
                 upstream.request(method, target, body=body, headers=sent)
