@@ -26,19 +26,23 @@ from musicgen_jax.sharding import jit_on_mesh, pad_batch
 from musicgen_jax.text.encoder import length_bucket
 
 PROGRESS_EVERY = 10
+TOP_K_METHODS = ("bisect", "top_k")  # `top_k_mask`
 FRAME_BUCKET = 250  # 5 s at 50 Hz: generation lengths share a compilation within each bucket
 
 
 @dataclasses.dataclass(frozen=True)
 class SamplingParams:
     """audiocraft's defaults. `top_p > 0` overrides `top_k`; `use_sampling=False` is greedy (argmax);
-    `cfg_coef == 1` turns classifier-free guidance off (no unconditional rows)."""
+    `cfg_coef == 1` turns classifier-free guidance off (no unconditional rows). `top_k_method`: how the
+    k-th largest logit is found, one of `TOP_K_METHODS` (the same tokens either way; only the speed differs
+    by backend, see `top_k_mask`)."""
 
     use_sampling: bool = True
     top_k: int = 250
     top_p: float = 0.0
     temperature: float = 1.0
     cfg_coef: float = 3.0
+    top_k_method: str = "bisect"
 
     def __post_init__(self):
         if self.top_k < 0 or not 0.0 <= self.top_p <= 1.0 or self.temperature <= 0:
@@ -46,6 +50,8 @@ class SamplingParams:
                 f"invalid sampling settings: top_k {self.top_k} (>= 0), top_p {self.top_p} (in [0, 1]), "
                 f"temperature {self.temperature} (> 0)"
             )
+        if self.top_k_method not in TOP_K_METHODS:
+            raise ValueError(f"unknown top_k_method {self.top_k_method!r}; one of {', '.join(TOP_K_METHODS)}")
 
 
 def sample_next(key: jax.Array, logits: jax.Array, sampling: SamplingParams) -> jax.Array:
@@ -61,18 +67,23 @@ def sample_next(key: jax.Array, logits: jax.Array, sampling: SamplingParams) -> 
         choice = jax.random.categorical(key, jnp.where(drop, -jnp.inf, sorted_logits), axis=-1)
         return jnp.take_along_axis(order, choice[..., None], axis=-1)[..., 0].astype(jnp.int32)
     if sampling.top_k > 0:
-        logits = jnp.where(top_k_mask(logits, sampling.top_k), logits, -jnp.inf)
+        logits = jnp.where(top_k_mask(logits, sampling.top_k, sampling.top_k_method), logits, -jnp.inf)
     return jax.random.categorical(key, logits, axis=-1).astype(jnp.int32)
 
 
-def top_k_mask(x: jax.Array, k: int) -> jax.Array:
+def top_k_mask(x: jax.Array, k: int, method: str = "bisect") -> jax.Array:
     """`x [..., n]` float32 -> bool `[..., n]`: x >= its k-th largest value along the last axis (ties
     kept, as `x >= lax.top_k(x, k)[0][..., -1:]`; all True when k >= n).
 
-    The k-th largest is found by bisection over the order-preserving uint32 image of float32 (32
-    counting passes), not by `lax.top_k`'s sort: 0.6 ms instead of 9.4 ms for the [8, 4, 2048], k=250
-    logits of a batch-8 step on XLA:CPU."""
+    `method` "bisect" finds the k-th largest by bisection over the order-preserving uint32 image of
+    float32 (32 counting passes): 0.6 ms instead of 9.4 ms for `lax.top_k` on the [8, 4, 2048], k=250
+    logits of a batch-8 step on XLA:CPU. "top_k" is `lax.top_k`, which XLA's GPU and TPU backends lower
+    to their own top-k kernels (`benchmarks/decode_gpu.py` times both there)."""
     x = x.astype(jnp.float32)
+    if k >= x.shape[-1]:
+        return jnp.ones(x.shape, bool)
+    if method == "top_k":
+        return x >= lax.top_k(x, k)[0][..., -1:]
     bits = lax.bitcast_convert_type(jnp.where(x == 0, 0.0, x), jnp.uint32)  # -0.0 -> +0.0
     key = jnp.where(bits >> 31 == 1, ~bits, bits | jnp.uint32(1 << 31))  # monotone in x
 

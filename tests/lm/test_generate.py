@@ -3,12 +3,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import numpy as np
 import pytest
 import torch
 
-from musicgen_jax.sampling import PROGRESS_EVERY, SamplingParams, generate_tokens, row_keys, stream_tokens, top_k_mask
+from musicgen_jax.sampling import (
+    PROGRESS_EVERY,
+    SamplingParams,
+    generate_tokens,
+    row_keys,
+    sample_next,
+    stream_tokens,
+    top_k_mask,
+)
 from musicgen_jax.text.encoder import encode_ids
 from musicgen_jax.text.weights import load_t5
 from tests.lm.test_parity import load
@@ -89,7 +99,8 @@ def test_top_k_mask_equals_lax_top_k(scale):
 
 
 def test_batch_invariance_and_seed_determinism(hf_musicgen):
-    """A prompt's tokens do not depend on the other prompts in its batch; a key fixes the samples."""
+    """A prompt's tokens do not depend on the other prompts in its batch; a key fixes the samples, whichever
+    `top_k_method` finds the threshold."""
     _, directory = hf_musicgen
     t5_config, t5_params = load_t5(directory)
     config, params = load(directory)
@@ -104,6 +115,12 @@ def test_batch_invariance_and_seed_determinism(hf_musicgen):
     other = np.asarray(generate_tokens(config, params, text, mask, row_keys([3, 4]), 20, sampling))
     np.testing.assert_array_equal(together, again)
     assert (together != other).mean() > 0.5
+    lax_top_k = dataclasses.replace(sampling, top_k_method="top_k")
+    logits = np.zeros((2, 4, 64), np.float32)
+    assert "top_k" in str(jax.make_jaxpr(lambda x: sample_next(jax.random.key(0), x, lax_top_k))(logits))
+    np.testing.assert_array_equal(
+        np.asarray(generate_tokens(config, params, text, mask, row_keys([1, 2]), 20, lax_top_k)), together
+    )
 
 
 def test_streaming_progress_and_continuation_equal_generation(hf_musicgen):
