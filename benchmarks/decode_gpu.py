@@ -3,7 +3,8 @@ one model size, dtype and batch (default medium, bfloat16, batch 1 with guidance
 one thing, their step rates against the weight-streaming bound, and a profile of the baseline's decode steps.
 
 Variants (`VARIANTS`): the baseline; `top_k`, the threshold from `lax.top_k` instead of the 32-pass bisection
-(`SamplingParams.top_k_method`); `command_buffers`, XLA's command buffers (CUDA graphs) extended to the loop's
+(`SamplingParams.top_k_method`); `scanned`, the layers as one `lax.scan` (the training layout) rather than
+unrolled; `command_buffers`, XLA's command buffers (CUDA graphs) extended to the loop's
 `while` and `conditional` (`--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL`; XLA reads its flags once, so
 such a variant runs in a process of its own). The profile (`jax.profiler.trace`, its Perfetto JSON) counts the
 device's kernels per decode step, their time against the step's wall time (the gap is launch and loop latency),
@@ -46,7 +47,7 @@ from benchmarks.common import (
 from benchmarks.sampling import SAMPLING, SIZES, hf_config, lm_weight_bytes
 from benchmarks.sampling_gpu import warm_frames
 from musicgen_jax.fileio import atomic_file
-from musicgen_jax.lm.model import cast_params, init_params
+from musicgen_jax.lm.model import cast_params, init_params, stack_layers
 from musicgen_jax.lm.weights import lm_config_from_hf
 from musicgen_jax.sampling import generate_tokens, lower_generate, row_keys
 
@@ -56,16 +57,18 @@ TEXT_TOKENS = 16  # T5 positions of the random text states (one length bucket)
 
 @dataclasses.dataclass(frozen=True)
 class Variant:
-    """One change to the baseline decode: sampling settings and XLA flags."""
+    """One change to the baseline decode: sampling settings, XLA flags, or the layers scanned."""
 
     what: str
     sampling: dict = dataclasses.field(default_factory=dict)
     xla_flags: str = ""
+    scanned: bool = False
 
 
 VARIANTS = {
     "baseline": Variant("bisection top-k, XLA's default command buffers"),
     "top_k": Variant("`lax.top_k` threshold", sampling={"top_k_method": "top_k"}),
+    "scanned": Variant("layers scanned (`stack_layers`), as trained", scanned=True),
     "command_buffers": Variant(
         "command buffers over the loop", xla_flags="--xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"
     ),
@@ -85,6 +88,8 @@ def measure(size: str, dtype: str, batch: int, frames: int, runs: int, variant: 
     """`variant`'s decode in this process: compile seconds, generation seconds of `runs` calls over `frames`
     frames after one warm call, and the LM weight bytes a step reads."""
     config, params, text, mask = build(size, dtype, batch)
+    weight_bytes = lm_weight_bytes(params, config)
+    params = stack_layers(params) if VARIANTS[variant].scanned else params
     sampling = dataclasses.replace(SAMPLING, **VARIANTS[variant].sampling)
     keys = row_keys(np.arange(batch))
     start = time.perf_counter()
@@ -100,7 +105,7 @@ def measure(size: str, dtype: str, batch: int, frames: int, runs: int, variant: 
     return {
         "compile": compile_seconds,
         "seconds": [call(frames) for _ in range(runs)],
-        "weight_bytes": lm_weight_bytes(params, config),
+        "weight_bytes": weight_bytes,
         "steps": frames + max(config.delays),
         "xla_flags": os.environ.get("XLA_FLAGS", ""),
     }

@@ -21,7 +21,7 @@ from jax.sharding import Mesh
 
 from musicgen_jax.config import LMConfig
 from musicgen_jax.lm import pattern
-from musicgen_jax.lm.model import LMModel, compute_dtype, init_cache, null_chroma
+from musicgen_jax.lm.model import LMModel, compute_dtype, init_cache, null_chroma, scanned
 from musicgen_jax.sharding import jit_on_mesh, pad_batch
 from musicgen_jax.text.encoder import length_bucket
 
@@ -226,7 +226,7 @@ def _start(
     filled in, and the KV cache after a one-call prefill of those positions (melody models: of the
     prefix and those positions)."""
     config, sampling = decoder.config, decoder.sampling
-    model = LMModel(config, dtype=compute_dtype(params))
+    model = _model(config, params)
     text, text_mask, chroma = conditions.text, conditions.text_mask, conditions.chroma
     if config.melody and chroma is None:
         chroma = null_chroma(config, text.shape[0])
@@ -238,7 +238,7 @@ def _start(
     prompt_frames = _prompt_frames(prompt, bucket)
     sequence = jnp.full((keys.shape[0], config.num_codebooks, steps), config.special_token, jnp.int32)
     prefix = context["prefix"].shape[1] if config.melody else 0
-    cache = init_cache(config, text.shape[0], prefix + steps, compute_dtype(params))
+    cache = init_cache(config, text.shape[0], prefix + steps, compute_dtype(params), scanned(params))
     if prompt_frames:
         padded = jnp.pad(prompt.astype(jnp.int32), ((0, 0), (0, 0), (0, bucket - prompt_frames)))
         forced = pattern.valid_mask(steps, prompt_frames, config.delays)
@@ -254,6 +254,12 @@ def _start(
             method=LMModel.decode,
         )
     return DecodeState(sequence, cache, keys, context)
+
+
+def _model(config: LMConfig, params) -> LMModel:
+    """The LM for `params` as they are laid out: unrolled, or scanned (training's layout, `stack_layers`: one
+    layer compiled and a `lax.scan` over them)."""
+    return LMModel(config, scanned(params), dtype=compute_dtype(params))
 
 
 def _prompt_frames(prompt: jax.Array | None, frames: int) -> int:
@@ -281,7 +287,7 @@ def _step(decoder: Decoder, params: Any, frames: jax.Array, prompt_frames: int, 
     sequence, batch = state.sequence, state.sequence.shape[0]
     steps = sequence.shape[-1]
     column = _double(lax.dynamic_slice_in_dim(sequence, s, 1, axis=2), sampling)
-    model = LMModel(config, dtype=compute_dtype(params))
+    model = _model(config, params)
     logits, cache = model.apply(params, column, state.context, s, state.cache, method=LMModel.decode)
     logits = logits[:, :, 0]
     if sampling.cfg_coef != 1.0:

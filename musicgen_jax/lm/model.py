@@ -245,6 +245,11 @@ def stack_layers(params):
     return {**params, "params": inner}
 
 
+def scanned(params) -> bool:
+    """Whether `params` are in the scanned layout (`stack_layers`)."""
+    return "layers" in params["params"]
+
+
 def unstack_layers(params):
     """The scanned layout -> unrolled parameters (inverse of `stack_layers`)."""
     inner = dict(params["params"])

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from musicgen_jax.lm.model import stack_layers
 from musicgen_jax.sampling import (
     PROGRESS_EVERY,
     SamplingParams,
@@ -100,7 +101,7 @@ def test_top_k_mask_equals_lax_top_k(scale):
 
 def test_batch_invariance_and_seed_determinism(hf_musicgen):
     """A prompt's tokens do not depend on the other prompts in its batch; a key fixes the samples, whichever
-    `top_k_method` finds the threshold."""
+    `top_k_method` finds the threshold and whether the layers are unrolled or scanned."""
     _, directory = hf_musicgen
     t5_config, t5_params = load_t5(directory)
     config, params = load(directory)
@@ -120,6 +121,10 @@ def test_batch_invariance_and_seed_determinism(hf_musicgen):
     assert "top_k" in str(jax.make_jaxpr(lambda x: sample_next(jax.random.key(0), x, lax_top_k))(logits))
     np.testing.assert_array_equal(
         np.asarray(generate_tokens(config, params, text, mask, row_keys([1, 2]), 20, lax_top_k)), together
+    )
+    stacked = stack_layers(params)  # training's layout, decoded by one scanned layer
+    np.testing.assert_array_equal(
+        np.asarray(generate_tokens(config, stacked, text, mask, row_keys([1, 2]), 20, sampling)), together
     )
 
 
