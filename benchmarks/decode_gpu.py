@@ -27,6 +27,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import jax
@@ -84,31 +85,46 @@ def build(size: str, dtype: str, batch: int):
     return config, params, text, np.ones((batch, TEXT_TOKENS), np.int32)
 
 
-def measure(size: str, dtype: str, batch: int, frames: int, runs: int, variant: str) -> dict:
-    """`variant`'s decode in this process: compile seconds, generation seconds of `runs` calls over `frames`
-    frames after one warm call, and the LM weight bytes a step reads."""
-    config, params, text, mask = build(size, dtype, batch)
-    weight_bytes = lm_weight_bytes(params, config)
-    params = stack_layers(params) if VARIANTS[variant].scanned else params
-    sampling = dataclasses.replace(SAMPLING, **VARIANTS[variant].sampling)
-    keys = row_keys(np.arange(batch))
-    start = time.perf_counter()
-    lower_generate(config, params, text, mask, keys, frames, sampling).compile()
-    compile_seconds = time.perf_counter() - start
-
-    def call(n: int) -> float:
-        t = time.perf_counter()
-        jax.block_until_ready(generate_tokens(config, params, text, mask, keys, n, sampling))
-        return time.perf_counter() - t
-
-    call(warm_frames(frames))
-    return {
-        "compile": compile_seconds,
-        "seconds": [call(frames) for _ in range(runs)],
-        "weight_bytes": weight_bytes,
-        "steps": frames + max(config.delays),
-        "xla_flags": os.environ.get("XLA_FLAGS", ""),
+def measure(built: tuple, frames: int, runs: int, variants: list[str]) -> dict:
+    """The `variants`' decodes in this process on the `build` result: their loops compiled at once, one thread
+    each (XLA compiles without the GIL; `generate_tokens` reuses the executables), then per variant one warm
+    call and `runs` timed calls over `frames` frames. Per variant: compile seconds, generation seconds, the LM
+    weight bytes a step reads, steps per call and the XLA flags of this process."""
+    if not variants:
+        return {}
+    config, params, text, mask = built
+    keys = row_keys(np.arange(len(text)))
+    calls = {
+        v: (
+            stack_layers(params) if VARIANTS[v].scanned else params,
+            dataclasses.replace(SAMPLING, **VARIANTS[v].sampling),
+        )
+        for v in variants
     }
+
+    def compile_one(v: str) -> float:
+        start = time.perf_counter()
+        lower_generate(config, calls[v][0], text, mask, keys, frames, calls[v][1]).compile()
+        return time.perf_counter() - start
+
+    def call(v: str, n: int) -> float:
+        start = time.perf_counter()
+        jax.block_until_ready(generate_tokens(config, calls[v][0], text, mask, keys, n, calls[v][1]))
+        return time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=len(variants)) as pool:
+        compiled = dict(zip(variants, pool.map(compile_one, variants), strict=True))
+    res = {}
+    for v in variants:
+        call(v, warm_frames(frames))
+        res[v] = {
+            "compile": compiled[v],
+            "seconds": [call(v, frames) for _ in range(runs)],
+            "weight_bytes": lm_weight_bytes(params, config),
+            "steps": frames + max(config.delays),
+            "xla_flags": os.environ.get("XLA_FLAGS", ""),
+        }
+    return res
 
 
 def in_child(args: list[str], variant: str) -> dict:
@@ -168,15 +184,19 @@ def summarize(events: list[dict], steps: int, wall: float, top: int = 8) -> dict
     }
 
 
-def profile(size: str, dtype: str, batch: int, frames: int) -> dict:
-    """The baseline's decode traced over `frames` frames (compiled and warmed first), `summarize`d."""
-    config, params, text, mask = build(size, dtype, batch)
-    keys = row_keys(np.arange(batch))
-    jax.block_until_ready(generate_tokens(config, params, text, mask, keys, frames, SAMPLING))
+def profile(built: tuple, frames: int) -> dict:
+    """The baseline's decode traced over `frames` frames (after an untraced call), `summarize`d."""
+    config, params, text, mask = built
+    keys = row_keys(np.arange(len(text)))
+
+    def call() -> None:
+        jax.block_until_ready(generate_tokens(config, params, text, mask, keys, frames, SAMPLING))
+
+    call()
     with tempfile.TemporaryDirectory() as directory:
         with jax.profiler.trace(directory, create_perfetto_trace=True):
             start = time.perf_counter()
-            jax.block_until_ready(generate_tokens(config, params, text, mask, keys, frames, SAMPLING))
+            call()
             wall = time.perf_counter() - start
         return summarize(trace_events(Path(directory)), frames + max(config.delays), wall)
 
@@ -203,9 +223,10 @@ def report(res: dict, command: str) -> str:
         f"- Model: musicgen {res['size']} architecture, `init_params` random weights cast to {res['dtype']} "
         f"(`cast_params`), batch {res['batch']} with guidance ({2 * res['batch']} rows), random text states of "
         f"{TEXT_TOKENS} positions; top-k {SAMPLING.top_k}, guidance {SAMPLING.cfg_coef:g}.",
-        f"- Timing: `generate_tokens` over {res['frames']} frames, compiled (`lower_generate`), one warm call, then "
-        f"the median of {res['runs']} call(s); steps/s = steps / seconds. Variants with XLA flags run in a process "
-        "of their own.",
+        f"- Timing: `generate_tokens` over {res['frames']} frames: the variants' loops compiled at once, one thread "
+        f"each (`lower_generate`; the compile column is each one's wall time), then per variant one warm call and "
+        f"the median of {res['runs']} call(s); steps/s = steps / seconds. Variants with XLA flags run first, each "
+        "alone in a process of its own.",
         f"- Bound: {bandwidth:.1f} GB/s read bandwidth (`benchmarks.common.memory_bandwidth`) / the LM weight bytes a "
         "step reads (`benchmarks.sampling.lm_weight_bytes`).",
     ]
@@ -237,9 +258,9 @@ def main(argv: list[str] | None = None) -> None:
     if unknown := [v for v in variants if v not in VARIANTS]:
         p.error(f"unknown variants {', '.join(unknown)}; of {', '.join(VARIANTS)}")
     shape = (args.models, args.dtype, args.batch)
-    if args.json:  # a child of `in_child`: its flags are set; one variant, no report
+    if args.json:  # a child of `in_child`: its flags are set; no report
         with atomic_file(args.json) as tmp:
-            tmp.write_text(json.dumps({v: measure(*shape, args.frames, args.runs, v) for v in variants}))
+            tmp.write_text(json.dumps(measure(build(*shape), args.frames, args.runs, variants)))
         return
     load_before = load_average()
     shared = ["--models", args.models, "--dtype", args.dtype, "--batch", str(args.batch)]
@@ -247,13 +268,14 @@ def main(argv: list[str] | None = None) -> None:
     res = {"size": args.models, "dtype": args.dtype, "batch": args.batch, "frames": args.frames, "runs": args.runs}
     res["device"] = f"JAX {jax.default_backend()} ({jax.devices()[0].device_kind})"
     res["bandwidth"] = memory_bandwidth(calls=10)["jax"]
-    res["variants"] = {}
-    for v in variants:
-        flagged = VARIANTS[v].xla_flags
-        res["variants"][v] = in_child(shared, v) if flagged else measure(*shape, args.frames, args.runs, v)
-        print(f"{v}: {res['variants'][v]}", flush=True)
+    flagged = [v for v in variants if VARIANTS[v].xla_flags]
+    found = {v: in_child(shared, v) for v in flagged}  # first, each alone on the device
+    built = build(*shape)
+    found.update(measure(built, args.frames, args.runs, [v for v in variants if v not in flagged]))
+    res["variants"] = {v: found[v] for v in variants}
+    print("\n".join(f"{v}: {r}" for v, r in res["variants"].items()), flush=True)
     if args.profile_frames:
-        res["profile"], res["profile_frames"] = profile(*shape, args.profile_frames), args.profile_frames
+        res["profile"], res["profile_frames"] = profile(built, args.profile_frames), args.profile_frames
     res["load"] = (load_before, load_average())
     text = report(res, command_line("benchmarks.decode_gpu", argv))
     if args.out:
