@@ -1,0 +1,136 @@
+"""An EnCodec trained with audiocraft, in a configuration MusicGen does not use (24 kHz, causal, 8 codebooks of
+1024, other ratios and widths): its solver checkpoint exported with audiocraft's own `export_encodec`, loaded here
+and by audiocraft's `CompressionModel.get_pretrained`, every weight random. Codes equal, audio close."""
+
+from __future__ import annotations
+
+import functools
+from unittest import mock
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+from musicgen_jax.convert.codec_loader import load_codec
+from tests.audiocraft_api import audiocraft_models
+from tests.torch_init import constant_parameters, randomize_constants
+
+CFG = {
+    "device": "cpu",
+    "sample_rate": 24000,
+    "channels": 1,
+    "compression_model": "encodec",
+    "encodec": {
+        "autoencoder": "seanet",
+        "quantizer": "rvq",
+        "sample_rate": 24000,
+        "channels": 1,
+        "causal": True,
+        "renormalize": False,
+    },
+    "seanet": {
+        "dimension": 32,
+        "channels": 1,
+        "causal": True,
+        "n_filters": 8,
+        "n_residual_layers": 1,
+        "ratios": [6, 5, 4, 2],
+        "activation": "ELU",
+        "activation_params": {"alpha": 1.0},
+        "norm": "weight_norm",
+        "norm_params": {},
+        "kernel_size": 7,
+        "residual_kernel_size": 3,
+        "last_kernel_size": 7,
+        "dilation_base": 2,
+        "pad_mode": "constant",
+        "true_skip": True,
+        "compress": 2,
+        "lstm": 1,
+        "disable_norm_outer_blocks": 0,
+        "decoder": {"trim_right_ratio": 1.0, "final_activation": None, "final_activation_params": None},
+        "encoder": {},
+    },
+    "rvq": {
+        "n_q": 8,
+        "q_dropout": False,
+        "bins": 1024,
+        "decay": 0.99,
+        "kmeans_init": True,
+        "kmeans_iters": 50,
+        "threshold_ema_dead_code": 2,
+    },
+}
+HOP = 6 * 5 * 4 * 2
+
+
+def music(samples: int, rate: int, seed: int) -> np.ndarray:
+    """`[1, 1, samples]`: a melody of random notes (three harmonics each) every 50 ms under an envelope, a
+    little noise."""
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / rate
+    f = 220.0 * 2 ** (rng.integers(0, 24, int(t[-1] / 0.05) + 1)[(t / 0.05).astype(int)] / 12)
+    phase = 2 * np.pi * np.cumsum(f) / rate
+    wav = sum(np.sin(k * phase) / k for k in (1, 2, 3)) * (0.6 + 0.4 * np.sin(2 * np.pi * 1.5 * t)) / 3
+    return (wav + 0.01 * rng.standard_normal(samples))[None, None].astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """(audiocraft's model loaded from the export, the export's path): a solver checkpoint of random weights,
+    the codebooks drawn at the scale of the encoder's latents (stage q at 0.5**q) so that codes follow the
+    input, exported by `audiocraft.utils.export.export_encodec`."""
+    from omegaconf import OmegaConf
+
+    directory = tmp_path_factory.mktemp("own_codec")
+    with audiocraft_models():
+        from audiocraft.models import CompressionModel, builders
+        from audiocraft.utils.export import export_encodec
+
+        torch.manual_seed(0)
+        model = builders.get_compression_model(OmegaConf.create(CFG)).eval()
+        randomize_constants(model, seed=1)
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if name.endswith("weight_g"):
+                    p.mul_(torch.empty_like(p).uniform_(0.5, 1.5))
+            latents = model.encoder(torch.randn(4, 1, 12000)).transpose(1, 2).reshape(-1, 32)
+            for q, layer in enumerate(model.quantizer.vq.layers):
+                embed = torch.randn(1024, 32) * latents.std(0) * 0.5**q + (latents.mean(0) if q == 0 else 0.0)
+                layer._codebook.embed.copy_(embed)
+                layer._codebook.inited.fill_(1.0)
+        assert not constant_parameters(model)
+        checkpoint = directory / "checkpoint.th"
+        torch.save({"best_state": {"model": model.state_dict()}, "xp.cfg": OmegaConf.create(CFG)}, checkpoint)
+        # audiocraft 1.3 reads its own solver checkpoint (an OmegaConf config inside) with torch.load's
+        # default, which torch >= 2.6 turned to weights_only=True
+        with mock.patch.object(torch, "load", functools.partial(torch.load, weights_only=False)):
+            package = export_encodec(checkpoint, directory / "compression_state_dict.bin")
+        reference = CompressionModel.get_pretrained(str(package))
+    return reference, package
+
+
+@pytest.mark.parametrize("samples", [HOP * 40, HOP * 40 + 77])
+def test_codes_equal_audiocraft_and_audio_is_close(exported, samples):
+    reference, package = exported
+    codec = load_codec(package)
+    assert (codec.sample_rate, codec.num_codebooks, codec.config.codebook_size) == (24000, 8, 1024)
+    assert codec.config.causal and codec.frame_rate == reference.frame_rate == 100
+    wav = music(samples, 24000, seed=samples)
+    with torch.no_grad():
+        codes, scale = reference.encode(torch.from_numpy(wav))
+        assert scale is None
+        expected_audio = reference.decode(codes).numpy()
+    ours = np.asarray(codec.encode(wav))
+    np.testing.assert_array_equal(ours, codes.numpy())
+    assert min(len(np.unique(ours[:, q])) for q in range(1, 8)) > 15  # the residual stages follow the input
+    audio = np.asarray(codec.decode(codes.numpy()))
+    assert audio.shape == expected_audio.shape
+    np.testing.assert_allclose(audio, expected_audio, atol=2e-6 * np.abs(expected_audio).max())  # seen: 4.2e-7
+
+
+def test_the_export_names_its_configuration(exported):
+    _, package = exported
+    cfg = yaml.safe_load(torch.load(package, weights_only=False)["xp.cfg"])
+    assert cfg["rvq"] == CFG["rvq"] and cfg["seanet"]["ratios"] == [6, 5, 4, 2]
