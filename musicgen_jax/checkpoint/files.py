@@ -12,6 +12,7 @@ from typing import Any
 import numpy as np
 
 from musicgen_jax import fileio
+from musicgen_jax.checkpoint import omegaconf_pickle
 from musicgen_jax.checkpoint.errors import CheckpointError
 
 
@@ -62,21 +63,25 @@ def read_safetensors(path: Path, prefix: str = "") -> dict[str, np.ndarray]:
         raise CheckpointError(f"cannot read safetensors file {path}: {type(e).__name__}: {e}") from e
 
 
-def read_torch_pickle(path: Path, numpy_arrays: bool = False) -> Any:
+def read_torch_pickle(path: Path, numpy_arrays: bool = False, configs: bool = False) -> Any:
     """`torch.load` of a checkpoint pickle (tensors, dicts, strings only: `weights_only=True`; with
-    `numpy_arrays`, numpy arrays too, as torchvggish's PCA parameter file holds)."""
+    `numpy_arrays`, numpy arrays too, as torchvggish's PCA parameter file holds; with `configs`, OmegaConf
+    configurations as plain dicts, as audiocraft's solver checkpoints hold: `omegaconf_pickle`)."""
     try:
         import torch
     except ImportError as e:
         raise CheckpointError(f"reading {path} needs PyTorch: pip install 'musicgen-jax[torch]'") from e
-    core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
-    allowed = [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.float32))]
-    allowed += [type(np.dtype(t)) for t in (np.float64, np.int64, np.int32)]
+    allowed = omegaconf_pickle.safe_globals() if configs else []
+    if numpy_arrays:
+        core = getattr(np, "_core", None) or np.core  # numpy 2 renamed np.core
+        allowed += [core.multiarray._reconstruct, np.ndarray, np.dtype, type(np.dtype(np.float32))]
+        allowed += [type(np.dtype(t)) for t in (np.float64, np.int64, np.int32)]
     try:
-        with torch.serialization.safe_globals(allowed if numpy_arrays else []):
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+        with torch.serialization.safe_globals(allowed):
+            loaded = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:
         raise CheckpointError(f"cannot read PyTorch checkpoint {path}: {type(e).__name__}: {e}") from e
+    return omegaconf_pickle.plain(loaded) if configs else loaded
 
 
 def tensors_to_numpy(state_dict: dict) -> dict[str, np.ndarray]:

@@ -125,10 +125,11 @@ def _resolve_interpolations(node, root):
     return node
 
 
-def parse_audiocraft_cfg(xp_cfg: str) -> dict:
-    """The `xp.cfg` YAML string of an audiocraft package as a plain dict, references resolved."""
+def parse_audiocraft_cfg(xp_cfg: str | dict) -> dict:
+    """The `xp.cfg` of an audiocraft package (a YAML string) or of a solver checkpoint (a dict, read by
+    `read_torch_pickle(configs=True)`) as a plain dict, references resolved."""
     try:
-        cfg = yaml.safe_load(xp_cfg)
+        cfg = yaml.safe_load(xp_cfg) if isinstance(xp_cfg, str) else xp_cfg
     except yaml.YAMLError as e:
         raise CheckpointError(f"audiocraft package: corrupt xp.cfg YAML: {e}") from e
     if not isinstance(cfg, dict):

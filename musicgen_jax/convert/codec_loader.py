@@ -3,8 +3,9 @@
 Sources: a hub id or local path of (1) this project's converted codec directory, (2) a transformers
 `EncodecModel` (e.g. facebook/encodec_32khz), (3) a transformers MusicGen checkpoint (its
 `audio_encoder`), (4) an audiocraft `compression_state_dict.bin`, full package or the pointer form
-`{'pretrained': 'facebook/encodec_32khz'}`. Stereo (interleaved codebooks) is read from the MusicGen
-config when there is one, and can be forced with `stereo=`.
+`{'pretrained': 'facebook/encodec_32khz'}`, or (5) an audiocraft compression solver's `checkpoint.th`.
+Stereo (interleaved codebooks) is read from the MusicGen config when there is one, and can be forced
+with `stereo=`.
 """
 
 from __future__ import annotations
@@ -83,15 +84,21 @@ def hf_codec_tensors(source: str) -> dict | None:
 
 
 def _from_audiocraft_package(file: Path, stereo: bool | None) -> Codec:
-    pkg = read_torch_pickle(file)
+    """An audiocraft package (`export_encodec`'s, or the pointer form) or a compression solver's checkpoint
+    (`checkpoint.th`: the best state under `best_state["model"]`, `xp.cfg` an OmegaConf config)."""
+    pkg = read_torch_pickle(file, configs=True)
     if not isinstance(pkg, dict):
         raise CheckpointError(f"{file}: not an audiocraft package (a dict), got {type(pkg).__name__}")
     if "pretrained" in pkg:
         return load_codec(pkg["pretrained"], stereo)
     if "best_state" not in pkg or "xp.cfg" not in pkg:
+        hint = " (an FSDP solver checkpoint: export it with audiocraft first)" if "fsdp_best_state" in pkg else ""
         raise CheckpointError(
-            f"{file}: an audiocraft package needs 'best_state' and 'xp.cfg' (or 'pretrained'), found keys {sorted(pkg)}"
+            f"{file}: an audiocraft package needs 'best_state' and 'xp.cfg' (or 'pretrained'), found keys "
+            f"{sorted(pkg)}{hint}"
         )
+    best = pkg["best_state"]
+    solver = isinstance(best, dict) and isinstance(best.get("model"), dict)  # a solver's: per stateful part
     config = enc.config_from_audiocraft(enc.parse_audiocraft_cfg(pkg["xp.cfg"]))
-    state = {enc.audiocraft_to_hf_key(k): v for k, v in tensors_to_numpy(pkg["best_state"]).items()}
+    state = {enc.audiocraft_to_hf_key(k): v for k, v in tensors_to_numpy(best["model"] if solver else best).items()}
     return Codec(config, enc.params_from_hf_state_dict(state, config, str(file)), bool(stereo), str(file))

@@ -7,6 +7,7 @@ from __future__ import annotations
 import functools
 from unittest import mock
 
+import jax
 import numpy as np
 import pytest
 import torch
@@ -24,15 +25,15 @@ CFG = {
     "encodec": {
         "autoencoder": "seanet",
         "quantizer": "rvq",
-        "sample_rate": 24000,
-        "channels": 1,
+        "sample_rate": "${sample_rate}",  # interpolations, as audiocraft's configs write them
+        "channels": "${channels}",
         "causal": True,
         "renormalize": False,
     },
     "seanet": {
         "dimension": 32,
-        "channels": 1,
-        "causal": True,
+        "channels": "${channels}",
+        "causal": "${encodec.causal}",
         "n_filters": 8,
         "n_residual_layers": 1,
         "ratios": [6, 5, 4, 2],
@@ -101,19 +102,29 @@ def exported(tmp_path_factory):
                 layer._codebook.embed.copy_(embed)
                 layer._codebook.inited.fill_(1.0)
         assert not constant_parameters(model)
-        checkpoint = directory / "checkpoint.th"
-        torch.save({"best_state": {"model": model.state_dict()}, "xp.cfg": OmegaConf.create(CFG)}, checkpoint)
+        optimizer = torch.optim.Adam(model.parameters())
+        checkpoint = directory / "checkpoint.th"  # as a compression solver saves it (audiocraft's StandardSolver)
+        torch.save(
+            {
+                "model": model.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "best_state": {"model": model.state_dict()},
+                "history": [{"train": {"loss": 1.5}, "valid": {"sisnr": 3.0}}],
+                "xp.cfg": OmegaConf.create(CFG),
+            },
+            checkpoint,
+        )
         # audiocraft 1.3 reads its own solver checkpoint (an OmegaConf config inside) with torch.load's
         # default, which torch >= 2.6 turned to weights_only=True
         with mock.patch.object(torch, "load", functools.partial(torch.load, weights_only=False)):
             package = export_encodec(checkpoint, directory / "compression_state_dict.bin")
         reference = CompressionModel.get_pretrained(str(package))
-    return reference, package
+    return reference, package, checkpoint
 
 
 @pytest.mark.parametrize("samples", [HOP * 40, HOP * 40 + 77])
 def test_codes_equal_audiocraft_and_audio_is_close(exported, samples):
-    reference, package = exported
+    reference, package, _ = exported
     codec = load_codec(package)
     assert (codec.sample_rate, codec.num_codebooks, codec.config.codebook_size) == (24000, 8, 1024)
     assert codec.config.causal and codec.frame_rate == reference.frame_rate == 100
@@ -130,7 +141,14 @@ def test_codes_equal_audiocraft_and_audio_is_close(exported, samples):
     np.testing.assert_allclose(audio, expected_audio, atol=2e-6 * np.abs(expected_audio).max())  # seen: 4.2e-7
 
 
-def test_the_export_names_its_configuration(exported):
-    _, package = exported
+def test_the_solver_checkpoint_loads_as_its_export(exported):
+    """The solver's `checkpoint.th` (its config an OmegaConf object, read without omegaconf) gives the codec of
+    the package `export_encodec` made from it."""
+    _, package, checkpoint = exported
     cfg = yaml.safe_load(torch.load(package, weights_only=False)["xp.cfg"])
     assert cfg["rvq"] == CFG["rvq"] and cfg["seanet"]["ratios"] == [6, 5, 4, 2]
+    from_solver, from_package = load_codec(checkpoint), load_codec(package)
+    assert from_solver.config == from_package.config
+    assert jax.tree.all(jax.tree.map(np.array_equal, from_solver.params, from_package.params))
+    wav = music(HOP * 10, 24000, seed=3)
+    np.testing.assert_array_equal(np.asarray(from_solver.encode(wav)), np.asarray(from_package.encode(wav)))
