@@ -43,10 +43,11 @@ def tiny_hf_model(pad_mode: str = "reflect", seed: int = 0, **overrides) -> Enco
                 p.mul_(torch.empty_like(p).uniform_(0.5, 1.5))
             elif name.endswith("bias") or ".bias_" in name:  # LSTM biases: bias_ih_l0, bias_hh_l0, ...
                 p.normal_(0.0, 0.05)
-        latents = model.encoder(torch.randn(8, 1, 16000)).transpose(1, 2).reshape(-1, HIDDEN)
+        hidden, size = model.config.hidden_size, model.config.codebook_size
+        latents = model.encoder(torch.randn(8, 1, 16000)).transpose(1, 2).reshape(-1, hidden)
         mean, std = latents.mean(0), latents.std(0)
         for q, layer in enumerate(model.quantizer.layers):
-            embed = torch.randn(CODEBOOK_SIZE, HIDDEN) * std * 0.5**q + (mean if q == 0 else 0.0)
+            embed = torch.randn(size, hidden) * std * 0.5**q + (mean if q == 0 else 0.0)
             layer.codebook.embed.copy_(embed)
     return model
 

@@ -1,6 +1,8 @@
-"""An EnCodec trained with audiocraft, in a configuration MusicGen does not use (24 kHz, causal, 8 codebooks of
-1024, other ratios and widths): its solver checkpoint exported with audiocraft's own `export_encodec`, loaded here
-and by audiocraft's `CompressionModel.get_pretrained`, every weight random. Codes equal, audio close."""
+"""EnCodecs other than MusicGen's. One trained with audiocraft in a configuration MusicGen does not use (24 kHz,
+causal, 8 codebooks of 1024, other ratios and widths): its solver checkpoint exported with audiocraft's own
+`export_encodec`, loaded here and by audiocraft's `CompressionModel.get_pretrained`, every weight random; codes
+equal, audio close. transformers' `facebook/encodec_24khz` architecture, real size, against its `EncodecModel`;
+`encodec_48khz`'s settings (input renormalization, chunking, time group norm) refused by name."""
 
 from __future__ import annotations
 
@@ -13,8 +15,10 @@ import pytest
 import torch
 import yaml
 
+from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.convert.codec_loader import load_codec
 from tests.audiocraft_api import audiocraft_models
+from tests.codec.conftest import hf_decode, tiny_hf_model
 from tests.torch_init import constant_parameters, randomize_constants
 
 CFG = {
@@ -152,3 +156,38 @@ def test_the_solver_checkpoint_loads_as_its_export(exported):
     assert jax.tree.all(jax.tree.map(np.array_equal, from_solver.params, from_package.params))
     wav = music(HOP * 10, 24000, seed=3)
     np.testing.assert_array_equal(np.asarray(from_solver.encode(wav)), np.asarray(from_package.encode(wav)))
+
+
+ENCODEC_24KHZ = dict(  # transformers' `EncodecConfig()` defaults: facebook/encodec_24khz
+    sampling_rate=24000,
+    num_filters=32,
+    hidden_size=128,
+    upsampling_ratios=[8, 5, 4, 2],
+    target_bandwidths=[1.5, 3.0, 6.0, 12.0, 24.0],
+    codebook_size=1024,
+    use_causal_conv=True,
+    use_conv_shortcut=True,
+)
+
+
+def test_transformers_encodec_24khz_codes_equal(tmp_path):
+    """All 32 codebooks (24 kbps) of the real-size 24 kHz architecture, a length off the hop."""
+    model = tiny_hf_model("reflect", seed=2, **ENCODEC_24KHZ)
+    model.save_pretrained(tmp_path)
+    codec = load_codec(tmp_path)
+    assert (codec.sample_rate, codec.num_codebooks, codec.frame_rate) == (24000, 32, 75)
+    wav = music(320 * 30 + 101, 24000, seed=5)
+    with torch.no_grad():
+        expected = model.encode(torch.from_numpy(wav), bandwidth=24.0).audio_codes[0].numpy()
+    codes = np.asarray(codec.encode(wav))
+    np.testing.assert_array_equal(codes, expected)
+    audio, reference = np.asarray(codec.decode(codes)), hf_decode(model, codes)
+    np.testing.assert_allclose(audio, reference[..., : audio.shape[-1]], atol=2e-6 * np.abs(reference).max())
+
+
+def test_transformers_encodec_48khz_settings_are_named(tmp_path):
+    settings = dict(normalize=True, chunk_length_s=1.0, overlap=0.01, norm_type="time_group_norm")
+    tiny_hf_model("reflect", seed=3, sampling_rate=48000, **settings).save_pretrained(tmp_path)
+    with pytest.raises(CheckpointError, match="unsupported EnCodec settings") as error:
+        load_codec(tmp_path)
+    assert all(name in str(error.value) for name in ("norm_type", "normalize", "chunk_length_s"))
