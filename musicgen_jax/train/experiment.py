@@ -41,6 +41,18 @@ class ModelSize:
 
 
 @dataclasses.dataclass(frozen=True)
+class Codebooks:
+    """The LM's codebooks, as audiocraft sets them (`transformer_lm.n_q`, `transformer_lm.card`,
+    `codebooks_pattern.delay.delays`). 0 and () take the dataset's codec: its codebooks and cardinality, delays
+    0, 1, ..., n_q - 1 ([0, 0, 1, 1, ...] for interleaved stereo). Values set must agree with the dataset
+    (`rundir.run_lm_config` says which does not, before anything compiles)."""
+
+    n_q: int = 0
+    card: int = 0
+    delays: tuple[int, ...] = ()
+
+
+@dataclasses.dataclass(frozen=True)
 class RunConfig:
     """The run loop's settings (the train step's and the pipeline's are `StepConfig`'s and `PipelineConfig`'s)."""
 
@@ -74,6 +86,7 @@ class RunConfig:
     logical_axis_rules: tuple = ()
     melody: bool = False  # a melody model: conditioned on the chroma of each crop (a dataset of `prepare --chroma`)
     model: ModelSize = ModelSize()
+    codebooks: Codebooks = Codebooks()
 
     def __post_init__(self):
         for name in ("eval_every", "generate_every", "objective_every", "data_parts", "seed", "sample_seed"):
@@ -91,6 +104,10 @@ class RunConfig:
             _check_int(name, getattr(self, name), 1, "a positive integer")
         for name, value in dataclasses.asdict(self.model).items():
             _check_int(f"model.{name}", value, 1, "a positive integer")
+        for name in ("n_q", "card"):
+            _check_int(f"codebooks.{name}", getattr(self.codebooks, name), 0, "a non-negative integer (0: the data's)")
+        for delay in self.codebooks.delays:
+            _check_int("codebooks.delays", delay, 0, "a list of non-negative integers")
         unknown = [m for m in self.objective_metrics if m not in METRICS]
         if unknown:
             raise ValueError(f"config.objective_metrics: unknown {', '.join(unknown)} (known: {', '.join(METRICS)})")
@@ -144,6 +161,7 @@ def default_config() -> ml_collections.ConfigDict:
     config = {
         **_defaults(RunConfig),
         "model": dataclasses.asdict(ModelSize()),
+        "codebooks": dataclasses.asdict(Codebooks()),
         "optim": {k: v for k, v in dataclasses.asdict(OptimConfig()).items() if k != "total_steps"},
         **{key: step[key] for key in STEP_KEYS},
         "ema": {"decay": step["ema_decay"], "every": step["ema_every"]},
@@ -159,6 +177,7 @@ def run_config(config: ml_collections.ConfigDict) -> RunConfig:
     names = {f.name for f in dataclasses.fields(RunConfig)}
     values = {name: config[name] for name in names}
     values["model"] = ModelSize(**config.model)
+    values["codebooks"] = Codebooks(**{**config.codebooks, "delays": tuple(config.codebooks.delays)})
     values["mesh"] = dict(config.mesh)
     values["sample_prompts"] = tuple(config.sample_prompts)
     values["objective_metrics"] = tuple(config.objective_metrics)

@@ -33,11 +33,19 @@ CHROMA_FIELDS = ("sample_rate", "n_fft", "hop_length", "bins")  # of `ChromaConf
 
 def run_lm_config(config: dict, info: dict, text_dim: int) -> LMConfig:
     """The LM of a run: sizes from its config (`model`), codebooks and cardinality from its dataset's codec
-    (`dataset.json`; interleaved stereo codebooks get the delays [0, 0, 1, 1, ...]). A melody run
+    (`dataset.json`), delays from `codebooks.delays` or else one step per codebook (interleaved stereo
+    codebooks: [0, 0, 1, 1, ...]); ValueError where `codebooks` disagrees with the dataset. A melody run
     (`melody`) takes the dataset's chroma bins, and as many chroma frames as a crop of `frames` codec
     frames has (235 for 30 s)."""
     k, stereo = info["num_codebooks"], info.get("codec", {}).get("stereo", False)
-    delays = interleaved_delays(k, 2 if stereo else 1)
+    books = config.get("codebooks") or {}  # runs from before it: the defaults
+    data = f"the dataset {config['data_dir']} ({info.get('codec', {}).get('source', 'its codec')})"
+    for name, theirs in (("n_q", k), ("card", info["card"])):
+        if books.get(name) and books[name] != theirs:
+            raise ValueError(f"config.codebooks.{name} is {books[name]}, but {data} has {theirs}")
+    delays = tuple(books.get("delays") or ()) or interleaved_delays(k, 2 if stereo else 1)
+    if len(delays) != k:
+        raise ValueError(f"config.codebooks.delays gives {len(delays)} delays, but {data} has {k} codebooks")
     model = config["model"]
     melody = {}
     if config.get("melody"):

@@ -25,6 +25,7 @@ MODELS = {  # name -> (dim, layers, max_norm, cfg_dropout, word_dropout, melody_
     "musicgen_medium": (1536, 48, 1.0, 0.3, 0.3, 0.0),
     "musicgen_large": (2048, 48, 3.0, 0.2, 0.2, 0.0),
     "musicgen_melody": (1536, 48, 1.0, 0.2, 0.2, 0.5),
+    "musicgen_small_dac": (1024, 24, 1.0, 0.3, 0.3, 0.0),
 }
 KEYS = (
     "data_dir",
@@ -113,6 +114,8 @@ def test_defaults_are_the_typed_configs_and_the_recipe():
         ("eval_every", -1, r"config.eval_every must be a non-negative integer \(0: never\), got -1"),
         ("batch_size", True, "config.batch_size must be a positive integer, got True"),
         ("model.num_layers", 0, "config.model.num_layers must be a positive integer, got 0"),
+        ("codebooks.n_q", -1, r"config.codebooks.n_q must be a non-negative integer \(0: the data's\), got -1"),
+        ("codebooks.delays", [0, -1], "config.codebooks.delays must be a list of non-negative integers, got -1"),
     ],
 )
 def test_bad_run_settings_are_named(key, value, message):
@@ -145,7 +148,17 @@ def test_model_configs_hold_the_recipe(name):
         melody_dropout,
     )
     assert config.melody == (melody_dropout > 0)
-    assert (config.batch_size, config.frames, config.total_steps) == (192, 1500, 1_000_000)
+    dac = name.endswith("_dac")  # 30 s at DAC 44.1 kHz's frame rate; its codebooks (audiocraft's DAC recipe)
+    assert (config.batch_size, config.frames, config.total_steps) == (192, 2584 if dac else 1500, 1_000_000)
+    assert dict(config.codebooks) == (
+        {"n_q": 9, "card": 1024, "delays": tuple(range(9))}
+        if dac
+        else {
+            "n_q": 0,
+            "card": 0,
+            "delays": (),
+        }
+    )
     assert (config.ema.decay, config.ema.every, config.compute_dtype) == (0.99, 10, "bfloat16")
 
 
@@ -187,3 +200,34 @@ def test_a_missing_dataset_is_one_error_naming_it(tmp_path):
         f"error: config.data_dir: {missing}: not a prepared dataset (no dataset.json); prepare it with "
         "`python -m musicgen_jax.data.prepare`, or finish it with `--merge`"
     )
+
+
+DAC_INFO = {"num_codebooks": 9, "card": 1024, "codec": {"source": "dac_44khz", "stereo": False}}
+
+
+@pytest.mark.parametrize(
+    ("codebooks", "delays", "message"),
+    [
+        ({}, tuple(range(9)), None),  # the dataset's: one step per codebook
+        ({"n_q": 9, "card": 1024, "delays": [0, 1, 2, 3, 4, 5, 6, 7, 8]}, tuple(range(9)), None),
+        ({"delays": [0, 0, 1, 1, 2, 2, 3, 3, 4]}, (0, 0, 1, 1, 2, 2, 3, 3, 4), None),
+        ({"n_q": 4}, None, r"config.codebooks.n_q is 4, but the dataset /data \(dac_44khz\) has 9"),
+        ({"card": 2048}, None, r"config.codebooks.card is 2048, but the dataset /data \(dac_44khz\) has 1024"),
+        ({"delays": [0, 1, 2, 3]}, None, "config.codebooks.delays gives 4 delays, but the dataset /data .* has 9"),
+    ],
+)
+def test_codebooks_come_from_the_dataset_and_must_agree(codebooks, delays, message):
+    """audiocraft's DAC recipe (`transformer_lm.n_q=9 transformer_lm.card=1024`, delays 0..8) against a
+    dataset of DAC 44.1 kHz tokens: the LM takes the dataset's codebooks; a setting that disagrees is one error."""
+    from musicgen_jax.train.rundir import run_lm_config
+
+    config = load("debug")
+    config.data_dir = "/data"
+    config.codebooks.update(codebooks)
+    experiment.run_config(config)  # valid settings
+    if message is None:
+        lm = run_lm_config(config.to_dict(), DAC_INFO, 32)
+        assert (lm.num_codebooks, lm.card, lm.delays) == (9, 1024, delays)
+    else:
+        with pytest.raises(ValueError, match=message):
+            run_lm_config(config.to_dict(), DAC_INFO, 32)
