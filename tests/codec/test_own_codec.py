@@ -110,7 +110,7 @@ def exported(tmp_path_factory):
         checkpoint = directory / "checkpoint.th"  # as a compression solver saves it (audiocraft's StandardSolver)
         torch.save(
             {
-                "model": model.state_dict(),
+                "model": {k: v + 0.01 for k, v in model.state_dict().items()},  # the latest, not the best, weights
                 "optimizer": optimizer.state_dict(),
                 "best_state": {"model": model.state_dict()},
                 "history": [{"train": {"loss": 1.5}, "valid": {"sisnr": 3.0}}],
