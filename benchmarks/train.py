@@ -15,6 +15,7 @@ compiled from shapes only (nothing allocated) in a subprocess, on simulated host
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import os
@@ -90,30 +91,41 @@ def make_batch(tokenizer, batch: int, frames: int, text_tokens: int, seed: int =
 
 
 class TorchTrainer:
-    """transformers' MusicGen forward with labels, backward, clipping and AdamW on one fixed batch."""
+    """transformers' MusicGen forward with labels, backward, clipping and AdamW on one fixed batch on `device`.
+    `autocast`: a torch dtype the forward and loss run in (`torch.autocast`) over float32 weights; `fused`: AdamW's
+    fused kernel (CUDA). A batch with `text_embeddings` (T5 states [B, N, 768]) instead of `text_ids` gives them to
+    the model as `encoder_outputs`: the text encoder is not run."""
 
-    def __init__(self, model, batch: dict, delays, card: int):
+    def __init__(self, model, batch: dict, delays, card: int, device="cpu", autocast=None, fused: bool | None = None):
         import torch
+        from transformers.modeling_outputs import BaseModelOutput
 
         from musicgen_jax.train.loss import training_sequences
 
-        self.model = model
+        self.model, self.device, self.autocast = model, torch.device(device), autocast
         model.train()
         for frozen in (model.text_encoder, model.audio_encoder):
             frozen.requires_grad_(False)
             frozen.eval()
         self.trainable = [p for p in model.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.AdamW(self.trainable, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, eps=1e-8)
+        self.optimizer = torch.optim.AdamW(
+            self.trainable, lr=1e-4, betas=(0.9, 0.95), weight_decay=0.1, eps=1e-8, fused=fused
+        )
         _, targets, valid = (np.asarray(a) for a in training_sequences(batch["codes"], batch["mask"], delays, card))
         labels = torch.from_numpy(np.where(valid, targets, -100).transpose(0, 2, 1)).long()  # [B, S - 1, K]
         # transformers 5's MusicgenForConditionalGeneration reads a decoder_start_token_id its decoder config
         # lacks; its own shift (start = bos = pad = card) gives the pattern's inputs (tests/train/test_loss.py)
         decoder_ids = model.prepare_decoder_input_ids_from_labels(labels).reshape(-1, labels.shape[1])
+        if "text_embeddings" in batch:
+            states = torch.from_numpy(batch["text_embeddings"]).to(self.device)
+            text = {"encoder_outputs": BaseModelOutput(last_hidden_state=states)}
+        else:
+            text = {"input_ids": torch.from_numpy(batch["text_ids"]).long().to(self.device)}
         self.inputs = {
-            "input_ids": torch.from_numpy(batch["text_ids"]).long(),
-            "attention_mask": torch.from_numpy(batch["text_mask"]).long(),
-            "decoder_input_ids": decoder_ids,
-            "labels": labels,
+            **text,
+            "attention_mask": torch.from_numpy(batch["text_mask"]).long().to(self.device),
+            "decoder_input_ids": decoder_ids.to(self.device),
+            "labels": labels.to(self.device),
         }
 
     def parameter_count(self) -> int:
@@ -125,7 +137,9 @@ class TorchTrainer:
         import torch
 
         self.optimizer.zero_grad(set_to_none=True)
-        loss = self.model(**self.inputs).loss
+        cast = contextlib.nullcontext() if self.autocast is None else torch.autocast(self.device.type, self.autocast)
+        with cast:
+            loss = self.model(**self.inputs).loss
         loss.backward()
         exact = (
             math.sqrt(sum(float(p.grad.double().square().sum()) for p in self.trainable if p.grad is not None))
@@ -137,8 +151,8 @@ class TorchTrainer:
         return {"loss": float(loss.detach()), "grad_norm": float(norm), "exact_norm": exact}
 
     def parts(self) -> dict:
-        """The step's parts as callables: T5 forward; LM forward + backward from the T5 states;
-        clipping + AdamW."""
+        """The step's parts as callables (a batch of `text_ids`): T5 forward; LM forward + backward from the T5
+        states; clipping + AdamW."""
         import torch
         from transformers.modeling_outputs import BaseModelOutput
 
@@ -454,20 +468,20 @@ def _nbytes(tree, sharding=None) -> int:
     return sum(int(np.prod(shape)) * x.dtype.itemsize for shape, x in zip(shapes, leaves, strict=True))
 
 
-def _compile_memory(config, mesh, per_device: int, frames: int, text: int) -> dict:
-    """Compile `config`'s train step on `mesh` from shapes (the state with its shardings, a batch of `per_device`
-    rows per device of `frames` frames and `text` precomputed text states): {"compile": seconds, "available",
-    and the `memory_analysis` fields}."""
+def step_shapes(config, mesh, per_device: int, frames: int, text: int) -> tuple:
+    """The train step's (state, batch) as `jax.ShapeDtypeStruct`s with their shardings on `mesh`, nothing allocated:
+    the state of `config`, and a `Batch` of `per_device` rows per device: codes / mask [B, K, `frames`] and
+    precomputed text states [B, `text`, text_dim] with their mask [B, `text`] (no T5)."""
     import jax.numpy as jnp
 
     from musicgen_jax.sharding import shardings
-    from musicgen_jax.train.trainer import Batch, batch_sharding, compile_step, state_shapes, state_specs
+    from musicgen_jax.train.trainer import Batch, batch_sharding, state_shapes, state_specs
 
-    lm, bs, rows = config.lm, batch_sharding(mesh), per_device * mesh.size
+    lm, bs, rows = config.lm, batch_sharding(mesh, config.rules), per_device * mesh.size
     state = jax.tree.map(
         lambda s, h: jax.ShapeDtypeStruct(s.shape, s.dtype, sharding=h),
         state_shapes(config),
-        shardings(state_specs(config), mesh),
+        shardings(state_specs(config), mesh, config.rules),
     )
     batch = Batch(
         codes=jax.ShapeDtypeStruct((rows, lm.num_codebooks, frames), jnp.int32, sharding=bs),
@@ -475,8 +489,17 @@ def _compile_memory(config, mesh, per_device: int, frames: int, text: int) -> di
         text_embeddings=jax.ShapeDtypeStruct((rows, text, lm.text_dim), jnp.float32, sharding=bs),
         text_mask=jax.ShapeDtypeStruct((rows, text), jnp.int32, sharding=bs),
     )
+    return state, batch
+
+
+def _compile_memory(config, mesh, per_device: int, frames: int, text: int) -> dict:
+    """Compile `config`'s train step on `mesh` from shapes (`step_shapes`): {"compile": seconds, "available",
+    and the `memory_analysis` fields}."""
+    from musicgen_jax.train.trainer import compile_step
+
+    shapes = step_shapes(config, mesh, per_device, frames, text)
     start = time.perf_counter()
-    m = memory_analysis(compile_step(config, mesh).lower(state, batch, {}).compile())
+    m = memory_analysis(compile_step(config, mesh).lower(*shapes, {}).compile())
     res = {"compile": time.perf_counter() - start, "available": m is not None, **(m or {})}
     print(f"{mesh.size} devices, batch {per_device} x {frames} frames: {res}", file=sys.stderr, flush=True)
     return res
