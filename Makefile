@@ -20,10 +20,13 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 # requirements pin torch 2.1 and CUDA-only packages; tests/audiocraft_api.py stands in for the modules it does
 # not use); the metric networks' references: torchvggish (its requirements, torch, numpy and resampy, are in the
 # test extra), hear21passt (it imports timm and torchaudio for what the tests stand in for) and laion_clap (it pins
-# numpy < 2, runs on numpy 2 for what the tests use; torchlibrosa is in the test extra)
+# numpy < 2, runs on numpy 2 for what the tests use; torchlibrosa is in the test extra); descript's DAC reference,
+# descript-audio-codec (descript-audiotools pins protobuf < 3.20 against TensorFlow's, torchaudio has no build for
+# our torch: tests/codec/descript_api.py stands in for what it imports and does not run)
 $(VENV)/.installed-test: $(VENV)/.installed
 	$(PY) -m pip install -q -e '.[train,test]'
-	$(PY) -m pip install -q --no-deps audiocraft==1.3.0 torchvggish==0.2 hear21passt==0.0.26 laion_clap==1.1.7
+	$(PY) -m pip install -q --no-deps audiocraft==1.3.0 torchvggish==0.2 hear21passt==0.0.26 laion_clap==1.1.7 \
+		descript-audio-codec==1.0.0
 	touch $@
 
 # The main job: text-to-music with MODEL (converted on first use, cached under ~/.cache/musicgen_jax).

@@ -98,6 +98,57 @@ class CodecConfig(_DictIO):
 ENCODEC_32KHZ = CodecConfig()
 
 
+@dataclasses.dataclass(frozen=True)
+class DacConfig(_DictIO):
+    """Descript Audio Codec hyper-parameters, named and defaulted as the arguments of descript's `DAC` (the
+    defaults are its 44.1 kHz model). transformers' `DacConfig` calls them encoder_hidden_size,
+    downsampling_ratios, decoder_hidden_size, upsampling_ratios and hidden_size (the latent width).
+
+    `latent_dim` None: `encoder_dim * 2 ** len(encoder_rates)`, the width the encoder reaches, as descript's
+    `DAC` resolves it. DAC codes mono audio.
+    """
+
+    sample_rate: int = 44100
+    encoder_dim: int = 64
+    encoder_rates: tuple[int, ...] = (2, 4, 8, 8)
+    latent_dim: int | None = None
+    decoder_dim: int = 1536
+    decoder_rates: tuple[int, ...] = (8, 8, 4, 2)
+    n_codebooks: int = 9
+    codebook_size: int = 1024
+    codebook_dim: int = 8
+
+    def __post_init__(self):
+        for name in ("encoder_rates", "decoder_rates"):
+            object.__setattr__(self, name, tuple(int(r) for r in getattr(self, name)))
+        if self.latent_dim is None:
+            object.__setattr__(self, "latent_dim", self.encoder_dim * 2 ** len(self.encoder_rates))
+        scalars = ("sample_rate", "encoder_dim", "latent_dim", "decoder_dim", "n_codebooks", "codebook_size")
+        bad = [name for name in (*scalars, "codebook_dim") if int(getattr(self, name)) <= 0]
+        bad += [name for name in ("encoder_rates", "decoder_rates") if min(getattr(self, name), default=0) <= 0]
+        if bad:
+            raise ValueError(f"DacConfig has non-positive values: {bad} in {self}")
+
+    @property
+    def hop_length(self) -> int:
+        """Audio samples per frame: the product of the encoder's strides (512 at 44.1 kHz, 320 at 24 / 16 kHz)."""
+        return math.prod(self.encoder_rates)
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second, sample_rate / hop_length (86.13 at 44.1 kHz; audiocraft's `DAC.frame_rate`;
+        transformers' `DacConfig.frame_rate` rounds it up)."""
+        return self.sample_rate / self.hop_length
+
+
+# descript's released models (`dac.utils.load_model`: conf/final/*.yml of descript-audio-codec; transformers'
+# descript/dac_44khz, dac_24khz, dac_16khz); the 16 kbps 44.1 kHz release has a narrower latent and 18 codebooks.
+DAC_44KHZ = DacConfig()
+DAC_44KHZ_16KBPS = DacConfig(latent_dim=128, n_codebooks=18)
+DAC_24KHZ = DacConfig(sample_rate=24000, encoder_rates=(2, 4, 5, 8), decoder_rates=(8, 5, 4, 2), n_codebooks=32)
+DAC_16KHZ = DacConfig(sample_rate=16000, encoder_rates=(2, 4, 5, 8), decoder_rates=(8, 5, 4, 2), n_codebooks=12)
+
+
 FEED_FORWARD_PROJS = ("relu", "gated-gelu")
 
 

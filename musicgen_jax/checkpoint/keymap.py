@@ -27,6 +27,7 @@ class Target:
 
     layout: "copy" (same layout), "conv" (torch [out, in, k]), "convtr" (torch [in, out, k]),
     "conv2d" (torch [out, in, kh, kw], Flax [kh, kw, in, out]), "linear" (torch [out, in]),
+    "channel" (torch [1, C, 1]: a per-channel parameter broadcast over [B, C, T]; ours [C]),
     "sum" (added into the parameter), "stack" (row `index` of the parameter).
     """
 
@@ -40,6 +41,7 @@ _TO_TORCH_SHAPE = {
     "convtr": lambda s: (s[1], s[2], s[0]),
     "conv2d": lambda s: (s[3], s[2], s[0], s[1]),
     "linear": lambda s: (s[1], s[0]),
+    "channel": lambda s: (1, s[0], 1),
     "stack": lambda s: s[1:],
 }
 _FROM_TORCH = {
@@ -47,6 +49,7 @@ _FROM_TORCH = {
     "convtr": lambda v: v.transpose(2, 0, 1),
     "conv2d": lambda v: v.transpose(2, 3, 1, 0),
     "linear": lambda v: v.T,
+    "channel": lambda v: v.reshape(-1),
 }
 
 
@@ -101,6 +104,7 @@ _TO_TORCH = {
     "convtr": lambda v: v.transpose(1, 2, 0),
     "conv2d": lambda v: v.transpose(3, 2, 0, 1),
     "linear": lambda v: v.T,
+    "channel": lambda v: v.reshape(1, -1, 1),
 }
 
 

@@ -148,23 +148,34 @@ class Codec:
 
     def encode(self, wav) -> jax.Array:
         """`wav [B, C, T] float -> codes [B, K, ceil(T / hop)] int32`."""
-        wav = np.asarray(wav, dtype=np.float32)
-        if wav.ndim != 3 or wav.shape[1] != self.channels or wav.shape[2] == 0:
-            raise ValueError(f"expected audio of shape [batch, {self.channels}, samples > 0], got {wav.shape}")
-        if not np.isfinite(wav).all():
-            raise ValueError("audio contains NaN or infinite values")
+        wav = checked_audio(wav, self.channels)
         return _encode(self.config, self.params, pad_batch(wav, self.mesh), self.stereo, mesh=self.mesh)[: len(wav)]
 
     def decode(self, codes) -> jax.Array:
         """`codes [B, K, T'] int -> wav [B, C, T' * hop] float32`."""
-        codes = np.asarray(codes)
-        if codes.ndim != 3 or codes.shape[1] != self.num_codebooks or codes.shape[2] == 0:
-            raise ValueError(f"expected codes of shape [batch, {self.num_codebooks}, frames > 0], got {codes.shape}")
-        if not np.issubdtype(codes.dtype, np.integer):
-            raise ValueError(f"codes must be integers, got {codes.dtype}")
-        if codes.min() < 0 or codes.max() >= self.config.codebook_size:
-            raise ValueError(
-                f"codes must lie in [0, {self.config.codebook_size}), got values in [{codes.min()}, {codes.max()}]"
-            )
-        batch = pad_batch(codes.astype(np.int32), self.mesh)
+        codes = checked_codes(codes, self.num_codebooks, self.config.codebook_size)
+        batch = pad_batch(codes, self.mesh)
         return _decode(self.config, self.params, batch, self.stereo, mesh=self.mesh)[: len(codes)]
+
+
+def checked_audio(wav, channels: int) -> np.ndarray:
+    """`wav` as float32 `[B, channels, T > 0]`, finite; ValueError otherwise (checked on the host, before
+    anything is compiled)."""
+    wav = np.asarray(wav, dtype=np.float32)
+    if wav.ndim != 3 or wav.shape[1] != channels or wav.shape[2] == 0:
+        raise ValueError(f"expected audio of shape [batch, {channels}, samples > 0], got {wav.shape}")
+    if not np.isfinite(wav).all():
+        raise ValueError("audio contains NaN or infinite values")
+    return wav
+
+
+def checked_codes(codes, num_codebooks: int, codebook_size: int) -> np.ndarray:
+    """`codes` as int32 `[B, num_codebooks, T' > 0]` in [0, codebook_size); ValueError otherwise."""
+    codes = np.asarray(codes)
+    if codes.ndim != 3 or codes.shape[1] != num_codebooks or codes.shape[2] == 0:
+        raise ValueError(f"expected codes of shape [batch, {num_codebooks}, frames > 0], got {codes.shape}")
+    if not np.issubdtype(codes.dtype, np.integer):
+        raise ValueError(f"codes must be integers, got {codes.dtype}")
+    if codes.min() < 0 or codes.max() >= codebook_size:
+        raise ValueError(f"codes must lie in [0, {codebook_size}), got values in [{codes.min()}, {codes.max()}]")
+    return codes.astype(np.int32)

@@ -21,7 +21,7 @@ from musicgen_jax.config import CodecConfig
 
 _DIMS = ("NWC", "WIO", "NWC")
 _JNP_PAD_MODE = {"constant": "constant", "reflect": "reflect", "replicate": "edge"}
-_CONV_AXES = ("taps", "in_channels", "channels")
+CONV_AXES = ("taps", "in_channels", "channels")
 
 
 def _param(module: nn.Module, name: str, shape: tuple[int, ...], axes: tuple[str, ...], bias: bool = False):
@@ -71,7 +71,7 @@ class Conv1d(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
-        kernel = _param(self, "kernel", (self.kernel_size, x.shape[-1], self.features), _CONV_AXES)
+        kernel = _param(self, "kernel", (self.kernel_size, x.shape[-1], self.features), CONV_AXES)
         bias = _param(self, "bias", (self.features,), ("channels",), bias=True)
         left, right = conv_padding(x.shape[1], self.kernel_size, self.stride, self.dilation, self.causal)
         x = pad1d(x, left, right, self.pad_mode)
@@ -81,12 +81,28 @@ class Conv1d(nn.Module):
         return y + bias
 
 
-class ConvTranspose1d(nn.Module):
-    """Streamable ConvTranspose1d: `[B, T, C_in] -> [B, T * stride, features]` after trimming.
+def overlap_add(x: jax.Array, kernel: jax.Array, stride: int) -> jax.Array:
+    """A transposed convolution before any trimming or bias: `x [B, T, C_in]`, `kernel [k, C_in, C_out]` ->
+    `[B, (T - 1) * stride + k, C_out]`, y[t*s + j] += x[t] @ kernel[j] (PyTorch's `ConvTranspose1d` semantics).
 
     Computed as one matmul `[B*T, C_in] x [C_in, k * C_out]` followed by an overlap-add of the
     ceil(k / stride) shifted blocks: a conv over the stride-dilated input would multiply stride
     times as many (zero) samples (benchmarks/RESULTS.md, "Design choices").
+    """
+    k, s = kernel.shape[0], stride
+    blocks = -(-k // s)
+    kernel = jnp.pad(kernel, ((0, blocks * s - k), (0, 0), (0, 0)))  # zero taps up to a multiple of s
+    b, t, _ = x.shape
+    features = kernel.shape[-1]
+    z = jnp.einsum("btc,kcd->btkd", x, kernel).reshape(b, t, blocks, s, features)
+    # input frame i writes output samples i*s .. i*s + k - 1: block j lands at frame i + j
+    full = sum(jnp.pad(z[:, :, j], ((0, 0), (j, blocks - 1 - j), (0, 0), (0, 0))) for j in range(blocks))
+    return full.reshape(b, (t + blocks - 1) * s, features)[:, : (t - 1) * s + k]
+
+
+class ConvTranspose1d(nn.Module):
+    """Streamable ConvTranspose1d: `[B, T, C_in] -> [B, T * stride, features]` after trimming
+    (`overlap_add`, then audiocraft's trim of k - stride samples).
 
     Parameters: kernel `[k, C_in, C_out]` (logical axes ("taps", "in_channels", "channels")) with PyTorch
     semantics y[t*s + j] += x[t] @ kernel[j], bias `[C_out]`.
@@ -101,15 +117,9 @@ class ConvTranspose1d(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         k, s = self.kernel_size, self.stride
-        kernel = _param(self, "kernel", (k, x.shape[-1], self.features), _CONV_AXES)
+        kernel = _param(self, "kernel", (k, x.shape[-1], self.features), CONV_AXES)
         bias = _param(self, "bias", (self.features,), ("channels",), bias=True)
-        blocks = -(-k // s)
-        kernel = jnp.pad(kernel, ((0, blocks * s - k), (0, 0), (0, 0)))  # zero taps up to a multiple of s
-        b, t, _ = x.shape
-        z = jnp.einsum("btc,kcd->btkd", x, kernel).reshape(b, t, blocks, s, self.features)
-        # input frame i writes output samples i*s .. i*s + k - 1: block j lands at frame i + j
-        full = sum(jnp.pad(z[:, :, j], ((0, 0), (j, blocks - 1 - j), (0, 0), (0, 0))) for j in range(blocks))
-        full = full.reshape(b, (t + blocks - 1) * s, self.features)[:, : (t - 1) * s + k]
+        full = overlap_add(x, kernel, s)
         padding_total = k - s
         right = math.ceil(padding_total * self.trim_right_ratio) if self.causal else padding_total // 2
         left = padding_total - right

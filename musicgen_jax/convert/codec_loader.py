@@ -5,7 +5,7 @@ Sources: a hub id or local path of (1) this project's converted codec directory,
 `audio_encoder`), (4) an audiocraft `compression_state_dict.bin`, full package or the pointer form
 `{'pretrained': 'facebook/encodec_32khz'}`, or (5) an audiocraft compression solver's `checkpoint.th`.
 Stereo (interleaved codebooks) is read from the MusicGen config when there is one, and can be forced
-with `stereo=`.
+with `stereo=`. `load_dac`: a `DacCodec` from a descript checkpoint file or a transformers `DacModel`.
 """
 
 from __future__ import annotations
@@ -25,6 +25,8 @@ from musicgen_jax.checkpoint.files import (
 )
 from musicgen_jax.checkpoint.keymap import strip_prefix
 from musicgen_jax.codec import weights as enc
+from musicgen_jax.codec.dac import weights as dac
+from musicgen_jax.codec.dac.model import DacCodec
 from musicgen_jax.codec.model import Codec
 from musicgen_jax.config import CodecConfig
 
@@ -102,3 +104,35 @@ def _from_audiocraft_package(file: Path, stereo: bool | None) -> Codec:
     config = enc.config_from_audiocraft(enc.parse_audiocraft_cfg(pkg["xp.cfg"]))
     state = {enc.audiocraft_to_hf_key(k): v for k, v in tensors_to_numpy(best["model"] if solver else best).items()}
     return Codec(config, enc.params_from_hf_state_dict(state, config, str(file)), bool(stereo), str(file))
+
+
+def load_dac(source: str | os.PathLike) -> DacCodec:
+    """A `DacCodec` from a descript checkpoint file (what `dac.utils.load_model` reads, e.g.
+    `weights_44khz_8kbps_0.0.1.pth`) or a transformers `DacModel` (a hub id such as descript/dac_44khz, or a
+    `save_pretrained` directory). Its hyper-parameters come from the checkpoint."""
+    path = resolve(source, ["config.json"])
+    if path.is_file():
+        return _dac_from_descript(path)
+    if not (path / "config.json").exists():
+        raise CheckpointError(f"{source}: neither a descript DAC checkpoint file nor a directory with config.json")
+    config = dac.config_from_hf(read_json(path / "config.json"))
+    state = fetch_hf_weights(source, path)
+    return DacCodec(config, dac.params_from_hf_state_dict(state, config, str(source)), str(source))
+
+
+def _dac_from_descript(file: Path) -> DacCodec:
+    """descript's `torch.save({"state_dict": ..., "metadata": {"kwargs": DAC's arguments, ...}})` (audiotools'
+    `BaseModel.save` without packaging)."""
+    checkpoint = read_torch_pickle(file)
+    metadata = checkpoint.get("metadata") if isinstance(checkpoint, dict) else None
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("kwargs"), dict) or "state_dict" not in checkpoint:
+        found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+        raise CheckpointError(
+            f"{file}: not a descript DAC checkpoint: expected 'state_dict' and 'metadata' with 'kwargs', found {found}"
+        )
+    try:
+        config = dac.config_from_descript(metadata["kwargs"])
+    except CheckpointError as e:
+        raise CheckpointError(f"{file}: {e}") from e
+    state = tensors_to_numpy(checkpoint["state_dict"])
+    return DacCodec(config, dac.params_from_descript_state_dict(state, config, str(file)), str(file))
