@@ -5,7 +5,9 @@ Sources: a hub id or local path of (1) this project's converted codec directory,
 `audio_encoder`), (4) an audiocraft `compression_state_dict.bin`, full package or the pointer form
 `{'pretrained': 'facebook/encodec_32khz'}`, or (5) an audiocraft compression solver's `checkpoint.th`.
 Stereo (interleaved codebooks) is read from the MusicGen config when there is one, and can be forced
-with `stereo=`. `load_dac`: a `DacCodec` from a descript checkpoint file or a transformers `DacModel`.
+with `stereo=`. Descript's DAC (a `DacCodec`): (6) descript's checkpoint file (`weights_44khz_8kbps_0.0.1.pth`),
+(7) a transformers `DacModel` (descript/dac_44khz), (8) the names dac_44khz, dac_24khz, dac_16khz (that hub
+model). audiocraft's `//pretrained/NAME` spelling works for any of them.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from musicgen_jax.codec.model import Codec
 from musicgen_jax.config import CodecConfig
 
 COMPRESSION_FILE = "compression_state_dict.bin"
+AUDIOCRAFT_PRETRAINED = "//pretrained/"  # audiocraft's `compression_model_checkpoint` prefix of a pretrained codec
+PRETRAINED_DAC = {f"dac_{rate}": f"descript/dac_{rate}" for rate in ("44khz", "24khz", "16khz")}  # hub ids
 _SMALL_FILES = [
     "config.json",
     COMPRESSION_FILE,
@@ -40,14 +44,32 @@ _SMALL_FILES = [
 ]
 
 
-def load_codec(source: str | os.PathLike, stereo: bool | None = None) -> Codec:
-    """A `Codec` from a hub id or a local path (see the module docstring)."""
+def load_codec(
+    source: str | os.PathLike, stereo: bool | None = None, num_codebooks: int | None = None
+) -> Codec | DacCodec:
+    """A `Codec` (EnCodec) or `DacCodec` from a hub id or a local path (see the module docstring).
+    `num_codebooks`: code with the first so many (audiocraft's `set_num_codebooks`; DAC only)."""
+    codec = _load(source, stereo)
+    if num_codebooks is not None and num_codebooks != codec.num_codebooks:
+        if not isinstance(codec, DacCodec):
+            raise CheckpointError(
+                f"{source}: an EnCodec codes with all its {codec.num_codebooks} codebooks; choosing "
+                f"{num_codebooks} is supported for DAC"
+            )
+        codec.set_num_codebooks(num_codebooks)
+    return codec
+
+
+def _load(source: str | os.PathLike, stereo: bool | None) -> Codec | DacCodec:
+    if isinstance(source, str):  # audiocraft's spelling of a pretrained codec, and its DAC names
+        source = source.removeprefix(AUDIOCRAFT_PRETRAINED)
+        source = PRETRAINED_DAC.get(source, source)
     path = resolve(source, _SMALL_FILES)
     if path.is_file():
         if path.suffix == ".safetensors":
             path = path.parent
         else:
-            return _from_audiocraft_package(path, stereo)
+            return _from_file(path, stereo)
     for directory in (path / "codec", path):
         if native.is_native(directory, enc.NATIVE_FORMAT):
             return enc.load_native_codec(directory, stereo)
@@ -55,10 +77,26 @@ def load_codec(source: str | os.PathLike, stereo: bool | None = None) -> Codec:
     if stereo is None and hf_config is not None and hf_config.get("model_type", "").startswith("musicgen"):
         stereo = hf_config.get("decoder", {}).get("audio_channels", 1) == 2
     if (path / COMPRESSION_FILE).exists():
-        return _from_audiocraft_package(path / COMPRESSION_FILE, stereo)
+        return _from_file(path / COMPRESSION_FILE, stereo)
     if hf_config is None:
         raise CheckpointError(f"{source}: no config.json, {COMPRESSION_FILE} or converted codec found in {path}")
+    if hf_config.get("model_type") == "dac":
+        return _mono(_dac_from_hf(source, path, hf_config), stereo, source)
     return _from_hf(source, path, hf_config, bool(stereo))
+
+
+def _mono(codec: DacCodec, stereo: bool | None, source) -> DacCodec:
+    if stereo:
+        raise CheckpointError(f"{source}: DAC codes mono audio; interleaved stereo codebooks need an EnCodec")
+    return codec
+
+
+def _from_file(file: Path, stereo: bool | None) -> Codec | DacCodec:
+    """A torch pickle: descript's DAC checkpoint, or audiocraft's package or solver checkpoint."""
+    pkg = read_torch_pickle(file, configs=True)
+    if isinstance(pkg, dict) and "state_dict" in pkg:
+        return _mono(_dac_from_descript(file, pkg), stereo, file)
+    return _from_audiocraft_package(file, pkg, stereo)
 
 
 def _from_hf(source, path: Path, hf_config: dict, stereo: bool) -> Codec:
@@ -85,10 +123,9 @@ def hf_codec_tensors(source: str) -> dict | None:
         return None
 
 
-def _from_audiocraft_package(file: Path, stereo: bool | None) -> Codec:
+def _from_audiocraft_package(file: Path, pkg, stereo: bool | None) -> Codec:
     """An audiocraft package (`export_encodec`'s, or the pointer form) or a compression solver's checkpoint
     (`checkpoint.th`: the best state under `best_state["model"]`, `xp.cfg` an OmegaConf config)."""
-    pkg = read_torch_pickle(file, configs=True)
     if not isinstance(pkg, dict):
         raise CheckpointError(f"{file}: not an audiocraft package (a dict), got {type(pkg).__name__}")
     if "pretrained" in pkg:
@@ -106,29 +143,21 @@ def _from_audiocraft_package(file: Path, stereo: bool | None) -> Codec:
     return Codec(config, enc.params_from_hf_state_dict(state, config, str(file)), bool(stereo), str(file))
 
 
-def load_dac(source: str | os.PathLike) -> DacCodec:
-    """A `DacCodec` from a descript checkpoint file (what `dac.utils.load_model` reads, e.g.
-    `weights_44khz_8kbps_0.0.1.pth`) or a transformers `DacModel` (a hub id such as descript/dac_44khz, or a
-    `save_pretrained` directory). Its hyper-parameters come from the checkpoint."""
-    path = resolve(source, ["config.json"])
-    if path.is_file():
-        return _dac_from_descript(path)
-    if not (path / "config.json").exists():
-        raise CheckpointError(f"{source}: neither a descript DAC checkpoint file nor a directory with config.json")
-    config = dac.config_from_hf(read_json(path / "config.json"))
+def _dac_from_hf(source, path: Path, hf_config: dict) -> DacCodec:
+    """transformers' `DacModel` (descript/dac_44khz, ...; a `save_pretrained` directory)."""
+    config = dac.config_from_hf(hf_config)
     state = fetch_hf_weights(source, path)
     return DacCodec(config, dac.params_from_hf_state_dict(state, config, str(source)), str(source))
 
 
-def _dac_from_descript(file: Path) -> DacCodec:
+def _dac_from_descript(file: Path, checkpoint: dict) -> DacCodec:
     """descript's `torch.save({"state_dict": ..., "metadata": {"kwargs": DAC's arguments, ...}})` (audiotools'
-    `BaseModel.save` without packaging)."""
-    checkpoint = read_torch_pickle(file)
-    metadata = checkpoint.get("metadata") if isinstance(checkpoint, dict) else None
-    if not isinstance(metadata, dict) or not isinstance(metadata.get("kwargs"), dict) or "state_dict" not in checkpoint:
-        found = sorted(checkpoint) if isinstance(checkpoint, dict) else type(checkpoint).__name__
+    `BaseModel.save` without packaging: what `dac.utils.load_model` reads, e.g. `weights_44khz_8kbps_0.0.1.pth`)."""
+    metadata = checkpoint.get("metadata")
+    if not isinstance(metadata, dict) or not isinstance(metadata.get("kwargs"), dict):
         raise CheckpointError(
-            f"{file}: not a descript DAC checkpoint: expected 'state_dict' and 'metadata' with 'kwargs', found {found}"
+            f"{file}: not a descript DAC checkpoint: expected 'state_dict' and 'metadata' with 'kwargs', found "
+            f"{sorted(checkpoint)}"
         )
     try:
         config = dac.config_from_descript(metadata["kwargs"])

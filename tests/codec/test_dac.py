@@ -17,13 +17,15 @@ from transformers import DacConfig as HFDacConfig
 from transformers import DacModel
 
 from musicgen_jax.checkpoint.errors import CheckpointError
+from musicgen_jax.codec.dac import weights as dac_weights
 from musicgen_jax.codec.dac.weights import (
     config_from_descript,
     params_from_descript_state_dict,
     params_from_hf_state_dict,
 )
 from musicgen_jax.config import DAC_16KHZ, DAC_24KHZ, DAC_44KHZ, DAC_44KHZ_16KBPS, DacConfig
-from musicgen_jax.convert.codec_loader import load_dac
+from musicgen_jax.convert.codec_loader import load_codec
+from tests.codec.conftest import tiny_hf_model
 from tests.codec.descript_api import descript_checkpoint, descript_dac_class
 from tests.hub import add_repo, use_offline_cache
 
@@ -112,7 +114,7 @@ def hf_reference(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def hf_codec(hf_reference):
-    return load_dac(hf_reference[1])
+    return load_codec(hf_reference[1])
 
 
 @pytest.fixture(scope="module")
@@ -156,7 +158,7 @@ def test_descript_checkpoint_matches_descript(descript_reference):
     path (`preprocess`, `encode`) and audiocraft's `DAC.decode` (`quantizer.from_codes`, `decode`), with all
     codebooks and with 4 (audiocraft's `set_num_codebooks(4)`: descript's `n_quantizers=4`)."""
     model, path = descript_reference
-    codec = load_dac(path)
+    codec = load_codec(path)
     assert codec.config == DAC_44KHZ and codec.source == str(path)
     wav = music(11000, 44100, seed=3)
     for n in (9, 4):
@@ -183,7 +185,7 @@ def test_24khz_and_16khz_rates_match_transformers(preset, hub_id, tmp_path, monk
     model.save_pretrained(tmp_path / "model")
     add_repo(tmp_path / "hub", hub_id, tmp_path / "model")
     use_offline_cache(monkeypatch, tmp_path / "hub")
-    codec = load_dac(hub_id)
+    codec = load_codec(f"//pretrained/{hub_id.removeprefix('descript/')}")  # audiocraft's name of the release
     assert codec.config == config and codec.config.hop_length == 320 and codec.source == hub_id
     wav = np.concatenate([music(4000, config.sample_rate, seed) for seed in (4, 5)])
     expected = hf_encode(model, wav, 320)
@@ -229,13 +231,14 @@ def tiny_state() -> dict:
 
 
 def test_bad_descript_checkpoints_name_the_file_and_the_problem(tiny_state, tmp_path):
+    tiny_hf_model(seed=0).save_pretrained(tmp_path / "encodec")
     state = dict(tiny_state)
     state.pop("decoder.model.1.block.1.weight_v")
     state["quantizer.quantizers.1.codebook.weight"] = torch.zeros(16, 3)
     path = tmp_path / "weights.pth"
     torch.save({"state_dict": state, "metadata": {"kwargs": TINY.to_dict()}}, path)
     with pytest.raises(CheckpointError) as error:
-        load_dac(path)
+        load_codec(path)
     message = str(error.value)
     assert str(path) in message
     assert "missing keys (1): decoder.model.1.block.1.weight" in message
@@ -244,18 +247,22 @@ def test_bad_descript_checkpoints_name_the_file_and_the_problem(tiny_state, tmp_
 
     torch.save({"state_dict": state}, path)
     with pytest.raises(CheckpointError, match=r"weights.pth: not a descript DAC checkpoint"):
-        load_dac(path)
+        load_codec(path)
     torch.save({"state_dict": state, "metadata": {"kwargs": {**TINY.to_dict(), "codebook_dim": [2, 4]}}}, path)
     with pytest.raises(CheckpointError, match=r"weights.pth: codebooks of different widths \[2, 4\]"):
-        load_dac(path)
-    (tmp_path / "config.json").write_text('{"model_type": "encodec"}')
+        load_codec(path)
     with pytest.raises(CheckpointError, match="expected a DAC config, got model_type 'encodec'"):
-        load_dac(tmp_path)
+        dac_weights.config_from_hf({"model_type": "encodec"})
+    torch.save({"state_dict": tiny_state, "metadata": {"kwargs": TINY.to_dict()}}, path)
+    with pytest.raises(CheckpointError, match="weights.pth: DAC codes mono audio"):
+        load_codec(path, stereo=True)
+    with pytest.raises(CheckpointError, match="an EnCodec codes with all its 4 codebooks; choosing 2 is supported"):
+        load_codec(tmp_path / "encodec", num_codebooks=2)
 
 
 def test_set_num_codebooks_bounds_and_input_checks(tiny_state, tmp_path):
     torch.save({"state_dict": tiny_state, "metadata": {"kwargs": TINY.to_dict()}}, tmp_path / "weights.pth")
-    codec = load_dac(tmp_path / "weights.pth")
+    codec = load_codec(tmp_path / "weights.pth")
     for n in (0, 3):
         with pytest.raises(ValueError, match=r"the number of codebooks must lie in \[1, 2\]"):
             codec.set_num_codebooks(n)

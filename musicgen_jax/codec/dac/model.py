@@ -107,6 +107,11 @@ class DacCodec:
         return 1
 
     @property
+    def stereo(self) -> bool:
+        """Always False: DAC codes mono audio (`Codec.stereo`'s interleaving is EnCodec's)."""
+        return False
+
+    @property
     def sample_rate(self) -> int:
         return self.config.sample_rate
 
