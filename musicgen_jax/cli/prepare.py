@@ -50,8 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--codec",
-        help="codec source: anything load_codec takes (an EnCodec or MusicGen checkpoint, "
-        "hub id or path; stereo MusicGen checkpoints code stereo)",
+        help="codec source: anything load_codec takes (an EnCodec, DAC or MusicGen checkpoint, hub id or path; "
+        "dac_44khz, dac_24khz, dac_16khz; audiocraft's //pretrained/NAME; stereo MusicGen checkpoints code stereo)",
     )
     p.add_argument("--out", help="output dataset folder or URL (re-running the same command resumes)")
     p.add_argument("--merge", metavar="DATA_DIR", help="only write the metadata of DATA_DIR, whose parts are all done")
@@ -100,6 +100,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --chroma: the chroma of Demucs' vocals + other stems, as audiocraft's melody models "
         "(needs the melody extra)",
     )
+    p.add_argument(
+        "--num-codebooks",
+        type=int,
+        default=None,
+        help="code with the codec's first N codebooks (DAC; audiocraft's set_num_codebooks; default: all)",
+    )
     p.add_argument("--batch-size", type=int, default=8, help="segments per encoder call")
     p.add_argument(
         "--part",
@@ -136,6 +142,7 @@ def main(argv=None) -> int:
                 args.text_encoder,
                 args.chroma,
                 args.melody_stems,
+                args.num_codebooks,
             )
             info, out = prepare(settings, args.out, args.batch_size, args.part, not args.no_progress), args.out
     except (ValueError, CheckpointError, AudioError, MissingExtraError) as e:

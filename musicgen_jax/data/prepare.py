@@ -44,6 +44,7 @@ class Settings:
     text_encoder: str | None = None
     chroma: bool = False  # store each segment's chroma bins (`ChromaConfig()`)
     melody_stems: bool = False  # of Demucs' melody stems instead of the mix (needs chroma)
+    num_codebooks: int | None = None  # the codec's first so many (DAC's `set_num_codebooks`); None: all
 
     def __post_init__(self):
         checks = [
@@ -64,6 +65,10 @@ class Settings:
         for name in ("chroma", "melody_stems"):
             if not isinstance(getattr(self, name), bool):
                 raise ValueError(f"invalid {name}: {getattr(self, name)!r} (True or False)")
+        if self.num_codebooks is not None and (
+            isinstance(self.num_codebooks, bool) or not isinstance(self.num_codebooks, int) or self.num_codebooks < 1
+        ):
+            raise ValueError(f"invalid num_codebooks: {self.num_codebooks!r} (a positive integer, or None: all)")
         if self.melody_stems and not self.chroma:
             raise ValueError("melody_stems computes the chroma of Demucs' stems: --melody-stems requires --chroma")
 
@@ -76,22 +81,26 @@ def split_of(path: str, seed: int, valid_fraction: float) -> str:
     return "valid" if int.from_bytes(digest[:8], "big") / 2**64 < valid_fraction else "train"
 
 
-def _frames(seconds: float, frame_rate: int, what: str) -> int:
+def _frames(seconds: float, frame_rate: float, what: str) -> int:
+    """`seconds` in codec frames: exact at a whole frame rate (ValueError otherwise), the nearest number at a
+    fractional one, where no whole second is a whole number of frames (DAC 44.1 kHz: 44100 / 512 per second)."""
     frames = round(seconds * frame_rate)
-    if abs(frames - seconds * frame_rate) > 1e-6:
+    if float(frame_rate).is_integer() and abs(frames - seconds * frame_rate) > 1e-6:
         raise ValueError(f"{what} = {seconds} s is not a whole number of codec frames ({frame_rate} per second)")
+    if seconds and not frames:
+        raise ValueError(f"{what} = {seconds} s is less than one codec frame (1 / {frame_rate:g} s)")
     return frames
 
 
-def segment_lengths(settings: Settings, hop: int, frame_rate: int) -> tuple[int, int]:
-    """`(segment, step)` in samples (segment 0: whole files); ValueError unless both are whole frames."""
+def segment_lengths(settings: Settings, hop: int, frame_rate: float) -> tuple[int, int]:
+    """`(segment, step)` in samples (segment 0: whole files), whole codec frames (`_frames`)."""
     return (
         _frames(settings.segment_seconds, frame_rate, "segment_seconds") * hop,
         _frames(settings.length_step, frame_rate, "length_step") * hop,
     )
 
 
-def segment_bounds(num_samples: int, hop: int, frame_rate: int, settings: Settings) -> list[tuple[int, int]]:
+def segment_bounds(num_samples: int, hop: int, frame_rate: float, settings: Settings) -> list[tuple[int, int]]:
     """`[(start, end)]` sample ranges of the segments of a file of `num_samples` samples; every length is a
     whole number of codec frames of `hop` samples. Consecutive segments of `segment_seconds` (0: whole
     files); the last is cut down to a multiple of `length_step` seconds (so that few distinct lengths, each
@@ -436,7 +445,7 @@ def prepare(
     plan = make_plan(settings, inputs, out)
     units = [u for u in range(index, plan["units"], count) if _load_record(out, u, plan) is None]
     if units:
-        codec = load_codec(settings.codec)
+        codec = load_codec(settings.codec, num_codebooks=settings.num_codebooks)
         segment_lengths(settings, codec.config.hop_length, codec.frame_rate)  # checked before any work
         if settings.chroma:
             chroma_config(codec)

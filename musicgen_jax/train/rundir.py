@@ -72,6 +72,15 @@ def run_lm_config(config: dict, info: dict, text_dim: int) -> LMConfig:
     )
 
 
+def dataset_codec(info: dict, what: str = "the run"):
+    """The codec a dataset's codes come from (its dataset.json: source, stereo), coding with as many codebooks
+    as the dataset holds (a DAC may have coded with its first few); CheckpointError when the dataset names none."""
+    codec = info.get("codec") or {}
+    if not codec.get("source"):
+        raise CheckpointError(f"{what} needs the dataset's codec, which its dataset.json does not name")
+    return load_codec(codec["source"], stereo=codec.get("stereo", False), num_codebooks=info["num_codebooks"])
+
+
 def checkpoint_manager(workdir: str | os.PathLike, keep: int | None = None) -> ocp.CheckpointManager:
     """The Orbax manager of `WORKDIR/checkpoints` (`keep`: the last so many kept, a run's writer; None: a reader)."""
     import orbax.checkpoint as ocp  # slow to import: only where checkpoints are read or written
@@ -127,7 +136,6 @@ def load_run(workdir: str | os.PathLike) -> Components:
             restored = manager.restore(step, args=items)
             config, state = restored["meta"]["config"], restored["state"]
             info = read_json(path(config["data_dir"]) / DATASET_INFO_FILE)
-            codec_source, stereo = info["codec"]["source"], info["codec"]["stereo"]
         except (OSError, KeyError, ValueError) as e:
             raise CheckpointError(f"cannot read the run checkpoint {directory}: {type(e).__name__} {e}") from e
     text_encoder = T5TextEncoder.from_pretrained(config["text_encoder"])
@@ -136,7 +144,7 @@ def load_run(workdir: str | os.PathLike) -> Components:
         params = jax.device_get(merge_lora(params))
     if config.get("scan_layers"):
         params = unstack_layers(params)
-    codec = load_codec(codec_source, stereo=stereo)
+    codec = dataset_codec(info, str(workdir))
     return Components(
         codec,
         text_encoder,

@@ -17,11 +17,11 @@ from musicgen_jax.audio import write_audio
 from musicgen_jax.codec.model import Codec
 from musicgen_jax.components import Components
 from musicgen_jax.config import LMConfig
-from musicgen_jax.convert.codec_loader import load_codec
 from musicgen_jax.fileio import path, remove_tree, save_json, slug
 from musicgen_jax.lm.model import INFERENCE_DTYPES, merge_lora, unstack_layers
 from musicgen_jax.musicgen import MusicGen
 from musicgen_jax.text.encoder import T5TextEncoder
+from musicgen_jax.train.rundir import dataset_codec
 
 SAMPLES = "samples"
 
@@ -47,10 +47,7 @@ class EMAModel:
         """The builder of a run on the dataset of `info` (its dataset.json); `dtype`: "auto" or a name."""
         if dtype != "auto" and dtype not in INFERENCE_DTYPES:
             raise ValueError(f"config.sample_dtype must be auto or one of {', '.join(INFERENCE_DTYPES)}, got {dtype!r}")
-        source = info["codec"].get("source")
-        if not source:
-            raise ValueError("generating needs the dataset's codec, which its dataset.json does not name")
-        codec = load_codec(source, stereo=info["codec"]["stereo"])
+        codec = dataset_codec(info, "generating")
         auto = None if dtype == "auto" else dtype
         return EMAModel(path(workdir), codec, lm_config, text_encoder, scan_layers, mesh, lora, auto)
 

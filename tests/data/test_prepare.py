@@ -25,7 +25,7 @@ from musicgen_jax import stems
 from musicgen_jax.audio import read_audio
 from musicgen_jax.cli.prepare import main
 from musicgen_jax.data import shards
-from musicgen_jax.data.prepare import chroma_config, split_of
+from musicgen_jax.data.prepare import Settings, chroma_config, segment_lengths, split_of
 from tests.data.conftest import ARGS, GOOD, SKIPPED, SR, all_examples, prepare
 from tests.test_chroma import _Spectrogram
 
@@ -476,3 +476,15 @@ def test_chroma_needs_a_codec_at_the_chroma_rate():
     assert chroma_config(SimpleNamespace(sample_rate=SR)).sample_rate == SR
     with pytest.raises(ValueError, match="--chroma needs a codec at 32000 Hz.* this codec runs at 24000 Hz"):
         chroma_config(SimpleNamespace(sample_rate=24000))
+
+
+def test_lengths_are_whole_frames_at_any_frame_rate():
+    """At a whole frame rate a length is exact or an error; at a fractional one (DAC 44.1 kHz: 44100 / 512 per
+    second, where no whole second is whole frames) it is the nearest whole number of frames, at least one."""
+    settings = Settings("a", "c", segment_seconds=30.0, length_step=1.0)
+    assert segment_lengths(settings, 640, 50) == (1500 * 640, 50 * 640)
+    assert segment_lengths(settings, 512, 44100 / 512) == (2584 * 512, 86 * 512)
+    with pytest.raises(ValueError, match=r"length_step = 0.005 s is less than one codec frame \(1 / 86.1328 s\)"):
+        segment_lengths(Settings("a", "c", length_step=0.005), 512, 44100 / 512)
+    with pytest.raises(ValueError, match="invalid num_codebooks: 0"):
+        Settings("a", "c", num_codebooks=0)
