@@ -27,8 +27,9 @@ from musicgen_jax.checkpoint import native
 from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.checkpoint.files import read_json
 from musicgen_jax.checkpoint.keymap import check_tree
+from musicgen_jax.codec.converted import load_converted as load_converted_codec
+from musicgen_jax.codec.converted import save_codec
 from musicgen_jax.codec.model import Codec
-from musicgen_jax.codec.weights import load_native_codec, save_codec
 from musicgen_jax.config import LMConfig, T5Config
 from musicgen_jax.lm.weights import expected_shapes as lm_shapes
 from musicgen_jax.text.encoder import T5TextEncoder
@@ -104,7 +105,7 @@ def load_converted(directory: str | os.PathLike) -> Components:
             f"{meta.get('version')!r}, this one reads {MODEL_VERSION}); convert it again: "
             f"python convert_torch_weights.py SOURCE {directory}"
         )
-    codec = load_native_codec(directory / "codec")
+    codec = load_converted_codec(directory / "codec")
     t5_params, t5_meta = native.load_tree(directory / "text")
     t5_config = T5Config.from_dict(t5_meta["config"])
     t5_params = check_tree(t5_params, t5_shapes(t5_config), f"{directory / 'text'} (T5 encoder)")

@@ -20,7 +20,7 @@ import numpy as np
 
 from musicgen_jax.audio import NORMALIZE_STRATEGIES, AudioError, read_audio, write_audio
 from musicgen_jax.checkpoint.errors import CheckpointError
-from musicgen_jax.codec.weights import save_codec
+from musicgen_jax.codec.converted import save_codec
 from musicgen_jax.convert.codec_loader import load_codec
 from musicgen_jax.fileio import load_npy, make_dirs, path, save_npy
 

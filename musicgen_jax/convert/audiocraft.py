@@ -324,10 +324,19 @@ def t5_name_for(text_config: T5Config, source: str | None) -> str:
     )
 
 
-def xp_cfg(config: LMConfig, t5_name: str, sample_rate: int, stereo: bool, cfg_dropout: float = 0.3) -> str:
+def xp_cfg(
+    config: LMConfig,
+    t5_name: str,
+    sample_rate: int,
+    stereo: bool,
+    cfg_dropout: float = 0.3,
+    checkpoint: str | None = None,
+    n_q: int | None = None,
+) -> str:
     """An `xp.cfg` YAML for `config`, laid out as audiocraft's merged MusicGen config (solver musicgen, model
     lm/musicgen_lm, conditioner text2music or chroma2music), that `lm_config_from_audiocraft` reads back as
-    `config`."""
+    `config`. `checkpoint`, `n_q`: its `compression_model_checkpoint` and `compression_model_n_q` (a DAC's
+    `//pretrained/dac_44khz`, with as many codebooks as the LM models)."""
     melody = config.melody
     conditioners = {
         "description": {
@@ -369,8 +378,8 @@ def xp_cfg(config: LMConfig, t5_name: str, sample_rate: int, stereo: bool, cfg_d
         "solver": "musicgen",
         "sample_rate": sample_rate,
         "channels": 2 if stereo else 1,
-        "compression_model_checkpoint": None,
-        "compression_model_n_q": None,
+        "compression_model_checkpoint": checkpoint,
+        "compression_model_n_q": n_q,
         "interleave_stereo_codebooks": {"use": stereo, "per_timestep": False},
         "dataset": {"segment_duration": duration},
         "classifier_free_guidance": {"training_dropout": cfg_dropout, "inference_coef": 3.0},

@@ -26,6 +26,7 @@ from musicgen_jax.checkpoint.files import (
     tensors_to_numpy,
 )
 from musicgen_jax.checkpoint.keymap import strip_prefix
+from musicgen_jax.codec import converted
 from musicgen_jax.codec import weights as enc
 from musicgen_jax.codec.dac import weights as dac
 from musicgen_jax.codec.dac.model import DacCodec
@@ -71,8 +72,8 @@ def _load(source: str | os.PathLike, stereo: bool | None) -> Codec | DacCodec:
         else:
             return _from_file(path, stereo)
     for directory in (path / "codec", path):
-        if native.is_native(directory, enc.NATIVE_FORMAT):
-            return enc.load_native_codec(directory, stereo)
+        if converted.is_converted(directory):
+            return converted.load_converted(directory, stereo)
     hf_config = read_json(path / "config.json") if (path / "config.json").exists() else None
     if stereo is None and hf_config is not None and hf_config.get("model_type", "").startswith("musicgen"):
         stereo = hf_config.get("decoder", {}).get("audio_channels", 1) == 2

@@ -151,7 +151,14 @@ def export_hf(
     model.safetensors               or model-0000i-of-0000n.safetensors + model.safetensors.index.json
                                     (`max_shard_size`, 5 GB shards)
     spiece.model, tokenizer files   the T5 tokenizer's
+
+    transformers' MusicGen decodes with EnCodec: a model over another codec's tokens is a CheckpointError.
     """
+    if not isinstance(components.codec, Codec):
+        raise CheckpointError(
+            f"transformers' MusicGen codes with EnCodec; this model's codec is {type(components.codec).__name__} "
+            f"({components.codec.source}): export it to audiocraft (--to audiocraft)"
+        )
     config, state = hf_config(components), hf_state_dict(components)
     with native.atomic_directory(directory) as tmp:
         for name, content in (

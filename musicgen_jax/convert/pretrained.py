@@ -71,5 +71,6 @@ def _convert_audiocraft(source, path: Path) -> Components:
     if not all((path / f).exists() for f in files):
         raise CheckpointError(f"{source}: the audiocraft format needs state_dict.bin and compression_state_dict.bin")
     lm_config, lm_params, t5_name, stereo = load_audiocraft_lm(path / "state_dict.bin")
-    codec = load_codec(path / "compression_state_dict.bin", stereo=stereo)
+    # a DAC codes with as many of its codebooks as the LM models (audiocraft's `compression_model_n_q`)
+    codec = load_codec(path / "compression_state_dict.bin", stereo=stereo, num_codebooks=lm_config.num_codebooks)
     return Components(codec, T5TextEncoder.from_pretrained(t5_name), lm_config, lm_params, str(source))

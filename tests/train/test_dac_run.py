@@ -12,10 +12,15 @@ import subprocess
 
 import numpy as np
 import pytest
+import torch
+import yaml
 
+from musicgen_jax import export
 from musicgen_jax.audio import write_audio
+from musicgen_jax.checkpoint.errors import CheckpointError
 from musicgen_jax.codec.dac.model import DacCodec
 from musicgen_jax.config import DacConfig
+from musicgen_jax.convert import audiocraft
 from musicgen_jax.data.prepare import Settings, prepare
 from tests.codec.test_dac import hf_model, music
 from tests.hub import add_repo, use_offline_cache
@@ -80,6 +85,20 @@ def test_the_debug_model_learns_dac_tokens_and_decodes_with_its_codec(dac_data, 
     model.set_generation_params(use_sampling=False, duration=0.5, cfg_coef=3.0)
     wav = np.asarray(model.generate([PROMPTS[0]]))
     assert wav.shape == (1, 1, 43 * 512) and np.isfinite(wav).all()
+
+    # audiocraft's format names the DAC as its recipe does (and the tiny T5 by its path); transformers' has no DAC
+    monkeypatch.setitem(audiocraft.T5_DIMS, str(inputs[1]), model.text_encoder.config.d_model)
+    out = export.export(str(workdir), "audiocraft", str(tmp_path / "audiocraft"))
+    assert torch.load(out / "compression_state_dict.bin")["pretrained"] == "dac_44khz"
+    cfg = yaml.safe_load(torch.load(out / "state_dict.bin")["xp.cfg"])
+    assert (cfg["compression_model_checkpoint"], cfg["compression_model_n_q"]) == ("//pretrained/dac_44khz", 3)
+    assert (cfg["transformer_lm"]["n_q"], cfg["transformer_lm"]["card"]) == (3, 64)
+    exported = MusicGen.get_pretrained(str(out))
+    assert exported.codec.num_codebooks == 3
+    exported.set_generation_params(use_sampling=False, duration=0.5, cfg_coef=3.0)
+    np.testing.assert_array_equal(np.asarray(exported.generate([PROMPTS[0]])), wav)
+    with pytest.raises(CheckpointError, match="transformers' MusicGen codes with EnCodec; this model's codec is Dac"):
+        export.export(str(workdir), "hf", str(tmp_path / "hf"))
 
 
 @pytest.mark.e2e
