@@ -362,7 +362,8 @@ def check_dataset(components, info: dict, source: str, data_dir) -> None:
     (the model of `source`), mono or stereo: the same codebooks per channel, cardinality, sample and frame
     rates."""
     codec, model = info["codec"], components.codec
-    theirs = (model.config.num_codebooks, model.config.codebook_size, model.sample_rate, model.frame_rate)
+    per_channel = model.num_codebooks // (2 if model.stereo else 1)  # the codebooks it codes with (a DAC's first n)
+    theirs = (per_channel, model.config.codebook_size, model.sample_rate, model.frame_rate)
     ours = (
         info["num_codebooks"] // (2 if codec.get("stereo") else 1),
         info["card"],

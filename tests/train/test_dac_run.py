@@ -1,8 +1,9 @@
 """Training over DAC tokens, end to end (issue 32): audio coded by the codec audiocraft calls dac_44khz (here a
 tiny random transformers `DacModel` in an offline hub cache as descript/dac_44khz) with its first 3 codebooks
 (`prepare --num-codebooks 3`); the debug config with `codebooks` set as audiocraft's DAC recipe sets them learns
-(its loss falls by more than half); the run samples and decodes with its dataset's codec; a `codebooks` setting
-that disagrees with the dataset is one error line, before anything compiles."""
+(its loss falls by more than half); the run samples and decodes with its dataset's codec, evaluates, and exports
+to audiocraft naming the DAC; a `codebooks` setting that disagrees with the dataset is one error line, before
+anything compiles."""
 
 from __future__ import annotations
 
@@ -85,6 +86,20 @@ def test_the_debug_model_learns_dac_tokens_and_decodes_with_its_codec(dac_data, 
     model.set_generation_params(use_sampling=False, duration=0.5, cfg_coef=3.0)
     wav = np.asarray(model.generate([PROMPTS[0]]))
     assert wav.shape == (1, 1, 43 * 512) and np.isfinite(wav).all()
+
+    from musicgen_jax.audio import read_audio
+    from musicgen_jax.cli import evaluate, sample
+
+    out = tmp_path / "samples"  # sample.py decodes with the run's DAC
+    assert sample.main(["--model", str(workdir), "--prompt", PROMPTS[1], "--duration", "0.5", "--out", str(out)]) == 0
+    (clip,) = out.iterdir()
+    assert read_audio(clip, 44100, 1)[0].shape == (1, 43 * 512)
+    # the loss over the dataset, through the run's DAC codebooks
+
+    args = ["--model", str(workdir), "--data", str(data), "--split", "train", "--frames", str(FRAMES)]
+    assert evaluate.main([*args, "--out", str(tmp_path / "eval.json"), "--no-progress"]) == 0
+    result = json.loads((tmp_path / "eval.json").read_text())
+    assert result["examples"] == 4 and result["eval_loss"] < losses[0] / 2
 
     # audiocraft's format names the DAC as its recipe does (and the tiny T5 by its path); transformers' has no DAC
     monkeypatch.setitem(audiocraft.T5_DIMS, str(inputs[1]), model.text_encoder.config.d_model)
