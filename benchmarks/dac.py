@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import importlib.metadata
 import tempfile
-import time
 import warnings
 from pathlib import Path
 
@@ -41,15 +40,12 @@ from benchmarks.common import (
     usable_cores,
     with_min,
 )
-from benchmarks.data import music_clip
-from musicgen_jax.audio import read_audio
+from benchmarks.data import music_clip, reference_codes, timed_prepare
 from musicgen_jax.codec.dac import model as dac_model
 from musicgen_jax.config import DAC_44KHZ, DacConfig
 from musicgen_jax.convert.codec_loader import load_codec
-from musicgen_jax.data import Settings, prepare, read_examples
-from musicgen_jax.data.prepare import segment_bounds
+from musicgen_jax.data import Settings, read_examples
 from musicgen_jax.data.shards import SPLITS
-from musicgen_jax.data.sources import list_inputs
 from tests.codec.descript_api import descript_checkpoint, descript_dac_class
 from tests.codec.test_dac import music, randomize
 
@@ -243,58 +239,12 @@ def make_clips(folder: Path, files: int, seconds: float, sample_rate: int, seed:
     return names
 
 
-def _compiled_encoders() -> int | None:
-    """How many shapes DAC's module-level jitted encoder has compiled so far (None if jax hides it)."""
-    size = getattr(dac_model._encode, "_cache_size", None)
-    return size() if callable(size) else None
-
-
-def _timed_prepare(settings: Settings, out: Path, batch_size: int) -> dict:
-    """`prepare` end to end into `out`: wall seconds, audio seconds, its `dataset.json`, encoder compilations."""
-    before, start = _compiled_encoders(), time.perf_counter()
-    info = prepare(settings, out, batch_size=batch_size, progress=False)
-    wall, after = time.perf_counter() - start, _compiled_encoders()
-    if info is None:
-        raise RuntimeError(f"prepare did not complete the dataset in {out}")
-    return {
-        "wall": wall,
-        "audio": info["audio_hours"] * 3600,
-        "info": info,
-        "compiled": None if before is None or after is None else after - before,
-    }
-
-
 def descript_reference(model: torch.nn.Module, config: DacConfig, settings: Settings, batch_size: int) -> dict:
-    """Read, cut and encode every file of `settings.audio` as `prepare` does (`read_audio` at 44.1 kHz mono,
-    `segment_bounds` at DAC's fractional frame rate, batches of up to `batch_size` segments of one length), with
-    descript's `DAC` (`descript_encode`); nothing written. `benchmarks.data.torch_reference` speaks transformers'
-    `EncodecModel` and rounds the frame rate to a whole number, so it cannot cut DAC's segments. Returns the wall
-    times (read: reading; encode), the audio seconds and the codes by (path, segment)."""
-    sample_rate, hop = config.sample_rate, config.hop_length
-    pending: dict[int, list] = {}
-    codes, times, audio = {}, {"read": 0.0, "encode": 0.0}, 0.0
-
-    def encode(length: int) -> None:
-        queue = pending.pop(length)
-        start = time.perf_counter()
-        out = descript_encode(model, torch.from_numpy(np.stack([wav for _, wav in queue]))).numpy()
-        times["encode"] += time.perf_counter() - start
-        codes.update((key, out[row]) for row, (key, _) in enumerate(queue))
-
-    start_all = time.perf_counter()
-    for item in list_inputs(settings.audio)[1]:
-        start = time.perf_counter()
-        wav, _ = read_audio(item.file, sample_rate, 1)
-        times["read"] += time.perf_counter() - start
-        audio += wav.shape[-1] / sample_rate
-        for index, (a, b) in enumerate(segment_bounds(wav.shape[-1], hop, config.frame_rate, settings)):
-            queue = pending.setdefault(b - a, [])
-            queue.append(((item.path, index), wav[:, a:b]))
-            if len(queue) == batch_size:
-                encode(b - a)
-    for length in sorted(pending):
-        encode(length)
-    return {"wall": time.perf_counter() - start_all, "audio": audio, "codes": codes, **times}
+    """`benchmarks.data.reference_codes` with descript's `DAC` (`descript_encode`), at DAC's fractional frame
+    rate (`benchmarks.data.torch_reference` speaks transformers' `EncodecModel`)."""
+    encode = lambda batch: descript_encode(model, batch).numpy()  # noqa: E731
+    args = (config.sample_rate, config.hop_length, config.frame_rate)
+    return reference_codes(encode, Path(settings.audio), settings, batch_size, *args)
 
 
 def run_prepare(
@@ -330,9 +280,9 @@ def run_prepare(
         )
         counters = cpu_counters()
         print("musicgen_jax prepare, first run ...", flush=True)
-        first = _timed_prepare(settings, tmp / "out1", batch_size)
+        first = timed_prepare(settings, tmp / "out1", batch_size, dac_model._encode)
         print("musicgen_jax prepare, second run ...", flush=True)
-        second = _timed_prepare(settings, tmp / "out2", batch_size)
+        second = timed_prepare(settings, tmp / "out2", batch_size, dac_model._encode)
         print("descript reference ...", flush=True)
         descript_encode(model, torch.zeros(1, 1, config.sample_rate))  # warm-up, 1 s
         ref = descript_reference(model, config, settings, batch_size)

@@ -98,16 +98,18 @@ def make_clips(folder: Path, files: int, seconds: float, seed: int = 0) -> list[
     return clips
 
 
-def _compiled_encoders() -> int | None:
-    """How many shapes the module-level jitted encoder has compiled so far (None if jax hides it)."""
-    size = getattr(codec_model._encode, "_cache_size", None)
+def compiled_count(jitted) -> int | None:
+    """How many shapes the jitted function `jitted` has compiled so far (None if jax hides it)."""
+    size = getattr(jitted, "_cache_size", None)
     return size() if callable(size) else None
 
 
-def _timed_prepare(settings: Settings, out: Path, batch_size: int) -> dict:
-    before, start = _compiled_encoders(), time.perf_counter()
+def timed_prepare(settings: Settings, out: Path, batch_size: int, encoder=codec_model._encode) -> dict:
+    """`prepare` end to end into `out`: wall seconds, audio seconds, its `dataset.json`, and how many shapes the
+    codec's jitted `encoder` compiled meanwhile."""
+    before, start = compiled_count(encoder), time.perf_counter()
     info = prepare(settings, out, batch_size=batch_size, progress=False)
-    wall, after = time.perf_counter() - start, _compiled_encoders()
+    wall, after = time.perf_counter() - start, compiled_count(encoder)
     if info is None:
         raise RuntimeError(f"prepare did not complete the dataset in {out}")
     return {
@@ -118,25 +120,24 @@ def _timed_prepare(settings: Settings, out: Path, batch_size: int) -> dict:
     }
 
 
-def torch_reference(model, root: Path, settings: Settings, batch_size: int) -> dict:
-    """Read, cut and encode every file of `root` as `prepare` does, with transformers; nothing written.
-    Returns the wall times (read: reading + resampling; encode), the audio seconds and the codes by
-    (path, segment)."""
-    sample_rate, hop = model.config.sampling_rate, int(np.prod(model.config.upsampling_ratios))
-    frame_rate = round(sample_rate / hop)
+def reference_codes(
+    encode, root: Path, settings: Settings, batch_size: int, sample_rate: int, hop: int, frame_rate: float
+) -> dict:
+    """Read, cut and encode every file of `root` as `prepare` does (`read_audio` mono at `sample_rate`,
+    `segment_bounds`, batches of up to `batch_size` segments of one length) with a PyTorch codec's
+    `encode(batch [B, 1, T] tensor) -> codes [B, K, T'] numpy`; nothing written. Returns the wall times
+    (read: reading + resampling; encode), the audio seconds and the codes by (path, segment)."""
     pending: dict[int, list] = {}
-    codes, times = {}, {"read": 0.0, "encode": 0.0}
-    audio = 0.0
+    codes, times, audio = {}, {"read": 0.0, "encode": 0.0}, 0.0
 
-    def encode(length: int) -> None:
+    def flush(length: int) -> None:
         queue = pending.pop(length)
         batch = torch.from_numpy(np.stack([wav for _, wav in queue]))
         start = time.perf_counter()
         with torch.inference_mode():
-            out = model.encode(batch).audio_codes[0].numpy()  # [1 (chunks), B, K, T'] -> [B, K, T']
+            out = encode(batch)
         times["encode"] += time.perf_counter() - start
-        for row, (key, _) in enumerate(queue):
-            codes[key] = out[row]
+        codes.update((key, out[row]) for row, (key, _) in enumerate(queue))
 
     start_all = time.perf_counter()
     for item in list_inputs(str(root))[1]:
@@ -148,10 +149,17 @@ def torch_reference(model, root: Path, settings: Settings, batch_size: int) -> d
             queue = pending.setdefault(b - a, [])
             queue.append(((item.path, index), wav[:, a:b]))
             if len(queue) == batch_size:
-                encode(b - a)
+                flush(b - a)
     for length in sorted(pending):
-        encode(length)
+        flush(length)
     return {"wall": time.perf_counter() - start_all, "audio": audio, "codes": codes, **times}
+
+
+def torch_reference(model, root: Path, settings: Settings, batch_size: int) -> dict:
+    """`reference_codes` with transformers' `EncodecModel` (its codes `[1 (chunks), B, K, T']`)."""
+    sample_rate, hop = model.config.sampling_rate, int(np.prod(model.config.upsampling_ratios))
+    encode = lambda batch: model.encode(batch).audio_codes[0].numpy()  # noqa: E731
+    return reference_codes(encode, root, settings, batch_size, sample_rate, hop, round(sample_rate / hop))
 
 
 def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: float) -> dict:
@@ -172,9 +180,9 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
         settings = Settings(str(folder), str(codec_dir), segment_seconds=segment_seconds, valid_fraction=0.1)
         counters = cpu_counters()
         print("musicgen_jax prepare, first run ...", flush=True)
-        first = _timed_prepare(settings, tmp / "out1", batch_size)
+        first = timed_prepare(settings, tmp / "out1", batch_size)
         print("musicgen_jax prepare, second run ...", flush=True)
-        second = _timed_prepare(settings, tmp / "out2", batch_size)
+        second = timed_prepare(settings, tmp / "out2", batch_size)
         print("PyTorch reference ...", flush=True)
         with torch.inference_mode():  # warm-up, 1 s
             model.encode(torch.zeros(1, 1, model.config.sampling_rate))
