@@ -40,12 +40,11 @@ from benchmarks.common import (
     usable_cores,
     with_min,
 )
-from benchmarks.data import music_clip, reference_codes, timed_prepare
+from benchmarks.data import measure_prepare, music_clip, prepare_table, reference_codes
 from musicgen_jax.codec.dac import model as dac_model
 from musicgen_jax.config import DAC_44KHZ, DacConfig
 from musicgen_jax.convert.codec_loader import load_codec
-from musicgen_jax.data import Settings, read_examples
-from musicgen_jax.data.shards import SPLITS
+from musicgen_jax.data import Settings
 from tests.codec.descript_api import descript_checkpoint, descript_dac_class
 from tests.codec.test_dac import music, randomize
 
@@ -278,30 +277,14 @@ def run_prepare(
             length_step=length_step,
             min_seconds=length_step,
         )
-        counters = cpu_counters()
-        print("musicgen_jax prepare, first run ...", flush=True)
-        first = timed_prepare(settings, tmp / "out1", batch_size, dac_model._encode)
-        print("musicgen_jax prepare, second run ...", flush=True)
-        second = timed_prepare(settings, tmp / "out2", batch_size, dac_model._encode)
-        print("descript reference ...", flush=True)
-        descript_encode(model, torch.zeros(1, 1, config.sample_rate))  # warm-up, 1 s
-        ref = descript_reference(model, config, settings, batch_size)
-        others = other_load(counters)
-        prepared = {
-            (ex["path"], ex["segment"]): ex["codes"] for split in SPLITS for ex in read_examples(tmp / "out2", split)
-        }
-        first_keys = {(ex["path"], ex["segment"]) for split in SPLITS for ex in read_examples(tmp / "out1", split)}
-    if set(prepared) != set(ref["codes"]) or first_keys != set(prepared):
-        raise RuntimeError(f"segments differ: prepared {sorted(prepared)}, reference {sorted(ref['codes'])}")
-    equal = total = 0
-    lengths: dict[int, int] = {}
-    for key, codes in ref["codes"].items():
-        if prepared[key].shape != codes.shape:
-            raise RuntimeError(f"{key}: prepared codes {prepared[key].shape}, reference {codes.shape}")
-        equal += int((prepared[key].astype(np.int64) == codes).sum())
-        total += codes.size
-        lengths[codes.shape[-1]] = lengths.get(codes.shape[-1], 0) + 1
-    info = second["info"]
+        measured = measure_prepare(
+            settings,
+            tmp,
+            batch_size,
+            dac_model._encode,
+            lambda: descript_encode(model, torch.zeros(1, 1, config.sample_rate)),  # warm-up, 1 s
+            lambda: descript_reference(model, config, settings, batch_size),
+        )
     return {
         "config": config,
         "files": files,
@@ -312,16 +295,7 @@ def run_prepare(
         "length_step": length_step,
         "threads": threads,
         "load": (load_before, load_average()),
-        "others": others,
-        "first": first,
-        "second": second,
-        "ref": {k: v for k, v in ref.items() if k != "codes"},
-        "codes_equal": equal / total,
-        "codes_total": total,
-        "lengths": lengths,
-        "frame_rate": info["frame_rate"],
-        "splits": {s: (v["files"], v["examples"]) for s, v in info["splits"].items()},
-        "distinct_codes": len(np.unique(np.concatenate([c[0] for c in ref["codes"].values()]))),
+        **measured,
     }
 
 
@@ -341,19 +315,6 @@ def report_prepare(res: dict, command: str, title: str) -> str:
     """The preparation section: provenance, the work, the agreement of the codes, one row per run."""
     import tensorflow
 
-    runs = [
-        ("musicgen_jax `prepare`, first run (compile+run)", res["first"]),
-        ("musicgen_jax `prepare`, second run (compiled)", res["second"]),
-        ("descript `dac` reference (read + encode, no writing)", res["ref"]),
-    ]
-    columns = {
-        "run": "{}",
-        "audio s": "{:.1f}",
-        "wall s": "{:.2f}",
-        "audio s per wall s": "{:.2f}",
-        "real-time factor": "{:.4f}",
-    }
-    rows = [(name, r["audio"], r["wall"], r["audio"] / r["wall"], r["wall"] / r["audio"]) for name, r in runs]
     lengths, batch = sorted(res["lengths"].items(), reverse=True), res["batch_size"]
     segments = ", ".join(f"{n} of {t} frames ({t / res['frame_rate']:.3f} s)" for t, n in lengths)
     splits = ", ".join(f"{s} {files} files / {examples} examples" for s, (files, examples) in res["splits"].items())
@@ -385,7 +346,7 @@ def report_prepare(res: dict, command: str, title: str) -> str:
         f"JAX second run / descript reference throughput: {res['ref']['wall'] / res['second']['wall']:.2f} (the JAX "
         "runs also write the dataset). Real-time factor: wall time / audio duration (below 1 is faster than real time)."
     )
-    return section(title, command, facts, table(columns, rows), footnote)
+    return section(title, command, facts, prepare_table(res, "descript `dac` reference"), footnote)
 
 
 def main(argv: list[str] | None = None) -> None:

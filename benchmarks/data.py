@@ -162,6 +162,52 @@ def torch_reference(model, root: Path, settings: Settings, batch_size: int) -> d
     return reference_codes(encode, root, settings, batch_size, sample_rate, hop, round(sample_rate / hop))
 
 
+def measure_prepare(settings: Settings, tmp: Path, batch_size: int, encoder, warm_up, reference) -> dict:
+    """`prepare` of `settings` timed twice (into `tmp`/out1, then out2: `timed_prepare` with the codec's jitted
+    `encoder`), then `warm_up()` and `reference()` (a PyTorch codec's `reference_codes`); the codes of both
+    compared segment by segment. RuntimeError when the two cut different segments or shapes."""
+    counters = cpu_counters()
+    print("musicgen_jax prepare, first run ...", flush=True)
+    first = timed_prepare(settings, tmp / "out1", batch_size, encoder)
+    print("musicgen_jax prepare, second run ...", flush=True)
+    second = timed_prepare(settings, tmp / "out2", batch_size, encoder)
+    print("PyTorch reference ...", flush=True)
+    warm_up()
+    ref = reference()
+    others = other_load(counters)
+    prepared = {
+        (ex["path"], ex["segment"]): ex["codes"] for split in SPLITS for ex in read_examples(tmp / "out2", split)
+    }
+    first_keys = {(ex["path"], ex["segment"]) for split in SPLITS for ex in read_examples(tmp / "out1", split)}
+    if set(prepared) != set(ref["codes"]) or first_keys != set(prepared):
+        raise RuntimeError(f"segments differ: prepared {sorted(prepared)}, reference {sorted(ref['codes'])}")
+    equal = total = 0
+    differing = []  # (path, segment, stage, frame) of the codes that differ
+    lengths: dict[int, int] = {}
+    for key, codes in ref["codes"].items():
+        if prepared[key].shape != codes.shape:
+            raise RuntimeError(f"{key}: prepared codes {prepared[key].shape}, reference {codes.shape}")
+        same = prepared[key].astype(np.int64) == codes
+        equal += int(same.sum())
+        total += codes.size
+        differing += [(*key, int(q), int(t)) for q, t in zip(*np.nonzero(~same))]
+        lengths[codes.shape[-1]] = lengths.get(codes.shape[-1], 0) + 1
+    info = second["info"]
+    return {
+        "others": others,
+        "first": first,
+        "second": second,
+        "ref": {k: v for k, v in ref.items() if k != "codes"},
+        "codes_equal": equal / total,
+        "codes_total": total,
+        "differing": differing,
+        "lengths": lengths,
+        "frame_rate": info["frame_rate"],
+        "splits": {s: (v["files"], v["examples"]) for s, v in info["splits"].items()},
+        "distinct_codes": len(np.unique(np.concatenate([c[0] for c in ref["codes"].values()]))),
+    }
+
+
 def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: float) -> dict:
     """The preparation section's measurements (see the module docstring)."""
     threads = usable_cores()
@@ -178,36 +224,19 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
         model = build_hf_model()
         model.save_pretrained(codec_dir)
         settings = Settings(str(folder), str(codec_dir), segment_seconds=segment_seconds, valid_fraction=0.1)
-        counters = cpu_counters()
-        print("musicgen_jax prepare, first run ...", flush=True)
-        first = timed_prepare(settings, tmp / "out1", batch_size)
-        print("musicgen_jax prepare, second run ...", flush=True)
-        second = timed_prepare(settings, tmp / "out2", batch_size)
-        print("PyTorch reference ...", flush=True)
-        with torch.inference_mode():  # warm-up, 1 s
-            model.encode(torch.zeros(1, 1, model.config.sampling_rate))
-        ref = torch_reference(model, folder, settings, batch_size)
-        others = other_load(counters)
 
-        prepared = {
-            (ex["path"], ex["segment"]): ex["codes"] for split in SPLITS for ex in read_examples(tmp / "out2", split)
-        }
-        first_keys = {(ex["path"], ex["segment"]) for split in SPLITS for ex in read_examples(tmp / "out1", split)}
-    if set(prepared) != set(ref["codes"]) or first_keys != set(prepared):
-        raise RuntimeError(f"segments differ: prepared {sorted(prepared)}, reference {sorted(ref['codes'])}")
-    equal = total = 0
-    differing = []  # (path, segment, stage, frame) of the codes that differ
-    for key, codes in ref["codes"].items():
-        if prepared[key].shape != codes.shape:
-            raise RuntimeError(f"{key}: prepared codes {prepared[key].shape}, reference {codes.shape}")
-        same = prepared[key].astype(np.int64) == codes
-        equal += int(same.sum())
-        total += codes.size
-        differing += [(*key, int(q), int(t)) for q, t in zip(*np.nonzero(~same))]
-    lengths = {}
-    for codes in ref["codes"].values():
-        lengths[codes.shape[-1]] = lengths.get(codes.shape[-1], 0) + 1
-    info = second["info"]
+        def warm_up():  # 1 s
+            with torch.inference_mode():
+                model.encode(torch.zeros(1, 1, model.config.sampling_rate))
+
+        measured = measure_prepare(
+            settings,
+            tmp,
+            batch_size,
+            codec_model._encode,
+            warm_up,
+            lambda: torch_reference(model, folder, settings, batch_size),
+        )
     return {
         "files": files,
         "seconds": seconds,
@@ -215,18 +244,8 @@ def run_prepare(files: int, seconds: float, batch_size: int, segment_seconds: fl
         "segment_seconds": segment_seconds,
         "threads": threads,
         "load": (load_before, load_average()),
-        "others": others,
         "clips": clips,
-        "first": first,
-        "second": second,
-        "ref": {k: v for k, v in ref.items() if k != "codes"},
-        "codes_equal": equal / total,
-        "codes_total": total,
-        "differing": differing,
-        "lengths": lengths,
-        "frame_rate": info["frame_rate"],
-        "splits": {s: (v["files"], v["examples"]) for s, v in info["splits"].items()},
-        "distinct_codes": len(np.unique(np.concatenate([c[0] for c in ref["codes"].values()]))),
+        **measured,
     }
 
 
@@ -241,14 +260,12 @@ PREPARE_NOTES = (
 )
 
 
-def report_prepare(res: dict, command: str) -> str:
-    """The preparation section: provenance, the work, the agreement of the codes, one row per run."""
-    import tensorflow
-
+def prepare_table(res: dict, reference: str) -> str:
+    """`measure_prepare`'s three runs (both of `prepare`, then `reference`'s) as a table of throughputs."""
     runs = [
         ("musicgen_jax `prepare`, first run (compile+run)", res["first"]),
         ("musicgen_jax `prepare`, second run (compiled)", res["second"]),
-        ("PyTorch reference (read + encode, no writing)", res["ref"]),
+        (f"{reference} (read + encode, no writing)", res["ref"]),
     ]
     columns = {
         "run": "{}",
@@ -257,7 +274,15 @@ def report_prepare(res: dict, command: str) -> str:
         "audio s per wall s": "{:.2f}",
         "real-time factor": "{:.4f}",
     }
-    rows = [(name, r["audio"], r["wall"], r["audio"] / r["wall"], r["wall"] / r["audio"]) for name, r in runs]
+    return table(
+        columns, [(name, r["audio"], r["wall"], r["audio"] / r["wall"], r["wall"] / r["audio"]) for name, r in runs]
+    )
+
+
+def report_prepare(res: dict, command: str) -> str:
+    """The preparation section: provenance, the work, the agreement of the codes, one row per run."""
+    import tensorflow
+
     kinds = dict.fromkeys((c["sample_rate"], c["channels"], c["format"]) for c in res["clips"])
     kinds_text = ", ".join(f"{'mono' if ch == 1 else 'stereo'} {fmt} at {sr / 1000:g} kHz" for sr, ch, fmt in kinds)
     lengths, batch = sorted(res["lengths"].items(), reverse=True), res["batch_size"]
@@ -289,7 +314,7 @@ def report_prepare(res: dict, command: str) -> str:
         f"JAX second run / PyTorch reference throughput: {res['ref']['wall'] / res['second']['wall']:.2f}. "
         "Real-time factor: wall time / audio duration (below 1 is faster than real time)."
     )
-    return section(PREPARE_TITLE, command, facts, table(columns, rows), footnote)
+    return section(PREPARE_TITLE, command, facts, prepare_table(res, "PyTorch reference"), footnote)
 
 
 PIPELINE_DESCRIPTIONS = [
